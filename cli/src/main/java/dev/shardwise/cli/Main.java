@@ -1,0 +1,36 @@
+package dev.shardwise.cli;
+
+import dev.shardwise.cli.bench.BenchCommand;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** Entry point of the {@code shardwise} command; the only place that prints for people. */
+@Command(name = "shardwise",
+        mixinStandardHelpOptions = true,
+        version = "shardwise 0.1.0-SNAPSHOT",
+        description = "Large-model training for the JVM: data, tensor, pipeline and expert parallelism, "
+                + "ZeRO, recompute, planning, elastic runs and inference.",
+        subcommands = {BenchCommand.class, CommandLine.HelpCommand.class},
+        footer = {"", "Start with:  ./shardwise bench gemm     (kernel speed beside OpenBLAS)",
+                "Each command has its own help:  ./shardwise help bench", ""})
+public final class Main implements Runnable {
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(System.out);
+    }
+
+    public static void main(String[] args) {
+        CommandLine cli = new CommandLine(new Main());
+        cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
+            if (e instanceof IllegalArgumentException || e instanceof IllegalStateException) {
+                commandLine.getErr().println("shardwise: " + e.getMessage());
+                return 2;
+            }
+            throw e;
+        });
+        System.exit(cli.execute(args));
+    }
+}

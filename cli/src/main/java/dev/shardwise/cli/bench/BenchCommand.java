@@ -1,0 +1,18 @@
+package dev.shardwise.cli.bench;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** {@code shardwise bench ...}: benchmarks that print a ratio against a peer measured in the same run. */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Measure kernels against a peer in the same run (OpenBLAS for GEMM).",
+        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class})
+public final class BenchCommand implements Runnable {
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(System.out);
+    }
+}
