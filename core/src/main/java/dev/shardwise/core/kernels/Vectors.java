@@ -1,0 +1,12 @@
+package dev.shardwise.core.kernels;
+import dev.shardwise.core.tensor.Tensor;
+/** TEMPORARY placeholder (replaced by the elementwise branch). */
+public final class Vectors {
+    private Vectors() { }
+    public static void add(Tensor out, Tensor a, Tensor b) {
+        double[] x = a.toDoubleArray(), y = b.toDoubleArray();
+        for (int i = 0; i < x.length; i++) x[i] += y[i];
+        out.copyFrom(x);
+    }
+    public static void accumulate(Tensor y, Tensor x) { add(y, y, x); }
+}
