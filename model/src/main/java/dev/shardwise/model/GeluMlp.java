@@ -1,0 +1,49 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.Gelu;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.Tensor;
+
+/** The GPT-2 feed-forward block: y = GELU(x·W_fcᵀ + b_fc)·W_projᵀ + b_proj, hidden size F. */
+final class GeluMlp {
+    private final Linear fc;     // C -> F
+    private final Linear proj;   // F -> C
+
+    /**
+     * What backward reads.
+     *
+     * @param hidden pre-activation x·W_fcᵀ + b_fc [N, F]
+     * @param gelu   GELU(hidden) [N, F]
+     * @param out    the block's output y [N, C]
+     */
+    record Saved(Tensor hidden, Tensor gelu, Tensor out) { }
+
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+        double std = 0.02;
+        Linear.declare(builder, name + ".fc", config.hidden(), config.ffnHidden(), config.bias(), std);
+        Linear.declare(builder, name + ".proj", config.ffnHidden(), config.hidden(), config.bias(),
+                std / Math.sqrt(2.0 * config.layers()));
+    }
+
+    GeluMlp(ParameterSet params, String name, ModelConfig config) {
+        this.fc = new Linear(params, name + ".fc", config.bias());
+        this.proj = new Linear(params, name + ".proj", config.bias());
+    }
+
+    /** x [N, C] -> y [N, C], returned inside what backward needs. */
+    Saved forward(StepArena arena, Tensor x) {
+        Tensor hidden = fc.forward(arena, x);
+        Tensor gelu = arena.allocate(x.dtype(), hidden.shape());
+        Gelu.forward(gelu, hidden);
+        return new Saved(hidden, gelu, proj.forward(arena, gelu));
+    }
+
+    /** Accumulates dx [N, C] and the parameter gradients from dy [N, C]. */
+    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Saved saved) {
+        Tensor dgelu = arena.allocate(dy.dtype(), saved.gelu.shape());
+        proj.backward(dgelu, dy, saved.gelu);
+        Tensor dhidden = arena.allocate(dy.dtype(), saved.hidden.shape());
+        Gelu.backward(dhidden, dgelu, saved.hidden);
+        fc.backward(dx, dhidden, x);
+    }
+}

@@ -1,0 +1,212 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.CrossEntropy;
+import dev.shardwise.core.kernels.Embedding;
+import dev.shardwise.core.kernels.Gemm;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A GPT language model (Radford et al. 2019): token + learned position embeddings, L transformer blocks,
+ * a final LayerNorm and an output head tied to the token embedding, trained with next-token cross-entropy.
+ *
+ * <p>Forward and backward are explicit (llm.c): {@link #forward} runs the blocks in order and keeps what each
+ * backward needs in a {@link Pass}; {@link #backward} runs them in reverse and accumulates into the parameter
+ * gradients. All activations live in the caller's {@link StepArena}, freed when it closes.
+ *
+ * <p>Runs in F32 (training) or F64 (finite-difference checks), whichever dtype the parameters have.
+ */
+public final class Gpt implements AutoCloseable {
+    private final ModelConfig config;
+    private final ParameterSet params;
+    private final Parameter tokenEmbedding;      // wte [V, C], also the output head
+    private final Parameter positionEmbedding;   // wpe [contextLength, C]
+    private final List<TransformerBlock> blocks = new ArrayList<>();
+    private final LayerNormLayer finalNorm;
+
+    /** The state one forward pass leaves for backward, and its loss. */
+    public static final class Pass {
+        private final int b;
+        private final int t;
+        private final Tensor tokens;                      // [B·T] i32
+        private final Tensor positions;                   // [B·T] i32
+        private final Tensor x0;                          // embeddings [B·T, C]
+        private final List<TransformerBlock.Saved> blocks;
+        private final LayerNormLayer.Saved finalNorm;
+        private final Tensor dlogits;                     // [B·T, V], d(loss·scale)/d(logits)
+        private final double loss;
+        private final int countedTokens;
+
+        private Pass(int b, int t, Tensor tokens, Tensor positions, Tensor x0, List<TransformerBlock.Saved> blocks,
+                     LayerNormLayer.Saved finalNorm, Tensor dlogits, double loss, int countedTokens) {
+            this.b = b;
+            this.t = t;
+            this.tokens = tokens;
+            this.positions = positions;
+            this.x0 = x0;
+            this.blocks = blocks;
+            this.finalNorm = finalNorm;
+            this.dlogits = dlogits;
+            this.loss = loss;
+            this.countedTokens = countedTokens;
+        }
+
+        /** Mean cross-entropy over the targets that are not ignored (-1), in nats. */
+        public double loss() { return loss; }
+
+        /** Targets that counted towards the loss. */
+        public int countedTokens() { return countedTokens; }
+    }
+
+    /** Declares every parameter of a GPT with {@code config}, in checkpoint order. */
+    public static ParameterSet.Builder declare(ModelConfig config) {
+        requireSupported(config);
+        ParameterSet.Builder builder = ParameterSet.builder();
+        builder.declare("wte", new ParameterSet.Init.Normal(0.02), false, config.vocabSize(), config.hidden());
+        builder.declare("wpe", new ParameterSet.Init.Normal(0.02), false, config.contextLength(), config.hidden());
+        for (int l = 0; l < config.layers(); l++) TransformerBlock.declare(builder, "h." + l, config);
+        LayerNormLayer.declare(builder, "ln_f", config.hidden());
+        return builder;
+    }
+
+    /** A model with freshly initialised parameters (GPT-2 init, seeded) charged to {@code pool}. */
+    public static Gpt create(ModelConfig config, MemoryPool pool, DType dtype, long seed) {
+        ParameterSet params = declare(config).allocate(pool, dtype);
+        params.initialize(seed);
+        return new Gpt(config, params);
+    }
+
+    /** A model over existing parameters (declared by {@link #declare}); the model takes ownership of them. */
+    public Gpt(ModelConfig config, ParameterSet params) {
+        requireSupported(config);
+        this.config = config;
+        this.params = params;
+        this.tokenEmbedding = params.get("wte");
+        this.positionEmbedding = params.get("wpe");
+        for (int l = 0; l < config.layers(); l++) blocks.add(new TransformerBlock(params, "h." + l, config));
+        this.finalNorm = new LayerNormLayer(params, "ln_f", config.normEps());
+    }
+
+    private static void requireSupported(ModelConfig config) {
+        if (config.norm() != ModelConfig.Norm.LAYER_NORM || config.mlp() != ModelConfig.Mlp.GELU
+                || config.positions() != ModelConfig.Positions.LEARNED || !config.bias()
+                || config.kvHeads() != config.heads()) {
+            throw new IllegalArgumentException("this build trains GPT-2-style models (LayerNorm, GELU, learned positions, "
+                    + "biases, kvHeads = heads); the LLaMA-style options (" + config.norm() + ", " + config.mlp() + ", "
+                    + config.positions() + ") are not implemented yet: use a GPT preset such as 'tiny' or 'gpt2-124m'");
+        }
+    }
+
+    public ModelConfig config() { return config; }
+    public ParameterSet parameters() { return params; }
+
+    /**
+     * Forward pass with the loss, fused with the gradient of the loss with respect to the logits (the
+     * logits are never kept: their buffer turns into that gradient in place).
+     *
+     * @param tokens    i32 [B, T] input ids
+     * @param targets   i32 [B, T] next-token ids; -1 excludes a position from the loss
+     * @param lossScale multiplies the gradient (e.g. 1/micro-batches under gradient accumulation)
+     * @throws IllegalArgumentException if T exceeds the context length or shapes disagree
+     */
+    public Pass forward(StepArena arena, Tensor tokens, Tensor targets, double lossScale) {
+        return run(arena, tokens, targets, true, lossScale);
+    }
+
+    /** Mean loss of {@code tokens} predicting {@code targets}, without gradients (validation). */
+    public double evaluate(StepArena arena, Tensor tokens, Tensor targets) {
+        return run(arena, tokens, targets, false, 1).loss;
+    }
+
+    /**
+     * Accumulates every parameter's gradient for the loss of {@code pass} (times its loss scale).
+     * Call once per forward, with the same arena still open.
+     */
+    public void backward(StepArena arena, Pass pass) {
+        int n = pass.b * pass.t, c = config.hidden();
+        DType dtype = params.dtype();
+        // logits = lnf·wteᵀ: dlnf = dlogits·wte, dwte += dlogitsᵀ·lnf
+        Tensor dx = arena.allocate(dtype, n, c);
+        Gemm.matmul(dx, pass.dlogits, tokenEmbedding.value(), false, false, 1f, 1f);
+        Gemm.matmul(tokenEmbedding.grad(), pass.dlogits, pass.finalNorm.out(), true, false, 1f, 1f);
+        Tensor dstream = arena.allocate(dtype, n, c);
+        finalNorm.backward(dstream, dx, blockOutput(pass, blocks.size() - 1), pass.finalNorm);
+        for (int l = blocks.size() - 1; l >= 0; l--) {
+            Tensor dinput = arena.allocate(dtype, n, c);
+            blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
+            dstream = dinput;
+        }
+        Embedding.backward(tokenEmbedding.grad(), dstream, pass.tokens);
+        Embedding.backward(positionEmbedding.grad(), dstream, pass.positions);
+    }
+
+    /** Output of block {@code l} (the embeddings for l = -1). */
+    private static Tensor blockOutput(Pass pass, int l) {
+        return l < 0 ? pass.x0 : pass.blocks.get(l).out();
+    }
+
+    private Pass run(StepArena arena, Tensor tokens, Tensor targets, boolean withGradient, double lossScale) {
+        if (tokens.rank() != 2 || tokens.dtype() != DType.I32) {
+            throw new IllegalArgumentException("tokens must be i32 [B, T], got " + tokens.describe());
+        }
+        int b = tokens.dim(0), t = tokens.dim(1), n = b * t, c = config.hidden(), v = config.vocabSize();
+        if (t > config.contextLength()) {
+            throw new IllegalArgumentException("sequence length T=" + t + " exceeds the model's context length "
+                    + config.contextLength() + " (model.contextLength); use T <= " + config.contextLength());
+        }
+        if (targets.dtype() != DType.I32 || targets.rank() != 2 || targets.dim(0) != b || targets.dim(1) != t) {
+            throw new IllegalArgumentException("targets must be i32 [" + b + ", " + t + "], got " + targets.describe());
+        }
+        DType dtype = params.dtype();
+        Tensor ids = contiguousCopy(arena, tokens).view(n);
+        Tensor positions = arena.allocate(DType.I32, n);
+        for (int i = 0; i < n; i++) positions.segment().set(ValueLayout.JAVA_INT, 4L * i, i % t);
+
+        Tensor x0 = arena.allocate(dtype, n, c);
+        Embedding.forward(x0, ids, tokenEmbedding.value(), false);
+        Embedding.forward(x0, positions, positionEmbedding.value(), true);
+        List<TransformerBlock.Saved> saved = new ArrayList<>(blocks.size());
+        Tensor stream = x0;
+        for (TransformerBlock block : blocks) {
+            TransformerBlock.Saved s = block.forward(arena, stream, b, t);
+            saved.add(s);
+            stream = s.out();
+        }
+        LayerNormLayer.Saved fn = finalNorm.forward(arena, stream);
+        Tensor logits = arena.allocate(dtype, n, v);
+        Gemm.matmul(logits, fn.out(), tokenEmbedding.value(), false, true, 1f, 0f);
+
+        Tensor flatTargets = contiguousCopy(arena, targets).view(n);
+        int counted = 0;
+        for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
+        Tensor losses = arena.allocate(dtype, n);
+        if (withGradient) {
+            CrossEntropy.forwardBackward(losses, logits, logits, flatTargets, (float) (lossScale / Math.max(counted, 1)));
+        } else {
+            CrossEntropy.forward(losses, logits, flatTargets);
+        }
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += losses.getDouble(i);   // fixed order
+        double loss = counted == 0 ? 0 : sum / counted;
+        return new Pass(b, t, ids, positions, x0, saved, fn, withGradient ? logits : null, loss, counted);
+    }
+
+    private static Tensor contiguousCopy(StepArena arena, Tensor ids) {
+        if (ids.isContiguous()) return ids;
+        Tensor copy = arena.allocate(DType.I32, ids.shape());
+        copy.copyFrom(ids.toDoubleArray());
+        return copy;
+    }
+
+    /** Frees the parameters. */
+    @Override
+    public void close() {
+        params.close();
+    }
+}

@@ -1,0 +1,47 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.Bias;
+import dev.shardwise.core.kernels.Gemm;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.Tensor;
+
+/**
+ * Fully connected layer, y = x·Wᵀ + b (PyTorch's nn.Linear layout: W is [out, in]).
+ * Forward is one NT GEMM; backward is an NN GEMM for dx and a TN GEMM for dW.
+ */
+final class Linear {
+    private final Parameter weight;   // [OUT, IN]
+    private final Parameter bias;     // [OUT], or null
+
+    /** Declares {@code name.weight} [out, in] ~ N(0, std²) and, if {@code bias}, {@code name.bias} [out] = 0. */
+    static void declare(ParameterSet.Builder builder, String name, int in, int out, boolean bias, double std) {
+        builder.declare(name + ".weight", new ParameterSet.Init.Normal(std), true, out, in);
+        if (bias) builder.declare(name + ".bias", new ParameterSet.Init.Constant(0), false, out);
+    }
+
+    Linear(ParameterSet params, String name, boolean bias) {
+        this.weight = params.get(name + ".weight");
+        this.bias = bias ? params.get(name + ".bias") : null;
+    }
+
+    int inFeatures() { return weight.value().dim(1); }
+    int outFeatures() { return weight.value().dim(0); }
+
+    /** x [N, IN] -> y [N, OUT], allocated in {@code arena}. */
+    Tensor forward(StepArena arena, Tensor x) {
+        Tensor y = arena.allocate(x.dtype(), x.dim(0), outFeatures());
+        Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
+        if (bias != null) Bias.forward(y, bias.value());
+        return y;
+    }
+
+    /**
+     * Accumulates dW += dyᵀ·x, db += Σ_rows dy and, when {@code dx} is not null, dx += dy·W.
+     * Shapes: dx [N, IN] or null, dy [N, OUT], x [N, IN] (forward's input).
+     */
+    void backward(Tensor dx, Tensor dy, Tensor x) {
+        Gemm.matmul(weight.grad(), dy, x, true, false, 1f, 1f);
+        if (bias != null) Bias.backward(bias.grad(), dy);
+        if (dx != null) Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 1f);
+    }
+}

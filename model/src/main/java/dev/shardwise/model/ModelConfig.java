@@ -1,0 +1,112 @@
+package dev.shardwise.model;
+
+import java.util.List;
+import java.util.Locale;
+
+/**
+ * The shape and variant of a transformer language model. GPT-2 (Radford et al. 2019) is pre-LayerNorm,
+ * learned positions, GELU MLP with F = 4C, biases, and an output head tied to the token embedding.
+ *
+ * @param vocabSize     V, tokens in the vocabulary
+ * @param contextLength the longest sequence T the position table covers
+ * @param layers        L, transformer blocks
+ * @param hidden        C, channels of the residual stream
+ * @param heads         NH, query heads; must divide C
+ * @param kvHeads       NKV, key/value heads; must divide NH (NH = NKV is plain multi-head attention)
+ * @param ffnHidden     F, hidden size of the MLP
+ * @param norm          LayerNorm or RMSNorm
+ * @param mlp           GELU MLP or SwiGLU
+ * @param positions     learned absolute positions or rotary (RoPE)
+ * @param bias          whether linear layers and norms have biases
+ * @param normEps       epsilon inside the norms (1e-5 as in GPT-2)
+ */
+public record ModelConfig(int vocabSize, int contextLength, int layers, int hidden, int heads, int kvHeads,
+                          int ffnHidden, Norm norm, Mlp mlp, Positions positions, boolean bias, double normEps) {
+
+    /** Normalisation layer. */
+    public enum Norm { LAYER_NORM, RMS_NORM }
+
+    /** Feed-forward block. */
+    public enum Mlp { GELU, SWIGLU }
+
+    /** How positions enter the model. */
+    public enum Positions { LEARNED, ROTARY }
+
+    /** Names accepted by {@link #preset(String)}. */
+    public static final List<String> PRESETS = List.of("tiny", "gpt2-124m", "gpt2-350m", "llama-tiny");
+
+    public ModelConfig {
+        positive("vocabSize", vocabSize);
+        positive("contextLength", contextLength);
+        positive("layers", layers);
+        positive("hidden", hidden);
+        positive("heads", heads);
+        positive("kvHeads", kvHeads);
+        positive("ffnHidden", ffnHidden);
+        if (hidden % heads != 0) {
+            throw new IllegalArgumentException("model.heads=" + heads + " does not divide model.hidden=" + hidden
+                    + "; choose heads among the divisors of hidden (e.g. hidden/64 heads of size 64)");
+        }
+        if (heads % kvHeads != 0) {
+            throw new IllegalArgumentException("model.kvHeads=" + kvHeads + " does not divide model.heads=" + heads
+                    + "; use kvHeads = heads for multi-head attention or a divisor of heads for grouped-query attention");
+        }
+        if (positions == Positions.ROTARY && (hidden / heads) % 2 != 0) {
+            throw new IllegalArgumentException("rotary positions need an even head size, but hidden/heads = " + hidden / heads);
+        }
+        if (!(normEps > 0)) throw new IllegalArgumentException("model.normEps must be positive, got " + normEps);
+    }
+
+    private static void positive(String field, int value) {
+        if (value <= 0) throw new IllegalArgumentException("model." + field + " must be positive, got " + value);
+    }
+
+    /** HS, the size of one attention head. */
+    public int headSize() {
+        return hidden / heads;
+    }
+
+    /**
+     * A named configuration.
+     *
+     * @throws IllegalArgumentException for an unknown name, listing the known ones
+     */
+    public static ModelConfig preset(String name) {
+        return switch (name.toLowerCase(Locale.ROOT)) {
+            case "tiny" -> gpt(8192, 256, 4, 256, 4);
+            case "gpt2-124m" -> gpt(50257, 1024, 12, 768, 12);
+            case "gpt2-350m" -> gpt(50257, 1024, 24, 1024, 16);
+            case "llama-tiny" -> new ModelConfig(8192, 256, 4, 256, 8, 4, 688, Norm.RMS_NORM, Mlp.SWIGLU,
+                    Positions.ROTARY, false, 1e-5);
+            default -> throw new IllegalArgumentException("unknown model preset '" + name + "'; known presets: " + PRESETS);
+        };
+    }
+
+    /** A GPT-2-style model: pre-LayerNorm, learned positions, GELU MLP with F = 4C, biases. */
+    public static ModelConfig gpt(int vocabSize, int contextLength, int layers, int hidden, int heads) {
+        return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, heads, 4 * hidden,
+                Norm.LAYER_NORM, Mlp.GELU, Positions.LEARNED, true, 1e-5);
+    }
+
+    /** Parameters in the model (the tied head counted once). */
+    public long parameterCount() {
+        long c = hidden, kv = (long) kvHeads * headSize();
+        long attention = c * (c + 2 * kv) + c * c + (bias ? c + 2 * kv + c : 0);
+        long mlpParams = mlp == Mlp.GELU ? 2 * c * ffnHidden + (bias ? ffnHidden + c : 0)
+                : 3 * c * ffnHidden + (bias ? 2L * ffnHidden + c : 0);
+        long normParams = bias && norm == Norm.LAYER_NORM ? 2 * c : c;
+        long block = attention + mlpParams + 2 * normParams;
+        long embeddings = (long) vocabSize * c + (positions == Positions.LEARNED ? (long) contextLength * c : 0);
+        return embeddings + layers * block + normParams;
+    }
+
+    /**
+     * Training FLOPs per token at sequence length {@code t}, as PaLM (Chowdhery et al. 2022) defines MFU:
+     * 6 per weight used in a matrix multiply (forward 2, backward 4; the tied head counts, the position table
+     * does not) plus 12·L·C·T for attention scores and values (the full, non-causal count).
+     */
+    public double trainingFlopsPerToken(int t) {
+        long nonEmbedding = parameterCount() - (positions == Positions.LEARNED ? (long) contextLength * hidden : 0);
+        return 6.0 * nonEmbedding + 12.0 * layers * hidden * t;
+    }
+}
