@@ -187,9 +187,9 @@ public final class Gpt implements AutoCloseable {
         for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
         Tensor losses = arena.allocate(dtype, n);
         if (withGradient) {
-            CrossEntropy.forwardBackward(losses, logits, logits, flatTargets, (float) (lossScale / Math.max(counted, 1)));
+            CrossEntropy.forwardBackward(losses, logits, logits, flatTargets, lossScale / Math.max(counted, 1));
         } else {
-            CrossEntropy.forward(losses, logits, flatTargets);
+            CrossEntropy.loss(losses, logits, flatTargets);
         }
         double sum = 0;
         for (int i = 0; i < n; i++) sum += losses.getDouble(i);   // fixed order

@@ -37,7 +37,7 @@ final class LayerNormLayer {
         int n = x.dim(0), c = x.dim(1);
         DType dtype = x.dtype();
         Saved saved = new Saved(arena.allocate(dtype, n, c), arena.allocate(dtype, n), arena.allocate(dtype, n));
-        LayerNorm.forward(saved.out, saved.mean, saved.rstd, x, weight.value(), bias.value(), (float) eps);
+        LayerNorm.forward(saved.out, saved.mean, saved.rstd, x, weight.value(), bias.value(), eps);
         return saved;
     }
 

@@ -3,9 +3,9 @@ import dev.shardwise.core.tensor.Tensor;
 /** TEMPORARY placeholder (replaced by the elementwise branch). */
 public final class CrossEntropy {
     private CrossEntropy() { }
-    public static void forward(Tensor losses, Tensor logits, Tensor targets) { run(losses, null, logits, targets, 0); }
-    public static void forwardBackward(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, float scale) { run(losses, dlogits, logits, targets, scale); }
-    private static void run(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, float scale) {
+    public static void loss(Tensor losses, Tensor logits, Tensor targets) { run(losses, null, logits, targets, 0); }
+    public static void forwardBackward(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, double scale) { run(losses, dlogits, logits, targets, scale); }
+    private static void run(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, double scale) {
         int n = logits.dim(0), v = logits.dim(1);
         for (int i = 0; i < n; i++) {
             int tg = (int) targets.getDouble(i);

@@ -3,7 +3,7 @@ import dev.shardwise.core.tensor.Tensor;
 /** TEMPORARY placeholder (replaced by the elementwise branch). */
 public final class LayerNorm {
     private LayerNorm() { }
-    public static void forward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor w, Tensor b, float eps) {
+    public static void forward(Tensor out, Tensor mean, Tensor rstd, Tensor x, Tensor w, Tensor b, double eps) {
         int n = x.dim(0), c = x.dim(1);
         for (int i = 0; i < n; i++) {
             double m = 0; for (int j = 0; j < c; j++) m += x.getDouble(i, j); m /= c;
