@@ -62,8 +62,8 @@ final class CausalSelfAttention {
         qkv.backward(dx, dfused, x);
     }
 
-    private float scale() {
-        return (float) (1.0 / Math.sqrt(headSize));
+    private double scale() {
+        return 1.0 / Math.sqrt(headSize);
     }
 
     // Views of the fused [B·T, (NH + 2·NKV)·HS] tensor as q [B, T, NH, HS], k and v [B, T, NKV, HS].

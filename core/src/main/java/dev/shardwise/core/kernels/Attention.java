@@ -3,7 +3,7 @@ import dev.shardwise.core.tensor.Tensor;
 /** TEMPORARY placeholder (replaced by the attention branch). q [B,T,NH,HS], k/v [B,T,NKV,HS]. */
 public final class Attention {
     private Attention() { }
-    public static void forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, float scale) {
+    public static void forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale) {
         int B = q.dim(0), T = q.dim(1), NH = q.dim(2), HS = q.dim(3), G = NH / k.dim(2);
         for (int b = 0; b < B; b++) for (int h = 0; h < NH; h++) for (int t = 0; t < T; t++) {
             double[] s = new double[t + 1]; double mx = Double.NEGATIVE_INFINITY;
@@ -13,7 +13,7 @@ public final class Attention {
             for (int e = 0; e < HS; e++) { double o = 0; for (int u = 0; u <= t; u++) o += Math.exp(s[u] - l) * v.getDouble(b, u, h / G, e); out.set(o, b, t, h, e); }
         }
     }
-    public static void backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, float scale) {
+    public static void backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale) {
         int B = q.dim(0), T = q.dim(1), NH = q.dim(2), HS = q.dim(3), G = NH / k.dim(2);
         for (int b = 0; b < B; b++) for (int h = 0; h < NH; h++) for (int t = 0; t < T; t++) {
             int kh = h / G; double l = lse.getDouble(b, h, t);
