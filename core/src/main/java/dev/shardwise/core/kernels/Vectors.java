@@ -9,4 +9,6 @@ public final class Vectors {
         out.copyFrom(x);
     }
     public static void accumulate(Tensor y, Tensor x) { add(y, y, x); }
+    public static double sumOfSquares(Tensor x) { double s = 0; for (double d : x.toDoubleArray()) s += d * d; return s; }
+    public static void scale(Tensor x, double a) { double[] d = x.toDoubleArray(); for (int i = 0; i < d.length; i++) d[i] *= a; x.copyFrom(d); }
 }
