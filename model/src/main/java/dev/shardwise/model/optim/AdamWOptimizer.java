@@ -60,13 +60,25 @@ public final class AdamWOptimizer implements AutoCloseable {
     /** Applies one update with learning rate {@code lr} from the current gradients. */
     public void step(double lr) {
         steps++;
-        long base = params.values().offset();
         for (Parameter p : params.parameters()) {
-            int offset = Math.toIntExact(p.value().offset() - base);
-            int size = Math.toIntExact(p.value().numel());
-            AdamW.step(p.value().view(size), p.grad().view(size), m.slice(0, offset, size), v.slice(0, offset, size),
-                    lr, settings.beta1, settings.beta2, settings.eps, p.weightDecay() ? settings.weightDecay : 0, steps);
+            AdamW.step(p.value(), p.grad(), firstMomentOf(p), secondMomentOf(p), lr, settings.beta1, settings.beta2,
+                    settings.eps, p.weightDecay() ? settings.weightDecay : 0, steps);
         }
+    }
+
+    /** The first moment of parameter {@code p}, a view with its shape. */
+    public Tensor firstMomentOf(Parameter p) {
+        return momentOf(m, p);
+    }
+
+    /** The second moment of parameter {@code p}, a view with its shape. */
+    public Tensor secondMomentOf(Parameter p) {
+        return momentOf(v, p);
+    }
+
+    private Tensor momentOf(Tensor flat, Parameter p) {
+        int offset = Math.toIntExact(p.value().offset() - params.values().offset());
+        return flat.slice(0, offset, Math.toIntExact(p.value().numel())).view(p.value().shape());
     }
 
     /** Updates applied so far (t of the bias correction of the last one). */

@@ -1,0 +1,194 @@
+package dev.shardwise.train;
+
+import dev.shardwise.core.tensor.Tensor;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.zip.CRC32C;
+
+/**
+ * A layout-independent checkpoint (ARCHITECTURE idea 4): tensors saved by global name with their global shape,
+ * a CRC-32C checksum each, and the run's {@link TrainState}, in one directory:
+ * <pre>
+ *   checkpoints/step-000200/manifest.json   {"format", "step", "state": {...}, "model": {...},
+ *                                            "tensors": [{"name", "dtype", "shape", "offset", "bytes", "crc32c"}]}
+ *   checkpoints/step-000200/tensors.bin      the tensors' bytes, little-endian, one after another
+ * </pre>
+ * A checkpoint is written into a temporary directory, fsynced, then renamed into place, so a crash never leaves
+ * a half-written checkpoint under the final name. Reading checks every checksum and shape and refuses a
+ * damaged or mismatched checkpoint with a message naming the tensor. Each entry describes a whole tensor here;
+ * the manifest's per-entry offsets leave room for a rank to save only the slice it owns.
+ */
+public final class Checkpoint {
+    static final String FORMAT = "shardwise-checkpoint-1";
+    static final String MANIFEST = "manifest.json";
+    static final String DATA = "tensors.bin";
+
+    private Checkpoint() { }
+
+    /** Directory name of the checkpoint after {@code step} steps. */
+    static String directoryName(long step) {
+        return String.format("step-%06d", step);
+    }
+
+    /**
+     * Writes {@code tensors} (contiguous) and {@code metadata} as the checkpoint of {@code step} under
+     * {@code checkpointsDir}, atomically; returns its directory. An existing checkpoint of the same step is replaced.
+     */
+    static Path write(Path checkpointsDir, long step, Map<String, Tensor> tensors, Map<String, Object> metadata)
+            throws IOException {
+        Files.createDirectories(checkpointsDir);
+        Path target = checkpointsDir.resolve(directoryName(step));
+        Path tmp = checkpointsDir.resolve(directoryName(step) + ".tmp-" + ProcessHandle.current().pid());
+        deleteRecursively(tmp);
+        Files.createDirectory(tmp);
+        List<Map<String, Object>> entries = new ArrayList<>();
+        try (FileChannel out = FileChannel.open(tmp.resolve(DATA), StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            long offset = 0;
+            for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
+                Tensor t = e.getValue();
+                if (!t.isContiguous()) throw new IllegalArgumentException("checkpoint tensor " + e.getKey() + " is not contiguous");
+                long bytes = t.numel() * t.dtype().byteSize();
+                ByteBuffer buffer = t.segment().asSlice(t.byteOffset(), bytes).asByteBuffer();
+                CRC32C crc = new CRC32C();
+                crc.update(buffer.duplicate());
+                while (buffer.hasRemaining()) out.write(buffer);
+                Map<String, Object> entry = new LinkedHashMap<>();
+                entry.put("name", e.getKey());
+                entry.put("dtype", t.dtype().label());
+                entry.put("shape", t.shape());
+                entry.put("offset", offset);
+                entry.put("bytes", bytes);
+                entry.put("crc32c", HexFormat.of().toHexDigits((int) crc.getValue()));
+                entries.add(entry);
+                offset += bytes;
+            }
+            out.force(true);
+        }
+        Map<String, Object> manifest = new LinkedHashMap<>();
+        manifest.put("format", FORMAT);
+        manifest.put("step", step);
+        manifest.putAll(metadata);
+        manifest.put("tensors", entries);
+        try (FileChannel out = FileChannel.open(tmp.resolve(MANIFEST), StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            out.write(ByteBuffer.wrap((Json.write(manifest) + "\n").getBytes(StandardCharsets.UTF_8)));
+            out.force(true);
+        }
+        Path old = null;
+        if (Files.exists(target)) {
+            old = checkpointsDir.resolve(directoryName(step) + ".old-" + ProcessHandle.current().pid());
+            Files.move(target, old);
+        }
+        try {
+            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, target);
+        }
+        if (old != null) deleteRecursively(old);
+        return target;
+    }
+
+    /** The checkpoint with the most steps under {@code checkpointsDir}, if any. */
+    static Optional<Path> latest(Path checkpointsDir) throws IOException {
+        if (!Files.isDirectory(checkpointsDir)) return Optional.empty();
+        List<Path> found = new ArrayList<>();
+        try (DirectoryStream<Path> dirs = Files.newDirectoryStream(checkpointsDir, "step-[0-9]*")) {
+            for (Path d : dirs) {
+                if (d.getFileName().toString().matches("step-\\d+") && Files.isRegularFile(d.resolve(MANIFEST))) found.add(d);
+            }
+        }
+        return found.stream().max(Comparator.comparing(p -> Long.parseLong(p.getFileName().toString().substring(5))));
+    }
+
+    /** Reads a checkpoint's manifest (its metadata and tensor list). */
+    static Map<String, Object> readManifest(Path dir) throws IOException {
+        Path file = dir.resolve(MANIFEST);
+        if (!Files.isRegularFile(file)) {
+            throw new IOException(dir + " is not a checkpoint: it has no " + MANIFEST + " (use a directory such as "
+                    + "runs/x/checkpoints/step-000200)");
+        }
+        Map<String, Object> manifest;
+        try {
+            manifest = Json.readObject(Files.readString(file));
+        } catch (RuntimeException e) {
+            throw new IOException("checkpoint manifest " + file + " is damaged (" + e.getMessage() + "); resume from another checkpoint", e);
+        }
+        if (!FORMAT.equals(manifest.get("format"))) {
+            throw new IOException(file + " has format '" + manifest.get("format") + "', this build reads '" + FORMAT + "'");
+        }
+        return manifest;
+    }
+
+    /**
+     * Fills each of {@code tensors} from the checkpoint in {@code dir}, matching by name.
+     *
+     * @throws IOException if a tensor is missing, has another shape or dtype, or fails its checksum — naming it
+     */
+    @SuppressWarnings("unchecked")
+    static void read(Path dir, Map<String, Tensor> tensors) throws IOException {
+        Map<String, Object> manifest = readManifest(dir);
+        Map<String, Map<String, Object>> entries = new LinkedHashMap<>();
+        for (Object o : (List<Object>) manifest.get("tensors")) {
+            Map<String, Object> entry = (Map<String, Object>) o;
+            entries.put((String) entry.get("name"), entry);
+        }
+        try (FileChannel in = FileChannel.open(dir.resolve(DATA), StandardOpenOption.READ)) {
+            for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
+                String name = e.getKey();
+                Tensor t = e.getValue();
+                Map<String, Object> entry = entries.get(name);
+                if (entry == null) {
+                    throw new IOException("checkpoint " + dir + " has no tensor '" + name + "'; was it written by another model?");
+                }
+                List<Object> shape = (List<Object>) entry.get("shape");
+                int[] expected = t.shape();
+                boolean same = shape.size() == expected.length && t.dtype().label().equals(entry.get("dtype"));
+                for (int d = 0; same && d < expected.length; d++) same = ((Number) shape.get(d)).intValue() == expected[d];
+                if (!same) {
+                    throw new IOException("checkpoint " + dir + ": tensor '" + name + "' is " + entry.get("dtype") + shape
+                            + " but the model expects " + t.describe() + "; the checkpoint belongs to another model config");
+                }
+                long offset = ((Number) entry.get("offset")).longValue();
+                long bytes = ((Number) entry.get("bytes")).longValue();
+                ByteBuffer buffer = t.segment().asSlice(t.byteOffset(), bytes).asByteBuffer();
+                long position = offset;
+                while (buffer.hasRemaining()) {
+                    int read = in.read(buffer, position);
+                    if (read < 0) {
+                        throw new IOException("checkpoint " + dir + " is truncated: " + DATA + " ends inside tensor '" + name + "'");
+                    }
+                    position += read;
+                }
+                CRC32C crc = new CRC32C();
+                crc.update(buffer.flip());
+                String actual = HexFormat.of().toHexDigits((int) crc.getValue());
+                if (!actual.equals(entry.get("crc32c"))) {
+                    throw new IOException("checkpoint " + dir + " is damaged: tensor '" + name + "' fails its checksum (crc32c "
+                            + actual + ", manifest says " + entry.get("crc32c") + "); resume from an earlier checkpoint or start over");
+                }
+            }
+        }
+    }
+
+    static void deleteRecursively(Path path) throws IOException {
+        if (!Files.exists(path)) return;
+        try (var walk = Files.walk(path)) {
+            for (Path p : walk.sorted(Comparator.reverseOrder()).toList()) Files.delete(p);
+        }
+    }
+}

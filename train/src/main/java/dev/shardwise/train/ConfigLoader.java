@@ -1,0 +1,241 @@
+package dev.shardwise.train;
+
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.model.ModelConfig;
+import org.yaml.snakeyaml.LoaderOptions;
+import org.yaml.snakeyaml.Yaml;
+import org.yaml.snakeyaml.constructor.SafeConstructor;
+import org.yaml.snakeyaml.error.YAMLException;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+
+/**
+ * Resolves a {@link TrainConfig}: preset defaults, then a YAML file's keys, then flags. Keys are the record's
+ * component names (camelCase), with the model's under {@code model:}. Unknown keys and values of the wrong type
+ * are errors that name the key, the source and the accepted keys (nanoGPT's configurator does the same).
+ */
+public final class ConfigLoader {
+    /** Keys of the top level, in the order a resolved config is written. */
+    static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
+            "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
+            "evalBatches", "checkpointEvery", "runDir", "rankMemory", "model");
+    /** Keys under {@code model:}. */
+    static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
+            "kvHeads", "ffnHidden", "norm", "mlp", "positions", "bias", "normEps");
+
+    private ConfigLoader() { }
+
+    /** Reads a YAML config file into a map (no resolution yet). */
+    public static Map<String, Object> readYaml(Path file) throws IOException {
+        if (!Files.isRegularFile(file)) throw new IOException("config file " + file + " does not exist");
+        try {
+            Object loaded = new Yaml(new SafeConstructor(new LoaderOptions())).load(Files.readString(file));
+            if (loaded == null) return new LinkedHashMap<>();
+            if (!(loaded instanceof Map<?, ?> map)) {
+                throw new IllegalArgumentException(file + ": a config must be a YAML mapping of keys to values");
+            }
+            Map<String, Object> out = new LinkedHashMap<>();
+            map.forEach((k, v) -> out.put(String.valueOf(k), v));
+            return out;
+        } catch (YAMLException e) {
+            throw new IllegalArgumentException(file + " is not valid YAML: " + e.getMessage().lines().findFirst().orElse(""), e);
+        }
+    }
+
+    /**
+     * Resolves the config: the preset named by {@code flags}, else by {@code yaml}, else "tiny"; then yaml's
+     * keys; then flags' keys.
+     *
+     * @param yaml       keys from a config file (may be empty)
+     * @param yamlSource how errors name the file
+     * @param flags      keys set on the command line (may be empty)
+     * @throws IllegalArgumentException naming the key and source of a bad value
+     */
+    public static TrainConfig resolve(Map<String, Object> yaml, String yamlSource, Map<String, Object> flags) {
+        checkKeys(yaml, yamlSource);
+        checkKeys(flags, "command line");
+        String preset = String.valueOf(flags.getOrDefault("preset", yaml.getOrDefault("preset", "tiny")));
+        Map<String, Object> merged = presetDefaults(preset);
+        overlay(merged, yaml);
+        overlay(merged, flags);
+        merged.put("preset", preset);
+        try {
+            return build(merged);
+        } catch (ClassCastException | NumberFormatException e) {
+            throw new IllegalArgumentException("a config value has the wrong type (" + e.getMessage() + "); see "
+                    + yamlSource + " and the flags", e);
+        }
+    }
+
+    private static void checkKeys(Map<String, Object> map, String source) {
+        for (String key : map.keySet()) {
+            if (!KEYS.contains(key)) {
+                throw new IllegalArgumentException("unknown key '" + key + "' in " + source + "; known keys: " + KEYS);
+            }
+        }
+        if (map.get("model") instanceof Map<?, ?> model) {
+            for (Object key : model.keySet()) {
+                if (!MODEL_KEYS.contains(String.valueOf(key))) {
+                    throw new IllegalArgumentException("unknown key 'model." + key + "' in " + source + "; known: " + MODEL_KEYS);
+                }
+            }
+        } else if (map.containsKey("model")) {
+            throw new IllegalArgumentException("'model' in " + source + " must be a mapping, e.g. model: {layers: 6}");
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static void overlay(Map<String, Object> into, Map<String, Object> from) {
+        from.forEach((key, value) -> {
+            if (key.equals("model")) {
+                ((Map<String, Object>) into.get("model")).putAll((Map<String, Object>) value);
+            } else {
+                into.put(key, value);
+            }
+        });
+    }
+
+    /** The preset's model and training defaults as a config map. */
+    static Map<String, Object> presetDefaults(String preset) {
+        ModelConfig model = ModelConfig.preset(preset);
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("data", null);
+        boolean tiny = model.hidden() <= 512;
+        m.put("batchSize", tiny ? 8 : 4);
+        m.put("seqLen", Math.min(256, model.contextLength()));
+        m.put("gradAccumulation", 1);
+        m.put("steps", tiny ? 600 : 1000);
+        m.put("seed", 1337);
+        m.put("lr", tiny ? 1e-3 : 6e-4);
+        m.put("minLr", tiny ? 1e-4 : 6e-5);
+        m.put("warmupSteps", tiny ? 60 : 100);
+        m.put("weightDecay", 0.1);
+        m.put("beta1", 0.9);
+        m.put("beta2", 0.95);
+        m.put("eps", 1e-8);
+        m.put("gradClip", 1.0);
+        m.put("evalEvery", 100);
+        m.put("evalBatches", 8);
+        m.put("checkpointEvery", 200);
+        m.put("runDir", "runs/" + preset);
+        m.put("rankMemory", "unlimited");
+        m.put("model", modelMap(model));
+        return m;
+    }
+
+    static Map<String, Object> modelMap(ModelConfig model) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("vocabSize", model.vocabSize());
+        m.put("contextLength", model.contextLength());
+        m.put("layers", model.layers());
+        m.put("hidden", model.hidden());
+        m.put("heads", model.heads());
+        m.put("kvHeads", model.kvHeads());
+        m.put("ffnHidden", model.ffnHidden());
+        m.put("norm", model.norm().name().toLowerCase(Locale.ROOT));
+        m.put("mlp", model.mlp().name().toLowerCase(Locale.ROOT));
+        m.put("positions", model.positions().name().toLowerCase(Locale.ROOT));
+        m.put("bias", model.bias());
+        m.put("normEps", model.normEps());
+        return m;
+    }
+
+    @SuppressWarnings("unchecked")
+    private static TrainConfig build(Map<String, Object> m) {
+        Map<String, Object> mm = (Map<String, Object>) m.get("model");
+        ModelConfig model = new ModelConfig(integer(mm, "model.", "vocabSize"), integer(mm, "model.", "contextLength"),
+                integer(mm, "model.", "layers"), integer(mm, "model.", "hidden"), integer(mm, "model.", "heads"),
+                integer(mm, "model.", "kvHeads"), integer(mm, "model.", "ffnHidden"),
+                enumValue(ModelConfig.Norm.class, mm, "norm"), enumValue(ModelConfig.Mlp.class, mm, "mlp"),
+                enumValue(ModelConfig.Positions.class, mm, "positions"), bool(mm, "bias"), number(mm, "model.", "normEps"));
+        Object data = m.get("data");
+        String memory = String.valueOf(m.get("rankMemory"));
+        return new TrainConfig(String.valueOf(m.get("preset")), model, data == null ? null : Path.of(data.toString()),
+                integer(m, "", "batchSize"), integer(m, "", "seqLen"), integer(m, "", "gradAccumulation"),
+                integer(m, "", "steps"), (long) number(m, "", "seed"), number(m, "", "lr"), number(m, "", "minLr"),
+                integer(m, "", "warmupSteps"), number(m, "", "weightDecay"), number(m, "", "beta1"),
+                number(m, "", "beta2"), number(m, "", "eps"), number(m, "", "gradClip"), integer(m, "", "evalEvery"),
+                integer(m, "", "evalBatches"), integer(m, "", "checkpointEvery"), Path.of(String.valueOf(m.get("runDir"))),
+                memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory));
+    }
+
+    /** The resolved config as YAML, as written to the run directory's config.yaml. */
+    public static String toYaml(TrainConfig c) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("preset", c.preset());
+        m.put("data", c.data() == null ? null : c.data().toString());
+        m.put("batchSize", c.batchSize());
+        m.put("seqLen", c.seqLen());
+        m.put("gradAccumulation", c.gradAccumulation());
+        m.put("steps", c.steps());
+        m.put("seed", c.seed());
+        m.put("lr", c.lr());
+        m.put("minLr", c.minLr());
+        m.put("warmupSteps", c.warmupSteps());
+        m.put("weightDecay", c.weightDecay());
+        m.put("beta1", c.beta1());
+        m.put("beta2", c.beta2());
+        m.put("eps", c.eps());
+        m.put("gradClip", c.gradClip());
+        m.put("evalEvery", c.evalEvery());
+        m.put("evalBatches", c.evalBatches());
+        m.put("checkpointEvery", c.checkpointEvery());
+        m.put("runDir", c.runDir().toString());
+        m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
+        m.put("model", modelMap(c.model()));
+        org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
+        options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);
+        return new Yaml(options).dump(m);
+    }
+
+    private static int integer(Map<String, Object> m, String prefix, String key) {
+        Object v = m.get(key);
+        if (v instanceof Number n && n.doubleValue() == Math.rint(n.doubleValue())) return Math.toIntExact(n.longValue());
+        if (v instanceof String s) {
+            try {
+                return Integer.parseInt(s.trim());
+            } catch (NumberFormatException ignored) {
+                // reported below
+            }
+        }
+        throw new IllegalArgumentException(prefix + key + " must be an integer, got '" + v + "'");
+    }
+
+    private static double number(Map<String, Object> m, String prefix, String key) {
+        Object v = m.get(key);
+        if (v instanceof Number n) return n.doubleValue();
+        if (v instanceof String s) {
+            try {
+                return Double.parseDouble(s.trim());
+            } catch (NumberFormatException ignored) {
+                // reported below
+            }
+        }
+        throw new IllegalArgumentException(prefix + key + " must be a number, got '" + v + "'");
+    }
+
+    private static boolean bool(Map<String, Object> m, String key) {
+        Object v = m.get(key);
+        if (v instanceof Boolean b) return b;
+        if ("true".equals(v) || "false".equals(v)) return Boolean.parseBoolean((String) v);
+        throw new IllegalArgumentException("model." + key + " must be true or false, got '" + v + "'");
+    }
+
+    private static <E extends Enum<E>> E enumValue(Class<E> type, Map<String, Object> m, String key) {
+        String v = String.valueOf(m.get(key));
+        Set<String> names = new TreeSet<>();
+        for (E e : type.getEnumConstants()) {
+            names.add(e.name().toLowerCase(Locale.ROOT));
+            if (e.name().equalsIgnoreCase(v.replace('-', '_'))) return e;
+        }
+        throw new IllegalArgumentException("model." + key + " must be one of " + names + ", got '" + v + "'");
+    }
+}

@@ -1,0 +1,267 @@
+package dev.shardwise.train;
+
+import dev.shardwise.core.machine.CpuPeak;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.data.BatchSampler;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.Parameter;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.model.optim.GradientClipping;
+import dev.shardwise.model.optim.LearningRateSchedule;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+
+/**
+ * Single-rank training of a GPT: AdamW with warm-up + cosine learning rate, global-norm clipping, gradient
+ * accumulation over micro-batches, periodic validation, checkpoints and {@code --resume} that continues bit
+ * for bit, metrics as JSON lines and a loss plot in the run directory.
+ *
+ * <p>Each step: zero the gradients; for each micro-batch run forward (fused with the loss gradient) and
+ * backward with loss scale 1/micro-batches; clip; update. Timers split the step into forward, backward and
+ * optimizer.
+ */
+public final class Trainer {
+
+    /** What a finished run reports. */
+    public record Result(Path runDir, long steps, double trainLoss, double valLoss, double tokensPerSecond, double mfu,
+                         long peakMemoryBytes) { }
+
+    private final TrainConfig config;
+    private final PrintStream log;
+
+    public Trainer(TrainConfig config, PrintStream log) {
+        this.config = config;
+        this.log = log;
+    }
+
+    /**
+     * Runs (or with {@code resume}, continues) the run in {@code config.runDir()}.
+     *
+     * @throws IOException              if data, checkpoints or the run directory cannot be read or written
+     * @throws IllegalStateException    if the loss or gradient norm stops being finite
+     * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false
+     */
+    public Result run(boolean resume) throws IOException {
+        Path runDir = config.runDir();
+        Path checkpoints = runDir.resolve("checkpoints");
+        Optional<Path> latest = Checkpoint.latest(checkpoints);
+        if (!resume && latest.isPresent()) {
+            throw new IllegalArgumentException(runDir + " already holds a run (" + latest.get().getFileName()
+                    + "); pass --resume to continue it, or choose another --run-dir");
+        }
+        Files.createDirectories(runDir);
+        writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
+
+        MemoryPool pool = new MemoryPool("rank 0", config.rankMemory());
+        try (TrainingData data = TrainingData.open(config.data(), config.model().vocabSize(), log);
+             Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed());
+             AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, config.optimizer());
+             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.batchSize(), config.seqLen() + 1)) {
+            if (data.tokenizer().vocabSize() > config.model().vocabSize()) {
+                throw new IllegalArgumentException("the data's tokenizer has " + data.tokenizer().vocabSize()
+                        + " tokens but the model's vocabulary is " + config.model().vocabSize()
+                        + "; set model.vocabSize >= " + data.tokenizer().vocabSize());
+            }
+            BatchSampler sampler = new BatchSampler(data.train(), config.batchSize(), config.seqLen(), config.seed());
+            TrainState state = new TrainState();
+            if (resume && latest.isPresent()) {
+                restore(latest.get(), model, optimizer, sampler, state);
+                log.printf("resumed from %s (step %d)%n", latest.get(), state.step());
+            }
+            return loop(runDir, data, pool, model, optimizer, sampler, batch, state);
+        }
+    }
+
+    private Result loop(Path runDir, TrainingData data, MemoryPool pool, Gpt model, AdamWOptimizer optimizer,
+                        BatchSampler sampler, Tensor batch, TrainState state) throws IOException {
+        LearningRateSchedule schedule = config.schedule();
+        CpuPeak peak = CpuPeak.measure();
+        double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
+        ProgressLine progress = new ProgressLine(log, config.steps());
+        log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step; %s%n",
+                config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
+                config.model().heads(), config.model().vocabSize(), config.tokensPerStep(), peak.describe());
+        List<LossPlot.Point> trainCurve = new ArrayList<>(), valCurve = new ArrayList<>();
+        for (Map<String, Object> row : state.step() > 0 && Files.exists(runDir.resolve("metrics.jsonl"))
+                ? MetricsLog.read(runDir.resolve("metrics.jsonl")) : List.<Map<String, Object>>of()) {
+            long s = ((Number) row.get("step")).longValue();
+            if (s > state.step()) continue;
+            trainCurve.add(new LossPlot.Point(s, ((Number) row.get("loss")).doubleValue()));
+            if (row.get("val_loss") instanceof Number v) valCurve.add(new LossPlot.Point(s, v.doubleValue()));
+        }
+        double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
+        long peakBytes = 0;
+        try (MetricsLog metrics = new MetricsLog(runDir.resolve("metrics.jsonl"), state.step())) {
+            while (state.step() < config.steps()) {
+                long step = state.step();            // 0-based index of the step being run
+                long start = System.nanoTime();
+                pool.resetPeaks();
+                model.parameters().zeroGrads();
+                double lossSum = 0;
+                long forwardNs = 0, backwardNs = 0;
+                for (int micro = 0; micro < config.gradAccumulation(); micro++) {
+                    sampler.next(batch);
+                    try (StepArena arena = new StepArena(pool)) {
+                        long t0 = System.nanoTime();
+                        Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / config.gradAccumulation());
+                        long t1 = System.nanoTime();
+                        model.backward(arena, pass);
+                        forwardNs += t1 - t0;
+                        backwardNs += System.nanoTime() - t1;
+                        lossSum += pass.loss();
+                    }
+                }
+                long t2 = System.nanoTime();
+                double loss = lossSum / config.gradAccumulation();
+                double gradNorm = GradientClipping.clip(model.parameters().grads(), config.gradClip());
+                if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
+                    throw new IllegalStateException(String.format("training diverged at step %d: loss %s, gradient norm %s; "
+                            + "lower lr (now %g) or raise warmupSteps, and resume from the last checkpoint", step + 1,
+                            loss, gradNorm, config.lr()));
+                }
+                double lr = schedule.at(step);
+                optimizer.step(lr);
+                long end = System.nanoTime();
+                BatchSampler.Position position = sampler.position();
+                state.completeStep(config.tokensPerStep(), position.epoch(), position.index());
+
+                double seconds = (end - start) / 1e9;
+                lastTokensPerSecond = config.tokensPerStep() / seconds;
+                lastMfu = flopsPerStep / seconds / peak.measuredFlops();
+                lastLoss = loss;
+                peakBytes = Math.max(peakBytes, pool.peakBytes());
+                Map<String, Object> row = new LinkedHashMap<>();
+                row.put("step", state.step());
+                row.put("loss", loss);
+                row.put("lr", lr);
+                row.put("grad_norm", gradNorm);
+                row.put("tokens_per_s", lastTokensPerSecond);
+                row.put("mfu", lastMfu);
+                row.put("step_ms", seconds * 1e3);
+                row.put("forward_ms", forwardNs / 1e6);
+                row.put("backward_ms", backwardNs / 1e6);
+                row.put("optimizer_ms", (end - t2) / 1e6);
+                row.put("mem_peak_bytes", pool.peakBytes());
+                for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
+                trainCurve.add(new LossPlot.Point(state.step(), loss));
+                boolean last = state.step() == config.steps();
+                if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
+                    lastVal = evaluate(data, pool, model);
+                    row.put("val_loss", lastVal);
+                    valCurve.add(new LossPlot.Point(state.step(), lastVal));
+                }
+                metrics.write(row);
+                progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool.peakBytes(), seconds,
+                        row.containsKey("val_loss") ? lastVal : Double.NaN);
+                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                    save(runDir.resolve("checkpoints"), model, optimizer, state, data);
+                }
+                if (last || row.containsKey("val_loss")) {
+                    plot(runDir, trainCurve, valCurve);
+                }
+            }
+        }
+        progress.finish();
+        return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
+    }
+
+    /** Mean validation loss over the first {@code evalBatches} batches of the validation set, in file order. */
+    private double evaluate(TrainingData data, MemoryPool pool, Gpt model) {
+        Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.batchSize(), config.seqLen());
+        double sum = 0;
+        int count = 0;
+        while (batches.hasNext() && count < config.evalBatches()) {
+            int[] values = batches.next();
+            int rows = values.length / (config.seqLen() + 1);
+            try (StepArena arena = new StepArena(pool)) {
+                Tensor b = arena.allocate(MemoryCategory.BUFFERS, DType.I32, rows, config.seqLen() + 1);
+                MemorySegment.copy(values, 0, b.segment(), ValueLayout.JAVA_INT, b.byteOffset(), values.length);
+                sum += model.evaluate(arena, inputs(b), targets(b));
+            }
+            count++;
+        }
+        return count == 0 ? Double.NaN : sum / count;
+    }
+
+    private static Tensor inputs(Tensor batch) {
+        return batch.slice(1, 0, batch.dim(1) - 1);
+    }
+
+    private static Tensor targets(Tensor batch) {
+        return batch.slice(1, 1, batch.dim(1) - 1);
+    }
+
+    private void save(Path checkpoints, Gpt model, AdamWOptimizer optimizer, TrainState state, TrainingData data)
+            throws IOException {
+        Map<String, Object> stateMap = new LinkedHashMap<>();
+        stateMap.put("step", state.step());
+        stateMap.put("samplerEpoch", state.samplerEpoch());
+        stateMap.put("samplerIndex", state.samplerIndex());
+        stateMap.put("tokensSeen", state.tokensSeen());
+        stateMap.put("optimizerSteps", optimizer.steps());
+        stateMap.put("seed", config.seed());
+        Map<String, Object> metadata = new LinkedHashMap<>();
+        metadata.put("state", stateMap);
+        metadata.put("model", ConfigLoader.modelMap(config.model()));
+        metadata.put("tokenizer", data.tokenizer().name());
+        metadata.put("data", data.directory().toAbsolutePath().toString());
+        Checkpoint.write(checkpoints, state.step(), checkpointTensors(model, optimizer), metadata);
+    }
+
+    private static Map<String, Tensor> checkpointTensors(Gpt model, AdamWOptimizer optimizer) {
+        Map<String, Tensor> tensors = new LinkedHashMap<>();
+        for (Parameter p : model.parameters().parameters()) tensors.put("param/" + p.name(), p.value());
+        for (Parameter p : model.parameters().parameters()) tensors.put("adam_m/" + p.name(), optimizer.firstMomentOf(p));
+        for (Parameter p : model.parameters().parameters()) tensors.put("adam_v/" + p.name(), optimizer.secondMomentOf(p));
+        return tensors;
+    }
+
+    @SuppressWarnings("unchecked")
+    private void restore(Path dir, Gpt model, AdamWOptimizer optimizer, BatchSampler sampler, TrainState state)
+            throws IOException {
+        Map<String, Object> manifest = Checkpoint.readManifest(dir);
+        Object savedModel = manifest.get("model");
+        Map<String, Object> current = ConfigLoader.modelMap(config.model());
+        if (!current.toString().equals(String.valueOf(savedModel))) {
+            throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
+                    + current + "; resume with the run's own config.yaml");
+        }
+        Checkpoint.read(dir, checkpointTensors(model, optimizer));
+        Map<String, Object> s = (Map<String, Object>) manifest.get("state");
+        optimizer.setSteps(((Number) s.get("optimizerSteps")).longValue());
+        long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();
+        sampler.seek(new BatchSampler.Position(epoch, index));
+        state.restore(((Number) s.get("step")).longValue(), epoch, index, ((Number) s.get("tokensSeen")).longValue());
+    }
+
+    private void plot(Path runDir, List<LossPlot.Point> train, List<LossPlot.Point> val) {
+        try {
+            LossPlot.write(runDir.resolve("loss.png"), "Shardwise " + config.preset() + ": loss (nats/token)", train, val);
+        } catch (IOException | RuntimeException | Error e) {   // fonts or AWT missing: the run goes on without a plot
+            log.println("warning: could not draw loss.png (" + e + "); metrics.jsonl has the numbers");
+        }
+    }
+
+    private static void writeAtomically(Path file, String text) throws IOException {
+        Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+        Files.writeString(tmp, text, StandardCharsets.UTF_8);
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+}

@@ -1,0 +1,125 @@
+package dev.shardwise.train;
+
+import dev.shardwise.data.DatasetPreparer;
+import dev.shardwise.data.DocSeparator;
+import dev.shardwise.data.ProgressListener;
+import dev.shardwise.data.TextSource;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/** A stopped and resumed run must continue bit for bit; damaged checkpoints must be refused. */
+class TrainerResumeTest {
+    @TempDir
+    static Path dir;
+    static Path data;
+
+    @BeforeAll
+    static void prepareTinyData() throws IOException {
+        StringBuilder text = new StringBuilder();
+        String[] words = {"the", "king", "shall", "speak", "now", "and", "we", "will", "hear", "him", "o", "my", "lord"};
+        for (int i = 0; i < 3000; i++) {
+            text.append(words[(i * 7 + i / 5) % words.length]).append(i % 11 == 10 ? ".\n\n" : " ");
+        }
+        data = dir.resolve("data");
+        DatasetPreparer.prepare(new DatasetPreparer.Request(List.of(new TextSource("toy.txt", text.toString())),
+                new DatasetPreparer.ValFraction(0.1), DocSeparator.BLANK_LINE, new DatasetPreparer.TrainTokenizer(300), data),
+                ProgressListener.NONE);
+    }
+
+    static TrainConfig config(Path runDir) {
+        Map<String, Object> flags = new HashMap<>();
+        flags.put("data", data.toString());
+        flags.put("runDir", runDir.toString());
+        flags.put("steps", 6);
+        flags.put("batchSize", 2);
+        flags.put("seqLen", 8);
+        flags.put("gradAccumulation", 2);
+        flags.put("warmupSteps", 2);
+        flags.put("evalEvery", 3);
+        flags.put("evalBatches", 2);
+        flags.put("checkpointEvery", 3);
+        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 1, "hidden", 16, "heads", 2,
+                "kvHeads", 2, "ffnHidden", 64));
+        return ConfigLoader.resolve(Map.of(), "test", flags);
+    }
+
+    static List<Double> losses(Path runDir) throws IOException {
+        return MetricsLog.read(runDir.resolve("metrics.jsonl")).stream()
+                .map(row -> ((Number) row.get("loss")).doubleValue()).toList();
+    }
+
+    static PrintStream quiet() {
+        return new PrintStream(new ByteArrayOutputStream());
+    }
+
+    @Test
+    void resumedRunMatchesUninterruptedRunBitForBit() throws IOException {
+        Path a = dir.resolve("run-a"), b = dir.resolve("run-b");
+        Trainer.Result full = new Trainer(config(a), quiet()).run(false);
+        assertEquals(6, full.steps());
+        assertTrue(Files.isRegularFile(a.resolve("loss.png")), "loss plot written");
+        assertTrue(Files.isRegularFile(a.resolve("config.yaml")), "resolved config written");
+
+        new Trainer(config(b), quiet()).run(false);
+        // Interrupt after step 3: drop the final checkpoint, as if the process had died before writing it.
+        Checkpoint.deleteRecursively(b.resolve("checkpoints").resolve(Checkpoint.directoryName(6)));
+        Trainer.Result resumed = new Trainer(config(b), quiet()).run(true);
+        assertEquals(6, resumed.steps());
+
+        List<Double> la = losses(a), lb = losses(b);
+        assertEquals(6, la.size());
+        assertEquals(la, lb, "losses of the resumed run equal the uninterrupted run's exactly");
+        assertEquals(full.valLoss(), resumed.valLoss(), 0.0, "final validation loss identical");
+        assertArrayEquals(Files.readAllBytes(a.resolve("checkpoints/step-000006/tensors.bin")),
+                Files.readAllBytes(b.resolve("checkpoints/step-000006/tensors.bin")), "final weights and moments identical");
+    }
+
+    @Test
+    void checkpointWithAFlippedByteIsRefusedNamingTheTensor() throws IOException {
+        Path c = dir.resolve("run-c");
+        new Trainer(config(c), quiet()).run(false);
+        Checkpoint.deleteRecursively(c.resolve("checkpoints").resolve(Checkpoint.directoryName(6)));
+        try (RandomAccessFile f = new RandomAccessFile(c.resolve("checkpoints/step-000003/tensors.bin").toFile(), "rw")) {
+            f.seek(1000);
+            int value = f.read();
+            f.seek(1000);
+            f.write(value ^ 0x10);
+        }
+        IOException e = assertThrows(IOException.class, () -> new Trainer(config(c), quiet()).run(true));
+        assertTrue(e.getMessage().contains("fails its checksum"), e.getMessage());
+        assertTrue(e.getMessage().contains("param/"), "names the tensor: " + e.getMessage());
+    }
+
+    @Test
+    void aSecondRunIntoTheSameDirectoryNeedsResume() throws IOException {
+        Path d = dir.resolve("run-d");
+        new Trainer(config(d), quiet()).run(false);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> new Trainer(config(d), quiet()).run(false));
+        assertTrue(e.getMessage().contains("--resume"), e.getMessage());
+    }
+
+    @Test
+    void unknownConfigKeysAndBadValuesAreNamed() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> ConfigLoader.resolve(Map.of("learningRate", 0.1), "configs/x.yaml", Map.of()));
+        assertTrue(e.getMessage().contains("learningRate") && e.getMessage().contains("configs/x.yaml"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> ConfigLoader.resolve(Map.of("model", Map.of("heads", 3)), "configs/x.yaml", Map.of()));
+        assertTrue(e.getMessage().contains("heads=3"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of("steps", "many"), "y", Map.of()));
+        assertTrue(e.getMessage().contains("steps"), e.getMessage());
+    }
+}
