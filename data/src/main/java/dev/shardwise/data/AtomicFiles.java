@@ -10,6 +10,8 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFileAttributeView;
+import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -53,7 +55,12 @@ final class AtomicFiles {
     static Path createTemp(Path target) throws IOException {
         Path dir = target.toAbsolutePath().getParent();
         try {
-            return Files.createTempFile(dir, "." + target.getFileName() + ".", ".tmp");
+            Path temp = Files.createTempFile(dir, "." + target.getFileName() + ".", ".tmp");
+            // Temporary files start as rw-------; outputs are ordinary data files, readable by others (rw-r--r--).
+            if (Files.getFileStore(temp).supportsFileAttributeView(PosixFileAttributeView.class)) {
+                Files.setPosixFilePermissions(temp, PosixFilePermissions.fromString("rw-r--r--"));
+            }
+            return temp;
         } catch (AccessDeniedException e) {
             throw new IOException("cannot write to directory " + dir + ": permission denied; choose another "
                     + "output directory or fix its permissions", e);

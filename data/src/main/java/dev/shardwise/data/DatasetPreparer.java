@@ -234,7 +234,9 @@ public final class DatasetPreparer {
             throw new IOException("cannot create output directory " + dir + ": " + e.getFile()
                     + " is a file, not a directory; choose another -o", e);
         } catch (IOException e) {
-            throw new IOException("cannot create output directory " + dir + " (" + e + "); choose another -o "
+            String why = e instanceof java.nio.file.FileSystemException f && f.getReason() != null
+                    ? f.getFile() + ": " + f.getReason() : e.toString();
+            throw new IOException("cannot create output directory " + dir + " (" + why + "); choose another -o "
                     + "or fix the permissions of its parent", e);
         }
         return firstMissing;
