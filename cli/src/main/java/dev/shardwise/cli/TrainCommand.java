@@ -1,0 +1,131 @@
+package dev.shardwise.cli;
+
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.train.ConfigLoader;
+import dev.shardwise.train.TrainConfig;
+import dev.shardwise.train.Trainer;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+
+/** {@code shardwise train}: train a GPT on one rank from a preset, a YAML config and flags. */
+@Command(name = "train", mixinStandardHelpOptions = true,
+        description = {"Train a GPT language model. Without --data it uses the bundled tiny Shakespeare, prepared "
+                + "(tokenizer included) once into ~/.cache/shardwise.",
+                "The run directory gets config.yaml, metrics.jsonl (one JSON object per step), loss.png and "
+                        + "checkpoints/; --resume continues a stopped run bit for bit."},
+        footer = {"", "Examples:", "  shardwise train --preset tiny --steps 20",
+                "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a",
+                "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a --resume", ""})
+public final class TrainCommand implements Callable<Integer> {
+    @Option(names = "--config", paramLabel = "FILE", description = "YAML config; flags override its keys.")
+    Path config;
+
+    @Option(names = "--preset", paramLabel = "NAME", description = "Model preset: tiny, gpt2-124m, gpt2-350m (default: tiny).")
+    String preset;
+
+    @Option(names = "--data", paramLabel = "DIR", description = "Directory written by 'shardwise prepare'.")
+    Path data;
+
+    @Option(names = "--steps", paramLabel = "N", description = "Optimizer steps.")
+    Integer steps;
+
+    @Option(names = "--seed", paramLabel = "S", description = "Seed for initialisation and data order.")
+    Long seed;
+
+    @Option(names = "--run-dir", paramLabel = "DIR", description = "Run directory (default: runs/<preset>).")
+    Path runDir;
+
+    @Option(names = "--resume", description = "Continue from the run directory's latest checkpoint.")
+    boolean resume;
+
+    @Option(names = "--micro-batch", paramLabel = "B", description = "Sequences per micro-batch.")
+    Integer microBatch;
+
+    @Option(names = "--global-batch", paramLabel = "G",
+            description = "Sequences per optimizer step; must be a multiple of --micro-batch (gradient accumulation).")
+    Integer globalBatch;
+
+    @Option(names = "--seq-len", paramLabel = "T", description = "Tokens per sequence.")
+    Integer seqLen;
+
+    @Option(names = "--lr", paramLabel = "LR", description = "Peak learning rate.")
+    Double lr;
+
+    @Option(names = "--eval-every", paramLabel = "N", description = "Steps between validation losses.")
+    Integer evalEvery;
+
+    @Option(names = "--checkpoint-every", paramLabel = "N", description = "Steps between checkpoints.")
+    Integer checkpointEvery;
+
+    @Option(names = "--rank-memory", paramLabel = "SIZE", description = "Memory budget of the rank, e.g. 8g.")
+    String rankMemory;
+
+    @Option(names = "--dry-run", description = "Print the resolved config and the memory it needs, then stop.")
+    boolean dryRun;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws IOException {
+        PrintWriter out = spec.commandLine().getOut();
+        TrainConfig resolved = resolve();
+        if (dryRun) {
+            out.print(ConfigLoader.toYaml(resolved));
+            long params = resolved.model().parameterCount();
+            out.printf(Locale.ROOT, "parameters: %,d; per rank: weights %s + gradients %s + AdamW moments %s = %s (16 bytes/parameter)%n",
+                    params, MemoryPool.formatBytes(4 * params), MemoryPool.formatBytes(4 * params),
+                    MemoryPool.formatBytes(8 * params), MemoryPool.formatBytes(16 * params));
+            out.flush();
+            return 0;
+        }
+        Trainer.Result result = new Trainer(resolved, System.out).run(resume);
+        out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
+                        + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
+                result.steps(), result.trainLoss(), result.valLoss(), result.tokensPerSecond(), 100 * result.mfu(),
+                MemoryPool.formatBytes(result.peakMemoryBytes()), result.runDir());
+        out.flush();
+        return 0;
+    }
+
+    TrainConfig resolve() throws IOException {
+        Map<String, Object> yaml = config == null ? Map.of() : ConfigLoader.readYaml(config);
+        Map<String, Object> flags = new LinkedHashMap<>();
+        put(flags, "preset", preset);
+        put(flags, "data", data == null ? null : data.toString());
+        put(flags, "steps", steps);
+        put(flags, "seed", seed);
+        put(flags, "runDir", runDir == null ? null : runDir.toString());
+        put(flags, "batchSize", microBatch);
+        put(flags, "seqLen", seqLen);
+        put(flags, "lr", lr);
+        put(flags, "evalEvery", evalEvery);
+        put(flags, "checkpointEvery", checkpointEvery);
+        put(flags, "rankMemory", rankMemory);
+        if (globalBatch != null) {
+            Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
+                    ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());
+            int micro = ((Number) b).intValue();
+            if (globalBatch % micro != 0) {
+                throw new IllegalArgumentException("--global-batch " + globalBatch + " is not a multiple of the micro-batch "
+                        + micro + "; use a multiple such as " + List.of(micro, 2 * micro, 4 * micro));
+            }
+            flags.put("gradAccumulation", globalBatch / micro);
+        }
+        return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
+    }
+
+    private static void put(Map<String, Object> flags, String key, Object value) {
+        if (value != null) flags.put(key, value);
+    }
+}
