@@ -151,7 +151,21 @@ public final class Gpt implements AutoCloseable {
         return l < 0 ? pass.x0 : pass.blocks.get(l).out();
     }
 
-    private Pass run(StepArena arena, Tensor tokens, Tensor targets, boolean withGradient, double lossScale) {
+    /**
+     * Next-token logits for every position, without a loss (generation checks, scoring).
+     *
+     * @param tokens i32 [B, T]
+     * @return logits [B·T, V], allocated in {@code arena}
+     */
+    public Tensor logits(StepArena arena, Tensor tokens) {
+        return trunk(arena, tokens).logits;
+    }
+
+    /** Embeddings, blocks, final norm and head: what forward computes before the loss. */
+    private record Trunk(int b, int t, Tensor ids, Tensor positions, Tensor x0, List<TransformerBlock.Saved> blocks,
+                         LayerNormLayer.Saved finalNorm, Tensor logits) { }
+
+    private Trunk trunk(StepArena arena, Tensor tokens) {
         if (tokens.rank() != 2 || tokens.dtype() != DType.I32) {
             throw new IllegalArgumentException("tokens must be i32 [B, T], got " + tokens.describe());
         }
@@ -159,9 +173,6 @@ public final class Gpt implements AutoCloseable {
         if (t > config.contextLength()) {
             throw new IllegalArgumentException("sequence length T=" + t + " exceeds the model's context length "
                     + config.contextLength() + " (model.contextLength); use T <= " + config.contextLength());
-        }
-        if (targets.dtype() != DType.I32 || targets.rank() != 2 || targets.dim(0) != b || targets.dim(1) != t) {
-            throw new IllegalArgumentException("targets must be i32 [" + b + ", " + t + "], got " + targets.describe());
         }
         DType dtype = params.dtype();
         Tensor ids = contiguousCopy(arena, tokens).view(n);
@@ -181,20 +192,29 @@ public final class Gpt implements AutoCloseable {
         LayerNormLayer.Saved fn = finalNorm.forward(arena, stream);
         Tensor logits = arena.allocate(dtype, n, v);
         Gemm.matmul(logits, fn.out(), tokenEmbedding.value(), false, true, 1f, 0f);
+        return new Trunk(b, t, ids, positions, x0, saved, fn, logits);
+    }
 
+    private Pass run(StepArena arena, Tensor tokens, Tensor targets, boolean withGradient, double lossScale) {
+        Trunk trunk = trunk(arena, tokens);
+        int n = trunk.b * trunk.t;
+        if (targets.dtype() != DType.I32 || targets.rank() != 2 || targets.dim(0) != trunk.b || targets.dim(1) != trunk.t) {
+            throw new IllegalArgumentException("targets must be i32 [" + trunk.b + ", " + trunk.t + "], got " + targets.describe());
+        }
         Tensor flatTargets = contiguousCopy(arena, targets).view(n);
         int counted = 0;
         for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
-        Tensor losses = arena.allocate(dtype, n);
+        Tensor losses = arena.allocate(params.dtype(), n);
         if (withGradient) {
-            CrossEntropy.forwardBackward(losses, logits, logits, flatTargets, lossScale / Math.max(counted, 1));
+            CrossEntropy.forwardBackward(losses, trunk.logits, trunk.logits, flatTargets, lossScale / Math.max(counted, 1));
         } else {
-            CrossEntropy.loss(losses, logits, flatTargets);
+            CrossEntropy.loss(losses, trunk.logits, flatTargets);
         }
         double sum = 0;
         for (int i = 0; i < n; i++) sum += losses.getDouble(i);   // fixed order
         double loss = counted == 0 ? 0 : sum / counted;
-        return new Pass(b, t, ids, positions, x0, saved, fn, withGradient ? logits : null, loss, counted);
+        return new Pass(trunk.b, trunk.t, trunk.ids, trunk.positions, trunk.x0, trunk.blocks, trunk.finalNorm,
+                withGradient ? trunk.logits : null, loss, counted);
     }
 
     private static Tensor contiguousCopy(StepArena arena, Tensor ids) {

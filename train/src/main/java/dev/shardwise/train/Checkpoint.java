@@ -30,7 +30,8 @@ import java.util.zip.CRC32C;
  *   checkpoints/step-000200/tensors.bin      the tensors' bytes, little-endian, one after another
  * </pre>
  * A checkpoint is written into a temporary directory, fsynced, then renamed into place, so a crash never leaves
- * a half-written checkpoint under the final name. Reading checks every checksum and shape and refuses a
+ * a half-written checkpoint under the final name. Small files the run needs to be used later (the tokenizer)
+ * are copied in beside the tensors. Reading checks every checksum and shape and refuses a
  * damaged or mismatched checkpoint with a message naming the tensor. Each entry describes a whole tensor here;
  * the manifest's per-entry offsets leave room for a rank to save only the slice it owns.
  */
@@ -50,8 +51,8 @@ public final class Checkpoint {
      * Writes {@code tensors} (contiguous) and {@code metadata} as the checkpoint of {@code step} under
      * {@code checkpointsDir}, atomically; returns its directory. An existing checkpoint of the same step is replaced.
      */
-    static Path write(Path checkpointsDir, long step, Map<String, Tensor> tensors, Map<String, Object> metadata)
-            throws IOException {
+    static Path write(Path checkpointsDir, long step, Map<String, Tensor> tensors, Map<String, Object> metadata,
+                      List<Path> attachments) throws IOException {
         Files.createDirectories(checkpointsDir);
         Path target = checkpointsDir.resolve(directoryName(step));
         Path tmp = checkpointsDir.resolve(directoryName(step) + ".tmp-" + ProcessHandle.current().pid());
@@ -80,6 +81,7 @@ public final class Checkpoint {
             }
             out.force(true);
         }
+        for (Path file : attachments) Files.copy(file, tmp.resolve(file.getFileName()));
         Map<String, Object> manifest = new LinkedHashMap<>();
         manifest.put("format", FORMAT);
         manifest.put("step", step);
@@ -113,6 +115,58 @@ public final class Checkpoint {
             }
         }
         return found.stream().max(Comparator.comparing(p -> Long.parseLong(p.getFileName().toString().substring(5))));
+    }
+
+    /**
+     * The model config a checkpoint was written with.
+     *
+     * @throws IOException if {@code dir} is not a readable checkpoint
+     */
+    public static dev.shardwise.model.ModelConfig modelConfig(Path dir) throws IOException {
+        Object model = readManifest(dir).get("model");
+        if (!(model instanceof Map<?, ?> map)) throw new IOException("checkpoint " + dir + " has no model config in its manifest");
+        @SuppressWarnings("unchecked")
+        Map<String, Object> m = (Map<String, Object>) map;
+        return ConfigLoader.modelFromMap(m);
+    }
+
+    /**
+     * Loads the weights saved in checkpoint {@code dir} into {@code params}, by name.
+     *
+     * @throws IOException naming the tensor that is missing, mismatched or damaged
+     */
+    public static void loadParameters(Path dir, dev.shardwise.model.ParameterSet params) throws IOException {
+        Map<String, Tensor> tensors = new LinkedHashMap<>();
+        for (dev.shardwise.model.Parameter p : params.parameters()) tensors.put("param/" + p.name(), p.value());
+        read(dir, tensors);
+    }
+
+    /**
+     * The checkpoint {@code path} names: itself if it holds a manifest, else the latest checkpoint of a run
+     * directory (or of its {@code checkpoints/} folder).
+     *
+     * @throws IOException if there is none, saying where it looked
+     */
+    public static Path resolve(Path path) throws IOException {
+        if (Files.isRegularFile(path.resolve(MANIFEST))) return path;
+        Optional<Path> latest = latest(path.resolve("checkpoints")).or(() -> {
+            try {
+                return latest(path);
+            } catch (IOException e) {
+                return Optional.empty();
+            }
+        });
+        return latest.orElseThrow(() -> new IOException("no checkpoint at " + path + " (looked for " + MANIFEST
+                + ", then checkpoints/step-*); pass a run directory or one of its checkpoints/step-NNNNNN"));
+    }
+
+    /** The tokenizer a checkpoint's run used: its own copy of a trained one, else the built-in it names. */
+    public static dev.shardwise.data.Tokenizer tokenizer(Path dir) throws IOException {
+        Path file = dir.resolve(dev.shardwise.data.DatasetPreparer.TOKENIZER_FILE);
+        if (Files.isRegularFile(file)) return dev.shardwise.data.Tokenizers.load(file);
+        Object name = readManifest(dir).get("tokenizer");
+        if (name == null) throw new IOException("checkpoint " + dir + " names no tokenizer and holds no tokenizer file");
+        return dev.shardwise.data.Tokenizers.named(name.toString());
     }
 
     /** Reads a checkpoint's manifest (its metadata and tensor list). */

@@ -148,14 +148,18 @@ public final class ConfigLoader {
         return m;
     }
 
-    @SuppressWarnings("unchecked")
-    private static TrainConfig build(Map<String, Object> m) {
-        Map<String, Object> mm = (Map<String, Object>) m.get("model");
-        ModelConfig model = new ModelConfig(integer(mm, "model.", "vocabSize"), integer(mm, "model.", "contextLength"),
+    /** A model config from the {@code model:} keys (all of them present). */
+    public static ModelConfig modelFromMap(Map<String, Object> mm) {
+        return new ModelConfig(integer(mm, "model.", "vocabSize"), integer(mm, "model.", "contextLength"),
                 integer(mm, "model.", "layers"), integer(mm, "model.", "hidden"), integer(mm, "model.", "heads"),
                 integer(mm, "model.", "kvHeads"), integer(mm, "model.", "ffnHidden"),
                 enumValue(ModelConfig.Norm.class, mm, "norm"), enumValue(ModelConfig.Mlp.class, mm, "mlp"),
                 enumValue(ModelConfig.Positions.class, mm, "positions"), bool(mm, "bias"), number(mm, "model.", "normEps"));
+    }
+
+    @SuppressWarnings("unchecked")
+    private static TrainConfig build(Map<String, Object> m) {
+        ModelConfig model = modelFromMap((Map<String, Object>) m.get("model"));
         Object data = m.get("data");
         String memory = String.valueOf(m.get("rankMemory"));
         return new TrainConfig(String.valueOf(m.get("preset")), model, data == null ? null : Path.of(data.toString()),

@@ -222,7 +222,9 @@ public final class Trainer {
         metadata.put("model", ConfigLoader.modelMap(config.model()));
         metadata.put("tokenizer", data.tokenizer().name());
         metadata.put("data", data.directory().toAbsolutePath().toString());
-        Checkpoint.write(checkpoints, state.step(), checkpointTensors(model, optimizer), metadata);
+        Path tokenizerFile = data.directory().resolve(dev.shardwise.data.DatasetPreparer.TOKENIZER_FILE);
+        Checkpoint.write(checkpoints, state.step(), checkpointTensors(model, optimizer), metadata,
+                Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
     }
 
     private static Map<String, Tensor> checkpointTensors(Gpt model, AdamWOptimizer optimizer) {
