@@ -10,7 +10,6 @@ import dev.shardwise.data.BatchSampler;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.model.optim.GradientClipping;
 import dev.shardwise.model.optim.LearningRateSchedule;
 
 import java.io.IOException;
@@ -95,6 +94,7 @@ public final class Trainer {
         CpuPeak peak = CpuPeak.measure();
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
         ProgressLine progress = new ProgressLine(log, config.steps());
+        TrainStep trainStep = new TrainStep(model, optimizer, pool, config.gradClip());
         log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step; %s%n",
                 config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
                 config.model().heads(), config.model().vocabSize(), config.tokensPerStep(), peak.describe());
@@ -113,32 +113,16 @@ public final class Trainer {
                 long step = state.step();            // 0-based index of the step being run
                 long start = System.nanoTime();
                 pool.resetPeaks();
-                model.parameters().zeroGrads();
-                double lossSum = 0;
-                long forwardNs = 0, backwardNs = 0;
-                for (int micro = 0; micro < config.gradAccumulation(); micro++) {
-                    sampler.next(batch);
-                    try (StepArena arena = new StepArena(pool)) {
-                        long t0 = System.nanoTime();
-                        Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / config.gradAccumulation());
-                        long t1 = System.nanoTime();
-                        model.backward(arena, pass);
-                        forwardNs += t1 - t0;
-                        backwardNs += System.nanoTime() - t1;
-                        lossSum += pass.loss();
-                    }
-                }
-                long t2 = System.nanoTime();
-                double loss = lossSum / config.gradAccumulation();
-                double gradNorm = GradientClipping.clip(model.parameters().grads(), config.gradClip());
-                if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
-                    throw new IllegalStateException(String.format("training diverged at step %d: loss %s, gradient norm %s; "
-                            + "lower lr (now %g) or raise warmupSteps, and resume from the last checkpoint", step + 1,
-                            loss, gradNorm, config.lr()));
-                }
                 double lr = schedule.at(step);
-                optimizer.step(lr);
+                TrainStep.Result r;
+                try {
+                    r = trainStep.run(batch, config.gradAccumulation(), sampler::next, lr);
+                } catch (IllegalStateException e) {
+                    throw new IllegalStateException(String.format("training diverged at step %d (%s); lower lr (now %g) "
+                            + "or raise warmupSteps, and resume from the last checkpoint", step + 1, e.getMessage(), config.lr()), e);
+                }
                 long end = System.nanoTime();
+                double loss = r.loss(), gradNorm = r.gradNorm();
                 BatchSampler.Position position = sampler.position();
                 state.completeStep(config.tokensPerStep(), position.epoch(), position.index());
 
@@ -155,9 +139,9 @@ public final class Trainer {
                 row.put("tokens_per_s", lastTokensPerSecond);
                 row.put("mfu", lastMfu);
                 row.put("step_ms", seconds * 1e3);
-                row.put("forward_ms", forwardNs / 1e6);
-                row.put("backward_ms", backwardNs / 1e6);
-                row.put("optimizer_ms", (end - t2) / 1e6);
+                row.put("forward_ms", r.forwardNs() / 1e6);
+                row.put("backward_ms", r.backwardNs() / 1e6);
+                row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 trainCurve.add(new LossPlot.Point(state.step(), loss));
@@ -193,19 +177,11 @@ public final class Trainer {
             try (StepArena arena = new StepArena(pool)) {
                 Tensor b = arena.allocate(MemoryCategory.BUFFERS, DType.I32, rows, config.seqLen() + 1);
                 MemorySegment.copy(values, 0, b.segment(), ValueLayout.JAVA_INT, b.byteOffset(), values.length);
-                sum += model.evaluate(arena, inputs(b), targets(b));
+                sum += model.evaluate(arena, TrainStep.inputs(b), TrainStep.targets(b));
             }
             count++;
         }
         return count == 0 ? Double.NaN : sum / count;
-    }
-
-    private static Tensor inputs(Tensor batch) {
-        return batch.slice(1, 0, batch.dim(1) - 1);
-    }
-
-    private static Tensor targets(Tensor batch) {
-        return batch.slice(1, 1, batch.dim(1) - 1);
     }
 
     private void save(Path checkpoints, Gpt model, AdamWOptimizer optimizer, TrainState state, TrainingData data)

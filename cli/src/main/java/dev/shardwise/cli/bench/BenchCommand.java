@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** {@code shardwise bench ...}: benchmarks that print a ratio against a peer measured in the same run. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Measure kernels against a peer in the same run (OpenBLAS for GEMM).",
-        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class})
+        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class, BenchTrainCommand.class})
 public final class BenchCommand implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -1,0 +1,135 @@
+package dev.shardwise.cli.bench;
+
+import dev.shardwise.core.machine.CpuPeak;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.train.TrainStep;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * {@code shardwise bench train}: tokens/s of a full training step (forward, backward, clipping, AdamW) beside
+ * the same model in PyTorch (Debian's python3-torch) measured in the same run.
+ */
+@Command(name = "train", mixinStandardHelpOptions = true,
+        description = "Training-step tokens/s beside PyTorch (same model, fp32, same thread count) in the same run.")
+public final class BenchTrainCommand implements Runnable {
+    @Option(names = "--preset", split = ",", defaultValue = "tiny,gpt2-124m",
+            description = "Model presets to measure (default: ${DEFAULT-VALUE}).")
+    List<String> presets;
+
+    @Option(names = "--steps", defaultValue = "5", description = "Timed steps after 2 warm-up steps (default: ${DEFAULT-VALUE}).")
+    int steps;
+
+    @Option(names = "--micro-batch", description = "Sequences per step (default: 8 for tiny, 4 otherwise).")
+    Integer microBatch;
+
+    @Option(names = "--seq-len", defaultValue = "256", description = "Tokens per sequence (default: ${DEFAULT-VALUE}).")
+    int seqLen;
+
+    @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "Python with torch (default: ${DEFAULT-VALUE}).")
+    String python;
+
+    @Option(names = "--no-peer", description = "Skip the PyTorch run.")
+    boolean noPeer;
+
+    @Option(names = "--json", description = "One JSON object per case instead of a table.")
+    boolean json;
+
+    private static final int WARMUP = 2;
+
+    @Override
+    public void run() {
+        BenchOutput out = new BenchOutput(System.out, json);
+        CpuPeak peak = CpuPeak.measure();
+        out.info(peak.describe());
+        for (String preset : presets) {
+            ModelConfig config = ModelConfig.preset(preset);
+            int b = microBatch != null ? microBatch : (config.hidden() <= 512 ? 8 : 4);
+            double ours = measureShardwise(config, b);
+            double flops = config.trainingFlopsPerToken(seqLen) * ours;
+            String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step", preset, b, seqLen);
+            double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, out);
+            String note = String.format(Locale.ROOT, "MFU %.1f%%", 100 * flops / peak.measuredFlops());
+            out.row(Double.isNaN(theirs)
+                    ? BenchRow.alone("train", caseName, ours, "tokens/s", flops / peak.measuredFlops(), note)
+                    : new BenchRow("train", caseName, ours, "tokens/s", "pytorch", theirs, flops / peak.measuredFlops(), note));
+        }
+    }
+
+    private double measureShardwise(ModelConfig config, int b) {
+        MemoryPool pool = MemoryPool.unlimited("rank 0");
+        SplittableRandom random = new SplittableRandom(1);
+        try (Gpt model = Gpt.create(config, pool, DType.F32, 1);
+             AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt());
+             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, seqLen + 1)) {
+            TrainStep step = new TrainStep(model, optimizer, pool, 1.0);
+            int[] tokens = new int[b * (seqLen + 1)];
+            double[] seconds = new double[steps];
+            for (int s = 0; s < WARMUP + steps; s++) {
+                TrainStep.Result r = step.run(batch, 1, t -> {
+                    for (int i = 0; i < tokens.length; i++) tokens[i] = random.nextInt(config.vocabSize());
+                    MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
+                }, 1e-3);
+                if (s >= WARMUP) seconds[s - WARMUP] = r.totalNs() / 1e9;
+            }
+            Arrays.sort(seconds);
+            return b * seqLen / seconds[steps / 2];
+        }
+    }
+
+    /** Runs the bundled PyTorch script; NaN (with a note) when Python or torch is missing. */
+    private double measurePyTorch(ModelConfig config, int b, BenchOutput out) {
+        try {
+            Path script = Files.createTempFile("shardwise-pytorch-train", ".py");
+            try (InputStream in = BenchTrainCommand.class.getResourceAsStream("pytorch_train_step.py")) {
+                Files.copy(in, script, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            List<String> command = new ArrayList<>(List.of(python, script.toString(),
+                    "--layers", "" + config.layers(), "--hidden", "" + config.hidden(), "--heads", "" + config.heads(),
+                    "--vocab", "" + config.vocabSize(), "--context", "" + config.contextLength(), "--seq", "" + seqLen,
+                    "--batch", "" + b, "--steps", "" + steps, "--warmup", "" + WARMUP,
+                    "--threads", "" + dev.shardwise.core.exec.ComputePool.current().threads()));
+            ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
+            builder.environment().put("OMP_WAIT_POLICY", "PASSIVE");   // OpenMP threads must not spin against ours
+            Process process = builder.start();
+            String output = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            process.waitFor(30, TimeUnit.MINUTES);
+            Files.deleteIfExists(script);
+            Matcher m = Pattern.compile("RESULT tokens_per_s=([0-9.]+)").matcher(output);
+            if (process.exitValue() != 0 || !m.find()) {
+                out.info("PyTorch peer did not run (" + python + "; install Debian's python3-torch): "
+                        + output.lines().reduce((a, z) -> z).orElse("no output"));
+                return Double.NaN;
+            }
+            return Double.parseDouble(m.group(1));
+        } catch (IOException e) {
+            out.info("PyTorch peer did not run: " + e.getMessage());
+            return Double.NaN;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return Double.NaN;
+        }
+    }
+}

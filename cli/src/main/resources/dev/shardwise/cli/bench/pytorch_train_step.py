@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""PyTorch peer for `shardwise bench train`: times training steps of the same GPT that Shardwise trains.
+
+Pre-LayerNorm GPT-2 blocks (learned positions, tanh-GELU MLP of width 4C, tied head), AdamW with weight decay
+on matrices only, fp32, random tokens from a seed. Prints one line the Java side parses:
+    RESULT tokens_per_s=<float> median_ms=<float> steps=<int> threads=<int> torch=<version>
+"""
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build(layers, hidden, heads, vocab, context, gen):
+    def normal(*shape, std=0.02):
+        return (torch.randn(*shape, generator=gen) * std).requires_grad_(True)
+
+    def const(value, n):
+        return torch.full((n,), float(value)).requires_grad_(True)
+
+    proj_std = 0.02 / math.sqrt(2 * layers)
+    p = {"wte": normal(vocab, hidden), "wpe": normal(context, hidden)}
+    for l in range(layers):
+        p[f"{l}.ln1.w"], p[f"{l}.ln1.b"] = const(1, hidden), const(0, hidden)
+        p[f"{l}.qkv.w"], p[f"{l}.qkv.b"] = normal(3 * hidden, hidden), const(0, 3 * hidden)
+        p[f"{l}.proj.w"], p[f"{l}.proj.b"] = normal(hidden, hidden, std=proj_std), const(0, hidden)
+        p[f"{l}.ln2.w"], p[f"{l}.ln2.b"] = const(1, hidden), const(0, hidden)
+        p[f"{l}.fc.w"], p[f"{l}.fc.b"] = normal(4 * hidden, hidden), const(0, 4 * hidden)
+        p[f"{l}.fcproj.w"], p[f"{l}.fcproj.b"] = normal(hidden, 4 * hidden, std=proj_std), const(0, hidden)
+    p["lnf.w"], p["lnf.b"] = const(1, hidden), const(0, hidden)
+    return p
+
+
+def loss_fn(p, x, y, layers, heads):
+    b, t = x.shape
+    h = p["wte"][x] + p["wpe"][:t]
+    c = h.shape[-1]
+    hs = c // heads
+    for l in range(layers):
+        n = F.layer_norm(h, (c,), p[f"{l}.ln1.w"], p[f"{l}.ln1.b"], 1e-5)
+        q, k, v = F.linear(n, p[f"{l}.qkv.w"], p[f"{l}.qkv.b"]).split(c, dim=-1)
+        q, k, v = (z.view(b, t, heads, hs).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
+        att = att.masked_fill(torch.ones(t, t, dtype=torch.bool).tril().logical_not(), float("-inf")).softmax(-1)
+        y_att = (att @ v).transpose(1, 2).reshape(b, t, c)
+        h = h + F.linear(y_att, p[f"{l}.proj.w"], p[f"{l}.proj.b"])
+        n = F.layer_norm(h, (c,), p[f"{l}.ln2.w"], p[f"{l}.ln2.b"], 1e-5)
+        m = F.gelu(F.linear(n, p[f"{l}.fc.w"], p[f"{l}.fc.b"]), approximate="tanh")
+        h = h + F.linear(m, p[f"{l}.fcproj.w"], p[f"{l}.fcproj.b"])
+    h = F.layer_norm(h, (c,), p["lnf.w"], p["lnf.b"], 1e-5)
+    return F.cross_entropy(F.linear(h, p["wte"]).view(b * t, -1), y.reshape(-1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for name, default in [("layers", 4), ("hidden", 256), ("heads", 4), ("vocab", 8192), ("context", 256),
+                          ("seq", 256), ("batch", 8), ("steps", 5), ("warmup", 2), ("threads", 2), ("seed", 1)]:
+        ap.add_argument("--" + name, type=int, default=default)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    gen = torch.Generator().manual_seed(a.seed)
+    params = build(a.layers, a.hidden, a.heads, a.vocab, a.context, gen)
+    decay = [v for k, v in params.items() if v.dim() >= 2 and k not in ("wte", "wpe")]
+    rest = [v for k, v in params.items() if not (v.dim() >= 2 and k not in ("wte", "wpe"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    data = torch.randint(0, a.vocab, (a.warmup + a.steps, a.batch, a.seq + 1), generator=gen)
+    times = []
+    for step in range(a.warmup + a.steps):
+        x, y = data[step, :, :-1], data[step, :, 1:]
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(params, x, y, a.layers, a.heads)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        loss.item()
+        if step >= a.warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    print("RESULT tokens_per_s=%.3f median_ms=%.3f steps=%d threads=%d torch=%s"
+          % (a.batch * a.seq / median, median * 1e3, len(times), torch.get_num_threads(), torch.__version__))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+package dev.shardwise.train;
+
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.model.optim.GradientClipping;
+
+import java.util.function.Consumer;
+
+/**
+ * One optimizer step of single-rank training: zero the gradients; for each micro-batch, forward (fused with
+ * the loss gradient, scaled by 1/micro-batches) and backward; clip the global gradient norm; AdamW update.
+ * Shared by the {@link Trainer} and the training benchmark so both time the same work.
+ */
+public final class TrainStep {
+    private final Gpt model;
+    private final AdamWOptimizer optimizer;
+    private final MemoryPool pool;
+    private final double gradClip;
+
+    /**
+     * What one step did.
+     *
+     * @param loss       mean loss over the micro-batches
+     * @param gradNorm   global gradient norm before clipping
+     * @param forwardNs  time in forward passes
+     * @param backwardNs time in backward passes
+     * @param optimizerNs time clipping and updating
+     */
+    public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long optimizerNs) {
+        public long totalNs() {
+            return forwardNs + backwardNs + optimizerNs;
+        }
+    }
+
+    public TrainStep(Gpt model, AdamWOptimizer optimizer, MemoryPool pool, double gradClip) {
+        this.model = model;
+        this.optimizer = optimizer;
+        this.pool = pool;
+        this.gradClip = gradClip;
+    }
+
+    /**
+     * Runs one step over {@code microBatches} micro-batches; {@code fill} writes the next batch, i32 [B, T+1]
+     * (inputs are columns 0..T-1, targets 1..T), into the tensor it is given.
+     *
+     * @throws IllegalStateException if the loss or gradient norm is not finite (the update is then skipped)
+     */
+    public Result run(Tensor batch, int microBatches, Consumer<Tensor> fill, double lr) {
+        model.parameters().zeroGrads();
+        double lossSum = 0;
+        long forwardNs = 0, backwardNs = 0;
+        for (int micro = 0; micro < microBatches; micro++) {
+            fill.accept(batch);
+            try (StepArena arena = new StepArena(pool)) {
+                long t0 = System.nanoTime();
+                Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches);
+                long t1 = System.nanoTime();
+                model.backward(arena, pass);
+                forwardNs += t1 - t0;
+                backwardNs += System.nanoTime() - t1;
+                lossSum += pass.loss();
+            }
+        }
+        long t2 = System.nanoTime();
+        double loss = lossSum / microBatches;
+        double gradNorm = GradientClipping.clip(model.parameters().grads(), gradClip);
+        if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
+            throw new IllegalStateException("loss " + loss + ", gradient norm " + gradNorm);
+        }
+        optimizer.step(lr);
+        return new Result(loss, gradNorm, forwardNs, backwardNs, System.nanoTime() - t2);
+    }
+
+    /** Columns 0..T-1 of a [B, T+1] batch. */
+    static Tensor inputs(Tensor batch) {
+        return batch.slice(1, 0, batch.dim(1) - 1);
+    }
+
+    /** Columns 1..T of a [B, T+1] batch. */
+    static Tensor targets(Tensor batch) {
+        return batch.slice(1, 1, batch.dim(1) - 1);
+    }
+}
