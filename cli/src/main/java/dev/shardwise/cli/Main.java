@@ -10,7 +10,7 @@ import picocli.CommandLine.Command;
         version = "shardwise 0.1.0-SNAPSHOT",
         description = "Large-model training for the JVM: data, tensor, pipeline and expert parallelism, "
                 + "ZeRO, recompute, planning, elastic runs and inference.",
-        subcommands = {TrainCommand.class, GenerateCommand.class, PrepareCommand.class, BenchCommand.class,
+        subcommands = {DemoCommand.class, TrainCommand.class, GenerateCommand.class, PrepareCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class},
         footer = {"", "Start with:  ./shardwise bench gemm     (kernel speed beside OpenBLAS)",
                 "Each command has its own help:  ./shardwise help bench", ""})
