@@ -28,7 +28,7 @@ import java.nio.ByteOrder;
 final class VectorGemm {
     private VectorGemm() { }
 
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
+    static final VectorSpecies<Float> S = Integer.getInteger("sw.bits", 512) == 256 ? FloatVector.SPECIES_256 : FloatVector.SPECIES_512;
     static final int L = S.length();
     /** Register tile: rows of A per micro-kernel call. */
     static final int MR = 8;
