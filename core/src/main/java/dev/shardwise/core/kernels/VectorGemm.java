@@ -2,7 +2,6 @@ package dev.shardwise.core.kernels;
 
 import dev.shardwise.core.exec.ComputePool;
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
@@ -179,12 +178,12 @@ final class VectorGemm {
                         (beta == 1f ? acc.add(old) : old.fma(FloatVector.broadcast(S, beta), acc)).intoMemorySegment(c, at, ORDER);
                     }
                 } else {
-                    VectorMask<Float> mask = S.indexInRange(v, nr);
-                    if (beta == 0f) {
-                        acc.intoMemorySegment(c, at, ORDER, mask);
-                    } else {
-                        FloatVector old = FloatVector.fromMemorySegment(S, c, at, ORDER, mask);
-                        (beta == 1f ? acc.add(old) : old.fma(FloatVector.broadcast(S, beta), acc)).intoMemorySegment(c, at, ORDER, mask);
+                    // Partial vector: scalar (masked segment accesses are far slower here).
+                    int base = r * NR + v;
+                    for (int j = 0; j < nr - v; j++) {
+                        long cj = at + (long) j * Float.BYTES;
+                        float x = alpha * tile[base + j];
+                        c.set(F32, cj, beta == 0f ? x : beta == 1f ? x + c.get(F32, cj) : Math.fma(beta, c.get(F32, cj), x));
                     }
                 }
             }
@@ -206,8 +205,9 @@ final class VectorGemm {
                     if (v + L <= nr) {
                         FloatVector.fromMemorySegment(S, b, src + (long) v * Float.BYTES, ORDER).intoArray(bp, dst + v);
                     } else {
-                        FloatVector.fromMemorySegment(S, b, src + (long) v * Float.BYTES, ORDER, S.indexInRange(v, nr))
-                                .intoArray(bp, dst + v);
+                        for (int j = v; j < v + L; j++) {
+                            bp[dst + j] = j < nr ? b.get(F32, src + (long) j * Float.BYTES) : 0f;
+                        }
                     }
                 }
             }
