@@ -1,17 +1,138 @@
 package dev.shardwise.cli.bench;
 
+import dev.shardwise.core.exec.ComputePool;
+import dev.shardwise.core.kernels.Gemm;
+import dev.shardwise.core.kernels.GemmImpl;
+import dev.shardwise.core.machine.CpuPeak;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** {@code shardwise bench gemm}: our GEMM beside OpenBLAS sgemm on GPT-2-small training shapes. */
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * {@code shardwise bench gemm}: our GEMM beside OpenBLAS sgemm on GPT-2-small training shapes.
+ *
+ * <p>Each case is a linear layer {@code C -> OC} on M rows (tokens), in the three products training runs:
+ * forward NT {@code out [M, OC] = x [M, C] · W [OC, C]ᵀ}, backward-data NN {@code dx [M, C] = dout [M, OC] · W},
+ * backward-weight TN {@code dW [OC, C] = dout [M, OC]ᵀ · x [M, C]}. For each case it times {@link GemmImpl#VECTOR},
+ * {@link GemmImpl#AUTO} and {@link GemmImpl#OPENBLAS} (OpenBLAS with its own threads, as many as the compute
+ * pool has) in the same run and prints two rows: AUTO against OpenBLAS (the note says where AUTO routed) and
+ * the Vector kernel alone against OpenBLAS.
+ */
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "GEMM GFLOP/s on GPT-2-small shapes beside OpenBLAS sgemm in the same run.")
 public final class BenchGemmCommand implements Runnable {
     @Option(names = "--json", description = "One JSON object per case instead of a table.")
     boolean json;
 
+    @Option(names = "--quick", description = "A subset that runs in about 20 seconds.")
+    boolean quick;
+
+    /** GPT-2 small's linear layers, C -> OC. */
+    private record Layer(String name, int in, int out) { }
+
+    private static final List<Layer> LAYERS = List.of(
+            new Layer("qkv", 768, 2304), new Layer("attn-proj", 768, 768), new Layer("fc", 768, 3072),
+            new Layer("fc-proj", 3072, 768), new Layer("lm-head", 768, 50257));
+
+    /** One product: c [m, n] = op(a) · op(b) with a, b stored as the transposes say. */
+    private record Case(String name, int m, int n, int k, boolean transA, boolean transB) {
+        double flops() { return 2.0 * m * n * k; }
+    }
+
+    /**
+     * OpenBLAS keeps its threads spinning for a while after a call; a Vector kernel timed right then would
+     * share its cores with them, so each case pauses this long before timing the Vector kernel (ms).
+     */
+    private static final long OPENBLAS_SPIN_PAUSE_MS = 250;
+
     @Override
     public void run() {
-        throw new UnsupportedOperationException("gemm benchmark: not written yet");
+        BenchOutput out = new BenchOutput(System.out, json);
+        ComputePool pool = ComputePool.current();
+        CpuPeak peak = CpuPeak.measure();
+        out.info(peak.describe());
+        out.info("threads: " + pool.threads() + "; " + Gemm.openBlasDescription());
+        if (!Gemm.openBlasAvailable()) {
+            throw new IllegalStateException("bench gemm needs OpenBLAS as its peer, and it could not be loaded: "
+                    + Gemm.openBlasDescription());
+        }
+        List<Case> cases = cases(quick);
+        MemoryPool memory = MemoryPool.unlimited("bench gemm");
+        for (Case c : cases) measure(out, memory, peak, c);
+    }
+
+    private static List<Case> cases(boolean quick) {
+        List<Case> cases = new ArrayList<>();
+        cases.add(new Case("sanity NN 2048x2048x2048", 2048, 2048, 2048, false, false));
+        int[] rows = quick ? new int[]{1024} : new int[]{1024, 4096};
+        for (int m : rows) {
+            for (Layer l : LAYERS) {
+                if (quick && !(l.name().equals("qkv") || l.name().equals("fc-proj"))) continue;
+                String shape = String.format(Locale.ROOT, "M=%d %s %d->%d", m, l.name(), l.in(), l.out());
+                cases.add(new Case(shape + " fwd NT", m, l.out(), l.in(), false, true));
+                cases.add(new Case(shape + " dx NN", m, l.in(), l.out(), false, false));
+                cases.add(new Case(shape + " dW TN", l.out(), l.in(), m, true, false));
+            }
+        }
+        return cases;
+    }
+
+    private static void measure(BenchOutput out, MemoryPool memory, CpuPeak peak, Case c) {
+        int ar = c.transA() ? c.k() : c.m(), ac = c.transA() ? c.m() : c.k();
+        int br = c.transB() ? c.n() : c.k(), bc = c.transB() ? c.k() : c.n();
+        try (Tensor a = random(memory, ar, ac, 1); Tensor b = random(memory, br, bc, 2);
+             Tensor cc = Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.F32, c.m(), c.n())) {
+            // Big cases (a lm-head product is ~0.3 TFLOP) get fewer repeats so the full run stays near 3 minutes.
+            boolean big = c.flops() > 50e9;
+            int warmups = big ? 1 : 2, repeats = big ? 3 : 5;
+            double minSeconds = big ? 0 : 0.4;
+            sleep(OPENBLAS_SPIN_PAUSE_MS);
+            double vector = time(cc, a, b, c, GemmImpl.VECTOR, warmups, repeats, minSeconds);
+            GemmImpl routed = Gemm.route(c.m(), c.n(), c.k(), c.transA(), c.transB());
+            if (routed == GemmImpl.VECTOR) sleep(OPENBLAS_SPIN_PAUSE_MS);
+            double auto = time(cc, a, b, c, GemmImpl.AUTO, warmups, repeats, minSeconds);
+            double blas = time(cc, a, b, c, GemmImpl.OPENBLAS, warmups, repeats, minSeconds);
+            double peakGflops = peak.measuredFlops() / 1e9;
+            String note = "auto->" + routed.name().toLowerCase(Locale.ROOT);
+            out.row(new BenchRow("gemm", c.name(), auto, "GFLOP/s", "openblas", blas, auto / peakGflops, note));
+            out.row(new BenchRow("gemm", c.name() + " vector", vector, "GFLOP/s", "openblas", blas,
+                    vector / peakGflops, "vector kernel alone"));
+        }
+    }
+
+    private static double time(Tensor cc, Tensor a, Tensor b, Case c, GemmImpl impl, int warmups, int repeats,
+                               double minSeconds) {
+        double seconds = Measure.medianSeconds(
+                () -> Gemm.matmul(cc, a, b, c.transA(), c.transB(), 1f, 0f, impl), warmups, repeats, minSeconds);
+        return c.flops() / seconds / 1e9;
+    }
+
+    private static Tensor random(MemoryPool memory, int rows, int cols, long seed) {
+        Tensor t = Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.F32, rows, cols);
+        SplittableRandom rnd = new SplittableRandom(seed);
+        float[] v = new float[Math.multiplyExact(rows, cols)];
+        for (int i = 0; i < v.length; i++) v[i] = (float) (rnd.nextDouble() * 2 - 1);
+        // Bulk copy: Tensor.copyFrom goes element by element, too slow for the 38M-element lm-head weight.
+        MemorySegment.copy(v, 0, t.segment(), ValueLayout.JAVA_FLOAT, t.byteOffset(), v.length);
+        return t;
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("bench gemm interrupted", e);
+        }
     }
 }
