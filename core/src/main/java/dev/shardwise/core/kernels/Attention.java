@@ -79,6 +79,14 @@ public final class Attention {
         }
     }
 
+    /**
+     * Heap scratch the f32 kernel holds per running task (one per pool thread at a time), in bytes: a few
+     * 64-row tiles, the same for every sequence length T. Besides it, forward writes lse (4·B·NH·T bytes).
+     */
+    public static long f32ScratchBytesPerThread(int headSize) {
+        return Math.max(AttentionF32.forwardScratchBytes(headSize), AttentionF32.backwardScratchBytes(headSize));
+    }
+
     /** Sizes read from q and k: batch, sequence, query heads, key/value heads, head size. */
     record Dims(int b, int t, int nh, int nkv, int hs) { }
 

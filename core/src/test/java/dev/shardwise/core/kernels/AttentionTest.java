@@ -274,4 +274,32 @@ class AttentionTest {
             assertTrue(e.getMessage().contains("stride"), e.getMessage());
         }
     }
+
+    @Test
+    void vectorExpIsWithinThreeTenthsPpmAndZeroBelowItsRange() {
+        int lanes = AttentionF32.SPECIES.length();
+        float[] x = new float[lanes], y = new float[lanes];
+        double maxRel = 0;
+        float worst = 0;
+        for (float start = AttentionF32.EXP_MIN; start <= AttentionF32.EXP_MAX; start += 0.00113f * lanes) {
+            for (int i = 0; i < lanes; i++) x[i] = start + 0.00113f * i;
+            AttentionF32.exp(jdk.incubator.vector.FloatVector.fromArray(AttentionF32.SPECIES, x, 0)).intoArray(y, 0);
+            for (int i = 0; i < lanes; i++) {
+                if (x[i] > AttentionF32.EXP_MAX) continue;
+                double rel = Math.abs(y[i] / Math.exp(x[i]) - 1);
+                if (rel > maxRel) { maxRel = rel; worst = x[i]; }
+            }
+        }
+        assertTrue(maxRel <= 3e-7, "exp: max relative error " + maxRel + " at x = " + worst + " vs tolerance 3e-7");
+        float[] special = new float[lanes];
+        Arrays.fill(special, 0f);
+        special[0] = Float.NEGATIVE_INFINITY;
+        special[1 % lanes] = -100f;
+        AttentionF32.exp(jdk.incubator.vector.FloatVector.fromArray(AttentionF32.SPECIES, special, 0)).intoArray(y, 0);
+        assertEquals(0f, y[0], "exp(-inf)");
+        if (lanes > 2) {
+            assertEquals(0f, y[1], "exp(-100) is flushed to 0");
+            assertEquals(1f, y[2], "exp(0)");
+        }
+    }
 }
