@@ -1,12 +1,93 @@
 package dev.shardwise.cli.bench;
 
+import dev.shardwise.core.exec.ComputePool;
+import dev.shardwise.core.kernels.Attention;
 import dev.shardwise.core.machine.CpuPeak;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
 
-/** Attention forward+backward cases of {@code bench kernels}. */
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * Attention forward+backward cases of {@code bench kernels}: GPT-2 small heads (B = 4, NH = 12, HS = 64) at
+ * T = 256, 1024 and 4096, q, k and v as views of one fused qkv tensor [B, T, 3·NH, HS], fp32.
+ *
+ * <p>FLOPs count only the causal (lower-triangle, diagonal included) work, pairs = T·(T+1)/2 per (b, head):
+ * forward has two products (S = q·kᵀ and P·v), each 2·HS flops per pair, so forward = 4·B·NH·HS·pairs;
+ * backward has five (S recomputed, dP = dout·vᵀ, dv += Pᵀ·dout, dk += dSᵀ·q, dq += dS·k), so
+ * backward = 10·B·NH·HS·pairs = 2.5 × forward; forward+backward = 14·B·NH·HS·pairs. The exponentials and the
+ * masked half of the diagonal tiles are work the kernel does but does not count.
+ */
 final class AttentionBenchmarks {
+    private static final int B = 4, NH = 12, HS = 64;
+
     private AttentionBenchmarks() { }
 
     static void run(BenchOutput out, CpuPeak peak) {
-        throw new UnsupportedOperationException("attention benchmark: not written yet");
+        MemoryPool pool = MemoryPool.unlimited("bench attention");
+        out.info(String.format(Locale.ROOT, "attention: B=%d NH=%d HS=%d causal, fp32, %d threads",
+                B, NH, HS, ComputePool.current().threads()));
+        // Warm the JIT first (about 2 s): otherwise C2 compiles the kernel's large loops during the first timed
+        // case and competes with it for the cores.
+        runCase(null, peak, pool, 256);
+        for (int t : new int[]{256, 1024, 4096}) runCase(out, peak, pool, t);
+    }
+
+    /** Measures one sequence length and prints its rows; with {@code out == null}, only runs it to warm up. */
+    private static void runCase(BenchOutput out, CpuPeak peak, MemoryPool pool, int t) {
+        try (Tensor qkv = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, t, 3 * NH, HS);
+             Tensor o = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, t, NH, HS);
+             Tensor lse = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, NH, t);
+             Tensor dout = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, t, NH, HS);
+             Tensor dqkv = Tensor.allocate(pool, MemoryCategory.GRADIENTS, DType.F32, B, t, 3 * NH, HS)) {
+            fillRandom(qkv, 1);
+            fillRandom(dout, 2);
+            Tensor q = qkv.slice(2, 0, NH), k = qkv.slice(2, NH, NH), v = qkv.slice(2, 2 * NH, NH);
+            Tensor dq = dqkv.slice(2, 0, NH), dk = dqkv.slice(2, NH, NH), dv = dqkv.slice(2, 2 * NH, NH);
+            float scale = (float) (1 / Math.sqrt(HS));
+            Runnable fwd = () -> Attention.forward(o, lse, q, k, v, scale);
+            Runnable bwd = () -> Attention.backward(dq, dk, dv, dout, o, lse, q, k, v, scale);
+            fwd.run();
+
+            double pairs = (double) t * (t + 1) / 2;
+            double fwdFlops = 4.0 * B * NH * HS * pairs, bwdFlops = 2.5 * fwdFlops;
+            // Small cases repeat for at least 1 s; T = 4096 (about 20 GFLOP a forward+backward) runs each half
+            // once untimed and twice timed, and forward+backward is the sum of the two medians.
+            if (out == null) {                        // warm-up only
+                Measure.medianSeconds(() -> { fwd.run(); bwd.run(); }, 10, 10, 2.0);
+                return;
+            }
+            boolean big = t >= 4096;
+            int warm = 1, reps = big ? 2 : 3;
+            double minSec = big ? 0 : 1.0;
+            double tf = Measure.medianSeconds(fwd, warm, reps, minSec);
+            double tb = Measure.medianSeconds(bwd, warm, reps, minSec);
+            double tfb = big ? tf + tb : Measure.medianSeconds(() -> { fwd.run(); bwd.run(); }, warm, reps, minSec);
+
+            long scratch = Attention.f32ScratchBytesPerThread(HS) * ComputePool.current().threads();
+            long lseBytes = lse.numel() * 4;
+            String mem = String.format(Locale.ROOT, "scratch %d KiB (all threads, T-independent) + lse %d KiB (4*B*NH*T)",
+                    scratch / 1024, lseBytes / 1024);
+            String shape = String.format(Locale.ROOT, "B%d NH%d HS%d T%d", B, NH, HS, t);
+            row(out, peak, "attention fwd " + shape, fwdFlops, tf, mem);
+            row(out, peak, "attention bwd " + shape, bwdFlops, tb, "");
+            row(out, peak, "attention fwd+bwd " + shape, fwdFlops + bwdFlops, tfb,
+                    big ? "sum of fwd and bwd medians" : "");
+        }
+    }
+
+    private static void row(BenchOutput out, CpuPeak peak, String name, double flops, double seconds, String note) {
+        double gflops = flops / seconds / 1e9;
+        out.row(BenchRow.alone("kernels", name, gflops, "GFLOP/s", gflops * 1e9 / peak.measuredFlops(), note));
+    }
+
+    private static void fillRandom(Tensor x, long seed) {
+        SplittableRandom rnd = new SplittableRandom(seed);
+        float[] values = new float[Math.toIntExact(x.numel())];
+        for (int i = 0; i < values.length; i++) values[i] = (float) rnd.nextDouble(-1, 1);
+        x.copyFrom(values);
     }
 }
