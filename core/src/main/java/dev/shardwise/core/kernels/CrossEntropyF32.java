@@ -9,80 +9,116 @@ import java.lang.foreign.ValueLayout;
 import static dev.shardwise.core.kernels.Kernels.F;
 import static dev.shardwise.core.kernels.Kernels.L;
 import static dev.shardwise.core.kernels.Kernels.LE;
+import static dev.shardwise.core.kernels.VecOps.get;
+import static dev.shardwise.core.kernels.VecOps.load;
+import static dev.shardwise.core.kernels.VecOps.put;
 
-/** Vector API cross-entropy (see {@link CrossEntropy}): online max/sum-exp pass, then a gradient pass. */
+/**
+ * Vector API cross-entropy (see {@link CrossEntropy}).
+ *
+ * <p>Per row, in blocks of {@link #BLOCK} logits (L1-resident): {@code e = exp(x - m)} is computed against a
+ * reference m, summed, and, when a gradient is wanted, stored in dlogits; the same loop tracks the block's
+ * maximum. m starts as the maximum of the first 16 logits and is raised (and the block recomputed) only when
+ * a block's maximum exceeds it by more than {@link #HEADROOM}, so e stays below e^HEADROOM and never
+ * overflows, and the running sum is rescaled by {@code exp(m_old - m)} when m moves. A second pass over
+ * the row, still in L2, multiplies each block by {@code exp(m_block - m) · scale / sum}. One exponential per
+ * logit in all, and the logits are read from memory once.
+ */
 final class CrossEntropyF32 {
     private CrossEntropyF32() { }
 
-    /** Floats per block of the online pass: 8 KiB, read twice from L1 (max, then sum of exponentials). */
-    private static final int BLOCK = 2048;
+    /** Floats per block: 8 KiB, so a block that must be recomputed is still in L1. */
+    static final int BLOCK = 2048;
+    /** How far a logit may exceed the reference maximum before the block is recomputed (e^20 ≈ 4.9e8). */
+    static final float HEADROOM = 20f;
 
     static void run(Rows losses, Rows d, Rows x, Rows targets, float scale, boolean backward) {
         int v = x.cols();
+        int blocks = (v + BLOCK - 1) / BLOCK;
         Kernels.forRows(x.rows(), v, (from, to) -> {
+            float[] blockMax = new float[blocks];
+            float[] blockMaxOut = new float[1];
+            MemorySegment xs = x.segment();
             for (int n = from; n < to; n++) {
                 int target = targets.segment().get(ValueLayout.JAVA_INT_UNALIGNED, targets.base() + 4L * n);
                 long lOff = losses.base() + 4L * n;
                 if (target == CrossEntropy.IGNORE_INDEX) {
-                    losses.segment().set(ValueLayout.JAVA_FLOAT_UNALIGNED, lOff, 0f);
+                    put(losses.segment(), lOff, 0f);
                     if (backward) VecOps.zero(d.segment(), d.row(n), v);
                     continue;
                 }
-                MemorySegment xs = x.segment();
                 long xo = x.row(n);
-                // pass 1: running max m and sum s of exp(x - m), rescaled when m grows
-                float m = Float.NEGATIVE_INFINITY;
+                float xt = get(xs, xo + 4L * target);   // read before an in-place gradient overwrites it
+                float m = VecOps.max(xs, xo, Math.min(v, L));
                 double s = 0;
-                for (int b = 0; b < v; b += BLOCK) {
-                    int len = Math.min(BLOCK, v - b);
-                    long bo = xo + 4L * b;
-                    float bm = VecOps.max(xs, bo, len);
-                    if (bm > m) {
+                MemorySegment ds = backward ? d.segment() : null;
+                long dOff = backward ? d.row(n) : 0;
+                for (int k = 0; k < blocks; k++) {
+                    int b = k * BLOCK, len = Math.min(BLOCK, v - b);
+                    double bs = exps(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, blockMaxOut);
+                    if (blockMaxOut[0] > m + HEADROOM) {        // rare: a much larger logit; move the reference up
+                        float bm = blockMaxOut[0];
                         s *= Math.exp((double) m - bm);
                         m = bm;
+                        bs = exps(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, blockMaxOut);
                     }
-                    s += sumExp(xs, bo, len, m);
+                    blockMax[k] = m;
+                    s += bs;
                 }
-                double logZ = m + Math.log(s);
-                float xt = xs.get(ValueLayout.JAVA_FLOAT_UNALIGNED, xo + 4L * target);
-                losses.segment().set(ValueLayout.JAVA_FLOAT_UNALIGNED, lOff, (float) (logZ - xt));
+                put(losses.segment(), lOff, (float) (m + Math.log(s) - xt));
                 if (backward) {
-                    // pass 2: dlogits = exp(x - m) * (scale / s), minus scale at the target
-                    float f = (float) (scale / s);
-                    long dOff = d.row(n);
-                    writeGrad(d.segment(), dOff, xs, xo, v, m, f);
+                    double f = scale / s;
+                    for (int k = 0; k < blocks; k++) {
+                        int b = k * BLOCK, len = Math.min(BLOCK, v - b);
+                        float factor = (float) (f * Math.exp((double) blockMax[k] - m));
+                        scaleInPlace(ds, dOff + 4L * b, len, factor);
+                    }
                     long at = dOff + 4L * target;
-                    MemorySegment ds = d.segment();
-                    ds.set(ValueLayout.JAVA_FLOAT_UNALIGNED, at, ds.get(ValueLayout.JAVA_FLOAT_UNALIGNED, at) - scale);
+                    put(ds, at, get(ds, at) - scale);
                 }
             }
         });
     }
 
-    private static double sumExp(MemorySegment s, long off, int len, float m) {
+    /**
+     * Returns the sum of e = exp(x - m) over a span and stores the span's maximum in {@code maxOut[0]}; stores e
+     * into {@code ds} (which may be x) unless {@code ds} is null.
+     */
+    private static double exps(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int len, float m, float[] maxOut) {
         FloatVector vm = FloatVector.broadcast(F, m);
         FloatVector a = FloatVector.zero(F), b = FloatVector.zero(F);
+        FloatVector mx = FloatVector.broadcast(F, Float.NEGATIVE_INFINITY), my = mx;
         int i = 0;
         for (; i <= len - 2 * L; i += 2 * L) {
-            a = a.add(FloatVector.fromMemorySegment(F, s, off + 4L * i, LE).sub(vm).lanewise(VectorOperators.EXP));
-            b = b.add(FloatVector.fromMemorySegment(F, s, off + 4L * (i + L), LE).sub(vm).lanewise(VectorOperators.EXP));
+            FloatVector x0 = load(xs, xOff + 4L * i), x1 = load(xs, xOff + 4L * (i + L));
+            mx = mx.max(x0);
+            my = my.max(x1);
+            FloatVector e0 = x0.sub(vm).lanewise(VectorOperators.EXP);
+            FloatVector e1 = x1.sub(vm).lanewise(VectorOperators.EXP);
+            if (ds != null) {
+                e0.intoMemorySegment(ds, dOff + 4L * i, LE);
+                e1.intoMemorySegment(ds, dOff + 4L * (i + L), LE);
+            }
+            a = a.add(e0);
+            b = b.add(e1);
         }
         double r = a.add(b).reduceLanes(VectorOperators.ADD);
-        for (; i < len; i++) r += (float) Math.exp(s.get(ValueLayout.JAVA_FLOAT_UNALIGNED, off + 4L * i) - m);
+        float max = mx.max(my).reduceLanes(VectorOperators.MAX);
+        for (; i < len; i++) {
+            float x = get(xs, xOff + 4L * i);
+            max = Math.max(max, x);
+            float e = (float) Math.exp(x - m);
+            if (ds != null) put(ds, dOff + 4L * i, e);
+            r += e;
+        }
+        maxOut[0] = max;
         return r;
     }
 
-    private static void writeGrad(MemorySegment ds, long dOff, MemorySegment xs, long xo, int v, float m, float f) {
-        FloatVector vm = FloatVector.broadcast(F, m);
-        FloatVector vf = FloatVector.broadcast(F, f);
+    private static void scaleInPlace(MemorySegment s, long off, int len, float factor) {
+        FloatVector vf = FloatVector.broadcast(F, factor);
         int i = 0;
-        for (; i <= v - L; i += L) {
-            FloatVector e = FloatVector.fromMemorySegment(F, xs, xo + 4L * i, LE).sub(vm).lanewise(VectorOperators.EXP);
-            e.mul(vf).intoMemorySegment(ds, dOff + 4L * i, LE);
-        }
-        for (; i < v; i++) {
-            float e = (float) Math.exp(xs.get(ValueLayout.JAVA_FLOAT_UNALIGNED, xo + 4L * i) - m);
-            ds.set(ValueLayout.JAVA_FLOAT_UNALIGNED, dOff + 4L * i, e * f);
-        }
+        for (; i <= len - L; i += L) load(s, off + 4L * i).mul(vf).intoMemorySegment(s, off + 4L * i, LE);
+        for (; i < len; i++) put(s, off + 4L * i, get(s, off + 4L * i) * factor);
     }
 }

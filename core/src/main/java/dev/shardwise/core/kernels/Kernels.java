@@ -19,8 +19,8 @@ final class Kernels {
 
     /** Below this many elements of work a kernel runs on the calling thread alone. */
     static final long PARALLEL_MIN_ELEMENTS = 1 << 15;
-    /** Elements per task when a flat tensor is split into chunks (256 KiB of f32). */
-    static final int CHUNK = 1 << 16;
+    /** Elements of work per task when a loop is split over threads (1 MiB of f32). */
+    static final long TASK_ELEMENTS = 1 << 18;
 
     /** Body of a loop over a range of rows {@code [from, to)}. */
     interface RowRange {
@@ -82,27 +82,28 @@ final class Kernels {
      */
     static void forRows(int rows, long elementsPerRow, RowRange body) {
         ComputePool pool = ComputePool.current();
-        long work = rows * Math.max(1, elementsPerRow);
+        long perRow = Math.max(1, elementsPerRow);
+        long work = rows * perRow;
         if (pool.threads() == 1 || rows <= 1 || work < PARALLEL_MIN_ELEMENTS) {
             body.run(0, rows);
             return;
         }
-        // about 4 tasks per thread for balance, but no task smaller than ~PARALLEL_MIN_ELEMENTS / 2
-        long minRows = Math.max(1, (PARALLEL_MIN_ELEMENTS / 2) / Math.max(1, elementsPerRow));
-        int tasks = (int) Math.min(pool.threads() * 4L, Math.max(1, rows / minRows));
-        tasks = Math.max(1, Math.min(tasks, rows));
+        // tasks of about TASK_ELEMENTS each: small enough that a thread the OS deschedules (shared machines)
+        // leaves little work behind for the others to wait on, large enough that claiming one costs nothing
+        long rowsPerTask = Math.max(1, TASK_ELEMENTS / perRow);
+        int tasks = (int) Math.max(Math.min(rows, pool.threads()), Math.min(rows, (rows + rowsPerTask - 1) / rowsPerTask));
         int nt = tasks;
         pool.parallelFor(nt, t -> body.run((int) ((long) rows * t / nt), (int) ((long) rows * (t + 1) / nt)));
     }
 
-    /** Runs {@code body} over elements {@code [0, n)} in chunks spread over the current pool. */
+    /** Runs {@code body} over elements {@code [0, n)} in chunks of about {@link #TASK_ELEMENTS}, spread over the current pool. */
     static void forSpans(long n, Span body) {
         ComputePool pool = ComputePool.current();
         if (pool.threads() == 1 || n < PARALLEL_MIN_ELEMENTS) {
             body.run(0, n);
             return;
         }
-        long chunk = Math.max(CHUNK, (n / (pool.threads() * 4L) + L - 1) / L * L);
+        long chunk = Math.max(L, Math.min(TASK_ELEMENTS, (n / pool.threads() + L - 1) / L * L));
         int tasks = (int) ((n + chunk - 1) / chunk);
         pool.parallelFor(tasks, t -> body.run(t * chunk, Math.min(n, (t + 1) * chunk)));
     }

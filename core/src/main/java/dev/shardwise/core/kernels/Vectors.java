@@ -58,13 +58,14 @@ public final class Vectors {
         if (y.dtype() == DType.F32) {
             float a = (float) alpha;
             boolean plain = alpha == 1.0;
+            FloatVector va = FloatVector.broadcast(F, a);
             Kernels.forStrips((yo, xo, z2, z3, z4, len) -> {
                 int i = 0;
                 if (plain) {
                     for (; i <= len - L; i += L) load(ys, yo + 4L * i).add(load(xs, xo + 4L * i)).intoMemorySegment(ys, yo + 4L * i, LE);
                     for (; i < len; i++) put(ys, yo + 4L * i, get(ys, yo + 4L * i) + get(xs, xo + 4L * i));
                 } else {
-                    for (; i <= len - L; i += L) load(xs, xo + 4L * i).fma(a, load(ys, yo + 4L * i)).intoMemorySegment(ys, yo + 4L * i, LE);
+                    for (; i <= len - L; i += L) load(xs, xo + 4L * i).fma(va, load(ys, yo + 4L * i)).intoMemorySegment(ys, yo + 4L * i, LE);
                     for (; i < len; i++) put(ys, yo + 4L * i, Math.fma(a, get(xs, xo + 4L * i), get(ys, yo + 4L * i)));
                 }
             }, r);
