@@ -1,0 +1,125 @@
+package dev.shardwise.core.kernels;
+
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+import static dev.shardwise.core.kernels.Kernels.F;
+import static dev.shardwise.core.kernels.Kernels.L;
+import static dev.shardwise.core.kernels.Kernels.LE;
+import static dev.shardwise.core.kernels.VecOps.get;
+import static dev.shardwise.core.kernels.VecOps.load;
+import static dev.shardwise.core.kernels.VecOps.put;
+
+/**
+ * GELU activation (Hendrycks and Gimpel 2016) in the tanh approximation GPT-2 uses:
+ * {@code gelu(x) = 0.5 · x · (1 + tanh(sqrt(2/π) · (x + 0.044715 · x³)))}.
+ *
+ * <p>Shapes: any tensor {@code x} with unit inner stride (rows may be padded); {@code out}, {@code dx},
+ * {@code dout} have x's shape. F32 uses the Vector API ({@code VectorOperators.TANH}, SVML on x86);
+ * F64 a float64 reference. Elementwise, so bit-identical for any thread count.
+ */
+public final class Gelu {
+    private Gelu() { }
+
+    /** sqrt(2 / π). */
+    static final double K = Math.sqrt(2.0 / Math.PI);
+    /** The cubic coefficient of the tanh approximation. */
+    static final double C3 = 0.044715;
+
+    /**
+     * {@code out = gelu(x)} elementwise; {@code out} may be {@code x}.
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
+     */
+    public static void forward(Tensor out, Tensor x) {
+        String op = "Gelu.forward";
+        DType dt = Kernels.floatType(op, new String[]{"out", "x"}, out, x);
+        Kernels.sameShape(op, "out", out, "x", x);
+        Rows o = Rows.of(op, "out", out), r = Rows.of(op, "x", x);
+        MemorySegment os = o.segment(), xs = r.segment();
+        if (dt == DType.F32) {
+            Kernels.forStrips((oo, xo, u2, u3, u4, len) -> forwardF32(os, oo, xs, xo, len), o, r);
+        } else {
+            Kernels.forStrips((oo, xo, u2, u3, u4, len) -> {
+                for (int i = 0; i < len; i++) {
+                    double v = xs.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, xo + 8L * i);
+                    os.set(ValueLayout.JAVA_DOUBLE_UNALIGNED, oo + 8L * i, 0.5 * v * (1 + Math.tanh(K * (v + C3 * v * v * v))));
+                }
+            }, o, r);
+        }
+    }
+
+    /**
+     * Accumulates {@code dx += dout · gelu'(x)}, where
+     * {@code gelu'(x) = 0.5 · (1 + t) + 0.5 · x · (1 - t²) · sqrt(2/π) · (1 + 3 · 0.044715 · x²)} and
+     * {@code t = tanh(sqrt(2/π) · (x + 0.044715 · x³))}.
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
+     */
+    public static void backward(Tensor dx, Tensor dout, Tensor x) {
+        String op = "Gelu.backward";
+        DType dt = Kernels.floatType(op, new String[]{"dx", "dout", "x"}, dx, dout, x);
+        Kernels.sameShape(op, "dx", dx, "x", x);
+        Kernels.sameShape(op, "dout", dout, "x", x);
+        Rows a = Rows.of(op, "dx", dx), g = Rows.of(op, "dout", dout), r = Rows.of(op, "x", x);
+        MemorySegment as = a.segment(), gs = g.segment(), xs = r.segment();
+        if (dt == DType.F32) {
+            Kernels.forStrips((ao, go, xo, u3, u4, len) -> backwardF32(as, ao, gs, go, xs, xo, len), a, g, r);
+        } else {
+            Kernels.forStrips((ao, go, xo, u3, u4, len) -> {
+                for (int i = 0; i < len; i++) {
+                    double v = xs.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, xo + 8L * i);
+                    double t = Math.tanh(K * (v + C3 * v * v * v));
+                    double grad = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * K * (1 + 3 * C3 * v * v);
+                    double d = gs.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, go + 8L * i);
+                    long at = ao + 8L * i;
+                    as.set(ValueLayout.JAVA_DOUBLE_UNALIGNED, at, as.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, at) + d * grad);
+                }
+            }, a, g, r);
+        }
+    }
+
+    private static final float KF = (float) K, C3F = (float) C3, C3X3F = (float) (3 * C3);
+
+    private static void forwardF32(MemorySegment os, long oo, MemorySegment xs, long xo, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            FloatVector v = load(xs, xo + 4L * i);
+            FloatVector x2 = v.mul(v);
+            FloatVector inner = x2.fma(C3F, 1f).mul(v).mul(KF);      // k · (x + c·x³)
+            FloatVector t = inner.lanewise(VectorOperators.TANH);
+            FloatVector half = v.mul(0.5f);
+            t.fma(half, half).intoMemorySegment(os, oo + 4L * i, LE);
+        }
+        for (; i < len; i++) {
+            float v = get(xs, xo + 4L * i);
+            float t = (float) Math.tanh(KF * (v + C3F * v * v * v));
+            put(os, oo + 4L * i, 0.5f * v * (1 + t));
+        }
+    }
+
+    private static void backwardF32(MemorySegment as, long ao, MemorySegment gs, long go, MemorySegment xs, long xo, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            FloatVector v = load(xs, xo + 4L * i);
+            FloatVector x2 = v.mul(v);
+            FloatVector t = x2.fma(C3F, 1f).mul(v).mul(KF).lanewise(VectorOperators.TANH);
+            FloatVector sech2 = t.neg().fma(t, FloatVector.broadcast(F, 1f));     // 1 - t²
+            FloatVector dinner = x2.fma(C3X3F, 1f).mul(KF);                       // k · (1 + 3c·x²)
+            FloatVector half = v.mul(0.5f);
+            FloatVector grad = half.mul(sech2).fma(dinner, t.fma(0.5f, 0.5f));   // 0.5(1+t) + 0.5x(1-t²)·inner'
+            grad.fma(load(gs, go + 4L * i), load(as, ao + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
+        }
+        for (; i < len; i++) {
+            float v = get(xs, xo + 4L * i);
+            float t = (float) Math.tanh(KF * (v + C3F * v * v * v));
+            float grad = 0.5f * (1 + t) + 0.5f * v * (1 - t * t) * KF * (1 + C3X3F * v * v);
+            put(as, ao + 4L * i, Math.fma(grad, get(gs, go + 4L * i), get(as, ao + 4L * i)));
+        }
+    }
+}
