@@ -40,13 +40,13 @@ public final class Attention {
      * @throws IllegalArgumentException if dtypes are mixed or not F32/F64, if a shape does not match the
      *                                  shapes above, if NKV does not divide NH, or if a last dimension is strided
      */
-    public static void forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, float scale) {
+    public static void forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, double scale) {
         Dims d = check("forward", q, k, v);
         expect("forward", "out", out, d.b, d.t, d.nh, d.hs);
         expect("forward", "lse", lse, d.b, d.nh, d.t);
         sameDtype("forward", q.dtype(), new String[]{"out", "lse", "k", "v"}, out, lse, k, v);
         switch (q.dtype()) {
-            case F32 -> AttentionF32.forward(out, lse, q, k, v, scale);
+            case F32 -> AttentionF32.forward(out, lse, q, k, v, (float) scale);
             case F64 -> AttentionReference.forward(out, lse, q, k, v, scale);
             default -> throw unsupported("forward", q);
         }
@@ -62,7 +62,7 @@ public final class Attention {
      * @throws IllegalArgumentException as {@link #forward}, naming the mismatched argument
      */
     public static void backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
-                                Tensor q, Tensor k, Tensor v, float scale) {
+                                Tensor q, Tensor k, Tensor v, double scale) {
         Dims d = check("backward", q, k, v);
         expect("backward", "dq", dq, d.b, d.t, d.nh, d.hs);
         expect("backward", "dk", dk, d.b, d.t, d.nkv, d.hs);
@@ -73,7 +73,7 @@ public final class Attention {
         sameDtype("backward", q.dtype(), new String[]{"dq", "dk", "dv", "dout", "out", "lse", "k", "v"},
                 dq, dk, dv, dout, out, lse, k, v);
         switch (q.dtype()) {
-            case F32 -> AttentionF32.backward(dq, dk, dv, dout, out, lse, q, k, v, scale);
+            case F32 -> AttentionF32.backward(dq, dk, dv, dout, out, lse, q, k, v, (float) scale);
             case F64 -> AttentionReference.backward(dq, dk, dv, dout, q, k, v, scale);
             default -> throw unsupported("backward", q);
         }
