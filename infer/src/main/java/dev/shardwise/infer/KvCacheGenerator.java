@@ -41,6 +41,13 @@ public final class KvCacheGenerator implements AutoCloseable {
 
     public KvCacheGenerator(ModelConfig config, ParameterSet params, MemoryPool pool) {
         if (params.dtype() != DType.F32) throw new IllegalArgumentException("generation runs in f32, got " + params.dtype().label());
+        if (config.norm() != ModelConfig.Norm.LAYER_NORM || config.mlp() != ModelConfig.Mlp.GELU
+                || config.positions() != ModelConfig.Positions.LEARNED || config.residual() != ModelConfig.Residual.PRE_LN
+                || !config.bias() || config.topQueryLayer()) {
+            throw new IllegalArgumentException("cached generation supports GPT-2-style models (pre-LayerNorm, GELU, learned "
+                    + "positions, biases); this model uses " + config.norm() + ", " + config.mlp() + ", " + config.positions()
+                    + ", " + config.residual() + (config.topQueryLayer() ? ", a top query layer" : ""));
+        }
         this.config = config;
         this.params = params;
         this.c = config.hidden();

@@ -1,37 +1,43 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Attention;
+import dev.shardwise.core.kernels.Rotary;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
- * Causal multi-head self-attention (Vaswani et al. 2017) with grouped-query heads (Ainslie et al. 2023):
- * qkv = x·W_qkvᵀ, o = softmax(q·kᵀ/√HS + causal mask)·v per head, y = o·W_oᵀ. The attention kernel never
- * materialises the T×T scores (FlashAttention); backward recomputes them from the saved log-sum-exp.
+ * Causal multi-head self-attention (Vaswani et al. 2017) with grouped-query heads (Ainslie et al. 2023) and
+ * optional rotary positions (Su et al. 2021): qkv = x·W_qkvᵀ, q and k rotated by position when RoPE is on,
+ * o = softmax(q·kᵀ/√HS + causal mask)·v per head, y = o·W_oᵀ. The attention kernel never materialises the
+ * T×T scores (FlashAttention); backward recomputes them from the saved log-sum-exp.
  */
 final class CausalSelfAttention {
     private final Linear qkv;    // C -> (NH + 2·NKV)·HS
-    private final Linear proj;   // C -> C
+    private final Linear proj;   // NH·HS -> C
     private final int heads;
     private final int kvHeads;
     private final int headSize;
+    private final boolean rotary;
 
     /**
      * What backward reads.
      *
-     * @param qkv fused projections [B, T, (NH + 2·NKV)·HS]
-     * @param att attention output before the projection [B, T, NH·HS]
-     * @param lse log-sum-exp of each query's scores [B, NH, T]
-     * @param out the layer's output y [B·T, C]
+     * @param qkv     fused projections [B·T, (NH + 2·NKV)·HS]
+     * @param rotated q and k after RoPE [B, T, NH + NKV, HS], or null without rotary positions
+     * @param att     attention output before the projection [B·T, NH·HS]
+     * @param lse     log-sum-exp of each query's scores [B, NH, T]
+     * @param out     the layer's output y [B·T, C]
      */
-    record Saved(Tensor qkv, Tensor att, Tensor lse, Tensor out) { }
+    record Saved(Tensor qkv, Tensor rotated, Tensor att, Tensor lse, Tensor out) { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        int c = config.hidden(), hs = config.headSize();
-        double std = 0.02;
-        Linear.declare(builder, name + ".qkv", c, (config.heads() + 2 * config.kvHeads()) * hs, config.bias(), std);
-        // GPT-2 scales the residual projections by 1/sqrt(2L): each block adds two of them to the stream.
-        Linear.declare(builder, name + ".proj", c, c, config.bias(), std / Math.sqrt(2.0 * config.layers()));
+        int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
+        int width = qk + config.kvHeads() * hs;
+        // q and k rows at the standard scale; v rows at DeepNet's β when DeepNorm is on.
+        builder.declare(name + ".qkv.weight", new ParameterSet.Init.SplitNormal(GptInit.STD, qk, GptInit.branchInput(config)),
+                true, width, c);
+        if (config.bias()) builder.declare(name + ".qkv.bias", new ParameterSet.Init.Constant(0), false, width);
+        Linear.declare(builder, name + ".proj", c, c, config.bias(), GptInit.residualProjection(config));
     }
 
     CausalSelfAttention(ParameterSet params, String name, ModelConfig config) {
@@ -40,15 +46,26 @@ final class CausalSelfAttention {
         this.heads = config.heads();
         this.kvHeads = config.kvHeads();
         this.headSize = config.headSize();
+        this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
     }
 
     /** x [B·T, C] -> y [B·T, C], returned inside what backward needs. */
     Saved forward(StepArena arena, Tensor x, int b, int t) {
         Tensor fused = qkv.forward(arena, x);                                        // [B·T, (NH+2NKV)·HS]
-        Tensor att = arena.allocate(x.dtype(), b * t, heads * headSize);              // [B·T, C]
+        Tensor rotated = null;
+        Tensor q = q(fused, b, t), k = k(fused, b, t);
+        if (rotary) {
+            rotated = arena.allocate(x.dtype(), b, t, heads + kvHeads, headSize);
+            Tensor rq = rotated.slice(2, 0, heads), rk = rotated.slice(2, heads, kvHeads);
+            Rotary.forward(rq, q, 0);
+            Rotary.forward(rk, k, 0);
+            q = rq;
+            k = rk;
+        }
+        Tensor att = arena.allocate(x.dtype(), b * t, heads * headSize);              // [B·T, NH·HS]
         Tensor lse = arena.allocate(x.dtype(), b, heads, t);                          // [B, NH, T]
-        Attention.forward(att.view(b, t, heads, headSize), lse, q(fused, b, t), k(fused, b, t), v(fused, b, t), scale());
-        return new Saved(fused, att, lse, proj.forward(arena, att));
+        Attention.forward(att.view(b, t, heads, headSize), lse, q, k, v(fused, b, t), scale());
+        return new Saved(fused, rotated, att, lse, proj.forward(arena, att));
     }
 
     /** Accumulates dx [B·T, C] and the parameter gradients from dy [B·T, C]. */
@@ -56,9 +73,22 @@ final class CausalSelfAttention {
         Tensor datt = arena.allocate(dy.dtype(), b * t, heads * headSize);
         proj.backward(datt, dy, saved.att);
         Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());
-        Attention.backward(q(dfused, b, t), k(dfused, b, t), v(dfused, b, t), datt.view(b, t, heads, headSize),
-                saved.att.view(b, t, heads, headSize), saved.lse, q(saved.qkv, b, t), k(saved.qkv, b, t),
-                v(saved.qkv, b, t), scale());
+        Tensor q = q(saved.qkv, b, t), k = k(saved.qkv, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
+        Tensor drotated = null;
+        if (rotary) {
+            q = saved.rotated.slice(2, 0, heads);
+            k = saved.rotated.slice(2, heads, kvHeads);
+            drotated = arena.allocate(dy.dtype(), saved.rotated.shape());
+            dq = drotated.slice(2, 0, heads);
+            dk = drotated.slice(2, heads, kvHeads);
+        }
+        Attention.backward(dq, dk, v(dfused, b, t), datt.view(b, t, heads, headSize), saved.att.view(b, t, heads, headSize),
+                saved.lse, q, k, v(saved.qkv, b, t), scale());
+        if (rotary) {
+            // q_rot = R·q: dq = Rᵀ·dq_rot (the rotation by the opposite angle)
+            Rotary.backward(q(dfused, b, t), dq, 0);
+            Rotary.backward(k(dfused, b, t), dk, 0);
+        }
         qkv.backward(dx, dfused, x);
     }
 

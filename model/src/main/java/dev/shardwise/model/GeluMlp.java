@@ -4,8 +4,8 @@ import dev.shardwise.core.kernels.Gelu;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
-/** The GPT-2 feed-forward block: y = GELU(x·W_fcᵀ + b_fc)·W_projᵀ + b_proj, hidden size F. */
-final class GeluMlp {
+/** The GPT-2 feed-forward block: y = GELU(x·W_fcᵀ + b_fc)·W_projᵀ + b_proj, hidden size F (Hendrycks and Gimpel's tanh GELU). */
+final class GeluMlp implements FeedForward {
     private final Linear fc;     // C -> F
     private final Linear proj;   // F -> C
 
@@ -16,13 +16,11 @@ final class GeluMlp {
      * @param gelu   GELU(hidden) [N, F]
      * @param out    the block's output y [N, C]
      */
-    record Saved(Tensor hidden, Tensor gelu, Tensor out) { }
+    record Saved(Tensor hidden, Tensor gelu, Tensor out) implements FeedForward.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        double std = 0.02;
-        Linear.declare(builder, name + ".fc", config.hidden(), config.ffnHidden(), config.bias(), std);
-        Linear.declare(builder, name + ".proj", config.ffnHidden(), config.hidden(), config.bias(),
-                std / Math.sqrt(2.0 * config.layers()));
+        Linear.declare(builder, name + ".fc", config.hidden(), config.ffnHidden(), config.bias(), GptInit.branchInput(config));
+        Linear.declare(builder, name + ".proj", config.ffnHidden(), config.hidden(), config.bias(), GptInit.residualProjection(config));
     }
 
     GeluMlp(ParameterSet params, String name, ModelConfig config) {
@@ -30,16 +28,18 @@ final class GeluMlp {
         this.proj = new Linear(params, name + ".proj", config.bias());
     }
 
-    /** x [N, C] -> y [N, C], returned inside what backward needs. */
-    Saved forward(StepArena arena, Tensor x) {
+    /** x [N, C] -> y [N, C]. */
+    @Override
+    public Saved forward(StepArena arena, Tensor x) {
         Tensor hidden = fc.forward(arena, x);
         Tensor gelu = arena.allocate(x.dtype(), hidden.shape());
         Gelu.forward(gelu, hidden);
         return new Saved(hidden, gelu, proj.forward(arena, gelu));
     }
 
-    /** Accumulates dx [N, C] and the parameter gradients from dy [N, C]. */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Saved saved) {
+    @Override
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, FeedForward.Saved s) {
+        Saved saved = (Saved) s;
         Tensor dgelu = arena.allocate(dy.dtype(), saved.gelu.shape());
         proj.backward(dgelu, dy, saved.gelu);
         Tensor dhidden = arena.allocate(dy.dtype(), saved.hidden.shape());

@@ -13,8 +13,10 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * A GPT language model (Radford et al. 2019): token + learned position embeddings, L transformer blocks,
- * a final LayerNorm and an output head tied to the token embedding, trained with next-token cross-entropy.
+ * A GPT language model (Radford et al. 2019): token (+ learned position) embeddings, L transformer blocks,
+ * a final norm and an output head tied to the token embedding, trained with next-token cross-entropy. The
+ * config switches on the LLaMA-style pieces (RMSNorm, SwiGLU, rotary positions, grouped-query attention),
+ * post-LN or DeepNorm residuals, and PanGu-α's top query layer.
  *
  * <p>Forward and backward are explicit (llm.c): {@link #forward} runs the blocks in order and keeps what each
  * backward needs in a {@link Pass}; {@link #backward} runs them in reverse and accumulates into the parameter
@@ -26,9 +28,10 @@ public final class Gpt implements AutoCloseable {
     private final ModelConfig config;
     private final ParameterSet params;
     private final Parameter tokenEmbedding;      // wte [V, C], also the output head
-    private final Parameter positionEmbedding;   // wpe [contextLength, C]
+    private final Parameter positionEmbedding;   // wpe [contextLength, C], or null with rotary positions
     private final List<TransformerBlock> blocks = new ArrayList<>();
-    private final LayerNormLayer finalNorm;
+    private final TopQueryLayer topQuery;        // or null
+    private final Norm finalNorm;                // pre-LN only; post-LN blocks end in a norm already
 
     /** The state one forward pass leaves for backward, and its loss. */
     public static final class Pass {
@@ -38,20 +41,30 @@ public final class Gpt implements AutoCloseable {
         private final Tensor positions;                   // [B·T] i32
         private final Tensor x0;                          // embeddings [B·T, C]
         private final List<TransformerBlock.Saved> blocks;
-        private final LayerNormLayer.Saved finalNorm;
+        private final TopQueryLayer.Saved topQuery;
+        private final Norm.Saved finalNorm;
+        private final Tensor headInput;                   // what the output head reads [B·T, C]
         private final Tensor dlogits;                     // [B·T, V], d(loss·scale)/d(logits)
         private final double loss;
         private final int countedTokens;
 
+        private Pass(Trunk trunk, Tensor dlogits, double loss, int countedTokens) {
+            this(trunk.b, trunk.t, trunk.ids, trunk.positions, trunk.x0, trunk.blocks, trunk.topQuery, trunk.finalNorm,
+                    trunk.headInput, dlogits, loss, countedTokens);
+        }
+
         private Pass(int b, int t, Tensor tokens, Tensor positions, Tensor x0, List<TransformerBlock.Saved> blocks,
-                     LayerNormLayer.Saved finalNorm, Tensor dlogits, double loss, int countedTokens) {
+                     TopQueryLayer.Saved topQuery, Norm.Saved finalNorm, Tensor headInput, Tensor dlogits, double loss,
+                     int countedTokens) {
             this.b = b;
             this.t = t;
             this.tokens = tokens;
             this.positions = positions;
             this.x0 = x0;
             this.blocks = blocks;
+            this.topQuery = topQuery;
             this.finalNorm = finalNorm;
+            this.headInput = headInput;
             this.dlogits = dlogits;
             this.loss = loss;
             this.countedTokens = countedTokens;
@@ -66,12 +79,14 @@ public final class Gpt implements AutoCloseable {
 
     /** Declares every parameter of a GPT with {@code config}, in checkpoint order. */
     public static ParameterSet.Builder declare(ModelConfig config) {
-        requireSupported(config);
         ParameterSet.Builder builder = ParameterSet.builder();
-        builder.declare("wte", new ParameterSet.Init.Normal(0.02), false, config.vocabSize(), config.hidden());
-        builder.declare("wpe", new ParameterSet.Init.Normal(0.02), false, config.contextLength(), config.hidden());
+        builder.declare("wte", new ParameterSet.Init.Normal(GptInit.STD), false, config.vocabSize(), config.hidden());
+        if (config.positions() == ModelConfig.Positions.LEARNED) {
+            builder.declare("wpe", new ParameterSet.Init.Normal(GptInit.STD), false, config.contextLength(), config.hidden());
+        }
         for (int l = 0; l < config.layers(); l++) TransformerBlock.declare(builder, "h." + l, config);
-        LayerNormLayer.declare(builder, "ln_f", config.hidden());
+        if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config);
+        if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config);
         return builder;
     }
 
@@ -84,23 +99,13 @@ public final class Gpt implements AutoCloseable {
 
     /** A model over existing parameters (declared by {@link #declare}); the model takes ownership of them. */
     public Gpt(ModelConfig config, ParameterSet params) {
-        requireSupported(config);
         this.config = config;
         this.params = params;
         this.tokenEmbedding = params.get("wte");
-        this.positionEmbedding = params.get("wpe");
+        this.positionEmbedding = config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
         for (int l = 0; l < config.layers(); l++) blocks.add(new TransformerBlock(params, "h." + l, config));
-        this.finalNorm = new LayerNormLayer(params, "ln_f", config.normEps());
-    }
-
-    private static void requireSupported(ModelConfig config) {
-        if (config.norm() != ModelConfig.Norm.LAYER_NORM || config.mlp() != ModelConfig.Mlp.GELU
-                || config.positions() != ModelConfig.Positions.LEARNED || !config.bias()
-                || config.kvHeads() != config.heads()) {
-            throw new IllegalArgumentException("this build trains GPT-2-style models (LayerNorm, GELU, learned positions, "
-                    + "biases, kvHeads = heads); the LLaMA-style options (" + config.norm() + ", " + config.mlp() + ", "
-                    + config.positions() + ") are not implemented yet: use a GPT preset such as 'tiny' or 'gpt2-124m'");
-        }
+        this.topQuery = config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
+        this.finalNorm = config.residual() == ModelConfig.Residual.PRE_LN ? Norm.create(params, "ln_f", config) : null;
     }
 
     public ModelConfig config() { return config; }
@@ -131,19 +136,29 @@ public final class Gpt implements AutoCloseable {
     public void backward(StepArena arena, Pass pass) {
         int n = pass.b * pass.t, c = config.hidden();
         DType dtype = params.dtype();
-        // logits = lnf·wteᵀ: dlnf = dlogits·wte, dwte += dlogitsᵀ·lnf
-        Tensor dx = arena.allocate(dtype, n, c);
-        Gemm.matmul(dx, pass.dlogits, tokenEmbedding.value(), false, false, 1f, 1f);
-        Gemm.matmul(tokenEmbedding.grad(), pass.dlogits, pass.finalNorm.out(), true, false, 1f, 1f);
-        Tensor dstream = arena.allocate(dtype, n, c);
-        finalNorm.backward(dstream, dx, blockOutput(pass, blocks.size() - 1), pass.finalNorm);
+        // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
+        Tensor dhead = arena.allocate(dtype, n, c);
+        Gemm.matmul(dhead, pass.dlogits, tokenEmbedding.value(), false, false, 1f, 1f);
+        Gemm.matmul(tokenEmbedding.grad(), pass.dlogits, pass.headInput, true, false, 1f, 1f);
+        Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
+        Tensor dstream = dhead;
+        if (finalNorm != null) {
+            dstream = arena.allocate(dtype, n, c);
+            finalNorm.backward(dstream, dhead, trunkOutput, pass.finalNorm);
+        }
+        if (topQuery != null) {
+            Tensor dinput = arena.allocate(dtype, n, c);
+            topQuery.backward(arena, dinput, dstream, blockOutput(pass, blocks.size() - 1), pass.positions, pass.b, pass.t,
+                    pass.topQuery);
+            dstream = dinput;
+        }
         for (int l = blocks.size() - 1; l >= 0; l--) {
             Tensor dinput = arena.allocate(dtype, n, c);
             blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
             dstream = dinput;
         }
         Embedding.backward(tokenEmbedding.grad(), dstream, pass.tokens);
-        Embedding.backward(positionEmbedding.grad(), dstream, pass.positions);
+        if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dstream, pass.positions);
     }
 
     /** Output of block {@code l} (the embeddings for l = -1). */
@@ -163,7 +178,7 @@ public final class Gpt implements AutoCloseable {
 
     /** Embeddings, blocks, final norm and head: what forward computes before the loss. */
     private record Trunk(int b, int t, Tensor ids, Tensor positions, Tensor x0, List<TransformerBlock.Saved> blocks,
-                         LayerNormLayer.Saved finalNorm, Tensor logits) { }
+                         TopQueryLayer.Saved topQuery, Norm.Saved finalNorm, Tensor headInput, Tensor logits) { }
 
     private Trunk trunk(StepArena arena, Tensor tokens) {
         if (tokens.rank() != 2 || tokens.dtype() != DType.I32) {
@@ -181,7 +196,7 @@ public final class Gpt implements AutoCloseable {
 
         Tensor x0 = arena.allocate(dtype, n, c);
         Embedding.forward(x0, ids, tokenEmbedding.value(), false);
-        Embedding.forward(x0, positions, positionEmbedding.value(), true);
+        if (positionEmbedding != null) Embedding.forward(x0, positions, positionEmbedding.value(), true);
         List<TransformerBlock.Saved> saved = new ArrayList<>(blocks.size());
         Tensor stream = x0;
         for (TransformerBlock block : blocks) {
@@ -189,10 +204,16 @@ public final class Gpt implements AutoCloseable {
             saved.add(s);
             stream = s.out();
         }
-        LayerNormLayer.Saved fn = finalNorm.forward(arena, stream);
+        TopQueryLayer.Saved top = null;
+        if (topQuery != null) {
+            top = topQuery.forward(arena, stream, positions, b, t);
+            stream = top.out();
+        }
+        Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
+        Tensor headInput = fn != null ? fn.out() : stream;
         Tensor logits = arena.allocate(dtype, n, v);
-        Gemm.matmul(logits, fn.out(), tokenEmbedding.value(), false, true, 1f, 0f);
-        return new Trunk(b, t, ids, positions, x0, saved, fn, logits);
+        Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
+        return new Trunk(b, t, ids, positions, x0, saved, top, fn, headInput, logits);
     }
 
     private Pass run(StepArena arena, Tensor tokens, Tensor targets, boolean withGradient, double lossScale) {
@@ -213,8 +234,7 @@ public final class Gpt implements AutoCloseable {
         double sum = 0;
         for (int i = 0; i < n; i++) sum += losses.getDouble(i);   // fixed order
         double loss = counted == 0 ? 0 : sum / counted;
-        return new Pass(trunk.b, trunk.t, trunk.ids, trunk.positions, trunk.x0, trunk.blocks, trunk.finalNorm,
-                withGradient ? trunk.logits : null, loss, counted);
+        return new Pass(trunk, withGradient ? trunk.logits : null, loss, counted);
     }
 
     private static Tensor contiguousCopy(StepArena arena, Tensor ids) {

@@ -17,11 +17,14 @@ import java.util.Locale;
  * @param norm          LayerNorm or RMSNorm
  * @param mlp           GELU MLP or SwiGLU
  * @param positions     learned absolute positions or rotary (RoPE)
- * @param bias          whether linear layers and norms have biases
+ * @param residual      where the norms sit around each residual branch: pre-LN, post-LN or DeepNorm
+ * @param bias          whether linear layers have biases (LayerNorm always has its β)
+ * @param topQueryLayer PanGu-α's extra attention layer on top, whose query embeds the position being predicted
  * @param normEps       epsilon inside the norms (1e-5 as in GPT-2)
  */
 public record ModelConfig(int vocabSize, int contextLength, int layers, int hidden, int heads, int kvHeads,
-                          int ffnHidden, Norm norm, Mlp mlp, Positions positions, boolean bias, double normEps) {
+                          int ffnHidden, Norm norm, Mlp mlp, Positions positions, Residual residual, boolean bias,
+                          boolean topQueryLayer, double normEps) {
 
     /** Normalisation layer. */
     public enum Norm { LAYER_NORM, RMS_NORM }
@@ -31,6 +34,15 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
 
     /** How positions enter the model. */
     public enum Positions { LEARNED, ROTARY }
+
+    /**
+     * Placement of the norms (Xiong et al. 2020 compare the first two): PRE_LN normalises each branch's input
+     * (x + F(N(x)), stable, GPT-2); POST_LN normalises after the residual sum (N(x + F(x)), the original
+     * Transformer and BERT, which can diverge when deep — the "loss flies" of large BERTs); DEEPNORM is post-LN
+     * with the residual up-weighted by α = (2L)^(1/4) and the branch weights initialised down by β = (8L)^(-1/4)
+     * (Wang et al. 2022, DeepNet), which keeps post-LN's quality while training stably at depth.
+     */
+    public enum Residual { PRE_LN, POST_LN, DEEPNORM }
 
     /** Names accepted by {@link #preset(String)}. */
     public static final List<String> PRESETS = List.of("tiny", "gpt2-124m", "gpt2-350m", "llama-tiny");
@@ -76,8 +88,7 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
             case "tiny" -> gpt(8192, 256, 4, 256, 4);
             case "gpt2-124m" -> gpt(50257, 1024, 12, 768, 12);
             case "gpt2-350m" -> gpt(50257, 1024, 24, 1024, 16);
-            case "llama-tiny" -> new ModelConfig(8192, 256, 4, 256, 8, 4, 688, Norm.RMS_NORM, Mlp.SWIGLU,
-                    Positions.ROTARY, false, 1e-5);
+            case "llama-tiny" -> llama(8192, 256, 4, 256, 8, 4, 688);
             default -> throw new IllegalArgumentException("unknown model preset '" + name + "'; known presets: " + PRESETS);
         };
     }
@@ -85,7 +96,29 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
     /** A GPT-2-style model: pre-LayerNorm, learned positions, GELU MLP with F = 4C, biases. */
     public static ModelConfig gpt(int vocabSize, int contextLength, int layers, int hidden, int heads) {
         return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, heads, 4 * hidden,
-                Norm.LAYER_NORM, Mlp.GELU, Positions.LEARNED, true, 1e-5);
+                Norm.LAYER_NORM, Mlp.GELU, Positions.LEARNED, Residual.PRE_LN, true, false, 1e-5);
+    }
+
+    /**
+     * A LLaMA-style model (Touvron et al. 2023): pre-RMSNorm, rotary positions, SwiGLU MLP of width
+     * {@code ffnHidden}, grouped-query attention with {@code kvHeads} key/value heads, no biases.
+     */
+    public static ModelConfig llama(int vocabSize, int contextLength, int layers, int hidden, int heads, int kvHeads,
+                                    int ffnHidden) {
+        return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden,
+                Norm.RMS_NORM, Mlp.SWIGLU, Positions.ROTARY, Residual.PRE_LN, false, false, 1e-5);
+    }
+
+    /** This config with another residual arrangement. */
+    public ModelConfig withResidual(Residual value) {
+        return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden, norm, mlp,
+                positions, value, bias, topQueryLayer, normEps);
+    }
+
+    /** This config with (or without) PanGu-α's top query layer. */
+    public ModelConfig withTopQueryLayer(boolean value) {
+        return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden, norm, mlp,
+                positions, residual, bias, value, normEps);
     }
 
     /** Parameters in the model (the tied head counted once). */
@@ -94,10 +127,11 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
         long attention = c * (c + 2 * kv) + c * c + (bias ? c + 2 * kv + c : 0);
         long mlpParams = mlp == Mlp.GELU ? 2 * c * ffnHidden + (bias ? ffnHidden + c : 0)
                 : 3 * c * ffnHidden + (bias ? 2L * ffnHidden + c : 0);
-        long normParams = bias && norm == Norm.LAYER_NORM ? 2 * c : c;
+        long normParams = norm == Norm.LAYER_NORM ? 2 * c : c;
         long block = attention + mlpParams + 2 * normParams;
         long embeddings = (long) vocabSize * c + (positions == Positions.LEARNED ? (long) contextLength * c : 0);
-        return embeddings + layers * block + normParams;
+        long top = topQueryLayer ? (long) contextLength * c + block : 0;
+        return embeddings + layers * block + top + (residual == Residual.PRE_LN ? normParams : 0);
     }
 
     /**
@@ -106,7 +140,8 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
      * does not) plus 12·L·C·T for attention scores and values (the full, non-causal count).
      */
     public double trainingFlopsPerToken(int t) {
-        long nonEmbedding = parameterCount() - (positions == Positions.LEARNED ? (long) contextLength * hidden : 0);
-        return 6.0 * nonEmbedding + 12.0 * layers * hidden * t;
+        long tables = (positions == Positions.LEARNED ? (long) contextLength * hidden : 0)
+                + (topQueryLayer ? (long) contextLength * hidden : 0);
+        return 6.0 * (parameterCount() - tables) + 12.0 * (layers + (topQueryLayer ? 1 : 0)) * hidden * t;
     }
 }

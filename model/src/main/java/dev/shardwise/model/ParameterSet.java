@@ -28,9 +28,11 @@ import java.util.SplittableRandom;
 public final class ParameterSet implements AutoCloseable {
 
     /** How a parameter starts. */
-    public sealed interface Init permits Init.Normal, Init.Constant {
+    public sealed interface Init permits Init.Normal, Init.SplitNormal, Init.Constant {
         /** Gaussian with mean 0 and standard deviation {@code std}. */
         record Normal(double std) implements Init { }
+        /** Gaussian with std {@code std} for rows below {@code splitRow} and {@code stdAfter} from it on. */
+        record SplitNormal(double std, int splitRow, double stdAfter) implements Init { }
         /** Every element equal to {@code value}. */
         record Constant(double value) implements Init { }
     }
@@ -142,6 +144,11 @@ public final class ParameterSet implements AutoCloseable {
                 case Init.Normal(double std) -> {
                     SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + s.name.hashCode());
                     for (int i = 0; i < n; i++) data[i] = random.nextGaussian() * std;
+                }
+                case Init.SplitNormal(double std, int splitRow, double stdAfter) -> {
+                    SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + s.name.hashCode());
+                    long rowSize = n / s.shape[0];
+                    for (int i = 0; i < n; i++) data[i] = random.nextGaussian() * (i / rowSize < splitRow ? std : stdAfter);
                 }
                 case Init.Constant(double value) -> Arrays.fill(data, value);
             }

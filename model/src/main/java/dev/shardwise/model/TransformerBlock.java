@@ -5,63 +5,107 @@ import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
- * A pre-LayerNorm transformer block (GPT-2; Xiong et al. 2020 on why pre-LN trains stably):
- * x1 = x + Attention(LN1(x)); y = x1 + MLP(LN2(x1)).
+ * A transformer block: an attention branch and a feed-forward branch, each around a residual connection, with
+ * the norms placed as {@link ModelConfig.Residual} says:
+ * <pre>
+ *   PRE_LN    x1 = x + A(N1(x))          y = x1 + F(N2(x1))            (GPT-2, LLaMA)
+ *   POST_LN   x1 = N1(x + A(x))          y = N2(x1 + F(x1))            (Transformer, BERT)
+ *   DEEPNORM  x1 = N1(α·x + A(x))        y = N2(α·x1 + F(x1))          (DeepNet, α = (2L)^(1/4))
+ * </pre>
  */
 final class TransformerBlock {
-    private final LayerNormLayer ln1;
+    private final Norm norm1;
     private final CausalSelfAttention attention;
-    private final LayerNormLayer ln2;
-    private final GeluMlp mlp;
+    private final Norm norm2;
+    private final FeedForward feedForward;
+    private final boolean preNorm;
+    private final double alpha;
 
     /**
-     * What backward reads (x, the block input, is kept by the caller).
+     * What backward reads (x, the block input, is kept by the caller). Pre-LN: n1 = N1(x), sum1 = x1,
+     * n2 = N2(x1), sum2 = y. Post-LN and DeepNorm: sum1 = α·x + A(x), n1 = N1(sum1) = x1, sum2 = α·x1 + F(x1),
+     * n2 = N2(sum2) = y.
      *
-     * @param x1  residual stream after attention [N, C]
+     * @param x1  residual stream between the two branches [N, C]
      * @param out block output y [N, C]
      */
-    record Saved(LayerNormLayer.Saved ln1, CausalSelfAttention.Saved attention, Tensor x1,
-                 LayerNormLayer.Saved ln2, GeluMlp.Saved mlp, Tensor out) { }
+    record Saved(Norm.Saved n1, CausalSelfAttention.Saved attention, Tensor sum1, Tensor x1,
+                 Norm.Saved n2, FeedForward.Saved feedForward, Tensor sum2, Tensor out) { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        LayerNormLayer.declare(builder, name + ".ln1", config.hidden());
+        Norm.declare(builder, name + ".ln1", config);
         CausalSelfAttention.declare(builder, name + ".attn", config);
-        LayerNormLayer.declare(builder, name + ".ln2", config.hidden());
-        GeluMlp.declare(builder, name + ".mlp", config);
+        Norm.declare(builder, name + ".ln2", config);
+        FeedForward.declare(builder, name + ".mlp", config);
     }
 
     TransformerBlock(ParameterSet params, String name, ModelConfig config) {
-        this.ln1 = new LayerNormLayer(params, name + ".ln1", config.normEps());
+        this.norm1 = Norm.create(params, name + ".ln1", config);
         this.attention = new CausalSelfAttention(params, name + ".attn", config);
-        this.ln2 = new LayerNormLayer(params, name + ".ln2", config.normEps());
-        this.mlp = new GeluMlp(params, name + ".mlp", config);
+        this.norm2 = Norm.create(params, name + ".ln2", config);
+        this.feedForward = FeedForward.create(params, name + ".mlp", config);
+        this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
+        this.alpha = GptInit.residualAlpha(config);
     }
 
     /** x [B·T, C] -> y [B·T, C], returned inside what backward needs. */
     Saved forward(StepArena arena, Tensor x, int b, int t) {
-        LayerNormLayer.Saved n1 = ln1.forward(arena, x);
-        CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), b, t);
-        Tensor x1 = arena.allocate(x.dtype(), x.shape());
-        Vectors.add(x1, x, a.out());
-        LayerNormLayer.Saved n2 = ln2.forward(arena, x1);
-        GeluMlp.Saved m = mlp.forward(arena, n2.out());
-        Tensor out = arena.allocate(x.dtype(), x.shape());
-        Vectors.add(out, x1, m.out());
-        return new Saved(n1, a, x1, n2, m, out);
+        if (preNorm) {
+            Norm.Saved n1 = norm1.forward(arena, x);
+            CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), b, t);
+            Tensor x1 = residual(arena, x, a.out());
+            Norm.Saved n2 = norm2.forward(arena, x1);
+            FeedForward.Saved f = feedForward.forward(arena, n2.out());
+            Tensor y = residual(arena, x1, f.out());
+            return new Saved(n1, a, x1, x1, n2, f, y, y);
+        }
+        CausalSelfAttention.Saved a = attention.forward(arena, x, b, t);
+        Tensor sum1 = residual(arena, x, a.out());
+        Norm.Saved n1 = norm1.forward(arena, sum1);
+        FeedForward.Saved f = feedForward.forward(arena, n1.out());
+        Tensor sum2 = residual(arena, n1.out(), f.out());
+        Norm.Saved n2 = norm2.forward(arena, sum2);
+        return new Saved(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
+    }
+
+    /** α·stream + branch, in a new tensor. */
+    private Tensor residual(StepArena arena, Tensor stream, Tensor branch) {
+        Tensor out = arena.allocate(stream.dtype(), stream.shape());
+        if (alpha == 1.0) {
+            Vectors.add(out, stream, branch);
+        } else {
+            Vectors.copy(out, branch);
+            Vectors.axpy(out, stream, alpha);
+        }
+        return out;
     }
 
     /** Accumulates dx [B·T, C] and every parameter gradient of the block from dy [B·T, C]. */
     void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
-        // y = x1 + mlp(ln2(x1)): dx1 = dy + ln2ᵀ(mlpᵀ(dy))
+        if (preNorm) {
+            // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
+            Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
+            Vectors.accumulate(dx1, dy);
+            Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
+            feedForward.backward(arena, dn2, dy, saved.n2.out(), saved.feedForward);
+            norm2.backward(dx1, dn2, saved.x1, saved.n2);
+            // x1 = x + A(N1(x)): dx += dx1 + N1ᵀ(Aᵀ(dx1))
+            Vectors.accumulate(dx, dx1);
+            Tensor dn1 = arena.allocate(dy.dtype(), dy.shape());
+            attention.backward(arena, dn1, dx1, saved.n1.out(), b, t, saved.attention);
+            norm1.backward(dx, dn1, x, saved.n1);
+            return;
+        }
+        // y = N2(sum2), sum2 = α·x1 + F(x1): dsum2 = N2ᵀ(dy); dx1 = α·dsum2 + Fᵀ(dsum2)
+        Tensor dsum2 = arena.allocate(dy.dtype(), dy.shape());
+        norm2.backward(dsum2, dy, saved.sum2, saved.n2);
         Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
-        Vectors.accumulate(dx1, dy);
-        Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
-        mlp.backward(arena, dn2, dy, saved.ln2.out(), saved.mlp);
-        ln2.backward(dx1, dn2, saved.x1, saved.ln2);
-        // x1 = x + attention(ln1(x)): dx += dx1 + ln1ᵀ(attentionᵀ(dx1))
-        Vectors.accumulate(dx, dx1);
-        Tensor dn1 = arena.allocate(dy.dtype(), dy.shape());
-        attention.backward(arena, dn1, dx1, saved.ln1.out(), b, t, saved.attention);
-        ln1.backward(dx, dn1, x, saved.ln1);
+        Vectors.axpy(dx1, dsum2, alpha);
+        feedForward.backward(arena, dx1, dsum2, saved.x1, saved.feedForward);
+        // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx += α·dsum1 + Aᵀ(dsum1)
+        Tensor dsum1 = arena.allocate(dy.dtype(), dy.shape());
+        norm1.backward(dsum1, dx1, saved.sum1, saved.n1);
+        Vectors.axpy(dx, dsum1, alpha);
+        attention.backward(arena, dx, dsum1, x, b, t, saved.attention);
     }
 }

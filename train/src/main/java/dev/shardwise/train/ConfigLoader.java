@@ -29,7 +29,7 @@ public final class ConfigLoader {
             "evalBatches", "checkpointEvery", "runDir", "rankMemory", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
-            "kvHeads", "ffnHidden", "norm", "mlp", "positions", "bias", "normEps");
+            "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
 
     private ConfigLoader() { }
 
@@ -143,7 +143,9 @@ public final class ConfigLoader {
         m.put("norm", model.norm().name().toLowerCase(Locale.ROOT));
         m.put("mlp", model.mlp().name().toLowerCase(Locale.ROOT));
         m.put("positions", model.positions().name().toLowerCase(Locale.ROOT));
+        m.put("residual", model.residual().name().toLowerCase(Locale.ROOT).replace('_', '-'));
         m.put("bias", model.bias());
+        m.put("topQueryLayer", model.topQueryLayer());
         m.put("normEps", model.normEps());
         return m;
     }
@@ -154,7 +156,8 @@ public final class ConfigLoader {
                 integer(mm, "model.", "layers"), integer(mm, "model.", "hidden"), integer(mm, "model.", "heads"),
                 integer(mm, "model.", "kvHeads"), integer(mm, "model.", "ffnHidden"),
                 enumValue(ModelConfig.Norm.class, mm, "norm"), enumValue(ModelConfig.Mlp.class, mm, "mlp"),
-                enumValue(ModelConfig.Positions.class, mm, "positions"), bool(mm, "bias"), number(mm, "model.", "normEps"));
+                enumValue(ModelConfig.Positions.class, mm, "positions"), enumValue(ModelConfig.Residual.class, mm, "residual"),
+                bool(mm, "bias"), bool(mm, "topQueryLayer"), number(mm, "model.", "normEps"));
     }
 
     @SuppressWarnings("unchecked")
@@ -237,7 +240,7 @@ public final class ConfigLoader {
         String v = String.valueOf(m.get(key));
         Set<String> names = new TreeSet<>();
         for (E e : type.getEnumConstants()) {
-            names.add(e.name().toLowerCase(Locale.ROOT));
+            names.add(e.name().toLowerCase(Locale.ROOT).replace('_', '-'));
             if (e.name().equalsIgnoreCase(v.replace('-', '_'))) return e;
         }
         throw new IllegalArgumentException("model." + key + " must be one of " + names + ", got '" + v + "'");

@@ -1,0 +1,57 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.SwiGlu;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.Tensor;
+
+/** The LLaMA feed-forward block (Shazeer 2020's SwiGLU): y = (silu(x·W_gateᵀ) ∘ x·W_upᵀ)·W_downᵀ, hidden size F. */
+final class SwiGluMlp implements FeedForward {
+    private final Linear gate;   // C -> F
+    private final Linear up;     // C -> F
+    private final Linear down;   // F -> C
+
+    /**
+     * What backward reads.
+     *
+     * @param gate   x·W_gateᵀ [N, F]
+     * @param up     x·W_upᵀ [N, F]
+     * @param hidden silu(gate) ∘ up [N, F]
+     * @param out    the block's output y [N, C]
+     */
+    record Saved(Tensor gate, Tensor up, Tensor hidden, Tensor out) implements FeedForward.Saved { }
+
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+        double in = GptInit.branchInput(config);
+        Linear.declare(builder, name + ".gate", config.hidden(), config.ffnHidden(), config.bias(), in);
+        Linear.declare(builder, name + ".up", config.hidden(), config.ffnHidden(), config.bias(), in);
+        Linear.declare(builder, name + ".down", config.ffnHidden(), config.hidden(), config.bias(), GptInit.residualProjection(config));
+    }
+
+    SwiGluMlp(ParameterSet params, String name, ModelConfig config) {
+        this.gate = new Linear(params, name + ".gate", config.bias());
+        this.up = new Linear(params, name + ".up", config.bias());
+        this.down = new Linear(params, name + ".down", config.bias());
+    }
+
+    /** x [N, C] -> y [N, C]. */
+    @Override
+    public Saved forward(StepArena arena, Tensor x) {
+        Tensor g = gate.forward(arena, x);
+        Tensor u = up.forward(arena, x);
+        Tensor hidden = arena.allocate(x.dtype(), g.shape());
+        SwiGlu.forward(hidden, g, u);
+        return new Saved(g, u, hidden, down.forward(arena, hidden));
+    }
+
+    @Override
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, FeedForward.Saved s) {
+        Saved saved = (Saved) s;
+        Tensor dhidden = arena.allocate(dy.dtype(), saved.hidden.shape());
+        down.backward(dhidden, dy, saved.hidden);
+        Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());
+        Tensor dup = arena.allocate(dy.dtype(), saved.up.shape());
+        SwiGlu.backward(dgate, dup, dhidden, saved.gate, saved.up);
+        gate.backward(dx, dgate, x);
+        up.backward(dx, dup, x);
+    }
+}
