@@ -75,6 +75,72 @@ def gpt_loss(p, tokens, targets, layers, heads, eps=1e-5):
     return F.cross_entropy(logits.view(b * t, -1), targets.view(-1), ignore_index=-1)
 
 
+def llama_parameters(vocab, layers, hidden, heads, kv_heads, ffn, gen, std):
+    """Name -> tensor in Shardwise's declaration order for the LLaMA-style variant (no biases, no wpe)."""
+    hs = hidden // heads
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float32) * std
+
+    def around_one(*shape):
+        return 1.0 + torch.randn(*shape, generator=gen, dtype=torch.float32) * 0.1
+
+    p = {"wte": normal(vocab, hidden)}
+    for l in range(layers):
+        h = f"h.{l}"
+        p[f"{h}.ln1.weight"] = around_one(hidden)
+        p[f"{h}.attn.qkv.weight"] = normal((heads + 2 * kv_heads) * hs, hidden)
+        p[f"{h}.attn.proj.weight"] = normal(hidden, heads * hs)
+        p[f"{h}.ln2.weight"] = around_one(hidden)
+        p[f"{h}.mlp.gate.weight"] = normal(ffn, hidden)
+        p[f"{h}.mlp.up.weight"] = normal(ffn, hidden)
+        p[f"{h}.mlp.down.weight"] = normal(hidden, ffn)
+    p["ln_f.weight"] = around_one(hidden)
+    return p
+
+
+def rms_norm(x, weight, eps=1e-5):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def rotate(x, theta=10000.0):
+    """RoPE in the rotate_half convention on (B, heads, T, HS): pair (i, i + HS/2) turns by t * theta^(-2i/HS)."""
+    t, hs = x.shape[-2], x.shape[-1]
+    inv = theta ** (-torch.arange(0, hs // 2, dtype=torch.float64) * 2 / hs)
+    angles = torch.arange(t, dtype=torch.float64)[:, None] * inv[None, :]          # (T, HS/2)
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(x.dtype)
+    sin = torch.cat([angles.sin(), angles.sin()], dim=-1).to(x.dtype)
+    half = hs // 2
+    rotated_half = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated_half * sin
+
+
+def llama_loss(p, tokens, targets, layers, heads, kv_heads, eps=1e-5):
+    """LLaMA-style: pre-RMSNorm, RoPE on q and k, grouped-query attention, SwiGLU MLP, tied head."""
+    b, t = tokens.shape
+    x = p["wte"][tokens]
+    c = x.shape[-1]
+    hs = c // heads
+    mask = torch.ones(t, t, dtype=torch.bool).tril()
+    for l in range(layers):
+        h = f"h.{l}"
+        n1 = rms_norm(x, p[f"{h}.ln1.weight"], eps)
+        qkv = n1 @ p[f"{h}.attn.qkv.weight"].T
+        q, k, v = qkv.split([heads * hs, kv_heads * hs, kv_heads * hs], dim=-1)
+        q = rotate(q.view(b, t, heads, hs).transpose(1, 2))
+        k = rotate(k.view(b, t, kv_heads, hs).transpose(1, 2)).repeat_interleave(heads // kv_heads, dim=1)
+        v = v.view(b, t, kv_heads, hs).transpose(1, 2).repeat_interleave(heads // kv_heads, dim=1)
+        att = ((q @ k.transpose(-2, -1)) / math.sqrt(hs)).masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, heads * hs)
+        x = x + y @ p[f"{h}.attn.proj.weight"].T
+        n2 = rms_norm(x, p[f"{h}.ln2.weight"], eps)
+        m = F.silu(n2 @ p[f"{h}.mlp.gate.weight"].T) * (n2 @ p[f"{h}.mlp.up.weight"].T)
+        x = x + m @ p[f"{h}.mlp.down.weight"].T
+    x = rms_norm(x, p["ln_f.weight"], eps)
+    logits = x @ p["wte"].T
+    return F.cross_entropy(logits.view(b * t, -1), targets.view(-1), ignore_index=-1)
+
+
 def write_golden(path, tensors):
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
@@ -112,12 +178,32 @@ def gpt2_case():
     return out
 
 
+def llama_case():
+    vocab, context, layers, hidden, heads, kv_heads, ffn, b, t = 67, 16, 2, 32, 4, 2, 48, 2, 12
+    gen = torch.Generator().manual_seed(4321)
+    params = llama_parameters(vocab, layers, hidden, heads, kv_heads, ffn, gen, std=0.1)
+    tokens = torch.randint(0, vocab, (b, t), generator=gen, dtype=torch.int64)
+    targets = torch.randint(0, vocab, (b, t), generator=gen, dtype=torch.int64)
+    targets[0, 7] = -1
+    leaves = {k: v.double().requires_grad_(True) for k, v in params.items()}
+    loss = llama_loss(leaves, tokens, targets, layers, heads, kv_heads)
+    loss.backward()
+    out = {"config": torch.tensor([vocab, context, layers, hidden, heads, kv_heads, ffn], dtype=torch.int32),
+           "tokens": tokens.int(), "targets": targets.int(), "loss": loss.detach().reshape(1)}
+    for k, v in params.items():
+        out["param." + k] = v
+    for k, v in leaves.items():
+        out["grad." + k] = v.grad.detach()
+    return out
+
+
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
-    path = os.path.join(OUT_DIR, "gpt2-small-case.bin")
-    tensors = gpt2_case()
-    write_golden(path, tensors)
-    print(f"wrote {os.path.relpath(path)}: loss {tensors['loss'].item():.10f}, {len(tensors)} tensors", file=sys.stderr)
+    for name, case in [("gpt2-small-case.bin", gpt2_case), ("llama-small-case.bin", llama_case)]:
+        path = os.path.join(OUT_DIR, name)
+        tensors = case()
+        write_golden(path, tensors)
+        print(f"wrote {os.path.relpath(path)}: loss {tensors['loss'].item():.10f}, {len(tensors)} tensors", file=sys.stderr)
 
 
 if __name__ == "__main__":

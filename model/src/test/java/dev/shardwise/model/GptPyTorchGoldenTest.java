@@ -19,12 +19,15 @@ import static org.junit.jupiter.api.Assertions.*;
 class GptPyTorchGoldenTest {
 
     @ParameterizedTest(name = "{0} in {1}")
-    @CsvSource({"gpt2-small-case.bin, F32, 1e-4", "gpt2-small-case.bin, F64, 1e-9"})
+    @CsvSource({"gpt2-small-case.bin, F32, 1e-4", "gpt2-small-case.bin, F64, 1e-9",
+            "llama-small-case.bin, F32, 1e-4", "llama-small-case.bin, F64, 1e-9"})
     void lossAndEveryGradientMatchPyTorch(String file, DType dtype, double tolerance) throws IOException {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         Map<String, Tensor> golden = GoldenFile.read("/golden/" + file, pool);
         double[] c = golden.get("config").toDoubleArray();
-        ModelConfig config = ModelConfig.gpt((int) c[0], (int) c[1], (int) c[2], (int) c[3], (int) c[4]);
+        ModelConfig config = file.startsWith("llama")
+                ? ModelConfig.llama((int) c[0], (int) c[1], (int) c[2], (int) c[3], (int) c[4], (int) c[5], (int) c[6])
+                : ModelConfig.gpt((int) c[0], (int) c[1], (int) c[2], (int) c[3], (int) c[4]);
         try (Gpt model = new Gpt(config, Gpt.declare(config).allocate(pool, dtype))) {
             int loaded = 0;
             for (Parameter p : model.parameters().parameters()) {
