@@ -68,7 +68,8 @@ final class AttentionBenchmarks {
             int reps = t >= 4096 ? 2 : 5;
             long scratch = Attention.f32ScratchBytesPerThread(HS) * ComputePool.current().threads();
             long lseBytes = lse.numel() * 4;
-            String mem = String.format(Locale.ROOT, "scratch %d KiB (all threads, T-independent) + lse %d KiB (4*B*NH*T)",
+            String mem = String.format(Locale.ROOT,
+                    "tiles %d KiB (all threads, T-independent) + lse and bwd D %d KiB each (4*B*NH*T)",
                     scratch / 1024, lseBytes / 1024);
             String shape = String.format(Locale.ROOT, "B%d NH%d HS%d T%d", B, NH, HS, t);
             measureRow(out, "attention fwd " + shape, fwd, fwdFlops, reps, true, mem);
