@@ -20,6 +20,10 @@ import java.util.SplittableRandom;
  * backward has five (S recomputed, dP = dout·vᵀ, dv += Pᵀ·dout, dk += dSᵀ·q, dq += dS·k), so
  * backward = 10·B·NH·HS·pairs = 2.5 × forward; forward+backward = 14·B·NH·HS·pairs. The exponentials and the
  * masked half of the diagonal tiles are work the kernel does but does not count.
+ *
+ * <p>Rows give the median GFLOP/s over a few repetitions, the peer column the median fp32 peak measured right
+ * before each repetition, and "peak" the median of the per-repetition fractions. Work per forward+backward:
+ * 22.6 GFLOP at T = 1024, 361 GFLOP at T = 4096, so T = 4096 is timed twice per row (about 30 s in all).
  */
 final class AttentionBenchmarks {
     private static final int B = 4, NH = 12, HS = 64;
@@ -54,34 +58,48 @@ final class AttentionBenchmarks {
 
             double pairs = (double) t * (t + 1) / 2;
             double fwdFlops = 4.0 * B * NH * HS * pairs, bwdFlops = 2.5 * fwdFlops;
-            // Small cases repeat for at least 1 s; T = 4096 (about 20 GFLOP a forward+backward) runs each half
-            // once untimed and twice timed, and forward+backward is the sum of the two medians.
             if (out == null) {                        // warm-up only
                 Measure.medianSeconds(() -> { fwd.run(); bwd.run(); }, 10, 10, 2.0);
                 return;
             }
-            boolean big = t >= 4096;
-            int warm = 1, reps = big ? 2 : 3;
-            double minSec = big ? 0 : 1.0;
-            double tf = Measure.medianSeconds(fwd, warm, reps, minSec);
-            double tb = Measure.medianSeconds(bwd, warm, reps, minSec);
-            double tfb = big ? tf + tb : Measure.medianSeconds(() -> { fwd.run(); bwd.run(); }, warm, reps, minSec);
-
+            // Each timed repetition follows its own peak measurement (CpuPeak's FMA loop, 0.3 s), and a row reports
+            // the median of the per-repetition fractions: on a machine shared with other jobs, the load changes
+            // within seconds, so a peak measured once at start-up is no fair denominator.
+            int reps = t >= 4096 ? 2 : 5;
             long scratch = Attention.f32ScratchBytesPerThread(HS) * ComputePool.current().threads();
             long lseBytes = lse.numel() * 4;
-            String mem = String.format(Locale.ROOT, "scratch %d KiB (all threads, T-independent) + lse %d KiB (4*B*NH*T)",
+            String mem = String.format(Locale.ROOT,
+                    "tiles %d KiB (all threads, T-independent) + lse and bwd D %d KiB each (4*B*NH*T)",
                     scratch / 1024, lseBytes / 1024);
             String shape = String.format(Locale.ROOT, "B%d NH%d HS%d T%d", B, NH, HS, t);
-            row(out, peak, "attention fwd " + shape, fwdFlops, tf, mem);
-            row(out, peak, "attention bwd " + shape, bwdFlops, tb, "");
-            row(out, peak, "attention fwd+bwd " + shape, fwdFlops + bwdFlops, tfb,
-                    big ? "sum of fwd and bwd medians" : "");
+            measureRow(out, "attention fwd " + shape, fwd, fwdFlops, reps, true, mem);
+            measureRow(out, "attention bwd " + shape, bwd, bwdFlops, reps, true, "");
+            measureRow(out, "attention fwd+bwd " + shape, () -> { fwd.run(); bwd.run(); }, fwdFlops + bwdFlops, reps,
+                    t < 4096, "");
         }
     }
 
-    private static void row(BenchOutput out, CpuPeak peak, String name, double flops, double seconds, String note) {
-        double gflops = flops / seconds / 1e9;
-        out.row(BenchRow.alone("kernels", name, gflops, "GFLOP/s", gflops * 1e9 / peak.measuredFlops(), note));
+    /** Times {@code body} reps times (after one untimed run if asked), each right after a peak measurement. */
+    private static void measureRow(BenchOutput out, String name, Runnable body, double flops, int reps,
+                                   boolean untimedFirst, String note) {
+        if (untimedFirst) body.run();
+        double[] rate = new double[reps], peak = new double[reps], fraction = new double[reps];
+        for (int i = 0; i < reps; i++) {
+            peak[i] = CpuPeak.measure().measuredFlops() / 1e9;
+            long start = System.nanoTime();
+            body.run();
+            rate[i] = flops / ((System.nanoTime() - start) / 1e9) / 1e9;
+            fraction[i] = rate[i] / peak[i];
+        }
+        out.row(new BenchRow("kernels", name, median(rate), "GFLOP/s", "fp32 peak (interleaved)", median(peak),
+                median(fraction), note));
+    }
+
+    private static double median(double[] values) {
+        double[] sorted = values.clone();
+        java.util.Arrays.sort(sorted);
+        int n = sorted.length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 
     private static void fillRandom(Tensor x, long seed) {

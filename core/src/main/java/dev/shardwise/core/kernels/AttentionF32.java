@@ -15,11 +15,17 @@ import java.nio.ByteOrder;
  * The fp32 FlashAttention-2 kernel behind {@link Attention}: queries and keys in tiles of {@value #BQ} rows,
  * online softmax, register-tiled Vector API micro-kernels for the tile products, fp32 accumulation.
  *
- * <p>Layout trick: score tiles are kept transposed, {@code Sᵀ[key][query]}, with the query index in vector lanes.
- * Then the online-softmax state (running max m, running sum l, rescale factor alpha) and lse and D are plain
- * lanewise vectors, and every tile product is one shape of micro-kernel ({@link #mm}): a broadcast scalar from a
- * strided operand times contiguous vector rows of the other. Query tiles are transposed once per query block
- * (amortised over all its key blocks); key and value tiles are only copied row by row.
+ * <p>One micro-kernel ({@link #mm}) does every tile product: a broadcast scalar from a strided operand times
+ * contiguous vector rows of the other, so the layouts are chosen to give it contiguous rows.
+ * <ul>
+ * <li>Forward keeps score tiles transposed, {@code Sᵀ[key][query]}, with queries in vector lanes: the online-softmax
+ * state (running max m, running sum l, rescale alpha) is then lanewise, and outᵀ accumulates as [HS][query]. The
+ * query tile is transposed once per query block; key and value tiles are only copied row by row.
+ * <li>Backward runs key blocks outer and keeps scores row-major, {@code S[query][key]}: k and v are transposed
+ * once per key block, q and dout tiles only copied, dk and dv accumulate in tiles, and dq gets one addition per
+ * (key block, query block) pair. D = rowsum(dout ∘ out) is computed once, O(B·NH·T) floats.
+ * </ul>
+ * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not.
  *
  * <p>Parallelism: forward over (batch, head, chunk of query blocks) tasks; backward over
  * (batch, key/value head) tasks, each owning dk and dv of its kv head and dq of the query heads that read it,
@@ -39,7 +45,7 @@ final class AttentionF32 {
         return (hs + L - 1) / L * L;
     }
 
-    /** Heap scratch of one task, in bytes (independent of T). */
+    /** Heap scratch of one forward task, in bytes (independent of T). */
     static long forwardScratchBytes(int hs) {
         int hsp = paddedHeadSize(hs);
         return 4L * (BQ * hsp * 3 + hs * BQ * 2 + BQ * BQ + 3 * BQ);
