@@ -44,16 +44,22 @@ final class VecOps {
         return (int) Math.min(len, ((64 - (address & 63)) & 63) >> 2);
     }
 
+    /**
+     * Maximum of the span. Lanes are combined with compare + blend rather than {@code max}, whose Java
+     * semantics (NaN, -0.0) cost several instructions per vector on x86; a NaN in the vector part is
+     * therefore skipped (callers that see NaN inputs get NaN from their exponentials anyway).
+     */
     static float max(MemorySegment s, long off, int len) {
         int i = 0;
         float r = Float.NEGATIVE_INFINITY;
         if (len >= 2 * L) {
             FloatVector a = load(s, off), b = load(s, off + 4L * L);
             for (i = 2 * L; i <= len - 2 * L; i += 2 * L) {
-                a = a.max(load(s, off + 4L * i));
-                b = b.max(load(s, off + 4L * (i + L)));
+                FloatVector x = load(s, off + 4L * i), y = load(s, off + 4L * (i + L));
+                a = a.blend(x, x.compare(VectorOperators.GT, a));
+                b = b.blend(y, y.compare(VectorOperators.GT, b));
             }
-            r = a.max(b).reduceLanes(VectorOperators.MAX);
+            r = a.blend(b, b.compare(VectorOperators.GT, a)).reduceLanes(VectorOperators.MAX);
         }
         for (; i < len; i++) r = Math.max(r, get(s, off + 4L * i));
         return r;
