@@ -28,7 +28,9 @@ import java.util.SplittableRandom;
  * an accumulated output counts as read and written), stated per case in the note. The copy peer is
  * {@code MemorySegment.copy} of 256 MiB on 1 or 2 threads, whichever is faster, counting read + write bytes.
  * It is measured once up front (its own row) and again inside every case, alternating copy and kernel
- * call by call, so each ratio compares two medians taken under the same load (the machine is shared).
+ * call by call, so each ratio compares two medians taken under the same load (the machine is shared; the
+ * load average is printed first). {@code peak} is not used: these kernels are bounded by memory, not flops.
+ * Kernels run on {@link ComputePool#current()}. About 30 s in all.
  */
 final class ElementwiseBenchmarks {
     private ElementwiseBenchmarks() { }
@@ -37,6 +39,7 @@ final class ElementwiseBenchmarks {
     private static final long COPY_BYTES = 256L << 20;
 
     static void run(BenchOutput out, CpuPeak peak) {
+        out.info("load average (other processes compete for the cores): " + loadAverage());
         MemoryPool pool = MemoryPool.unlimited("bench");
         List<Tensor> live = new ArrayList<>();
         try (var srcMem = pool.allocate(MemoryCategory.BUFFERS, COPY_BYTES);
@@ -178,6 +181,14 @@ final class ElementwiseBenchmarks {
         private static double median(List<Double> values) {
             double[] v = values.stream().mapToDouble(Double::doubleValue).sorted().toArray();
             return v[v.length / 2];
+        }
+    }
+
+    private static String loadAverage() {
+        try {
+            return java.nio.file.Files.readString(java.nio.file.Path.of("/proc/loadavg")).trim();
+        } catch (java.io.IOException | RuntimeException e) {
+            return "unknown";
         }
     }
 

@@ -27,7 +27,7 @@ final class SoftmaxF32 {
                 FloatVector acc = FloatVector.zero(F);
                 int i = 0;
                 for (; i <= c - L; i += L) {
-                    FloatVector e = load(xs, xo + 4L * i).sub(vm).lanewise(VectorOperators.EXP);
+                    FloatVector e = VecOps.exp(load(xs, xo + 4L * i).sub(vm));
                     acc = acc.add(e);
                     e.intoMemorySegment(os, oo + 4L * i, LE);
                 }

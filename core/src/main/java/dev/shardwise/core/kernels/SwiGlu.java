@@ -44,7 +44,7 @@ public final class SwiGlu {
                 FloatVector one = FloatVector.broadcast(F, 1f);
                 for (; i <= len - L; i += L) {
                     FloatVector gv = load(gs, go + 4L * i);
-                    FloatVector sig = one.div(gv.neg().lanewise(VectorOperators.EXP).add(one));
+                    FloatVector sig = one.div(VecOps.exp(gv.neg()).add(one));
                     gv.mul(sig).mul(load(us, uo + 4L * i)).intoMemorySegment(os, oo + 4L * i, LE);
                 }
                 for (; i < len; i++) {
@@ -85,7 +85,7 @@ public final class SwiGlu {
                 FloatVector one = FloatVector.broadcast(F, 1f);
                 for (; i <= len - L; i += L) {
                     FloatVector gv = load(gs, go + 4L * i), dv = load(ds, dOff + 4L * i);
-                    FloatVector sig = one.div(gv.neg().lanewise(VectorOperators.EXP).add(one));
+                    FloatVector sig = one.div(VecOps.exp(gv.neg()).add(one));
                     FloatVector silu = gv.mul(sig);
                     // d silu / dg = sig + g·sig·(1 - sig) = sig + silu·(1 - sig)
                     FloatVector dsilu = silu.fma(one.sub(sig), sig);

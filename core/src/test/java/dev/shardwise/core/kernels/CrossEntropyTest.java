@@ -49,6 +49,29 @@ class CrossEntropyTest {
     }
 
     @Test
+    void logitsFarAboveTheFirstBlockAndMinusInfinityStayFinite() {
+        // the F32 pass takes its reference maximum from the first 16 logits and moves it only when a block's
+        // sum of exponentials grows too large: jumps of 30 and 200 (beyond float exp's range) must be handled,
+        // and -inf (a masked logit) must give probability 0
+        int n = 3, v = 5000;
+        Tensor logits = fx.randn(DType.F32, 1, n, v);
+        logits.set(30, 0, 3000);
+        logits.set(200, 1, 4500);
+        logits.set(Double.NEGATIVE_INFINITY, 2, 17);
+        logits.set(Double.NEGATIVE_INFINITY, 2, 4999);
+        Tensor tg = fx.zeros(DType.I32, n).copyFrom(new double[]{3000, 12, 17});
+        Tensor logits64 = fx.f64(logits);
+        Tensor losses = fx.zeros(DType.F32, n), losses64 = fx.zeros(DType.F64, n);
+        Tensor d = fx.zeros(DType.F32, n, v), d64 = fx.zeros(DType.F64, n, v);
+        CrossEntropy.forwardBackward(losses, d, logits, tg, 1.0);
+        CrossEntropy.forwardBackward(losses64, d64, logits64, tg, 1.0);
+        assertClose("losses with large jumps", fx.copy(losses, DType.F64).view(1, n).slice(1, 0, 2),
+                losses64.view(1, n).slice(1, 0, 2), 1e-4, 1e-6);
+        assertEquals(Double.POSITIVE_INFINITY, losses.getDouble(2), "target at -inf has infinite loss");
+        assertClose("dlogits with large jumps", d, d64, 1e-7, 1e-5);
+    }
+
+    @Test
     void inPlaceGradientEqualsSeparateOutput() {
         int n = 6, v = 50257;
         Tensor logits = fx.randn(DType.F32, 2, n, v);
