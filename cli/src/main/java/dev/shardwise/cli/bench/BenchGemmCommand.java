@@ -24,9 +24,9 @@ import java.util.SplittableRandom;
  * <p>Each case is a linear layer {@code C -> OC} on M rows (tokens), in the three products training runs:
  * forward NT {@code out [M, OC] = x [M, C] · W [OC, C]ᵀ}, backward-data NN {@code dx [M, C] = dout [M, OC] · W},
  * backward-weight TN {@code dW [OC, C] = dout [M, OC]ᵀ · x [M, C]}. For each case it times {@link GemmImpl#VECTOR},
- * {@link GemmImpl#AUTO} and {@link GemmImpl#OPENBLAS} (OpenBLAS with its own threads, as many as the compute
- * pool has) in the same run and prints two rows: AUTO against OpenBLAS (the note says where AUTO routed) and
- * the Vector kernel alone against OpenBLAS.
+ * {@link GemmImpl#AUTO} and the peer {@link GemmImpl#OPENBLAS_THREADED} (OpenBLAS as it runs out of the box,
+ * with its own threads, as many as the compute pool has) in the same run and prints two rows: AUTO against
+ * OpenBLAS (the note says where AUTO routed) and the Vector kernel alone against OpenBLAS.
  */
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "GEMM GFLOP/s on GPT-2-small shapes beside OpenBLAS sgemm in the same run.")
@@ -101,7 +101,7 @@ public final class BenchGemmCommand implements Runnable {
             GemmImpl routed = Gemm.route(c.m(), c.n(), c.k(), c.transA(), c.transB());
             if (routed == GemmImpl.VECTOR) sleep(OPENBLAS_SPIN_PAUSE_MS);
             double auto = time(cc, a, b, c, GemmImpl.AUTO, warmups, repeats, minSeconds);
-            double blas = time(cc, a, b, c, GemmImpl.OPENBLAS, warmups, repeats, minSeconds);
+            double blas = time(cc, a, b, c, GemmImpl.OPENBLAS_THREADED, warmups, repeats, minSeconds);
             double peakGflops = peak.measuredFlops() / 1e9;
             String note = "auto->" + routed.name().toLowerCase(Locale.ROOT);
             out.row(new BenchRow("gemm", c.name(), auto, "GFLOP/s", "openblas", blas, auto / peakGflops, note));
