@@ -39,6 +39,8 @@ final class VectorGemm {
      * 384 × 384 ran at 0.93–0.97× OpenBLAS; 256 × 480 at 0.88–0.95×; 512 × 288 and 192 × 672 no better.
      */
     static final int KC = 384;
+    /** Rows of A packed at once (MC × KC = 1.5 MiB, in L3), reused for all column blocks of a task. */
+    static final int MC = 1024;
     /** Columns of one packed B block (a multiple of NR). */
     static final int NC = 8 * NR;
 
@@ -48,7 +50,7 @@ final class VectorGemm {
     /** Per-thread packing buffers, reused across calls (sizes are fixed by the block constants). */
     private static final class Workspace {
         final float[] bPack = new float[KC * NC];
-        final float[] aPack = new float[KC * MR];
+        final float[] aPack = new float[MC * KC];
         final float[] stage = new float[KC * MR];
         final float[] tile = new float[MR * NR];
         final float[] row = new float[Math.max(KC, NR)];
@@ -65,48 +67,54 @@ final class VectorGemm {
                       MemorySegment a, long aOff, long lda, MemorySegment b, long bOff, long ldb,
                       float beta, MemorySegment c, long cOff, long ldc) {
         int threads = pool.threads();
-        // Split on N when every thread gets at least two micro-panels, else on M.
+        // One task per thread, on N when every thread gets at least two micro-panels, else on M.
         boolean splitN = n >= 2L * NR * threads || n >= m;
         int extent = splitN ? n : m;
         int unit = splitN ? NR : MR;
         int units = (extent + unit - 1) / unit;
-        int maxUnitsPerTask = splitN ? NC / NR : Math.max(1, 256 / MR);
-        int tasks = threads * Math.max(1, (units + threads * maxUnitsPerTask - 1) / (threads * maxUnitsPerTask));
-        tasks = Math.min(tasks, units);
-        int unitsPerTask = (units + tasks - 1) / tasks;
-        int finalTasks = (units + unitsPerTask - 1) / unitsPerTask;
-        pool.parallelFor(finalTasks, t -> {
-            int lo = t * unitsPerTask * unit;
-            int hi = Math.min(extent, lo + unitsPerTask * unit);
+        int tasks = Math.min(threads, units);
+        pool.parallelFor(tasks, t -> {
+            int lo = (int) ((long) units * t / tasks) * unit;
+            int hi = Math.min(extent, (int) ((long) units * (t + 1) / tasks) * unit);
+            if (hi <= lo) return;
             Workspace w = WORKSPACE.get();
             if (splitN) {
-                block(w, transA, transB, m, lo, hi, 0, m, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+                block(w, transA, transB, 0, m, lo, hi, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
             } else {
-                block(w, transA, transB, m, 0, n, lo, hi, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+                block(w, transA, transB, lo, hi, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
             }
         });
     }
 
     /** C[i0:i1, j0:j1] over all of K. */
-    private static void block(Workspace w, boolean transA, boolean transB, int m, int j0, int j1, int i0, int i1,
+    private static void block(Workspace w, boolean transA, boolean transB, int i0, int i1, int j0, int j1,
                               int k, float alpha, MemorySegment a, long aOff, long lda,
                               MemorySegment b, long bOff, long ldb, float beta,
                               MemorySegment c, long cOff, long ldc) {
-        for (int jc = j0; jc < j1; jc += NC) {
-            int nc = Math.min(NC, j1 - jc);
+        for (int mc0 = i0; mc0 < i1; mc0 += MC) {
+            int mcEnd = Math.min(i1, mc0 + MC);
             for (int pc = 0; pc < k; pc += KC) {
                 int kc = Math.min(KC, k - pc);
-                if (transB) packBT(w, b, bOff, ldb, pc, kc, jc, nc);
-                else packB(w, b, bOff, ldb, pc, kc, jc, nc);
                 boolean first = pc == 0;
-                for (int ic = i0; ic < i1; ic += MR) {
-                    int mr = Math.min(MR, i1 - ic);
-                    if (transA) packAT(w, a, aOff, lda, pc, kc, ic, mr);
-                    else packA(w, a, aOff, lda, pc, kc, ic, mr);
-                    for (int jr = 0; jr < nc; jr += NR) {
-                        int nr = Math.min(NR, nc - jr);
-                        microKernel(w.aPack, w.bPack, jr * kc, kc, w.tile);
-                        store(w.tile, c, cOff + (long) ic * ldc + jc + jr, ldc, mr, nr, alpha, first ? beta : 1f);
+                // Pack op(A)[mc0:mcEnd, pc:pc+kc] once, as MR-row k-major slivers; reused for every column block.
+                for (int ic = mc0; ic < mcEnd; ic += MR) {
+                    int mr = Math.min(MR, mcEnd - ic);
+                    int at = (ic - mc0) * kc;
+                    if (transA) packAT(w, a, aOff, lda, pc, kc, ic, mr, at);
+                    else packA(w, a, aOff, lda, pc, kc, ic, mr, at);
+                }
+                for (int jc = j0; jc < j1; jc += NC) {
+                    int nc = Math.min(NC, j1 - jc);
+                    if (transB) packBT(w, b, bOff, ldb, pc, kc, jc, nc);
+                    else packB(w, b, bOff, ldb, pc, kc, jc, nc);
+                    for (int ic = mc0; ic < mcEnd; ic += MR) {
+                        int mr = Math.min(MR, mcEnd - ic);
+                        int at = (ic - mc0) * kc;
+                        for (int jr = 0; jr < nc; jr += NR) {
+                            int nr = Math.min(NR, nc - jr);
+                            microKernel(w.aPack, at, w.bPack, jr * kc, kc, w.tile);
+                            store(w.tile, c, cOff + (long) ic * ldc + jc + jr, ldc, mr, nr, alpha, first ? beta : 1f);
+                        }
                     }
                 }
             }
@@ -114,9 +122,9 @@ final class VectorGemm {
     }
 
     /**
-     * tile[MR, NR] = aPack[kc, MR]ᵀ · bPack[kc, NR] (a sliver of A, k-major, times one B micro-panel).
+     * tile[MR, NR] = aPack[kc, MR]ᵀ · bPack[kc, NR]: one k-major sliver of A (at aBase) times one B micro-panel (at bBase).
      */
-    static void microKernel(float[] ap, float[] bp, int bBase, int kc, float[] tile) {
+    static void microKernel(float[] ap, int aBase, float[] bp, int bBase, int kc, float[] tile) {
         FloatVector c00 = FloatVector.zero(S), c01 = c00, c02 = c00;
         FloatVector c10 = c00, c11 = c00, c12 = c00;
         FloatVector c20 = c00, c21 = c00, c22 = c00;
@@ -127,7 +135,7 @@ final class VectorGemm {
         FloatVector c70 = c00, c71 = c00, c72 = c00;
         for (int p = 0; p < kc; p++) {
             int bo = bBase + p * NR;
-            int ao = p * MR;
+            int ao = aBase + p * MR;
             FloatVector b0 = FloatVector.fromArray(S, bp, bo);
             FloatVector b1 = FloatVector.fromArray(S, bp, bo + L);
             FloatVector b2 = FloatVector.fromArray(S, bp, bo + 2 * L);
@@ -239,7 +247,8 @@ final class VectorGemm {
      * k-major with sequential stores (faster here than strided stores, or than a micro-kernel reading the
      * row-major sliver through 8 row offsets: 0.95× vs 0.90× OpenBLAS).
      */
-    private static void packA(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr) {
+    private static void packA(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr,
+                              int at) {
         float[] ap = w.stage;
         for (int r = 0; r < mr; r++) {
             MemorySegment.copy(a, F32, (aOff + (long) (ic + r) * lda + pc) * Float.BYTES, ap, r * kc, kc);
@@ -248,23 +257,24 @@ final class VectorGemm {
         float[] d = w.aPack;
         int s1 = kc, s2 = 2 * kc, s3 = 3 * kc, s4 = 4 * kc, s5 = 5 * kc, s6 = 6 * kc, s7 = 7 * kc;
         for (int p = 0; p < kc; p++) {
-            int o = p * MR;
+            int o = at + p * MR;
             d[o] = ap[p]; d[o + 1] = ap[s1 + p]; d[o + 2] = ap[s2 + p]; d[o + 3] = ap[s3 + p];
             d[o + 4] = ap[s4 + p]; d[o + 5] = ap[s5 + p]; d[o + 6] = ap[s6 + p]; d[o + 7] = ap[s7 + p];
         }
     }
 
     /** A stored [K, M] (transA): row p of storage holds op(A)[:, p], contiguous over i. */
-    private static void packAT(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr) {
+    private static void packAT(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr,
+                               int at) {
         float[] ap = w.aPack;
         if (mr == MR) {
             for (int p = 0; p < kc; p++) {
-                MemorySegment.copy(a, F32, (aOff + (long) (pc + p) * lda + ic) * Float.BYTES, ap, p * MR, MR);
+                MemorySegment.copy(a, F32, (aOff + (long) (pc + p) * lda + ic) * Float.BYTES, ap, at + p * MR, MR);
             }
         } else {
             for (int p = 0; p < kc; p++) {
                 long src = (aOff + (long) (pc + p) * lda + ic) * Float.BYTES;
-                int dst = p * MR;
+                int dst = at + p * MR;
                 for (int r = 0; r < MR; r++) ap[dst + r] = r < mr ? a.get(F32, src + (long) r * Float.BYTES) : 0f;
             }
         }
