@@ -28,6 +28,8 @@ final class VectorGemm {
     private VectorGemm() { }
 
     static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
+    /** MR lanes: one k-step of an A sliver, moved as one vector when packing. */
+    private static final VectorSpecies<Float> S_MR = FloatVector.SPECIES_256;
     static final int L = S.length();
     /** Register tile: rows of A per micro-kernel call. */
     static final int MR = 8;
@@ -51,7 +53,7 @@ final class VectorGemm {
     private static final class Workspace {
         final float[] bPack = new float[KC * NC];
         final float[] aPack = new float[MC * KC];
-        final float[] stage = new float[KC * MR];
+        final float[] stage = new float[Math.max(KC * MR, MC)];
         final float[] tile = new float[MR * NR];
         final float[] row = new float[Math.max(KC, NR)];
     }
@@ -97,11 +99,12 @@ final class VectorGemm {
                 int kc = Math.min(KC, k - pc);
                 boolean first = pc == 0;
                 // Pack op(A)[mc0:mcEnd, pc:pc+kc] once, as MR-row k-major slivers; reused for every column block.
-                for (int ic = mc0; ic < mcEnd; ic += MR) {
-                    int mr = Math.min(MR, mcEnd - ic);
-                    int at = (ic - mc0) * kc;
-                    if (transA) packAT(w, a, aOff, lda, pc, kc, ic, mr, at);
-                    else packA(w, a, aOff, lda, pc, kc, ic, mr, at);
+                if (transA) {
+                    packAT(w, a, aOff, lda, pc, kc, mc0, mcEnd);
+                } else {
+                    for (int ic = mc0; ic < mcEnd; ic += MR) {
+                        packA(w, a, aOff, lda, pc, kc, ic, Math.min(MR, mcEnd - ic), (ic - mc0) * kc);
+                    }
                 }
                 for (int jc = j0; jc < j1; jc += NC) {
                     int nc = Math.min(NC, j1 - jc);
@@ -263,19 +266,21 @@ final class VectorGemm {
         }
     }
 
-    /** A stored [K, M] (transA): row p of storage holds op(A)[:, p], contiguous over i. */
-    private static void packAT(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr,
-                               int at) {
+    /**
+     * A stored [K, M] (transA): row p of storage holds op(A)[:, p]. Reads each row's [mc0, mcEnd) span in one
+     * contiguous copy (rows are far apart, e.g. 200 KB for a 50257-wide gradient, so reading 8 floats per row
+     * and sliver would miss the TLB on every row), then deals it out to the slivers.
+     */
+    private static void packAT(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int mc0, int mcEnd) {
         float[] ap = w.aPack;
-        if (mr == MR) {
-            for (int p = 0; p < kc; p++) {
-                MemorySegment.copy(a, F32, (aOff + (long) (pc + p) * lda + ic) * Float.BYTES, ap, at + p * MR, MR);
-            }
-        } else {
-            for (int p = 0; p < kc; p++) {
-                long src = (aOff + (long) (pc + p) * lda + ic) * Float.BYTES;
-                int dst = at + p * MR;
-                for (int r = 0; r < MR; r++) ap[dst + r] = r < mr ? a.get(F32, src + (long) r * Float.BYTES) : 0f;
+        float[] st = w.stage;
+        int rows = mcEnd - mc0;
+        int padded = (rows + MR - 1) / MR * MR;
+        java.util.Arrays.fill(st, rows, padded, 0f);
+        for (int p = 0; p < kc; p++) {
+            MemorySegment.copy(a, F32, (aOff + (long) (pc + p) * lda + mc0) * Float.BYTES, st, 0, rows);
+            for (int i = 0, sliver = p * MR; i < padded; i += MR, sliver += MR * kc) {
+                FloatVector.fromArray(S_MR, st, i).intoArray(ap, sliver);
             }
         }
     }
