@@ -106,11 +106,16 @@ public final class BenchGemmCommand implements Runnable {
             // Big cases (a lm-head product is 79-316 GFLOP) get fewer rounds so the full run stays near 3 minutes.
             boolean big = c.flops() > 50e9;
             int rounds = big ? 3 : 5;
-            double callSeconds = Double.MAX_VALUE;
-            for (Runnable body : bodies) {
-                for (int w = 0; w < (big ? 1 : 2); w++) callSeconds = Math.min(callSeconds, seconds(body, 1));
+            // Small cases warm up (JIT, OpenBLAS buffers) and size their samples; big ones are warm from the
+            // cases before them and take one call per sample.
+            int calls = 1;
+            if (!big) {
+                double callSeconds = Double.MAX_VALUE;
+                for (Runnable body : bodies) {
+                    for (int w = 0; w < 2; w++) callSeconds = Math.min(callSeconds, seconds(body, 1));
+                }
+                calls = (int) Math.max(1, Math.ceil(MIN_SAMPLE_SECONDS / callSeconds));
             }
-            int calls = (int) Math.max(1, Math.ceil(MIN_SAMPLE_SECONDS / callSeconds));
             // Rounds interleave the implementations, so load from elsewhere on the machine hits all alike.
             double[][] samples = new double[impls.length][rounds];
             for (int r = 0; r < rounds; r++) {
