@@ -113,12 +113,14 @@ public final class Gemm {
      * The implementation AUTO picks for an fp32 product of these sizes and transposes: {@link GemmImpl#OPENBLAS}
      * when OpenBLAS loaded, else {@link GemmImpl#VECTOR}.
      *
-     * @implNote The rule is "whichever is faster", measured on the 2-core Zen 4 reference VM (one thread,
-     * thread CPU time, so other load on the VM does not skew it): on every GPT-2-small training shape
-     * (M = 1024 tokens; qkv, attn-proj, fc, fc-proj, lm-head; NT, NN, TN) the Vector kernel ran at 0.87–0.99×
-     * OpenBLAS, and on small or ragged shapes (64³, 33×100×17) at 0.1–0.6×, so OpenBLAS wins everywhere here.
-     * The Vector kernel stays the fallback and is tested on every shape class; re-measure with
-     * {@code shardwise bench gemm} on a new CPU (the row "vector" shows its own ratio).
+     * @implNote The rule is "whichever is faster", measured on the 2-core Zen 4 reference VM. One thread, timed
+     * by thread CPU time (so other load on the shared VM does not skew it): on the GPT-2-small training shapes
+     * (M = 1024 tokens; qkv, attn-proj, fc, fc-proj, lm-head; NT, NN, TN) the Vector kernel ran at 0.9–1.0×
+     * OpenBLAS, and on small or ragged shapes (64³, 33×100×17) at 0.1–0.6×. Two threads, wall clock, in
+     * {@code shardwise bench gemm}'s quiet rounds: Vector kernel 0.82–1.01× OpenBLAS, OpenBLAS-on-the-pool
+     * 0.96–1.0× OpenBLAS with its own threads. The Vector kernel never won beyond noise, so AUTO takes
+     * OpenBLAS; the Vector kernel is the fallback, tested on every shape class. Re-measure with
+     * {@code shardwise bench gemm} on a new CPU (its "vector" rows show the kernel's own ratio).
      */
     public static GemmImpl route(int m, int n, int k, boolean transA, boolean transB) {
         return openBlasAvailable() ? GemmImpl.OPENBLAS : GemmImpl.VECTOR;
