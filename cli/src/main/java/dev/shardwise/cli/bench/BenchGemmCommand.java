@@ -14,6 +14,7 @@ import picocli.CommandLine.Option;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
@@ -24,9 +25,9 @@ import java.util.SplittableRandom;
  * <p>Each case is a linear layer {@code C -> OC} on M rows (tokens), in the three products training runs:
  * forward NT {@code out [M, OC] = x [M, C] · W [OC, C]ᵀ}, backward-data NN {@code dx [M, C] = dout [M, OC] · W},
  * backward-weight TN {@code dW [OC, C] = dout [M, OC]ᵀ · x [M, C]}. For each case it times {@link GemmImpl#VECTOR},
- * {@link GemmImpl#AUTO} and {@link GemmImpl#OPENBLAS} (OpenBLAS with its own threads, as many as the compute
- * pool has) in the same run and prints two rows: AUTO against OpenBLAS (the note says where AUTO routed) and
- * the Vector kernel alone against OpenBLAS.
+ * {@link GemmImpl#AUTO} and the peer {@link GemmImpl#OPENBLAS_THREADED} (OpenBLAS as it runs out of the box,
+ * with its own threads, as many as the compute pool has) in the same run and prints two rows: AUTO against
+ * OpenBLAS (the note says where AUTO routed) and the Vector kernel alone against OpenBLAS.
  */
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "GEMM GFLOP/s on GPT-2-small shapes beside OpenBLAS sgemm in the same run.")
@@ -50,10 +51,14 @@ public final class BenchGemmCommand implements Runnable {
     }
 
     /**
-     * OpenBLAS keeps its threads spinning for a while after a call; a Vector kernel timed right then would
-     * share its cores with them, so each case pauses this long before timing the Vector kernel (ms).
+     * OpenBLAS keeps its own threads spinning for about 2^28 cycles (0.1 s) after a call; a kernel timed right
+     * then would share its cores with them, so each round pauses this long first, and the OpenBLAS peer runs
+     * last in the round (ms).
      */
-    private static final long OPENBLAS_SPIN_PAUSE_MS = 250;
+    private static final long OPENBLAS_SPIN_PAUSE_MS = 150;
+
+    /** Each timed sample runs the product back to back for at least this long (seconds). */
+    private static final double MIN_SAMPLE_SECONDS = 0.05;
 
     @Override
     public void run() {
@@ -92,17 +97,36 @@ public final class BenchGemmCommand implements Runnable {
         int br = c.transB() ? c.n() : c.k(), bc = c.transB() ? c.k() : c.n();
         try (Tensor a = random(memory, ar, ac, 1); Tensor b = random(memory, br, bc, 2);
              Tensor cc = Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.F32, c.m(), c.n())) {
-            // Big cases (a lm-head product is ~0.3 TFLOP) get fewer repeats so the full run stays near 3 minutes.
+            GemmImpl[] impls = {GemmImpl.VECTOR, GemmImpl.AUTO, GemmImpl.OPENBLAS_THREADED};
+            Runnable[] bodies = new Runnable[impls.length];
+            for (int i = 0; i < impls.length; i++) {
+                GemmImpl impl = impls[i];
+                bodies[i] = () -> Gemm.matmul(cc, a, b, c.transA(), c.transB(), 1f, 0f, impl);
+            }
+            // Big cases (a lm-head product is 79-316 GFLOP) get fewer rounds so the full run stays near 3 minutes.
             boolean big = c.flops() > 50e9;
-            int warmups = big ? 1 : 2, repeats = big ? 3 : 5;
-            double minSeconds = big ? 0 : 0.4;
-            sleep(OPENBLAS_SPIN_PAUSE_MS);
-            double vector = time(cc, a, b, c, GemmImpl.VECTOR, warmups, repeats, minSeconds);
-            GemmImpl routed = Gemm.route(c.m(), c.n(), c.k(), c.transA(), c.transB());
-            if (routed == GemmImpl.VECTOR) sleep(OPENBLAS_SPIN_PAUSE_MS);
-            double auto = time(cc, a, b, c, GemmImpl.AUTO, warmups, repeats, minSeconds);
-            double blas = time(cc, a, b, c, GemmImpl.OPENBLAS, warmups, repeats, minSeconds);
+            int rounds = big ? 3 : 5;
+            // Small cases warm up (JIT, OpenBLAS buffers) and size their samples; big ones are warm from the
+            // cases before them and take one call per sample.
+            int calls = 1;
+            if (!big) {
+                double callSeconds = Double.MAX_VALUE;
+                for (Runnable body : bodies) {
+                    for (int w = 0; w < 2; w++) callSeconds = Math.min(callSeconds, seconds(body, 1));
+                }
+                calls = (int) Math.max(1, Math.ceil(MIN_SAMPLE_SECONDS / callSeconds));
+            }
+            // Rounds interleave the implementations, so load from elsewhere on the machine hits all alike.
+            double[][] samples = new double[impls.length][rounds];
+            for (int r = 0; r < rounds; r++) {
+                sleep(OPENBLAS_SPIN_PAUSE_MS);
+                for (int i = 0; i < impls.length; i++) samples[i][r] = seconds(bodies[i], calls);
+            }
+            double vector = c.flops() / median(samples[0]) / 1e9;
+            double auto = c.flops() / median(samples[1]) / 1e9;
+            double blas = c.flops() / median(samples[2]) / 1e9;
             double peakGflops = peak.measuredFlops() / 1e9;
+            GemmImpl routed = Gemm.route(c.m(), c.n(), c.k(), c.transA(), c.transB());
             String note = "auto->" + routed.name().toLowerCase(Locale.ROOT);
             out.row(new BenchRow("gemm", c.name(), auto, "GFLOP/s", "openblas", blas, auto / peakGflops, note));
             out.row(new BenchRow("gemm", c.name() + " vector", vector, "GFLOP/s", "openblas", blas,
@@ -110,11 +134,17 @@ public final class BenchGemmCommand implements Runnable {
         }
     }
 
-    private static double time(Tensor cc, Tensor a, Tensor b, Case c, GemmImpl impl, int warmups, int repeats,
-                               double minSeconds) {
-        double seconds = Measure.medianSeconds(
-                () -> Gemm.matmul(cc, a, b, c.transA(), c.transB(), 1f, 0f, impl), warmups, repeats, minSeconds);
-        return c.flops() / seconds / 1e9;
+    /** Seconds per call, over {@code calls} back-to-back calls. */
+    private static double seconds(Runnable body, int calls) {
+        long start = System.nanoTime();
+        for (int i = 0; i < calls; i++) body.run();
+        return (System.nanoTime() - start) / 1e9 / calls;
+    }
+
+    private static double median(double[] values) {
+        double[] sorted = values.clone();
+        Arrays.sort(sorted);
+        return sorted[sorted.length / 2];
     }
 
     private static Tensor random(MemoryPool memory, int rows, int cols, long seed) {

@@ -26,9 +26,10 @@ import java.lang.foreign.ValueLayout;
  *
  * <p>{@link GemmImpl#AUTO} sends each fp32 product to OpenBLAS or to the Vector kernel by a rule measured on
  * this project's reference machine (see {@link #route}); if OpenBLAS cannot be loaded, AUTO uses the Vector
- * kernel and says so once on stderr. Work runs on {@link ComputePool#current()}; OpenBLAS is set to the same
- * thread count. Calls block until C is written. Results are bit-identical from run to run for the same thread
- * count (the Vector kernel and the reference: for any thread count).
+ * kernel and says so once on stderr. Work runs on the threads of {@link ComputePool#current()} (OpenBLAS
+ * single-threaded on each; only {@link GemmImpl#OPENBLAS_THREADED} uses OpenBLAS's own threads). Calls block
+ * until C is written. Results are bit-identical from run to run for the same thread count (the Vector kernel
+ * and the reference: for any thread count).
  */
 public final class Gemm {
     private Gemm() { }
@@ -48,7 +49,7 @@ public final class Gemm {
      * reference).
      *
      * @throws IllegalArgumentException      if ranks, shapes, dtypes or strides do not fit
-     * @throws UnsupportedOperationException if {@code impl} is OPENBLAS and OpenBLAS could not be loaded
+     * @throws UnsupportedOperationException if {@code impl} is an OpenBLAS one and OpenBLAS could not be loaded
      */
     public static void matmul(Tensor c, Tensor a, Tensor b, boolean transA, boolean transB, float alpha, float beta,
                               GemmImpl impl) {
@@ -69,11 +70,11 @@ public final class Gemm {
 
     /**
      * Batched matmul with the given implementation; see {@link #batchedMatmul(Tensor, Tensor, Tensor, boolean,
-     * boolean, float, float)}. The Vector kernel runs batch entries in parallel when there are at least as many
-     * as threads; OpenBLAS runs them one after another, each with all threads.
+     * boolean, float, float)}. Batch entries run in parallel, one per pool thread, when there are at least as
+     * many as threads (except OPENBLAS_THREADED: one after another, each with all threads).
      *
      * @throws IllegalArgumentException      if ranks, shapes, dtypes or strides do not fit
-     * @throws UnsupportedOperationException if {@code impl} is OPENBLAS and OpenBLAS could not be loaded
+     * @throws UnsupportedOperationException if {@code impl} is an OpenBLAS one and OpenBLAS could not be loaded
      */
     public static void batchedMatmul(Tensor c, Tensor a, Tensor b, boolean transA, boolean transB,
                                      float alpha, float beta, GemmImpl impl) {
@@ -86,7 +87,7 @@ public final class Gemm {
         ComputePool pool = ComputePool.current();
         GemmImpl chosen = c.dtype() == DType.F64 ? GemmImpl.VECTOR : resolve(impl, c.dim(1), c.dim(2),
                 transA ? a.dim(1) : a.dim(2), transA, transB, c, a, b);
-        if (chosen == GemmImpl.VECTOR && batch >= pool.threads()) {
+        if (chosen != GemmImpl.OPENBLAS_THREADED && batch >= pool.threads()) {
             // Batch entries in parallel; the nested parallelFor of each entry runs inline on its thread.
             pool.parallelFor(batch, i -> run(c.select(0, i), a.select(0, i), b.select(0, i),
                     transA, transB, alpha, beta, chosen, pool));
@@ -109,13 +110,20 @@ public final class Gemm {
     }
 
     /**
-     * The implementation AUTO picks for an fp32 product of these sizes and transposes (VECTOR or OPENBLAS;
-     * VECTOR whenever OpenBLAS is unavailable).
+     * The implementation AUTO picks for an fp32 product of these sizes and transposes: {@link GemmImpl#OPENBLAS}
+     * when OpenBLAS loaded, else {@link GemmImpl#VECTOR}.
+     *
+     * @implNote The rule is "whichever is faster", measured on the 2-core Zen 4 reference VM. One thread, timed
+     * by thread CPU time (so other load on the shared VM does not skew it): on the GPT-2-small training shapes
+     * (M = 1024 tokens; qkv, attn-proj, fc, fc-proj, lm-head; NT, NN, TN) the Vector kernel ran at 0.9–1.0×
+     * OpenBLAS, and on small or ragged shapes (64³, 33×100×17) at 0.1–0.6×. Two threads, wall clock, in
+     * {@code shardwise bench gemm}'s quiet rounds: Vector kernel 0.82–1.01× OpenBLAS, OpenBLAS-on-the-pool
+     * 0.96–1.0× OpenBLAS with its own threads. The Vector kernel never won beyond noise, so AUTO takes
+     * OpenBLAS; the Vector kernel is the fallback, tested on every shape class. Re-measure with
+     * {@code shardwise bench gemm} on a new CPU (its "vector" rows show the kernel's own ratio).
      */
     public static GemmImpl route(int m, int n, int k, boolean transA, boolean transB) {
-        if (!openBlasAvailable()) return GemmImpl.VECTOR;
-        // Measured with `shardwise bench gemm` on the 2-core Zen 4 reference VM: see the branch notes.
-        return GemmImpl.OPENBLAS;
+        return openBlasAvailable() ? GemmImpl.OPENBLAS : GemmImpl.VECTOR;
     }
 
     // ---- dispatch ----
@@ -136,6 +144,9 @@ public final class Gemm {
         }
         GemmImpl chosen = resolve(impl, m, n, k, transA, transB, c, a, b);
         if (chosen == GemmImpl.OPENBLAS) {
+            OpenBlas.instance().sgemmOnPool(pool, transA, transB, m, n, k, alpha, address(a), (int) lda,
+                    address(b), (int) ldb, beta, address(c), (int) ldc);
+        } else if (chosen == GemmImpl.OPENBLAS_THREADED) {
             OpenBlas blas = OpenBlas.instance();
             blas.setThreads(pool.threads());
             blas.sgemm(transA, transB, m, n, k, alpha, address(a), (int) lda, address(b), (int) ldb,
@@ -154,7 +165,7 @@ public final class Gemm {
             case VECTOR -> {
                 return GemmImpl.VECTOR;
             }
-            case OPENBLAS -> {
+            case OPENBLAS, OPENBLAS_THREADED -> {
                 if (!openBlasAvailable()) {
                     throw new UnsupportedOperationException("Gemm: OpenBLAS was requested but could not be loaded ("
                             + OpenBlas.loadFailure() + "); use GemmImpl.AUTO or VECTOR");
@@ -163,7 +174,7 @@ public final class Gemm {
                     throw new IllegalArgumentException("Gemm: OpenBLAS needs off-heap tensors, but c, a or b wraps a "
                             + "heap segment; allocate them with Tensor.allocate or use GemmImpl.VECTOR");
                 }
-                return GemmImpl.OPENBLAS;
+                return impl;
             }
             default -> {
                 // route() says VECTOR when OpenBLAS is absent (OpenBlas logs that once, when it fails to load).

@@ -108,6 +108,38 @@ final class OpenBlas {
     }
 
     /**
+     * Row-major {@code cblas_sgemm} split into one block of C per thread of {@code pool}, each computed by
+     * single-threaded OpenBLAS on that pool thread (so OpenBLAS starts no threads of its own). C is cut along
+     * N when it is at least as wide as tall, else along M; blocks are multiples of 16 columns or 8 rows.
+     */
+    void sgemmOnPool(dev.shardwise.core.exec.ComputePool pool, boolean transA, boolean transB, int m, int n, int k,
+                     float alpha, long a, int lda, long b, int ldb, float beta, long c, int ldc) {
+        setThreads(1);
+        int threads = pool.threads();
+        boolean splitN = n >= m;
+        int extent = splitN ? n : m, unit = splitN ? 16 : 8;
+        int units = (extent + unit - 1) / unit;
+        int tasks = Math.min(threads, units);
+        if (tasks <= 1) {
+            sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
+        long fb = Float.BYTES;
+        pool.parallelFor(tasks, t -> {
+            int lo = (int) ((long) units * t / tasks) * unit;
+            int hi = Math.min(extent, (int) ((long) units * (t + 1) / tasks) * unit);
+            if (hi <= lo) return;
+            if (splitN) {
+                long bj = transB ? b + lo * (long) ldb * fb : b + lo * fb;
+                sgemm(transA, transB, m, hi - lo, k, alpha, a, lda, bj, ldb, beta, c + lo * fb, ldc);
+            } else {
+                long ai = transA ? a + lo * fb : a + lo * (long) lda * fb;
+                sgemm(transA, transB, hi - lo, n, k, alpha, ai, lda, b, ldb, beta, c + lo * (long) ldc * fb, ldc);
+            }
+        });
+    }
+
+    /**
      * Row-major {@code cblas_sgemm}; addresses are native addresses of the first elements, leading dimensions
      * in elements.
      */

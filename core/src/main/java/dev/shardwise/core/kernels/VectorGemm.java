@@ -12,22 +12,31 @@ import java.nio.ByteOrder;
  * fp32 GEMM in the Vector API, blocked and packed as in GotoBLAS/BLIS (Goto and van de Geijn 2008):
  * {@code C = alpha·op(A)·op(B) + beta·C}, with {@code op(A) [M, K]}, {@code op(B) [K, N]}, {@code C [M, N]}.
  *
- * <p>Loops, outermost first: the columns of C are cut into tasks for the compute pool; within a task,
- * {@code jc} steps over {@link #NC}-wide column blocks and {@code pc} over {@link #KC}-deep slices of K. For
- * each (jc, pc) the task packs {@code op(B)[pc:pc+KC, jc:jc+NC]} into {@link #NR}-column micro-panels
- * (576 KiB: it stays in the core's 1 MiB L2), then for every {@link #MR}-row sliver of A packs
- * {@code op(A)[i:i+MR, pc:pc+KC]} (12 KiB, stays in L1) and runs the micro-kernel against each B micro-panel.
- * The micro-kernel keeps an MR × NR tile of C (8 rows × 3 vectors of 16 lanes = 24 registers) in registers
- * and accumulates with fma over the KC slice. Transposes are absorbed by the packing routines, and edge
- * tiles (M, N not multiples of MR, NR) are zero-padded in the packed panels and written back under masks.
+ * <p>Loops, outermost first: C is cut into one task per pool thread, along N or M, whichever makes each
+ * thread pack less ({@link #splitOnN}). Within a task, rows go in chunks of {@link #MC} and K in slices of
+ * {@link #KC}; for each (chunk, slice) the task packs {@code op(A)[mc, pc:pc+KC]} once into {@link #MR}-row
+ * k-major slivers, then for each {@link #NC}-wide column block packs {@code op(B)[pc:pc+KC, jc:jc+NC]} into
+ * {@link #NR}-column micro-panels (576 KiB: it stays in the core's 1 MiB L2) and runs the micro-kernel for
+ * every sliver against every micro-panel (the 12 KiB sliver stays in L1 across the block's 8 micro-panels).
+ * The micro-kernel keeps an MR × NR tile of C (8 rows × 3 vectors of 16 lanes = 24 zmm registers) in
+ * registers and accumulates with fma over the KC slice. Transposes are absorbed by the packing routines;
+ * edge tiles (M, N not multiples of MR, NR) are zero-padded in the packed panels and written back with
+ * scalar tails.
+ *
+ * <p>Measured on the 2-core Zen 4 VM, single thread: 16-lane vectors (SPECIES_512, double-pumped on Zen 4)
+ * ran at 90–100 GFLOP/s on GPT-2 shapes, 8-lane (SPECIES_256, same 8 × 3 tile) at 56–77; this kernel is at
+ * 0.9–1.0× single-threaded OpenBLAS on those shapes.
  *
  * <p>Each element of C is computed by one task, summing K in the fixed order of its KC slices, so results
- * are bit-identical from run to run and for any number of threads.
+ * are bit-identical from run to run and for any number of threads. Packing buffers are per thread (a
+ * {@link ThreadLocal} of heap arrays, about 2.2 MiB, allocated once per thread).
  */
 final class VectorGemm {
     private VectorGemm() { }
 
     static final VectorSpecies<Float> S = FloatVector.SPECIES_512;
+    /** MR lanes: one k-step of an A sliver, moved as one vector when packing. */
+    private static final VectorSpecies<Float> S_MR = FloatVector.SPECIES_256;
     static final int L = S.length();
     /** Register tile: rows of A per micro-kernel call. */
     static final int MR = 8;
@@ -39,6 +48,8 @@ final class VectorGemm {
      * 384 × 384 ran at 0.93–0.97× OpenBLAS; 256 × 480 at 0.88–0.95×; 512 × 288 and 192 × 672 no better.
      */
     static final int KC = 384;
+    /** Rows of A packed at once (MC × KC = 1.5 MiB, in L3), reused for all column blocks of a task. */
+    static final int MC = 1024;
     /** Columns of one packed B block (a multiple of NR). */
     static final int NC = 8 * NR;
 
@@ -48,8 +59,8 @@ final class VectorGemm {
     /** Per-thread packing buffers, reused across calls (sizes are fixed by the block constants). */
     private static final class Workspace {
         final float[] bPack = new float[KC * NC];
-        final float[] aPack = new float[KC * MR];
-        final float[] stage = new float[KC * MR];
+        final float[] aPack = new float[MC * KC];
+        final float[] stage = new float[Math.max(KC * MR, MC)];
         final float[] tile = new float[MR * NR];
         final float[] row = new float[Math.max(KC, NR)];
     }
@@ -65,48 +76,70 @@ final class VectorGemm {
                       MemorySegment a, long aOff, long lda, MemorySegment b, long bOff, long ldb,
                       float beta, MemorySegment c, long cOff, long ldc) {
         int threads = pool.threads();
-        // Split on N when every thread gets at least two micro-panels, else on M.
-        boolean splitN = n >= 2L * NR * threads || n >= m;
+        boolean splitN = splitOnN(transA, transB, m, n, k, threads);
         int extent = splitN ? n : m;
         int unit = splitN ? NR : MR;
         int units = (extent + unit - 1) / unit;
-        int maxUnitsPerTask = splitN ? NC / NR : Math.max(1, 256 / MR);
-        int tasks = threads * Math.max(1, (units + threads * maxUnitsPerTask - 1) / (threads * maxUnitsPerTask));
-        tasks = Math.min(tasks, units);
-        int unitsPerTask = (units + tasks - 1) / tasks;
-        int finalTasks = (units + unitsPerTask - 1) / unitsPerTask;
-        pool.parallelFor(finalTasks, t -> {
-            int lo = t * unitsPerTask * unit;
-            int hi = Math.min(extent, lo + unitsPerTask * unit);
+        int tasks = Math.min(threads, units);
+        pool.parallelFor(tasks, t -> {
+            int lo = (int) ((long) units * t / tasks) * unit;
+            int hi = Math.min(extent, (int) ((long) units * (t + 1) / tasks) * unit);
+            if (hi <= lo) return;
             Workspace w = WORKSPACE.get();
             if (splitN) {
-                block(w, transA, transB, m, lo, hi, 0, m, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+                block(w, transA, transB, 0, m, lo, hi, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
             } else {
-                block(w, transA, transB, m, 0, n, lo, hi, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
+                block(w, transA, transB, lo, hi, 0, n, k, alpha, a, aOff, lda, b, bOff, ldb, beta, c, cOff, ldc);
             }
         });
     }
 
+    /**
+     * Whether to give each thread a range of columns (true) or of rows (false) of C: the one that packs less
+     * per thread. Splitting N makes every thread pack all of A, splitting M all of B (once per MC-row chunk);
+     * packing A untransposed or B transposed goes through a scalar transpose, about twice the cost of the
+     * vector copies of the other two layouts, so those elements count double.
+     */
+    static boolean splitOnN(boolean transA, boolean transB, int m, int n, int k, int threads) {
+        if (threads == 1 || m < 2L * MR * threads) return true;
+        if (n < 2L * NR * threads) return false;
+        double costA = transA ? 1 : 2, costB = transB ? 2 : 1;
+        double rowsPerThread = (double) m / threads, colsPerThread = (double) n / threads;
+        double packSplitN = costA * m * k + costB * k * colsPerThread * Math.ceil(m / (double) MC);
+        double packSplitM = costA * rowsPerThread * k + costB * k * n * Math.ceil(rowsPerThread / MC);
+        return packSplitN <= packSplitM;
+    }
+
     /** C[i0:i1, j0:j1] over all of K. */
-    private static void block(Workspace w, boolean transA, boolean transB, int m, int j0, int j1, int i0, int i1,
+    private static void block(Workspace w, boolean transA, boolean transB, int i0, int i1, int j0, int j1,
                               int k, float alpha, MemorySegment a, long aOff, long lda,
                               MemorySegment b, long bOff, long ldb, float beta,
                               MemorySegment c, long cOff, long ldc) {
-        for (int jc = j0; jc < j1; jc += NC) {
-            int nc = Math.min(NC, j1 - jc);
+        for (int mc0 = i0; mc0 < i1; mc0 += MC) {
+            int mcEnd = Math.min(i1, mc0 + MC);
             for (int pc = 0; pc < k; pc += KC) {
                 int kc = Math.min(KC, k - pc);
-                if (transB) packBT(w, b, bOff, ldb, pc, kc, jc, nc);
-                else packB(w, b, bOff, ldb, pc, kc, jc, nc);
                 boolean first = pc == 0;
-                for (int ic = i0; ic < i1; ic += MR) {
-                    int mr = Math.min(MR, i1 - ic);
-                    if (transA) packAT(w, a, aOff, lda, pc, kc, ic, mr);
-                    else packA(w, a, aOff, lda, pc, kc, ic, mr);
-                    for (int jr = 0; jr < nc; jr += NR) {
-                        int nr = Math.min(NR, nc - jr);
-                        microKernel(w.aPack, w.bPack, jr * kc, kc, w.tile);
-                        store(w.tile, c, cOff + (long) ic * ldc + jc + jr, ldc, mr, nr, alpha, first ? beta : 1f);
+                // Pack op(A)[mc0:mcEnd, pc:pc+kc] once, as MR-row k-major slivers; reused for every column block.
+                if (transA) {
+                    packAT(w, a, aOff, lda, pc, kc, mc0, mcEnd);
+                } else {
+                    for (int ic = mc0; ic < mcEnd; ic += MR) {
+                        packA(w, a, aOff, lda, pc, kc, ic, Math.min(MR, mcEnd - ic), (ic - mc0) * kc);
+                    }
+                }
+                for (int jc = j0; jc < j1; jc += NC) {
+                    int nc = Math.min(NC, j1 - jc);
+                    if (transB) packBT(w, b, bOff, ldb, pc, kc, jc, nc);
+                    else packB(w, b, bOff, ldb, pc, kc, jc, nc);
+                    for (int ic = mc0; ic < mcEnd; ic += MR) {
+                        int mr = Math.min(MR, mcEnd - ic);
+                        int at = (ic - mc0) * kc;
+                        for (int jr = 0; jr < nc; jr += NR) {
+                            int nr = Math.min(NR, nc - jr);
+                            microKernel(w.aPack, at, w.bPack, jr * kc, kc, w.tile);
+                            store(w.tile, c, cOff + (long) ic * ldc + jc + jr, ldc, mr, nr, alpha, first ? beta : 1f);
+                        }
                     }
                 }
             }
@@ -114,9 +147,9 @@ final class VectorGemm {
     }
 
     /**
-     * tile[MR, NR] = aPack[kc, MR]ᵀ · bPack[kc, NR] (a sliver of A, k-major, times one B micro-panel).
+     * tile[MR, NR] = aPack[kc, MR]ᵀ · bPack[kc, NR]: one k-major sliver of A (at aBase) times one B micro-panel (at bBase).
      */
-    static void microKernel(float[] ap, float[] bp, int bBase, int kc, float[] tile) {
+    static void microKernel(float[] ap, int aBase, float[] bp, int bBase, int kc, float[] tile) {
         FloatVector c00 = FloatVector.zero(S), c01 = c00, c02 = c00;
         FloatVector c10 = c00, c11 = c00, c12 = c00;
         FloatVector c20 = c00, c21 = c00, c22 = c00;
@@ -127,7 +160,7 @@ final class VectorGemm {
         FloatVector c70 = c00, c71 = c00, c72 = c00;
         for (int p = 0; p < kc; p++) {
             int bo = bBase + p * NR;
-            int ao = p * MR;
+            int ao = aBase + p * MR;
             FloatVector b0 = FloatVector.fromArray(S, bp, bo);
             FloatVector b1 = FloatVector.fromArray(S, bp, bo + L);
             FloatVector b2 = FloatVector.fromArray(S, bp, bo + 2 * L);
@@ -239,7 +272,8 @@ final class VectorGemm {
      * k-major with sequential stores (faster here than strided stores, or than a micro-kernel reading the
      * row-major sliver through 8 row offsets: 0.95× vs 0.90× OpenBLAS).
      */
-    private static void packA(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr) {
+    private static void packA(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr,
+                              int at) {
         float[] ap = w.stage;
         for (int r = 0; r < mr; r++) {
             MemorySegment.copy(a, F32, (aOff + (long) (ic + r) * lda + pc) * Float.BYTES, ap, r * kc, kc);
@@ -248,24 +282,27 @@ final class VectorGemm {
         float[] d = w.aPack;
         int s1 = kc, s2 = 2 * kc, s3 = 3 * kc, s4 = 4 * kc, s5 = 5 * kc, s6 = 6 * kc, s7 = 7 * kc;
         for (int p = 0; p < kc; p++) {
-            int o = p * MR;
+            int o = at + p * MR;
             d[o] = ap[p]; d[o + 1] = ap[s1 + p]; d[o + 2] = ap[s2 + p]; d[o + 3] = ap[s3 + p];
             d[o + 4] = ap[s4 + p]; d[o + 5] = ap[s5 + p]; d[o + 6] = ap[s6 + p]; d[o + 7] = ap[s7 + p];
         }
     }
 
-    /** A stored [K, M] (transA): row p of storage holds op(A)[:, p], contiguous over i. */
-    private static void packAT(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int ic, int mr) {
+    /**
+     * A stored [K, M] (transA): row p of storage holds op(A)[:, p]. Reads each row's [mc0, mcEnd) span in one
+     * contiguous copy (rows are far apart, e.g. 200 KB for a 50257-wide gradient, so reading 8 floats per row
+     * and sliver would miss the TLB on every row), then deals it out to the slivers.
+     */
+    private static void packAT(Workspace w, MemorySegment a, long aOff, long lda, int pc, int kc, int mc0, int mcEnd) {
         float[] ap = w.aPack;
-        if (mr == MR) {
-            for (int p = 0; p < kc; p++) {
-                MemorySegment.copy(a, F32, (aOff + (long) (pc + p) * lda + ic) * Float.BYTES, ap, p * MR, MR);
-            }
-        } else {
-            for (int p = 0; p < kc; p++) {
-                long src = (aOff + (long) (pc + p) * lda + ic) * Float.BYTES;
-                int dst = p * MR;
-                for (int r = 0; r < MR; r++) ap[dst + r] = r < mr ? a.get(F32, src + (long) r * Float.BYTES) : 0f;
+        float[] st = w.stage;
+        int rows = mcEnd - mc0;
+        int padded = (rows + MR - 1) / MR * MR;
+        java.util.Arrays.fill(st, rows, padded, 0f);
+        for (int p = 0; p < kc; p++) {
+            MemorySegment.copy(a, F32, (aOff + (long) (pc + p) * lda + mc0) * Float.BYTES, st, 0, rows);
+            for (int i = 0, sliver = p * MR; i < padded; i += MR, sliver += MR * kc) {
+                FloatVector.fromArray(S_MR, st, i).intoArray(ap, sliver);
             }
         }
     }

@@ -30,10 +30,10 @@ class GemmTest {
 
     private final MemoryPool memory = MemoryPool.unlimited("rank 0");
 
-    /** The fp32 implementations that can run here; OPENBLAS only when it loaded. */
+    /** The fp32 implementations that can run here; the OpenBLAS ones only when it loaded. */
     private static List<GemmImpl> f32Impls() {
         List<GemmImpl> impls = new ArrayList<>(List.of(GemmImpl.VECTOR, GemmImpl.AUTO));
-        if (Gemm.openBlasAvailable()) impls.add(GemmImpl.OPENBLAS);
+        if (Gemm.openBlasAvailable()) impls.addAll(List.of(GemmImpl.OPENBLAS, GemmImpl.OPENBLAS_THREADED));
         return impls;
     }
 
