@@ -14,11 +14,12 @@ import java.util.function.Consumer;
  * the loss gradient, scaled by 1/micro-batches) and backward; clip the global gradient norm; AdamW update.
  * Shared by the {@link Trainer} and the training benchmark so both time the same work.
  */
-public final class TrainStep {
+public final class TrainStep implements AutoCloseable {
     private final Gpt model;
     private final AdamWOptimizer optimizer;
     private final MemoryPool pool;
     private final double gradClip;
+    private final StepArena arena;     // activations, reused from step to step
 
     /**
      * What one step did.
@@ -40,6 +41,7 @@ public final class TrainStep {
         this.optimizer = optimizer;
         this.pool = pool;
         this.gradClip = gradClip;
+        this.arena = new StepArena(pool);
     }
 
     /**
@@ -54,7 +56,7 @@ public final class TrainStep {
         long forwardNs = 0, backwardNs = 0;
         for (int micro = 0; micro < microBatches; micro++) {
             fill.accept(batch);
-            try (StepArena arena = new StepArena(pool)) {
+            try {
                 long t0 = System.nanoTime();
                 Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches);
                 long t1 = System.nanoTime();
@@ -62,6 +64,8 @@ public final class TrainStep {
                 forwardNs += t1 - t0;
                 backwardNs += System.nanoTime() - t1;
                 lossSum += pass.loss();
+            } finally {
+                arena.reset();
             }
         }
         long t2 = System.nanoTime();
@@ -72,6 +76,21 @@ public final class TrainStep {
         }
         optimizer.step(lr);
         return new Result(loss, gradNorm, forwardNs, backwardNs, System.nanoTime() - t2);
+    }
+
+    /** Mean loss of a [B, T+1] batch without gradients, in this step's arena. */
+    public double evaluate(Tensor batch) {
+        try {
+            return model.evaluate(arena, inputs(batch), targets(batch));
+        } finally {
+            arena.reset();
+        }
+    }
+
+    /** Frees the activation memory. */
+    @Override
+    public void close() {
+        arena.close();
     }
 
     /** Columns 0..T-1 of a [B, T+1] batch. */

@@ -3,7 +3,6 @@ package dev.shardwise.train;
 import dev.shardwise.core.machine.CpuPeak;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
-import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
@@ -72,7 +71,8 @@ public final class Trainer {
         try (TrainingData data = TrainingData.open(config.data(), config.model().vocabSize(), log);
              Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed());
              AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, config.optimizer());
-             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.batchSize(), config.seqLen() + 1)) {
+             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.batchSize(), config.seqLen() + 1);
+             TrainStep trainStep = new TrainStep(model, optimizer, pool, config.gradClip())) {
             if (data.tokenizer().vocabSize() > config.model().vocabSize()) {
                 throw new IllegalArgumentException("the data's tokenizer has " + data.tokenizer().vocabSize()
                         + " tokens but the model's vocabulary is " + config.model().vocabSize()
@@ -84,17 +84,16 @@ public final class Trainer {
                 restore(latest.get(), model, optimizer, sampler, state);
                 log.printf("resumed from %s (step %d)%n", latest.get(), state.step());
             }
-            return loop(runDir, data, pool, model, optimizer, sampler, batch, state);
+            return loop(runDir, data, pool, model, optimizer, sampler, batch, state, trainStep);
         }
     }
 
     private Result loop(Path runDir, TrainingData data, MemoryPool pool, Gpt model, AdamWOptimizer optimizer,
-                        BatchSampler sampler, Tensor batch, TrainState state) throws IOException {
+                        BatchSampler sampler, Tensor batch, TrainState state, TrainStep trainStep) throws IOException {
         LearningRateSchedule schedule = config.schedule();
         CpuPeak peak = CpuPeak.measure();
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
         ProgressLine progress = new ProgressLine(log, config.steps());
-        TrainStep trainStep = new TrainStep(model, optimizer, pool, config.gradClip());
         log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step; %s%n",
                 config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
                 config.model().heads(), config.model().vocabSize(), config.tokensPerStep(), peak.describe());
@@ -147,7 +146,7 @@ public final class Trainer {
                 trainCurve.add(new LossPlot.Point(state.step(), loss));
                 boolean last = state.step() == config.steps();
                 if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
-                    lastVal = evaluate(data, pool, model);
+                    lastVal = evaluate(data, pool, trainStep);
                     row.put("val_loss", lastVal);
                     valCurve.add(new LossPlot.Point(state.step(), lastVal));
                 }
@@ -167,17 +166,16 @@ public final class Trainer {
     }
 
     /** Mean validation loss over the first {@code evalBatches} batches of the validation set, in file order. */
-    private double evaluate(TrainingData data, MemoryPool pool, Gpt model) {
+    private double evaluate(TrainingData data, MemoryPool pool, TrainStep trainStep) {
         Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.batchSize(), config.seqLen());
         double sum = 0;
         int count = 0;
         while (batches.hasNext() && count < config.evalBatches()) {
             int[] values = batches.next();
             int rows = values.length / (config.seqLen() + 1);
-            try (StepArena arena = new StepArena(pool)) {
-                Tensor b = arena.allocate(MemoryCategory.BUFFERS, DType.I32, rows, config.seqLen() + 1);
+            try (Tensor b = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, config.seqLen() + 1)) {
                 MemorySegment.copy(values, 0, b.segment(), ValueLayout.JAVA_INT, b.byteOffset(), values.length);
-                sum += model.evaluate(arena, TrainStep.inputs(b), TrainStep.targets(b));
+                sum += trainStep.evaluate(b);
             }
             count++;
         }

@@ -83,8 +83,8 @@ public final class BenchTrainCommand implements Runnable {
         SplittableRandom random = new SplittableRandom(1);
         try (Gpt model = Gpt.create(config, pool, DType.F32, 1);
              AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt());
-             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, seqLen + 1)) {
-            TrainStep step = new TrainStep(model, optimizer, pool, 1.0);
+             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, seqLen + 1);
+             TrainStep step = new TrainStep(model, optimizer, pool, 1.0)) {
             int[] tokens = new int[b * (seqLen + 1)];
             double[] seconds = new double[steps];
             for (int s = 0; s < WARMUP + steps; s++) {

@@ -3,33 +3,52 @@ package dev.shardwise.core.kernels;
 import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import jdk.incubator.vector.FloatVector;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
-/** Bias of a linear layer: added to every row forward, its gradient is the column sum of dout backward. */
+import static dev.shardwise.core.kernels.Kernels.L;
+import static dev.shardwise.core.kernels.Kernels.LE;
+import static dev.shardwise.core.kernels.VecOps.get;
+import static dev.shardwise.core.kernels.VecOps.load;
+import static dev.shardwise.core.kernels.VecOps.put;
+
+/**
+ * Bias of a linear layer: added to every row forward ({@code out[n, :] += b}); backward accumulates the column
+ * sums of dout ({@code db += Σ_n dout[n, :]}). F32 uses the Vector API, F64 plain loops.
+ */
 public final class Bias {
+    /** Columns per backward task: tasks own disjoint columns and sum rows in order, so results do not depend on threads. */
     private static final int COLUMNS_PER_TASK = 256;
 
     private Bias() { }
 
-    /** out[n, :] += bias[:]. Shapes: out [N, C] contiguous, bias [C]; f32 or f64 alike. */
+    /**
+     * out[n, :] += bias[:]. Shapes: out [N, C] contiguous, bias [C].
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
+     */
     public static void forward(Tensor out, Tensor bias) {
         int n = out.dim(0), c = out.dim(1);
-        check("Bias.forward", out, bias, n, c);
+        check("Bias.forward", out, bias, c);
         MemorySegment o = out.segment(), b = bias.segment();
         long oBase = out.byteOffset(), bBase = bias.byteOffset();
         boolean f32 = out.dtype() == DType.F32;
-        ComputePool.current().parallelFor((n + 63) / 64, task -> {
-            for (int row = task * 64, end = Math.min(n, row + 64); row < end; row++) {
-                long r = oBase + (long) row * c * out.dtype().byteSize();
-                for (int j = 0; j < c; j++) {
-                    if (f32) {
-                        long at = r + j * 4L;
-                        o.set(ValueLayout.JAVA_FLOAT, at, o.get(ValueLayout.JAVA_FLOAT, at) + b.get(ValueLayout.JAVA_FLOAT, bBase + j * 4L));
-                    } else {
+        int rowsPerTask = Math.max(1, (1 << 15) / Math.max(c, 1));
+        ComputePool.current().parallelFor((n + rowsPerTask - 1) / rowsPerTask, task -> {
+            for (int row = task * rowsPerTask, end = Math.min(n, row + rowsPerTask); row < end; row++) {
+                if (f32) {
+                    long r = oBase + (long) row * c * 4;
+                    int j = 0;
+                    for (; j <= c - L; j += L) load(o, r + 4L * j).add(load(b, bBase + 4L * j)).intoMemorySegment(o, r + 4L * j, LE);
+                    for (; j < c; j++) put(o, r + 4L * j, get(o, r + 4L * j) + get(b, bBase + 4L * j));
+                } else {
+                    long r = oBase + (long) row * c * 8;
+                    for (int j = 0; j < c; j++) {
                         long at = r + j * 8L;
-                        o.set(ValueLayout.JAVA_DOUBLE, at, o.get(ValueLayout.JAVA_DOUBLE, at) + b.get(ValueLayout.JAVA_DOUBLE, bBase + j * 8L));
+                        o.set(ValueLayout.JAVA_DOUBLE_UNALIGNED, at, o.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, at)
+                                + b.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, bBase + j * 8L));
                     }
                 }
             }
@@ -37,37 +56,43 @@ public final class Bias {
     }
 
     /**
-     * dbias[:] += sum over rows n of dout[n, :], rows summed in increasing order into a double per column
-     * (bit-reproducible for any thread count). Shapes: dbias [C], dout [N, C] contiguous.
+     * dbias[:] += Σ over rows n of dout[n, :], rows added in increasing order (in float for F32, double for
+     * F64), bit-reproducible for any thread count. Shapes: dbias [C], dout [N, C] contiguous.
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
      */
     public static void backward(Tensor dbias, Tensor dout) {
         int n = dout.dim(0), c = dout.dim(1);
-        check("Bias.backward", dout, dbias, n, c);
+        check("Bias.backward", dout, dbias, c);
         MemorySegment d = dout.segment(), g = dbias.segment();
         long dBase = dout.byteOffset(), gBase = dbias.byteOffset();
         boolean f32 = dout.dtype() == DType.F32;
         ComputePool.current().parallelFor((c + COLUMNS_PER_TASK - 1) / COLUMNS_PER_TASK, task -> {
             int j0 = task * COLUMNS_PER_TASK, j1 = Math.min(c, j0 + COLUMNS_PER_TASK);
-            double[] sums = new double[j1 - j0];
-            for (int row = 0; row < n; row++) {
-                for (int j = j0; j < j1; j++) {
-                    sums[j - j0] += f32 ? d.get(ValueLayout.JAVA_FLOAT, dBase + ((long) row * c + j) * 4)
-                            : d.get(ValueLayout.JAVA_DOUBLE, dBase + ((long) row * c + j) * 8);
+            if (f32) {
+                int j = j0;
+                for (; j <= j1 - L; j += L) {
+                    FloatVector sum = FloatVector.zero(Kernels.F);
+                    for (int row = 0; row < n; row++) sum = sum.add(load(d, dBase + ((long) row * c + j) * 4));
+                    load(g, gBase + 4L * j).add(sum).intoMemorySegment(g, gBase + 4L * j, LE);
                 }
-            }
-            for (int j = j0; j < j1; j++) {
-                if (f32) {
-                    long at = gBase + j * 4L;
-                    g.set(ValueLayout.JAVA_FLOAT, at, (float) (g.get(ValueLayout.JAVA_FLOAT, at) + sums[j - j0]));
-                } else {
+                for (; j < j1; j++) {
+                    float sum = 0;
+                    for (int row = 0; row < n; row++) sum += get(d, dBase + ((long) row * c + j) * 4);
+                    put(g, gBase + 4L * j, get(g, gBase + 4L * j) + sum);
+                }
+            } else {
+                for (int j = j0; j < j1; j++) {
+                    double sum = 0;
+                    for (int row = 0; row < n; row++) sum += d.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, dBase + ((long) row * c + j) * 8);
                     long at = gBase + j * 8L;
-                    g.set(ValueLayout.JAVA_DOUBLE, at, g.get(ValueLayout.JAVA_DOUBLE, at) + sums[j - j0]);
+                    g.set(ValueLayout.JAVA_DOUBLE_UNALIGNED, at, g.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, at) + sum);
                 }
             }
         });
     }
 
-    private static void check(String op, Tensor rows, Tensor bias, int n, int c) {
+    private static void check(String op, Tensor rows, Tensor bias, int c) {
         if (rows.dtype() != bias.dtype() || (rows.dtype() != DType.F32 && rows.dtype() != DType.F64)) {
             throw new IllegalArgumentException(op + ": " + rows.describe() + " and bias " + bias.describe() + " must both be f32 or both f64");
         }

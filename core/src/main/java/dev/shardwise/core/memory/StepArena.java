@@ -3,19 +3,29 @@ package dev.shardwise.core.memory;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
+import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
- * The activations of one forward/backward pass: tensors allocated from a rank's {@link MemoryPool} under
- * {@link MemoryCategory#ACTIVATIONS} (or another category) and all freed together by {@link #close()}.
- * Layers allocate their outputs and saved state here; the trainer closes the arena after backward.
+ * The activations of forward/backward passes: tensors charged to a rank's {@link MemoryPool} (as
+ * {@link MemoryCategory#ACTIVATIONS} unless another category is named) that live until {@link #reset()}.
+ * A reset keeps the memory and hands it out again, zeroed, to the next pass's requests of the same size, so a
+ * training loop that repeats the same pass touches fresh pages only once (first-touch page faults and the
+ * allocator's zeroing cost more than the layers' elementwise work). {@link #close()} frees everything.
  *
- * <p>Not thread-safe: one arena belongs to one rank's training thread.
+ * <p>Tensors from {@link #allocate} are views: do not close them. Not thread-safe: one arena belongs to one
+ * rank's training thread.
  */
 public final class StepArena implements AutoCloseable {
+    private record Key(MemoryCategory category, DType dtype, long numel) { }
+
     private final MemoryPool pool;
-    private final List<Tensor> tensors = new ArrayList<>();
+    private final List<Tensor> owned = new ArrayList<>();                 // every block this arena holds
+    private final List<Map.Entry<Key, Tensor>> inUse = new ArrayList<>();
+    private final Map<Key, ArrayDeque<Tensor>> free = new HashMap<>();
 
     public StepArena(MemoryPool pool) {
         this.pool = pool;
@@ -23,22 +33,41 @@ public final class StepArena implements AutoCloseable {
 
     public MemoryPool pool() { return pool; }
 
-    /** A zeroed activation tensor that lives until {@link #close()}. */
+    /** A zeroed activation tensor that lives until {@link #reset()} or {@link #close()}. */
     public Tensor allocate(DType dtype, int... shape) {
         return allocate(MemoryCategory.ACTIVATIONS, dtype, shape);
     }
 
-    /** A zeroed tensor charged to {@code category} that lives until {@link #close()}. */
+    /** A zeroed tensor charged to {@code category} that lives until {@link #reset()} or {@link #close()}. */
     public Tensor allocate(MemoryCategory category, DType dtype, int... shape) {
-        Tensor t = Tensor.allocate(pool, category, dtype, shape);
-        tensors.add(t);
-        return t;
+        long numel = 1;
+        for (int s : shape) numel *= s;
+        Key key = new Key(category, dtype, numel);
+        ArrayDeque<Tensor> reusable = free.get(key);
+        Tensor block;
+        if (reusable != null && !reusable.isEmpty()) {
+            block = reusable.pop();
+            block.segment().asSlice(block.byteOffset(), numel * dtype.byteSize()).fill((byte) 0);
+        } else {
+            block = Tensor.allocate(pool, category, dtype, Math.toIntExact(numel));
+            owned.add(block);
+        }
+        inUse.add(Map.entry(key, block));
+        return block.view(shape);
     }
 
-    /** Frees every tensor allocated here, newest first. The arena can be reused afterwards. */
+    /** Ends a pass: every tensor handed out becomes invalid and its memory is kept for the next pass. */
+    public void reset() {
+        for (Map.Entry<Key, Tensor> e : inUse) free.computeIfAbsent(e.getKey(), k -> new ArrayDeque<>()).push(e.getValue());
+        inUse.clear();
+    }
+
+    /** Frees every block this arena holds. */
     @Override
     public void close() {
-        for (int i = tensors.size() - 1; i >= 0; i--) tensors.get(i).close();
-        tensors.clear();
+        for (int i = owned.size() - 1; i >= 0; i--) owned.get(i).close();
+        owned.clear();
+        inUse.clear();
+        free.clear();
     }
 }
