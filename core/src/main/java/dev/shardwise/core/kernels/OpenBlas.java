@@ -21,8 +21,15 @@ import java.util.Map;
  * calling conventions), so a call allocates no slice objects. A downcall costs well under a microsecond;
  * OpenBLAS's own setup for a 1×1×1 product is about 0.6 µs.
  *
- * <p>Threads: OpenBLAS keeps its own pthreads; {@link #setThreads} sets how many it uses (a process-wide
- * setting of the library). The single instance is created on first use by {@link #instance()}.
+ * <p>Threads: {@link #sgemmOnPool} (what {@link GemmImpl#OPENBLAS} and AUTO use) sets OpenBLAS to one thread and
+ * calls it from each thread of the compute pool on its own block of C. We chose that over OpenBLAS's own
+ * threading because kernels must take their threads from the pool (ranks as threads each bind a pool with
+ * their share of the cores), because OpenBLAS's threads spin for about 0.1 s after each call and halved the
+ * speed of a Vector kernel run right after (measured: 90 vs 190 GFLOP/s), and because it measured as fast
+ * (0.96–1.0× in {@code bench gemm}). {@link #setThreads} changes a process-wide OpenBLAS setting, so an
+ * {@link GemmImpl#OPENBLAS_THREADED} call running at the same time as a pool call on another thread may
+ * briefly run the latter multi-threaded (correct, but oversubscribed); that mode is for benchmarks.
+ * The single instance is created on first use by {@link #instance()}.
  */
 final class OpenBlas {
     static final int ROW_MAJOR = 101;

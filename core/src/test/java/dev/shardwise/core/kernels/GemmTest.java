@@ -174,9 +174,18 @@ class GemmTest {
     }
 
     @Test
-    void openBlasLoadsOnThisMachine() {
-        Assumptions.assumeTrue(Gemm.openBlasAvailable(), () -> "OpenBLAS not loadable: " + Gemm.openBlasDescription());
+    void openBlasPathsMatchReferenceWhenOpenBlasLoads() {
+        Assumptions.assumeTrue(Gemm.openBlasAvailable(),
+                () -> "OpenBLAS paths skipped: " + Gemm.openBlasDescription());
         assertTrue(Gemm.openBlasDescription().contains("OpenBLAS"), Gemm.openBlasDescription());
+        assertEquals(GemmImpl.OPENBLAS, Gemm.route(1024, 768, 768, false, true), "AUTO should route to OpenBLAS here");
+        Random rnd = new Random(9);
+        for (GemmImpl impl : List.of(GemmImpl.OPENBLAS, GemmImpl.OPENBLAS_THREADED)) {
+            for (boolean[] t : TRANSPOSES) {
+                check(impl, DType.F32, t[0], t[1], 129, 33, 7, 1f, 0f, 3, rnd);
+                check(impl, DType.F32, t[0], t[1], 7, 129, 33, -0.5f, 1f, 0, rnd);
+            }
+        }
     }
 
     @Test
