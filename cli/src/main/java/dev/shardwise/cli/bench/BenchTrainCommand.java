@@ -67,18 +67,21 @@ public final class BenchTrainCommand implements Runnable {
         for (String preset : presets) {
             ModelConfig config = ModelConfig.preset(preset);
             int b = microBatch != null ? microBatch : (config.hidden() <= 512 ? 8 : 4);
-            double ours = measureShardwise(config, b);
+            double[] phases = new double[3];
+            double ours = measureShardwise(config, b, phases);
             double flops = config.trainingFlopsPerToken(seqLen) * ours;
             String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step", preset, b, seqLen);
             double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, out);
-            String note = String.format(Locale.ROOT, "MFU %.1f%%", 100 * flops / peak.measuredFlops());
+            String note = String.format(Locale.ROOT, "MFU %.1f%%; median forward %.0f ms, backward %.0f ms, optimizer %.0f ms",
+                    100 * flops / peak.measuredFlops(), phases[0], phases[1], phases[2]);
             out.row(Double.isNaN(theirs)
                     ? BenchRow.alone("train", caseName, ours, "tokens/s", flops / peak.measuredFlops(), note)
                     : new BenchRow("train", caseName, ours, "tokens/s", "pytorch", theirs, flops / peak.measuredFlops(), note));
         }
     }
 
-    private double measureShardwise(ModelConfig config, int b) {
+    /** Median tokens/s of the timed steps; fills {@code phases} with median forward, backward, optimizer ms. */
+    private double measureShardwise(ModelConfig config, int b, double[] phases) {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         SplittableRandom random = new SplittableRandom(1);
         try (Gpt model = Gpt.create(config, pool, DType.F32, 1);
@@ -87,12 +90,22 @@ public final class BenchTrainCommand implements Runnable {
              TrainStep step = new TrainStep(model, optimizer, pool, 1.0)) {
             int[] tokens = new int[b * (seqLen + 1)];
             double[] seconds = new double[steps];
+            double[][] phaseMs = new double[3][steps];
             for (int s = 0; s < WARMUP + steps; s++) {
                 TrainStep.Result r = step.run(batch, 1, t -> {
                     for (int i = 0; i < tokens.length; i++) tokens[i] = random.nextInt(config.vocabSize());
                     MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
                 }, 1e-3);
-                if (s >= WARMUP) seconds[s - WARMUP] = r.totalNs() / 1e9;
+                if (s >= WARMUP) {
+                    seconds[s - WARMUP] = r.totalNs() / 1e9;
+                    phaseMs[0][s - WARMUP] = r.forwardNs() / 1e6;
+                    phaseMs[1][s - WARMUP] = r.backwardNs() / 1e6;
+                    phaseMs[2][s - WARMUP] = r.optimizerNs() / 1e6;
+                }
+            }
+            for (int p = 0; p < 3; p++) {
+                Arrays.sort(phaseMs[p]);
+                phases[p] = phaseMs[p][steps / 2];
             }
             Arrays.sort(seconds);
             return b * seqLen / seconds[steps / 2];
