@@ -22,7 +22,7 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
     /** FMA units per core assumed by the nominal formula (two on current x86 server cores). */
     public static final int FMA_UNITS = 2;
 
-    /** Measures this machine (about 0.3 s) with the {@linkplain ComputePool#current() current} pool. */
+    /** Measures this machine (about 0.1 s) with the {@linkplain ComputePool#current() current} pool. */
     public static CpuPeak measure() {
         ComputePool pool = ComputePool.current();
         int lanes = SPECIES.length();
@@ -47,17 +47,19 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
 
     private static double measureFmaThroughput(ComputePool pool) {
         int threads = pool.threads();
+        float sink = 0;
+        for (int i = 0; i < 300; i++) sink += fmaLoop(2_000, 1e-7f);   // compile fmaLoop before timing it
         double best = 0;
-        for (int trial = 0; trial < 4; trial++) {
-            int iterations = trial == 0 ? 200_000 : 2_000_000;   // first trial warms up the JIT
+        float[] results = new float[threads];
+        for (int trial = 0; trial < 7; trial++) {   // the best of several short trials: noise only ever slows a trial
+            int iterations = 1_000_000;
             long start = System.nanoTime();
-            float[] sink = new float[threads];
-            pool.parallelFor(threads, t -> sink[t] = fmaLoop(iterations, 1e-7f * (t + 1)));
+            pool.parallelFor(threads, t -> results[t] = fmaLoop(iterations, 1e-7f * (t + 1)));
             double seconds = (System.nanoTime() - start) / 1e9;
-            double flops = (double) threads * iterations * 12 * SPECIES.length() * 2;
-            if (trial > 0) best = Math.max(best, flops / seconds);
-            if (sink[0] == 42) System.out.print("");  // keep the result alive
+            best = Math.max(best, (double) threads * iterations * 12 * SPECIES.length() * 2 / seconds);
+            sink += results[0];
         }
+        if (sink == 42) System.out.print("");  // keep the results alive
         return best;
     }
 
