@@ -67,6 +67,9 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--checkpoint-every", paramLabel = "N", description = "Steps between checkpoints.")
     Integer checkpointEvery;
 
+    @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
+    Boolean checkpointAtStart;
+
     @Option(names = "--rank-memory", paramLabel = "SIZE", description = "Memory budget of the rank, e.g. 8g.")
     String rankMemory;
 
@@ -112,6 +115,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "evalEvery", evalEvery);
         put(flags, "checkpointEvery", checkpointEvery);
         put(flags, "rankMemory", rankMemory);
+        put(flags, "checkpointAtStart", checkpointAtStart);
         if (globalBatch != null) {
             Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
                     ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());

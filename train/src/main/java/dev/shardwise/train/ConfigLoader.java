@@ -26,7 +26,7 @@ public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "runDir", "rankMemory", "model");
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -125,6 +125,7 @@ public final class ConfigLoader {
         m.put("evalEvery", 100);
         m.put("evalBatches", 8);
         m.put("checkpointEvery", 200);
+        m.put("checkpointAtStart", false);
         m.put("runDir", "runs/" + preset);
         m.put("rankMemory", "unlimited");
         m.put("model", modelMap(model));
@@ -140,7 +141,7 @@ public final class ConfigLoader {
         m.put("heads", model.heads());
         m.put("kvHeads", model.kvHeads());
         m.put("ffnHidden", model.ffnHidden());
-        m.put("norm", model.norm().name().toLowerCase(Locale.ROOT));
+        m.put("norm", model.norm().name().toLowerCase(Locale.ROOT).replace('_', '-'));
         m.put("mlp", model.mlp().name().toLowerCase(Locale.ROOT));
         m.put("positions", model.positions().name().toLowerCase(Locale.ROOT));
         m.put("residual", model.residual().name().toLowerCase(Locale.ROOT).replace('_', '-'));
@@ -157,7 +158,7 @@ public final class ConfigLoader {
                 integer(mm, "model.", "kvHeads"), integer(mm, "model.", "ffnHidden"),
                 enumValue(ModelConfig.Norm.class, mm, "norm"), enumValue(ModelConfig.Mlp.class, mm, "mlp"),
                 enumValue(ModelConfig.Positions.class, mm, "positions"), enumValue(ModelConfig.Residual.class, mm, "residual"),
-                bool(mm, "bias"), bool(mm, "topQueryLayer"), number(mm, "model.", "normEps"));
+                bool(mm, "model.", "bias"), bool(mm, "model.", "topQueryLayer"), number(mm, "model.", "normEps"));
     }
 
     @SuppressWarnings("unchecked")
@@ -170,7 +171,8 @@ public final class ConfigLoader {
                 integer(m, "", "steps"), (long) number(m, "", "seed"), number(m, "", "lr"), number(m, "", "minLr"),
                 integer(m, "", "warmupSteps"), number(m, "", "weightDecay"), number(m, "", "beta1"),
                 number(m, "", "beta2"), number(m, "", "eps"), number(m, "", "gradClip"), integer(m, "", "evalEvery"),
-                integer(m, "", "evalBatches"), integer(m, "", "checkpointEvery"), Path.of(String.valueOf(m.get("runDir"))),
+                integer(m, "", "evalBatches"), integer(m, "", "checkpointEvery"), bool(m, "", "checkpointAtStart"),
+                Path.of(String.valueOf(m.get("runDir"))),
                 memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory));
     }
 
@@ -195,6 +197,7 @@ public final class ConfigLoader {
         m.put("evalEvery", c.evalEvery());
         m.put("evalBatches", c.evalBatches());
         m.put("checkpointEvery", c.checkpointEvery());
+        m.put("checkpointAtStart", c.checkpointAtStart());
         m.put("runDir", c.runDir().toString());
         m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
         m.put("model", modelMap(c.model()));
@@ -229,11 +232,11 @@ public final class ConfigLoader {
         throw new IllegalArgumentException(prefix + key + " must be a number, got '" + v + "'");
     }
 
-    private static boolean bool(Map<String, Object> m, String key) {
+    private static boolean bool(Map<String, Object> m, String prefix, String key) {
         Object v = m.get(key);
         if (v instanceof Boolean b) return b;
         if ("true".equals(v) || "false".equals(v)) return Boolean.parseBoolean((String) v);
-        throw new IllegalArgumentException("model." + key + " must be true or false, got '" + v + "'");
+        throw new IllegalArgumentException(prefix + key + " must be true or false, got '" + v + "'");
     }
 
     private static <E extends Enum<E>> E enumValue(Class<E> type, Map<String, Object> m, String key) {

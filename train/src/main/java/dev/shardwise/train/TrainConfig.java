@@ -29,13 +29,14 @@ import java.nio.file.Path;
  * @param evalEvery        steps between validation evaluations (0: only at the end)
  * @param evalBatches      validation batches per evaluation
  * @param checkpointEvery  steps between checkpoints (0: only at the end)
+ * @param checkpointAtStart also save the initial weights as checkpoint step 0 (for comparisons with other trainers)
  * @param runDir           where config, metrics, checkpoints and plots go
  * @param rankMemory       the rank's memory budget in bytes (Long.MAX_VALUE: unlimited)
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int batchSize, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
-                          int checkpointEvery, Path runDir, long rankMemory) {
+                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory) {
 
     public TrainConfig {
         positive("batchSize", batchSize);

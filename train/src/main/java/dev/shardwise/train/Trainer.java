@@ -107,6 +107,7 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
+        if (config.checkpointAtStart() && state.step() == 0) save(runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = new MetricsLog(runDir.resolve("metrics.jsonl"), state.step())) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run

@@ -1,8 +1,10 @@
 package dev.shardwise.core.memory;
 
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
+import java.lang.foreign.MemorySegment;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -21,6 +23,9 @@ import java.util.Map;
  */
 public final class StepArena implements AutoCloseable {
     private record Key(MemoryCategory category, DType dtype, long numel) { }
+
+    /** Bytes one task zeroes when a block is reused. */
+    private static final long ZERO_PIECE_BYTES = 1 << 20;
 
     private final MemoryPool pool;
     private final List<Tensor> owned = new ArrayList<>();                 // every block this arena holds
@@ -47,13 +52,23 @@ public final class StepArena implements AutoCloseable {
         Tensor block;
         if (reusable != null && !reusable.isEmpty()) {
             block = reusable.pop();
-            block.segment().asSlice(block.byteOffset(), numel * dtype.byteSize()).fill((byte) 0);
+            zero(block.segment().asSlice(block.byteOffset(), numel * dtype.byteSize()));
         } else {
             block = Tensor.allocate(pool, category, dtype, Math.toIntExact(numel));
             owned.add(block);
         }
         inUse.add(Map.entry(key, block));
         return block.view(shape);
+    }
+
+    /** Zeroes {@code segment} on the current compute pool's threads, in 1 MiB pieces. */
+    private static void zero(MemorySegment segment) {
+        long size = segment.byteSize();
+        int pieces = (int) ((size + ZERO_PIECE_BYTES - 1) / ZERO_PIECE_BYTES);
+        ComputePool.current().parallelFor(pieces, i -> {
+            long start = i * ZERO_PIECE_BYTES;
+            segment.asSlice(start, Math.min(ZERO_PIECE_BYTES, size - start)).fill((byte) 0);
+        });
     }
 
     /** Ends a pass: every tensor handed out becomes invalid and its memory is kept for the next pass. */
