@@ -4,10 +4,11 @@ import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.data.Tokenizer;
 import dev.shardwise.infer.KvCacheGenerator;
+import dev.shardwise.infer.RecomputingGenerator;
+import dev.shardwise.infer.TokenGenerator;
 import dev.shardwise.infer.TokenSampler;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ModelConfig;
-import dev.shardwise.model.ParameterSet;
 import dev.shardwise.train.Checkpoint;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -67,9 +68,18 @@ public final class GenerateCommand implements Callable<Integer> {
         ModelConfig config = Checkpoint.modelConfig(dir);
         Tokenizer tokenizer = Checkpoint.tokenizer(dir);
         MemoryPool pool = MemoryPool.unlimited("rank 0");
-        ParameterSet params = Gpt.declare(config).allocate(pool, DType.F32);
-        try (params; KvCacheGenerator generator = new KvCacheGenerator(config, params, pool)) {
-            Checkpoint.loadParameters(dir, params);
+        try (Gpt model = new Gpt(config, Gpt.declare(config).allocate(pool, DType.F32))) {
+            Checkpoint.loadParameters(dir, model.parameters());
+            return sample(model, tokenizer, pool, prompt, maxTokens, sampler, stream);
+        }
+    }
+
+    /** The KV-cache decoder where the model allows it, else recomputation over the context. */
+    private static String sample(Gpt model, Tokenizer tokenizer, MemoryPool pool, String prompt, int maxTokens,
+                                 TokenSampler sampler, java.util.function.Consumer<String> stream) {
+        ModelConfig config = model.config();
+        try (TokenGenerator generator = KvCacheGenerator.supports(config)
+                ? new KvCacheGenerator(config, model.parameters(), pool) : new RecomputingGenerator(model, pool)) {
             int[] promptTokens = tokenizer.encode(prompt);
             if (promptTokens.length == 0) promptTokens = new int[]{tokenizer.endOfText()};
             List<Integer> generated = new ArrayList<>();

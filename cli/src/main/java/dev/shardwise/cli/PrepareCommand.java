@@ -22,9 +22,10 @@ import java.util.concurrent.Callable;
 
 /** {@code shardwise prepare}: text files to memory-mappable train/val token files (and a trained tokenizer). */
 @Command(name = "prepare", mixinStandardHelpOptions = true,
-        description = {"Tokenize text files into OUTDIR/train.tokens and OUTDIR/val.tokens (memory-mappable, "
-                + "one <|endoftext|> after each document); with --train-tokenizer also learn a byte-level BPE "
-                + "tokenizer on the training text and save it as OUTDIR/tokenizer.bpe.",
+        description = {"Tokenize text files into memory-mapped train/val token files (optionally training a BPE tokenizer).",
+                "Writes OUTDIR/train.tokens and OUTDIR/val.tokens (one <|endoftext|> after each document); with "
+                        + "--train-tokenizer also learns a byte-level BPE tokenizer on the training text and saves it "
+                        + "as OUTDIR/tokenizer.bpe.",
                 "Outputs appear all at once or not at all."},
         footer = {"", "Examples:",
                 "  shardwise prepare --tokenizer gpt2 corpus.txt -o data/corpus",

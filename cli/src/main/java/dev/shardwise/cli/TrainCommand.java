@@ -19,8 +19,9 @@ import java.util.concurrent.Callable;
 
 /** {@code shardwise train}: train a GPT on one rank from a preset, a YAML config and flags. */
 @Command(name = "train", mixinStandardHelpOptions = true,
-        description = {"Train a GPT language model. Without --data it uses the bundled tiny Shakespeare, prepared "
-                + "(tokenizer included) once into ~/.cache/shardwise.",
+        description = {"Train a GPT or LLaMA-style language model from a preset, a YAML config and flags.",
+                "Without --data it uses the bundled tiny Shakespeare, prepared (tokenizer included) once into "
+                        + "~/.cache/shardwise.",
                 "The run directory gets config.yaml, metrics.jsonl (one JSON object per step), loss.png and "
                         + "checkpoints/; --resume continues a stopped run bit for bit."},
         footer = {"", "Examples:", "  shardwise train --preset tiny --steps 20",

@@ -17,7 +17,6 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.function.IntConsumer;
 
 /**
  * Autoregressive decoding of a GPT with a key/value cache: each new token runs through the blocks as a single
@@ -28,7 +27,7 @@ import java.util.function.IntConsumer;
  * <p>Reads the parameters by their GPT names (see {@code Gpt.declare}); F32 only. Owns its caches and scratch
  * tensors ({@link #close()} frees them). Not thread-safe.
  */
-public final class KvCacheGenerator implements AutoCloseable {
+public final class KvCacheGenerator implements TokenGenerator {
     private final ModelConfig config;
     private final ParameterSet params;
     private final int c, heads, kvHeads, headSize, qkvWidth, context;
@@ -39,11 +38,16 @@ public final class KvCacheGenerator implements AutoCloseable {
     private final float[] scores;
     private final List<Integer> history = new ArrayList<>();
 
+    /** Whether {@code config} is a model this cached decoder can run (GPT-2 style). */
+    public static boolean supports(ModelConfig config) {
+        return config.norm() == ModelConfig.Norm.LAYER_NORM && config.mlp() == ModelConfig.Mlp.GELU
+                && config.positions() == ModelConfig.Positions.LEARNED && config.residual() == ModelConfig.Residual.PRE_LN
+                && config.bias() && !config.topQueryLayer();
+    }
+
     public KvCacheGenerator(ModelConfig config, ParameterSet params, MemoryPool pool) {
         if (params.dtype() != DType.F32) throw new IllegalArgumentException("generation runs in f32, got " + params.dtype().label());
-        if (config.norm() != ModelConfig.Norm.LAYER_NORM || config.mlp() != ModelConfig.Mlp.GELU
-                || config.positions() != ModelConfig.Positions.LEARNED || config.residual() != ModelConfig.Residual.PRE_LN
-                || !config.bias() || config.topQueryLayer()) {
+        if (!supports(config)) {
             throw new IllegalArgumentException("cached generation supports GPT-2-style models (pre-LayerNorm, GELU, learned "
                     + "positions, biases); this model uses " + config.norm() + ", " + config.mlp() + ", " + config.positions()
                     + ", " + config.residual() + (config.topQueryLayer() ? ", a top query layer" : ""));
@@ -90,28 +94,7 @@ public final class KvCacheGenerator implements AutoCloseable {
         return history.size();
     }
 
-    /**
-     * Feeds {@code prompt}, then samples up to {@code maxNewTokens} tokens, passing each to {@code onToken};
-     * stops early at {@code stopToken} (not emitted; -1 for none).
-     *
-     * @return the new tokens
-     */
-    public List<Integer> generate(int[] prompt, int maxNewTokens, TokenSampler sampler, int stopToken, IntConsumer onToken) {
-        if (prompt.length == 0) throw new IllegalArgumentException("the prompt is empty; give at least one token");
-        float[] next = null;
-        for (int token : prompt) next = feed(token);
-        List<Integer> out = new ArrayList<>();
-        for (int i = 0; i < maxNewTokens; i++) {
-            int token = sampler.sample(next);
-            if (token == stopToken) break;
-            out.add(token);
-            onToken.accept(token);
-            next = feed(token);
-        }
-        return out;
-    }
-
-    /** Appends {@code token} at the next position and returns the logits [V] for the position after it. */
+    @Override
     public float[] feed(int token) {
         if (token < 0 || token >= config.vocabSize()) {
             throw new IllegalArgumentException("token " + token + " is outside the vocabulary [0, " + config.vocabSize() + ")");

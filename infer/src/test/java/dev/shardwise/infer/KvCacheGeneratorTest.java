@@ -42,6 +42,28 @@ class KvCacheGeneratorTest {
     }
 
     @Test
+    void recomputingGeneratorAgreesWithTheCacheAndServesEveryVariant() {
+        MemoryPool pool = MemoryPool.unlimited("rank 0");
+        ModelConfig config = ModelConfig.gpt(37, 12, 2, 16, 4);
+        int[] tokens = {3, 17, 0, 36, 5};
+        try (Gpt model = Gpt.create(config, pool, DType.F32, 5);
+             KvCacheGenerator cached = new KvCacheGenerator(config, model.parameters(), pool);
+             RecomputingGenerator recomputing = new RecomputingGenerator(model, pool)) {
+            for (int token : tokens) {
+                float[] a = cached.feed(token), b = recomputing.feed(token);
+                for (int j = 0; j < a.length; j++) assertEquals(a[j], b[j], 1e-4, "token " + token + " logit " + j);
+            }
+        }
+        ModelConfig llama = ModelConfig.llama(37, 8, 1, 16, 4, 2, 24);
+        assertFalse(KvCacheGenerator.supports(llama));
+        try (Gpt model = Gpt.create(llama, pool, DType.F32, 5);
+             RecomputingGenerator generator = new RecomputingGenerator(model, pool)) {
+            List<Integer> out = generator.generate(new int[]{1, 2}, 12, new TokenSampler(1, 0, 1, 3), -1, t -> { });
+            assertEquals(12, out.size(), "generates past the 8-token context");
+        }
+    }
+
+    @Test
     void generationIsSeededAndSlidesPastTheContext() {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         ModelConfig config = ModelConfig.gpt(37, 8, 1, 16, 2);
