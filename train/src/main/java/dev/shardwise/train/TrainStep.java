@@ -6,6 +6,7 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.GradientClipping;
+import dev.shardwise.parallel.GradientReduction;
 
 import java.util.function.Consumer;
 
@@ -19,6 +20,7 @@ public final class TrainStep implements AutoCloseable {
     private final AdamWOptimizer optimizer;
     private final MemoryPool pool;
     private final double gradClip;
+    private final GradientReduction reduction;
     private final StepArena arena;     // activations, reused from step to step
 
     /**
@@ -28,19 +30,27 @@ public final class TrainStep implements AutoCloseable {
      * @param gradNorm   global gradient norm before clipping
      * @param forwardNs  time in forward passes
      * @param backwardNs time in backward passes
+     * @param reduceNs    time reducing gradients over replicas (data parallelism)
      * @param optimizerNs time clipping and updating
      */
-    public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long optimizerNs) {
+    public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long reduceNs, long optimizerNs) {
         public long totalNs() {
-            return forwardNs + backwardNs + optimizerNs;
+            return forwardNs + backwardNs + reduceNs + optimizerNs;
         }
     }
 
+    /** A single-rank step. */
     public TrainStep(Gpt model, AdamWOptimizer optimizer, MemoryPool pool, double gradClip) {
+        this(model, optimizer, pool, gradClip, GradientReduction.NONE);
+    }
+
+    /** A step whose gradients and loss are combined over replicas by {@code reduction} before the update. */
+    public TrainStep(Gpt model, AdamWOptimizer optimizer, MemoryPool pool, double gradClip, GradientReduction reduction) {
         this.model = model;
         this.optimizer = optimizer;
         this.pool = pool;
         this.gradClip = gradClip;
+        this.reduction = reduction;
         this.arena = new StepArena(pool);
     }
 
@@ -69,13 +79,15 @@ public final class TrainStep implements AutoCloseable {
             }
         }
         long t2 = System.nanoTime();
-        double loss = lossSum / microBatches;
+        reduction.reduce(model.parameters().grads());
+        double loss = reduction.mean(lossSum / microBatches);
+        long t3 = System.nanoTime();
         double gradNorm = GradientClipping.clip(model.parameters().grads(), gradClip);
         if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
             throw new IllegalStateException("loss " + loss + ", gradient norm " + gradNorm);
         }
         optimizer.step(lr);
-        return new Result(loss, gradNorm, forwardNs, backwardNs, System.nanoTime() - t2);
+        return new Result(loss, gradNorm, forwardNs, backwardNs, t3 - t2, System.nanoTime() - t3);
     }
 
     /** Mean loss of a [B, T+1] batch without gradients, in this step's arena. */

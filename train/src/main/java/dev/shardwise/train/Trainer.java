@@ -141,6 +141,7 @@ public final class Trainer {
                 row.put("step_ms", seconds * 1e3);
                 row.put("forward_ms", r.forwardNs() / 1e6);
                 row.put("backward_ms", r.backwardNs() / 1e6);
+                row.put("grads_reduce_ms", r.reduceNs() / 1e6);
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));

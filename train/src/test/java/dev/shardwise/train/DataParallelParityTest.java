@@ -1,0 +1,103 @@
+package dev.shardwise.train;
+
+import dev.shardwise.comm.LocalCluster;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.parallel.DataParallel;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.ProcessGroups;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/**
+ * Data parallelism against the single-rank run (ARCHITECTURE idea 5): same seed, same global batch, 20 steps;
+ * the losses and every parameter must agree within 1e-6 relative, and two runs of one layout bit for bit.
+ */
+class DataParallelParityTest {
+    static final ModelConfig MODEL = ModelConfig.gpt(64, 16, 2, 32, 4);
+    static final int GLOBAL_BATCH = 8, SEQ = 16, STEPS = 20;
+
+    /** Deterministic global batch of step s: [GLOBAL_BATCH, SEQ + 1] token ids. */
+    static int[] globalBatch(int step) {
+        SplittableRandom random = new SplittableRandom(1000 + step);
+        int[] out = new int[GLOBAL_BATCH * (SEQ + 1)];
+        for (int i = 0; i < out.length; i++) out[i] = random.nextInt(MODEL.vocabSize());
+        return out;
+    }
+
+    /** What one replica ends with: per-step losses and the final flat parameters. */
+    record Outcome(double[] losses, double[] params) { }
+
+    /** Trains on rows [rank·B, (rank+1)·B) of every global batch, reducing gradients with {@code dp}. */
+    static Outcome train(MemoryPool pool, int rank, int replicas, DataParallel dp) {
+        int rows = GLOBAL_BATCH / replicas;
+        try (Gpt model = Gpt.create(MODEL, pool, DType.F32, 7);
+             AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt());
+             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, SEQ + 1);
+             TrainStep step = dp == null ? new TrainStep(model, optimizer, pool, 1.0)
+                     : new TrainStep(model, optimizer, pool, 1.0, dp)) {
+            double[] losses = new double[STEPS];
+            for (int s = 0; s < STEPS; s++) {
+                int[] global = globalBatch(s);
+                int from = rank * rows * (SEQ + 1);
+                TrainStep.Result r = step.run(batch, 1, b -> MemorySegment.copy(global, from, b.segment(),
+                        ValueLayout.JAVA_INT, b.byteOffset(), rows * (SEQ + 1)), 1e-3);
+                losses[s] = r.loss();
+            }
+            return new Outcome(losses, model.parameters().values().toDoubleArray());
+        }
+    }
+
+    static Outcome dataParallel(int replicas) {
+        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> {
+            try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(replicas, 1, 1), ctx.world());
+                 DataParallel dp = new DataParallel(groups.dp(), 1000, ctx.memory())) {   // small buckets: many all-reduces
+                return train(ctx.memory(), groups.coordinates().dpRank(), replicas, dp);
+            }
+        });
+        for (Outcome o : outcomes) {
+            assertArrayEquals(outcomes.getFirst().params(), o.params(), "every replica holds the same parameters");
+        }
+        return outcomes.getFirst();
+    }
+
+    @ParameterizedTest(name = "dp={0}")
+    @ValueSource(ints = {2, 4})
+    void dataParallelMatchesSingleRankAndRepeatsBitForBit(int replicas) {
+        Outcome single = train(MemoryPool.unlimited("rank 0"), 0, 1, null);
+        Outcome parallel = dataParallel(replicas);
+        double worstLoss = 0, worstParam = 0;
+        for (int s = 0; s < STEPS; s++) {
+            double rel = Math.abs(parallel.losses()[s] - single.losses()[s]) / Math.abs(single.losses()[s]);
+            assertTrue(rel <= 1e-6, "dp=" + replicas + " step " + (s + 1) + ": loss " + parallel.losses()[s] + " vs single-rank "
+                    + single.losses()[s] + " (relative " + rel + ")");
+            worstLoss = Math.max(worstLoss, rel);
+        }
+        double maxParam = 0;
+        for (double p : single.params()) maxParam = Math.max(maxParam, Math.abs(p));
+        for (int i = 0; i < single.params().length; i++) {
+            double rel = Math.abs(parallel.params()[i] - single.params()[i]) / maxParam;
+            worstParam = Math.max(worstParam, rel);
+        }
+        assertTrue(worstParam <= 1e-6, "dp=" + replicas + ": parameters differ from single-rank by " + worstParam
+                + " of the largest parameter after " + STEPS + " steps");
+        System.out.printf("dp=%d vs single rank after %d steps: worst loss difference %.3g relative, worst parameter "
+                + "difference %.3g of max |param|%n", replicas, STEPS, worstLoss, worstParam);
+
+        Outcome again = dataParallel(replicas);
+        assertArrayEquals(parallel.losses(), again.losses(), 0.0, "dp=" + replicas + " losses bit-identical run to run");
+        assertArrayEquals(parallel.params(), again.params(), 0.0, "dp=" + replicas + " parameters bit-identical run to run");
+    }
+}
