@@ -5,8 +5,9 @@ import picocli.CommandLine.Command;
 
 /** {@code shardwise bench ...}: benchmarks that print a ratio against a peer measured in the same run. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
-        description = "Measure kernels against a peer in the same run (OpenBLAS for GEMM).",
-        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class, BenchTrainCommand.class})
+        description = "Measure kernels and collectives against a peer in the same run (OpenBLAS for GEMM, a copy for collectives).",
+        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class, BenchTrainCommand.class,
+                BenchCollectivesCommand.class})
 public final class BenchCommand implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
