@@ -52,14 +52,15 @@ final class ReduceKernels {
         float div = n;
         long L = F.length();
         long i = 0;
-        if (n == 2 && !max) {
-            // The common case (two ranks) without the inner loop over sources.
-            MemorySegment a = src[0], b = src[1];
+        if (n == 2 && !max && dst.length <= 2) {
+            // The common case, two ranks summing, without the loops over sources and destinations.
+            MemorySegment a = src[0], b = src[1], d0 = dst[0], d1 = dst.length == 2 ? dst[1] : null;
             for (; i <= count - L; i += L) {
                 FloatVector v = FloatVector.fromMemorySegment(F, a, srcOff + 4 * i, LE)
                         .add(FloatVector.fromMemorySegment(F, b, srcOff + 4 * i, LE));
                 if (avg) v = v.div(div);
-                for (MemorySegment d : dst) v.intoMemorySegment(d, dstOff + 4 * i, LE);
+                v.intoMemorySegment(d0, dstOff + 4 * i, LE);
+                if (d1 != null) v.intoMemorySegment(d1, dstOff + 4 * i, LE);
             }
         }
         for (; i <= count - L; i += L) {
