@@ -109,7 +109,7 @@ final class CrossEntropyF32 {
             a = a.add(e0);
             b = b.add(e1);
         }
-        r += a.add(b).reduceLanes(VectorOperators.ADD);
+        r += VecOps.sumLanes(a.add(b));
         for (; i < len; i++) {
             float e = (float) Math.exp(get(xs, xOff + 4L * i) - m);
             put(ds, dOff + 4L * i, e);
@@ -130,7 +130,7 @@ final class CrossEntropyF32 {
             a = a.add(VecOps.exp(load(xs, xOff + 4L * i).sub(vm)));
             b = b.add(VecOps.exp(load(xs, xOff + 4L * (i + L)).sub(vm)));
         }
-        r += a.add(b).reduceLanes(VectorOperators.ADD);
+        r += VecOps.sumLanes(a.add(b));
         for (; i < len; i++) r += (float) Math.exp(get(xs, xOff + 4L * i) - m);
         return r;
     }

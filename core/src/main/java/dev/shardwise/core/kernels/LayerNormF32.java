@@ -64,7 +64,7 @@ final class LayerNormF32 {
                     sg = sg.add(g);
                     sgn = g.fma(load(xs, xo + 4L * i).sub(vm), sgn);
                 }
-                float sumG = sg.reduceLanes(VectorOperators.ADD), sumGN = sgn.reduceLanes(VectorOperators.ADD);
+                float sumG = VecOps.sumLanes(sg), sumGN = VecOps.sumLanes(sgn);
                 for (; i < c; i++) {
                     float g = get(gs, go + 4L * i) * get(ws, wo + 4L * i);
                     sumG += g;

@@ -54,7 +54,7 @@ final class RmsNormF32 {
                 for (; i <= c - L; i += L) {
                     acc = load(gs, go + 4L * i).mul(load(ws, wo + 4L * i)).fma(load(xs, xo + 4L * i), acc);
                 }
-                float sumGX = acc.reduceLanes(jdk.incubator.vector.VectorOperators.ADD);
+                float sumGX = VecOps.sumLanes(acc);
                 for (; i < c; i++) sumGX = Math.fma(get(gs, go + 4L * i) * get(ws, wo + 4L * i), get(xs, xo + 4L * i), sumGX);
                 float gnMean = sumGX * rs / c;   // mean(g * norm)
                 FloatVector vgn = FloatVector.broadcast(F, gnMean);

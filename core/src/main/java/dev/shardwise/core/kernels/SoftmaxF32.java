@@ -31,7 +31,7 @@ final class SoftmaxF32 {
                     acc = acc.add(e);
                     e.intoMemorySegment(os, oo + 4L * i, LE);
                 }
-                float s = acc.reduceLanes(VectorOperators.ADD);
+                float s = VecOps.sumLanes(acc);
                 for (; i < c; i++) {
                     float e = (float) Math.exp(get(xs, xo + 4L * i) - m);
                     s += e;

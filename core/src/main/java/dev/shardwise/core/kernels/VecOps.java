@@ -25,6 +25,22 @@ final class VecOps {
         return FloatVector.fromMemorySegment(F, s, off, LE);
     }
 
+    /**
+     * Σ of the lanes in a fixed pairwise order (halves, then quarters, ...). {@code reduceLanes(ADD)} may add in
+     * one order when interpreted and another once compiled, so a kernel using it changes its last bits when the
+     * JIT kicks in; this stays the same, keeping runs (and resumed runs in a new JVM) bit-identical.
+     */
+    static float sumLanes(FloatVector v) {
+        for (int half = v.length() / 2; half >= 1; half /= 2) v = v.add(v.slice(half));
+        return v.lane(0);
+    }
+
+    /** Σ of the lanes in the fixed pairwise order of {@link #sumLanes(FloatVector)}. */
+    static double sumLanes(jdk.incubator.vector.DoubleVector v) {
+        for (int half = v.length() / 2; half >= 1; half /= 2) v = v.add(v.slice(half));
+        return v.lane(0);
+    }
+
     static float get(MemorySegment s, long off) {
         return s.get(FLOAT, off);
     }
@@ -73,7 +89,7 @@ final class VecOps {
             a = a.add(load(s, off + 4L * i));
             b = b.add(load(s, off + 4L * (i + L)));
         }
-        float r = a.add(b).reduceLanes(VectorOperators.ADD);
+        float r = sumLanes(a.add(b));
         for (; i < len; i++) r += get(s, off + 4L * i);
         return r;
     }
@@ -88,7 +104,7 @@ final class VecOps {
             a = u.fma(u, a);
             b = w.fma(w, b);
         }
-        float r = a.add(b).reduceLanes(VectorOperators.ADD);
+        float r = sumLanes(a.add(b));
         for (; i < len; i++) {
             float u = get(s, off + 4L * i) - c;
             r = Math.fma(u, u, r);
@@ -104,7 +120,7 @@ final class VecOps {
             a = load(s1, o1 + 4L * i).fma(load(s2, o2 + 4L * i), a);
             b = load(s1, o1 + 4L * (i + L)).fma(load(s2, o2 + 4L * (i + L)), b);
         }
-        float r = a.add(b).reduceLanes(VectorOperators.ADD);
+        float r = sumLanes(a.add(b));
         for (; i < len; i++) r = Math.fma(get(s1, o1 + 4L * i), get(s2, o2 + 4L * i), r);
         return r;
     }

@@ -161,7 +161,7 @@ public final class Vectors {
                 b = hi.fma(hi, b);
             }
         }
-        double r = a.add(b).reduceLanes(VectorOperators.ADD);
+        double r = VecOps.sumLanes(a.add(b));
         for (; i < len; i++) {
             double v = get(s, off + 4L * i);
             r += v * v;
