@@ -68,6 +68,10 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--checkpoint-every", paramLabel = "N", description = "Steps between checkpoints.")
     Integer checkpointEvery;
 
+    @Option(names = "--ranks", paramLabel = "N",
+            description = "Data-parallel ranks as threads of this JVM, each with its share of the cores and its own memory pool.")
+    Integer ranks;
+
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
 
@@ -117,6 +121,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointEvery", checkpointEvery);
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
+        put(flags, "ranks", ranks);
         if (globalBatch != null) {
             Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
                     ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());

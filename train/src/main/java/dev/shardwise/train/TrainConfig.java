@@ -32,11 +32,13 @@ import java.nio.file.Path;
  * @param checkpointAtStart also save the initial weights as checkpoint step 0 (for comparisons with other trainers)
  * @param runDir           where config, metrics, checkpoints and plots go
  * @param rankMemory       the rank's memory budget in bytes (Long.MAX_VALUE: unlimited)
+ * @param ranks            data-parallel ranks run as threads of this JVM (1: single rank); each takes
+ *                         {@code batchSize} sequences of every micro-batch, so the global batch grows with ranks
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int batchSize, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
-                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory) {
+                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory, int ranks) {
 
     public TrainConfig {
         positive("batchSize", batchSize);
@@ -44,6 +46,7 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int batch
         positive("gradAccumulation", gradAccumulation);
         positive("steps", steps);
         positive("evalBatches", evalBatches);
+        positive("ranks", ranks);
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
         if (seqLen > model.contextLength()) {
@@ -64,9 +67,14 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int batch
         if (value <= 0) throw new IllegalArgumentException(field + " must be positive, got " + value);
     }
 
-    /** Tokens consumed by one optimizer step: B · T · micro-batches. */
+    /** Tokens consumed by one optimizer step over all ranks: B · T · micro-batches · ranks. */
     public long tokensPerStep() {
-        return (long) batchSize * seqLen * gradAccumulation;
+        return (long) batchSize * seqLen * gradAccumulation * ranks;
+    }
+
+    /** Sequences per micro-batch over all ranks: B · ranks (the batch a single-rank run would use for the same data). */
+    public int globalMicroBatch() {
+        return Math.multiplyExact(batchSize, ranks);
     }
 
     public LearningRateSchedule schedule() {

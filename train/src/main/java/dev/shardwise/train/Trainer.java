@@ -10,6 +10,11 @@ import dev.shardwise.model.Gpt;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.LearningRateSchedule;
+import dev.shardwise.comm.LocalCluster;
+import dev.shardwise.parallel.DataParallel;
+import dev.shardwise.parallel.GradientReduction;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.ProcessGroups;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -25,6 +30,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.function.Consumer;
 
 /**
  * Single-rank training of a GPT: AdamW with warm-up + cosine learning rate, global-norm clipping, gradient
@@ -67,36 +73,70 @@ public final class Trainer {
         Files.createDirectories(runDir);
         writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
 
-        MemoryPool pool = new MemoryPool("rank 0", config.rankMemory());
-        try (TrainingData data = TrainingData.open(config.data(), config.model().vocabSize(), log);
-             Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed());
-             AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, config.optimizer());
-             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.batchSize(), config.seqLen() + 1);
-             TrainStep trainStep = new TrainStep(model, optimizer, pool, config.gradClip())) {
+        CpuPeak peak = CpuPeak.measure();   // the whole machine, before ranks split its cores
+        try (TrainingData data = TrainingData.open(config.data(), config.model().vocabSize(), log)) {
             if (data.tokenizer().vocabSize() > config.model().vocabSize()) {
                 throw new IllegalArgumentException("the data's tokenizer has " + data.tokenizer().vocabSize()
                         + " tokens but the model's vocabulary is " + config.model().vocabSize()
                         + "; set model.vocabSize >= " + data.tokenizer().vocabSize());
             }
-            BatchSampler sampler = new BatchSampler(data.train(), config.batchSize(), config.seqLen(), config.seed());
-            TrainState state = new TrainState();
-            if (resume && latest.isPresent()) {
-                restore(latest.get(), model, optimizer, sampler, state);
-                log.printf("resumed from %s (step %d)%n", latest.get(), state.step());
+            Optional<Path> resumeFrom = resume ? latest : Optional.empty();
+            if (config.ranks() == 1) {
+                return runRank(0, new MemoryPool("rank 0", config.rankMemory()), GradientReduction.NONE, data, resumeFrom, peak);
             }
-            return loop(runDir, data, pool, model, optimizer, sampler, batch, state, trainStep);
+            LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
+            return LocalCluster.run(config.ranks(), options, ctx -> {
+                try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(config.ranks(), 1, 1), ctx.world());
+                     DataParallel dp = new DataParallel(groups.dp(), DataParallel.DEFAULT_BUCKET_ELEMENTS, ctx.memory())) {
+                    return runRank(groups.coordinates().dpRank(), ctx.memory(), dp, data, resumeFrom, peak);
+                }
+            }).getFirst();
         }
     }
 
-    private Result loop(Path runDir, TrainingData data, MemoryPool pool, Gpt model, AdamWOptimizer optimizer,
-                        BatchSampler sampler, Tensor batch, TrainState state, TrainStep trainStep) throws IOException {
+    /**
+     * One rank's share of the run: its own replica, optimizer and memory pool; rank 0 (the leader) also evaluates,
+     * writes metrics, checkpoints and plots, and shows the progress line. Every rank samples the global
+     * micro-batch (B · ranks sequences, the batch a single-rank run would draw) and trains on its own B rows.
+     */
+    private Result runRank(int rank, MemoryPool pool, GradientReduction reduction, TrainingData data,
+                           Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
+        int b = config.batchSize(), row = config.seqLen() + 1;
+        try (Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed());
+             AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, config.optimizer());
+             Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
+             TrainStep trainStep = new TrainStep(model, optimizer, pool, config.gradClip(), reduction)) {
+            BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
+            TrainState state = new TrainState();
+            if (resumeFrom.isPresent()) {
+                restore(resumeFrom.get(), model, optimizer, sampler, state);
+                if (rank == 0) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
+            }
+            Tensor mine = global.slice(0, rank * b, b);
+            Consumer<Tensor> fill = config.ranks() == 1 ? sampler::next : batch -> {
+                sampler.next(global);
+                MemorySegment.copy(global.segment(), mine.byteOffset(), batch.segment(), batch.byteOffset(), 4L * b * row);
+            };
+            try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row)) {
+                return loop(rank == 0, data, pool, model, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
+                        state, trainStep, peak);
+            }
+        }
+    }
+
+    private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, AdamWOptimizer optimizer,
+                        BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
+                        CpuPeak peak) throws IOException {
+        Path runDir = config.runDir();
         LearningRateSchedule schedule = config.schedule();
-        CpuPeak peak = CpuPeak.measure();
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
         ProgressLine progress = new ProgressLine(log, config.steps());
-        log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step; %s%n",
-                config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
-                config.model().heads(), config.model().vocabSize(), config.tokensPerStep(), peak.describe());
+        if (leader) {
+            log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step%s; %s%n",
+                    config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
+                    config.model().heads(), config.model().vocabSize(), config.tokensPerStep(),
+                    config.ranks() > 1 ? " over " + config.ranks() + " data-parallel ranks" : "", peak.describe());
+        }
         List<LossPlot.Point> trainCurve = new ArrayList<>(), valCurve = new ArrayList<>();
         for (Map<String, Object> row : state.step() > 0 && Files.exists(runDir.resolve("metrics.jsonl"))
                 ? MetricsLog.read(runDir.resolve("metrics.jsonl")) : List.<Map<String, Object>>of()) {
@@ -107,8 +147,8 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
-        if (config.checkpointAtStart() && state.step() == 0) save(runDir.resolve("checkpoints"), model, optimizer, state, data);
-        try (MetricsLog metrics = new MetricsLog(runDir.resolve("metrics.jsonl"), state.step())) {
+        if (leader && config.checkpointAtStart() && state.step() == 0) save(runDir.resolve("checkpoints"), model, optimizer, state, data);
+        try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run
                 long start = System.nanoTime();
@@ -116,7 +156,7 @@ public final class Trainer {
                 double lr = schedule.at(step);
                 TrainStep.Result r;
                 try {
-                    r = trainStep.run(batch, config.gradAccumulation(), sampler::next, lr);
+                    r = trainStep.run(batch, config.gradAccumulation(), fill, lr);
                 } catch (IllegalStateException e) {
                     throw new IllegalStateException(String.format("training diverged at step %d (%s); lower lr (now %g) "
                             + "or raise warmupSteps, and resume from the last checkpoint", step + 1, e.getMessage(), config.lr()), e);
@@ -145,8 +185,9 @@ public final class Trainer {
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
-                trainCurve.add(new LossPlot.Point(state.step(), loss));
                 boolean last = state.step() == config.steps();
+                if (!leader) continue;
+                trainCurve.add(new LossPlot.Point(state.step(), loss));
                 if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
                     lastVal = evaluate(data, pool, trainStep);
                     row.put("val_loss", lastVal);
@@ -163,13 +204,13 @@ public final class Trainer {
                 }
             }
         }
-        progress.finish();
+        if (leader) progress.finish();
         return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
     }
 
     /** Mean validation loss over the first {@code evalBatches} batches of the validation set, in file order. */
     private double evaluate(TrainingData data, MemoryPool pool, TrainStep trainStep) {
-        Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.batchSize(), config.seqLen());
+        Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.globalMicroBatch(), config.seqLen());
         double sum = 0;
         int count = 0;
         while (batches.hasNext() && count < config.evalBatches()) {

@@ -40,11 +40,16 @@ class TrainerResumeTest {
     }
 
     static TrainConfig config(Path runDir) {
+        return config(runDir, 1);
+    }
+
+    static TrainConfig config(Path runDir, int ranks) {
         Map<String, Object> flags = new HashMap<>();
+        flags.put("ranks", ranks);
         flags.put("data", data.toString());
         flags.put("runDir", runDir.toString());
         flags.put("steps", 6);
-        flags.put("batchSize", 2);
+        flags.put("batchSize", 4 / ranks);
         flags.put("seqLen", 8);
         flags.put("gradAccumulation", 2);
         flags.put("warmupSteps", 2);
@@ -85,6 +90,20 @@ class TrainerResumeTest {
         assertEquals(full.valLoss(), resumed.valLoss(), 0.0, "final validation loss identical");
         assertArrayEquals(Files.readAllBytes(a.resolve("checkpoints/step-000006/tensors.bin")),
                 Files.readAllBytes(b.resolve("checkpoints/step-000006/tensors.bin")), "final weights and moments identical");
+    }
+
+    @Test
+    void twoDataParallelRanksTrainLikeOneRankWithTheSameGlobalBatch() throws IOException {
+        Path one = dir.resolve("run-one"), two = dir.resolve("run-two");
+        Trainer.Result single = new Trainer(config(one, 1), quiet()).run(false);
+        Trainer.Result parallel = new Trainer(config(two, 2), quiet()).run(false);
+        List<Double> a = losses(one), b = losses(two);
+        assertEquals(a.size(), b.size());
+        for (int i = 0; i < a.size(); i++) {
+            assertEquals(a.get(i), b.get(i), 1e-6 * Math.abs(a.get(i)), "step " + (i + 1) + " loss, 2 ranks vs 1");
+        }
+        assertEquals(single.valLoss(), parallel.valLoss(), 1e-5, "final validation loss, 2 ranks vs 1");
+        assertTrue(Files.isRegularFile(two.resolve("checkpoints/step-000006/manifest.json")), "rank 0 wrote the checkpoint");
     }
 
     @Test
