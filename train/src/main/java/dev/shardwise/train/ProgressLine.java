@@ -10,6 +10,9 @@ import java.util.Locale;
  * itself in place; otherwise (logs, CI) it prints a line about every 10 seconds, at validation steps and at the end.
  */
 final class ProgressLine {
+    /** Steps left out of the ETA while the JIT warms up. */
+    private static final int WARMUP_STEPS = 2;
+
     private final PrintStream out;
     private final long totalSteps;
     private final boolean terminal = System.console() != null;
@@ -23,12 +26,16 @@ final class ProgressLine {
 
     void update(long step, double loss, double lr, double tokensPerSecond, double mfu, long memBytes, double stepSeconds,
                 double valLoss) {
-        smoothedStepSeconds = Double.isNaN(smoothedStepSeconds) ? stepSeconds : 0.9 * smoothedStepSeconds + 0.1 * stepSeconds;
+        // The first steps run before the JIT has compiled the kernels: leave them out of the ETA.
+        if (step > WARMUP_STEPS) {
+            smoothedStepSeconds = Double.isNaN(smoothedStepSeconds) ? stepSeconds : 0.9 * smoothedStepSeconds + 0.1 * stepSeconds;
+        }
         long remaining = (long) ((totalSteps - step) * smoothedStepSeconds);
+        String eta = Double.isNaN(smoothedStepSeconds) ? "--" : String.format(Locale.ROOT, "%dm%02ds", remaining / 60, remaining % 60);
         String line = String.format(Locale.ROOT,
-                "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%% | mem %s | ETA %dm%02ds",
+                "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%% | mem %s | ETA %s",
                 step, totalSteps, loss, Double.isNaN(valLoss) ? "" : String.format(Locale.ROOT, " | val %.4f", valLoss),
-                lr, tokensPerSecond, 100 * mfu, MemoryPool.formatBytes(memBytes), remaining / 60, remaining % 60);
+                lr, tokensPerSecond, 100 * mfu, MemoryPool.formatBytes(memBytes), eta);
         long now = System.nanoTime();
         boolean important = !Double.isNaN(valLoss) || step == totalSteps || step == 1;
         if (terminal) {
