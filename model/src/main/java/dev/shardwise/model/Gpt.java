@@ -92,7 +92,12 @@ public final class Gpt implements AutoCloseable {
 
     /** A model with freshly initialised parameters (GPT-2 init, seeded) charged to {@code pool}. */
     public static Gpt create(ModelConfig config, MemoryPool pool, DType dtype, long seed) {
-        ParameterSet params = declare(config).allocate(pool, dtype);
+        return create(config, pool, dtype, seed, 1);
+    }
+
+    /** As {@link #create(ModelConfig, MemoryPool, DType, long)}, flat buffers padded to a multiple of {@code padMultiple}. */
+    public static Gpt create(ModelConfig config, MemoryPool pool, DType dtype, long seed, int padMultiple) {
+        ParameterSet params = declare(config).allocate(pool, dtype, padMultiple);
         params.initialize(seed);
         return new Gpt(config, params);
     }

@@ -51,13 +51,16 @@ public final class ParameterSet implements AutoCloseable {
     private final Tensor grads;
     private final Map<String, Parameter> byName;
     private final List<Spec> specs;
+    private final long count;
 
-    private ParameterSet(DType dtype, Tensor values, Tensor grads, Map<String, Parameter> byName, List<Spec> specs) {
+    private ParameterSet(DType dtype, Tensor values, Tensor grads, Map<String, Parameter> byName, List<Spec> specs,
+                         long count) {
         this.dtype = dtype;
         this.values = values;
         this.grads = grads;
         this.byName = byName;
         this.specs = specs;
+        this.count = count;
     }
 
     public static Builder builder() {
@@ -81,8 +84,19 @@ public final class ParameterSet implements AutoCloseable {
 
         /** Allocates the flat value and gradient buffers (zeroed) and the named views. */
         public ParameterSet allocate(MemoryPool pool, DType dtype) {
+            return allocate(pool, dtype, 1);
+        }
+
+        /**
+         * As {@link #allocate(MemoryPool, DType)}, with the flat buffers padded by zeros (belonging to no
+         * parameter) to a multiple of {@code padMultiple} elements, so they split into equal shards (ZeRO).
+         */
+        public ParameterSet allocate(MemoryPool pool, DType dtype, int padMultiple) {
+            if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);
             long total = 0;
             for (Spec s : specs.values()) total += s.numel();
+            long real = total;
+            total = (total + padMultiple - 1) / padMultiple * padMultiple;
             int n = Math.toIntExact(total);
             Tensor values = Tensor.allocate(pool, MemoryCategory.PARAMETERS, dtype, n);
             Tensor grads;
@@ -101,7 +115,7 @@ public final class ParameterSet implements AutoCloseable {
                 offset += size;
             }
             return new ParameterSet(dtype, values, grads, Collections.unmodifiableMap(byName),
-                    List.copyOf(specs.values()));
+                    List.copyOf(specs.values()), real);
         }
     }
 
@@ -127,12 +141,17 @@ public final class ParameterSet implements AutoCloseable {
 
     public List<Spec> specs() { return specs; }
     public DType dtype() { return dtype; }
-    /** All values, flat [P]. */
+    /** All values, flat [P'] (P' = P rounded up to the padding multiple; the padding stays 0). */
     public Tensor values() { return values; }
-    /** All gradients, flat [P]. */
+    /** All gradients, flat [P']. */
     public Tensor grads() { return grads; }
-    /** P, the number of parameters. */
-    public long count() { return values.numel(); }
+    /** P, the number of parameters (padding excluded). */
+    public long count() { return count; }
+
+    /** Offset of {@code p} in the flat buffers, in elements. */
+    public long offsetOf(Parameter p) {
+        return p.value().offset() - values.offset();
+    }
 
     /** Fills every parameter from its {@link Init}, seeded by {@code seed} and the parameter's name. */
     public void initialize(long seed) {

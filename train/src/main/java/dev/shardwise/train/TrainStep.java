@@ -5,8 +5,9 @@ import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.model.optim.GradientClipping;
+import dev.shardwise.model.optim.ParameterUpdate;
 import dev.shardwise.parallel.GradientReduction;
+import dev.shardwise.parallel.ReplicatedUpdate;
 
 import java.util.function.Consumer;
 
@@ -17,10 +18,8 @@ import java.util.function.Consumer;
  */
 public final class TrainStep implements AutoCloseable {
     private final Gpt model;
-    private final AdamWOptimizer optimizer;
-    private final MemoryPool pool;
     private final double gradClip;
-    private final GradientReduction reduction;
+    private final ParameterUpdate update;
     private final StepArena arena;     // activations, reused from step to step
 
     /**
@@ -39,18 +38,21 @@ public final class TrainStep implements AutoCloseable {
         }
     }
 
-    /** A single-rank step. */
+    /** A single-rank step with {@code optimizer}. */
     public TrainStep(Gpt model, AdamWOptimizer optimizer, MemoryPool pool, double gradClip) {
         this(model, optimizer, pool, gradClip, GradientReduction.NONE);
     }
 
-    /** A step whose gradients and loss are combined over replicas by {@code reduction} before the update. */
+    /** A step whose gradients and loss are combined over replicas by {@code reduction} before {@code optimizer} runs. */
     public TrainStep(Gpt model, AdamWOptimizer optimizer, MemoryPool pool, double gradClip, GradientReduction reduction) {
+        this(model, pool, gradClip, new ReplicatedUpdate(model.parameters(), optimizer, reduction));
+    }
+
+    /** A step whose update (reduction, clipping, optimizer; ZeRO or not) is {@code update}. */
+    public TrainStep(Gpt model, MemoryPool pool, double gradClip, ParameterUpdate update) {
         this.model = model;
-        this.optimizer = optimizer;
-        this.pool = pool;
         this.gradClip = gradClip;
-        this.reduction = reduction;
+        this.update = update;
         this.arena = new StepArena(pool);
     }
 
@@ -79,15 +81,12 @@ public final class TrainStep implements AutoCloseable {
             }
         }
         long t2 = System.nanoTime();
-        reduction.reduce(model.parameters().grads());
-        double loss = reduction.mean(lossSum / microBatches);
+        double loss = update.mean(lossSum / microBatches);
+        if (!Double.isFinite(loss)) throw new IllegalStateException("loss " + loss);
+        ParameterUpdate.Applied applied = update.apply(lr, gradClip);
         long t3 = System.nanoTime();
-        double gradNorm = GradientClipping.clip(model.parameters().grads(), gradClip);
-        if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
-            throw new IllegalStateException("loss " + loss + ", gradient norm " + gradNorm);
-        }
-        optimizer.step(lr);
-        return new Result(loss, gradNorm, forwardNs, backwardNs, t3 - t2, System.nanoTime() - t3);
+        return new Result(loss, applied.gradNorm(), forwardNs, backwardNs, applied.communicationNs(),
+                t3 - t2 - applied.communicationNs());
     }
 
     /** Mean loss of a [B, T+1] batch without gradients, in this step's arena. */

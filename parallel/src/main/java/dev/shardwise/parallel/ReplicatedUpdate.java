@@ -1,0 +1,48 @@
+package dev.shardwise.parallel;
+
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.model.optim.GradientClipping;
+import dev.shardwise.model.optim.ParameterUpdate;
+
+/**
+ * The update without optimizer sharding (ZeRO stage 0): reduce the gradients (nothing on one rank, an average
+ * over the data-parallel group under data parallelism), clip their global norm, and run AdamW on every
+ * parameter on every rank. Each rank holds full parameters, gradients and optimizer state: 16 bytes/parameter.
+ */
+public final class ReplicatedUpdate implements ParameterUpdate {
+    private final ParameterSet params;
+    private final AdamWOptimizer optimizer;
+    private final GradientReduction reduction;
+
+    public ReplicatedUpdate(ParameterSet params, AdamWOptimizer optimizer, GradientReduction reduction) {
+        this.params = params;
+        this.optimizer = optimizer;
+        this.reduction = reduction;
+    }
+
+    @Override
+    public Applied apply(double lr, double maxNorm) {
+        long start = System.nanoTime();
+        reduction.reduce(params.grads());
+        long communication = System.nanoTime() - start;
+        double norm = GradientClipping.clip(params.grads(), maxNorm);
+        if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
+        optimizer.step(lr);
+        return new Applied(norm, communication);
+    }
+
+    @Override
+    public double mean(double value) {
+        return reduction.mean(value);
+    }
+
+    @Override
+    public long steps() {
+        return optimizer.steps();
+    }
+
+    /** The optimizer belongs to the caller; nothing to free here. */
+    @Override
+    public void close() { }
+}
