@@ -72,6 +72,10 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Data-parallel ranks as threads of this JVM, each with its share of the cores and its own memory pool.")
     Integer ranks;
 
+    @Option(names = "--zero", paramLabel = "STAGE",
+            description = "ZeRO stage over the ranks: 0 replicates the AdamW state, 1 shards it (8 bytes/parameter / ranks).")
+    Integer zero;
+
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
 
@@ -91,9 +95,12 @@ public final class TrainCommand implements Callable<Integer> {
         if (dryRun) {
             out.print(ConfigLoader.toYaml(resolved));
             long params = resolved.model().parameterCount();
-            out.printf(Locale.ROOT, "parameters: %,d; per rank: weights %s + gradients %s + AdamW moments %s = %s (16 bytes/parameter)%n",
-                    params, MemoryPool.formatBytes(4 * params), MemoryPool.formatBytes(4 * params),
-                    MemoryPool.formatBytes(8 * params), MemoryPool.formatBytes(16 * params));
+            long moments = 8 * params / (resolved.zero() > 0 ? resolved.ranks() : 1);
+            out.printf(Locale.ROOT, "parameters: %,d; per rank (ZeRO stage %d over %d rank(s)): weights %s + gradients %s "
+                            + "+ AdamW moments %s = %s, before activations%n",
+                    params, resolved.zero(), resolved.ranks(), MemoryPool.formatBytes(4 * params),
+                    MemoryPool.formatBytes(4 * params), MemoryPool.formatBytes(moments),
+                    MemoryPool.formatBytes(8 * params + moments));
             out.flush();
             return 0;
         }
@@ -122,6 +129,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
         put(flags, "ranks", ranks);
+        put(flags, "zero", zero);
         if (globalBatch != null) {
             Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
                     ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());

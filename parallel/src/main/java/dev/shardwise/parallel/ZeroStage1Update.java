@@ -107,6 +107,19 @@ public final class ZeroStage1Update implements ParameterUpdate {
         return steps;
     }
 
+    /** Collective: fills full first and second moments, flat [P'], from every rank's shard (for checkpoints). */
+    public void gatherMoments(Tensor fullM, Tensor fullV) {
+        dp.allGather(fullM, m);
+        dp.allGather(fullV, v);
+    }
+
+    /** Takes this rank's shard of full moments, flat [P'] (read from a checkpoint), and the step count. */
+    public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
+        Vectors.copy(m, fullM.slice(0, shardStart, shardSize));
+        Vectors.copy(v, fullV.slice(0, shardStart, shardSize));
+        this.steps = steps;
+    }
+
     /** This rank's shard of the flat parameter buffer: [start, start + size). */
     public int shardStart() { return shardStart; }
     public int shardSize() { return shardSize; }

@@ -26,7 +26,7 @@ public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "model");
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "zero", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -129,6 +129,7 @@ public final class ConfigLoader {
         m.put("runDir", "runs/" + preset);
         m.put("rankMemory", "unlimited");
         m.put("ranks", 1);
+        m.put("zero", 0);
         m.put("model", modelMap(model));
         return m;
     }
@@ -174,7 +175,8 @@ public final class ConfigLoader {
                 number(m, "", "beta2"), number(m, "", "eps"), number(m, "", "gradClip"), integer(m, "", "evalEvery"),
                 integer(m, "", "evalBatches"), integer(m, "", "checkpointEvery"), bool(m, "", "checkpointAtStart"),
                 Path.of(String.valueOf(m.get("runDir"))),
-                memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory), integer(m, "", "ranks"));
+                memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory), integer(m, "", "ranks"),
+                integer(m, "", "zero"));
     }
 
     /** The resolved config as YAML, as written to the run directory's config.yaml. */
@@ -202,6 +204,7 @@ public final class ConfigLoader {
         m.put("runDir", c.runDir().toString());
         m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
         m.put("ranks", c.ranks());
+        m.put("zero", c.zero());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

@@ -34,11 +34,12 @@ import java.nio.file.Path;
  * @param rankMemory       the rank's memory budget in bytes (Long.MAX_VALUE: unlimited)
  * @param ranks            data-parallel ranks run as threads of this JVM (1: single rank); each takes
  *                         {@code batchSize} sequences of every micro-batch, so the global batch grows with ranks
+ * @param zero             ZeRO stage over the ranks: 0 (replicated AdamW state) or 1 (AdamW state sharded)
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int batchSize, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
-                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory, int ranks) {
+                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory, int ranks, int zero) {
 
     public TrainConfig {
         positive("batchSize", batchSize);
@@ -47,6 +48,10 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int batch
         positive("steps", steps);
         positive("evalBatches", evalBatches);
         positive("ranks", ranks);
+        if (zero < 0 || zero > 1) {
+            throw new IllegalArgumentException("zero=" + zero + ": this build has ZeRO stages 0 and 1 (stages 2 and 3 "
+                    + "are on the roadmap); use zero: 0 or 1");
+        }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
         if (seqLen > model.contextLength()) {

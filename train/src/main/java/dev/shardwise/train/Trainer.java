@@ -10,11 +10,14 @@ import dev.shardwise.model.Gpt;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.LearningRateSchedule;
+import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.parallel.DataParallel;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
+import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -81,14 +84,13 @@ public final class Trainer {
                         + "; set model.vocabSize >= " + data.tokenizer().vocabSize());
             }
             Optional<Path> resumeFrom = resume ? latest : Optional.empty();
-            if (config.ranks() == 1) {
-                return runRank(0, new MemoryPool("rank 0", config.rankMemory()), GradientReduction.NONE, data, resumeFrom, peak);
+            if (config.ranks() == 1 && config.zero() == 0) {
+                return runRank(0, new MemoryPool("rank 0", config.rankMemory()), null, data, resumeFrom, peak);
             }
             LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
             return LocalCluster.run(config.ranks(), options, ctx -> {
-                try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(config.ranks(), 1, 1), ctx.world());
-                     DataParallel dp = new DataParallel(groups.dp(), DataParallel.DEFAULT_BUCKET_ELEMENTS, ctx.memory())) {
-                    return runRank(groups.coordinates().dpRank(), ctx.memory(), dp, data, resumeFrom, peak);
+                try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(config.ranks(), 1, 1), ctx.world())) {
+                    return runRank(groups.coordinates().dpRank(), ctx.memory(), groups.dp(), data, resumeFrom, peak);
                 }
             }).getFirst();
         }
@@ -99,13 +101,19 @@ public final class Trainer {
      * writes metrics, checkpoints and plots, and shows the progress line. Every rank samples the global
      * micro-batch (B · ranks sequences, the batch a single-rank run would draw) and trains on its own B rows.
      */
-    private Result runRank(int rank, MemoryPool pool, GradientReduction reduction, TrainingData data,
+    private Result runRank(int rank, MemoryPool pool, Communicator dpGroup, TrainingData data,
                            Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
         int b = config.batchSize(), row = config.seqLen() + 1;
-        try (Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed());
-             AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, config.optimizer());
+        try (Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed(), config.zero() > 0 ? config.ranks() : 1);
+             DataParallel dp = dpGroup == null || config.zero() > 0 ? null
+                     : new DataParallel(dpGroup, DataParallel.DEFAULT_BUCKET_ELEMENTS, pool);
+             OptimizerState optimizer = config.zero() > 0
+                     ? OptimizerState.zeroStage1(new ZeroStage1Update(model.parameters(), dpGroup, pool, config.optimizer()),
+                             model.parameters(), pool)
+                     : OptimizerState.replicated(model.parameters(), pool, config.optimizer(),
+                             dp == null ? GradientReduction.NONE : dp);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
-             TrainStep trainStep = new TrainStep(model, optimizer, pool, config.gradClip(), reduction)) {
+             TrainStep trainStep = new TrainStep(model, pool, config.gradClip(), optimizer.update())) {
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
             TrainState state = new TrainState();
             if (resumeFrom.isPresent()) {
@@ -124,7 +132,7 @@ public final class Trainer {
         }
     }
 
-    private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, AdamWOptimizer optimizer,
+    private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
                         CpuPeak peak) throws IOException {
         Path runDir = config.runDir();
@@ -147,7 +155,7 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
-        if (leader && config.checkpointAtStart() && state.step() == 0) save(runDir.resolve("checkpoints"), model, optimizer, state, data);
+        if (config.checkpointAtStart() && state.step() == 0) save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run
@@ -186,6 +194,9 @@ public final class Trainer {
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 boolean last = state.step() == config.steps();
+                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                    save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
+                }
                 if (!leader) continue;
                 trainCurve.add(new LossPlot.Point(state.step(), loss));
                 if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
@@ -196,15 +207,13 @@ public final class Trainer {
                 metrics.write(row);
                 progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool.peakBytes(), seconds,
                         row.containsKey("val_loss") ? lastVal : Double.NaN);
-                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
-                    save(runDir.resolve("checkpoints"), model, optimizer, state, data);
-                }
                 if (last || row.containsKey("val_loss")) {
                     plot(runDir, trainCurve, valCurve);
                 }
             }
         }
         if (leader) progress.finish();
+        peakBytes = Math.max(peakBytes, pool.peakBytes());   // evaluation and checkpoints included
         return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
     }
 
@@ -225,35 +234,47 @@ public final class Trainer {
         return count == 0 ? Double.NaN : sum / count;
     }
 
-    private void save(Path checkpoints, Gpt model, AdamWOptimizer optimizer, TrainState state, TrainingData data)
-            throws IOException {
-        Map<String, Object> stateMap = new LinkedHashMap<>();
-        stateMap.put("step", state.step());
-        stateMap.put("samplerEpoch", state.samplerEpoch());
-        stateMap.put("samplerIndex", state.samplerIndex());
-        stateMap.put("tokensSeen", state.tokensSeen());
-        stateMap.put("optimizerSteps", optimizer.steps());
-        stateMap.put("seed", config.seed());
-        Map<String, Object> metadata = new LinkedHashMap<>();
-        metadata.put("state", stateMap);
-        metadata.put("model", ConfigLoader.modelMap(config.model()));
-        metadata.put("tokenizer", data.tokenizer().name());
-        metadata.put("data", data.directory().toAbsolutePath().toString());
-        Path tokenizerFile = data.directory().resolve(dev.shardwise.data.DatasetPreparer.TOKENIZER_FILE);
-        Checkpoint.write(checkpoints, state.step(), checkpointTensors(model, optimizer), metadata,
-                Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
+    /** Every rank calls it (the moments are gathered under ZeRO); the leader writes the checkpoint. */
+    private void save(boolean leader, Path checkpoints, Gpt model, OptimizerState optimizer, TrainState state,
+                      TrainingData data) throws IOException {
+        Tensor[] moments = optimizer.momentsToSave();
+        try {
+            if (!leader) return;
+            Map<String, Object> stateMap = new LinkedHashMap<>();
+            stateMap.put("step", state.step());
+            stateMap.put("samplerEpoch", state.samplerEpoch());
+            stateMap.put("samplerIndex", state.samplerIndex());
+            stateMap.put("tokensSeen", state.tokensSeen());
+            stateMap.put("optimizerSteps", optimizer.update().steps());
+            stateMap.put("seed", config.seed());
+            Map<String, Object> metadata = new LinkedHashMap<>();
+            metadata.put("state", stateMap);
+            metadata.put("model", ConfigLoader.modelMap(config.model()));
+            metadata.put("tokenizer", data.tokenizer().name());
+            metadata.put("data", data.directory().toAbsolutePath().toString());
+            Path tokenizerFile = data.directory().resolve(dev.shardwise.data.DatasetPreparer.TOKENIZER_FILE);
+            Checkpoint.write(checkpoints, state.step(), checkpointTensors(model.parameters(), moments), metadata,
+                    Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
+        } finally {
+            optimizer.saved();
+        }
     }
 
-    private static Map<String, Tensor> checkpointTensors(Gpt model, AdamWOptimizer optimizer) {
+    /** Parameters and AdamW moments by global name and shape: what makes a checkpoint layout-independent. */
+    private static Map<String, Tensor> checkpointTensors(ParameterSet params, Tensor[] moments) {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
-        for (Parameter p : model.parameters().parameters()) tensors.put("param/" + p.name(), p.value());
-        for (Parameter p : model.parameters().parameters()) tensors.put("adam_m/" + p.name(), optimizer.firstMomentOf(p));
-        for (Parameter p : model.parameters().parameters()) tensors.put("adam_v/" + p.name(), optimizer.secondMomentOf(p));
+        for (Parameter p : params.parameters()) tensors.put("param/" + p.name(), p.value());
+        for (int k = 0; k < 2; k++) {
+            for (Parameter p : params.parameters()) {
+                tensors.put((k == 0 ? "adam_m/" : "adam_v/") + p.name(), moments[k]
+                        .slice(0, Math.toIntExact(params.offsetOf(p)), Math.toIntExact(p.value().numel())).view(p.value().shape()));
+            }
+        }
         return tensors;
     }
 
     @SuppressWarnings("unchecked")
-    private void restore(Path dir, Gpt model, AdamWOptimizer optimizer, BatchSampler sampler, TrainState state)
+    private void restore(Path dir, Gpt model, OptimizerState optimizer, BatchSampler sampler, TrainState state)
             throws IOException {
         Map<String, Object> manifest = Checkpoint.readManifest(dir);
         Object savedModel = manifest.get("model");
@@ -262,9 +283,9 @@ public final class Trainer {
             throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
                     + current + "; resume with the run's own config.yaml");
         }
-        Checkpoint.read(dir, checkpointTensors(model, optimizer));
+        Checkpoint.read(dir, checkpointTensors(model.parameters(), optimizer.momentsToLoad()));
         Map<String, Object> s = (Map<String, Object>) manifest.get("state");
-        optimizer.setSteps(((Number) s.get("optimizerSteps")).longValue());
+        optimizer.loaded(((Number) s.get("optimizerSteps")).longValue());
         long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();
         sampler.seek(new BatchSampler.Position(epoch, index));
         state.restore(((Number) s.get("step")).longValue(), epoch, index, ((Number) s.get("tokensSeen")).longValue());

@@ -44,8 +44,13 @@ class TrainerResumeTest {
     }
 
     static TrainConfig config(Path runDir, int ranks) {
+        return config(runDir, ranks, 0);
+    }
+
+    static TrainConfig config(Path runDir, int ranks, int zero) {
         Map<String, Object> flags = new HashMap<>();
         flags.put("ranks", ranks);
+        flags.put("zero", zero);
         flags.put("data", data.toString());
         flags.put("runDir", runDir.toString());
         flags.put("steps", 6);
@@ -104,6 +109,23 @@ class TrainerResumeTest {
         }
         assertEquals(single.valLoss(), parallel.valLoss(), 1e-5, "final validation loss, 2 ranks vs 1");
         assertTrue(Files.isRegularFile(two.resolve("checkpoints/step-000006/manifest.json")), "rank 0 wrote the checkpoint");
+    }
+
+    @Test
+    void zeroStage1TrainsLikeDataParallelAndResumesBitForBit() throws IOException {
+        Path ddp = dir.resolve("run-ddp"), zero = dir.resolve("run-zero"), resumed = dir.resolve("run-zero-resumed");
+        new Trainer(config(ddp, 2, 0), quiet()).run(false);
+        new Trainer(config(zero, 2, 1), quiet()).run(false);
+        assertEquals(losses(ddp), losses(zero), "ZeRO-1 computes what replicated AdamW computes");
+        new Trainer(config(resumed, 2, 1), quiet()).run(false);
+        Checkpoint.deleteRecursively(resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(6)));
+        new Trainer(config(resumed, 2, 1), quiet()).run(true);
+        assertEquals(losses(zero), losses(resumed), "a ZeRO-1 run resumed from step 3 continues bit for bit");
+        assertArrayEquals(Files.readAllBytes(zero.resolve("checkpoints/step-000006/tensors.bin")),
+                Files.readAllBytes(resumed.resolve("checkpoints/step-000006/tensors.bin")), "gathered moments and weights identical");
+        assertArrayEquals(Files.readAllBytes(ddp.resolve("checkpoints/step-000006/tensors.bin")),
+                Files.readAllBytes(zero.resolve("checkpoints/step-000006/tensors.bin")),
+                "a ZeRO-1 checkpoint is the same file a replicated run writes (layout-independent)");
     }
 
     @Test
