@@ -107,11 +107,7 @@ public final class Trainer {
         try (Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed(), config.zero() > 0 ? config.ranks() : 1);
              DataParallel dp = dpGroup == null || config.zero() > 0 ? null
                      : new DataParallel(dpGroup, DataParallel.DEFAULT_BUCKET_ELEMENTS, pool);
-             OptimizerState optimizer = config.zero() > 0
-                     ? OptimizerState.zeroStage1(new ZeroStage1Update(model.parameters(), dpGroup, pool, config.optimizer()),
-                             model.parameters(), pool)
-                     : OptimizerState.replicated(model.parameters(), pool, config.optimizer(),
-                             dp == null ? GradientReduction.NONE : dp);
+             OptimizerState optimizer = optimizer(model.parameters(), pool, dpGroup, dp);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(model, pool, config.gradClip(), optimizer.update())) {
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
@@ -130,6 +126,14 @@ public final class Trainer {
                         state, trainStep, peak);
             }
         }
+    }
+
+    /** ZeRO stage 1 shards AdamW over the dp group; stage 0 replicates it, averaging gradients with {@code dp} if any. */
+    private OptimizerState optimizer(ParameterSet params, MemoryPool pool, Communicator dpGroup, DataParallel dp) {
+        if (config.zero() > 0) {
+            return OptimizerState.zeroStage1(new ZeroStage1Update(params, dpGroup, pool, config.optimizer()), params, pool);
+        }
+        return OptimizerState.replicated(params, pool, config.optimizer(), dp == null ? GradientReduction.NONE : dp);
     }
 
     private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, OptimizerState optimizer,
