@@ -59,7 +59,8 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
             best = Math.max(best, (double) threads * iterations * 12 * SPECIES.length() * 2 / seconds);
             sink += results[0];
         }
-        if (sink == 42) System.out.print("");  // keep the results alive
+        // Using the results keeps the JIT from removing the loops as dead code; the chains stay finite by design.
+        if (!Float.isFinite(sink)) throw new AssertionError("FMA calibration produced " + sink);
         return best;
     }
 
