@@ -198,22 +198,21 @@ public final class Trainer {
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 boolean last = state.step() == config.steps();
+                if (leader) {
+                    trainCurve.add(new LossPlot.Point(state.step(), loss));
+                    if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
+                        lastVal = evaluate(data, pool, trainStep);
+                        row.put("val_loss", lastVal);
+                        valCurve.add(new LossPlot.Point(state.step(), lastVal));
+                    }
+                    metrics.write(row);   // before the checkpoint, so a resumed run never lacks this step's line
+                    progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool.peakBytes(), seconds,
+                            row.containsKey("val_loss") ? lastVal : Double.NaN);
+                }
                 if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
                     save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
                 }
-                if (!leader) continue;
-                trainCurve.add(new LossPlot.Point(state.step(), loss));
-                if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
-                    lastVal = evaluate(data, pool, trainStep);
-                    row.put("val_loss", lastVal);
-                    valCurve.add(new LossPlot.Point(state.step(), lastVal));
-                }
-                metrics.write(row);
-                progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool.peakBytes(), seconds,
-                        row.containsKey("val_loss") ? lastVal : Double.NaN);
-                if (last || row.containsKey("val_loss")) {
-                    plot(runDir, trainCurve, valCurve);
-                }
+                if (leader && (last || row.containsKey("val_loss"))) plot(runDir, trainCurve, valCurve);
             }
         }
         if (leader) progress.finish();
