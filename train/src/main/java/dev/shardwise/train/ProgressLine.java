@@ -1,5 +1,6 @@
 package dev.shardwise.train;
 
+import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 
 import java.io.PrintStream;
@@ -24,7 +25,7 @@ final class ProgressLine {
         this.totalSteps = totalSteps;
     }
 
-    void update(long step, double loss, double lr, double tokensPerSecond, double mfu, long memBytes, double stepSeconds,
+    void update(long step, double loss, double lr, double tokensPerSecond, double mfu, MemoryPool memory, double stepSeconds,
                 double valLoss) {
         // The first steps run before the JIT has compiled the kernels: leave them out of the ETA.
         if (step > WARMUP_STEPS) {
@@ -35,7 +36,7 @@ final class ProgressLine {
         String line = String.format(Locale.ROOT,
                 "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%% | mem %s | ETA %s",
                 step, totalSteps, loss, Double.isNaN(valLoss) ? "" : String.format(Locale.ROOT, " | val %.4f", valLoss),
-                lr, tokensPerSecond, 100 * mfu, MemoryPool.formatBytes(memBytes), eta);
+                lr, tokensPerSecond, 100 * mfu, memory(memory), eta);
         long now = System.nanoTime();
         boolean important = !Double.isNaN(valLoss) || step == totalSteps || step == 1;
         if (terminal) {
@@ -45,6 +46,23 @@ final class ProgressLine {
             out.println(line);
             lastPrintNanos = now;
         }
+    }
+
+    /** Peak bytes of the step, then by category: {@code 425.5 MiB (params 20M grads 20M optim 41M act 330M buf 14M)}. */
+    private static String memory(MemoryPool pool) {
+        StringBuilder sb = new StringBuilder(MemoryPool.formatBytes(pool.peakBytes())).append(" (");
+        for (MemoryCategory c : MemoryCategory.values()) {
+            String name = switch (c) {
+                case PARAMETERS -> "params";
+                case GRADIENTS -> "grads";
+                case OPTIMIZER_STATE -> "optim";
+                case ACTIVATIONS -> "act";
+                case BUFFERS -> "buf";
+            };
+            sb.append(c.ordinal() == 0 ? "" : " ").append(name).append(' ')
+                    .append(Math.round(pool.peakBytes(c) / 1048576.0)).append('M');
+        }
+        return sb.append(')').toString();
     }
 
     void finish() {

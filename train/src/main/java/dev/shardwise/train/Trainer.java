@@ -206,7 +206,7 @@ public final class Trainer {
                         valCurve.add(new LossPlot.Point(state.step(), lastVal));
                     }
                     metrics.write(row);   // before the checkpoint, so a resumed run never lacks this step's line
-                    progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool.peakBytes(), seconds,
+                    progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN);
                 }
                 if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
