@@ -2,9 +2,7 @@ package dev.shardwise.parallel;
 
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.ReduceOp;
-import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
-import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -23,8 +21,7 @@ public final class DataParallel implements GradientReduction, AutoCloseable {
 
     private final Communicator dp;
     private final int bucketElements;
-    private final Tensor scalar;     // [1] f64, for means of per-rank scalars
-    private long reduceNanos;
+    private final ScalarReduction scalar;
 
     /**
      * @param dp             the data-parallel group (from {@link ProcessGroups#dp()})
@@ -35,33 +32,22 @@ public final class DataParallel implements GradientReduction, AutoCloseable {
         if (bucketElements < 1) throw new IllegalArgumentException("bucketElements must be >= 1, got " + bucketElements);
         this.dp = dp;
         this.bucketElements = bucketElements;
-        this.scalar = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 1);
+        this.scalar = new ScalarReduction(dp, pool);
     }
 
     /** Averages {@code grads} [P] over the data-parallel group, bucket by bucket from the end. */
     @Override
     public void reduce(Tensor grads) {
-        long start = System.nanoTime();
         int total = Math.toIntExact(grads.numel());
         for (int end = total; end > 0; end -= bucketElements) {
             int begin = Math.max(0, end - bucketElements);
             dp.allReduce(grads.slice(0, begin, end - begin), ReduceOp.AVG);
         }
-        reduceNanos += System.nanoTime() - start;
     }
 
     @Override
     public double mean(double value) {
-        scalar.set(value, 0);
-        dp.allReduce(scalar, ReduceOp.AVG);
-        return scalar.getDouble(0);
-    }
-
-    /** Time spent in gradient all-reduces since the last call (the exposed grads-reduce time), then resets it. */
-    public long takeReduceNanos() {
-        long t = reduceNanos;
-        reduceNanos = 0;
-        return t;
+        return scalar.reduce(value, ReduceOp.AVG);
     }
 
     public int bucketElements() {

@@ -6,7 +6,6 @@ import dev.shardwise.core.kernels.AdamW;
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
-import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
@@ -41,7 +40,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
     private final int shardSize;
     private final Tensor m;         // [S] first moments of the shard
     private final Tensor v;         // [S] second moments of the shard
-    private final Tensor scalar;    // [1] f64 scratch for scalar collectives
+    private final ScalarReduction scalar;
     private final List<Segment> segments = new ArrayList<>();
     private long steps;
 
@@ -63,7 +62,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
         this.shardStart = dp.rank() * shardSize;
         this.m = Tensor.allocate(pool, MemoryCategory.OPTIMIZER_STATE, params.dtype(), shardSize);
         this.v = Tensor.allocate(pool, MemoryCategory.OPTIMIZER_STATE, params.dtype(), shardSize);
-        this.scalar = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 1);
+        this.scalar = new ScalarReduction(dp, pool);
         for (Parameter p : params.parameters()) {
             long from = Math.max(params.offsetOf(p), shardStart);
             long to = Math.min(params.offsetOf(p) + p.value().numel(), (long) shardStart + shardSize);
@@ -77,10 +76,8 @@ public final class ZeroStage1Update implements ParameterUpdate {
         Tensor gradShard = grads.slice(0, shardStart, shardSize);
         long start = System.nanoTime();
         dp.reduceScatter(gradShard, grads, ReduceOp.AVG);
-        scalar.set(Vectors.sumOfSquares(gradShard), 0);
-        dp.allReduce(scalar, ReduceOp.SUM);
+        double norm = Math.sqrt(scalar.reduce(Vectors.sumOfSquares(gradShard), ReduceOp.SUM));
         long communication = System.nanoTime() - start;
-        double norm = Math.sqrt(scalar.getDouble(0));
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
         if (maxNorm > 0 && norm > maxNorm) Vectors.scale(gradShard, maxNorm / (norm + 1e-6));
         steps++;
@@ -97,9 +94,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
 
     @Override
     public double mean(double value) {
-        scalar.set(value, 0);
-        dp.allReduce(scalar, ReduceOp.AVG);
-        return scalar.getDouble(0);
+        return scalar.reduce(value, ReduceOp.AVG);
     }
 
     @Override

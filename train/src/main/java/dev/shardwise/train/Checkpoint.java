@@ -136,9 +136,14 @@ public final class Checkpoint {
      * @throws IOException naming the tensor that is missing, mismatched or damaged
      */
     public static void loadParameters(Path dir, dev.shardwise.model.ParameterSet params) throws IOException {
+        read(dir, parameterTensors(params));
+    }
+
+    /** The parameters by their checkpoint names ({@code param/<name>}), in declaration order. */
+    static Map<String, Tensor> parameterTensors(dev.shardwise.model.ParameterSet params) {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         for (dev.shardwise.model.Parameter p : params.parameters()) tensors.put("param/" + p.name(), p.value());
-        read(dir, tensors);
+        return tensors;
     }
 
     /**

@@ -8,7 +8,6 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.Parameter;
-import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
@@ -265,8 +264,7 @@ public final class Trainer {
 
     /** Parameters and AdamW moments by global name and shape: what makes a checkpoint layout-independent. */
     private static Map<String, Tensor> checkpointTensors(ParameterSet params, Tensor[] moments) {
-        Map<String, Tensor> tensors = new LinkedHashMap<>();
-        for (Parameter p : params.parameters()) tensors.put("param/" + p.name(), p.value());
+        Map<String, Tensor> tensors = Checkpoint.parameterTensors(params);
         for (int k = 0; k < 2; k++) {
             for (Parameter p : params.parameters()) {
                 tensors.put((k == 0 ? "adam_m/" : "adam_v/") + p.name(), moments[k]

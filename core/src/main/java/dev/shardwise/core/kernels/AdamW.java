@@ -7,7 +7,6 @@ import jdk.incubator.vector.FloatVector;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
-import static dev.shardwise.core.kernels.Kernels.F;
 import static dev.shardwise.core.kernels.Kernels.L;
 import static dev.shardwise.core.kernels.Kernels.LE;
 import static dev.shardwise.core.kernels.VecOps.get;
