@@ -2,6 +2,7 @@ package dev.shardwise.train;
 
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.ProcessMemory;
 
 import java.io.PrintStream;
 import java.util.Locale;
@@ -48,7 +49,10 @@ final class ProgressLine {
         }
     }
 
-    /** Peak bytes of the step, then by category: {@code 425.5 MiB (params 20M grads 20M optim 41M act 330M buf 14M)}. */
+    /**
+     * Peak bytes of the step, then by category, then the process's resident memory where the OS reports it:
+     * {@code 425.5 MiB (params 20M grads 20M optim 41M act 330M buf 14M) | rss 612.0 MiB}.
+     */
     private static String memory(MemoryPool pool) {
         StringBuilder sb = new StringBuilder(MemoryPool.formatBytes(pool.peakBytes())).append(" (");
         for (MemoryCategory c : MemoryCategory.values()) {
@@ -62,7 +66,9 @@ final class ProgressLine {
             sb.append(c.ordinal() == 0 ? "" : " ").append(name).append(' ')
                     .append(Math.round(pool.peakBytes(c) / 1048576.0)).append('M');
         }
-        return sb.append(')').toString();
+        sb.append(')');
+        ProcessMemory.current().ifPresent(m -> sb.append(" | rss ").append(MemoryPool.formatBytes(m.residentBytes())));
+        return sb.toString();
     }
 
     void finish() {

@@ -3,6 +3,7 @@ package dev.shardwise.train;
 import dev.shardwise.core.machine.CpuPeak;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.ProcessMemory;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
@@ -196,6 +197,10 @@ public final class Trainer {
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
+                ProcessMemory.current().ifPresent(m -> {   // the whole process beside the pool's tensors (Linux only)
+                    row.put("rss_bytes", m.residentBytes());
+                    row.put("rss_peak_bytes", m.peakResidentBytes());
+                });
                 boolean last = state.step() == config.steps();
                 if (leader) {
                     trainCurve.add(new LossPlot.Point(state.step(), loss));

@@ -82,6 +82,11 @@ class TrainerResumeTest {
         assertEquals(6, full.steps());
         assertTrue(Files.isRegularFile(a.resolve("loss.png")), "loss plot written");
         assertTrue(Files.isRegularFile(a.resolve("config.yaml")), "resolved config written");
+        if (Files.isReadable(Path.of("/proc/self/status"))) {
+            Map<String, Object> row = MetricsLog.read(a.resolve("metrics.jsonl")).getFirst();
+            assertTrue(((Number) row.get("rss_bytes")).longValue() >= ((Number) row.get("mem_peak_bytes")).longValue(),
+                    "the process's resident memory is reported beside the pool's peak and holds it: " + row);
+        }
 
         new Trainer(config(b), quiet()).run(false);
         // Interrupt after step 3: drop the final checkpoint, as if the process had died before writing it.
