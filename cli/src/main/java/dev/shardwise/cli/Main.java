@@ -10,7 +10,7 @@ import picocli.CommandLine.Command;
         version = "shardwise 0.1.0-SNAPSHOT",
         description = {"Large-model training for the JVM. Today: GPT- and LLaMA-style models trained on one rank "
                 + "(CPU, fp32), checked against PyTorch; data/tensor/pipeline parallelism and ZeRO are next."},
-        subcommands = {DemoCommand.class, TrainCommand.class, GenerateCommand.class, PrepareCommand.class, BenchCommand.class,
+        subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, PrepareCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class},
         footer = {"", "Start with:  ./shardwise demo     (train a small GPT on Shakespeare for ~3 minutes, then sample)",
                 "Each command has its own help:  ./shardwise help bench", ""})
@@ -25,6 +25,7 @@ public final class Main implements Runnable {
 
     public static void main(String[] args) {
         CommandLine cli = new CommandLine(new Main());
+        cli.getSubcommands().get("launch").setStopAtPositional(true);   // everything after the command word is the child's
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             if (e instanceof IllegalArgumentException || e instanceof IllegalStateException) {
                 commandLine.getErr().println("shardwise: " + e.getMessage());

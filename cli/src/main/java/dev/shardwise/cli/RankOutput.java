@@ -30,6 +30,9 @@ final class RankOutput {
     /** Longer than any tag, so a '[' that starts no tag is released soon. */
     private static final int MAX_TAG_LENGTH = 40;
 
+    /** The JVM's start-up notice, printed by every process; launch's own JVM has printed it once already. */
+    private static final String INCUBATOR_NOTICE = "WARNING: Using incubator modules: jdk.incubator.vector";
+
     /** A rank's stream; rank -1 is mpirun itself. */
     private record Source(int rank, boolean stderr) { }
 
@@ -108,6 +111,7 @@ final class RankOutput {
     }
 
     private void emit(Source source, String line) {
+        if (source.stderr() && line.equals(INCUBATOR_NOTICE)) return;
         if (live && !shownProgress.isEmpty()) clearProgress();   // accept() redraws it after this chunk
         PrintStream to = source.stderr() ? err : out;
         if (source.equals(LAUNCHER)) {

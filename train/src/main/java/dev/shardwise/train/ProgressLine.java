@@ -17,7 +17,8 @@ final class ProgressLine {
 
     private final PrintStream out;
     private final long totalSteps;
-    private final boolean terminal = System.console() != null;
+    /** In place on a terminal, or when {@code SHARDWISE_PROGRESS=inline} (set by {@code shardwise launch} for rank 0 to draw the job's line). */
+    private final boolean terminal = System.console() != null || "inline".equals(System.getenv("SHARDWISE_PROGRESS"));
     private long lastPrintNanos;
     private double smoothedStepSeconds = Double.NaN;
 

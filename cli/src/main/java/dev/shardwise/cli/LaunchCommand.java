@@ -1,0 +1,123 @@
+package dev.shardwise.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+
+/**
+ * {@code shardwise launch}: runs a {@code shardwise} command as N processes through {@code mpirun}, each
+ * process one rank of the job (it finds its rank in the variables mpirun sets), or prints the same job for
+ * Slurm or Kubernetes.
+ */
+@Command(name = "launch", mixinStandardHelpOptions = true,
+        description = {"Run a shardwise command as N processes, one rank each, through mpirun (Open MPI).",
+                "Each process's output is prefixed [rank r]; rank 0's progress line is the job's. If a process fails, "
+                        + "the others are stopped and launch exits non-zero, naming the rank.",
+                "--print slurm|k8s prints the same job as an srun line or a Kubeflow MPIJob instead of running it."},
+        footer = {"", "Examples:", "  shardwise launch --nproc 4 -- train --preset tiny --zero 1",
+                "  shardwise launch --nproc 4 --hosts node1:2,node2:2 -- train --config configs/tiny-shakespeare.yaml",
+                "  shardwise launch --nproc 16 --print slurm -- train --preset gpt2-124m", ""})
+public final class LaunchCommand implements Callable<Integer> {
+    /** Environment variables passed on to every process (with {@code -x}, so remote hosts get them too) when set. */
+    private static final List<String> PASSED_ON = List.of("SHARDWISE_CACHE", "SHARDWISE_THREADS");
+
+    @Option(names = "--nproc", paramLabel = "N", required = true, description = "Processes (ranks) to start.")
+    int processes;
+
+    @Option(names = "--hosts", paramLabel = "HOSTS", split = ",",
+            description = "Hosts to run on, Open MPI style (node1:2,node2:2 = 2 slots each); default: this machine. "
+                    + "Java and Shardwise must be at the same paths there.")
+    List<String> hosts = new ArrayList<>();
+
+    @Option(names = "--print", paramLabel = "slurm|k8s", description = "Print the job for Slurm (srun) or Kubernetes (MPIJob) instead.")
+    String print;
+
+    @Parameters(paramLabel = "COMMAND", arity = "1..*",
+            description = "After --: the shardwise command each process runs, e.g. -- train --preset tiny.")
+    List<String> command;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public Integer call() throws IOException {
+        if (processes < 1) throw new IllegalArgumentException("--nproc must be >= 1, got " + processes);
+        if (command.getFirst().equals("launch")) {
+            throw new IllegalArgumentException("the command after -- is what each process runs; it cannot be launch itself. "
+                    + "Example: shardwise launch --nproc 4 -- train --preset tiny");
+        }
+        if (print != null) {
+            String text = switch (print.toLowerCase(Locale.ROOT)) {
+                case "slurm" -> JobForms.slurm(processes, hosts, script(), command);
+                case "k8s", "kubernetes" -> JobForms.kubernetes(processes, command);
+                default -> throw new IllegalArgumentException("--print " + print + " is not known; use --print slurm or --print k8s");
+            };
+            spec.commandLine().getOut().print(text);
+            spec.commandLine().getOut().flush();
+            return 0;
+        }
+
+        MpiRun mpirun = MpiRun.find(System.getenv("PATH"));
+        boolean live = System.console() != null;
+        Map<String, String> exported = new LinkedHashMap<>();
+        for (String name : PASSED_ON) {
+            String value = System.getenv(name);
+            if (value != null) exported.put(name, value);
+        }
+        if (live) exported.put("SHARDWISE_PROGRESS", "inline");   // rank 0 draws its progress line in place; we show it
+        PrintStream out = System.out, err = System.err;
+        err.printf("launch: %d processes %s through mpirun%n", processes,
+                hosts.isEmpty() ? "on this machine" : "on " + String.join(",", hosts));
+        MpiRun.Outcome outcome = mpirun.run(processes, hosts, exported, thisJvm(command), out, err, live);
+        if (outcome.succeeded()) {
+            err.printf("launch: all %d ranks finished%n", processes);
+            return 0;
+        }
+        err.println("launch: " + outcome.describe() + " (the first rank to fail); the job was stopped");
+        return outcome.exitStatus();
+    }
+
+    /**
+     * The command line that starts {@code Main} with {@code args} in a JVM like this one: same java, same JVM
+     * options, same class path. Processes started with it do not go through the {@code shardwise} script, so
+     * N of them never race to rebuild the project.
+     */
+    static List<String> thisJvm(List<String> args) {
+        List<String> line = new ArrayList<>();
+        line.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        for (String option : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
+            if (!option.startsWith("-agentlib:jdwp")) line.add(option);   // N debuggers would fight over one port
+        }
+        line.add("-cp");
+        line.add(System.getProperty("java.class.path"));
+        line.add(Main.class.getName());
+        line.addAll(args);
+        return line;
+    }
+
+    /** The {@code shardwise} script next to the jar this class came from, or {@code ./shardwise} if not found. */
+    private static String script() {
+        try {
+            Path jar = Path.of(LaunchCommand.class.getProtectionDomain().getCodeSource().getLocation().toURI());
+            // cli/target/shardwise-cli.jar -> the repository root
+            Path root = jar.getParent() == null ? null : jar.getParent().getParent() == null ? null : jar.getParent().getParent().getParent();
+            if (root != null && Files.isExecutable(root.resolve("shardwise"))) return root.resolve("shardwise").toString();
+        } catch (Exception e) {   // no code source (unusual class loader): fall back to the relative path
+            return "./shardwise";
+        }
+        return "./shardwise";
+    }
+}
