@@ -416,19 +416,9 @@ final class LocalCommunicator implements Communicator {
         return t.segment().asSlice(t.byteOffset(), t.numel() * t.dtype().byteSize());
     }
 
-    /** Reduces, on this rank's compute pool when the span is large (split at multiples of 64 elements). */
+    /** Reduces, on this rank's compute pool when the span is large. */
     private static void reduce(DType dtype, ReduceOp op, MemorySegment[] src, long srcOff, MemorySegment[] dst, long dstOff, long count) {
-        ComputePool pool = ComputePool.current();
-        int tasks = (int) Math.min(pool.threads() * 4L, count / PARALLEL_MIN_ELEMENTS);
-        if (tasks <= 1) {
-            ReduceKernels.reduce(dtype, op, src, srcOff, dst, dstOff, count);
-            return;
-        }
-        int es = dtype.byteSize();
-        pool.parallelFor(tasks, t -> {
-            long lo = count * t / tasks & ~63L, hi = t == tasks - 1 ? count : count * (t + 1) / tasks & ~63L;
-            ReduceKernels.reduce(dtype, op, src, srcOff + lo * es, dst, dstOff + lo * es, hi - lo);
-        });
+        ReduceKernels.reduceOnPool(dtype, op, src, srcOff, dst, dstOff, count);
     }
 
     /** Copies {@code bytes} from the start of {@code src} to {@code dst} at {@code dstOff}, skipping a copy onto itself. */

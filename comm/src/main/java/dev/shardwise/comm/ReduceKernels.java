@@ -1,5 +1,6 @@
 package dev.shardwise.comm;
 
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.tensor.DType;
 import jdk.incubator.vector.DoubleVector;
 import jdk.incubator.vector.FloatVector;
@@ -17,10 +18,14 @@ import java.nio.ByteOrder;
  * <p>Sources are combined in index order 0, 1, ..., n-1 and each element's result does not depend on where the
  * span starts or how it is split, so every rank and every run get the same bits. AVG divides the sum by n
  * (integer division, truncating, for I32). A destination may be one of the sources: each element is read from
- * every source before it is written.
+ * every source before it is written. Public so that every backend (the {@code mpi} backend reduces what MPI
+ * moved) computes the same bits as {@code local}.
  */
-final class ReduceKernels {
+public final class ReduceKernels {
     private ReduceKernels() { }
+
+    /** Elements below which {@link #reduceOnPool} reduces on the calling thread alone. */
+    private static final long PARALLEL_MIN_ELEMENTS = 1 << 16;
 
     private static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
     private static final VectorSpecies<Double> D = DoubleVector.SPECIES_PREFERRED;
@@ -36,7 +41,7 @@ final class ReduceKernels {
      *
      * @throws UnsupportedOperationException for BF16 (reduce in F32 and convert)
      */
-    static void reduce(DType dtype, ReduceOp op, MemorySegment[] src, long srcOff, MemorySegment[] dst, long dstOff, long count) {
+    public static void reduce(DType dtype, ReduceOp op, MemorySegment[] src, long srcOff, MemorySegment[] dst, long dstOff, long count) {
         switch (dtype) {
             case F32 -> reduceF32(op, src, srcOff, dst, dstOff, count);
             case F64 -> reduceF64(op, src, srcOff, dst, dstOff, count);
@@ -44,6 +49,24 @@ final class ReduceKernels {
             case BF16 -> throw new UnsupportedOperationException(
                     "reductions over bf16 are not supported: reduce an f32 copy and convert back to bf16");
         }
+    }
+
+    /**
+     * {@link #reduce}, split over the calling thread's {@link ComputePool#current()} when the span is large (at
+     * multiples of 64 elements; the bits do not depend on the split).
+     */
+    public static void reduceOnPool(DType dtype, ReduceOp op, MemorySegment[] src, long srcOff, MemorySegment[] dst, long dstOff, long count) {
+        ComputePool pool = ComputePool.current();
+        int tasks = (int) Math.min(pool.threads() * 4L, count / PARALLEL_MIN_ELEMENTS);
+        if (tasks <= 1) {
+            reduce(dtype, op, src, srcOff, dst, dstOff, count);
+            return;
+        }
+        int es = dtype.byteSize();
+        pool.parallelFor(tasks, t -> {
+            long lo = count * t / tasks & ~63L, hi = t == tasks - 1 ? count : count * (t + 1) / tasks & ~63L;
+            reduce(dtype, op, src, srcOff + lo * es, dst, dstOff + lo * es, hi - lo);
+        });
     }
 
     private static void reduceF32(ReduceOp op, MemorySegment[] src, long srcOff, MemorySegment[] dst, long dstOff, long count) {

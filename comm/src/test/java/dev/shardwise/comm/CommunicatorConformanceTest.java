@@ -11,7 +11,6 @@ import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.atomic.AtomicIntegerArray;
 
 import static dev.shardwise.comm.CommData.assertBits;
 import static dev.shardwise.comm.CommData.filled;
@@ -44,6 +43,20 @@ abstract class CommunicatorConformanceTest {
 
     /** Backend name for failure messages. */
     abstract String backend();
+
+    /**
+     * {@code n} ints every rank of {@link #runRanks} sees and writes (volatile semantics), all 0 at first: an
+     * array shared by the rank threads for {@code local}, shared memory between the processes for {@code mpi}.
+     * Lets a test observe other ranks' progress without going through the communicator under test.
+     */
+    abstract SharedInts sharedInts(String name, int n);
+
+    /** Ints shared by the ranks of a test (see {@link #sharedInts}). */
+    interface SharedInts {
+        int get(int i);
+
+        void set(int i, int value);
+    }
 
     <T> List<T> runRanks(int ranks, LocalCluster.RankBody<T> body) {
         return runRanks(ranks, Duration.ofSeconds(30), body);
@@ -260,7 +273,7 @@ abstract class CommunicatorConformanceTest {
     @ParameterizedTest(name = "world size {0}")
     @ValueSource(ints = {1, 2, 3, 4})
     void barrierReturnsOnlyAfterEveryRankArrived(int n) {
-        AtomicIntegerArray arrived = new AtomicIntegerArray(n);
+        SharedInts arrived = sharedInts("barrier-arrivals-" + n, n);
         runRanks(n, ctx -> {
             for (int round = 1; round <= 20; round++) {
                 if ((ctx.globalRank() + round) % n == 0) Thread.sleep(2);
