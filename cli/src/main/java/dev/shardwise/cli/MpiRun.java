@@ -122,19 +122,10 @@ final class MpiRun {
         ProcessBuilder builder = new ProcessBuilder(commandLine(processes, hosts, exported, command))
                 .redirectErrorStream(true).redirectInput(ProcessBuilder.Redirect.INHERIT);
         Process job = builder.start();
-        Set<ProcessHandle> started = ConcurrentHashMap.newKeySet();
-        Thread stopWithUs = new Thread(() -> stop(job, started), "shardwise-launch-shutdown");
+        RankWatch watch = new RankWatch(job, processes);
+        Thread stopWithUs = new Thread(() -> stop(job, watch.started), "shardwise-launch-shutdown");
         Runtime.getRuntime().addShutdownHook(stopWithUs);
-        Thread watcher = Thread.ofPlatform().daemon().name("shardwise-launch-watcher").start(() -> {
-            while (job.isAlive()) {   // remember every process mpirun started, to kill any it leaves behind
-                job.descendants().forEach(started::add);
-                try {
-                    Thread.sleep(200);
-                } catch (InterruptedException e) {
-                    return;
-                }
-            }
-        });
+        Thread watcher = Thread.ofPlatform().daemon().name("shardwise-launch-watcher").start(watch);
         RankOutput output = new RankOutput(out, err, live);
         try (Reader reader = new InputStreamReader(job.getInputStream(), StandardCharsets.UTF_8)) {
             char[] buffer = new char[8192];
@@ -145,20 +136,88 @@ final class MpiRun {
         int status;
         try {
             status = job.waitFor();
-            watcher.interrupt();
             watcher.join();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            stop(job, started);
+            stop(job, watch.started);
             throw new IOException("interrupted while waiting for mpirun", e);
         }
-        killLeftovers(started);
+        killLeftovers(watch.started);
         try {
             Runtime.getRuntime().removeShutdownHook(stopWithUs);
         } catch (IllegalStateException shuttingDown) {
             // the hook is running already; it stops what is left
         }
-        return new Outcome(status, status == 0 ? Optional.empty() : failure(String.join("\n", output.launcherLines())));
+        if (status == 0) return new Outcome(0, Optional.empty());
+        Optional<Failure> named = failure(String.join("\n", output.launcherLines()));
+        return new Outcome(status, named.isPresent() ? named : watch.firstEnded(status));
+    }
+
+    /**
+     * Watches the job's processes on this machine, so that the failed rank is known even when mpirun's report
+     * leaves it out (Open MPI 4.1 omits it in some runs, more often on a busy machine): it maps mpirun's
+     * children to ranks ({@code OMPI_COMM_WORLD_RANK} in their environment) and notes the rank that ends first,
+     * polling every {@value #POLL_MS} ms. The failed process ends first; mpirun stops the others only after it
+     * has noticed, and a JVM takes longer than that to exit. Every process mpirun started is remembered, so
+     * that none can be left behind.
+     */
+    private static final class RankWatch implements Runnable {
+        private static final long POLL_MS = 5;
+        private final Process job;
+        private final int processes;
+        final Set<ProcessHandle> started = ConcurrentHashMap.newKeySet();
+        private final Map<Integer, ProcessHandle> ranks = new ConcurrentHashMap<>();
+        private volatile List<Integer> firstEnded = List.of();
+
+        RankWatch(Process job, int processes) {
+            this.job = job;
+            this.processes = processes;
+        }
+
+        @Override
+        public void run() {
+            long lastScan = 0;
+            while (job.isAlive()) {
+                long now = System.nanoTime();
+                if (ranks.size() < processes || now - lastScan > 200_000_000L) {   // until every rank is known, then now and then
+                    lastScan = now;
+                    job.descendants().forEach(started::add);
+                    job.children().forEach(p -> rankOf(p).ifPresent(rank -> ranks.putIfAbsent(rank, p)));
+                }
+                // Conclusive only if every rank was seen alive before the first one ended.
+                if (firstEnded.isEmpty() && ranks.size() == processes) {
+                    List<Integer> ended = ranks.entrySet().stream().filter(e -> !e.getValue().isAlive())
+                            .map(Map.Entry::getKey).sorted().toList();
+                    if (!ended.isEmpty()) firstEnded = ended;
+                }
+                try {
+                    Thread.sleep(POLL_MS);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        }
+
+        /** The rank that ended first, with mpirun's exit status (that of the first process to fail), if only one did. */
+        Optional<Failure> firstEnded(int mpirunStatus) {
+            List<Integer> first = firstEnded;
+            if (first.size() != 1) return Optional.empty();
+            // mpirun exits with the first failed process's status: 128 + n when signal n ended it.
+            return Optional.of(mpirunStatus > 128 ? new Failure(first.getFirst(), -1, mpirunStatus - 128, "")
+                    : new Failure(first.getFirst(), mpirunStatus, -1, ""));
+        }
+
+        private static Optional<Integer> rankOf(ProcessHandle process) {
+            try {
+                byte[] environ = Files.readAllBytes(Path.of("/proc", Long.toString(process.pid()), "environ"));
+                for (String entry : new String(environ, StandardCharsets.UTF_8).split("\0")) {
+                    if (entry.startsWith("OMPI_COMM_WORLD_RANK=")) return Optional.of(Integer.parseInt(entry.substring(21)));
+                }
+            } catch (IOException | RuntimeException e) {
+                // not Linux, gone already, or not ours to read: this process stays unknown
+            }
+            return Optional.empty();
+        }
     }
 
     /** The first failed rank that mpirun's messages name, if they name one. */

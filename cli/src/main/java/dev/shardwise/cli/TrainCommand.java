@@ -1,5 +1,6 @@
 package dev.shardwise.cli;
 
+import dev.shardwise.comm.RankEnvironment;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
@@ -69,7 +70,8 @@ public final class TrainCommand implements Callable<Integer> {
     Integer checkpointEvery;
 
     @Option(names = "--ranks", paramLabel = "N",
-            description = "Data-parallel ranks as threads of this JVM, each with its share of the cores and its own memory pool.")
+            description = "Data-parallel ranks as threads of this JVM, each with its share of the cores and its own memory pool. "
+                    + "Under a launcher (shardwise launch, mpirun, srun) each process is one rank instead, and N defaults to their number.")
     Integer ranks;
 
     @Option(names = "--zero", paramLabel = "STAGE",
@@ -91,7 +93,8 @@ public final class TrainCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         PrintWriter out = spec.commandLine().getOut();
-        TrainConfig resolved = resolve();
+        RankEnvironment job = RankEnvironment.current();   // rank 0 of 1 unless a launcher started this process
+        TrainConfig resolved = resolve(job);
         if (dryRun) {
             out.print(ConfigLoader.toYaml(resolved));
             long params = resolved.model().parameterCount();
@@ -104,7 +107,8 @@ public final class TrainCommand implements Callable<Integer> {
             out.flush();
             return 0;
         }
-        Trainer.Result result = new Trainer(resolved, System.out).run(resume);
+        Trainer.Result result = new Trainer(resolved, job, System.out).run(resume);
+        if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
                         + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
                 result.steps(), result.trainLoss(), result.valLoss(), result.tokensPerSecond(), 100 * result.mfu(),
@@ -113,9 +117,12 @@ public final class TrainCommand implements Callable<Integer> {
         return 0;
     }
 
-    TrainConfig resolve() throws IOException {
+    TrainConfig resolve(RankEnvironment job) throws IOException {
         Map<String, Object> yaml = config == null ? Map.of() : ConfigLoader.readYaml(config);
         Map<String, Object> flags = new LinkedHashMap<>();
+        if (job.isMultiProcess() && ranks == null && !yaml.containsKey("ranks")) {
+            flags.put("ranks", job.size());   // under a launcher, each process is one rank
+        }
         put(flags, "preset", preset);
         put(flags, "data", data == null ? null : data.toString());
         put(flags, "steps", steps);

@@ -74,7 +74,7 @@ class MpiRunTest {
         ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
         MpiRun.Outcome outcome = mpirun.get().run(2, List.of(), Map.of("SHARDWISE_TEST", "x"), List.of("sh", "-c",
                 "echo rank $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE $SHARDWISE_TEST; "
-                        + "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then exit 3; fi; sleep 20"), into(out), into(err), false);
+                        + "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then sleep 1; exit 3; fi; sleep 20"), into(out), into(err), false);
         assertFalse(outcome.succeeded());
         assertEquals(Optional.of(new MpiRun.Failure(1, 3, -1, "")), outcome.failure(), "mpirun said: " + err);
         String printed = out.toString(StandardCharsets.UTF_8);

@@ -19,6 +19,7 @@ final class ProgressLine {
     private final long totalSteps;
     /** In place on a terminal, or when {@code SHARDWISE_PROGRESS=inline} (set by {@code shardwise launch} for rank 0 to draw the job's line). */
     private final boolean terminal = System.console() != null || "inline".equals(System.getenv("SHARDWISE_PROGRESS"));
+    private boolean lineOpen;   // an in-place line is on screen without its newline yet
     private long lastPrintNanos;
     private double smoothedStepSeconds = Double.NaN;
 
@@ -42,7 +43,8 @@ final class ProgressLine {
         long now = System.nanoTime();
         boolean important = !Double.isNaN(valLoss) || step == totalSteps || step == 1;
         if (terminal) {
-            out.print("\r" + line + (important && !Double.isNaN(valLoss) ? "\n" : "   "));
+            lineOpen = Double.isNaN(valLoss);   // a validation step ends its line, so it stays on screen
+            out.print("\r" + line + (lineOpen ? "   " : "\n"));
             out.flush();
         } else if (important || now - lastPrintNanos > 10_000_000_000L) {
             out.println(line);
@@ -73,6 +75,7 @@ final class ProgressLine {
     }
 
     void finish() {
-        if (terminal) out.println();
+        if (terminal && lineOpen) out.println();
+        lineOpen = false;
     }
 }

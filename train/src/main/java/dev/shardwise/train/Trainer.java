@@ -12,6 +12,10 @@ import dev.shardwise.model.Parameter;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
+import dev.shardwise.comm.RankContext;
+import dev.shardwise.comm.RankEnvironment;
+import dev.shardwise.comm.mpi.MpiCommunicator;
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.parallel.DataParallel;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ParallelLayout;
@@ -21,12 +25,14 @@ import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -50,11 +56,28 @@ public final class Trainer {
     public record Result(Path runDir, long steps, double trainLoss, double valLoss, double tokensPerSecond, double mfu,
                          long peakMemoryBytes) { }
 
+    /** How long the ranks of a multi-process job wait for rank 0 to prepare the bundled corpus (BPE training). */
+    private static final Duration DATA_PREPARATION_TIMEOUT = Duration.ofMinutes(30);
+
     private final TrainConfig config;
+    private final RankEnvironment job;
     private final PrintStream log;
 
+    /** A trainer whose ranks are threads of this JVM ({@code config.ranks()} of them). */
     public Trainer(TrainConfig config, PrintStream log) {
+        this(config, RankEnvironment.SINGLE, log);
+    }
+
+    /**
+     * A trainer for a process started by a launcher: with {@code job.size() > 1} this process is rank
+     * {@code job.rank()} of a multi-process job (the {@code mpi} backend; {@code config.ranks()} must equal the
+     * job's size), otherwise its ranks are threads of this JVM. Only rank 0 writes the run directory and logs.
+     *
+     * @param job where this process sits in its job, normally {@link RankEnvironment#current()}
+     */
+    public Trainer(TrainConfig config, RankEnvironment job, PrintStream log) {
         this.config = config;
+        this.job = job;
         this.log = log;
     }
 
@@ -66,6 +89,11 @@ public final class Trainer {
      * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false
      */
     public Result run(boolean resume) throws IOException {
+        if (job.isMultiProcess() && config.ranks() != job.size()) {
+            throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
+                    + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
+                    + "set ranks to " + job.size() + " or leave it out");
+        }
         Path runDir = config.runDir();
         Path checkpoints = runDir.resolve("checkpoints");
         Optional<Path> latest = Checkpoint.latest(checkpoints);
@@ -73,27 +101,118 @@ public final class Trainer {
             throw new IllegalArgumentException(runDir + " already holds a run (" + latest.get().getFileName()
                     + "); pass --resume to continue it, or choose another --run-dir");
         }
-        Files.createDirectories(runDir);
-        writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
+        if (job.rank() == 0) {
+            Files.createDirectories(runDir);
+            writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
+        }
+        Optional<Path> resumeFrom = resume ? latest : Optional.empty();
+        return job.isMultiProcess() ? runAsOneProcessOfJob(resumeFrom) : runRanksAsThreads(resumeFrom);
+    }
 
+    /** The ranks are threads of this JVM: this thread alone, or a {@link LocalCluster} (the {@code local} backend). */
+    private Result runRanksAsThreads(Optional<Path> resumeFrom) throws IOException {
         CpuPeak peak = CpuPeak.measure();   // the whole machine, before ranks split its cores
-        try (TrainingData data = TrainingData.open(config.data(), config.model().vocabSize(), log)) {
-            if (data.tokenizer().vocabSize() > config.model().vocabSize()) {
-                throw new IllegalArgumentException("the data's tokenizer has " + data.tokenizer().vocabSize()
-                        + " tokens but the model's vocabulary is " + config.model().vocabSize()
-                        + "; set model.vocabSize >= " + data.tokenizer().vocabSize());
-            }
-            Optional<Path> resumeFrom = resume ? latest : Optional.empty();
+        try (TrainingData data = openData()) {
             if (config.ranks() == 1 && config.zero() == 0) {
                 return runRank(0, new MemoryPool("rank 0", config.rankMemory()), null, data, resumeFrom, peak);
             }
             LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
-            return LocalCluster.run(config.ranks(), options, ctx -> {
-                try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(config.ranks(), 1, 1), ctx.world())) {
-                    return runRank(groups.coordinates().dpRank(), ctx.memory(), groups.dp(), data, resumeFrom, peak);
-                }
-            }).getFirst();
+            return LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak)).getFirst();
         }
+    }
+
+    /**
+     * This process is one rank of a multi-process job (the {@code mpi} backend): its world communicator from
+     * MPI, its own memory pool, and kernel threads sized to its share of the node ({@code cores / local size}).
+     * Rank 0 prepares the data first if it must (the others wait), so processes never race on the cache.
+     * If this rank fails, it tells its peers, so they stop at once rather than time out.
+     */
+    private Result runAsOneProcessOfJob(Optional<Path> resumeFrom) throws IOException {
+        int threads = job.threadsPerProcess(Runtime.getRuntime().availableProcessors());
+        try (ComputePool compute = new ComputePool("rank-" + job.rank() + "-kernels", threads);
+             MpiCommunicator world = MpiCommunicator.world()) {
+            if (world.size() != job.size() || world.rank() != job.rank()) {
+                throw new IllegalStateException("MPI sees this process as rank " + world.rank() + " of " + world.size()
+                        + " but " + job.source().description() + " says rank " + job.rank() + " of " + job.size()
+                        + "; start the job with mpirun or srun --mpi=pmix (shardwise launch does), not several plain processes");
+            }
+            RankContext ctx = new RankContext(world.rank(), world.size(), world,
+                    new MemoryPool("rank " + world.rank(), config.rankMemory()), compute);
+            Result[] result = new Result[1];
+            IOException[] ioFailure = new IOException[1];
+            ComputePool.runWith(compute, () -> {
+                try {
+                    Startup startup = startInTurn();
+                    try (TrainingData data = startup.data()) {
+                        result[0] = runRankOfJob(ctx, data, resumeFrom, startup.peak());
+                    }
+                } catch (IOException e) {
+                    world.reportFailure(e);
+                    ioFailure[0] = e;
+                } catch (RuntimeException | Error e) {
+                    world.reportFailure(e);
+                    throw e;
+                }
+            });
+            if (ioFailure[0] != null) throw ioFailure[0];
+            return result[0];
+        }
+    }
+
+    /** What a process of a job starts with: the run's data and the job's fp32 peak (for MFU). */
+    private record Startup(TrainingData data, CpuPeak peak) { }
+
+    /**
+     * Rank 0 goes first while the other processes of the job wait: it opens the data, preparing the bundled
+     * corpus if it is missing (so processes never race on the cache), and measures its machine's peak with all
+     * of its cores (measured while the others idle, as {@code --ranks} measures before its threads start). Then
+     * the others open the data. The job's peak is that machine's times the number of nodes
+     * ({@code size / local size}; nodes are assumed alike).
+     */
+    private Startup startInTurn() throws IOException {
+        try (MpiCommunicator startup = MpiCommunicator.world(DATA_PREPARATION_TIMEOUT); Arena arena = Arena.ofConfined()) {
+            Tensor fields = Tensor.wrap(arena.allocate(6 * Double.BYTES, 64), DType.F64, 6);   // rank 0's CpuPeak
+            TrainingData data = null;
+            if (job.rank() == 0) {
+                try {
+                    data = openData();
+                    CpuPeak[] machine = new CpuPeak[1];
+                    try (ComputePool all = new ComputePool("peak", Runtime.getRuntime().availableProcessors())) {
+                        ComputePool.runWith(all, () -> machine[0] = CpuPeak.measure());
+                    }
+                    CpuPeak m = machine[0];
+                    double[] values = {m.cores(), m.fp32Lanes(), m.fmaUnits(), m.clockGHz(), m.nominalFlops(), m.measuredFlops()};
+                    for (int i = 0; i < values.length; i++) fields.set(values[i], i);
+                } catch (IOException | RuntimeException e) {
+                    startup.reportFailure(e);   // the others wait on this communicator, not the training one
+                    throw e;
+                }
+            }
+            startup.broadcast(fields, 0);
+            if (job.rank() != 0) data = openData();
+            CpuPeak machine = new CpuPeak((int) fields.getDouble(0), (int) fields.getDouble(1), (int) fields.getDouble(2),
+                    fields.getDouble(3), fields.getDouble(4), fields.getDouble(5));
+            return new Startup(data, machine.times(Math.max(1, job.size() / job.localSize())));
+        }
+    }
+
+    /** One rank of a job of several (threads or processes): its process groups, then {@link #runRank}. */
+    private Result runRankOfJob(RankContext ctx, TrainingData data, Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
+        try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(config.ranks(), 1, 1), ctx.world())) {
+            return runRank(groups.coordinates().dpRank(), ctx.memory(), groups.dp(), data, resumeFrom, peak);
+        }
+    }
+
+    /** Opens the run's data, preparing the bundled corpus if it is missing. */
+    private TrainingData openData() throws IOException {
+        TrainingData data = TrainingData.open(config.data(), config.model().vocabSize(), log);
+        if (data.tokenizer().vocabSize() > config.model().vocabSize()) {
+            data.close();
+            throw new IllegalArgumentException("the data's tokenizer has " + data.tokenizer().vocabSize()
+                    + " tokens but the model's vocabulary is " + config.model().vocabSize()
+                    + "; set model.vocabSize >= " + data.tokenizer().vocabSize());
+        }
+        return data;
     }
 
     /**

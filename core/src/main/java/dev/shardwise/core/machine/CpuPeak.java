@@ -78,6 +78,16 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
                 jdk.incubator.vector.VectorOperators.ADD);
     }
 
+    /**
+     * The peak of {@code machines} machines like this one together (a job over several nodes).
+     *
+     * @throws IllegalArgumentException if {@code machines < 1}
+     */
+    public CpuPeak times(int machines) {
+        if (machines < 1) throw new IllegalArgumentException("machines must be >= 1, got " + machines);
+        return new CpuPeak(cores * machines, fp32Lanes, fmaUnits, clockGHz, nominalFlops * machines, measuredFlops * machines);
+    }
+
     /** One line for reports. */
     public String describe() {
         return String.format(Locale.ROOT,
