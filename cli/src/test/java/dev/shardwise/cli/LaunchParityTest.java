@@ -60,9 +60,9 @@ class LaunchParityTest {
                 gradAccumulation: 2
                 steps: %d
                 warmupSteps: 2
-                evalEvery: 10
+                evalEvery: 0
                 evalBatches: 2
-                checkpointEvery: 10
+                checkpointEvery: 0
                 model: {vocabSize: 300, contextLength: 8, layers: 1, hidden: 16, heads: 2, kvHeads: 2, ffnHidden: 64}
                 """.formatted(data, STEPS));
     }

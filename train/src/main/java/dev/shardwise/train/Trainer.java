@@ -42,9 +42,14 @@ import java.util.Optional;
 import java.util.function.Consumer;
 
 /**
- * Single-rank training of a GPT: AdamW with warm-up + cosine learning rate, global-norm clipping, gradient
+ * Training of a GPT: AdamW with warm-up + cosine learning rate, global-norm clipping, gradient
  * accumulation over micro-batches, periodic validation, checkpoints and {@code --resume} that continues bit
  * for bit, metrics as JSON lines and a loss plot in the run directory.
+ *
+ * <p>Ranks run one of two ways, chosen in {@link #run}: as threads of this JVM ({@code config.ranks()} of them,
+ * the {@code local} backend), or, when a launcher started this process as one of several ({@link RankEnvironment}),
+ * as this process being one rank of the job (the {@code mpi} backend). Either way each rank runs
+ * {@link #runRank} with its own memory pool and kernel threads, and the results are bit-identical.
  *
  * <p>Each step: zero the gradients; for each micro-batch run forward (fused with the loss gradient) and
  * backward with loss scale 1/micro-batches; clip; update. Timers split the step into forward, backward and
@@ -106,7 +111,13 @@ public final class Trainer {
             writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
         }
         Optional<Path> resumeFrom = resume ? latest : Optional.empty();
-        return job.isMultiProcess() ? runAsOneProcessOfJob(resumeFrom) : runRanksAsThreads(resumeFrom);
+        if (!job.isMultiProcess()) return runRanksAsThreads(resumeFrom);
+        return ProcessRank.run(job, config.rankMemory(), ctx -> {   // this process is one rank of the job (mpi backend)
+            Startup startup = startInTurn();
+            try (TrainingData data = startup.data()) {
+                return runRankOfJob(ctx, data, resumeFrom, startup.peak());
+            }
+        });
     }
 
     /** The ranks are threads of this JVM: this thread alone, or a {@link LocalCluster} (the {@code local} backend). */
@@ -118,44 +129,6 @@ public final class Trainer {
             }
             LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
             return LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak)).getFirst();
-        }
-    }
-
-    /**
-     * This process is one rank of a multi-process job (the {@code mpi} backend): its world communicator from
-     * MPI, its own memory pool, and kernel threads sized to its share of the node ({@code cores / local size}).
-     * Rank 0 prepares the data first if it must (the others wait), so processes never race on the cache.
-     * If this rank fails, it tells its peers, so they stop at once rather than time out.
-     */
-    private Result runAsOneProcessOfJob(Optional<Path> resumeFrom) throws IOException {
-        int threads = job.threadsPerProcess(Runtime.getRuntime().availableProcessors());
-        try (ComputePool compute = new ComputePool("rank-" + job.rank() + "-kernels", threads);
-             MpiCommunicator world = MpiCommunicator.world()) {
-            if (world.size() != job.size() || world.rank() != job.rank()) {
-                throw new IllegalStateException("MPI sees this process as rank " + world.rank() + " of " + world.size()
-                        + " but " + job.source().description() + " says rank " + job.rank() + " of " + job.size()
-                        + "; start the job with mpirun or srun --mpi=pmix (shardwise launch does), not several plain processes");
-            }
-            RankContext ctx = new RankContext(world.rank(), world.size(), world,
-                    new MemoryPool("rank " + world.rank(), config.rankMemory()), compute);
-            Result[] result = new Result[1];
-            IOException[] ioFailure = new IOException[1];
-            ComputePool.runWith(compute, () -> {
-                try {
-                    Startup startup = startInTurn();
-                    try (TrainingData data = startup.data()) {
-                        result[0] = runRankOfJob(ctx, data, resumeFrom, startup.peak());
-                    }
-                } catch (IOException e) {
-                    world.reportFailure(e);
-                    ioFailure[0] = e;
-                } catch (RuntimeException | Error e) {
-                    world.reportFailure(e);
-                    throw e;
-                }
-            });
-            if (ioFailure[0] != null) throw ioFailure[0];
-            return result[0];
         }
     }
 
