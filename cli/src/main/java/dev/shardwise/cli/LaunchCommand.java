@@ -1,5 +1,6 @@
 package dev.shardwise.cli;
 
+import dev.shardwise.core.memory.MemoryPool;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -15,6 +16,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.StringJoiner;
 import java.util.concurrent.Callable;
 
 /**
@@ -82,6 +84,11 @@ public final class LaunchCommand implements Callable<Integer> {
         err.printf("launch: %d processes %s through mpirun%n", processes,
                 hosts.isEmpty() ? "on this machine" : "on " + String.join(",", hosts));
         MpiRun.Outcome outcome = mpirun.run(processes, hosts, exported, thisJvm(command), out, err, live);
+        if (!outcome.peakResidentBytes().isEmpty()) {
+            StringJoiner memory = new StringJoiner(", ", "launch: peak resident memory by rank: ", "");
+            outcome.peakResidentBytes().forEach((rank, bytes) -> memory.add(rank + ": " + MemoryPool.formatBytes(bytes)));
+            err.println(memory);
+        }
         if (outcome.succeeded()) {
             err.printf("launch: all %d ranks finished%n", processes);
             return 0;

@@ -1,5 +1,7 @@
 package dev.shardwise.cli;
 
+import dev.shardwise.core.memory.ProcessMemory;
+
 import java.io.File;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -13,6 +15,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
@@ -43,8 +46,12 @@ final class MpiRun {
     private static final Pattern SIGNALLED = Pattern.compile(
             "process rank (\\d+) with PID \\d+ on node (\\S+) exited on signal (\\d+)(?: \\(([^)]*)\\))?");
 
-    /** How a job ended: mpirun's exit status, and the failed rank if mpirun named one. */
-    record Outcome(int exitStatus, Optional<Failure> failure) {
+    /**
+     * How a job ended: mpirun's exit status, the failed rank if known, and the highest resident memory seen
+     * of each rank that ran on this machine (bytes, by rank; sampled about every 200 ms, so a short peak may
+     * be missed).
+     */
+    record Outcome(int exitStatus, Optional<Failure> failure, Map<Integer, Long> peakResidentBytes) {
         boolean succeeded() {
             return exitStatus == 0;
         }
@@ -148,9 +155,10 @@ final class MpiRun {
         } catch (IllegalStateException shuttingDown) {
             // the hook is running already; it stops what is left
         }
-        if (status == 0) return new Outcome(0, Optional.empty());
+        Map<Integer, Long> memory = new TreeMap<>(watch.peakResident);
+        if (status == 0) return new Outcome(0, Optional.empty(), memory);
         Optional<Failure> named = failure(String.join("\n", output.launcherLines()));
-        return new Outcome(status, named.isPresent() ? named : watch.firstEnded(status));
+        return new Outcome(status, named.isPresent() ? named : watch.firstEnded(status), memory);
     }
 
     /**
@@ -167,6 +175,7 @@ final class MpiRun {
         private final int processes;
         final Set<ProcessHandle> started = ConcurrentHashMap.newKeySet();
         private final Map<Integer, ProcessHandle> ranks = new ConcurrentHashMap<>();
+        final Map<Integer, Long> peakResident = new ConcurrentHashMap<>();
         private volatile List<Integer> firstEnded = List.of();
 
         RankWatch(Process job, int processes) {
@@ -183,6 +192,8 @@ final class MpiRun {
                     lastScan = now;
                     job.descendants().forEach(started::add);
                     job.children().forEach(p -> rankOf(p).ifPresent(rank -> ranks.putIfAbsent(rank, p)));
+                    ranks.forEach((rank, p) -> ProcessMemory.of(p.pid())
+                            .ifPresent(m -> peakResident.merge(rank, m.peakResidentBytes(), Math::max)));
                 }
                 // Conclusive only if every rank was seen alive before the first one ended.
                 if (firstEnded.isEmpty() && ranks.size() == processes) {

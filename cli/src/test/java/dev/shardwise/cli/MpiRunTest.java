@@ -79,6 +79,10 @@ class MpiRunTest {
         assertEquals(Optional.of(new MpiRun.Failure(1, 3, -1, "")), outcome.failure(), "mpirun said: " + err);
         String printed = out.toString(StandardCharsets.UTF_8);
         assertTrue(printed.contains("[rank 0] rank 0 of 2 x") && printed.contains("[rank 1] rank 1 of 2 x"), printed);
+        if (Files.isReadable(Path.of("/proc/self/status"))) {
+            assertEquals(List.of(0, 1), List.copyOf(outcome.peakResidentBytes().keySet()), "resident memory of each rank");
+            assertTrue(outcome.peakResidentBytes().values().stream().allMatch(b -> b > 0), outcome.peakResidentBytes().toString());
+        }
     }
 
     @Test

@@ -26,6 +26,15 @@ public record ProcessMemory(long residentBytes, long peakResidentBytes) {
         }
     }
 
+    /** The resident memory of another process of this user, or empty if it has ended or there is no {@code /proc}. */
+    public static Optional<ProcessMemory> of(long pid) {
+        try {
+            return parse(Files.readString(Path.of("/proc", Long.toString(pid), "status")));
+        } catch (IOException | RuntimeException e) {   // ended meanwhile, or not Linux
+            return Optional.empty();
+        }
+    }
+
     /** The {@code VmRSS} and {@code VmHWM} lines of a {@code /proc/<pid>/status} text (values in kB), or empty if either is absent. */
     static Optional<ProcessMemory> parse(String status) {
         long rss = -1, hwm = -1;

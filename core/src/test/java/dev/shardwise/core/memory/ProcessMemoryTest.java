@@ -40,6 +40,8 @@ class ProcessMemoryTest {
             assertTrue(during.residentBytes() >= before + bytes / 2,
                     "resident bytes should grow by about 256 MiB after touching it: before " + before + ", during " + during);
             assertTrue(during.peakResidentBytes() >= during.residentBytes(), "peak below current: " + during);
+            ProcessMemory byPid = ProcessMemory.of(ProcessHandle.current().pid()).orElseThrow();
+            assertTrue(byPid.residentBytes() >= before + bytes / 2, "read by pid: " + byPid);
         }
     }
 }
