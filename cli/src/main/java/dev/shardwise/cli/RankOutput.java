@@ -22,7 +22,8 @@ import java.util.regex.Pattern;
  * prefix, to {@code out} for stdout and to {@code err} for stderr. Rank 0's stdout text after a {@code \r}
  * is its progress line: with {@code live} (our own output is a terminal) it is redrawn in place after every
  * read and cleared before any other line is printed, then redrawn below it; without {@code live} a {@code \r}
- * only drops what came before it on that line. Not thread-safe: one thread feeds it.
+ * only drops what came before it on that line. The JVM's incubator-module notice, which every process prints
+ * at start, is left out. Not thread-safe: one thread feeds it.
  */
 final class RankOutput {
     /** {@code [1,3]<stdout>:} - Open MPI 4's tag: job id, rank, stream. */
@@ -34,7 +35,12 @@ final class RankOutput {
     private static final String INCUBATOR_NOTICE = "WARNING: Using incubator modules: jdk.incubator.vector";
 
     /** A rank's stream; rank -1 is mpirun itself. */
-    private record Source(int rank, boolean stderr) { }
+    private record Source(int rank, boolean stderr) implements Comparable<Source> {
+        @Override
+        public int compareTo(Source o) {
+            return rank != o.rank ? Integer.compare(rank, o.rank) : Boolean.compare(stderr, o.stderr);
+        }
+    }
 
     private static final Source LAUNCHER = new Source(-1, true);
 
@@ -64,7 +70,7 @@ final class RankOutput {
         String pending = candidate.toString();
         candidate.setLength(0);
         for (int i = 0; i < pending.length(); i++) text(pending.charAt(i));
-        partial.forEach((source, line) -> {
+        new java.util.TreeMap<>(partial).forEach((source, line) -> {
             String last = afterLastCarriageReturn(line);
             if (!last.isBlank()) emit(source, last);
         });
