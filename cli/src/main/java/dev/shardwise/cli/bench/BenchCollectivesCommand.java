@@ -4,6 +4,9 @@ import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.comm.RankContext;
 import dev.shardwise.comm.ReduceOp;
+import dev.shardwise.comm.mpi.Mpi;
+import dev.shardwise.comm.mpi.MpiCommunicator;
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
@@ -11,31 +14,56 @@ import dev.shardwise.core.tensor.Tensor;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.lang.foreign.MemorySegment;
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.Locale;
+import java.util.function.Consumer;
+import java.util.function.DoubleSupplier;
+import java.util.function.IntFunction;
 
 /**
  * {@code shardwise bench collectives}: bus bandwidth of allReduce, reduceScatter, allGather and allToAll on each
- * communication backend (now {@code local}: ranks as threads of this JVM), from 1 KiB up to {@code --max-size} in
- * steps of 4x, beside a plain memory copy of the same size measured in the same run.
+ * communication backend ({@code local}: ranks as threads of this JVM; {@code mpi}: one process per rank under
+ * mpirun, Open MPI called through FFM), from 1 KiB up to {@code --max-size} in steps of 4x, beside a plain memory
+ * copy of the same size measured in the same run, and for {@code mpi} beside Open MPI driven from C.
  *
  * <p>Bus bandwidth follows NCCL-tests, so that one number compares across rank counts: for S bytes (the
  * allReduce buffer, the reduceScatter input, the allGather output, the allToAll buffer of one rank) and n ranks,
- * allReduce moves {@code 2(n-1)/n · S}, the others {@code (n-1)/n · S}, divided by the time. The peer is a copy of
- * S bytes with {@code MemorySegment.copy}, counting read + write bytes ({@code 2S / time}), the faster of one thread
- * copying it all and every kernel thread of every rank copying its share (the same threads the collectives use).
+ * allReduce moves {@code 2(n-1)/n · S}, the others {@code (n-1)/n · S}, divided by the time. The copy peer is a
+ * copy of S bytes with {@code MemorySegment.copy}, counting read + write bytes ({@code 2S / time}), the faster of
+ * one thread copying it all and every kernel thread of every rank copying its share (the same threads the
+ * collectives use).
  *
  * <p>Every rank runs the same loop; a trial is a barrier, {@code iters} back-to-back calls (enough for about
  * 16 MiB of traffic, at least one) and a barrier, timed on rank 0; the median of 5 trials after one warm-up trial
  * is reported. The copy peers run between the same barriers (the one-thread copy on rank 0 while the others wait).
+ *
+ * <p>{@code --backend mpi} (outside mpirun) compiles {@code mpi_collectives_peer.c} with mpicc into a shared
+ * library and runs this command under {@code mpirun -np --nproc}; its processes time each operation in
+ * alternating trials, one through the Java backend, one through the C peer (called from the same processes, on
+ * the same buffers), so both see the same machine load; rank 0 prints the medians. C peers: allReduce and
+ * reduceScatter against the same algorithm in C (MPI_Alltoallv, sum in rank order, MPI_Allgatherv: like for
+ * like); nativeAllReduce (MPI_Allreduce called through FFM) against MPI_Allreduce called from C; allGather and
+ * allToAll against MPI_Allgather and MPI_Alltoall. Without mpicc the rows compare with the copy.
  */
 @Command(name = "collectives", mixinStandardHelpOptions = true,
-        description = "Bus bandwidth of allReduce, reduceScatter, allGather, allToAll beside a memory copy in the same run.")
+        description = "Bus bandwidth of allReduce, reduceScatter, allGather, allToAll beside a memory copy (and, for mpi, "
+                + "Open MPI driven from C) in the same run.")
 public final class BenchCollectivesCommand implements Runnable {
     private static final String BENCH = "collectives";
     private static final long MIN_SIZE = 1L << 10;
     private static final int TRIALS = 5;
+    /** Trials of each side when a Java backend and its C peer alternate. */
+    private static final int PAIRED_TRIALS = 9;
+    /** The sizes of the FFM-vs-C bar. */
+    private static final long BAR_FROM = 1L << 20, BAR_TO = 64L << 20;
 
     @Option(names = "--json", description = "One JSON object per case instead of a table.")
     boolean json;
@@ -43,21 +71,55 @@ public final class BenchCollectivesCommand implements Runnable {
     @Option(names = "--max-size", defaultValue = "256m", description = "Largest buffer (default ${DEFAULT-VALUE}).")
     String maxSize;
 
-    @Option(names = "--ranks", defaultValue = "2", description = "Ranks (default ${DEFAULT-VALUE}).")
+    @Option(names = "--ranks", defaultValue = "2", description = "Ranks of the local backend (default ${DEFAULT-VALUE}).")
     int ranks;
+
+    @Option(names = "--backend", defaultValue = "local",
+            description = "local (ranks as threads), mpi (processes under mpirun, beside Open MPI from C) or all (default ${DEFAULT-VALUE}).")
+    String backend;
+
+    @Option(names = "--nproc", defaultValue = "2", description = "Processes of the mpi backend (default ${DEFAULT-VALUE}).")
+    int nproc;
+
+    /** Set by the launching process: the C peer library the processes under mpirun call. */
+    @Option(names = "--c-peer", hidden = true)
+    Path cPeerLibrary;
+
+    /**
+     * One measured case: seconds per call of {@code op} on S = {@code bytes}, the C peer's (NaN if none) and the
+     * copy bandwidth at that size.
+     */
+    record Case(String op, long bytes, double seconds, double cSeconds, double copyBw) { }
 
     @Override
     public void run() {
-        if (ranks < 2) throw new IllegalArgumentException("--ranks must be >= 2 (bus bandwidth of one rank is 0), got " + ranks);
         long max = MemoryPool.parseBytes(maxSize);
         if (max < MIN_SIZE) throw new IllegalArgumentException("--max-size must be at least 1k, got " + maxSize);
         BenchOutput out = new BenchOutput(System.out, json);
+        switch (backend) {
+            case "local" -> runLocal(max, out);
+            case "mpi" -> runMpi(max, out);
+            case "all" -> {
+                runLocal(max, out);
+                runMpi(max, out);
+            }
+            default -> throw new IllegalArgumentException("--backend must be local, mpi or all, got " + backend);
+        }
+    }
+
+    private void runLocal(long max, BenchOutput out) {
+        if (ranks < 2) throw new IllegalArgumentException("--ranks must be >= 2 (bus bandwidth of one rank is 0), got " + ranks);
         out.info(String.format(Locale.ROOT, "backend local: %d ranks as threads, %d kernel thread(s) each; peer: "
                         + "MemorySegment.copy, faster of 1 thread and all threads (read+write bytes); bus bandwidth as NCCL-tests define it",
                 ranks, Math.max(1, Runtime.getRuntime().availableProcessors() / ranks)));
         double[] largest = new double[2];   // allReduce busbw and copy bandwidth at the largest size
         LocalCluster.run(ranks, ctx -> {
-            bench(ctx, max, ctx.globalRank() == 0 ? out : null, largest);
+            bench(ctx, max, ctx.globalRank() == 0 ? out : null, cases -> {
+                printRows(out, "local", ranks, cases);
+                Case ar = cases.getFirst();
+                largest[0] = busFactor(ar.op(), ranks) * ar.bytes() / ar.seconds() / 1e9;
+                largest[1] = ar.copyBw();
+            }, null);
             return null;
         });
         // allReduce reads and writes every rank's buffer once: 2n·S bytes of memory traffic, of which bus bandwidth
@@ -74,13 +136,132 @@ public final class BenchCollectivesCommand implements Runnable {
         return (double) ranks * ranks / (ranks - 1);
     }
 
-    /** Runs on every rank; {@code out} is null except on rank 0, which times and prints. */
-    private static void bench(RankContext ctx, long maxBytes, BenchOutput out, double[] largest) {
+    /**
+     * Outside mpirun: C peer, this benchmark under mpirun, C peer again, then the rows. Inside mpirun (every
+     * process): one rank of the mpi backend.
+     */
+    private void runMpi(long max, BenchOutput out) {
+        try {
+            if (Mpi.launchedByMpirun()) {
+                runMpiRank(max, out);
+                return;
+            }
+            if (nproc < 2) throw new IllegalArgumentException("--nproc must be >= 2 (bus bandwidth of one rank is 0), got " + nproc);
+            Path mpirun = MpiBenchLauncher.onPath("mpirun");
+            if (mpirun == null || !Mpi.isAvailable()) {
+                throw new IllegalStateException("bench collectives --backend mpi needs Open MPI: "
+                        + (mpirun == null ? "mpirun not found" : Mpi.unavailableReason())
+                        + "; install openmpi-bin libopenmpi-dev (scripts/ensure-openmpi.sh)");
+            }
+            out.info(String.format(Locale.ROOT, "mpirun -np %d: waiting processes %s (load average %.1f, %d cores)", nproc,
+                    MpiBenchLauncher.yieldWhenIdle(nproc) ? "yield the core (mpi_yield_when_idle 1)" : "spin",
+                    ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage(), Runtime.getRuntime().availableProcessors()));
+            Path binary = MpiBenchLauncher.buildCPeer(Files.createTempDirectory("shardwise-bench-mpi-"), out);
+            List<String> args = new ArrayList<>(List.of("--backend", "mpi", "--max-size", maxSize));
+            if (json) args.add("--json");
+            if (binary != null) args.addAll(List.of("--c-peer", binary.toString()));
+            int rc = MpiBenchLauncher.relaunch(mpirun, nproc, args);
+            if (rc != 0) throw new IllegalStateException("bench collectives under mpirun -np " + nproc + " failed (exit " + rc + "); see its output above");
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while running the mpi benchmark", e);
+        }
+    }
+
+    /** One process of the mpi benchmark; rank 0 prints the rows and the FFM/C summary. */
+    private void runMpiRank(long max, BenchOutput out) {
+        MpiCPeer peer = cPeerLibrary == null ? null : new MpiCPeer(cPeerLibrary);
+        try (MpiCommunicator world = MpiCommunicator.world()) {
+            int n = world.size();
+            int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / n);
+            boolean printer = world.rank() == 0;
+            if (printer) {
+                out.info(String.format(Locale.ROOT, "backend mpi: %d processes under mpirun (Open MPI through FFM), %d kernel thread(s) each; "
+                        + "peer: %s", n, threads, peer == null ? "MemorySegment.copy (no C peer: run outside mpirun with mpicc installed)"
+                        : "Open MPI driven from C (mpi_collectives_peer.c) in the same processes, trials alternating; copy bandwidth in the notes"));
+            }
+            List<Case> all = new ArrayList<>();
+            try (ComputePool compute = new ComputePool("mpi-rank-" + world.rank() + "-kernels", threads)) {
+                RankContext ctx = new RankContext(world.rank(), n, world, new MemoryPool("rank " + world.rank(), MemoryPool.UNLIMITED), compute);
+                ComputePool.runWith(compute, () -> bench(ctx, max, printer ? out : null, cases -> {
+                    printRows(out, "mpi", n, cases);
+                    all.addAll(cases);
+                }, peer));
+            }
+            if (printer && peer != null) summarizeAgainstC(out, all);
+        }
+        Mpi.finalizeMpi();
+    }
+
+
+    private static String cPeerName(String op) {
+        return switch (op) {
+            case "allReduce", "reduceScatter" -> "C rank-order";
+            case "nativeAllReduce" -> "C MPI_Allreduce";
+            case "allGather" -> "C MPI_Allgather";
+            default -> "C MPI_Alltoall";
+        };
+    }
+
+    /** Bus bytes per buffer byte: 2(n-1)/n for the all-reduces, (n-1)/n for the others (NCCL-tests). */
+    private static double busFactor(String op, int n) {
+        return (op.endsWith("llReduce") ? 2.0 : 1.0) * (n - 1) / n;
+    }
+
+    private static String formula(String op) {
+        return switch (op) {
+            case "allReduce" -> "2(n-1)/n*S/t";
+            case "nativeAllReduce" -> "2(n-1)/n*S/t, MPI_Allreduce via FFM";
+            case "reduceScatter" -> "(n-1)/n*S/t, S = input";
+            case "allGather" -> "(n-1)/n*S/t, S = output";
+            default -> "(n-1)/n*S/t, S = per rank";
+        };
+    }
+
+    /** Prints one size's cases: bus bandwidth against the C peer's when it ran, else against the copy. */
+    private static void printRows(BenchOutput out, String backend, int n, List<Case> cases) {
+        for (Case c : cases) {
+            String name = backend + " " + c.op() + " " + n + " ranks " + MemoryPool.formatBytes(c.bytes());
+            double factor = busFactor(c.op(), n), busBw = factor * c.bytes() / c.seconds() / 1e9;
+            double cSeconds = c.cSeconds();
+            out.row(Double.isNaN(cSeconds)
+                    ? new BenchRow(BENCH, name, busBw, "GB/s", "copy", c.copyBw(), Double.NaN,
+                            String.format(Locale.ROOT, "busbw %s, %.1f us", formula(c.op()), c.seconds() * 1e6))
+                    : new BenchRow(BENCH, name, busBw, "GB/s", cPeerName(c.op()), factor * c.bytes() / cSeconds / 1e9, Double.NaN,
+                            String.format(Locale.ROOT, "busbw %s, %.1f us, copy %.2f GB/s", formula(c.op()), c.seconds() * 1e6, c.copyBw())));
+        }
+    }
+
+    /** The bar: FFM path / C peer (time_C / time_FFM) from 1 MiB to 64 MiB, per operation, and the smallest. */
+    private static void summarizeAgainstC(BenchOutput out, List<Case> cases) {
+        for (String op : List.of("allReduce", "nativeAllReduce", "reduceScatter", "allGather", "allToAll")) {
+            double min = Double.POSITIVE_INFINITY;
+            StringBuilder all = new StringBuilder();
+            for (Case c : cases) {
+                if (!c.op().equals(op) || Double.isNaN(c.cSeconds()) || c.bytes() < BAR_FROM || c.bytes() > BAR_TO) continue;
+                double ratio = c.cSeconds() / c.seconds();
+                all.append(String.format(Locale.ROOT, " %s %.2fx", MemoryPool.formatBytes(c.bytes()), ratio));
+                min = Math.min(min, ratio);
+            }
+            if (all.isEmpty()) continue;
+            out.info(String.format(Locale.ROOT, "mpi %s / %s, 1-64 MiB:%s; min %.2fx (bar: >= 0.9x)", op, cPeerName(op), all, min));
+        }
+    }
+
+    /**
+     * Runs on every rank; {@code out} is null except on rank 0, which times and hands each size's cases to
+     * {@code sink} (allReduce first). On an {@link MpiCommunicator} it also times nativeAllReduce, and with a
+     * {@code peer} each operation's C twin in alternating trials.
+     */
+    private static void bench(RankContext ctx, long maxBytes, BenchOutput out, Consumer<List<Case>> sink, MpiCPeer peer) {
         int n = ctx.worldSize();
         Communicator world = ctx.world();
         int maxCount = Math.toIntExact(maxBytes / 4 / n * n);
         try (Tensor a = Tensor.allocate(ctx.memory(), MemoryCategory.BUFFERS, DType.F32, maxCount);
-             Tensor b = Tensor.allocate(ctx.memory(), MemoryCategory.BUFFERS, DType.F32, maxCount)) {
+             Tensor b = Tensor.allocate(ctx.memory(), MemoryCategory.BUFFERS, DType.F32, maxCount);
+             Tensor stage = Tensor.allocate(ctx.memory(), MemoryCategory.BUFFERS, DType.F32, peer == null ? 1 : maxCount)) {
             for (long size = MIN_SIZE; size <= maxBytes; size *= 4) {
                 int count = (int) (size / 4 / n * n), chunk = count / n;
                 long bytes = 4L * count;
@@ -98,20 +279,20 @@ public final class BenchCollectivesCommand implements Runnable {
                             MemoryPool.formatBytes(bytes), 2.0 * bytes / copy1 / 1e9, n * ctx.compute().threads(),
                             2.0 * bytes / copyAll / 1e9));
                 }
-                double scale = (n - 1.0) / n;
-                double ar = time(world, iters, () -> world.allReduce(whole, ReduceOp.SUM));
-                double rs = time(world, iters, () -> world.reduceScatter(part, whole, ReduceOp.SUM));
-                double ag = time(world, iters, () -> world.allGather(whole, part));
-                double aa = time(world, iters, () -> world.allToAll(whole2, counts, whole, counts));
-                if (out != null) {
-                    String label = n + " ranks " + MemoryPool.formatBytes(bytes);
-                    row(out, "local allReduce " + label, 2 * scale * bytes / ar / 1e9, copyBw, ar, "2(n-1)/n*S/t");
-                    row(out, "local reduceScatter " + label, scale * bytes / rs / 1e9, copyBw, rs, "(n-1)/n*S/t, S = input");
-                    row(out, "local allGather " + label, scale * bytes / ag / 1e9, copyBw, ag, "(n-1)/n*S/t, S = output");
-                    row(out, "local allToAll " + label, scale * bytes / aa / 1e9, copyBw, aa, "(n-1)/n*S/t, S = per rank");
-                    largest[0] = 2 * scale * bytes / ar / 1e9;
-                    largest[1] = copyBw;
+                List<Case> cases = new ArrayList<>();
+                IntFunction<DoubleSupplier> c = op -> peer == null ? null : () -> peer.trial(op, a, b, stage, count, iters);
+                cases.add(measure("allReduce", bytes, copyBw, world, iters, () -> world.allReduce(whole, ReduceOp.SUM),
+                        c.apply(MpiCPeer.ALLREDUCE_RANK_ORDER)));
+                if (world instanceof MpiCommunicator mpi) {
+                    cases.add(measure("nativeAllReduce", bytes, copyBw, world, iters, () -> mpi.nativeAllReduce(whole, ReduceOp.SUM),
+                            c.apply(MpiCPeer.ALLREDUCE_NATIVE)));
                 }
+                cases.add(measure("reduceScatter", bytes, copyBw, world, iters, () -> world.reduceScatter(part, whole, ReduceOp.SUM),
+                        c.apply(MpiCPeer.REDUCESCATTER_RANK_ORDER)));
+                cases.add(measure("allGather", bytes, copyBw, world, iters, () -> world.allGather(whole, part), c.apply(MpiCPeer.ALLGATHER)));
+                cases.add(measure("allToAll", bytes, copyBw, world, iters, () -> world.allToAll(whole2, counts, whole, counts),
+                        c.apply(MpiCPeer.ALLTOALL)));
+                if (out != null) sink.accept(cases);
             }
         }
     }
@@ -126,25 +307,38 @@ public final class BenchCollectivesCommand implements Runnable {
         });
     }
 
-    private static void row(BenchOutput out, String name, double busBw, double copyBw, double seconds, String formula) {
-        out.row(new BenchRow(BENCH, name, busBw, "GB/s", "copy", copyBw, Double.NaN,
-                String.format(Locale.ROOT, "busbw %s, %.1f us", formula, seconds * 1e6)));
-    }
-
     /**
      * Median over {@value #TRIALS} trials (after one warm-up) of the time per call of {@code body}, called
      * {@code iters} times between two barriers; collective on {@code world}, meaningful on rank 0.
      */
     private static double time(Communicator world, int iters, Runnable body) {
-        double[] perCall = new double[TRIALS];
-        for (int trial = -1; trial < TRIALS; trial++) {
+        return measure("", 0, 0, world, iters, body, null).seconds();
+    }
+
+    /**
+     * {@link #time} of {@code body}; with a {@code cTrial} (one C peer trial, seconds per call), Java and C trials
+     * alternate, in turn first (the machine's load drifts; a trial's place in a pair should not favour either),
+     * {@value #PAIRED_TRIALS} of each, and both medians are returned.
+     */
+    private static Case measure(String op, long bytes, double copyBw, Communicator world, int iters, Runnable body, DoubleSupplier cTrial) {
+        int trials = cTrial == null ? TRIALS : PAIRED_TRIALS;
+        double[] perCall = new double[trials], cPerCall = new double[trials];
+        for (int trial = -1; trial < trials; trial++) {
+            boolean cFirst = cTrial != null && (trial & 1) != 0;
+            double c = cFirst ? cTrial.getAsDouble() : Double.NaN;
             world.barrier();
             long start = System.nanoTime();
             for (int i = 0; i < iters; i++) body.run();
             world.barrier();
-            if (trial >= 0) perCall[trial] = (System.nanoTime() - start) / 1e9 / iters;
+            double seconds = (System.nanoTime() - start) / 1e9 / iters;
+            if (cTrial != null && !cFirst) c = cTrial.getAsDouble();
+            if (trial >= 0) {
+                perCall[trial] = seconds;
+                cPerCall[trial] = c;
+            }
         }
         Arrays.sort(perCall);
-        return perCall[TRIALS / 2];
+        Arrays.sort(cPerCall);
+        return new Case(op, bytes, perCall[trials / 2], cPerCall[trials / 2], copyBw);
     }
 }

@@ -47,8 +47,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  *       its buffer throws. A dtype mismatch of equal byte size is not detected.</li>
  * </ul>
  *
- * <p>Waiting: calls poll MPI_Test (spinning briefly, then yielding the core, then, for a late peer, parking up
- * to 1 ms) and throw {@link CommTimeoutException} after the communicator's timeout. A rank that calls
+ * <p>Waiting: calls poll MPI_Test (spinning, or when processes share cores spinning briefly then yielding; a
+ * rendezvous waiting long for a late peer parks 0.1 ms between polls) and throw {@link CommTimeoutException} after the communicator's timeout. A rank that calls
  * {@link #reportFailure} makes the peers' pending and later calls throw {@link PeerFailedException} naming it.
  * After either exception the communicator is unusable (its calls throw {@link IllegalStateException}) and is
  * never freed: MPI cannot cancel a collective, so its buffers may still be written if the late peer comes.
@@ -66,11 +66,14 @@ public final class MpiCommunicator implements Communicator {
     /** User tags are [0, {@value #MAX_USER_TAG}]; the rest of MPI's guaranteed range (32767) is the backend's. */
     static final int MAX_USER_TAG = 32765;
     private static final int TAG_DESCRIPTOR = 32766;
-    /** Polls that spin before yielding the core: about 10-50 us of MPI_Test calls. */
+    /** With more processes than cores: polls that spin before yielding the core (about 10-50 us of MPI_Test). */
     private static final int SPIN_POLLS = 200;
-    /** A peer later than this (ns) in a rendezvous is idle, not busy: poll every {@link #PARK_NANOS} ns. */
-    private static final long IDLE_AFTER_NANOS = 2_000_000;
-    private static final long PARK_NANOS = 1_000_000;
+    /**
+     * A peer later than this (ns) in a rendezvous is idle, not busy: poll every {@link #PARK_NANOS} ns. 2 ms when
+     * processes share cores, else 10 ms (a core each: spinning costs nobody, as in MPI's own blocking calls).
+     */
+    private static final long IDLE_AFTER_SHARED_NANOS = 2_000_000, IDLE_AFTER_NANOS = 10_000_000;
+    private static final long PARK_NANOS = 100_000;
 
     private enum Op {
         ALL_REDUCE("allReduce"), REDUCE_SCATTER("reduceScatter"), ALL_GATHER("allGather"), BROADCAST("broadcast"),
@@ -795,13 +798,15 @@ public final class MpiCommunicator implements Communicator {
     }
 
     /**
-     * Between polls: spin briefly, then yield the core (MPI progresses only inside calls, so a transfer under way
-     * keeps polling); a rendezvous waiting longer than {@link #IDLE_AFTER_NANOS} for a late peer parks instead.
+     * Between polls. MPI progresses only inside calls, so a transfer under way keeps polling: with a core per
+     * process, spin (as MPI's blocking calls do); with processes sharing cores ({@link MpiRuntime#sharesCores}),
+     * spin briefly, then yield the core. A rendezvous waiting long for a late peer parks between polls.
      */
-    private static void backOff(int polls, long waitedNanos, boolean rendezvous) {
-        if (polls < SPIN_POLLS) Thread.onSpinWait();
-        else if (!rendezvous || waitedNanos < IDLE_AFTER_NANOS) Thread.yield();
-        else LockSupport.parkNanos(PARK_NANOS);
+    private void backOff(int polls, long waitedNanos, boolean rendezvous) {
+        boolean shared = rt.sharesCores();
+        if (rendezvous && waitedNanos > (shared ? IDLE_AFTER_SHARED_NANOS : IDLE_AFTER_NANOS)) LockSupport.parkNanos(PARK_NANOS);
+        else if (!shared || polls < SPIN_POLLS) Thread.onSpinWait();
+        else Thread.yield();
     }
 
     // ---------------------------------------------------------------- plumbing

@@ -35,6 +35,7 @@ final class MpiRuntime {
     // guarded by lock
     private boolean started, finalized, failed, initializedHere;
     private int worldRank = -1, worldSize = -1;
+    private volatile boolean sharesCores;
 
     private MpiRuntime(MpiLibrary lib) {
         this.lib = lib;
@@ -71,6 +72,12 @@ final class MpiRuntime {
 
     int worldSize() { return worldSize; }
 
+    /**
+     * True when this node runs more MPI processes than it has cores ({@code OMPI_COMM_WORLD_LOCAL_SIZE}), or
+     * {@code OMPI_MCA_mpi_yield_when_idle=1} asks for it: waiting processes then yield the core instead of spinning.
+     */
+    boolean sharesCores() { return sharesCores; }
+
     private void start() {
         lock.lock();
         try {
@@ -104,6 +111,9 @@ final class MpiRuntime {
                 throw MpiLibrary.rethrow(t);
             }
             started = true;
+            String local = System.getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+            sharesCores = "1".equals(System.getenv("OMPI_MCA_mpi_yield_when_idle"))
+                    || local != null && local.matches("\\d+") && Integer.parseInt(local) > Runtime.getRuntime().availableProcessors();
             if (initializedHere) {
                 Runtime.getRuntime().addShutdownHook(Thread.ofPlatform().name("shardwise-mpi-finalize").unstarted(this::finalizeOnExit));
             }
