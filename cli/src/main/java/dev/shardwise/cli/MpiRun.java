@@ -28,11 +28,14 @@ import java.util.regex.Pattern;
  * <p>The mpirun line is fixed here: {@code --tag-output} (ranks' output is tagged, see {@link RankOutput}),
  * {@code --bind-to none} (each process sizes its own kernel threads from its share of the node, so Open MPI
  * must not pin it to one core), {@code --oversubscribe} (more processes than cores is allowed on a small
- * machine), {@code --allow-run-as-root} (containers), and {@code -x NAME} for the given environment
- * variables, so that processes on other hosts get them too.
+ * machine; with more processes than local cores also {@code --mca mpi_yield_when_idle 1}, so waiting ranks
+ * yield the core), {@code --allow-run-as-root} (containers), {@code --mca odls_base_sigkill_timeout 0} (a failed
+ * job ends at once), and {@code -x NAME=value} for the given environment variables, so that processes on other
+ * hosts get them too.
  *
  * <p>When any process exits with a non-zero status or a signal, mpirun kills the others and exits non-zero;
- * {@link #run} returns then, with the failed rank read from mpirun's report. Processes that outlive mpirun
+ * {@link #run} returns then, with the failed rank read from mpirun's report, or else from which local rank's
+ * process ended first (see {@code RankWatch}). Processes that outlive mpirun
  * (they should not) are killed, so none is left behind. If this JVM is stopped (Ctrl-C), mpirun is
  * stopped with it. {@link #run} blocks until mpirun and every process it started have ended.
  */
@@ -113,6 +116,9 @@ final class MpiRun {
                 "--bind-to", "none", "--tag-output", "--mca", "odls_base_sigkill_timeout", "0",
                 "-np", Integer.toString(processes)));
         if (!hosts.isEmpty()) line.addAll(List.of("--host", String.join(",", hosts)));
+        if (hosts.isEmpty() && processes > Runtime.getRuntime().availableProcessors()) {
+            line.addAll(List.of("--mca", "mpi_yield_when_idle", "1"));   // more ranks than cores: waiting ranks yield theirs
+        }
         exported.forEach((name, value) -> line.addAll(List.of("-x", name + "=" + value)));
         line.addAll(command);
         return line;
