@@ -20,12 +20,12 @@ import java.util.StringJoiner;
 import java.util.concurrent.Callable;
 
 /**
- * {@code shardwise launch}: runs a {@code shardwise} command as N processes through {@code mpirun}, each
- * process one rank of the job (it finds its rank in the variables mpirun sets), or prints the same job for
- * Slurm or Kubernetes.
+ * {@code shardwise launch}: runs {@code shardwise train} as N processes through {@code mpirun}, each process
+ * one rank of the job (it finds its rank in the variables mpirun sets), or prints the same job for Slurm or
+ * Kubernetes.
  */
 @Command(name = "launch", mixinStandardHelpOptions = true,
-        description = {"Run a shardwise command as N processes, one rank each, through mpirun (Open MPI).",
+        description = {"Run training as N processes, one rank each, through mpirun (Open MPI).",
                 "Each process's output is prefixed [rank r]; rank 0's progress line is the job's. If a process fails, "
                         + "the others are stopped and launch exits non-zero, naming the rank.",
                 "--print slurm|k8s prints the same job as an srun line or a Kubeflow MPIJob instead of running it."},
@@ -48,7 +48,7 @@ public final class LaunchCommand implements Callable<Integer> {
     String print;
 
     @Parameters(paramLabel = "COMMAND", arity = "1..*",
-            description = "After --: the shardwise command each process runs, e.g. -- train --preset tiny.")
+            description = "After --: the shardwise command each process runs: train and its options, e.g. -- train --preset tiny.")
     List<String> command;
 
     @CommandLine.Spec
@@ -57,9 +57,10 @@ public final class LaunchCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         if (processes < 1) throw new IllegalArgumentException("--nproc must be >= 1, got " + processes);
-        if (command.getFirst().equals("launch")) {
-            throw new IllegalArgumentException("the command after -- is what each process runs; it cannot be launch itself. "
-                    + "Example: shardwise launch --nproc 4 -- train --preset tiny");
+        if (!command.getFirst().equals("train")) {   // the one command whose processes join as ranks of one job
+            throw new IllegalArgumentException("'" + command.getFirst() + "' does not run as one rank per process (" + processes
+                    + " copies of it would run side by side); launch runs train, e.g. shardwise launch --nproc 4 -- train "
+                    + "--preset tiny (bench collectives --backend mpi starts its own mpirun)");
         }
         if (print != null) {
             String text = switch (print.toLowerCase(Locale.ROOT)) {

@@ -24,6 +24,11 @@ public final class Main implements Runnable {
     }
 
     public static void main(String[] args) {
+        System.exit(commandLine().execute(args));
+    }
+
+    /** The command line as {@link #main} runs it: user errors print one line and exit with status 2. */
+    static CommandLine commandLine() {
         CommandLine cli = new CommandLine(new Main());
         cli.getSubcommands().get("launch").setStopAtPositional(true);   // everything after the command word is the child's
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
@@ -33,6 +38,6 @@ public final class Main implements Runnable {
             }
             throw e;
         });
-        System.exit(cli.execute(args));
+        return cli;
     }
 }
