@@ -51,8 +51,8 @@ final class MpiRun {
 
     /**
      * How a job ended: mpirun's exit status, the failed rank if known, and the highest resident memory seen
-     * of each rank that ran on this machine (bytes, by rank; sampled about every 200 ms, so a short peak may
-     * be missed).
+     * of each rank that ran on this machine (bytes, by rank: the kernel's high-water mark VmHWM, read about
+     * every second, so only growth in a rank's last second can be missed).
      */
     record Outcome(int exitStatus, Optional<Failure> failure, Map<Integer, Long> peakResidentBytes) {
         boolean succeeded() {
@@ -194,7 +194,7 @@ final class MpiRun {
             long lastScan = 0;
             while (job.isAlive()) {
                 long now = System.nanoTime();
-                if (ranks.size() < processes || now - lastScan > 200_000_000L) {   // until every rank is known, then now and then
+                if (ranks.size() < processes || now - lastScan > 1_000_000_000L) {   // until every rank is known, then each second
                     lastScan = now;
                     job.descendants().forEach(started::add);
                     job.children().forEach(p -> rankOf(p).ifPresent(rank -> ranks.putIfAbsent(rank, p)));
