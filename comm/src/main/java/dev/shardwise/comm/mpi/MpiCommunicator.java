@@ -153,8 +153,9 @@ public final class MpiCommunicator implements Communicator {
     /**
      * A communicator of every process of the MPI job (a duplicate of MPI_COMM_WORLD) named {@code world}, its
      * calls timing out after {@code timeout}; initialises MPI on first use (MPI_Init_thread,
-     * MPI_THREAD_SERIALIZED). Collective: every process of the job calls it, the same number of times; each
-     * call returns a new communicator (with its own failure channel, see {@link #reportFailure}).
+     * MPI_THREAD_SERIALIZED). Collective: every process of the job calls it, the same number of times, and it
+     * waits for all of them without a timeout (MPI_Comm_dup has none); each call returns a new communicator
+     * (with its own failure channel, see {@link #reportFailure}). The caller closes it.
      *
      * @throws IllegalArgumentException if {@code timeout} is not positive
      * @throws IllegalStateException    if libmpi is missing (the message says what to install), MPI cannot
