@@ -157,11 +157,17 @@ public final class BenchCollectivesCommand implements Runnable {
             out.info(String.format(Locale.ROOT, "mpirun -np %d: waiting processes %s (load average %.1f, %d cores)", nproc,
                     MpiBenchLauncher.yieldWhenIdle(nproc) ? "yield the core (mpi_yield_when_idle 1)" : "spin",
                     ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage(), Runtime.getRuntime().availableProcessors()));
-            Path binary = MpiBenchLauncher.buildCPeer(Files.createTempDirectory("shardwise-bench-mpi-"), out);
-            List<String> args = new ArrayList<>(List.of("--backend", "mpi", "--max-size", maxSize));
-            if (json) args.add("--json");
-            if (binary != null) args.addAll(List.of("--c-peer", binary.toString()));
-            int rc = MpiBenchLauncher.relaunch(mpirun, nproc, args);
+            Path dir = Files.createTempDirectory("shardwise-bench-mpi-");
+            int rc;
+            try {
+                Path binary = MpiBenchLauncher.buildCPeer(dir, out);
+                List<String> args = new ArrayList<>(List.of("--backend", "mpi", "--max-size", maxSize));
+                if (json) args.add("--json");
+                if (binary != null) args.addAll(List.of("--c-peer", binary.toString()));
+                rc = MpiBenchLauncher.relaunch(mpirun, nproc, args);
+            } finally {
+                MpiBenchLauncher.deleteDirectory(dir);
+            }
             if (rc != 0) throw new IllegalStateException("bench collectives under mpirun -np " + nproc + " failed (exit " + rc + "); see its output above");
         } catch (IOException e) {
             throw new UncheckedIOException(e);
