@@ -35,6 +35,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -229,6 +230,26 @@ class MpiCommunicatorConformanceTest extends CommunicatorConformanceTest {
     }
 
     // ---------------------------------------------------------------- mpi only
+
+    @ParameterizedTest(name = "receive buffer of {0} elements for a message of 10")
+    @ValueSource(ints = {8, 12})
+    void aReceiveIntoABufferOfAnotherSizeThrowsOnTheReceiver(int receiveCount) {
+        RankFailedException e = org.junit.jupiter.api.Assertions.assertThrows(RankFailedException.class, () -> runRanks(2, ctx -> {
+            if (ctx.globalRank() == 0) {
+                try (Tensor t = CommData.filled(ctx, DType.F32, 10, 0)) {
+                    ctx.world().send(t, 1, 5);
+                }
+            } else {
+                try (Tensor t = Tensor.allocate(ctx.memory(), MemoryCategory.BUFFERS, DType.F32, receiveCount)) {
+                    ctx.world().receive(t, 0, 5);
+                }
+            }
+            return null;
+        }));
+        assertEquals(1, e.rank(), "the receiver fails: " + e);
+        IllegalArgumentException cause = org.junit.jupiter.api.Assertions.assertInstanceOf(IllegalArgumentException.class, e.getCause());
+        assertTrue(cause.getMessage().contains("tag 5") && cause.getMessage().contains("same dtype and size"), cause.getMessage());
+    }
 
     @ParameterizedTest(name = "world size {0}")
     @ValueSource(ints = {2, 3, 4})

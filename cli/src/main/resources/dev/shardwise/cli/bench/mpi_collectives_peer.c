@@ -33,11 +33,19 @@ static void reduce_scatter_rank_order(float *buf, long count, float *out, float 
         rdisp[p] = (int) (p * mine);
     }
     MPI_Alltoallv(buf, scount, sdisp, MPI_FLOAT, stage, rcount, rdisp, MPI_FLOAT, MPI_COMM_WORLD);
-    const float *own = buf + lo;
-    for (long i = 0; i < mine; i++) {
-        float v = rank == 0 ? own[i] : stage[i];
-        for (int p = 1; p < n; p++) v += p == rank ? own[i] : stage[p * mine + i];
-        out[i] = v;
+    /* out = ((src0 + src1) + src2) + ...: rank order per element; each pass is a plain loop the compiler
+       vectorizes. Rank `rank`'s contribution is its own chunk (buf + lo), the others are in stage. When out is
+       that chunk (allreduce), pass 0 moves it to stage's free slot first, so no source is overwritten early. */
+    float *own = buf + lo;
+    if (out == own) {
+        for (long i = 0; i < mine; i++) stage[rank * mine + i] = own[i];
+        own = stage + rank * mine;
+    }
+    const float *src0 = rank == 0 ? own : stage;
+    for (long i = 0; i < mine; i++) out[i] = src0[i];
+    for (int p = 1; p < n; p++) {
+        const float *src = p == rank ? own : stage + p * mine;
+        for (long i = 0; i < mine; i++) out[i] += src[i];
     }
 }
 

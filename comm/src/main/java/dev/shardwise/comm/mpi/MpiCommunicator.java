@@ -2,6 +2,7 @@ package dev.shardwise.comm.mpi;
 
 import dev.shardwise.comm.CommTimeoutException;
 import dev.shardwise.comm.Communicator;
+import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.comm.PeerFailedException;
 import dev.shardwise.comm.ReduceKernels;
 import dev.shardwise.comm.ReduceOp;
@@ -31,13 +32,15 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * call (sequence number, operation, dtype, count, reduce op, root; for allToAll the counts of that pair) and
  * waits for theirs with non-blocking point-to-point calls (a tag above the users'). This is where a
  * missing peer is noticed (the ranks whose descriptor has not come are the missing ones) and where mismatched
- * calls are reported, the same error on every rank. Then the data moves with MPI's non-blocking collectives,
+ * calls are reported, the same error on every rank (allToAll counts excepted: each rank sees only its own
+ * pairs, so only the two ranks of a mismatched pair throw, and the others time out). Then the data moves with MPI's non-blocking collectives,
  * polled until done. Reductions do not use MPI_Allreduce: MPI moves the bytes and this class adds them in rank
  * order 0..n-1 with {@link ReduceKernels}, so results are bit-identical to the {@code local} backend's:
  * <ul>
  *   <li>allReduce: MPI_Ialltoallv sends chunk p (elements [N·p/n, N·(p+1)/n)) of the buffer to rank p, which
  *       reduces the n contributions into its own chunk, then MPI_Iallgatherv (in place) spreads the chunks; the
- *       contributions land in a staging buffer of (n-1)/n · N elements kept by the communicator.</li>
+ *       contributions land in a staging buffer of about N elements (a chunk per rank), kept and reused by the
+ *       communicator, freed by {@link #close} and not charged to any memory pool.</li>
  *   <li>reduceScatter: the same first half, into the output.</li>
  *   <li>allGather, broadcast, allToAll: MPI_Iallgatherv, MPI_Ibcast, MPI_Ialltoallv on the tensors themselves.</li>
  *   <li>barrier: the rendezvous alone (every rank has heard from every other).</li>
@@ -48,8 +51,9 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * </ul>
  *
  * <p>Waiting: calls poll MPI_Test (spinning, or when processes share cores spinning briefly then yielding; a
- * rendezvous waiting long for a late peer parks 0.1 ms between polls) and throw {@link CommTimeoutException} after the communicator's timeout. A rank that calls
- * {@link #reportFailure} makes the peers' pending and later calls throw {@link PeerFailedException} naming it.
+ * rendezvous waiting long for a late peer parks 0.1 ms between polls) and throw {@link CommTimeoutException}
+ * after the communicator's timeout. A rank that calls {@link #reportFailure} makes the peers' pending and later
+ * calls throw {@link PeerFailedException} naming it.
  * After either exception the communicator is unusable (its calls throw {@link IllegalStateException}) and is
  * never freed: MPI cannot cancel a collective, so its buffers may still be written if the late peer comes.
  * Within the data step, after every rank arrived, a timeout names all peers (MPI does not say which is late).
@@ -141,16 +145,17 @@ public final class MpiCommunicator implements Communicator {
         job.retain();
     }
 
-    /** {@link #world(Duration)} with the default timeout of 60 s (as the local backend's). */
+    /** {@link #world(Duration)} with the local backend's default timeout ({@link LocalCluster.Options#DEFAULT_TIMEOUT}, 60 s). */
     public static MpiCommunicator world() {
-        return world(Duration.ofSeconds(60));
+        return world(LocalCluster.Options.DEFAULT_TIMEOUT);
     }
 
     /**
      * A communicator of every process of the MPI job (a duplicate of MPI_COMM_WORLD) named {@code world}, its
      * calls timing out after {@code timeout}; initialises MPI on first use (MPI_Init_thread,
-     * MPI_THREAD_SERIALIZED). Collective: every process of the job calls it, the same number of times; each
-     * call returns a new communicator (with its own failure channel, see {@link #reportFailure}).
+     * MPI_THREAD_SERIALIZED). Collective: every process of the job calls it, the same number of times, and it
+     * waits for all of them without a timeout (MPI_Comm_dup has none); each call returns a new communicator
+     * (with its own failure channel, see {@link #reportFailure}). The caller closes it.
      *
      * @throws IllegalArgumentException if {@code timeout} is not positive
      * @throws IllegalStateException    if libmpi is missing (the message says what to install), MPI cannot
@@ -480,10 +485,10 @@ public final class MpiCommunicator implements Communicator {
                 lock.unlock();
             }
             if (rc != MpiLibrary.MPI_SUCCESS || done) {
-                int error = rc != MpiLibrary.MPI_SUCCESS ? rc : status.get(JAVA_INT, MpiLibrary.STATUS_ERROR);
-                if (error != MpiLibrary.MPI_SUCCESS) {
+                // MPI_Test reports a failed receive (MPI_ERR_TRUNCATE: the message is longer) in its return code.
+                if (rc != MpiLibrary.MPI_SUCCESS) {
                     throw new IllegalArgumentException(name + ": " + op + " at rank " + rank + " into " + buffer.describe()
-                            + " failed: " + lib.errorText(error) + "; send and receive must pass buffers of the same dtype and size");
+                            + " failed: " + lib.errorText(rc) + "; send and receive must pass buffers of the same dtype and size");
                 }
                 int got = getCount(type);
                 if (got != count) {

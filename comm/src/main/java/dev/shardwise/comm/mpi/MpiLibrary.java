@@ -48,7 +48,7 @@ final class MpiLibrary {
      * Open MPI's {@code MPI_Status}: {@code int MPI_SOURCE, MPI_TAG, MPI_ERROR, _cancelled; size_t _ucount}.
      */
     static final MemoryLayout STATUS = MemoryLayout.structLayout(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ValueLayout.JAVA_LONG);
-    static final long STATUS_SOURCE = 0, STATUS_ERROR = 8;
+    static final long STATUS_SOURCE = 0;
 
     final String path;
 
