@@ -42,7 +42,7 @@ import java.util.function.IntFunction;
  * collectives use).
  *
  * <p>Every rank runs the same loop; a trial is a barrier, {@code iters} back-to-back calls (enough for about
- * 16 MiB of traffic, at least one) and a barrier, timed on rank 0; the median of 5 trials after one warm-up trial
+ * 16 MiB of traffic, 64 MiB beside the C peer, at least one) and a barrier, timed on rank 0; the median of 5 trials after one warm-up trial
  * is reported. The copy peers run between the same barriers (the one-thread copy on rank 0 while the others wait).
  *
  * <p>{@code --backend mpi} (outside mpirun) compiles {@code mpi_collectives_peer.c} with mpicc into a shared
@@ -282,7 +282,8 @@ public final class BenchCollectivesCommand implements Runnable {
                 Tensor part = Tensor.wrap(b.segment(), DType.F32, chunk);
                 int[] counts = new int[n];
                 Arrays.fill(counts, chunk);
-                int iters = (int) Math.max(1, Math.min(2000, (16L << 20) / bytes));
+                // ~16 MiB of traffic per trial; 64 MiB beside the C peer, so that a ratio is not one preemption
+                int iters = (int) Math.max(1, Math.min(2000, (peer == null ? 16L << 20 : 64L << 20) / bytes));
                 MemorySegment src = a.segment(), dst = b.segment();
                 double copy1 = time(world, iters, ctx.globalRank() == 0 ? () -> MemorySegment.copy(src, 0, dst, 0, bytes) : () -> { });
                 double copyAll = time(world, iters, () -> copyShare(ctx, src, dst, bytes));
