@@ -8,7 +8,6 @@ import picocli.CommandLine.Parameters;
 
 import java.io.IOException;
 import java.io.PrintStream;
-import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -84,7 +83,7 @@ public final class LaunchCommand implements Callable<Integer> {
         PrintStream out = System.out, err = System.err;
         err.printf("launch: %d processes %s through mpirun%n", processes,
                 hosts.isEmpty() ? "on this machine" : "on " + String.join(",", hosts));
-        MpiRun.Outcome outcome = mpirun.run(processes, hosts, exported, thisJvm(command), out, err, live);
+        MpiRun.Outcome outcome = mpirun.run(processes, hosts, exported, JobCommands.thisJvm(command), out, err, live);
         if (!outcome.peakResidentBytes().isEmpty()) {
             StringJoiner memory = new StringJoiner(", ", "launch: peak resident memory by rank: ", "");
             outcome.peakResidentBytes().forEach((rank, bytes) -> memory.add(rank + ": " + MemoryPool.formatBytes(bytes)));
@@ -96,24 +95,6 @@ public final class LaunchCommand implements Callable<Integer> {
         }
         err.println("launch: " + outcome.describe() + " (the first rank to fail); the job was stopped");
         return outcome.exitStatus();
-    }
-
-    /**
-     * The command line that starts {@code Main} with {@code args} in a JVM like this one: same java, same JVM
-     * options, same class path. Processes started with it do not go through the {@code shardwise} script, so
-     * N of them never race to rebuild the project.
-     */
-    static List<String> thisJvm(List<String> args) {
-        List<String> line = new ArrayList<>();
-        line.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        for (String option : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
-            if (!option.startsWith("-agentlib:jdwp")) line.add(option);   // N debuggers would fight over one port
-        }
-        line.add("-cp");
-        line.add(System.getProperty("java.class.path"));
-        line.add(Main.class.getName());
-        line.addAll(args);
-        return line;
     }
 
     /** The {@code shardwise} script next to the jar this class came from, or {@code ./shardwise} if not found. */

@@ -2,7 +2,6 @@ package dev.shardwise.cli;
 
 import dev.shardwise.core.memory.ProcessMemory;
 
-import java.io.File;
 import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
@@ -10,7 +9,6 @@ import java.io.Reader;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -94,11 +92,8 @@ final class MpiRun {
      * @throws IllegalStateException saying how to install Open MPI if there is none
      */
     static MpiRun find(String path) {
-        for (String dir : (path == null ? "" : path).split(File.pathSeparator)) {
-            if (dir.isEmpty()) continue;
-            Path candidate = Path.of(dir, "mpirun");
-            if (Files.isExecutable(candidate)) return new MpiRun(candidate);
-        }
+        Path mpirun = JobCommands.onPath("mpirun", path);
+        if (mpirun != null) return new MpiRun(mpirun);
         throw new IllegalStateException("mpirun was not found on the PATH; launch starts processes with Open MPI. "
                 + "Install it (Debian/Ubuntu: sudo apt-get install openmpi-bin) and run again, or print the command for "
                 + "a cluster with --print slurm or --print k8s");
@@ -112,13 +107,11 @@ final class MpiRun {
      * @param exported  environment variables to set in every process
      */
     List<String> commandLine(int processes, List<String> hosts, Map<String, String> exported, List<String> command) {
-        List<String> line = new ArrayList<>(List.of(mpirun.toString(), "--allow-run-as-root", "--oversubscribe",
-                "--bind-to", "none", "--tag-output", "--mca", "odls_base_sigkill_timeout", "0",
-                "-np", Integer.toString(processes)));
+        // more ranks than cores here: waiting ranks yield theirs
+        boolean yield = hosts.isEmpty() && processes > Runtime.getRuntime().availableProcessors();
+        List<String> line = JobCommands.mpirun(mpirun, processes, yield);
+        line.addAll(List.of("--bind-to", "none", "--tag-output"));
         if (!hosts.isEmpty()) line.addAll(List.of("--host", String.join(",", hosts)));
-        if (hosts.isEmpty() && processes > Runtime.getRuntime().availableProcessors()) {
-            line.addAll(List.of("--mca", "mpi_yield_when_idle", "1"));   // more ranks than cores: waiting ranks yield theirs
-        }
         exported.forEach((name, value) -> line.addAll(List.of("-x", name + "=" + value)));
         line.addAll(command);
         return line;

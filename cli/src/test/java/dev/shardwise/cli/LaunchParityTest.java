@@ -96,7 +96,7 @@ class LaunchParityTest {
                     new PrintStream(new ByteArrayOutputStream())).run(false);
 
             ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
-            MpiRun.Outcome outcome = mpirun.get().run(c.ranks(), List.of(), Map.of(), LaunchCommand.thisJvm(List.of("train",
+            MpiRun.Outcome outcome = mpirun.get().run(c.ranks(), List.of(), Map.of(), JobCommands.thisJvm(List.of("train",
                             "--config", config.toString(), "--zero", Integer.toString(c.zero()), "--run-dir", launched.toString())),
                     new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8), false);
             String printed = out.toString(StandardCharsets.UTF_8);

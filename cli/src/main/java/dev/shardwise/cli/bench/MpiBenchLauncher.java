@@ -1,12 +1,12 @@
 package dev.shardwise.cli.bench;
 
-import java.io.File;
+import dev.shardwise.cli.JobCommands;
+
 import java.io.IOException;
 import java.io.InputStream;
 import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 
@@ -23,30 +23,17 @@ final class MpiBenchLauncher {
     private static final long LIMIT_MINUTES = 20;
 
     /**
-     * mpirun's arguments for {@code nproc} processes (as root too). Waiting processes yield the core
-     * ({@code mpi_yield_when_idle}, which the Java backend follows too) when the processes and the machine's
-     * current load (1-minute load average) need more cores than there are: spinning would then steal the core
-     * of the very peer being waited for, and timings would measure the scheduler.
+     * Whether waiting processes should yield the core ({@code mpi_yield_when_idle}, which the Java backend follows
+     * too): when the processes and the machine's current load (1-minute load average) need more cores than there
+     * are, spinning would steal the core of the very peer being waited for, and timings would measure the scheduler.
      */
-    static List<String> mpirun(Path mpirun, int nproc) {
-        List<String> cmd = new ArrayList<>(List.of(mpirun.toString(), "--allow-run-as-root", "--oversubscribe",
-                "-np", Integer.toString(nproc), "--mca", "odls_base_sigkill_timeout", "0"));
-        if (yieldWhenIdle(nproc)) cmd.addAll(List.of("--mca", "mpi_yield_when_idle", "1"));
-        return cmd;
-    }
-
-    /** See {@link #mpirun}: nproc plus the load average exceeds the cores. */
     static boolean yieldWhenIdle(int nproc) {
         double load = ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
         return nproc + Math.max(0, load) > Runtime.getRuntime().availableProcessors();
     }
 
     static Path onPath(String program) {
-        for (String dir : System.getenv().getOrDefault("PATH", "").split(File.pathSeparator)) {
-            Path p = Path.of(dir, program);
-            if (Files.isExecutable(p)) return p;
-        }
-        return null;
+        return JobCommands.onPath(program, System.getenv("PATH"));
     }
 
     /**
@@ -75,10 +62,8 @@ final class MpiBenchLauncher {
 
     /** Runs this command again under mpirun with {@code args}, its output going to ours; returns its exit code. */
     static int relaunch(Path mpirun, int nproc, List<String> args) throws IOException, InterruptedException {
-        List<String> cmd = mpirun(mpirun, nproc);
-        cmd.add(ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
-        cmd.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
-        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), "dev.shardwise.cli.Main", "bench", "collectives"));
+        List<String> cmd = JobCommands.mpirun(mpirun, nproc, yieldWhenIdle(nproc));
+        cmd.addAll(JobCommands.thisJvm(List.of("bench", "collectives")));
         cmd.addAll(args);
         Process p = new ProcessBuilder(cmd).inheritIO().start();
         if (!p.waitFor(LIMIT_MINUTES, TimeUnit.MINUTES)) {
