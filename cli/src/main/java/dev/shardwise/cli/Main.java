@@ -1,6 +1,10 @@
 package dev.shardwise.cli;
 
 import dev.shardwise.cli.bench.BenchCommand;
+import dev.shardwise.comm.CommTimeoutException;
+import dev.shardwise.comm.PeerFailedException;
+import dev.shardwise.comm.RankFailedException;
+import dev.shardwise.core.memory.MemoryBudgetExceededException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -8,8 +12,9 @@ import picocli.CommandLine.Command;
 @Command(name = "shardwise",
         mixinStandardHelpOptions = true,
         version = "shardwise 0.1.0-SNAPSHOT",
-        description = {"Large-model training for the JVM. Today: GPT- and LLaMA-style models trained on one rank "
-                + "(CPU, fp32), checked against PyTorch; data/tensor/pipeline parallelism and ZeRO are next."},
+        description = {"Large-model training for the JVM. Today: GPT- and LLaMA-style models trained on the CPU in fp32, "
+                + "checked against PyTorch, on one rank or data-parallel with ZeRO 1-3 over threads of this JVM "
+                + "(--ranks) or MPI processes (launch); tensor and pipeline parallelism are next."},
         subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, PrepareCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class},
         footer = {"", "Start with:  ./shardwise demo     (train a small GPT on Shakespeare for ~3 minutes, then sample)",
@@ -27,7 +32,11 @@ public final class Main implements Runnable {
         System.exit(commandLine().execute(args));
     }
 
-    /** The command line as {@link #main} runs it: user errors print one line and exit with status 2. */
+    /**
+     * The command line as {@link #main} runs it: user errors print one line and exit with status 2; a run that
+     * failed for a reason the message explains in full (a rank over its memory budget, a rank that failed or
+     * timed out in a collective) prints it with its cause's message and exits with status 1.
+     */
     static CommandLine commandLine() {
         CommandLine cli = new CommandLine(new Main());
         cli.getSubcommands().get("launch").setStopAtPositional(true);   // everything after the command word is the child's
@@ -35,6 +44,12 @@ public final class Main implements Runnable {
             if (e instanceof IllegalArgumentException || e instanceof IllegalStateException) {
                 commandLine.getErr().println("shardwise: " + e.getMessage());
                 return 2;
+            }
+            if (e instanceof MemoryBudgetExceededException || e instanceof RankFailedException
+                    || e instanceof CommTimeoutException || e instanceof PeerFailedException) {
+                commandLine.getErr().println("shardwise: " + e.getMessage()
+                        + (e.getCause() != null && e.getCause().getMessage() != null ? "\n  caused by: " + e.getCause() : ""));
+                return 1;
             }
             throw e;
         });
