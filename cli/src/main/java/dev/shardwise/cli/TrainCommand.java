@@ -1,6 +1,9 @@
 package dev.shardwise.cli;
 
+import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
 import dev.shardwise.train.Trainer;
@@ -73,8 +76,14 @@ public final class TrainCommand implements Callable<Integer> {
     Integer ranks;
 
     @Option(names = "--zero", paramLabel = "STAGE",
-            description = "ZeRO stage over the ranks: 0 replicates the AdamW state, 1 shards it (8 bytes/parameter / ranks).")
+            description = {"ZeRO stage over the ranks: 0 replicates everything (16 bytes/parameter), 1 shards the AdamW state,",
+                    "2 the gradients too, 3 the parameters too (gathered unit by unit around forward and backward)."})
     Integer zero;
+
+    @Option(names = "--offload-optimizer", paramLabel = "DIR",
+            description = "Keep each rank's AdamW moments in a memory-mapped file in DIR, streamed through a small buffer "
+                    + "each update (ZeRO-Infinity's optimizer offload; needs --zero 1, 2 or 3).")
+    Path offloadOptimizer;
 
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
@@ -92,15 +101,13 @@ public final class TrainCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         PrintWriter out = spec.commandLine().getOut();
         TrainConfig resolved = resolve();
+        if (!dryRun && resolved.zero() >= 2 && resolved.ranks() == 1) {
+            out.println("note: ZeRO " + resolved.zero() + " over one rank shards nothing; it only adds gathers and copies "
+                    + "(use --ranks N to split the model state)");
+        }
         if (dryRun) {
             out.print(ConfigLoader.toYaml(resolved));
-            long params = resolved.model().parameterCount();
-            long moments = 8 * params / (resolved.zero() > 0 ? resolved.ranks() : 1);
-            out.printf(Locale.ROOT, "parameters: %,d; per rank (ZeRO stage %d over %d rank(s)): weights %s + gradients %s "
-                            + "+ AdamW moments %s = %s, before activations%n",
-                    params, resolved.zero(), resolved.ranks(), MemoryPool.formatBytes(4 * params),
-                    MemoryPool.formatBytes(4 * params), MemoryPool.formatBytes(moments),
-                    MemoryPool.formatBytes(8 * params + moments));
+            printMemory(out, resolved);
             out.flush();
             return 0;
         }
@@ -130,6 +137,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointAtStart", checkpointAtStart);
         put(flags, "ranks", ranks);
         put(flags, "zero", zero);
+        put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
         if (globalBatch != null) {
             Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
                     ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());
@@ -141,6 +149,28 @@ public final class TrainCommand implements Callable<Integer> {
             flags.put("gradAccumulation", globalBatch / micro);
         }
         return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
+    }
+
+    /** Per-rank bytes of model state by category: what this run will allocate, next to ZeRO's formula. */
+    static void printMemory(PrintWriter out, TrainConfig c) {
+        int stage = c.zero(), n = c.ranks();
+        boolean offload = c.offloadOptimizer() != null;
+        long psi = c.model().parameterCount();
+        long padded = Gpt.declare(c.model()).paddedCount(stage > 0 ? n : 1);
+        ZeroMemory allocated = ZeroMemory.of(stage, n, padded, offload), formula = ZeroMemory.of(stage, n, psi, offload);
+        out.printf(Locale.ROOT, "per-rank model state, ZeRO stage %d over N=%d rank(s), Ψ=%,d parameters (fp32 weights, AdamW)%s:%n",
+                stage, n, psi, offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : "");
+        out.printf(Locale.ROOT, "  %-16s %12s   %-12s %12s%n", "category", "allocated", "ZeRO formula", "= bytes");
+        for (MemoryCategory cat : List.of(MemoryCategory.PARAMETERS, MemoryCategory.GRADIENTS, MemoryCategory.OPTIMIZER_STATE)) {
+            out.printf(Locale.ROOT, "  %-16s %12s   %-12s %12s%n", cat.label(), MemoryPool.formatBytes(allocated.bytes(cat)),
+                    ZeroMemory.formula(stage, cat, offload), MemoryPool.formatBytes(formula.bytes(cat)));
+        }
+        out.printf(Locale.ROOT, "  %-16s %12s   %-12s %12s%n", "total", MemoryPool.formatBytes(allocated.total()),
+                ZeroMemory.totalFormula(stage, offload), MemoryPool.formatBytes(formula.total()));
+        out.printf(Locale.ROOT, "  (allocated: every unit padded to a multiple of N; not counted: activations, and buffers%s)%n",
+                stage >= 2 ? " such as the transient unit gradients" + (stage == 3 ? " and gathered unit parameters" : "")
+                        : offload ? " such as the optimizer's staging buffer" : "");
+        if (stage >= 2 && n == 1) out.println("  note: ZeRO " + stage + " over one rank shards nothing; it only adds gathers and copies");
     }
 
     private static void put(Map<String, Object> flags, String key, Object value) {

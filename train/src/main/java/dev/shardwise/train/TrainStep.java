@@ -54,6 +54,7 @@ public final class TrainStep implements AutoCloseable {
         this.gradClip = gradClip;
         this.update = update;
         this.arena = new StepArena(pool);
+        model.useHooks(update.hooks());
     }
 
     /**
@@ -68,6 +69,7 @@ public final class TrainStep implements AutoCloseable {
         long forwardNs = 0, backwardNs = 0;
         for (int micro = 0; micro < microBatches; micro++) {
             fill.accept(batch);
+            update.beginMicroBatch(micro, microBatches);
             try {
                 long t0 = System.nanoTime();
                 Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches);
