@@ -33,6 +33,21 @@ public final class ReplicatedUpdate implements ParameterUpdate {
     }
 
     @Override
+    public dev.shardwise.model.Gpt.Hooks hooks() {
+        return reduction.hooks();
+    }
+
+    @Override
+    public void beginMicroBatch(int index, int count) {
+        reduction.beginMicroBatch(index, count);
+    }
+
+    @Override
+    public void backward(Runnable backward) {
+        reduction.backward(backward);
+    }
+
+    @Override
     public double mean(double value) {
         return reduction.mean(value);
     }

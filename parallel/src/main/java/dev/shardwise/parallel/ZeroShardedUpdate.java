@@ -62,8 +62,11 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final ScalarReduction scalar;
     private final List<Segment> segments = new ArrayList<>();
     private final Tensor[] gatheredValues;   // per unit, stage 3, BUFFERS while bound
-    private final Tensor[] unitGrads;        // per unit, BUFFERS during its backward
-    private int microBatch;
+    private final Tensor[] unitGrads;        // per unit, BUFFERS from its backward until its reduce-scatter ran
+    private final java.util.Set<Tensor> transientGrads = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    private final BackwardOverlap overlap;   // every collective goes through it, on the rank's thread
+    private final boolean overlapBackward;
+    private volatile int microBatch;
     private long steps;
 
     /**
@@ -76,6 +79,16 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
      */
     public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
                              AdamWOptimizer.Settings settings, ShardMoments.Factory moments) {
+        this(stage, params, dp, pool, settings, moments, true);
+    }
+
+    /**
+     * As {@link #ZeroShardedUpdate(int, ParameterSet, Communicator, MemoryPool, AdamWOptimizer.Settings,
+     * ShardMoments.Factory)}; with {@code overlapBackward} false, backward runs on the calling thread and waits for
+     * each unit's reduce-scatter (and gather) in turn.
+     */
+    public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
+                             AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapBackward) {
         if (stage != 2 && stage != 3) throw new IllegalArgumentException("ZeroShardedUpdate runs ZeRO stage 2 or 3, got " + stage);
         ParameterSet.Residency expected = stage == 2 ? ParameterSet.Residency.VALUES : ParameterSet.Residency.NONE;
         if (params.residency() != expected) {
@@ -100,6 +113,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         int units = params.units().size();
         this.gatheredValues = new Tensor[units];
         this.unitGrads = new Tensor[units];
+        this.overlap = new BackwardOverlap(pool.rankName().replace(' ', '-') + "-zero" + stage);
+        this.overlapBackward = overlapBackward;
         Tensor values = null, grads = null;
         ShardMoments m = null;
         ScalarReduction s = null;
@@ -170,6 +185,13 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.microBatch = index;
     }
 
+    /** Runs backward on a helper thread while this thread runs the gathers and reduce-scatters its hooks post. */
+    @Override
+    public void backward(Runnable backward) {
+        if (overlapBackward) overlap.run(backward);
+        else backward.run();
+    }
+
     // ------------------------------------------------------------------ hooks
 
     @Override
@@ -186,41 +208,51 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     public void beforeBackward(ParameterSet.Unit unit) {
         if (stage == 3) gather(unit);
         Tensor g = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
+        transientGrads.add(g);
         unitGrads[unit.index()] = g;
         for (Parameter p : unit.parameters()) p.bindGrad(view(g, unit, p));
     }
 
+    /** Starts the reduce-scatter of the unit's gradients into this rank's piece (on the rank thread), frees the unit. */
     @Override
     public void afterBackward(ParameterSet.Unit unit) {
-        Tensor g = unitGrads[unit.index()];
+        Tensor whole = unitGrads[unit.index()];
+        unitGrads[unit.index()] = null;
         for (Parameter p : unit.parameters()) p.bindGrad(null);
-        try {
-            Tensor piece = piece(gradShard, unit);
-            if (microBatch == 0) {
-                dp.reduceScatter(piece, g, ReduceOp.AVG);
-            } else {
-                try (Tensor reduced = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), piece.dim(0))) {
-                    dp.reduceScatter(reduced, g, ReduceOp.AVG);
-                    Vectors.accumulate(piece, reduced);
+        if (stage == 3) releaseValues(unit);
+        Tensor piece = piece(gradShard, unit);
+        int micro = microBatch;
+        overlap.post(() -> {
+            try {
+                if (micro == 0) {
+                    dp.reduceScatter(piece, whole, ReduceOp.AVG);
+                } else {
+                    try (Tensor reduced = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), piece.dim(0))) {
+                        dp.reduceScatter(reduced, whole, ReduceOp.AVG);
+                        Vectors.accumulate(piece, reduced);
+                    }
                 }
+            } finally {
+                transientGrads.remove(whole);
+                whole.close();
             }
-        } finally {
-            g.close();
-            unitGrads[unit.index()] = null;
-            if (stage == 3) releaseValues(unit);
-        }
+            return null;
+        });
     }
 
     /** All-gathers {@code unit}'s values into a transient buffer and binds its parameters to it (idempotent). */
     private void gather(ParameterSet.Unit unit) {
         if (gatheredValues[unit.index()] != null) return;
-        Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
-        try {
-            dp.allGather(full, piece(valueShard, unit));
-        } catch (RuntimeException e) {
-            full.close();
-            throw e;
-        }
+        Tensor full = overlap.call(() -> {
+            Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
+            try {
+                dp.allGather(t, piece(valueShard, unit));
+            } catch (RuntimeException e) {
+                t.close();
+                throw e;
+            }
+            return t;
+        });
         gatheredValues[unit.index()] = full;
         bindValues(unit, full);
     }
@@ -253,6 +285,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public Applied apply(double lr, double maxNorm) {
         long start = System.nanoTime();
+        overlap.drain();   // the reduce-scatters still in flight when backward ended: the exposed part
         double norm = Math.sqrt(scalar.reduce(Vectors.sumOfSquares(gradShard), ReduceOp.SUM));
         long communication = System.nanoTime() - start;
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
@@ -283,6 +316,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     @Override
     public double mean(double value) {
+        overlap.drain();
         return scalar.reduce(value, ReduceOp.AVG);
     }
 
@@ -295,6 +329,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     /** Collective: fills {@code full} [P'] with every unit's whole values, in the flat layout. */
     public void gatherValues(Tensor full) {
+        overlap.drain();
         if (stage == 2) {
             Vectors.copy(full, params.values());
             return;
@@ -313,6 +348,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     /** Collective: fills whole first and second moments [P'] from every rank's shard. */
     public void gatherMoments(Tensor fullM, Tensor fullV) {
+        overlap.drain();
         moments.read((m, v) -> {
             for (ParameterSet.Unit u : params.units()) {
                 dp.allGather(fullM.slice(0, u.offset(), u.size()), piece(m, u));
@@ -342,10 +378,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     @Override
     public void close() {
-        for (int u = 0; u < unitGrads.length; u++) {
-            if (unitGrads[u] != null) unitGrads[u].close();
-            if (gatheredValues[u] != null) gatheredValues[u].close();
-        }
+        overlap.close();
+        for (Tensor g : transientGrads) g.close();
+        for (Tensor v : gatheredValues) if (v != null) v.close();
         if (valueShard != null) valueShard.close();
         gradShard.close();
         moments.close();

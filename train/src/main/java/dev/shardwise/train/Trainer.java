@@ -108,7 +108,7 @@ public final class Trainer {
         try (Gpt model = new Gpt(config.model(), Gpt.declare(config.model()).allocate(pool, DType.F32,
                      config.zero() > 0 ? config.ranks() : 1, residency()));
              DataParallel dp = dpGroup == null || config.zero() > 0 ? null
-                     : new DataParallel(dpGroup, DataParallel.DEFAULT_BUCKET_ELEMENTS, pool);
+                     : new DataParallel(dpGroup, OVERLAP_BUCKET_ELEMENTS, pool, model.parameters());
              OptimizerState optimizer = optimizer(model.parameters(), pool, dpGroup, dp);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(model, pool, config.gradClip(), optimizer.update())) {
@@ -163,6 +163,12 @@ public final class Trainer {
             }
         }
     }
+
+    /**
+     * Gradient elements per overlapped all-reduce bucket (4 MiB in fp32): small enough that a model of a few
+     * million parameters has several buckets to start while backward runs (PyTorch DDP makes its first bucket 1 MiB).
+     */
+    static final int OVERLAP_BUCKET_ELEMENTS = 1 << 20;
 
     /** Elements per moment that an offloaded optimizer streams through memory at a time (4 MiB each in fp32). */
     static final int OFFLOAD_CHUNK_ELEMENTS = 1 << 20;

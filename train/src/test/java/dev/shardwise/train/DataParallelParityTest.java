@@ -150,6 +150,23 @@ class DataParallelParityTest {
         return outcomes.getFirst();
     }
 
+    /** Data parallelism with each bucket's all-reduce started during backward, as its units finish. */
+    static Outcome dataParallelOverlapped(int replicas) {
+        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> {
+            MemoryPool pool = ctx.memory();
+            try (Gpt model = Gpt.create(MODEL, pool, DType.F32, 7);
+                 AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt());
+                 DataParallel dp = new DataParallel(ctx.world(), 3000, pool, model.parameters());
+                 TrainStep step = new TrainStep(model, optimizer, pool, 1.0, dp)) {
+                return train(model, pool, step, ctx.world().rank(), replicas);
+            }
+        });
+        for (Outcome o : outcomes) {
+            assertArrayEquals(outcomes.getFirst().params(), o.params(), "every replica holds the same parameters");
+        }
+        return outcomes.getFirst();
+    }
+
     static Outcome zero1(int replicas) {
         List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> trainZero1(ctx.memory(), ctx.world()));
         for (Outcome o : outcomes) {
@@ -162,6 +179,12 @@ class DataParallelParityTest {
     @ValueSource(ints = {2, 4})
     void dataParallelMatchesSingleRankAndRepeatsBitForBit(int replicas) {
         compare("dp", replicas, DataParallelParityTest::dataParallel);
+    }
+
+    @ParameterizedTest(name = "dp={0}")
+    @ValueSource(ints = {2, 4})
+    void overlappedDataParallelMatchesSingleRankAndRepeatsBitForBit(int replicas) {
+        compare("dp-overlapped", replicas, DataParallelParityTest::dataParallelOverlapped);
     }
 
     @ParameterizedTest(name = "dp={0}")

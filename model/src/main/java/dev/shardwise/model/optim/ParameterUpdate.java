@@ -40,6 +40,14 @@ public interface ParameterUpdate extends AutoCloseable {
      */
     default void beginMicroBatch(int index, int count) { }
 
+    /**
+     * Runs {@code backward} (the model's backward pass for one micro-batch); an update that overlaps its gradient
+     * communication with backward runs it on a helper thread while this thread communicates. At once by default.
+     */
+    default void backward(Runnable backward) {
+        backward.run();
+    }
+
     /** The mean of a per-rank scalar (the loss) over the replicas; the value itself on a single rank. */
     double mean(double value);
 
