@@ -1,9 +1,7 @@
 package dev.shardwise.cli;
 
-import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
-import dev.shardwise.model.Gpt;
-import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.train.MemoryReport;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
 import dev.shardwise.train.Trainer;
@@ -107,7 +105,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         if (dryRun) {
             out.print(ConfigLoader.toYaml(resolved));
-            printMemory(out, resolved);
+            out.print(MemoryReport.table(resolved));
             out.flush();
             return 0;
         }
@@ -149,28 +147,6 @@ public final class TrainCommand implements Callable<Integer> {
             flags.put("gradAccumulation", globalBatch / micro);
         }
         return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
-    }
-
-    /** Per-rank bytes of model state by category: what this run will allocate, next to ZeRO's formula. */
-    static void printMemory(PrintWriter out, TrainConfig c) {
-        int stage = c.zero(), n = c.ranks();
-        boolean offload = c.offloadOptimizer() != null;
-        long psi = c.model().parameterCount();
-        long padded = Gpt.declare(c.model()).paddedCount(stage > 0 ? n : 1);
-        ZeroMemory allocated = ZeroMemory.of(stage, n, padded, offload), formula = ZeroMemory.of(stage, n, psi, offload);
-        out.printf(Locale.ROOT, "per-rank model state, ZeRO stage %d over N=%d rank(s), Ψ=%,d parameters (fp32 weights, AdamW)%s:%n",
-                stage, n, psi, offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : "");
-        out.printf(Locale.ROOT, "  %-16s %12s   %-12s %12s%n", "category", "allocated", "ZeRO formula", "= bytes");
-        for (MemoryCategory cat : List.of(MemoryCategory.PARAMETERS, MemoryCategory.GRADIENTS, MemoryCategory.OPTIMIZER_STATE)) {
-            out.printf(Locale.ROOT, "  %-16s %12s   %-12s %12s%n", cat.label(), MemoryPool.formatBytes(allocated.bytes(cat)),
-                    ZeroMemory.formula(stage, cat, offload), MemoryPool.formatBytes(formula.bytes(cat)));
-        }
-        out.printf(Locale.ROOT, "  %-16s %12s   %-12s %12s%n", "total", MemoryPool.formatBytes(allocated.total()),
-                ZeroMemory.totalFormula(stage, offload), MemoryPool.formatBytes(formula.total()));
-        out.printf(Locale.ROOT, "  (allocated: every unit padded to a multiple of N; not counted: activations, and buffers%s)%n",
-                stage >= 2 ? " such as the transient unit gradients" + (stage == 3 ? " and gathered unit parameters" : "")
-                        : offload ? " such as the optimizer's staging buffer" : "");
-        if (stage >= 2 && n == 1) out.println("  note: ZeRO " + stage + " over one rank shards nothing; it only adds gathers and copies");
     }
 
     private static void put(Map<String, Object> flags, String key, Object value) {

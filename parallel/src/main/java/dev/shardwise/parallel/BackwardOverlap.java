@@ -121,13 +121,18 @@ final class BackwardOverlap implements AutoCloseable {
 
     /** As {@link #post}, waiting for the result. */
     <T> T call(Callable<T> op) {
+        return await(post(op));
+    }
+
+    /** The result of a {@link #post}ed operation, waiting for it. */
+    static <T> T await(Future<T> future) {
         try {
-            return post(op).get();
+            return future.get();
         } catch (ExecutionException e) {
             throw unchecked(e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            throw new IllegalStateException(name + ": interrupted", e);
+            throw new IllegalStateException("interrupted while waiting for a collective", e);
         }
     }
 

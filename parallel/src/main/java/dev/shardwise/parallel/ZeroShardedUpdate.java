@@ -66,6 +66,12 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final java.util.Set<Tensor> transientGrads = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private final BackwardOverlap overlap;   // every collective goes through it, on the rank's thread
     private final boolean overlapBackward;
+    // Stage 3 prefetch: the order backward opened units in, recorded on the first backward; later backwards gather
+    // the next unit in that order while the current one computes. Touched only by the thread running backward.
+    private final List<Integer> backwardOrder = new ArrayList<>();
+    private final java.util.Map<Integer, java.util.concurrent.Future<Tensor>> prefetched = new java.util.concurrent.ConcurrentHashMap<>();
+    private boolean orderRecorded;
+    private int backwardPosition;
     private volatile int microBatch;
     private long steps;
 
@@ -188,8 +194,13 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     /** Runs backward on a helper thread while this thread runs the gathers and reduce-scatters its hooks post. */
     @Override
     public void backward(Runnable backward) {
-        if (overlapBackward) overlap.run(backward);
-        else backward.run();
+        backwardPosition = 0;
+        try {
+            if (overlapBackward) overlap.run(backward);
+            else backward.run();
+        } finally {
+            orderRecorded = true;
+        }
     }
 
     // ------------------------------------------------------------------ hooks
@@ -206,7 +217,12 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     @Override
     public void beforeBackward(ParameterSet.Unit unit) {
-        if (stage == 3) gather(unit);
+        if (stage == 3) {
+            java.util.concurrent.Future<Tensor> mine = prefetched.remove(unit.index());
+            prefetchNext(unit);
+            if (mine != null) bind(unit, BackwardOverlap.await(mine));
+            else gather(unit);
+        }
         Tensor g = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
         transientGrads.add(g);
         unitGrads[unit.index()] = g;
@@ -243,18 +259,43 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     /** All-gathers {@code unit}'s values into a transient buffer and binds its parameters to it (idempotent). */
     private void gather(ParameterSet.Unit unit) {
         if (gatheredValues[unit.index()] != null) return;
-        Tensor full = overlap.call(() -> {
-            Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
-            try {
-                dp.allGather(t, piece(valueShard, unit));
-            } catch (RuntimeException e) {
-                t.close();
-                throw e;
-            }
-            return t;
-        });
+        bind(unit, overlap.call(() -> gatherNow(unit)));
+    }
+
+    private void bind(ParameterSet.Unit unit, Tensor full) {
         gatheredValues[unit.index()] = full;
         bindValues(unit, full);
+    }
+
+    /** On the rank thread: the unit's whole values in a new BUFFERS tensor. */
+    private Tensor gatherNow(ParameterSet.Unit unit) {
+        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
+        try {
+            dp.allGather(t, piece(valueShard, unit));
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+        return t;
+    }
+
+    /**
+     * Stage 3, during backward: starts gathering the unit that backward will open after {@code unit} (by the order
+     * the first backward recorded), so its all-gather runs while {@code unit} computes. Every rank makes the same
+     * decisions, so the collectives stay in the same order everywhere.
+     */
+    private void prefetchNext(ParameterSet.Unit unit) {
+        if (!orderRecorded) {
+            backwardOrder.add(unit.index());
+            return;
+        }
+        int at = backwardPosition++;
+        if (at >= backwardOrder.size() || backwardOrder.get(at) != unit.index()) return;   // not the recorded order
+        if (at + 1 >= backwardOrder.size()) return;
+        int next = backwardOrder.get(at + 1);
+        if (gatheredValues[next] != null || prefetched.containsKey(next)) return;
+        ParameterSet.Unit nextUnit = params.units().get(next);
+        prefetched.put(next, overlap.post(() -> gatherNow(nextUnit)));
     }
 
     private void releaseValues(ParameterSet.Unit unit) {
@@ -379,6 +420,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public void close() {
         overlap.close();
+        for (java.util.concurrent.Future<Tensor> f : prefetched.values()) {
+            if (f.state() == java.util.concurrent.Future.State.SUCCESS) f.resultNow().close();
+        }
         for (Tensor g : transientGrads) g.close();
         for (Tensor v : gatheredValues) if (v != null) v.close();
         if (valueShard != null) valueShard.close();

@@ -187,6 +187,7 @@ public final class Trainer {
                     config.ranks() > 1 ? " over " + config.ranks() + " data-parallel ranks" : "",
                     config.zero() > 0 ? "; ZeRO stage " + config.zero() + (config.offloadOptimizer() != null
                             ? ", optimizer state offloaded to " + config.offloadOptimizer() : "") : "", peak.describe());
+            if (config.ranks() > 1 || config.zero() > 0) log.print(MemoryReport.table(config));
         }
         List<LossPlot.Point> trainCurve = new ArrayList<>(), valCurve = new ArrayList<>();
         for (Map<String, Object> row : state.step() > 0 && Files.exists(runDir.resolve("metrics.jsonl"))
@@ -198,6 +199,7 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
+        dev.shardwise.parallel.ZeroMemory zeroFormula = MemoryReport.formula(config);
         if (config.checkpointAtStart() && state.step() == 0) save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
@@ -236,6 +238,9 @@ public final class Trainer {
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
+                for (MemoryCategory c : MemoryReport.MODEL_STATE) {   // ZeRO's formula, to read beside the measured peaks
+                    row.put("mem_formula_" + c.label().replace('-', '_'), zeroFormula.bytes(c));
+                }
                 boolean last = state.step() == config.steps();
                 boolean evaluateNow = last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0);
                 // Under ZeRO 3 every forward gathers parameters collectively, so every rank evaluates with the leader.
