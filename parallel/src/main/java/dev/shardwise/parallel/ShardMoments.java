@@ -129,8 +129,9 @@ public sealed interface ShardMoments extends AutoCloseable permits ShardMoments.
             long bytes = 2L * size * dtype.byteSize();
             Arena arena = Arena.ofShared();
             try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
+                // A new file grows to the mapping's size filled with zeros (sparse): the moments start at 0, and no page
+                // is touched until the first update streams through it.
                 MemorySegment mapped = channel.map(FileChannel.MapMode.READ_WRITE, 0, Math.max(bytes, 1), arena);
-                mapped.fill((byte) 0);
                 long half = (long) size * dtype.byteSize();
                 Tensor m = Tensor.wrap(mapped.asSlice(0, half), dtype, size);
                 Tensor v = Tensor.wrap(mapped.asSlice(half, half), dtype, size);

@@ -53,8 +53,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final Communicator dp;
     private final MemoryPool pool;
     private final AdamWOptimizer.Settings settings;
-    private final int ranks;
-    private final int rank;
+    private final int dpSize;
+    private final int dpRank;
     private final int shardSize;
     private final Tensor valueShard;   // [S] stage 3, PARAMETERS; null at stage 2 (the flat values are whole)
     private final Tensor gradShard;    // [S] GRADIENTS
@@ -113,9 +113,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.dp = dp;
         this.pool = pool;
         this.settings = settings;
-        this.ranks = dp.size();
-        this.rank = dp.rank();
-        this.shardSize = Math.toIntExact(params.paddedCount() / ranks);
+        this.dpSize = dp.size();
+        this.dpRank = dp.rank();
+        this.shardSize = Math.toIntExact(params.paddedCount() / dpSize);
         int units = params.units().size();
         this.gatheredValues = new Tensor[units];
         this.unitGrads = new Tensor[units];
@@ -139,7 +139,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.moments = m;
         this.scalar = s;
         for (ParameterSet.Unit u : params.units()) {
-            int piece = u.size() / ranks, pieceStart = u.offset() + rank * piece, shardOffset = u.offset() / ranks;
+            int piece = u.size() / dpSize, pieceStart = u.offset() + dpRank * piece, shardOffset = u.offset() / dpSize;
             for (Parameter p : u.parameters()) {
                 long from = Math.max(params.offsetOf(p), pieceStart);
                 long to = Math.min(params.offsetOf(p) + p.numel(), (long) pieceStart + piece);
@@ -175,7 +175,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), u.size())) {
                 bindValues(u, full);
                 params.initialize(seed, u.parameters());
-                Vectors.copy(piece(valueShard, u), full.slice(0, rank * (u.size() / ranks), u.size() / ranks));
+                Vectors.copy(piece(valueShard, u), full.slice(0, dpRank * (u.size() / dpSize), u.size() / dpSize));
                 bindValues(u, null);
             }
         }
@@ -219,9 +219,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     public void beforeBackward(ParameterSet.Unit unit) {
         if (stage == 3) {
             java.util.concurrent.Future<Tensor> mine = prefetched.remove(unit.index());
-            prefetchNext(unit);
+            if (mine == null && gatheredValues[unit.index()] == null) mine = overlap.post(() -> gatherNow(unit));
+            prefetchNext(unit);   // queued behind this unit's own gather
             if (mine != null) bind(unit, BackwardOverlap.await(mine));
-            else gather(unit);
         }
         Tensor g = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
         transientGrads.add(g);
@@ -318,7 +318,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     /** This rank's piece of {@code unit} in a shard-laid-out tensor [S]. */
     private Tensor piece(Tensor shard, ParameterSet.Unit unit) {
-        return shard.slice(0, unit.offset() / ranks, unit.size() / ranks);
+        return shard.slice(0, unit.offset() / dpSize, unit.size() / dpSize);
     }
 
     // ------------------------------------------------------------------ update
@@ -347,8 +347,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             long gather = System.nanoTime();
             Tensor flat = params.values();
             for (ParameterSet.Unit u : params.units()) {
-                int piece = u.size() / ranks;
-                dp.allGather(flat.slice(0, u.offset(), u.size()), flat.slice(0, u.offset() + rank * piece, piece));
+                int piece = u.size() / dpSize;
+                dp.allGather(flat.slice(0, u.offset(), u.size()), flat.slice(0, u.offset() + dpRank * piece, piece));
             }
             communication += System.nanoTime() - gather;
         }
@@ -410,8 +410,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     }
 
     private Tensor ownPiece(Tensor full, ParameterSet.Unit unit) {
-        int piece = unit.size() / ranks;
-        return full.slice(0, unit.offset() + rank * piece, piece);
+        int piece = unit.size() / dpSize;
+        return full.slice(0, unit.offset() + dpRank * piece, piece);
     }
 
     /** Elements of this rank's shard, P'/N. */
