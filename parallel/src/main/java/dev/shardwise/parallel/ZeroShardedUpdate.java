@@ -72,6 +72,14 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final java.util.Map<Integer, java.util.concurrent.Future<Tensor>> prefetched = new java.util.concurrent.ConcurrentHashMap<>();
     private boolean orderRecorded;
     private int backwardPosition;
+    /** Unit reduce-scatters posted by backward and maybe not yet run (backward's thread only). */
+    private final java.util.ArrayDeque<java.util.concurrent.Future<Object>> inFlight = new java.util.ArrayDeque<>();
+
+    /**
+     * How many units' gradient buffers may wait for their reduce-scatter while backward goes on: transient gradient
+     * memory stays under about two units (plus the embeddings', open all backward) however slow communication is.
+     */
+    static final int MAX_REDUCTIONS_IN_FLIGHT = 2;
     private volatile int microBatch;
     private long steps;
 
@@ -195,6 +203,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public void backward(Runnable backward) {
         backwardPosition = 0;
+        inFlight.clear();
         try {
             if (overlapBackward) overlap.run(backward);
             else backward.run();
@@ -238,7 +247,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         if (stage == 3) releaseValues(unit);
         Tensor piece = piece(gradShard, unit);
         int micro = microBatch;
-        overlap.post(() -> {
+        inFlight.add(overlap.post(() -> {
             try {
                 if (micro == 0) {
                     dp.reduceScatter(piece, whole, ReduceOp.AVG);
@@ -253,7 +262,10 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
                 whole.close();
             }
             return null;
-        });
+        }));
+        // Bound the unit gradient buffers alive at once: backward waits for the oldest reduce-scatter when too far ahead.
+        while (inFlight.size() > MAX_REDUCTIONS_IN_FLIGHT) BackwardOverlap.await(inFlight.poll());
+        while (!inFlight.isEmpty() && inFlight.peek().isDone()) inFlight.poll();
     }
 
     /** All-gathers {@code unit}'s values into a transient buffer and binds its parameters to it (idempotent). */
