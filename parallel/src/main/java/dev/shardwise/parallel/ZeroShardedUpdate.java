@@ -37,9 +37,16 @@ import java.util.List;
  * DeepSpeed does, so no full gradient ever persists.
  *
  * <p>Per rank (ZeRO's fp32 Adam case, Ψ = P'): stage 2 holds parameters 4Ψ + gradients 4Ψ/N + optimizer state
- * 8Ψ/N; stage 3 holds 4Ψ/N + 4Ψ/N + 8Ψ/N. The transient unit buffers are charged to BUFFERS: at most one
- * unit's gradients plus (stage 3) two units' values at a time, the embeddings' among them during all of backward
- * because the tied head reads wte at its start and the embedding finishes wte's gradient at its end.
+ * 8Ψ/N; stage 3 holds 4Ψ/N + 4Ψ/N + 8Ψ/N. The transient unit buffers are charged to BUFFERS: the gradients of
+ * the unit in backward and of at most {@link #MAX_REDUCTIONS_IN_FLIGHT} units waiting for their reduce-scatter,
+ * and (stage 3) the values of the unit in use and of the one prefetched; the embeddings' gradients (and at stage 3
+ * values) stay for all of backward, because the tied head reads wte at its start and the embedding finishes wte's
+ * gradient at its end.
+ *
+ * <p>Overlap: backward runs on a helper thread ({@link BackwardOverlap}) while the rank's own thread runs the
+ * reduce-scatters and gathers the hooks post, in order; at stage 3 the next unit's gather is posted as the current
+ * one starts (prefetch, by the unit order the first backward recorded). Forward's gathers run on the rank thread,
+ * not overlapped.
  *
  * <p>Reductions add in rank order and every rank runs the same collectives in the same order, so a layout is
  * bit-reproducible run to run.
