@@ -11,6 +11,7 @@ import dev.shardwise.core.tensor.Tensor;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 
 /**
  * A GPT language model (Radford et al. 2019): token (+ learned position) embeddings, L transformer blocks,
@@ -170,7 +171,7 @@ public final class Gpt implements AutoCloseable {
      * {@link Hooks#NONE} restores the plain model.
      */
     public void useHooks(Hooks hooks) {
-        this.hooks = java.util.Objects.requireNonNull(hooks, "hooks");
+        this.hooks = Objects.requireNonNull(hooks, "hooks");
     }
 
     public ModelConfig config() { return config; }

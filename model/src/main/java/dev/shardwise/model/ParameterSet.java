@@ -7,6 +7,7 @@ import dev.shardwise.core.tensor.Tensor;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collection;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -281,7 +282,7 @@ public final class ParameterSet implements AutoCloseable {
      * As {@link #initialize(long)}, for {@code which} only (their values must be bound): the same values as a
      * whole-set initialisation gives them, so a sharded model can be initialised unit by unit.
      */
-    public void initialize(long seed, java.util.Collection<Parameter> which) {
+    public void initialize(long seed, Collection<Parameter> which) {
         Map<String, Spec> specByName = new LinkedHashMap<>();
         for (Spec s : specs) specByName.put(s.name, s);
         for (Parameter p : which) {

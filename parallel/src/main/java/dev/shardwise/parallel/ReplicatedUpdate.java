@@ -1,5 +1,7 @@
 package dev.shardwise.parallel;
 
+
+import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.GradientClipping;
@@ -33,7 +35,7 @@ public final class ReplicatedUpdate implements ParameterUpdate {
     }
 
     @Override
-    public dev.shardwise.model.Gpt.Hooks hooks() {
+    public Gpt.Hooks hooks() {
         return reduction.hooks();
     }
 

@@ -13,8 +13,15 @@ import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Future;
 
 /**
  * ZeRO stages 2 and 3 (Rajbhandari et al. 2020, "P_os+g" and "P_os+g+p"): besides the AdamW state, each rank of
@@ -70,17 +77,17 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final List<Segment> segments = new ArrayList<>();
     private final Tensor[] gatheredValues;   // per unit, stage 3, BUFFERS while bound
     private final Tensor[] unitGrads;        // per unit, BUFFERS from its backward until its reduce-scatter ran
-    private final java.util.Set<Tensor> transientGrads = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    private final Set<Tensor> transientGrads = ConcurrentHashMap.newKeySet();
     private final BackwardOverlap overlap;   // every collective goes through it, on the rank's thread
     private final boolean overlapBackward;
     // Stage 3 prefetch: the order backward opened units in, recorded on the first backward; later backwards gather
     // the next unit in that order while the current one computes. Touched only by the thread running backward.
     private final List<Integer> backwardOrder = new ArrayList<>();
-    private final java.util.Map<Integer, java.util.concurrent.Future<Tensor>> prefetched = new java.util.concurrent.ConcurrentHashMap<>();
+    private final Map<Integer, Future<Tensor>> prefetched = new ConcurrentHashMap<>();
     private boolean orderRecorded;
     private int backwardPosition;
     /** Unit reduce-scatters posted by backward and maybe not yet run (backward's thread only). */
-    private final java.util.ArrayDeque<java.util.concurrent.Future<Object>> inFlight = new java.util.ArrayDeque<>();
+    private final ArrayDeque<Future<Object>> inFlight = new ArrayDeque<>();
 
     /**
      * How many units' gradient buffers may wait for their reduce-scatter while backward goes on: transient gradient
@@ -144,10 +151,10 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             grads = Tensor.allocate(pool, MemoryCategory.GRADIENTS, params.dtype(), shardSize);
             m = moments.create(pool, params.dtype(), shardSize);
             s = new ScalarReduction(dp, pool);
-        } catch (RuntimeException | java.io.IOException e) {
+        } catch (RuntimeException | IOException e) {
             for (AutoCloseable c : new AutoCloseable[]{values, grads, m, s}) closeQuietly(c, e);
             if (e instanceof RuntimeException re) throw re;
-            throw new java.io.UncheckedIOException("cannot create the optimizer state's file: " + e.getMessage(), (java.io.IOException) e);
+            throw new UncheckedIOException("cannot create the optimizer state's file: " + e.getMessage(), (IOException) e);
         }
         this.valueShard = values;
         this.gradShard = grads;
@@ -234,7 +241,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public void beforeBackward(ParameterSet.Unit unit) {
         if (stage == 3) {
-            java.util.concurrent.Future<Tensor> mine = prefetched.remove(unit.index());
+            Future<Tensor> mine = prefetched.remove(unit.index());
             if (mine == null && gatheredValues[unit.index()] == null) mine = overlap.post(() -> gatherNow(unit));
             prefetchNext(unit);   // queued behind this unit's own gather
             if (mine != null) bind(unit, BackwardOverlap.await(mine));
@@ -439,8 +446,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public void close() {
         overlap.close();
-        for (java.util.concurrent.Future<Tensor> f : prefetched.values()) {
-            if (f.state() == java.util.concurrent.Future.State.SUCCESS) f.resultNow().close();
+        for (Future<Tensor> f : prefetched.values()) {
+            if (f.state() == Future.State.SUCCESS) f.resultNow().close();
         }
         for (Tensor g : transientGrads) g.close();
         for (Tensor v : gatheredValues) if (v != null) v.close();

@@ -11,6 +11,8 @@ import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -54,7 +56,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
      * As {@link #ZeroStage1Update(ParameterSet, Communicator, MemoryPool, AdamWOptimizer.Settings)}, the moments
      * made by {@code moments} (in memory, or offloaded to disk).
      *
-     * @throws java.io.UncheckedIOException if the moments' file cannot be made
+     * @throws UncheckedIOException if the moments' file cannot be made
      */
     public ZeroStage1Update(ParameterSet params, Communicator dp, MemoryPool pool, AdamWOptimizer.Settings settings,
                             ShardMoments.Factory moments) {
@@ -71,8 +73,8 @@ public final class ZeroStage1Update implements ParameterUpdate {
         this.shardStart = dp.rank() * shardSize;
         try {
             this.moments = moments.create(pool, params.dtype(), shardSize);
-        } catch (java.io.IOException e) {
-            throw new java.io.UncheckedIOException(e.getMessage(), e);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e.getMessage(), e);
         }
         this.scalar = new ScalarReduction(dp, pool);
         for (Parameter p : params.parameters()) {

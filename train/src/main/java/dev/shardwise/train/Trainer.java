@@ -16,6 +16,7 @@ import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
 import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroShardedUpdate;
 import dev.shardwise.parallel.ZeroStage1Update;
 import dev.shardwise.model.ParameterSet;
@@ -199,7 +200,7 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
-        dev.shardwise.parallel.ZeroMemory zeroFormula = MemoryReport.formula(config);
+        ZeroMemory zeroFormula = MemoryReport.formula(config);
         if (config.checkpointAtStart() && state.step() == 0) save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
