@@ -64,6 +64,7 @@ final class BackwardOverlap implements AutoCloseable {
             }
         });
         Throwable failure = null;
+        boolean interrupted = false;
         try {
             while (true) {
                 FutureTask<?> task = queue.take();
@@ -79,12 +80,25 @@ final class BackwardOverlap implements AutoCloseable {
                 }
             }
         } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+            interrupted = true;
             failed = true;
             failure = new IllegalStateException(name + ": interrupted while backward was running", e);
         } finally {
+            // rankThread stays set until the helper has ended, so none of its posts runs on the helper itself;
+            // with failed set they are cancelled at once, and what is queued is cancelled here so it stops waiting.
+            while (helper.isAlive()) {
+                if (failure != null) {
+                    queue.drainTo(leftover);
+                    cancelLeftover();
+                }
+                try {
+                    helper.join(10);
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
+            }
             rankThread = null;
-            joinQuietly(helper);
+            if (interrupted) Thread.currentThread().interrupt();
         }
         queue.drainTo(leftover);
         if (failure != null) {
@@ -160,19 +174,6 @@ final class BackwardOverlap implements AutoCloseable {
         if (t instanceof RuntimeException re) return re;
         if (t instanceof Error e) throw e;
         return new IllegalStateException(t);
-    }
-
-    private static void joinQuietly(Thread t) {
-        boolean interrupted = false;
-        while (true) {
-            try {
-                t.join();
-                break;
-            } catch (InterruptedException e) {
-                interrupted = true;
-            }
-        }
-        if (interrupted) Thread.currentThread().interrupt();
     }
 
     /** Cancels what is still queued (the update is being closed, e.g. after a failure). */

@@ -60,6 +60,10 @@ public final class BenchDataParallelCommand implements Runnable {
     @Option(names = "--steps", defaultValue = "3", description = "Timed steps per case and round, after 1 warm-up (default: ${DEFAULT-VALUE}).")
     int steps;
 
+    @Option(names = "--bucket-elements", defaultValue = "1048576",
+            description = "Gradient elements per overlapped all-reduce bucket (default: ${DEFAULT-VALUE}, as the trainer).")
+    int bucketElements;
+
     @Option(names = "--json", description = "One JSON object per case instead of a table.")
     boolean json;
 
@@ -121,7 +125,7 @@ public final class BenchDataParallelCommand implements Runnable {
                     : c.stage == 3 ? ParameterSet.Residency.NONE : ParameterSet.Residency.VALUES_AND_GRADS;
             try (Gpt model = new Gpt(config, Gpt.declare(config).allocate(memory, DType.F32, c.stage > 0 ? ranks : 1, residency));
                  AdamWOptimizer adam = c.stage == 0 ? new AdamWOptimizer(model.parameters(), memory, AdamWOptimizer.Settings.gpt()) : null;
-                 DataParallel dp = c.stage == 0 ? new DataParallel(world, c.overlap ? 1 << 20 : DataParallel.DEFAULT_BUCKET_ELEMENTS,
+                 DataParallel dp = c.stage == 0 ? new DataParallel(world, c.overlap ? bucketElements : DataParallel.DEFAULT_BUCKET_ELEMENTS,
                          memory, c.overlap ? model.parameters() : null) : null;
                  ParameterUpdate update = switch (c.stage) {
                      case 0 -> new ReplicatedUpdate(model.parameters(), adam, dp);
