@@ -73,6 +73,10 @@ final class BackwardOverlap implements AutoCloseable {
                     task.cancel(false);
                     continue;
                 }
+                if (done.isDone()) {        // backward has finished: the rest is exposed, for drain() to run and time
+                    leftover.add(task);
+                    break;
+                }
                 task.run();
                 if (task.state() == Future.State.FAILED) {
                     failure = task.exceptionNow();
