@@ -2,6 +2,7 @@ package dev.shardwise.cli;
 
 import dev.shardwise.comm.RankEnvironment;
 import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.train.MemoryReport;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
 import dev.shardwise.train.Trainer;
@@ -75,8 +76,14 @@ public final class TrainCommand implements Callable<Integer> {
     Integer ranks;
 
     @Option(names = "--zero", paramLabel = "STAGE",
-            description = "ZeRO stage over the ranks: 0 replicates the AdamW state, 1 shards it (8 bytes/parameter / ranks).")
+            description = {"ZeRO stage over the ranks: 0 replicates everything (16 bytes/parameter), 1 shards the AdamW state,",
+                    "2 the gradients too, 3 the parameters too (gathered unit by unit around forward and backward)."})
     Integer zero;
+
+    @Option(names = "--offload-optimizer", paramLabel = "DIR",
+            description = "Keep each rank's AdamW moments in a memory-mapped file in DIR, streamed through a small buffer "
+                    + "each update (ZeRO-Infinity's optimizer offload; needs --zero 1, 2 or 3).")
+    Path offloadOptimizer;
 
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
@@ -95,15 +102,13 @@ public final class TrainCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         RankEnvironment job = RankEnvironment.current();   // rank 0 of 1 unless a launcher started this process
         TrainConfig resolved = resolve(job);
+        if (!dryRun && resolved.zero() >= 2 && resolved.ranks() == 1) {
+            out.println("note: ZeRO " + resolved.zero() + " over one rank shards nothing; it only adds gathers and copies "
+                    + "(use --ranks N to split the model state)");
+        }
         if (dryRun) {
             out.print(ConfigLoader.toYaml(resolved));
-            long params = resolved.model().parameterCount();
-            long moments = 8 * params / (resolved.zero() > 0 ? resolved.ranks() : 1);
-            out.printf(Locale.ROOT, "parameters: %,d; per rank (ZeRO stage %d over %d rank(s)): weights %s + gradients %s "
-                            + "+ AdamW moments %s = %s, before activations%n",
-                    params, resolved.zero(), resolved.ranks(), MemoryPool.formatBytes(4 * params),
-                    MemoryPool.formatBytes(4 * params), MemoryPool.formatBytes(moments),
-                    MemoryPool.formatBytes(8 * params + moments));
+            out.print(MemoryReport.table(resolved));
             out.flush();
             return 0;
         }
@@ -137,6 +142,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointAtStart", checkpointAtStart);
         put(flags, "ranks", ranks);
         put(flags, "zero", zero);
+        put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
         if (globalBatch != null) {
             Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
                     ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());

@@ -87,7 +87,7 @@ class LaunchParityTest {
         assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
         record Case(int ranks, int zero) { }
         int ran = 0;
-        for (Case c : List.of(new Case(4, 0), new Case(4, 1))) {
+        for (Case c : List.of(new Case(4, 0), new Case(4, 1), new Case(4, 2), new Case(4, 3))) {
             String name = "ranks " + c.ranks() + ", zero " + c.zero();
             Path local = dir.resolve("local-" + c.ranks() + "-" + c.zero()), launched = dir.resolve("mpi-" + c.ranks() + "-" + c.zero());
 
@@ -116,6 +116,6 @@ class LaunchParityTest {
                     Files.readAllBytes(launched.resolve("checkpoints/step-000020/tensors.bin")), name + ": final weights and moments");
             ran++;
         }
-        assertEquals(2, ran);
+        assertEquals(4, ran);
     }
 }

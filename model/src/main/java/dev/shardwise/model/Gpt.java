@@ -11,6 +11,7 @@ import dev.shardwise.core.tensor.Tensor;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 
 /**
  * A GPT language model (Radford et al. 2019): token (+ learned position) embeddings, L transformer blocks,
@@ -23,6 +24,10 @@ import java.util.List;
  * gradients. All activations live in the caller's {@link StepArena}, freed when it closes.
  *
  * <p>Runs in F32 (training) or F64 (finite-difference checks), whichever dtype the parameters have.
+ *
+ * <p>Its parameters come in {@linkplain ParameterSet.Unit units}: {@code embeddings} (wte, wpe), one per block
+ * ({@code h.0} ...), and {@code final} (top query layer, final norm) when there are such layers. The model calls
+ * its {@link Hooks} around each unit's use, which is all sharded data parallelism needs from it.
  */
 public final class Gpt implements AutoCloseable {
     private final ModelConfig config;
@@ -32,6 +37,37 @@ public final class Gpt implements AutoCloseable {
     private final List<TransformerBlock> blocks = new ArrayList<>();
     private final TopQueryLayer topQuery;        // or null
     private final Norm finalNorm;                // pre-LN only; post-LN blocks end in a norm already
+    private final ParameterSet.Unit embeddingUnit;
+    private final List<ParameterSet.Unit> blockUnits = new ArrayList<>();
+    private final ParameterSet.Unit finalUnit;   // or null
+    private Hooks hooks = Hooks.NONE;
+
+    /**
+     * Calls the model makes around the use of each parameter unit, in this order per micro-batch:
+     * <pre>
+     *   forward:  before/afterForward(embeddings), (h.0) ... (h.L-1), (final), then again (embeddings) for the tied head
+     *   backward: beforeBackward(embeddings)  -- the head reads wte and starts its gradient
+     *             before/afterBackward(final), (h.L-1) ... (h.0)
+     *             afterBackward(embeddings)   -- wte's gradient is complete only after the embedding's backward
+     * </pre>
+     * Between {@code beforeForward} and {@code afterForward} the unit's values must be bound; between
+     * {@code beforeBackward} and {@code afterBackward} its values and gradients. After {@code afterBackward} the
+     * unit's gradients hold this micro-batch's contribution and backward will not touch them again. Hooks run on
+     * the thread that runs the model. ZeRO 2 and 3 and the overlapped gradient reduction use them; {@link #NONE}
+     * does nothing.
+     */
+    public interface Hooks {
+        /** No calls have any effect: single rank, or data parallelism that reduces after backward. */
+        Hooks NONE = new Hooks() { };
+
+        default void beforeForward(ParameterSet.Unit unit) { }
+
+        default void afterForward(ParameterSet.Unit unit) { }
+
+        default void beforeBackward(ParameterSet.Unit unit) { }
+
+        default void afterBackward(ParameterSet.Unit unit) { }
+    }
 
     /** The state one forward pass leaves for backward, and its loss. */
     public static final class Pass {
@@ -77,14 +113,18 @@ public final class Gpt implements AutoCloseable {
         public int countedTokens() { return countedTokens; }
     }
 
+    private static final String EMBEDDINGS = "embeddings", FINAL = "final";
+
     /** Declares every parameter of a GPT with {@code config}, in checkpoint order. */
     public static ParameterSet.Builder declare(ModelConfig config) {
         ParameterSet.Builder builder = ParameterSet.builder();
+        builder.unit(EMBEDDINGS);
         builder.declare("wte", new ParameterSet.Init.Normal(GptInit.STD), false, config.vocabSize(), config.hidden());
         if (config.positions() == ModelConfig.Positions.LEARNED) {
             builder.declare("wpe", new ParameterSet.Init.Normal(GptInit.STD), false, config.contextLength(), config.hidden());
         }
-        for (int l = 0; l < config.layers(); l++) TransformerBlock.declare(builder, "h." + l, config);
+        for (int l = 0; l < config.layers(); l++) TransformerBlock.declare(builder.unit("h." + l), "h." + l, config);
+        if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
         if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config);
         if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config);
         return builder;
@@ -111,6 +151,27 @@ public final class Gpt implements AutoCloseable {
         for (int l = 0; l < config.layers(); l++) blocks.add(new TransformerBlock(params, "h." + l, config));
         this.topQuery = config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
         this.finalNorm = config.residual() == ModelConfig.Residual.PRE_LN ? Norm.create(params, "ln_f", config) : null;
+        ParameterSet.Unit embeddings = null, last = null;
+        for (ParameterSet.Unit u : params.units()) {
+            if (u.name().equals(EMBEDDINGS)) embeddings = u;
+            else if (u.name().equals(FINAL)) last = u;
+            else blockUnits.add(u);
+        }
+        if (embeddings == null || blockUnits.size() != config.layers()) {
+            throw new IllegalArgumentException("the parameters were not declared by Gpt.declare: units " + params.units()
+                    .stream().map(ParameterSet.Unit::name).toList() + ", expected embeddings, h.0..h." + (config.layers() - 1)
+                    + " and final");
+        }
+        this.embeddingUnit = embeddings;
+        this.finalUnit = last;
+    }
+
+    /**
+     * Makes every later forward and backward call {@code hooks} around each unit (see {@link Hooks});
+     * {@link Hooks#NONE} restores the plain model.
+     */
+    public void useHooks(Hooks hooks) {
+        this.hooks = Objects.requireNonNull(hooks, "hooks");
     }
 
     public ModelConfig config() { return config; }
@@ -141,12 +202,14 @@ public final class Gpt implements AutoCloseable {
     public void backward(StepArena arena, Pass pass) {
         int n = pass.b * pass.t, c = config.hidden();
         DType dtype = params.dtype();
+        hooks.beforeBackward(embeddingUnit);
         // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
         Tensor dhead = arena.allocate(dtype, n, c);
         Gemm.matmul(dhead, pass.dlogits, tokenEmbedding.value(), false, false, 1f, 1f);
         Gemm.matmul(tokenEmbedding.grad(), pass.dlogits, pass.headInput, true, false, 1f, 1f);
         Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
         Tensor dstream = dhead;
+        if (finalUnit != null) hooks.beforeBackward(finalUnit);
         if (finalNorm != null) {
             dstream = arena.allocate(dtype, n, c);
             finalNorm.backward(dstream, dhead, trunkOutput, pass.finalNorm);
@@ -157,13 +220,17 @@ public final class Gpt implements AutoCloseable {
                     pass.topQuery);
             dstream = dinput;
         }
+        if (finalUnit != null) hooks.afterBackward(finalUnit);
         for (int l = blocks.size() - 1; l >= 0; l--) {
             Tensor dinput = arena.allocate(dtype, n, c);
+            hooks.beforeBackward(blockUnits.get(l));
             blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
+            hooks.afterBackward(blockUnits.get(l));
             dstream = dinput;
         }
         Embedding.backward(tokenEmbedding.grad(), dstream, pass.tokens);
         if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dstream, pass.positions);
+        hooks.afterBackward(embeddingUnit);
     }
 
     /** Output of block {@code l} (the embeddings for l = -1). */
@@ -200,24 +267,32 @@ public final class Gpt implements AutoCloseable {
         for (int i = 0; i < n; i++) positions.segment().set(ValueLayout.JAVA_INT, 4L * i, i % t);
 
         Tensor x0 = arena.allocate(dtype, n, c);
+        hooks.beforeForward(embeddingUnit);
         Embedding.forward(x0, ids, tokenEmbedding.value(), false);
         if (positionEmbedding != null) Embedding.forward(x0, positions, positionEmbedding.value(), true);
+        hooks.afterForward(embeddingUnit);
         List<TransformerBlock.Saved> saved = new ArrayList<>(blocks.size());
         Tensor stream = x0;
-        for (TransformerBlock block : blocks) {
-            TransformerBlock.Saved s = block.forward(arena, stream, b, t);
+        for (int l = 0; l < blocks.size(); l++) {
+            hooks.beforeForward(blockUnits.get(l));
+            TransformerBlock.Saved s = blocks.get(l).forward(arena, stream, b, t);
+            hooks.afterForward(blockUnits.get(l));
             saved.add(s);
             stream = s.out();
         }
+        if (finalUnit != null) hooks.beforeForward(finalUnit);
         TopQueryLayer.Saved top = null;
         if (topQuery != null) {
             top = topQuery.forward(arena, stream, positions, b, t);
             stream = top.out();
         }
         Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
+        if (finalUnit != null) hooks.afterForward(finalUnit);
         Tensor headInput = fn != null ? fn.out() : stream;
         Tensor logits = arena.allocate(dtype, n, v);
+        hooks.beforeForward(embeddingUnit);
         Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
+        hooks.afterForward(embeddingUnit);
         return new Trunk(b, t, ids, positions, x0, saved, top, fn, headInput, logits);
     }
 

@@ -7,6 +7,7 @@ import dev.shardwise.core.tensor.Tensor;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collection;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -23,7 +24,11 @@ import java.util.SplittableRandom;
  * Initialisation is seeded per parameter from its name, so it does not depend on declaration order or on
  * how a later parallel layout splits the model.
  *
- * <p>Owns its two buffers: {@link #close()} frees them.
+ * <p>Parameters are grouped into {@linkplain Unit units} (contiguous in the flat buffers, each padded to the
+ * padding multiple): what sharded data parallelism gathers and reduces at once. Under ZeRO 2 and 3 a set holds
+ * only some of its flat buffers ({@link Residency}) and the sharding binds the rest unit by unit.
+ *
+ * <p>Owns its flat buffers: {@link #close()} frees them.
  */
 public final class ParameterSet implements AutoCloseable {
 
@@ -46,30 +51,70 @@ public final class ParameterSet implements AutoCloseable {
         }
     }
 
+    /**
+     * A contiguous run of parameters that the model uses together (the embeddings, one transformer block, the
+     * final layers): the grain at which sharded data parallelism gathers parameters and reduces gradients.
+     *
+     * @param index      position in {@link #units()}, which is declaration order
+     * @param name       e.g. {@code embeddings}, {@code h.3}, {@code final}
+     * @param parameters the unit's parameters in declaration order
+     * @param offset     where the unit starts in the flat buffers, in elements (a multiple of the padding multiple)
+     * @param size       elements, padded by zeros to a multiple of the padding multiple
+     */
+    public record Unit(int index, String name, List<Parameter> parameters, int offset, int size) { }
+
+    /** Which flat buffers a set allocates; the others are left to a sharding scheme (ZeRO 2 and 3) to provide. */
+    public enum Residency {
+        /** Full values and full gradients: single rank, data parallelism, ZeRO 1. */
+        VALUES_AND_GRADS,
+        /** Full values only; gradients are bound unit by unit (ZeRO 2). */
+        VALUES,
+        /** Neither; values and gradients are bound unit by unit (ZeRO 3). */
+        NONE
+    }
+
     private final DType dtype;
-    private final Tensor values;
-    private final Tensor grads;
+    private final Tensor values;   // or null
+    private final Tensor grads;    // or null
     private final Map<String, Parameter> byName;
     private final List<Spec> specs;
+    private final List<Unit> units;
     private final long count;
+    private final long padded;
 
     private ParameterSet(DType dtype, Tensor values, Tensor grads, Map<String, Parameter> byName, List<Spec> specs,
-                         long count) {
+                         List<Unit> units, long count, long padded) {
         this.dtype = dtype;
         this.values = values;
         this.grads = grads;
         this.byName = byName;
         this.specs = specs;
+        this.units = units;
         this.count = count;
+        this.padded = padded;
     }
 
     public static Builder builder() {
         return new Builder();
     }
 
-    /** Collects parameter declarations in order. */
+    /** Collects parameter declarations, grouped into units, in order. */
     public static final class Builder {
         private final Map<String, Spec> specs = new LinkedHashMap<>();
+        private final Map<String, String> unitOf = new LinkedHashMap<>();   // parameter -> unit name
+        private final List<String> unitNames = new ArrayList<>();
+
+        /**
+         * Starts a new unit: the parameters declared from now on belong to {@code name} (parameters declared
+         * before any call form a unit called {@code all}).
+         *
+         * @throws IllegalArgumentException if the name was used before
+         */
+        public Builder unit(String name) {
+            if (unitNames.contains(name)) throw new IllegalArgumentException("unit '" + name + "' declared twice");
+            unitNames.add(name);
+            return this;
+        }
 
         /**
          * Declares a parameter.
@@ -78,8 +123,20 @@ public final class ParameterSet implements AutoCloseable {
          */
         public Builder declare(String name, Init init, boolean weightDecay, int... shape) {
             if (specs.containsKey(name)) throw new IllegalArgumentException("parameter '" + name + "' declared twice");
+            if (unitNames.isEmpty()) unitNames.add("all");
             specs.put(name, new Spec(name, shape.clone(), init, weightDecay));
+            unitOf.put(name, unitNames.getLast());
             return this;
+        }
+
+        /** P': the flat buffers' length with every unit padded to a multiple of {@code padMultiple}, without allocating. */
+        public long paddedCount(int padMultiple) {
+            if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);
+            Map<String, Long> perUnit = new LinkedHashMap<>();
+            for (Spec s : specs.values()) perUnit.merge(unitOf.get(s.name), s.numel(), Long::sum);
+            long total = 0;
+            for (long n : perUnit.values()) total += (n + padMultiple - 1) / padMultiple * padMultiple;
+            return total;
         }
 
         /** Allocates the flat value and gradient buffers (zeroed) and the named views. */
@@ -88,34 +145,67 @@ public final class ParameterSet implements AutoCloseable {
         }
 
         /**
-         * As {@link #allocate(MemoryPool, DType)}, with the flat buffers padded by zeros (belonging to no
-         * parameter) to a multiple of {@code padMultiple} elements, so they split into equal shards (ZeRO).
+         * As {@link #allocate(MemoryPool, DType)}, with every unit padded by zeros (belonging to no parameter) to a
+         * multiple of {@code padMultiple} elements, so the flat buffers and each unit split into equal shards (ZeRO).
          */
         public ParameterSet allocate(MemoryPool pool, DType dtype, int padMultiple) {
+            return allocate(pool, dtype, padMultiple, Residency.VALUES_AND_GRADS);
+        }
+
+        /**
+         * As {@link #allocate(MemoryPool, DType, int)}, allocating only the flat buffers {@code residency} names;
+         * parameters without a flat buffer start unbound (see {@link Parameter#bind}).
+         */
+        public ParameterSet allocate(MemoryPool pool, DType dtype, int padMultiple, Residency residency) {
             if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);
-            long total = 0;
-            for (Spec s : specs.values()) total += s.numel();
-            long real = total;
-            total = (total + padMultiple - 1) / padMultiple * padMultiple;
-            int n = Math.toIntExact(total);
-            Tensor values = Tensor.allocate(pool, MemoryCategory.PARAMETERS, dtype, n);
+            Map<String, Parameter> byName = new LinkedHashMap<>();
+            Map<String, List<Parameter>> members = new LinkedHashMap<>();
+            Map<String, int[]> extent = new LinkedHashMap<>();   // unit -> {offset, padded size}
+            long offset = 0, real = 0;
+            String current = null;
+            for (Spec s : specs.values()) {
+                String unit = unitOf.get(s.name);
+                if (!unit.equals(current)) {
+                    if (current != null) offset = close(extent, current, offset, padMultiple);
+                    current = unit;
+                    extent.put(unit, new int[]{Math.toIntExact(offset), 0});
+                    members.put(unit, new ArrayList<>());
+                }
+                Parameter p = new Parameter(s.name, s.shape, s.weightDecay, offset);
+                byName.put(s.name, p);
+                members.get(unit).add(p);
+                offset += s.numel();
+                real += s.numel();
+            }
+            if (current != null) offset = close(extent, current, offset, padMultiple);
+            int n = Math.toIntExact(offset);
+            List<Unit> units = new ArrayList<>();
+            for (Map.Entry<String, int[]> e : extent.entrySet()) {
+                units.add(new Unit(units.size(), e.getKey(), List.copyOf(members.get(e.getKey())), e.getValue()[0],
+                        e.getValue()[1]));
+            }
+            Tensor values = residency == Residency.NONE ? null : Tensor.allocate(pool, MemoryCategory.PARAMETERS, dtype, n);
             Tensor grads;
             try {
-                grads = Tensor.allocate(pool, MemoryCategory.GRADIENTS, dtype, n);
+                grads = residency == Residency.VALUES_AND_GRADS ? Tensor.allocate(pool, MemoryCategory.GRADIENTS, dtype, n) : null;
             } catch (RuntimeException e) {
-                values.close();
+                if (values != null) values.close();
                 throw e;
             }
-            Map<String, Parameter> byName = new LinkedHashMap<>();
-            int offset = 0;
-            for (Spec s : specs.values()) {
-                int size = (int) s.numel();
-                byName.put(s.name, new Parameter(s.name, values.slice(0, offset, size).view(s.shape),
-                        grads.slice(0, offset, size).view(s.shape), s.weightDecay));
-                offset += size;
+            for (Parameter p : byName.values()) {
+                int at = Math.toIntExact(p.offset()), size = Math.toIntExact(p.numel());
+                p.bind(values == null ? null : values.slice(0, at, size).view(p.shape()),
+                        grads == null ? null : grads.slice(0, at, size).view(p.shape()));
             }
             return new ParameterSet(dtype, values, grads, Collections.unmodifiableMap(byName),
-                    List.copyOf(specs.values()), real);
+                    List.copyOf(specs.values()), List.copyOf(units), real, n);
+        }
+
+        private static long close(Map<String, int[]> extent, String unit, long end, int padMultiple) {
+            int[] e = extent.get(unit);
+            long paddedEnd = (end + padMultiple - 1) / padMultiple * padMultiple;
+            e[1] = Math.toIntExact(paddedEnd - e[0]);
+            return paddedEnd;
         }
     }
 
@@ -139,24 +229,66 @@ public final class ParameterSet implements AutoCloseable {
         return List.copyOf(byName.values());
     }
 
+    /** Units in declaration order; together they cover the flat buffers without gaps. */
+    public List<Unit> units() { return units; }
+
     public List<Spec> specs() { return specs; }
     public DType dtype() { return dtype; }
-    /** All values, flat [P'] (P' = P rounded up to the padding multiple; the padding stays 0). */
-    public Tensor values() { return values; }
-    /** All gradients, flat [P']. */
-    public Tensor grads() { return grads; }
+
+    /**
+     * All values, flat [P'] (P' = P with every unit rounded up to the padding multiple; the padding stays 0).
+     *
+     * @throws IllegalStateException if this set holds no flat values (ZeRO 3)
+     */
+    public Tensor values() {
+        if (values == null) throw new IllegalStateException("this parameter set holds no flat values (residency NONE: "
+                + "ZeRO 3 keeps only a shard of them per rank); gather them through the sharding scheme");
+        return values;
+    }
+
+    /**
+     * All gradients, flat [P'].
+     *
+     * @throws IllegalStateException if this set holds no flat gradients (ZeRO 2 and 3)
+     */
+    public Tensor grads() {
+        if (grads == null) throw new IllegalStateException("this parameter set holds no flat gradients (ZeRO 2 and 3 "
+                + "keep only a shard of them per rank)");
+        return grads;
+    }
+
+    /** Which flat buffers this set holds. */
+    public Residency residency() {
+        return values == null ? Residency.NONE : grads == null ? Residency.VALUES : Residency.VALUES_AND_GRADS;
+    }
+
     /** P, the number of parameters (padding excluded). */
     public long count() { return count; }
 
+    /** P', the length of the flat buffers (padding included), whether or not this set holds them. */
+    public long paddedCount() { return padded; }
+
     /** Offset of {@code p} in the flat buffers, in elements. */
     public long offsetOf(Parameter p) {
-        return p.value().offset() - values.offset();
+        return p.offset();
     }
 
     /** Fills every parameter from its {@link Init}, seeded by {@code seed} and the parameter's name. */
     public void initialize(long seed) {
-        for (Spec s : specs) {
-            Tensor t = byName.get(s.name).value();
+        initialize(seed, byName.values());
+    }
+
+    /**
+     * As {@link #initialize(long)}, for {@code which} only (their values must be bound): the same values as a
+     * whole-set initialisation gives them, so a sharded model can be initialised unit by unit.
+     */
+    public void initialize(long seed, Collection<Parameter> which) {
+        Map<String, Spec> specByName = new LinkedHashMap<>();
+        for (Spec s : specs) specByName.put(s.name, s);
+        for (Parameter p : which) {
+            Spec s = specByName.get(p.name());
+            if (s == null) throw new IllegalArgumentException("parameter " + p.name() + " is not in this set");
+            Tensor t = p.value();
             long n = s.numel();
             double[] data = new double[(int) n];
             switch (s.init) {
@@ -175,14 +307,15 @@ public final class ParameterSet implements AutoCloseable {
         }
     }
 
-    /** Sets every gradient to zero. */
+    /** Sets every gradient to zero; nothing when this set holds no flat gradients (their owner zeroes them). */
     public void zeroGrads() {
+        if (grads == null) return;
         grads.segment().asSlice(grads.byteOffset(), grads.numel() * dtype.byteSize()).fill((byte) 0);
     }
 
     @Override
     public void close() {
-        values.close();
-        grads.close();
+        if (values != null) values.close();
+        if (grads != null) grads.close();
     }
 }

@@ -1,6 +1,7 @@
 package dev.shardwise.parallel;
 
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
 
 /**
  * How the gradients one rank computed become the gradients its model replica applies, and how per-rank
@@ -19,6 +20,19 @@ public interface GradientReduction {
             return value;
         }
     };
+
+    /** Hooks the model must call for the reduction to overlap backward (see {@link dev.shardwise.model.optim.ParameterUpdate#hooks}). */
+    default Gpt.Hooks hooks() {
+        return Gpt.Hooks.NONE;
+    }
+
+    /** See {@link dev.shardwise.model.optim.ParameterUpdate#beginMicroBatch}. */
+    default void beginMicroBatch(int index, int count) { }
+
+    /** See {@link dev.shardwise.model.optim.ParameterUpdate#backward}. */
+    default void backward(Runnable backward) {
+        backward.run();
+    }
 
     /** Replaces this rank's gradients, flat [P], by the ones the optimizer must apply. */
     void reduce(Tensor grads);

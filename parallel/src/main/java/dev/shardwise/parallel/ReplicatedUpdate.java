@@ -1,5 +1,7 @@
 package dev.shardwise.parallel;
 
+
+import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.GradientClipping;
@@ -30,6 +32,21 @@ public final class ReplicatedUpdate implements ParameterUpdate {
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
         optimizer.step(lr);
         return new Applied(norm, communication);
+    }
+
+    @Override
+    public Gpt.Hooks hooks() {
+        return reduction.hooks();
+    }
+
+    @Override
+    public void beginMicroBatch(int index, int count) {
+        reduction.beginMicroBatch(index, count);
+    }
+
+    @Override
+    public void backward(Runnable backward) {
+        reduction.backward(backward);
     }
 
     @Override

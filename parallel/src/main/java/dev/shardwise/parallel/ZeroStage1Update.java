@@ -4,7 +4,6 @@ import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.ReduceOp;
 import dev.shardwise.core.kernels.AdamW;
 import dev.shardwise.core.kernels.Vectors;
-import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Parameter;
@@ -12,6 +11,8 @@ import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -38,8 +39,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
     private final AdamWOptimizer.Settings settings;
     private final int shardStart;
     private final int shardSize;
-    private final Tensor m;         // [S] first moments of the shard
-    private final Tensor v;         // [S] second moments of the shard
+    private final ShardMoments moments;   // m, v [S] of the shard
     private final ScalarReduction scalar;
     private final List<Segment> segments = new ArrayList<>();
     private long steps;
@@ -49,6 +49,17 @@ public final class ZeroStage1Update implements ParameterUpdate {
      *                                  parameters with a padding multiple of the dp size)
      */
     public ZeroStage1Update(ParameterSet params, Communicator dp, MemoryPool pool, AdamWOptimizer.Settings settings) {
+        this(params, dp, pool, settings, ShardMoments.resident());
+    }
+
+    /**
+     * As {@link #ZeroStage1Update(ParameterSet, Communicator, MemoryPool, AdamWOptimizer.Settings)}, the moments
+     * made by {@code moments} (in memory, or offloaded to disk).
+     *
+     * @throws UncheckedIOException if the moments' file cannot be made
+     */
+    public ZeroStage1Update(ParameterSet params, Communicator dp, MemoryPool pool, AdamWOptimizer.Settings settings,
+                            ShardMoments.Factory moments) {
         long padded = params.values().numel();
         if (padded % dp.size() != 0) {
             throw new IllegalArgumentException("ZeRO needs the flat parameter buffer (" + padded + " elements) to split into "
@@ -60,8 +71,11 @@ public final class ZeroStage1Update implements ParameterUpdate {
         this.settings = settings;
         this.shardSize = Math.toIntExact(padded / dp.size());
         this.shardStart = dp.rank() * shardSize;
-        this.m = Tensor.allocate(pool, MemoryCategory.OPTIMIZER_STATE, params.dtype(), shardSize);
-        this.v = Tensor.allocate(pool, MemoryCategory.OPTIMIZER_STATE, params.dtype(), shardSize);
+        try {
+            this.moments = moments.create(pool, params.dtype(), shardSize);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e.getMessage(), e);
+        }
         this.scalar = new ScalarReduction(dp, pool);
         for (Parameter p : params.parameters()) {
             long from = Math.max(params.offsetOf(p), shardStart);
@@ -81,11 +95,16 @@ public final class ZeroStage1Update implements ParameterUpdate {
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
         if (maxNorm > 0 && norm > maxNorm) Vectors.scale(gradShard, maxNorm / (norm + 1e-6));
         steps++;
-        for (Segment s : segments) {
-            AdamW.step(values.slice(0, s.flatOffset, s.length), grads.slice(0, s.flatOffset, s.length),
-                    m.slice(0, s.shardOffset, s.length), v.slice(0, s.shardOffset, s.length), lr, settings.beta1(),
-                    settings.beta2(), settings.eps(), s.decay ? settings.weightDecay() : 0, steps);
-        }
+        moments.update(chunk -> {
+            for (Segment s : segments) {
+                int from = Math.max(s.shardOffset, chunk.start()), to = Math.min(s.shardOffset + s.length, chunk.end());
+                if (from >= to) continue;
+                int flat = s.flatOffset + (from - s.shardOffset);
+                AdamW.step(values.slice(0, flat, to - from), grads.slice(0, flat, to - from), chunk.m(from, to - from),
+                        chunk.v(from, to - from), lr, settings.beta1(), settings.beta2(), settings.eps(),
+                        s.decay ? settings.weightDecay() : 0, steps);
+            }
+        });
         long gather = System.nanoTime();
         dp.allGather(values, values.slice(0, shardStart, shardSize));
         communication += System.nanoTime() - gather;
@@ -104,14 +123,18 @@ public final class ZeroStage1Update implements ParameterUpdate {
 
     /** Collective: fills full first and second moments, flat [P'], from every rank's shard (for checkpoints). */
     public void gatherMoments(Tensor fullM, Tensor fullV) {
-        dp.allGather(fullM, m);
-        dp.allGather(fullV, v);
+        moments.read((m, v) -> {
+            dp.allGather(fullM, m);
+            dp.allGather(fullV, v);
+        });
     }
 
     /** Takes this rank's shard of full moments, flat [P'] (read from a checkpoint), and the step count. */
     public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
-        Vectors.copy(m, fullM.slice(0, shardStart, shardSize));
-        Vectors.copy(v, fullV.slice(0, shardStart, shardSize));
+        moments.write((m, v) -> {
+            Vectors.copy(m, fullM.slice(0, shardStart, shardSize));
+            Vectors.copy(v, fullV.slice(0, shardStart, shardSize));
+        });
         this.steps = steps;
     }
 
@@ -121,8 +144,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
 
     @Override
     public void close() {
-        m.close();
-        v.close();
+        moments.close();
         scalar.close();
     }
 }

@@ -147,6 +147,19 @@ public final class Checkpoint {
     }
 
     /**
+     * As {@link #parameterTensors(dev.shardwise.model.ParameterSet)}, the values taken from {@code flat} [P'], a
+     * tensor laid out like the set's flat buffers (whole values gathered from ZeRO shards, say).
+     */
+    static Map<String, Tensor> parameterTensors(dev.shardwise.model.ParameterSet params, Tensor flat) {
+        Map<String, Tensor> tensors = new LinkedHashMap<>();
+        for (dev.shardwise.model.Parameter p : params.parameters()) {
+            tensors.put("param/" + p.name(), flat.slice(0, Math.toIntExact(params.offsetOf(p)), Math.toIntExact(p.numel()))
+                    .view(p.shape()));
+        }
+        return tensors;
+    }
+
+    /**
      * The checkpoint {@code path} names: itself if it holds a manifest, else the latest checkpoint of a run
      * directory (or of its {@code checkpoints/} folder).
      *

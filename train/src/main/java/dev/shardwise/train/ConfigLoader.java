@@ -26,7 +26,8 @@ public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "zero", "model");
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "zero", "offloadOptimizer",
+            "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -130,6 +131,7 @@ public final class ConfigLoader {
         m.put("rankMemory", "unlimited");
         m.put("ranks", 1);
         m.put("zero", 0);
+        m.put("offloadOptimizer", null);
         m.put("model", modelMap(model));
         return m;
     }
@@ -176,7 +178,7 @@ public final class ConfigLoader {
                 integer(m, "", "evalBatches"), integer(m, "", "checkpointEvery"), bool(m, "", "checkpointAtStart"),
                 Path.of(String.valueOf(m.get("runDir"))),
                 memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory), integer(m, "", "ranks"),
-                integer(m, "", "zero"));
+                integer(m, "", "zero"), m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()));
     }
 
     /** The resolved config as YAML, as written to the run directory's config.yaml. */
@@ -205,6 +207,7 @@ public final class ConfigLoader {
         m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
         m.put("ranks", c.ranks());
         m.put("zero", c.zero());
+        m.put("offloadOptimizer", c.offloadOptimizer() == null ? null : c.offloadOptimizer().toString());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

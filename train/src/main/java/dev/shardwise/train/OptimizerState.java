@@ -8,16 +8,27 @@ import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ReplicatedUpdate;
+import dev.shardwise.parallel.ZeroShardedUpdate;
 import dev.shardwise.parallel.ZeroStage1Update;
 
 /**
- * A rank's optimizer as the trainer sees it: the update it runs each step and its AdamW moments as full flat
- * [P'] tensors for layout-independent checkpoints, however they are held (replicated, or sharded by ZeRO and
- * gathered for a checkpoint). Every rank calls {@link #momentsToSave} at the same step (it is collective under ZeRO).
+ * A rank's optimizer as the trainer sees it: the update it runs each step, and its parameter values and AdamW
+ * moments as whole flat [P'] tensors for layout-independent checkpoints, however they are held (replicated, or
+ * sharded by ZeRO and gathered for a checkpoint). Every rank calls {@link #valuesToSave} and {@link #momentsToSave}
+ * at the same step (they are collective under ZeRO).
  */
 interface OptimizerState extends AutoCloseable {
 
     ParameterUpdate update();
+
+    /** Whole parameter values, flat [P'], to be saved (valid until {@link #saved}); call before {@link #momentsToSave}. */
+    default Tensor valuesToSave() { return parameters().values(); }
+
+    /** Flat [P'] buffer a checkpoint's parameter values are read into; {@link #loaded} takes them. */
+    default Tensor valuesToLoad() { return parameters().values(); }
+
+    /** The parameters this state updates. */
+    ParameterSet parameters();
 
     /** First and second moments, flat [P'], to be saved (valid until the next call). */
     Tensor[] momentsToSave();
@@ -41,6 +52,7 @@ interface OptimizerState extends AutoCloseable {
         ParameterUpdate update = new ReplicatedUpdate(params, optimizer, reduction);
         return new OptimizerState() {
             public ParameterUpdate update() { return update; }
+            public ParameterSet parameters() { return params; }
             public Tensor[] momentsToSave() { return new Tensor[]{optimizer.firstMoments(), optimizer.secondMoments()}; }
             public void saved() { }
             public Tensor[] momentsToLoad() { return momentsToSave(); }
@@ -56,6 +68,7 @@ interface OptimizerState extends AutoCloseable {
             private Tensor fullM, fullV;   // BUFFERS, allocated for checkpoints only
 
             public ParameterUpdate update() { return update; }
+            public ParameterSet parameters() { return params; }
 
             public Tensor[] momentsToSave() {
                 Tensor[] full = buffers();
@@ -86,6 +99,69 @@ interface OptimizerState extends AutoCloseable {
                     fullV.close();
                     fullM = fullV = null;
                 }
+            }
+
+            public void close() {
+                release();
+                update.close();
+            }
+        };
+    }
+
+    /**
+     * ZeRO stages 2 and 3: this rank holds shards of the gradients, moments and (stage 3) values; whole values and
+     * moments exist only around checkpoints, in BUFFERS.
+     */
+    static OptimizerState zeroSharded(ZeroShardedUpdate update, ParameterSet params, MemoryPool pool) {
+        int padded = Math.toIntExact(params.paddedCount());
+        return new OptimizerState() {
+            private Tensor fullValues, fullM, fullV;   // BUFFERS, allocated for checkpoints only
+
+            public ParameterUpdate update() { return update; }
+            public ParameterSet parameters() { return params; }
+
+            public Tensor valuesToSave() {
+                if (update.stage() == 2) return params.values();
+                fullValues = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
+                update.gatherValues(fullValues);
+                return fullValues;
+            }
+
+            public Tensor valuesToLoad() {
+                if (update.stage() == 2) return params.values();
+                fullValues = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
+                return fullValues;
+            }
+
+            public Tensor[] momentsToSave() {
+                moments();
+                update.gatherMoments(fullM, fullV);
+                return new Tensor[]{fullM, fullV};
+            }
+
+            public void saved() { release(); }
+
+            public Tensor[] momentsToLoad() {
+                moments();
+                return new Tensor[]{fullM, fullV};
+            }
+
+            public void loaded(long steps) {
+                if (fullValues != null) update.loadValues(fullValues);
+                update.loadMoments(fullM, fullV, steps);
+                release();
+            }
+
+            private void moments() {
+                if (fullM == null) {
+                    fullM = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
+                    fullV = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
+                }
+            }
+
+            private void release() {
+                for (Tensor t : new Tensor[]{fullValues, fullM, fullV}) if (t != null) t.close();
+                fullValues = fullM = fullV = null;
             }
 
             public void close() {

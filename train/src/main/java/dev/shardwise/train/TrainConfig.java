@@ -34,12 +34,16 @@ import java.nio.file.Path;
  * @param rankMemory       the rank's memory budget in bytes (Long.MAX_VALUE: unlimited)
  * @param ranks            data-parallel ranks run as threads of this JVM (1: single rank); each takes
  *                         {@code batchSize} sequences of every micro-batch, so the global batch grows with ranks
- * @param zero             ZeRO stage over the ranks: 0 (replicated AdamW state) or 1 (AdamW state sharded)
+ * @param zero             ZeRO stage over the ranks: 0 (everything replicated), 1 (AdamW state sharded), 2 (gradients
+ *                         too), 3 (parameters too)
+ * @param offloadOptimizer directory for a memory-mapped file per rank holding its AdamW moments (ZeRO-Infinity's
+ *                         optimizer offload; needs zero >= 1), or null to keep them in memory
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int batchSize, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
-                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory, int ranks, int zero) {
+                          int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory, int ranks, int zero,
+                          Path offloadOptimizer) {
 
     public TrainConfig {
         positive("batchSize", batchSize);
@@ -48,9 +52,13 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int batch
         positive("steps", steps);
         positive("evalBatches", evalBatches);
         positive("ranks", ranks);
-        if (zero < 0 || zero > 1) {
-            throw new IllegalArgumentException("zero=" + zero + ": this build has ZeRO stages 0 and 1 (stages 2 and 3 "
-                    + "are on the roadmap); use zero: 0 or 1");
+        if (zero < 0 || zero > 3) {
+            throw new IllegalArgumentException("zero=" + zero + ": ZeRO stages are 0 (replicated), 1 (optimizer state "
+                    + "sharded), 2 (gradients too) and 3 (parameters too); use zero: 0, 1, 2 or 3");
+        }
+        if (offloadOptimizer != null && zero == 0) {
+            throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
+                    + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
         }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);

@@ -28,8 +28,9 @@ public final class TrainStep implements AutoCloseable {
      * @param loss       mean loss over the micro-batches
      * @param gradNorm   global gradient norm before clipping
      * @param forwardNs  time in forward passes
-     * @param backwardNs time in backward passes
-     * @param reduceNs    time reducing gradients over replicas (data parallelism)
+     * @param backwardNs time in backward passes (with the communication overlapped with them)
+     * @param reduceNs    exposed communication: waiting for gradient reductions still in flight after backward,
+     *                    the loss mean, and the update's own collectives (ZeRO's all-gather)
      * @param optimizerNs time clipping and updating
      */
     public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long reduceNs, long optimizerNs) {
@@ -54,6 +55,7 @@ public final class TrainStep implements AutoCloseable {
         this.gradClip = gradClip;
         this.update = update;
         this.arena = new StepArena(pool);
+        model.useHooks(update.hooks());
     }
 
     /**
@@ -68,11 +70,12 @@ public final class TrainStep implements AutoCloseable {
         long forwardNs = 0, backwardNs = 0;
         for (int micro = 0; micro < microBatches; micro++) {
             fill.accept(batch);
+            update.beginMicroBatch(micro, microBatches);
             try {
                 long t0 = System.nanoTime();
                 Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches);
                 long t1 = System.nanoTime();
-                model.backward(arena, pass);
+                update.backward(() -> model.backward(arena, pass));
                 forwardNs += t1 - t0;
                 backwardNs += System.nanoTime() - t1;
                 lossSum += pass.loss();
@@ -81,12 +84,13 @@ public final class TrainStep implements AutoCloseable {
             }
         }
         long t2 = System.nanoTime();
-        double loss = update.mean(lossSum / microBatches);
+        double loss = update.mean(lossSum / microBatches);   // waits for reductions still in flight: communication
+        long meanNs = System.nanoTime() - t2;
         if (!Double.isFinite(loss)) throw new IllegalStateException("loss " + loss);
         ParameterUpdate.Applied applied = update.apply(lr, gradClip);
         long t3 = System.nanoTime();
-        return new Result(loss, applied.gradNorm(), forwardNs, backwardNs, applied.communicationNs(),
-                t3 - t2 - applied.communicationNs());
+        long reduceNs = meanNs + applied.communicationNs();
+        return new Result(loss, applied.gradNorm(), forwardNs, backwardNs, reduceNs, t3 - t2 - reduceNs);
     }
 
     /** Mean loss of a [B, T+1] batch without gradients, in this step's arena. */

@@ -20,6 +20,9 @@ import dev.shardwise.parallel.DataParallel;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
+import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.parallel.ZeroShardedUpdate;
 import dev.shardwise.parallel.ZeroStage1Update;
 import dev.shardwise.model.ParameterSet;
 
@@ -196,9 +199,10 @@ public final class Trainer {
     private Result runRank(int rank, MemoryPool pool, Communicator dpGroup, TrainingData data,
                            Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
         int b = config.batchSize(), row = config.seqLen() + 1;
-        try (Gpt model = Gpt.create(config.model(), pool, DType.F32, config.seed(), config.zero() > 0 ? config.ranks() : 1);
+        try (Gpt model = new Gpt(config.model(), Gpt.declare(config.model()).allocate(pool, DType.F32,
+                     config.zero() > 0 ? config.ranks() : 1, residency()));
              DataParallel dp = dpGroup == null || config.zero() > 0 ? null
-                     : new DataParallel(dpGroup, DataParallel.DEFAULT_BUCKET_ELEMENTS, pool);
+                     : new DataParallel(dpGroup, OVERLAP_BUCKET_ELEMENTS, pool, model.parameters());
              OptimizerState optimizer = optimizer(model.parameters(), pool, dpGroup, dp);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(model, pool, config.gradClip(), optimizer.update())) {
@@ -220,13 +224,48 @@ public final class Trainer {
         }
     }
 
-    /** ZeRO stage 1 shards AdamW over the dp group; stage 0 replicates it, averaging gradients with {@code dp} if any. */
-    private OptimizerState optimizer(ParameterSet params, MemoryPool pool, Communicator dpGroup, DataParallel dp) {
-        if (config.zero() > 0) {
-            return OptimizerState.zeroStage1(new ZeroStage1Update(params, dpGroup, pool, config.optimizer()), params, pool);
-        }
-        return OptimizerState.replicated(params, pool, config.optimizer(), dp == null ? GradientReduction.NONE : dp);
+    /** Which flat buffers a rank holds: ZeRO 2 shards the gradients, ZeRO 3 the parameters too. */
+    private ParameterSet.Residency residency() {
+        return switch (config.zero()) {
+            case 2 -> ParameterSet.Residency.VALUES;
+            case 3 -> ParameterSet.Residency.NONE;
+            default -> ParameterSet.Residency.VALUES_AND_GRADS;
+        };
     }
+
+    /**
+     * The update and its state, with the parameters initialised: ZeRO 1 shards AdamW over the dp group, 2 the
+     * gradients too, 3 the parameters too; stage 0 replicates everything, averaging gradients with {@code dp} if any.
+     */
+    private OptimizerState optimizer(ParameterSet params, MemoryPool pool, Communicator dpGroup, DataParallel dp) {
+        ShardMoments.Factory moments = config.offloadOptimizer() == null ? ShardMoments.resident()
+                : ShardMoments.onDisk(config.offloadOptimizer(), OFFLOAD_CHUNK_ELEMENTS);
+        switch (config.zero()) {
+            case 0 -> {
+                params.initialize(config.seed());
+                return OptimizerState.replicated(params, pool, config.optimizer(), dp == null ? GradientReduction.NONE : dp);
+            }
+            case 1 -> {
+                params.initialize(config.seed());
+                return OptimizerState.zeroStage1(new ZeroStage1Update(params, dpGroup, pool, config.optimizer(), moments),
+                        params, pool);
+            }
+            default -> {
+                ZeroShardedUpdate update = new ZeroShardedUpdate(config.zero(), params, dpGroup, pool, config.optimizer(), moments);
+                update.initialize(config.seed());
+                return OptimizerState.zeroSharded(update, params, pool);
+            }
+        }
+    }
+
+    /**
+     * Gradient elements per overlapped all-reduce bucket (4 MiB in fp32): small enough that a model of a few
+     * million parameters has several buckets to start while backward runs (PyTorch DDP makes its first bucket 1 MiB).
+     */
+    static final int OVERLAP_BUCKET_ELEMENTS = 1 << 20;
+
+    /** Elements per moment that an offloaded optimizer streams through memory at a time (4 MiB each in fp32). */
+    static final int OFFLOAD_CHUNK_ELEMENTS = 1 << 20;
 
     private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
@@ -236,10 +275,13 @@ public final class Trainer {
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
         ProgressLine progress = new ProgressLine(log, config.steps());
         if (leader) {
-            log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step%s; %s%n",
+            log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step%s%s; %s%n",
                     config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
                     config.model().heads(), config.model().vocabSize(), config.tokensPerStep(),
-                    config.ranks() > 1 ? " over " + config.ranks() + " data-parallel ranks" : "", peak.describe());
+                    config.ranks() > 1 ? " over " + config.ranks() + " data-parallel ranks" : "",
+                    config.zero() > 0 ? "; ZeRO stage " + config.zero() + (config.offloadOptimizer() != null
+                            ? ", optimizer state offloaded to " + config.offloadOptimizer() : "") : "", peak.describe());
+            if (config.ranks() > 1 || config.zero() > 0) log.print(MemoryReport.table(config));
         }
         List<LossPlot.Point> trainCurve = new ArrayList<>(), valCurve = new ArrayList<>();
         for (Map<String, Object> row : state.step() > 0 && Files.exists(runDir.resolve("metrics.jsonl"))
@@ -251,6 +293,7 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
+        ZeroMemory zeroFormula = MemoryReport.formula(config);
         if (config.checkpointAtStart() && state.step() == 0) save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
@@ -293,10 +336,16 @@ public final class Trainer {
                     row.put("rss_bytes", m.residentBytes());
                     row.put("rss_peak_bytes", m.peakResidentBytes());
                 });
+                for (MemoryCategory c : MemoryReport.MODEL_STATE) {   // ZeRO's formula, to read beside the measured peaks
+                    row.put("mem_formula_" + c.label().replace('-', '_'), zeroFormula.bytes(c));
+                }
                 boolean last = state.step() == config.steps();
+                boolean evaluateNow = last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0);
+                // Under ZeRO 3 every forward gathers parameters collectively, so every rank evaluates with the leader.
+                if (evaluateNow && !leader && config.zero() == 3) evaluate(data, pool, trainStep);
                 if (leader) {
                     trainCurve.add(new LossPlot.Point(state.step(), loss));
-                    if (last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0)) {
+                    if (evaluateNow) {
                         lastVal = evaluate(data, pool, trainStep);
                         row.put("val_loss", lastVal);
                         valCurve.add(new LossPlot.Point(state.step(), lastVal));
@@ -336,6 +385,7 @@ public final class Trainer {
     /** Every rank calls it (the moments are gathered under ZeRO); the leader writes the checkpoint. */
     private void save(boolean leader, Path checkpoints, Gpt model, OptimizerState optimizer, TrainState state,
                       TrainingData data) throws IOException {
+        Tensor values = optimizer.valuesToSave();
         Tensor[] moments = optimizer.momentsToSave();
         try {
             if (!leader) return;
@@ -352,7 +402,7 @@ public final class Trainer {
             metadata.put("tokenizer", data.tokenizer().name());
             metadata.put("data", data.directory().toAbsolutePath().toString());
             Path tokenizerFile = data.directory().resolve(dev.shardwise.data.DatasetPreparer.TOKENIZER_FILE);
-            Checkpoint.write(checkpoints, state.step(), checkpointTensors(model.parameters(), moments), metadata,
+            Checkpoint.write(checkpoints, state.step(), checkpointTensors(model.parameters(), values, moments), metadata,
                     Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
         } finally {
             optimizer.saved();
@@ -360,12 +410,12 @@ public final class Trainer {
     }
 
     /** Parameters and AdamW moments by global name and shape: what makes a checkpoint layout-independent. */
-    private static Map<String, Tensor> checkpointTensors(ParameterSet params, Tensor[] moments) {
-        Map<String, Tensor> tensors = Checkpoint.parameterTensors(params);
+    private static Map<String, Tensor> checkpointTensors(ParameterSet params, Tensor values, Tensor[] moments) {
+        Map<String, Tensor> tensors = Checkpoint.parameterTensors(params, values);
         for (int k = 0; k < 2; k++) {
             for (Parameter p : params.parameters()) {
                 tensors.put((k == 0 ? "adam_m/" : "adam_v/") + p.name(), moments[k]
-                        .slice(0, Math.toIntExact(params.offsetOf(p)), Math.toIntExact(p.value().numel())).view(p.value().shape()));
+                        .slice(0, Math.toIntExact(params.offsetOf(p)), Math.toIntExact(p.numel())).view(p.shape()));
             }
         }
         return tensors;
@@ -381,7 +431,7 @@ public final class Trainer {
             throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
                     + current + "; resume with the run's own config.yaml");
         }
-        Checkpoint.read(dir, checkpointTensors(model.parameters(), optimizer.momentsToLoad()));
+        Checkpoint.read(dir, checkpointTensors(model.parameters(), optimizer.valuesToLoad(), optimizer.momentsToLoad()));
         Map<String, Object> s = (Map<String, Object>) manifest.get("state");
         optimizer.loaded(((Number) s.get("optimizerSteps")).longValue());
         long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();

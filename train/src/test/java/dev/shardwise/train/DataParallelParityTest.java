@@ -14,7 +14,13 @@ import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
 import dev.shardwise.parallel.ZeroStage1Update;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
+import dev.shardwise.core.kernels.Vectors;
+import dev.shardwise.model.Parameter;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.ZeroShardedUpdate;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -67,7 +73,31 @@ class DataParallelParityTest {
         }
     }
 
+    /** ZeRO stage 2 or 3 over {@code group}: gradients (and at stage 3 parameters) sharded unit by unit too. */
+    static Outcome trainZeroSharded(MemoryPool pool, Communicator group, int stage) {
+        ParameterSet.Residency residency = stage == 2 ? ParameterSet.Residency.VALUES : ParameterSet.Residency.NONE;
+        try (Gpt model = new Gpt(MODEL, Gpt.declare(MODEL).allocate(pool, DType.F32, group.size(), residency));
+             ZeroShardedUpdate update = new ZeroShardedUpdate(stage, model.parameters(), group, pool,
+                     AdamWOptimizer.Settings.gpt(), ShardMoments.resident());
+             TrainStep step = new TrainStep(model, pool, 1.0, update)) {
+            update.initialize(7);
+            long padded = model.parameters().paddedCount();
+            int n = group.size();
+            assertEquals(stage == 3 ? 4 * padded / n : 4 * padded, pool.liveBytes(MemoryCategory.PARAMETERS),
+                    "zero-" + stage + " parameters for N=" + n);
+            assertEquals(4 * padded / n, pool.liveBytes(MemoryCategory.GRADIENTS), "zero-" + stage + " gradients: 4Ψ/N for N=" + n);
+            assertEquals(8 * padded / n, pool.liveBytes(MemoryCategory.OPTIMIZER_STATE),
+                    "zero-" + stage + " optimizer state: 8Ψ/N for N=" + n);
+            Outcome o = train(model, pool, step, group.rank(), group.size(), update);
+            return o;
+        }
+    }
+
     private static Outcome train(Gpt model, MemoryPool pool, TrainStep step, int rank, int replicas) {
+        return train(model, pool, step, rank, replicas, null);
+    }
+
+    private static Outcome train(Gpt model, MemoryPool pool, TrainStep step, int rank, int replicas, ZeroShardedUpdate sharded) {
         int rows = GLOBAL_BATCH / replicas;
         try (Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, SEQ + 1)) {
             double[] losses = new double[STEPS];
@@ -78,10 +108,33 @@ class DataParallelParityTest {
                         ValueLayout.JAVA_INT, b.byteOffset(), rows * (SEQ + 1)), 1e-3);
                 losses[s] = r.loss();
             }
-            double[] params = new double[Math.toIntExact(model.parameters().count())];
-            System.arraycopy(model.parameters().values().toDoubleArray(), 0, params, 0, params.length);
-            return new Outcome(losses, params);
+            return new Outcome(losses, flatParameters(model, pool, sharded));
         }
+    }
+
+    /** Every parameter, in declaration order, unpadded (gathered from the shards under ZeRO 3). */
+    static double[] flatParameters(Gpt model, MemoryPool pool, ZeroShardedUpdate sharded) {
+        ParameterSet ps = model.parameters();
+        try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, Math.toIntExact(ps.paddedCount()))) {
+            if (sharded != null) sharded.gatherValues(full);
+            else Vectors.copy(full, ps.values());
+            double[] all = full.toDoubleArray(), out = new double[Math.toIntExact(ps.count())];
+            int at = 0;
+            for (Parameter p : ps.parameters()) {
+                int offset = Math.toIntExact(ps.offsetOf(p)), n = Math.toIntExact(p.numel());
+                System.arraycopy(all, offset, out, at, n);
+                at += n;
+            }
+            return out;
+        }
+    }
+
+    static Outcome zeroSharded(int replicas, int stage) {
+        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> trainZeroSharded(ctx.memory(), ctx.world(), stage));
+        for (Outcome o : outcomes) {
+            assertArrayEquals(outcomes.getFirst().params(), o.params(), "every replica gathers the same parameters");
+        }
+        return outcomes.getFirst();
     }
 
     static Outcome dataParallel(int replicas) {
@@ -89,6 +142,23 @@ class DataParallelParityTest {
             try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(replicas, 1, 1), ctx.world());
                  DataParallel dp = new DataParallel(groups.dp(), 1000, ctx.memory())) {   // small buckets: many all-reduces
                 return train(ctx.memory(), groups.coordinates().dpRank(), replicas, dp);
+            }
+        });
+        for (Outcome o : outcomes) {
+            assertArrayEquals(outcomes.getFirst().params(), o.params(), "every replica holds the same parameters");
+        }
+        return outcomes.getFirst();
+    }
+
+    /** Data parallelism with each bucket's all-reduce started during backward, as its units finish. */
+    static Outcome dataParallelOverlapped(int replicas) {
+        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> {
+            MemoryPool pool = ctx.memory();
+            try (Gpt model = Gpt.create(MODEL, pool, DType.F32, 7);
+                 AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt());
+                 DataParallel dp = new DataParallel(ctx.world(), 3000, pool, model.parameters());
+                 TrainStep step = new TrainStep(model, optimizer, pool, 1.0, dp)) {
+                return train(model, pool, step, ctx.world().rank(), replicas);
             }
         });
         for (Outcome o : outcomes) {
@@ -113,8 +183,40 @@ class DataParallelParityTest {
 
     @ParameterizedTest(name = "dp={0}")
     @ValueSource(ints = {2, 4})
+    void overlappedDataParallelMatchesSingleRankAndRepeatsBitForBit(int replicas) {
+        compare("dp-overlapped", replicas, DataParallelParityTest::dataParallelOverlapped);
+    }
+
+    @ParameterizedTest(name = "dp={0}")
+    @ValueSource(ints = {2, 4})
     void zeroStage1MatchesSingleRankWithShardedOptimizerState(int replicas) {
         compare("zero-1 dp", replicas, DataParallelParityTest::zero1);
+    }
+
+    @ParameterizedTest(name = "zero={0} dp={1}")
+    @CsvSource({"2, 2", "2, 4", "3, 2", "3, 4"})
+    void zeroStages2And3MatchSingleRankWithShardedGradientsAndParameters(int stage, int replicas) {
+        compare("zero-" + stage + " dp", replicas, r -> zeroSharded(r, stage));
+    }
+
+    /**
+     * Sharding changes where each sum is kept, not how it is computed: the reduce-scatter of a unit adds the same
+     * elements in the same rank order as the all-reduce of the flat buffer, and AdamW is elementwise; so (one
+     * micro-batch per step) every stage gives bit for bit what plain data parallelism gives.
+     */
+    @ParameterizedTest(name = "dp={0}")
+    @ValueSource(ints = {2, 4})
+    void everyZeroStageAndTheOverlappedReductionReproduceDataParallelBitForBit(int replicas) {
+        Outcome dp = dataParallel(replicas);
+        java.util.Map<String, Outcome> others = new java.util.LinkedHashMap<>();
+        others.put("dp-overlapped", dataParallelOverlapped(replicas));
+        others.put("zero-1", zero1(replicas));
+        others.put("zero-2", zeroSharded(replicas, 2));
+        others.put("zero-3", zeroSharded(replicas, 3));
+        others.forEach((name, o) -> {
+            assertArrayEquals(dp.losses(), o.losses(), 0.0, name + " dp=" + replicas + ": losses bit for bit as data parallelism");
+            assertArrayEquals(dp.params(), o.params(), 0.0, name + " dp=" + replicas + ": parameters bit for bit as data parallelism");
+        });
     }
 
     private static void compare(String what, int replicas, java.util.function.IntFunction<Outcome> run) {

@@ -28,15 +28,21 @@ class TrainerResumeTest {
 
     @BeforeAll
     static void prepareTinyData() throws IOException {
+        data = tinyData(dir);
+    }
+
+    /** A small token dataset (300-token BPE vocabulary) prepared under {@code dir}; returns its directory. */
+    static Path tinyData(Path dir) throws IOException {
         StringBuilder text = new StringBuilder();
         String[] words = {"the", "king", "shall", "speak", "now", "and", "we", "will", "hear", "him", "o", "my", "lord"};
         for (int i = 0; i < 3000; i++) {
             text.append(words[(i * 7 + i / 5) % words.length]).append(i % 11 == 10 ? ".\n\n" : " ");
         }
-        data = dir.resolve("data");
+        Path out = dir.resolve("data");
         DatasetPreparer.prepare(new DatasetPreparer.Request(List.of(new TextSource("toy.txt", text.toString())),
-                new DatasetPreparer.ValFraction(0.1), DocSeparator.BLANK_LINE, new DatasetPreparer.TrainTokenizer(300), data),
+                new DatasetPreparer.ValFraction(0.1), DocSeparator.BLANK_LINE, new DatasetPreparer.TrainTokenizer(300), out),
                 ProgressListener.NONE);
+        return out;
     }
 
     static TrainConfig config(Path runDir) {
@@ -48,6 +54,10 @@ class TrainerResumeTest {
     }
 
     static TrainConfig config(Path runDir, int ranks, int zero) {
+        return config(data, runDir, ranks, zero);
+    }
+
+    static TrainConfig config(Path data, Path runDir, int ranks, int zero) {
         Map<String, Object> flags = new HashMap<>();
         flags.put("ranks", ranks);
         flags.put("zero", zero);

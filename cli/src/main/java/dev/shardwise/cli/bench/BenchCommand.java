@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 /** {@code shardwise bench ...}: benchmarks that print a ratio against a peer measured in the same run. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Benchmarks that print a ratio against a peer measured in the same run (OpenBLAS, a copy, PyTorch).",
-        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class, BenchTrainCommand.class,
+        subcommands = {BenchGemmCommand.class, BenchKernelsCommand.class, BenchTrainCommand.class, BenchDataParallelCommand.class,
                 BenchCollectivesCommand.class})
 public final class BenchCommand implements Runnable {
     @CommandLine.Spec

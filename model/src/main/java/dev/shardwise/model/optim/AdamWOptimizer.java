@@ -77,7 +77,7 @@ public final class AdamWOptimizer implements AutoCloseable {
     }
 
     private Tensor momentOf(Tensor flat, Parameter p) {
-        int offset = Math.toIntExact(p.value().offset() - params.values().offset());
+        int offset = Math.toIntExact(params.offsetOf(p));
         return flat.slice(0, offset, Math.toIntExact(p.value().numel())).view(p.value().shape());
     }
 

@@ -1,5 +1,7 @@
 package dev.shardwise.model.optim;
 
+import dev.shardwise.model.Gpt;
+
 /**
  * The step from this rank's accumulated gradients to updated parameters: gradient reduction over replicas (if
  * any), global-norm clipping and the optimizer, however they are distributed (replicated AdamW, ZeRO).
@@ -22,6 +24,29 @@ public interface ParameterUpdate extends AutoCloseable {
      * @throws IllegalStateException if the gradient norm is not finite; the parameters are then left unchanged
      */
     Applied apply(double lr, double maxNorm);
+
+    /**
+     * What the model must call around each parameter unit for this update to work (ZeRO 2 and 3 gather and
+     * reduce unit by unit; overlapped data parallelism starts reductions as units finish backward); install with
+     * {@link Gpt#useHooks}. None by default.
+     */
+    default Gpt.Hooks hooks() {
+        return Gpt.Hooks.NONE;
+    }
+
+    /**
+     * Micro-batch {@code index} of {@code count} of the next update is about to run forward (gradient
+     * accumulation: reductions may wait for the last one). Nothing by default.
+     */
+    default void beginMicroBatch(int index, int count) { }
+
+    /**
+     * Runs {@code backward} (the model's backward pass for one micro-batch); an update that overlaps its gradient
+     * communication with backward runs it on a helper thread while this thread communicates. At once by default.
+     */
+    default void backward(Runnable backward) {
+        backward.run();
+    }
 
     /** The mean of a per-rank scalar (the loss) over the replicas; the value itself on a single rank. */
     double mean(double value);
