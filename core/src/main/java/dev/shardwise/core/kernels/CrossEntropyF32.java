@@ -56,14 +56,18 @@ final class CrossEntropyF32 {
                 long dOff = backward ? d.row(n) : 0;
                 for (int k = 0; k < blocks; k++) {
                     int b = k * BLOCK, len = Math.min(BLOCK, v - b);
-                    double bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m) : sumExp(xs, xo + 4L * b, len, m);
-                    if (!(bs <= SUM_LIMIT)) {               // rare: a much larger logit (or NaN); move m up to the block max
+                    double bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, false)
+                            : sumExp(xs, xo + 4L * b, len, m, false);
+                    if (!(bs <= SUM_LIMIT)) {
+                        // rare: a much larger logit, a logit far below m (-inf) or NaN: move m up to the block max
+                        // if that is higher, and redo the block with the clamped exponential
                         float bm = VecOps.max(xs, xo + 4L * b, len);
                         if (bm > m) {
                             s *= Math.exp((double) m - bm);
                             m = bm;
-                            bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m) : sumExp(xs, xo + 4L * b, len, m);
                         }
+                        bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, true)
+                                : sumExp(xs, xo + 4L * b, len, m, true);
                     }
                     blockMax[k] = m;
                     s += bs;
@@ -89,7 +93,7 @@ final class CrossEntropyF32 {
      * alignment, and split 64-byte stores cost about twice as much (measured: 0.51 -> 0.40 ns per logit for
      * the whole kernel). Head and tail are scalar (masked vector accesses measured several times slower).
      */
-    private static double expStore(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int len, float m) {
+    private static double expStore(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int len, float m, boolean clamp) {
         double r = 0;
         int head = VecOps.headToAlign(xs, xOff, len);   // as sumExp, so loss() gives the same bits
         for (int i = 0; i < head; i++) {
@@ -101,8 +105,8 @@ final class CrossEntropyF32 {
         FloatVector a = FloatVector.zero(F), b = FloatVector.zero(F);
         int i = head;
         for (; i <= len - 2 * L; i += 2 * L) {
-            FloatVector e0 = VecOps.exp(load(xs, xOff + 4L * i).sub(vm));
-            FloatVector e1 = VecOps.exp(load(xs, xOff + 4L * (i + L)).sub(vm));
+            FloatVector e0 = exp(load(xs, xOff + 4L * i).sub(vm), clamp);
+            FloatVector e1 = exp(load(xs, xOff + 4L * (i + L)).sub(vm), clamp);
             e0.intoMemorySegment(ds, dOff + 4L * i, LE);
             e1.intoMemorySegment(ds, dOff + 4L * (i + L), LE);
             a = a.add(e0);
@@ -118,7 +122,7 @@ final class CrossEntropyF32 {
     }
 
     /** Returns the sum of exp(x - m) over a span, in the same order as {@link #expStore}. */
-    private static double sumExp(MemorySegment xs, long xOff, int len, float m) {
+    private static double sumExp(MemorySegment xs, long xOff, int len, float m, boolean clamp) {
         double r = 0;
         int head = VecOps.headToAlign(xs, xOff, len);
         for (int i = 0; i < head; i++) r += (float) Math.exp(get(xs, xOff + 4L * i) - m);
@@ -126,12 +130,20 @@ final class CrossEntropyF32 {
         FloatVector a = FloatVector.zero(F), b = FloatVector.zero(F);
         int i = head;
         for (; i <= len - 2 * L; i += 2 * L) {
-            a = a.add(VecOps.exp(load(xs, xOff + 4L * i).sub(vm)));
-            b = b.add(VecOps.exp(load(xs, xOff + 4L * (i + L)).sub(vm)));
+            a = a.add(exp(load(xs, xOff + 4L * i).sub(vm), clamp));
+            b = b.add(exp(load(xs, xOff + 4L * (i + L)).sub(vm), clamp));
         }
         r += VecOps.sumLanes(a.add(b));
         for (; i < len; i++) r += (float) Math.exp(get(xs, xOff + 4L * i) - m);
         return r;
+    }
+
+    /**
+     * e^x, unclamped in the common case: a block whose sum shows an out-of-range lane (too large, or NaN) is
+     * redone with {@code clamp} (see {@link VecOps#expUnchecked}). In range both give the same bits.
+     */
+    private static FloatVector exp(FloatVector x, boolean clamp) {
+        return clamp ? VecOps.exp(x) : VecOps.expUnchecked(x);
     }
 
     private static void scaleInPlace(MemorySegment s, long off, int len, float factor) {
