@@ -15,11 +15,13 @@ import static dev.shardwise.core.kernels.VecOps.put;
 /**
  * Vector API cross-entropy (see {@link CrossEntropy}).
  *
- * <p>Per row, in blocks of {@link #BLOCK} logits (L1-resident): {@code e = exp(x - m)} is computed against a
- * reference m, summed, and, when a gradient is wanted, stored in dlogits. m starts as the maximum of the
- * first 16 logits. A block whose sum exceeds {@code e^HEADROOM} (so some logit is more than
- * {@link #HEADROOM} above m, or the block is simply large) moves m up to the block's maximum and is
- * recomputed, rescaling the running sum by {@code exp(m_old - m)}; so stored values stay below about
+ * <p>Per row, in blocks of about {@link #BLOCK} logits (L1-resident) that start at 64-byte boundaries (the first
+ * block also takes the unaligned head of the row): {@code e = exp(x - m)} is computed against a reference m,
+ * summed, and, when a gradient is wanted, stored in dlogits. m starts as the maximum of the first 16 logits.
+ * The exponential is {@link VecOps#expUnchecked}; a block whose sum exceeds {@code e^HEADROOM} (so some logit
+ * is more than {@link #HEADROOM} above m, or the block is simply large) or is NaN (a logit far below m, such as
+ * -inf, or NaN) moves m up to the block's maximum if that is higher and is recomputed with the clamped
+ * {@link VecOps#exp}, rescaling the running sum by {@code exp(m_old - m)}; so stored values stay below about
  * {@code 2048 · e^20} and never overflow, and no per-element maximum is needed. A second pass over the row,
  * still in L2, multiplies each block by {@code exp(m_block - m) · scale / sum}. One exponential per logit in
  * all, and the logits are read from memory once.
@@ -36,9 +38,8 @@ final class CrossEntropyF32 {
 
     static void run(Rows losses, Rows d, Rows x, Rows targets, float scale, boolean backward) {
         int v = x.cols();
-        int blocks = (v + BLOCK - 1) / BLOCK;
         Kernels.forRows(x.rows(), v, (from, to) -> {
-            float[] blockMax = new float[blocks];
+            float[] blockMax = new float[v / BLOCK + 1];
             MemorySegment xs = x.segment();
             for (int n = from; n < to; n++) {
                 int target = targets.segment().get(ValueLayout.JAVA_INT_UNALIGNED, targets.base() + 4L * n);
@@ -49,13 +50,17 @@ final class CrossEntropyF32 {
                     continue;
                 }
                 long xo = x.row(n);
+                // blocks start at 64-byte boundaries (the first one takes the unaligned head too), so only the
+                // first and last block of a row have scalar heads and tails (about 8 ns per element)
+                int head = VecOps.headToAlign(xs, xo, v);
+                int blocks = Math.max(1, (v - head + BLOCK - 1) / BLOCK);
                 float xt = get(xs, xo + 4L * target);   // read before an in-place gradient overwrites it
                 float m = VecOps.max(xs, xo, Math.min(v, L));
                 double s = 0;
                 MemorySegment ds = backward ? d.segment() : null;
                 long dOff = backward ? d.row(n) : 0;
                 for (int k = 0; k < blocks; k++) {
-                    int b = k * BLOCK, len = Math.min(BLOCK, v - b);
+                    int b = k == 0 ? 0 : head + k * BLOCK, len = Math.min(head + (k + 1) * BLOCK, v) - b;
                     double bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, false)
                             : sumExp(xs, xo + 4L * b, len, m, false);
                     if (!(bs <= SUM_LIMIT)) {
@@ -76,7 +81,7 @@ final class CrossEntropyF32 {
                 if (backward) {
                     double f = scale / s;
                     for (int k = 0; k < blocks; k++) {
-                        int b = k * BLOCK, len = Math.min(BLOCK, v - b);
+                        int b = k == 0 ? 0 : head + k * BLOCK, len = Math.min(head + (k + 1) * BLOCK, v) - b;
                         float factor = (float) (f * Math.exp((double) blockMax[k] - m));
                         scaleInPlace(ds, dOff + 4L * b, len, factor);
                     }

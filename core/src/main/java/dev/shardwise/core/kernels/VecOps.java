@@ -159,9 +159,10 @@ final class VecOps {
 
     /**
      * e^x lane-wise, inlined (unlike {@code lanewise(EXP)}, whose out-of-line SVML call spills the loop's
-     * registers and measured twice as slow in the cross-entropy loop). Relative error below 1e-7 for exactly
-     * given x in [-10, 10] and below |x|·1.4e-8 + 1e-7 up to |x| = 87.6; e^x below -87.6 is 0 (flushed:
-     * it would be subnormal); x is clamped to at most 88.3 (so +inf gives about 2.2e38); NaN propagates.
+     * registers and measured twice as slow in the cross-entropy loop). Relative error below
+     * 1.2e-7 + |x|·1.4e-8 (the second term from log2(e) rounded to f32) for x in [-87.6, 88.3]; e^x below
+     * -87.6 is 0 (flushed: it would be subnormal); x is clamped to at most 88.3 (so +inf gives about 2.2e38);
+     * NaN propagates.
      */
     static FloatVector exp(FloatVector x) {
         // clamp with compare + blend: Java's max/min semantics (NaN, -0.0) cost several instructions each on x86
