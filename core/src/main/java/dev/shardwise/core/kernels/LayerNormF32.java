@@ -27,18 +27,28 @@ final class LayerNormF32 {
                 float rs = (float) (1.0 / Math.sqrt((double) var + eps));
                 put(mean.segment(), mean.base() + 4L * n, mu);
                 put(rstd.segment(), rstd.base() + 4L * n, rs);
-                FloatVector vm = FloatVector.broadcast(F, mu), vr = FloatVector.broadcast(F, rs);
-                int i = 0;
-                for (; i <= c - L; i += L) {
-                    FloatVector norm = load(xs, xo + 4L * i).sub(vm).mul(vr);
-                    norm.fma(load(ws, wo + 4L * i), load(bs, bo + 4L * i)).intoMemorySegment(os, oo + 4L * i, LE);
-                }
-                for (; i < c; i++) {
-                    float norm = (get(xs, xo + 4L * i) - mu) * rs;
-                    put(os, oo + 4L * i, Math.fma(norm, get(ws, wo + 4L * i), get(bs, bo + 4L * i)));
-                }
+                normalize(os, oo, xs, xo, ws, wo, bs, bo, c, mu, rs);
             }
         });
+    }
+
+    /**
+     * out = (x - mu) · rs · w + b over one row. A method of its own: inlined into forward's lambda together with
+     * the two reductions, it pushed C2 past its inlining budget, and the vectors of this loop were boxed
+     * (measured: 18 bytes allocated per element, 2.3 ns per element instead of 0.2).
+     */
+    private static void normalize(MemorySegment os, long oo, MemorySegment xs, long xo, MemorySegment ws, long wo,
+                                  MemorySegment bs, long bo, int c, float mu, float rs) {
+        FloatVector vm = FloatVector.broadcast(F, mu), vr = FloatVector.broadcast(F, rs);
+        int i = 0;
+        for (; i <= c - L; i += L) {
+            FloatVector norm = load(xs, xo + 4L * i).sub(vm).mul(vr);
+            norm.fma(load(ws, wo + 4L * i), load(bs, bo + 4L * i)).intoMemorySegment(os, oo + 4L * i, LE);
+        }
+        for (; i < c; i++) {
+            float norm = (get(xs, xo + 4L * i) - mu) * rs;
+            put(os, oo + 4L * i, Math.fma(norm, get(ws, wo + 4L * i), get(bs, bo + 4L * i)));
+        }
     }
 
     static void backward(Rows dx, Rows dw, Rows db, Rows dout, Rows x, Rows mean, Rows rstd, Rows w) {
