@@ -61,8 +61,7 @@ final class CrossEntropyF32 {
                 long dOff = backward ? d.row(n) : 0;
                 for (int k = 0; k < blocks; k++) {
                     int b = k == 0 ? 0 : head + k * BLOCK, len = Math.min(head + (k + 1) * BLOCK, v) - b;
-                    double bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, false)
-                            : sumExp(xs, xo + 4L * b, len, m, false);
+                    double bs = expSpan(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, false);
                     if (!(bs <= SUM_LIMIT)) {
                         // rare: a much larger logit, a logit far below m (-inf) or NaN: move m up to the block max
                         // if that is higher, and redo the block with the clamped exponential
@@ -71,8 +70,7 @@ final class CrossEntropyF32 {
                             s *= Math.exp((double) m - bm);
                             m = bm;
                         }
-                        bs = backward ? expStore(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, true)
-                                : sumExp(xs, xo + 4L * b, len, m, true);
+                        bs = expSpan(ds, dOff + 4L * b, xs, xo + 4L * b, len, m, true);
                     }
                     blockMax[k] = m;
                     s += bs;
@@ -93,62 +91,63 @@ final class CrossEntropyF32 {
     }
 
     /**
-     * Returns the sum of e = exp(x - m) over a span and stores e into {@code ds} (which may be x). The vector
-     * loop starts where x is 64-byte aligned, so in place the stores are aligned too: odd V puts most rows off
-     * alignment, and split 64-byte stores cost about twice as much (measured: 0.51 -> 0.40 ns per logit for
-     * the whole kernel). Head and tail are scalar (masked vector accesses measured several times slower).
+     * Returns the sum of e = exp(x - m) over a span and, unless {@code ds} is null, stores e into {@code ds}
+     * (which may be x). The vector loop starts where x is 64-byte aligned, so in place the stores are aligned
+     * too: odd V puts most rows off alignment, and split 64-byte stores cost about twice as much (measured:
+     * 0.51 -> 0.40 ns per logit for the whole kernel). Head and tail are scalar (masked vector accesses
+     * measured several times slower). {@code clamp} picks {@link VecOps#exp} over {@link VecOps#expUnchecked}.
      */
-    private static double expStore(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int len, float m, boolean clamp) {
+    private static double expSpan(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int len, float m, boolean clamp) {
         double r = 0;
-        int head = VecOps.headToAlign(xs, xOff, len);   // as sumExp, so loss() gives the same bits
+        int head = VecOps.headToAlign(xs, xOff, len);
         for (int i = 0; i < head; i++) {
             float e = (float) Math.exp(get(xs, xOff + 4L * i) - m);
-            put(ds, dOff + 4L * i, e);
+            if (ds != null) put(ds, dOff + 4L * i, e);
             r += e;
         }
+        int end = head + (len - head) / (2 * L) * (2 * L);
+        // two methods rather than one with a branch per call of exp: C2 may box vectors where the two merge
+        r += clamp ? expLanesClamped(ds, dOff, xs, xOff, head, end, m) : expLanes(ds, dOff, xs, xOff, head, end, m);
+        for (int i = end; i < len; i++) {
+            float e = (float) Math.exp(get(xs, xOff + 4L * i) - m);
+            if (ds != null) put(ds, dOff + 4L * i, e);
+            r += e;
+        }
+        return r;
+    }
+
+    /** The vector part of {@link #expSpan}, {@code [from, to)} with {@code to - from} a multiple of 2 vectors. */
+    private static float expLanes(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int from, int to, float m) {
         FloatVector vm = FloatVector.broadcast(F, m);
         FloatVector a = FloatVector.zero(F), b = FloatVector.zero(F);
-        int i = head;
-        for (; i <= len - 2 * L; i += 2 * L) {
-            FloatVector e0 = exp(load(xs, xOff + 4L * i).sub(vm), clamp);
-            FloatVector e1 = exp(load(xs, xOff + 4L * (i + L)).sub(vm), clamp);
-            e0.intoMemorySegment(ds, dOff + 4L * i, LE);
-            e1.intoMemorySegment(ds, dOff + 4L * (i + L), LE);
+        for (int i = from; i < to; i += 2 * L) {
+            FloatVector e0 = VecOps.expUnchecked(load(xs, xOff + 4L * i).sub(vm));
+            FloatVector e1 = VecOps.expUnchecked(load(xs, xOff + 4L * (i + L)).sub(vm));
+            if (ds != null) {
+                e0.intoMemorySegment(ds, dOff + 4L * i, LE);
+                e1.intoMemorySegment(ds, dOff + 4L * (i + L), LE);
+            }
             a = a.add(e0);
             b = b.add(e1);
         }
-        r += VecOps.sumLanes(a.add(b));
-        for (; i < len; i++) {
-            float e = (float) Math.exp(get(xs, xOff + 4L * i) - m);
-            put(ds, dOff + 4L * i, e);
-            r += e;
-        }
-        return r;
+        return VecOps.sumLanes(a.add(b));
     }
 
-    /** Returns the sum of exp(x - m) over a span, in the same order as {@link #expStore}. */
-    private static double sumExp(MemorySegment xs, long xOff, int len, float m, boolean clamp) {
-        double r = 0;
-        int head = VecOps.headToAlign(xs, xOff, len);
-        for (int i = 0; i < head; i++) r += (float) Math.exp(get(xs, xOff + 4L * i) - m);
+    /** {@link #expLanes} with the clamped {@link VecOps#exp}: the same bits where both are in range. */
+    private static float expLanesClamped(MemorySegment ds, long dOff, MemorySegment xs, long xOff, int from, int to, float m) {
         FloatVector vm = FloatVector.broadcast(F, m);
         FloatVector a = FloatVector.zero(F), b = FloatVector.zero(F);
-        int i = head;
-        for (; i <= len - 2 * L; i += 2 * L) {
-            a = a.add(exp(load(xs, xOff + 4L * i).sub(vm), clamp));
-            b = b.add(exp(load(xs, xOff + 4L * (i + L)).sub(vm), clamp));
+        for (int i = from; i < to; i += 2 * L) {
+            FloatVector e0 = VecOps.exp(load(xs, xOff + 4L * i).sub(vm));
+            FloatVector e1 = VecOps.exp(load(xs, xOff + 4L * (i + L)).sub(vm));
+            if (ds != null) {
+                e0.intoMemorySegment(ds, dOff + 4L * i, LE);
+                e1.intoMemorySegment(ds, dOff + 4L * (i + L), LE);
+            }
+            a = a.add(e0);
+            b = b.add(e1);
         }
-        r += VecOps.sumLanes(a.add(b));
-        for (; i < len; i++) r += (float) Math.exp(get(xs, xOff + 4L * i) - m);
-        return r;
-    }
-
-    /**
-     * e^x, unclamped in the common case: a block whose sum shows an out-of-range lane (too large, or NaN) is
-     * redone with {@code clamp} (see {@link VecOps#expUnchecked}). In range both give the same bits.
-     */
-    private static FloatVector exp(FloatVector x, boolean clamp) {
-        return clamp ? VecOps.exp(x) : VecOps.expUnchecked(x);
+        return VecOps.sumLanes(a.add(b));
     }
 
     private static void scaleInPlace(MemorySegment s, long off, int len, float factor) {

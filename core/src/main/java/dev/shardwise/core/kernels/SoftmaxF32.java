@@ -66,17 +66,22 @@ final class SoftmaxF32 {
         Kernels.forRows(y.rows(), c, (from, to) -> {
             for (int n = from; n < to; n++) {
                 long ao = dx.row(n), bo = dy.row(n), yo = y.row(n);
-                float dot = VecOps.dot(bs, bo, ys, yo, c);
-                FloatVector vd = FloatVector.broadcast(F, dot);
-                int i = 0;
-                for (; i <= c - L; i += L) {
-                    FloatVector g = load(bs, bo + 4L * i).sub(vd);
-                    load(ys, yo + 4L * i).fma(g, load(as, ao + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
-                }
-                for (; i < c; i++) {
-                    put(as, ao + 4L * i, Math.fma(get(ys, yo + 4L * i), get(bs, bo + 4L * i) - dot, get(as, ao + 4L * i)));
-                }
+                backwardApply(as, ao, bs, bo, ys, yo, c, VecOps.dot(bs, bo, ys, yo, c));
             }
         });
+    }
+
+    /** dx += y ∘ (dy - dot) over one row; a method of its own for the reason given above {@link #expStore}. */
+    private static void backwardApply(MemorySegment as, long ao, MemorySegment bs, long bo, MemorySegment ys, long yo,
+                                      int c, float dot) {
+        FloatVector vd = FloatVector.broadcast(F, dot);
+        int i = 0;
+        for (; i <= c - L; i += L) {
+            FloatVector g = load(bs, bo + 4L * i).sub(vd);
+            load(ys, yo + 4L * i).fma(g, load(as, ao + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
+        }
+        for (; i < c; i++) {
+            put(as, ao + 4L * i, Math.fma(get(ys, yo + 4L * i), get(bs, bo + 4L * i) - dot, get(as, ao + 4L * i)));
+        }
     }
 }
