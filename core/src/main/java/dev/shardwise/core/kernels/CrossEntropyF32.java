@@ -106,7 +106,8 @@ final class CrossEntropyF32 {
             r += e;
         }
         int end = head + (len - head) / (2 * L) * (2 * L);
-        // two methods rather than one with a branch per call of exp: C2 may box vectors where the two merge
+        // two loops rather than one choosing the exponential per call, so that no vector merges the results of
+        // two branches (C2 boxes vectors at some merges)
         r += clamp ? expLanesClamped(ds, dOff, xs, xOff, head, end, m) : expLanes(ds, dOff, xs, xOff, head, end, m);
         for (int i = end; i < len; i++) {
             float e = (float) Math.exp(get(xs, xOff + 4L * i) - m);
