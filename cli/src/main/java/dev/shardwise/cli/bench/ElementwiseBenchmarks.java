@@ -19,6 +19,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
+import java.util.function.Predicate;
 
 /**
  * Memory-bound kernel cases of {@code bench kernels} (cross-entropy, layer norm, GELU, softmax, AdamW, bf16
@@ -30,7 +31,8 @@ import java.util.SplittableRandom;
  * It is measured once up front (its own row) and again inside every case, alternating copy and kernel
  * call by call, so each ratio compares two medians taken under the same load (the machine is shared; the
  * load average is printed first). {@code peak} is not used: these kernels are bounded by memory, not flops.
- * Kernels run on {@link ComputePool#current()}. About 30 s in all.
+ * Kernels run on {@link ComputePool#current()}. About 30 s in all; {@code wanted} picks groups by name
+ * ({@link BenchKernelsCommand#GROUPS}).
  */
 final class ElementwiseBenchmarks {
     private ElementwiseBenchmarks() { }
@@ -38,7 +40,7 @@ final class ElementwiseBenchmarks {
     private static final String BENCH = "kernels";
     private static final long COPY_BYTES = 256L << 20;
 
-    static void run(BenchOutput out, CpuPeak peak) {
+    static void run(BenchOutput out, CpuPeak peak, Predicate<String> wanted) {
         out.info("load average (other processes compete for the cores): " + loadAverage());
         MemoryPool pool = MemoryPool.unlimited("bench");
         List<Tensor> live = new ArrayList<>();
@@ -62,21 +64,23 @@ final class ElementwiseBenchmarks {
                     "MemorySegment.copy on " + (two < one ? 2 : 1) + " thread(s), read+write bytes"));
             Case bench = new Case(out, two < one ? copy2 : copy1, copyBytes);
 
-            for (int n : new int[]{4 * 256, 8 * 1024}) {
-                int v = 50257;
-                Tensor logits = alloc(pool, live, DType.F32, n, v);
-                fillRandom(logits, 1, 2f);
-                Tensor targets = alloc(pool, live, DType.I32, n);
-                for (int i = 0; i < n; i++) targets.set((i * 7919) % v, i);
-                Tensor losses = alloc(pool, live, DType.F32, n);
-                // in place: after the first call the "logits" are gradients, which is as good an input for timing
-                bench.measure("cross-entropy fwd+bwd N=" + n + " V=" + v, 8.0 * n * v,
-                        () -> CrossEntropy.forwardBackward(losses, logits, logits, targets, 1.0 / n),
-                        n > 2048 ? 2.0 : 1.5, "8 B/logit: read logits, write dlogits in place");
-                free(live);
+            if (wanted.test("cross-entropy")) {
+                for (int n : new int[]{4 * 256, 8 * 1024}) {
+                    int v = 50257;
+                    Tensor logits = alloc(pool, live, DType.F32, n, v);
+                    fillRandom(logits, 1, 2f);
+                    Tensor targets = alloc(pool, live, DType.I32, n);
+                    for (int i = 0; i < n; i++) targets.set((i * 7919) % v, i);
+                    Tensor losses = alloc(pool, live, DType.F32, n);
+                    // in place: after the first call the "logits" are gradients, which is as good an input for timing
+                    bench.measure("cross-entropy fwd+bwd N=" + n + " V=" + v, 8.0 * n * v,
+                            () -> CrossEntropy.forwardBackward(losses, logits, logits, targets, 1.0 / n),
+                            n > 2048 ? 2.0 : 1.5, "8 B/logit: read logits, write dlogits in place");
+                    free(live);
+                }
             }
 
-            {
+            if (wanted.test("layernorm")) {
                 int n = 8192, c = 768;
                 Tensor x = alloc(pool, live, DType.F32, n, c), o = alloc(pool, live, DType.F32, n, c);
                 Tensor dx = alloc(pool, live, DType.F32, n, c), dout = alloc(pool, live, DType.F32, n, c);
@@ -95,7 +99,7 @@ final class ElementwiseBenchmarks {
                 free(live);
             }
 
-            {
+            if (wanted.test("gelu")) {
                 int n = 8192, c = 3072;
                 Tensor x = alloc(pool, live, DType.F32, n, c), o = alloc(pool, live, DType.F32, n, c);
                 Tensor dx = alloc(pool, live, DType.F32, n, c), dout = alloc(pool, live, DType.F32, n, c);
@@ -110,7 +114,7 @@ final class ElementwiseBenchmarks {
                 free(live);
             }
 
-            {
+            if (wanted.test("softmax")) {
                 int n = 8192, c = 1024;
                 Tensor x = alloc(pool, live, DType.F32, n, c), y = alloc(pool, live, DType.F32, n, c);
                 Tensor dx = alloc(pool, live, DType.F32, n, c), dy = alloc(pool, live, DType.F32, n, c);
@@ -125,7 +129,7 @@ final class ElementwiseBenchmarks {
                 free(live);
             }
 
-            {
+            if (wanted.test("adamw")) {
                 int n = 124_439_808;   // GPT-2 small (124M) parameter count
                 Tensor p = alloc(pool, live, DType.F32, n), g = alloc(pool, live, DType.F32, n);
                 Tensor m = alloc(pool, live, DType.F32, n), v = alloc(pool, live, DType.F32, n);
@@ -138,7 +142,7 @@ final class ElementwiseBenchmarks {
                 free(live);
             }
 
-            {
+            if (wanted.test("bf16")) {
                 int n = 64 << 20;
                 Tensor f = alloc(pool, live, DType.F32, n), h = alloc(pool, live, DType.BF16, n);
                 fillRandom(f, 11, 1f);
