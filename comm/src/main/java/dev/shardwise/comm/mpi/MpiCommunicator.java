@@ -22,15 +22,14 @@ import java.util.concurrent.locks.ReentrantLock;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
-import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * A {@link Communicator} over an MPI communicator: the {@code mpi} backend, one rank per process, Open MPI's
  * C API called through the FFM API (no JNI, no C to build). Tensors are passed to MPI by address, without copies.
  *
  * <p>Every collective has two steps. First a rendezvous: each rank sends every peer a small descriptor of its
- * call (sequence number, operation, dtype, count, reduce op, root; for allToAll the counts of that pair) and
- * waits for theirs with non-blocking point-to-point calls (a tag above the users'). This is where a
+ * call ({@link CallDescriptors}: sequence number, operation, dtype, count, reduce op, root; for allToAll the counts
+ * of that pair) and waits for theirs with non-blocking point-to-point calls (a tag above the users'). This is where a
  * missing peer is noticed (the ranks whose descriptor has not come are the missing ones) and where mismatched
  * calls are reported, the same error on every rank (allToAll counts excepted: each rank sees only its own
  * pairs, so only the two ranks of a mismatched pair throw, and the others time out). Then the data moves with MPI's non-blocking collectives,
@@ -63,10 +62,6 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * while some thread is inside an MPI call, so a pending send completes during later calls of this process.
  */
 public final class MpiCommunicator implements Communicator {
-    /** Descriptor: longs per rank and their slots. */
-    private static final int D = 12;
-    private static final int SEQ = 0, OP = 1, DTYPE = 2, REDUCE = 3, COUNT = 4, ROOT = 5, COLOR = 6, KEY = 7,
-            NAME_HASH = 8, SENDS_TO = 9, RECEIVES_FROM = 10;
     /** User tags are [0, {@value #MAX_USER_TAG}]; the rest of MPI's guaranteed range (32767) is the backend's. */
     static final int MAX_USER_TAG = 32765;
     private static final int TAG_DESCRIPTOR = 32766;
@@ -79,15 +74,6 @@ public final class MpiCommunicator implements Communicator {
     private static final long IDLE_AFTER_SHARED_NANOS = 2_000_000, IDLE_AFTER_NANOS = 10_000_000;
     private static final long PARK_NANOS = 100_000;
 
-    private enum Op {
-        ALL_REDUCE("allReduce"), REDUCE_SCATTER("reduceScatter"), ALL_GATHER("allGather"), BROADCAST("broadcast"),
-        ALL_TO_ALL("allToAll"), BARRIER("barrier"), SPLIT("split"), NATIVE_ALL_REDUCE("nativeAllReduce");
-
-        final String label;
-
-        Op(String label) { this.label = label; }
-    }
-
     private final MpiRuntime rt;
     private final MpiLibrary lib;
     private final ReentrantLock lock;
@@ -99,7 +85,8 @@ public final class MpiCommunicator implements Communicator {
     private final long timeoutNanos;
 
     private final Arena arena = Arena.ofShared();
-    private final MemorySegment sendDesc, recvDesc, requests, indices, outCount, flag, status;
+    private final CallDescriptors descriptors;
+    private final MemorySegment requests, indices, outCount, flag, status;
     private final MemorySegment sendCounts, sendDispls, receiveCounts, receiveDispls, handleOut;
     private final ArrayDeque<PendingSend> pendingSends = new ArrayDeque<>();
     private Arena stagingArena;
@@ -131,8 +118,7 @@ public final class MpiCommunicator implements Communicator {
         } catch (Throwable t) {
             throw MpiLibrary.rethrow(t);
         }
-        sendDesc = arena.allocate(8L * D * size, 64);
-        recvDesc = arena.allocate(8L * D * size, 64);
+        descriptors = new CallDescriptors(arena, name, rank, size);
         requests = arena.allocate(ADDRESS.byteSize() * 2 * size, 64);
         indices = arena.allocate(4L * 2 * size, 64);
         outCount = arena.allocate(JAVA_INT);
@@ -203,7 +189,7 @@ public final class MpiCommunicator implements Communicator {
     public void allReduce(Tensor buffer, ReduceOp op) {
         check(buffer, "allReduce", "buffer", true);
         long count = buffer.numel();
-        long seq = rendezvous(Op.ALL_REDUCE, buffer.dtype(), op, count, 0, 0, 0, 0, null, null);
+        long seq = rendezvous(Collective.ALL_REDUCE, buffer.dtype(), op, count, 0, 0, 0, 0, null, null);
         if (size == 1) return;
         int n = size, es = buffer.dtype().byteSize();
         MemorySegment buf = bytes(buffer);
@@ -217,7 +203,7 @@ public final class MpiCommunicator implements Communicator {
             setInt(receiveDispls, p, p * mine, "allReduce");
         }
         MemorySegment type = lib.elementType(es);
-        dataStep(Op.ALL_REDUCE, seq, () -> (int) lib.ialltoallv.invokeExact(buf, sendCounts, sendDispls, type,
+        dataStep(Collective.ALL_REDUCE, seq, () -> (int) lib.ialltoallv.invokeExact(buf, sendCounts, sendDispls, type,
                 stage, receiveCounts, receiveDispls, type, comm, handleOut), "MPI_Ialltoallv");
         MemorySegment own = buf.asSlice(chunk(count, rank) * es, mine * es);
         MemorySegment[] sources = new MemorySegment[n];
@@ -228,7 +214,7 @@ public final class MpiCommunicator implements Communicator {
             setInt(receiveCounts, p, chunk(count, p + 1) - lo, "allReduce");
             setInt(receiveDispls, p, lo, "allReduce");
         }
-        dataStep(Op.ALL_REDUCE, seq, () -> (int) lib.iallgatherv.invokeExact(MpiLibrary.IN_PLACE, 0, type,
+        dataStep(Collective.ALL_REDUCE, seq, () -> (int) lib.iallgatherv.invokeExact(MpiLibrary.IN_PLACE, 0, type,
                 buf, receiveCounts, receiveDispls, type, comm, handleOut), "MPI_Iallgatherv");
     }
 
@@ -243,7 +229,7 @@ public final class MpiCommunicator implements Communicator {
                     + "; pass output = one rank's chunk of the input's shape");
         }
         long c = output.numel();
-        long seq = rendezvous(Op.REDUCE_SCATTER, input.dtype(), op, c, 0, 0, 0, 0, null, null);
+        long seq = rendezvous(Collective.REDUCE_SCATTER, input.dtype(), op, c, 0, 0, 0, 0, null, null);
         int es = input.dtype().byteSize();
         MemorySegment in = bytes(input), out = bytes(output);
         MemorySegment own = in.asSlice(rank * c * es, c * es);
@@ -259,7 +245,7 @@ public final class MpiCommunicator implements Communicator {
             setInt(receiveDispls, p, p * c, "reduceScatter");
         }
         MemorySegment type = lib.elementType(es);
-        dataStep(Op.REDUCE_SCATTER, seq, () -> (int) lib.ialltoallv.invokeExact(in, sendCounts, sendDispls, type,
+        dataStep(Collective.REDUCE_SCATTER, seq, () -> (int) lib.ialltoallv.invokeExact(in, sendCounts, sendDispls, type,
                 stage, receiveCounts, receiveDispls, type, comm, handleOut), "MPI_Ialltoallv");
         MemorySegment[] sources = new MemorySegment[n];
         for (int p = 0; p < n; p++) sources[p] = p == rank ? own : stage.asSlice(p * c * es, c * es);
@@ -276,7 +262,7 @@ public final class MpiCommunicator implements Communicator {
                     + "(size " + n + "), got input " + input.describe() + " and output " + output.describe());
         }
         long c = input.numel();
-        long seq = rendezvous(Op.ALL_GATHER, input.dtype(), null, c, 0, 0, 0, 0, null, null);
+        long seq = rendezvous(Collective.ALL_GATHER, input.dtype(), null, c, 0, 0, 0, 0, null, null);
         int es = input.dtype().byteSize();
         MemorySegment in = bytes(input), out = bytes(output);
         boolean inPlace = in.address() == out.address() + rank * c * es;
@@ -291,7 +277,7 @@ public final class MpiCommunicator implements Communicator {
         MemorySegment type = lib.elementType(es);
         MemorySegment send = inPlace ? MpiLibrary.IN_PLACE : in;
         int sendCount = inPlace ? 0 : (int) c;
-        dataStep(Op.ALL_GATHER, seq, () -> (int) lib.iallgatherv.invokeExact(send, sendCount, type,
+        dataStep(Collective.ALL_GATHER, seq, () -> (int) lib.iallgatherv.invokeExact(send, sendCount, type,
                 out, receiveCounts, receiveDispls, type, comm, handleOut), "MPI_Iallgatherv");
     }
 
@@ -300,12 +286,12 @@ public final class MpiCommunicator implements Communicator {
         check(buffer, "broadcast", "buffer", false);
         checkPeer(root, "broadcast", "root");
         long count = buffer.numel();
-        long seq = rendezvous(Op.BROADCAST, buffer.dtype(), null, count, root, 0, 0, 0, null, null);
+        long seq = rendezvous(Collective.BROADCAST, buffer.dtype(), null, count, root, 0, 0, 0, null, null);
         if (size == 1) return;
         MemorySegment buf = bytes(buffer);
         MemorySegment type = lib.elementType(buffer.dtype().byteSize());
         int c = toInt(count, "broadcast");
-        dataStep(Op.BROADCAST, seq, () -> (int) lib.ibcast.invokeExact(buf, c, type, root, comm, handleOut), "MPI_Ibcast");
+        dataStep(Collective.BROADCAST, seq, () -> (int) lib.ibcast.invokeExact(buf, c, type, root, comm, handleOut), "MPI_Ibcast");
     }
 
     @Override
@@ -323,7 +309,7 @@ public final class MpiCommunicator implements Communicator {
                     + " elements but input is " + input.describe() + " and output " + output.describe()
                     + "; the counts must fit the buffers, which must share a dtype");
         }
-        long seq = rendezvous(Op.ALL_TO_ALL, input.dtype(), null, sent, 0, 0, 0, 0, sendCounts, receiveCounts);
+        long seq = rendezvous(Collective.ALL_TO_ALL, input.dtype(), null, sent, 0, 0, 0, 0, sendCounts, receiveCounts);
         int es = input.dtype().byteSize();
         MemorySegment in = bytes(input), out = bytes(output);
         if (n == 1) {
@@ -340,13 +326,13 @@ public final class MpiCommunicator implements Communicator {
             rAt += receiveCounts[p];
         }
         MemorySegment type = lib.elementType(es);
-        dataStep(Op.ALL_TO_ALL, seq, () -> (int) lib.ialltoallv.invokeExact(in, this.sendCounts, sendDispls, type,
+        dataStep(Collective.ALL_TO_ALL, seq, () -> (int) lib.ialltoallv.invokeExact(in, this.sendCounts, sendDispls, type,
                 out, this.receiveCounts, receiveDispls, type, comm, handleOut), "MPI_Ialltoallv");
     }
 
     @Override
     public void barrier() {
-        rendezvous(Op.BARRIER, DType.F32, null, 0, 0, 0, 0, 0, null, null);
+        rendezvous(Collective.BARRIER, DType.F32, null, 0, 0, 0, 0, 0, null, null);
     }
 
     /**
@@ -369,7 +355,7 @@ public final class MpiCommunicator implements Communicator {
             case MAX -> lib.opMax;
             case AVG -> throw new IllegalArgumentException(name + ": nativeAllReduce has no AVG (MPI has none); use allReduce");
         };
-        long seq = rendezvous(Op.NATIVE_ALL_REDUCE, buffer.dtype(), op, buffer.numel(), 0, 0, 0, 0, null, null);
+        long seq = rendezvous(Collective.NATIVE_ALL_REDUCE, buffer.dtype(), op, buffer.numel(), 0, 0, 0, 0, null, null);
         if (size == 1) return;
         int c = toInt(buffer.numel(), "nativeAllReduce");
         MemorySegment buf = bytes(buffer);
@@ -377,7 +363,7 @@ public final class MpiCommunicator implements Communicator {
         try {
             // Blocking is safe here: every rank has arrived (the rendezvous), so it cannot wait on an absent peer.
             lib.check((int) lib.allreduce.invokeExact(MpiLibrary.IN_PLACE, buf, c, type, mpiOp, comm),
-                    "MPI_Allreduce", where(Op.NATIVE_ALL_REDUCE, seq));
+                    "MPI_Allreduce", where(Collective.NATIVE_ALL_REDUCE, seq));
         } catch (Throwable t) {
             throw MpiLibrary.rethrow(t);
         } finally {
@@ -402,9 +388,9 @@ public final class MpiCommunicator implements Communicator {
         }
         Objects.requireNonNull(name, "name");
         long nanos = checkTimeout(timeout);
-        long seq = rendezvous(Op.SPLIT, DType.F32, null, 0, 0, color, key, name.hashCode(), null, null);
+        long seq = rendezvous(Collective.SPLIT, DType.F32, null, 0, 0, color, key, name.hashCode(), null, null);
         for (int p = 0; p < size; p++) {
-            if (desc(p, COLOR) == color && desc(p, NAME_HASH) != name.hashCode()) {
+            if (descriptors.color(p) == color && descriptors.nameHash(p) != name.hashCode()) {
                 throw new IllegalArgumentException(this.name + ": split #" + seq + " names color " + color + " \"" + name
                         + "\" on rank " + rank + " but rank " + p + " passes another name; ranks of one color must pass the same name");
             }
@@ -412,7 +398,7 @@ public final class MpiCommunicator implements Communicator {
         lock.lock();
         try {
             // Blocking is safe: every rank has arrived (the rendezvous).
-            lib.check((int) lib.commSplit.invokeExact(comm, color, key, handleOut), "MPI_Comm_split", where(Op.SPLIT, seq));
+            lib.check((int) lib.commSplit.invokeExact(comm, color, key, handleOut), "MPI_Comm_split", where(Collective.SPLIT, seq));
             return new MpiCommunicator(rt, job, handleOut.get(ADDRESS, 0), true, name, nanos);
         } catch (Throwable t) {
             throw MpiLibrary.rethrow(t);
@@ -566,26 +552,12 @@ public final class MpiCommunicator implements Communicator {
      * @throws CommTimeoutException     naming the ranks whose descriptor did not come within the timeout
      * @throws IllegalArgumentException if the ranks' calls do not match (the same message on every rank)
      */
-    private long rendezvous(Op op, DType dtype, ReduceOp reduceOp, long count, int root, int color, int key, int nameHash,
+    private long rendezvous(Collective op, DType dtype, ReduceOp reduceOp, long count, int root, int color, int key, int nameHash,
                             int[] sendCounts, int[] receiveCounts) {
         long seq = ++sequence;
         checkUsable(op.label + " #" + seq);
         int n = size;
-        for (int p = 0; p < n; p++) {
-            long at = (long) p * D * 8;
-            MemorySegment d = p == rank ? recvDesc : sendDesc;
-            d.set(JAVA_LONG, at + 8L * SEQ, seq);
-            d.set(JAVA_LONG, at + 8L * OP, op.ordinal());
-            d.set(JAVA_LONG, at + 8L * DTYPE, dtype.ordinal());
-            d.set(JAVA_LONG, at + 8L * REDUCE, reduceOp == null ? -1 : reduceOp.ordinal());
-            d.set(JAVA_LONG, at + 8L * COUNT, count);
-            d.set(JAVA_LONG, at + 8L * ROOT, root);
-            d.set(JAVA_LONG, at + 8L * COLOR, color);
-            d.set(JAVA_LONG, at + 8L * KEY, key);
-            d.set(JAVA_LONG, at + 8L * NAME_HASH, nameHash);
-            d.set(JAVA_LONG, at + 8L * SENDS_TO, sendCounts == null ? 0 : sendCounts[p]);
-            d.set(JAVA_LONG, at + 8L * RECEIVES_FROM, receiveCounts == null ? 0 : receiveCounts[p]);
-        }
+        descriptors.fill(seq, op, dtype, reduceOp, count, root, color, key, nameHash, sendCounts, receiveCounts);
         if (n == 1) return seq;
         int k = 0;
         MemorySegment type = lib.mpiLongLong;
@@ -595,12 +567,12 @@ public final class MpiCommunicator implements Communicator {
             reapSends();
             for (int p = 0; p < n; p++) {   // receives first, in slots [0, n-1)
                 if (p == rank) continue;
-                lib.check((int) lib.irecv.invokeExact(recvDesc.asSlice((long) p * D * 8, 8L * D), D, type, p, TAG_DESCRIPTOR,
+                lib.check((int) lib.irecv.invokeExact(descriptors.incoming(p), CallDescriptors.LONGS, type, p, TAG_DESCRIPTOR,
                         comm, requests.asSlice(8L * k++, 8)), "MPI_Irecv", where);
             }
             for (int p = 0; p < n; p++) {   // then sends, in slots [n-1, 2n-2)
                 if (p == rank) continue;
-                lib.check((int) lib.isend.invokeExact(sendDesc.asSlice((long) p * D * 8, 8L * D), D, type, p, TAG_DESCRIPTOR,
+                lib.check((int) lib.isend.invokeExact(descriptors.outgoing(p), CallDescriptors.LONGS, type, p, TAG_DESCRIPTOR,
                         comm, requests.asSlice(8L * k++, 8)), "MPI_Isend", where);
             }
         } catch (Throwable t) {
@@ -609,12 +581,12 @@ public final class MpiCommunicator implements Communicator {
             lock.unlock();
         }
         awaitRendezvous(op, seq, 2 * (n - 1));
-        checkDescriptors(op, seq);
+        descriptors.check(op, seq);
         return seq;
     }
 
     /** Polls the rendezvous' requests until all completed, the timeout, or a peer's failure notice. */
-    private void awaitRendezvous(Op op, long seq, int count) {
+    private void awaitRendezvous(Collective op, long seq, int count) {
         long start = System.nanoTime();
         int remaining = count;
         for (int polls = 0; ; polls++) {
@@ -669,74 +641,6 @@ public final class MpiCommunicator implements Communicator {
         }
     }
 
-    private long desc(int p, int slot) {
-        return recvDesc.get(JAVA_LONG, ((long) p * D + slot) * 8);
-    }
-
-    /** Every rank runs the same comparison of rank 0's call with each rank's, so all throw the same error. */
-    private void checkDescriptors(Op op, long seq) {
-        for (int p = 0; p < size; p++) {
-            if (desc(p, SEQ) != seq) {
-                throw new IllegalArgumentException(name + ": rank " + rank + " is at collective #" + seq + " (" + op.label
-                        + ") but rank " + p + " is at #" + desc(p, SEQ) + " (" + describe(p) + "); every rank of a group must "
-                        + "call the same collectives in the same order");
-            }
-        }
-        for (int p = 1; p < size; p++) {
-            String why = differs(0, p);
-            if (why != null) {
-                throw new IllegalArgumentException(name + ": collective #" + seq + " does not match across ranks: rank 0 called "
-                        + describe(0) + " but rank " + p + " called " + describe(p) + " (" + why + "); every rank of a group "
-                        + "must call the same collectives in the same order with matching arguments");
-            }
-        }
-        if (op == Op.ALL_TO_ALL) {
-            // Each rank knows its own pairs: what q sends me must be what I expect from q, and the reverse.
-            for (int q = 0; q < size; q++) {
-                if (q == rank) continue;
-                long qSendsMe = desc(q, SENDS_TO), qExpects = desc(q, RECEIVES_FROM);
-                long iExpect = sendDesc.get(JAVA_LONG, ((long) q * D + RECEIVES_FROM) * 8);
-                long iSend = sendDesc.get(JAVA_LONG, ((long) q * D + SENDS_TO) * 8);
-                if (qSendsMe != iExpect || qExpects != iSend) {
-                    throw new IllegalArgumentException(name + ": allToAll #" + seq + ": rank " + q + " sends " + qSendsMe
-                            + " elements to rank " + rank + " and expects " + qExpects + " from it, but rank " + rank + " expects "
-                            + iExpect + " and sends " + iSend + "; send counts of one rank must equal the receive counts of its peers");
-                }
-            }
-        }
-    }
-
-    private String differs(int a, int b) {
-        if (desc(a, OP) != desc(b, OP)) return "different operations";
-        Op op = Op.values()[(int) desc(a, OP)];
-        if (op == Op.BARRIER || op == Op.SPLIT) return null;
-        if (desc(a, DTYPE) != desc(b, DTYPE)) return "different dtypes";
-        if (op == Op.ALL_TO_ALL) return null;
-        if (desc(a, COUNT) != desc(b, COUNT)) return "different element counts";
-        if (desc(a, REDUCE) != desc(b, REDUCE)) return "different reduce ops";
-        if (desc(a, ROOT) != desc(b, ROOT)) return "different roots";
-        return null;
-    }
-
-    /** How error messages show rank p's call, e.g. {@code allReduce(f32[1000], SUM)}, as the local backend does. */
-    private String describe(int p) {
-        long opCode = desc(p, OP), dt = desc(p, DTYPE), red = desc(p, REDUCE);
-        if (opCode < 0 || opCode >= Op.values().length || dt < 0 || dt >= DType.values().length) return "an unknown call";
-        Op op = Op.values()[(int) opCode];
-        String dtype = DType.values()[(int) dt].label();
-        String reduce = red < 0 || red >= ReduceOp.values().length ? "?" : ReduceOp.values()[(int) red].toString();
-        long count = desc(p, COUNT);
-        return switch (op) {
-            case ALL_REDUCE, NATIVE_ALL_REDUCE -> op.label + "(" + dtype + "[" + count + "], " + reduce + ")";
-            case REDUCE_SCATTER -> op.label + "(" + dtype + "[" + count + "] per rank, " + reduce + ")";
-            case ALL_GATHER -> op.label + "(" + dtype + "[" + count + "] per rank)";
-            case BROADCAST -> op.label + "(" + dtype + "[" + count + "], root " + desc(p, ROOT) + ")";
-            case ALL_TO_ALL -> op.label + "(" + dtype + ", " + count + " elements sent)";
-            case SPLIT -> op.label + "(color " + desc(p, COLOR) + ", key " + desc(p, KEY) + ")";
-            case BARRIER -> op.label + "()";
-        };
-    }
-
     // ---------------------------------------------------------------- data step
 
     /** A non-blocking MPI call that stores its request in {@link #handleOut}; returns the MPI error code. */
@@ -749,7 +653,7 @@ public final class MpiCommunicator implements Communicator {
      * Starts a non-blocking collective and polls it to completion. Every rank arrived (the rendezvous), so only
      * a rank that died or stalls mid-call can make it time out; MPI does not say which, so all peers are named.
      */
-    private void dataStep(Op op, long seq, Start start, String call) {
+    private void dataStep(Collective op, long seq, Start start, String call) {
         String where = where(op, seq);
         lock.lock();
         try {
@@ -874,7 +778,7 @@ public final class MpiCommunicator implements Communicator {
         return staging;
     }
 
-    private String where(Op op, long seq) {
+    private String where(Collective op, long seq) {
         return name + " rank " + rank + " " + op.label + " #" + seq;
     }
 
