@@ -365,18 +365,29 @@ public final class Trainer {
         return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
     }
 
-    /** Mean validation loss over the first {@code evalBatches} batches of the validation set, in file order. */
+    /**
+     * Mean validation loss over the first {@code evalBatches} global micro-batches of the validation set, in file
+     * order, each batch's loss the mean over its rows. A batch is run a micro-batch (B rows) at a time, so
+     * evaluation needs no more activation memory than a training step however many ranks share the global batch.
+     */
     private double evaluate(TrainingData data, MemoryPool pool, TrainStep trainStep) {
+        int row = config.seqLen() + 1, micro = config.batchSize();
         Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.globalMicroBatch(), config.seqLen());
         double sum = 0;
         int count = 0;
         while (batches.hasNext() && count < config.evalBatches()) {
             int[] values = batches.next();
-            int rows = values.length / (config.seqLen() + 1);
-            try (Tensor b = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, config.seqLen() + 1)) {
-                MemorySegment.copy(values, 0, b.segment(), ValueLayout.JAVA_INT, b.byteOffset(), values.length);
-                sum += trainStep.evaluate(b);
+            int rows = values.length / row;
+            double rowWeighted = 0;   // sum over micro-batches of (mean loss × rows)
+            for (int first = 0; first < rows; first += micro) {
+                int n = Math.min(micro, rows - first);
+                try (Tensor b = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, n, row)) {
+                    MemorySegment.copy(values, first * row, b.segment(), ValueLayout.JAVA_INT, b.byteOffset(), n * row);
+                    double loss = trainStep.evaluate(b);
+                    rowWeighted += n == rows ? loss : loss * n;
+                }
             }
+            sum += rows <= micro ? rowWeighted : rowWeighted / rows;
             count++;
         }
         return count == 0 ? Double.NaN : sum / count;
