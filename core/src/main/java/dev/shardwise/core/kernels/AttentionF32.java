@@ -45,10 +45,10 @@ final class AttentionF32 {
         return (hs + L - 1) / L * L;
     }
 
-    /** Heap scratch of one forward task, in bytes (independent of T). */
+    /** Heap scratch of one forward task at most, in bytes (independent of T: the key/value tile cache is capped). */
     static long forwardScratchBytes(int hs) {
         int hsp = paddedHeadSize(hs);
-        return 4L * (BQ * hsp * 3 + hs * BQ * 2 + BQ * BQ + 3 * BQ);
+        return 4L * (BQ * hsp + hs * BQ * 2 + BQ * BQ + 3 * BQ) + Math.max(8L * BQ * hsp, KV_CACHE_BYTES);
     }
 
     /** Heap scratch of one backward task, in bytes (independent of T). */
@@ -72,33 +72,58 @@ final class AttentionF32 {
         pool.parallelFor(heads * chunks, task -> {
             int bh = task / chunks, c = task % chunks;
             int b = bh / nh, h = bh % nh;
-            ForwardScratch scratch = new ForwardScratch(hs);
+            ForwardScratch scratch = new ForwardScratch(hs, nqb);
             for (int qb = c; qb < nqb; qb += chunks) {
                 forwardBlock(scratch, so, sl, sq, sk, sv, b, h, h / (nh / nkv), qb, nt, hs, scale);
             }
         });
     }
 
-    /** The tiles of one forward task (about 100 KiB for HS = 64). */
-    private static final class ForwardScratch {
-        final float[] rows, qt, kr, vr, s, ot, m = new float[BQ], l = new float[BQ], alpha = new float[BQ];
+    /** Key and value row tiles one forward task keeps for reuse by its later query blocks, at most (bytes). */
+    private static final long KV_CACHE_BYTES = 512 << 10;
 
-        ForwardScratch(int hs) {
+    /**
+     * The tiles of one forward task (about 100 KiB for HS = 64), and the key and value row tiles it has read: a
+     * task runs query blocks in ascending order and query block qb reads key blocks 0..qb, so each tile read once
+     * serves every later block. Kept when all of a head's tiles fit in {@link #KV_CACHE_BYTES} (T <= 1024 for
+     * HS = 64); otherwise one pair of tiles is read again for every (query block, key block) pair.
+     */
+    private static final class ForwardScratch {
+        final float[] rows, qt, s, ot, m = new float[BQ], l = new float[BQ], alpha = new float[BQ];
+        private final float[][] kTiles, vTiles;   // [key block][BQ · hsp], or one reused slot each
+        private final boolean cached;
+        private int loaded = -1;                  // key blocks [0, loaded] are in the tiles (when cached)
+
+        ForwardScratch(int hs, int keyBlocks) {
             int hsp = paddedHeadSize(hs);
             rows = new float[BQ * hsp];    // q rows, later out rows [BQ][hsp]
             qt = new float[hs * BQ];       // scale · qᵀ [hs][BQ]
-            kr = new float[BQ * hsp];      // k rows [BQ][hsp]
-            vr = new float[BQ * hsp];      // v rows [BQ][hsp]
             s = new float[BQ * BQ];        // Sᵀ then Pᵀ [key][query]
             ot = new float[hs * BQ];       // unnormalised outᵀ [hs][BQ]
+            cached = 2L * keyBlocks * BQ * hsp * 4 <= KV_CACHE_BYTES;
+            kTiles = new float[cached ? keyBlocks : 1][BQ * hsp];   // k rows [BQ][hsp]
+            vTiles = new float[cached ? keyBlocks : 1][BQ * hsp];   // v rows [BQ][hsp]
         }
+
+        /** Makes key block kb's k and v rows available in {@code kTile(kb)} and {@code vTile(kb)}. */
+        void load(Strided sk, Strided sv, int b, int kvh, int kb, int nt, int hs) {
+            if (cached && kb <= loaded) return;
+            int k0 = kb * BQ, kn = Math.min(BQ, nt - k0), hsp = paddedHeadSize(hs);
+            readRows(kTile(kb), hsp, sk, b, k0, kvh, kn, hs);
+            readRows(vTile(kb), hsp, sv, b, k0, kvh, kn, hs);
+            if (cached) loaded = Math.max(loaded, kb);
+        }
+
+        float[] kTile(int kb) { return kTiles[cached ? kb : 0]; }
+
+        float[] vTile(int kb) { return vTiles[cached ? kb : 0]; }
     }
 
     private static void forwardBlock(ForwardScratch w, Strided so, Strided sl, Strided sq, Strided sk, Strided sv,
                                      int b, int h, int kvh, int qb, int nt, int hs, float scale) {
         int hsp = paddedHeadSize(hs);
         int q0 = qb * BQ, qn = Math.min(BQ, nt - q0);
-        float[] rows = w.rows, qt = w.qt, kr = w.kr, vr = w.vr, s = w.s, ot = w.ot, m = w.m, l = w.l, alpha = w.alpha;
+        float[] rows = w.rows, qt = w.qt, s = w.s, ot = w.ot, m = w.m, l = w.l, alpha = w.alpha;
 
         readRows(rows, hsp, sq, b, q0, h, qn, hs);
         transpose(qt, rows, hsp, qn, hs, scale);
@@ -107,8 +132,8 @@ final class AttentionF32 {
         java.util.Arrays.fill(ot, 0f);
         for (int kb = 0; kb <= qb; kb++) {
             int k0 = kb * BQ, kn = Math.min(BQ, nt - k0);
-            readRows(kr, hsp, sk, b, k0, kvh, kn, hs);
-            readRows(vr, hsp, sv, b, k0, kvh, kn, hs);
+            w.load(sk, sv, b, kvh, kb, nt, hs);
+            float[] kr = w.kTile(kb), vr = w.vTile(kb);
             // Sᵀ[key][query] = k · (scale·q)ᵀ
             mm(s, kr, 0, hsp, 1, qt, kn, BQ, hs, false);
             if (kb == qb) maskFuture(s, kn);

@@ -140,6 +140,19 @@ class AttentionTest {
         assertTrue(cases > 150, "only " + cases + " cases ran");
     }
 
+    /** Long sequences whose key and value tiles exceed the forward task's tile cache take the re-reading path. */
+    @Test
+    void f32MatchesFloat64ReferenceBeyondTheKeyValueTileCache() {
+        for (int t : new int[]{1025, 1100}) {
+            try (Problem p = new Problem(1, t, 2, 1, 64, 40 + t)) {
+                p.forward32();
+                p.forward64();
+                assertClose("forward out " + p.label(), p.out64, p.out32, OUT_TOL);
+                assertClose("forward lse " + p.label(), p.lse64, p.lse32, OUT_TOL);
+            }
+        }
+    }
+
     @Test
     void backwardAccumulatesIntoExistingGradients() {
         for (boolean f64 : new boolean[]{false, true}) {
