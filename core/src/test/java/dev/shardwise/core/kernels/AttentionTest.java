@@ -140,7 +140,7 @@ class AttentionTest {
         assertTrue(cases > 150, "only " + cases + " cases ran");
     }
 
-    /** Long sequences whose key and value tiles exceed the forward task's tile cache take the re-reading path. */
+    /** Long sequences: forward's key/value tiles exceed its task's tile cache and take the re-reading path. */
     @Test
     void f32MatchesFloat64ReferenceBeyondTheKeyValueTileCache() {
         for (int t : new int[]{1025, 1100}) {
@@ -149,6 +149,11 @@ class AttentionTest {
                 p.forward64();
                 assertClose("forward out " + p.label(), p.out64, p.out32, OUT_TOL);
                 assertClose("forward lse " + p.label(), p.lse64, p.lse32, OUT_TOL);
+                p.backward32();
+                p.backward64();
+                assertClose("backward dq " + p.label(), p.dq64, p.dq32, GRAD_TOL);
+                assertClose("backward dk " + p.label(), p.dk64, p.dk32, GRAD_TOL);
+                assertClose("backward dv " + p.label(), p.dv64, p.dv32, GRAD_TOL);
             }
         }
     }
