@@ -8,7 +8,6 @@ import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
 import dev.shardwise.model.Gpt;
-import dev.shardwise.model.Parameter;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
@@ -70,6 +69,7 @@ public final class Trainer {
     private final TrainConfig config;
     private final RankEnvironment job;
     private final PrintStream log;
+    private final RunCheckpoints checkpoints;
 
     /** A trainer whose ranks are threads of this JVM ({@code config.ranks()} of them). */
     public Trainer(TrainConfig config, PrintStream log) {
@@ -87,6 +87,7 @@ public final class Trainer {
         this.config = config;
         this.job = job;
         this.log = log;
+        this.checkpoints = new RunCheckpoints(config);
     }
 
     /**
@@ -103,8 +104,7 @@ public final class Trainer {
                     + "set ranks to " + job.size() + " or leave it out");
         }
         Path runDir = config.runDir();
-        Path checkpoints = runDir.resolve("checkpoints");
-        Optional<Path> latest = Checkpoint.latest(checkpoints);
+        Optional<Path> latest = Checkpoint.latest(runDir.resolve("checkpoints"));
         if (!resume && latest.isPresent()) {
             throw new IllegalArgumentException(runDir + " already holds a run (" + latest.get().getFileName()
                     + "); pass --resume to continue it, or choose another --run-dir");
@@ -209,7 +209,7 @@ public final class Trainer {
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
             TrainState state = new TrainState();
             if (resumeFrom.isPresent()) {
-                restore(resumeFrom.get(), model, optimizer, sampler, state);
+                checkpoints.restore(resumeFrom.get(), model, optimizer, sampler, state);
                 if (rank == 0) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
             }
             Tensor mine = global.slice(0, rank * b, b);
@@ -294,7 +294,7 @@ public final class Trainer {
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
         ZeroMemory zeroFormula = MemoryReport.formula(config);
-        if (config.checkpointAtStart() && state.step() == 0) save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
+        if (config.checkpointAtStart() && state.step() == 0) checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run
@@ -355,7 +355,7 @@ public final class Trainer {
                             row.containsKey("val_loss") ? lastVal : Double.NaN);
                 }
                 if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
-                    save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
+                    checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
                 }
                 if (leader && (last || row.containsKey("val_loss"))) plot(runDir, trainCurve, valCurve);
             }
@@ -391,63 +391,6 @@ public final class Trainer {
             count++;
         }
         return count == 0 ? Double.NaN : sum / count;
-    }
-
-    /** Every rank calls it (the moments are gathered under ZeRO); the leader writes the checkpoint. */
-    private void save(boolean leader, Path checkpoints, Gpt model, OptimizerState optimizer, TrainState state,
-                      TrainingData data) throws IOException {
-        Tensor values = optimizer.valuesToSave();
-        Tensor[] moments = optimizer.momentsToSave();
-        try {
-            if (!leader) return;
-            Map<String, Object> stateMap = new LinkedHashMap<>();
-            stateMap.put("step", state.step());
-            stateMap.put("samplerEpoch", state.samplerEpoch());
-            stateMap.put("samplerIndex", state.samplerIndex());
-            stateMap.put("tokensSeen", state.tokensSeen());
-            stateMap.put("optimizerSteps", optimizer.update().steps());
-            stateMap.put("seed", config.seed());
-            Map<String, Object> metadata = new LinkedHashMap<>();
-            metadata.put("state", stateMap);
-            metadata.put("model", ConfigLoader.modelMap(config.model()));
-            metadata.put("tokenizer", data.tokenizer().name());
-            metadata.put("data", data.directory().toAbsolutePath().toString());
-            Path tokenizerFile = data.directory().resolve(dev.shardwise.data.DatasetPreparer.TOKENIZER_FILE);
-            Checkpoint.write(checkpoints, state.step(), checkpointTensors(model.parameters(), values, moments), metadata,
-                    Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
-        } finally {
-            optimizer.saved();
-        }
-    }
-
-    /** Parameters and AdamW moments by global name and shape: what makes a checkpoint layout-independent. */
-    private static Map<String, Tensor> checkpointTensors(ParameterSet params, Tensor values, Tensor[] moments) {
-        Map<String, Tensor> tensors = Checkpoint.parameterTensors(params, values);
-        for (int k = 0; k < 2; k++) {
-            for (Parameter p : params.parameters()) {
-                tensors.put((k == 0 ? "adam_m/" : "adam_v/") + p.name(), moments[k]
-                        .slice(0, Math.toIntExact(params.offsetOf(p)), Math.toIntExact(p.numel())).view(p.shape()));
-            }
-        }
-        return tensors;
-    }
-
-    @SuppressWarnings("unchecked")
-    private void restore(Path dir, Gpt model, OptimizerState optimizer, BatchSampler sampler, TrainState state)
-            throws IOException {
-        Map<String, Object> manifest = Checkpoint.readManifest(dir);
-        Object savedModel = manifest.get("model");
-        Map<String, Object> current = ConfigLoader.modelMap(config.model());
-        if (!current.toString().equals(String.valueOf(savedModel))) {
-            throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
-                    + current + "; resume with the run's own config.yaml");
-        }
-        Checkpoint.read(dir, checkpointTensors(model.parameters(), optimizer.valuesToLoad(), optimizer.momentsToLoad()));
-        Map<String, Object> s = (Map<String, Object>) manifest.get("state");
-        optimizer.loaded(((Number) s.get("optimizerSteps")).longValue());
-        long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();
-        sampler.seek(new BatchSampler.Position(epoch, index));
-        state.restore(((Number) s.get("step")).longValue(), epoch, index, ((Number) s.get("tokensSeen")).longValue());
     }
 
     private void plot(Path runDir, List<LossPlot.Point> train, List<LossPlot.Point> val) {
