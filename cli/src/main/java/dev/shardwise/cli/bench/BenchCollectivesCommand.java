@@ -127,9 +127,10 @@ public final class BenchCollectivesCommand implements Runnable {
         // counts 2(n-1)/n·S; so at the copy's bandwidth busbw/copy would be (n-1)/n² (25% for two ranks).
         double traffic = largest[0] * trafficPerBusByte(ranks);
         out.info(String.format(Locale.ROOT, "largest allReduce: bus bandwidth %.2f GB/s = %.0f%% of copy %.2f GB/s (bar: >= 50%%); "
-                        + "its memory traffic (2n·S bytes) %.2f GB/s = %.0f%% of copy; at copy speed busbw/copy would be %.0f%%",
+                        + "its memory traffic (2n·S bytes) %.2f GB/s = %.0f%% of copy; at copy speed busbw/copy would be %.0f%%; "
+                        + "against the copy counted as bytes copied (S/t, %.2f GB/s): %.0f%%",
                 largest[0], 100 * largest[0] / largest[1], largest[1], traffic, 100 * traffic / largest[1],
-                100.0 * (ranks - 1) / ((double) ranks * ranks)));
+                100.0 * (ranks - 1) / ((double) ranks * ranks), largest[1] / 2, 200 * largest[0] / largest[1]));
     }
 
     /** Memory traffic of an allReduce over bus bandwidth: 2n·S / (2(n-1)/n·S). */
