@@ -122,15 +122,7 @@ class AttentionTest {
                         // Keep the suite fast: the largest shapes only with B = 1 for the big head counts.
                         if (b == 2 && t == 200 && nhkv[0] == 4 && hs == 64) continue;
                         try (Problem p = new Problem(b, t, nhkv[0], nhkv[1], hs, seed++)) {
-                            p.forward32();
-                            p.forward64();
-                            assertClose("forward out " + p.label(), p.out64, p.out32, OUT_TOL);
-                            assertClose("forward lse " + p.label(), p.lse64, p.lse32, OUT_TOL);
-                            p.backward32();
-                            p.backward64();
-                            assertClose("backward dq " + p.label(), p.dq64, p.dq32, GRAD_TOL);
-                            assertClose("backward dk " + p.label(), p.dk64, p.dk32, GRAD_TOL);
-                            assertClose("backward dv " + p.label(), p.dv64, p.dv32, GRAD_TOL);
+                            assertF32MatchesFloat64(p);
                             cases++;
                         }
                     }
@@ -145,17 +137,22 @@ class AttentionTest {
     void f32MatchesFloat64ReferenceBeyondTheKeyValueTileCache() {
         for (int t : new int[]{1025, 1100}) {
             try (Problem p = new Problem(1, t, 2, 1, 64, 40 + t)) {
-                p.forward32();
-                p.forward64();
-                assertClose("forward out " + p.label(), p.out64, p.out32, OUT_TOL);
-                assertClose("forward lse " + p.label(), p.lse64, p.lse32, OUT_TOL);
-                p.backward32();
-                p.backward64();
-                assertClose("backward dq " + p.label(), p.dq64, p.dq32, GRAD_TOL);
-                assertClose("backward dk " + p.label(), p.dk64, p.dk32, GRAD_TOL);
-                assertClose("backward dv " + p.label(), p.dv64, p.dv32, GRAD_TOL);
+                assertF32MatchesFloat64(p);
             }
         }
+    }
+
+    /** Runs forward and backward in f32 and in the float64 reference and compares out, lse, dq, dk and dv. */
+    private static void assertF32MatchesFloat64(Problem p) {
+        p.forward32();
+        p.forward64();
+        assertClose("forward out " + p.label(), p.out64, p.out32, OUT_TOL);
+        assertClose("forward lse " + p.label(), p.lse64, p.lse32, OUT_TOL);
+        p.backward32();
+        p.backward64();
+        assertClose("backward dq " + p.label(), p.dq64, p.dq32, GRAD_TOL);
+        assertClose("backward dk " + p.label(), p.dk64, p.dk32, GRAD_TOL);
+        assertClose("backward dv " + p.label(), p.dv64, p.dv32, GRAD_TOL);
     }
 
     @Test
