@@ -2,7 +2,6 @@ package dev.shardwise.parallel;
 
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.ReduceOp;
-import dev.shardwise.core.kernels.AdamW;
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
@@ -59,14 +58,10 @@ import java.util.concurrent.Future;
  * bit-reproducible run to run.
  */
 public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
-    /** A run of one parameter inside this rank's shard: flat offset, offset in the shard, length. */
-    private record Segment(int flatOffset, int shardOffset, int length, boolean decay) { }
-
     private final int stage;
     private final ParameterSet params;
     private final Communicator dp;
     private final MemoryPool pool;
-    private final AdamWOptimizer.Settings settings;
     private final int dpSize;
     private final int dpRank;
     private final int shardSize;
@@ -74,7 +69,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final Tensor gradShard;    // [S] GRADIENTS
     private final ShardMoments moments;
     private final ScalarReduction scalar;
-    private final List<Segment> segments = new ArrayList<>();
+    private final ShardAdamW adamW;
     private final Tensor[] gatheredValues;   // per unit, stage 3, BUFFERS while bound
     private final Tensor[] unitGrads;        // per unit, BUFFERS from its backward until its reduce-scatter ran
     private final Set<Tensor> transientGrads = ConcurrentHashMap.newKeySet();
@@ -134,7 +129,6 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.params = params;
         this.dp = dp;
         this.pool = pool;
-        this.settings = settings;
         this.dpSize = dp.size();
         this.dpRank = dp.rank();
         this.shardSize = Math.toIntExact(params.paddedCount() / dpSize);
@@ -160,15 +154,10 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.gradShard = grads;
         this.moments = m;
         this.scalar = s;
+        this.adamW = new ShardAdamW(settings);
         for (ParameterSet.Unit u : params.units()) {
-            int piece = u.size() / dpSize, pieceStart = u.offset() + dpRank * piece, shardOffset = u.offset() / dpSize;
-            for (Parameter p : u.parameters()) {
-                long from = Math.max(params.offsetOf(p), pieceStart);
-                long to = Math.min(params.offsetOf(p) + p.numel(), (long) pieceStart + piece);
-                if (from < to) {
-                    segments.add(new Segment((int) from, (int) (shardOffset + from - pieceStart), (int) (to - from), p.weightDecay()));
-                }
-            }
+            int piece = u.size() / dpSize;
+            adamW.addRange(params, u.parameters(), u.offset() + (long) dpRank * piece, piece, u.offset() / dpSize);
         }
     }
 
@@ -353,22 +342,11 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     public Applied apply(double lr, double maxNorm) {
         long start = System.nanoTime();
         overlap.drain();   // the reduce-scatters still in flight when backward ended: the exposed part
-        double norm = Math.sqrt(scalar.reduce(Vectors.sumOfSquares(gradShard), ReduceOp.SUM));
+        double norm = ShardAdamW.globalNorm(gradShard, scalar);
         long communication = System.nanoTime() - start;
-        if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
-        if (maxNorm > 0 && norm > maxNorm) Vectors.scale(gradShard, maxNorm / (norm + 1e-6));
+        ShardAdamW.clip(gradShard, norm, maxNorm);
         steps++;
-        Tensor values = stage == 2 ? params.values() : valueShard;
-        moments.update(chunk -> {
-            for (Segment s : segments) {
-                int from = Math.max(s.shardOffset, chunk.start()), to = Math.min(s.shardOffset + s.length, chunk.end());
-                if (from >= to) continue;
-                int valueAt = stage == 2 ? s.flatOffset + (from - s.shardOffset) : from;
-                AdamW.step(values.slice(0, valueAt, to - from), gradShard.slice(0, from, to - from),
-                        chunk.m(from, to - from), chunk.v(from, to - from), lr, settings.beta1(), settings.beta2(),
-                        settings.eps(), s.decay ? settings.weightDecay() : 0, steps);
-            }
-        });
+        adamW.step(moments, stage == 2 ? params.values() : valueShard, stage == 2, gradShard, false, lr, steps);
         if (stage == 2) {
             long gather = System.nanoTime();
             Tensor flat = params.values();

@@ -2,19 +2,15 @@ package dev.shardwise.parallel;
 
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.ReduceOp;
-import dev.shardwise.core.kernels.AdamW;
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.Tensor;
-import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.util.ArrayList;
-import java.util.List;
 
 /**
  * ZeRO stage 1 (Rajbhandari et al. 2020, "P_os"): the AdamW state is partitioned over the data-parallel group.
@@ -31,17 +27,13 @@ import java.util.List;
  * in-place form: a rank's chunk r is read only by rank r), so no extra gradient buffer is needed.
  */
 public final class ZeroStage1Update implements ParameterUpdate {
-    /** A run of one parameter inside this rank's shard. */
-    private record Segment(int flatOffset, int shardOffset, int length, boolean decay) { }
-
     private final ParameterSet params;
     private final Communicator dp;
-    private final AdamWOptimizer.Settings settings;
     private final int shardStart;
     private final int shardSize;
     private final ShardMoments moments;   // m, v [S] of the shard
     private final ScalarReduction scalar;
-    private final List<Segment> segments = new ArrayList<>();
+    private final ShardAdamW adamW;
     private long steps;
 
     /**
@@ -68,7 +60,6 @@ public final class ZeroStage1Update implements ParameterUpdate {
         }
         this.params = params;
         this.dp = dp;
-        this.settings = settings;
         this.shardSize = Math.toIntExact(padded / dp.size());
         this.shardStart = dp.rank() * shardSize;
         try {
@@ -77,11 +68,8 @@ public final class ZeroStage1Update implements ParameterUpdate {
             throw new UncheckedIOException(e.getMessage(), e);
         }
         this.scalar = new ScalarReduction(dp, pool);
-        for (Parameter p : params.parameters()) {
-            long from = Math.max(params.offsetOf(p), shardStart);
-            long to = Math.min(params.offsetOf(p) + p.value().numel(), (long) shardStart + shardSize);
-            if (from < to) segments.add(new Segment((int) from, (int) (from - shardStart), (int) (to - from), p.weightDecay()));
-        }
+        this.adamW = new ShardAdamW(settings);
+        adamW.addRange(params, params.parameters(), shardStart, shardSize, 0);
     }
 
     @Override
@@ -90,21 +78,11 @@ public final class ZeroStage1Update implements ParameterUpdate {
         Tensor gradShard = grads.slice(0, shardStart, shardSize);
         long start = System.nanoTime();
         dp.reduceScatter(gradShard, grads, ReduceOp.AVG);
-        double norm = Math.sqrt(scalar.reduce(Vectors.sumOfSquares(gradShard), ReduceOp.SUM));
+        double norm = ShardAdamW.globalNorm(gradShard, scalar);
         long communication = System.nanoTime() - start;
-        if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
-        if (maxNorm > 0 && norm > maxNorm) Vectors.scale(gradShard, maxNorm / (norm + 1e-6));
+        ShardAdamW.clip(gradShard, norm, maxNorm);
         steps++;
-        moments.update(chunk -> {
-            for (Segment s : segments) {
-                int from = Math.max(s.shardOffset, chunk.start()), to = Math.min(s.shardOffset + s.length, chunk.end());
-                if (from >= to) continue;
-                int flat = s.flatOffset + (from - s.shardOffset);
-                AdamW.step(values.slice(0, flat, to - from), grads.slice(0, flat, to - from), chunk.m(from, to - from),
-                        chunk.v(from, to - from), lr, settings.beta1(), settings.beta2(), settings.eps(),
-                        s.decay ? settings.weightDecay() : 0, steps);
-            }
-        });
+        adamW.step(moments, values, true, grads, true, lr, steps);
         long gather = System.nanoTime();
         dp.allGather(values, values.slice(0, shardStart, shardSize));
         communication += System.nanoTime() - gather;
