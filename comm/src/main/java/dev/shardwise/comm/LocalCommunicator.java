@@ -74,7 +74,7 @@ final class LocalCommunicator implements Communicator {
         MemorySegment[] bufs = new MemorySegment[n];
         for (int p = 0; p < n; p++) bufs[p] = all[p].out();
         int es = call.dtype().byteSize();
-        reduce(call.dtype(), op, bufs, lo * es, bufs, lo * es, hi - lo);
+        ReduceKernels.reduceOnPool(call.dtype(), op, bufs, lo * es, bufs, lo * es, hi - lo);
         finish(call);
     }
 
@@ -91,14 +91,14 @@ final class LocalCommunicator implements Communicator {
         Call call = start(new Call("reduceScatter", 0, input.dtype(), op, output.numel(), bytes(input), bytes(output),
                 0, null, null, 0, 0, null));
         if (call == null) {
-            reduce(input.dtype(), op, new MemorySegment[] {bytes(input)}, 0, new MemorySegment[] {bytes(output)}, 0, output.numel());
+            ReduceKernels.reduceOnPool(input.dtype(), op, new MemorySegment[] {bytes(input)}, 0, new MemorySegment[] {bytes(output)}, 0, output.numel());
             return;
         }
         Call[] all = agree(call);
         MemorySegment[] ins = new MemorySegment[n];
         for (int p = 0; p < n; p++) ins[p] = all[p].in();
         int es = call.dtype().byteSize();
-        reduce(call.dtype(), op, ins, rank * call.count() * es, new MemorySegment[] {call.out()}, 0, call.count());
+        ReduceKernels.reduceOnPool(call.dtype(), op, ins, rank * call.count() * es, new MemorySegment[] {call.out()}, 0, call.count());
         finish(call);
     }
 
@@ -414,11 +414,6 @@ final class LocalCommunicator implements Communicator {
 
     private static MemorySegment bytes(Tensor t) {
         return t.segment().asSlice(t.byteOffset(), t.numel() * t.dtype().byteSize());
-    }
-
-    /** Reduces, on this rank's compute pool when the span is large. */
-    private static void reduce(DType dtype, ReduceOp op, MemorySegment[] src, long srcOff, MemorySegment[] dst, long dstOff, long count) {
-        ReduceKernels.reduceOnPool(dtype, op, src, srcOff, dst, dstOff, count);
     }
 
     /** Copies {@code bytes} from the start of {@code src} to {@code dst} at {@code dstOff}, skipping a copy onto itself. */
