@@ -6,6 +6,7 @@ import dev.shardwise.core.memory.ProcessMemory;
 
 import java.io.PrintStream;
 import java.util.Locale;
+import java.util.Optional;
 
 /**
  * The live line of a run: step, loss, learning rate, tokens/s, MFU, peak memory, ETA. On a terminal it rewrites
@@ -28,8 +29,8 @@ final class ProgressLine {
         this.totalSteps = totalSteps;
     }
 
-    void update(long step, double loss, double lr, double tokensPerSecond, double mfu, MemoryPool memory, double stepSeconds,
-                double valLoss) {
+    void update(long step, double loss, double lr, double tokensPerSecond, double mfu, MemoryPool memory,
+                Optional<ProcessMemory> process, double stepSeconds, double valLoss) {
         // The first steps run before the JIT has compiled the kernels: leave them out of the ETA.
         if (step > WARMUP_STEPS) {
             smoothedStepSeconds = Double.isNaN(smoothedStepSeconds) ? stepSeconds : 0.9 * smoothedStepSeconds + 0.1 * stepSeconds;
@@ -39,7 +40,7 @@ final class ProgressLine {
         String line = String.format(Locale.ROOT,
                 "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%% | mem %s | ETA %s",
                 step, totalSteps, loss, Double.isNaN(valLoss) ? "" : String.format(Locale.ROOT, " | val %.4f", valLoss),
-                lr, tokensPerSecond, 100 * mfu, memory(memory), eta);
+                lr, tokensPerSecond, 100 * mfu, memory(memory, process), eta);
         long now = System.nanoTime();
         boolean important = !Double.isNaN(valLoss) || step == totalSteps || step == 1;
         if (terminal) {
@@ -56,7 +57,7 @@ final class ProgressLine {
      * Peak bytes of the step, then by category, then the process's resident memory where the OS reports it:
      * {@code 425.5 MiB (params 20M grads 20M optim 41M act 330M buf 14M) | rss 612.0 MiB}.
      */
-    private static String memory(MemoryPool pool) {
+    private static String memory(MemoryPool pool, Optional<ProcessMemory> process) {
         StringBuilder sb = new StringBuilder(MemoryPool.formatBytes(pool.peakBytes())).append(" (");
         for (MemoryCategory c : MemoryCategory.values()) {
             String name = switch (c) {
@@ -70,7 +71,7 @@ final class ProgressLine {
                     .append(Math.round(pool.peakBytes(c) / 1048576.0)).append('M');
         }
         sb.append(')');
-        ProcessMemory.current().ifPresent(m -> sb.append(" | rss ").append(MemoryPool.formatBytes(m.residentBytes())));
+        process.ifPresent(m -> sb.append(" | rss ").append(MemoryPool.formatBytes(m.residentBytes())));
         return sb.toString();
     }
 

@@ -332,7 +332,8 @@ public final class Trainer {
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
-                ProcessMemory.current().ifPresent(m -> {   // the whole process beside the pool's tensors (Linux only)
+                Optional<ProcessMemory> process = ProcessMemory.current();   // the whole process beside the pool's tensors (Linux only)
+                process.ifPresent(m -> {
                     row.put("rss_bytes", m.residentBytes());
                     row.put("rss_peak_bytes", m.peakResidentBytes());
                 });
@@ -351,7 +352,7 @@ public final class Trainer {
                         valCurve.add(new LossPlot.Point(state.step(), lastVal));
                     }
                     metrics.write(row);   // before the checkpoint, so a resumed run never lacks this step's line
-                    progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, seconds,
+                    progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN);
                 }
                 if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
