@@ -15,6 +15,13 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.locks.LockSupport;
 
+import static dev.shardwise.comm.CollectiveArguments.bytes;
+import static dev.shardwise.comm.CollectiveArguments.checkAllGather;
+import static dev.shardwise.comm.CollectiveArguments.checkAllToAll;
+import static dev.shardwise.comm.CollectiveArguments.checkBuffer;
+import static dev.shardwise.comm.CollectiveArguments.checkPeer;
+import static dev.shardwise.comm.CollectiveArguments.checkReduceScatter;
+
 /**
  * One rank's handle on a {@link LocalGroup}: ranks are threads of one JVM and read each other's buffers
  * directly, so a collective moves every byte once.
@@ -61,7 +68,7 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void allReduce(Tensor buffer, ReduceOp op) {
-        check(buffer, "allReduce", "buffer", true);
+        checkBuffer(group.name, buffer, "allReduce", "buffer", true);
         MemorySegment buf = bytes(buffer);
         Call call = start(new Call("allReduce", 0, buffer.dtype(), op, buffer.numel(), null, buf, 0, null, null, 0, 0, null));
         if (call == null) {
@@ -80,14 +87,10 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void reduceScatter(Tensor output, Tensor input, ReduceOp op) {
-        check(output, "reduceScatter", "output", true);
-        check(input, "reduceScatter", "input", true);
+        checkBuffer(group.name, output, "reduceScatter", "output", true);
+        checkBuffer(group.name, input, "reduceScatter", "input", true);
         int n = group.size;
-        if (input.dtype() != output.dtype() || input.numel() != n * output.numel()) {
-            throw new IllegalArgumentException(group.name + ": reduceScatter needs input [size · n] and output [n] of one dtype "
-                    + "(size " + n + "), got input " + input.describe() + " and output " + output.describe()
-                    + "; pass output = one rank's chunk of the input's shape");
-        }
+        checkReduceScatter(group.name, n, output, input);
         Call call = start(new Call("reduceScatter", 0, input.dtype(), op, output.numel(), bytes(input), bytes(output),
                 0, null, null, 0, 0, null));
         if (call == null) {
@@ -104,13 +107,10 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void allGather(Tensor output, Tensor input) {
-        check(output, "allGather", "output", false);
-        check(input, "allGather", "input", false);
+        checkBuffer(group.name, output, "allGather", "output", false);
+        checkBuffer(group.name, input, "allGather", "input", false);
         int n = group.size;
-        if (input.dtype() != output.dtype() || output.numel() != n * input.numel()) {
-            throw new IllegalArgumentException(group.name + ": allGather needs input [n] and output [size · n] of one dtype "
-                    + "(size " + n + "), got input " + input.describe() + " and output " + output.describe());
-        }
+        checkAllGather(group.name, n, output, input);
         MemorySegment out = bytes(output);
         Call call = start(new Call("allGather", 0, input.dtype(), null, input.numel(), bytes(input), out, 0, null, null, 0, 0, null));
         if (call == null) {
@@ -128,8 +128,8 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void broadcast(Tensor buffer, int root) {
-        check(buffer, "broadcast", "buffer", false);
-        checkPeer(root, "broadcast", "root");
+        checkBuffer(group.name, buffer, "broadcast", "buffer", false);
+        checkPeer(group.name, group.size, root, "broadcast", "root");
         MemorySegment buf = bytes(buffer);
         Call call = start(new Call("broadcast", 0, buffer.dtype(), null, buffer.numel(), null, buf, root, null, null, 0, 0, null));
         if (call == null) {
@@ -142,19 +142,10 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void allToAll(Tensor output, int[] receiveCounts, Tensor input, int[] sendCounts) {
-        check(output, "allToAll", "output", false);
-        check(input, "allToAll", "input", false);
+        checkBuffer(group.name, output, "allToAll", "output", false);
+        checkBuffer(group.name, input, "allToAll", "input", false);
         int n = group.size;
-        if (receiveCounts.length != n || sendCounts.length != n) {
-            throw new IllegalArgumentException(group.name + ": allToAll needs one count per rank (" + n + "), got "
-                    + sendCounts.length + " send and " + receiveCounts.length + " receive counts");
-        }
-        long sent = total(sendCounts, "send"), received = total(receiveCounts, "receive");
-        if (input.dtype() != output.dtype() || sent > input.numel() || received > output.numel()) {
-            throw new IllegalArgumentException(group.name + ": allToAll sends " + sent + " and receives " + received
-                    + " elements but input is " + input.describe() + " and output " + output.describe()
-                    + "; the counts must fit the buffers, which must share a dtype");
-        }
+        long sent = checkAllToAll(group.name, n, output, receiveCounts, input, sendCounts);
         Call call = start(new Call("allToAll", 0, input.dtype(), null, sent, bytes(input), bytes(output), 0,
                 sendCounts.clone(), receiveCounts.clone(), 0, 0, null));
         if (call == null) {
@@ -223,8 +214,8 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void send(Tensor buffer, int peer, int tag) {
-        check(buffer, "send", "buffer", false);
-        checkPeer(peer, "send", "peer");
+        checkBuffer(group.name, buffer, "send", "buffer", false);
+        checkPeer(group.name, group.size, peer, "send", "peer");
         group.checkFailure("send(tag " + tag + ")", 0);
         MemorySegment src = bytes(buffer);
         Mailbox box = group.mailbox(peer, rank);
@@ -249,8 +240,8 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void receive(Tensor buffer, int peer, int tag) {
-        check(buffer, "receive", "buffer", false);
-        checkPeer(peer, "receive", "peer");
+        checkBuffer(group.name, buffer, "receive", "buffer", false);
+        checkPeer(group.name, group.size, peer, "receive", "peer");
         long seq = ++receives;
         String op = "receive(tag " + tag + " from rank " + peer + ")";
         group.checkFailure(op, seq);
@@ -383,37 +374,6 @@ final class LocalCommunicator implements Communicator {
     /** Last phase: returns once every rank is done reading the others' buffers. */
     private void finish(Call call) {
         group.arrive(rank, ++phase, call.op(), call.sequence());
-    }
-
-    private void check(Tensor t, String op, String what, boolean reducible) {
-        if (!t.isContiguous()) {
-            throw new IllegalArgumentException(group.name + ": " + op + " needs a contiguous " + what + ", got " + t.describe()
-                    + "; copy it into a contiguous tensor first");
-        }
-        if (reducible && t.dtype() == DType.BF16) {
-            throw new IllegalArgumentException(group.name + ": " + op + " cannot reduce bf16 (" + what + " " + t.describe()
-                    + "); reduce an f32 copy and convert back");
-        }
-    }
-
-    private void checkPeer(int peer, String op, String what) {
-        if (peer < 0 || peer >= group.size) {
-            throw new IllegalArgumentException(group.name + ": " + op + " " + what + " " + peer + " is not a rank of the group "
-                    + "(size " + group.size + ")");
-        }
-    }
-
-    private long total(int[] counts, String what) {
-        long t = 0;
-        for (int c : counts) {
-            if (c < 0) throw new IllegalArgumentException(group.name + ": allToAll " + what + " counts must be >= 0, got " + Arrays.toString(counts));
-            t += c;
-        }
-        return t;
-    }
-
-    private static MemorySegment bytes(Tensor t) {
-        return t.segment().asSlice(t.byteOffset(), t.numel() * t.dtype().byteSize());
     }
 
     /** Copies {@code bytes} from the start of {@code src} to {@code dst} at {@code dstOff}, skipping a copy onto itself. */

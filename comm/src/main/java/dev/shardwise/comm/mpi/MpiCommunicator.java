@@ -14,12 +14,17 @@ import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 import java.util.concurrent.locks.LockSupport;
 import java.util.concurrent.locks.ReentrantLock;
 
+import static dev.shardwise.comm.CollectiveArguments.bytes;
+import static dev.shardwise.comm.CollectiveArguments.checkAllGather;
+import static dev.shardwise.comm.CollectiveArguments.checkAllToAll;
+import static dev.shardwise.comm.CollectiveArguments.checkBuffer;
+import static dev.shardwise.comm.CollectiveArguments.checkPeer;
+import static dev.shardwise.comm.CollectiveArguments.checkReduceScatter;
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 
@@ -187,7 +192,7 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void allReduce(Tensor buffer, ReduceOp op) {
-        check(buffer, "allReduce", "buffer", true);
+        checkBuffer(name, buffer, "allReduce", "buffer", true);
         long count = buffer.numel();
         long seq = rendezvous(Collective.ALL_REDUCE, buffer.dtype(), op, count, 0, 0, 0, 0, null, null);
         if (size == 1) return;
@@ -220,14 +225,10 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void reduceScatter(Tensor output, Tensor input, ReduceOp op) {
-        check(output, "reduceScatter", "output", true);
-        check(input, "reduceScatter", "input", true);
+        checkBuffer(name, output, "reduceScatter", "output", true);
+        checkBuffer(name, input, "reduceScatter", "input", true);
         int n = size;
-        if (input.dtype() != output.dtype() || input.numel() != n * output.numel()) {
-            throw new IllegalArgumentException(name + ": reduceScatter needs input [size · n] and output [n] of one dtype "
-                    + "(size " + n + "), got input " + input.describe() + " and output " + output.describe()
-                    + "; pass output = one rank's chunk of the input's shape");
-        }
+        checkReduceScatter(name, n, output, input);
         long c = output.numel();
         long seq = rendezvous(Collective.REDUCE_SCATTER, input.dtype(), op, c, 0, 0, 0, 0, null, null);
         int es = input.dtype().byteSize();
@@ -254,13 +255,10 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void allGather(Tensor output, Tensor input) {
-        check(output, "allGather", "output", false);
-        check(input, "allGather", "input", false);
+        checkBuffer(name, output, "allGather", "output", false);
+        checkBuffer(name, input, "allGather", "input", false);
         int n = size;
-        if (input.dtype() != output.dtype() || output.numel() != n * input.numel()) {
-            throw new IllegalArgumentException(name + ": allGather needs input [n] and output [size · n] of one dtype "
-                    + "(size " + n + "), got input " + input.describe() + " and output " + output.describe());
-        }
+        checkAllGather(name, n, output, input);
         long c = input.numel();
         long seq = rendezvous(Collective.ALL_GATHER, input.dtype(), null, c, 0, 0, 0, 0, null, null);
         int es = input.dtype().byteSize();
@@ -283,8 +281,8 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void broadcast(Tensor buffer, int root) {
-        check(buffer, "broadcast", "buffer", false);
-        checkPeer(root, "broadcast", "root");
+        checkBuffer(name, buffer, "broadcast", "buffer", false);
+        checkPeer(name, size, root, "broadcast", "root");
         long count = buffer.numel();
         long seq = rendezvous(Collective.BROADCAST, buffer.dtype(), null, count, root, 0, 0, 0, null, null);
         if (size == 1) return;
@@ -296,19 +294,10 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void allToAll(Tensor output, int[] receiveCounts, Tensor input, int[] sendCounts) {
-        check(output, "allToAll", "output", false);
-        check(input, "allToAll", "input", false);
+        checkBuffer(name, output, "allToAll", "output", false);
+        checkBuffer(name, input, "allToAll", "input", false);
         int n = size;
-        if (receiveCounts.length != n || sendCounts.length != n) {
-            throw new IllegalArgumentException(name + ": allToAll needs one count per rank (" + n + "), got "
-                    + sendCounts.length + " send and " + receiveCounts.length + " receive counts");
-        }
-        long sent = total(sendCounts, "send"), received = total(receiveCounts, "receive");
-        if (input.dtype() != output.dtype() || sent > input.numel() || received > output.numel()) {
-            throw new IllegalArgumentException(name + ": allToAll sends " + sent + " and receives " + received
-                    + " elements but input is " + input.describe() + " and output " + output.describe()
-                    + "; the counts must fit the buffers, which must share a dtype");
-        }
+        long sent = checkAllToAll(name, n, output, receiveCounts, input, sendCounts);
         long seq = rendezvous(Collective.ALL_TO_ALL, input.dtype(), null, sent, 0, 0, 0, 0, sendCounts, receiveCounts);
         int es = input.dtype().byteSize();
         MemorySegment in = bytes(input), out = bytes(output);
@@ -343,7 +332,7 @@ public final class MpiCommunicator implements Communicator {
      * @throws IllegalArgumentException for AVG or BF16, or a non-contiguous buffer
      */
     public void nativeAllReduce(Tensor buffer, ReduceOp op) {
-        check(buffer, "nativeAllReduce", "buffer", true);
+        checkBuffer(name, buffer, "nativeAllReduce", "buffer", true);
         MemorySegment type = switch (buffer.dtype()) {
             case F32 -> lib.mpiFloat;
             case F64 -> lib.mpiDouble;
@@ -411,8 +400,8 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void send(Tensor buffer, int peer, int tag) {
-        check(buffer, "send", "buffer", false);
-        checkPeer(peer, "send", "peer");
+        checkBuffer(name, buffer, "send", "buffer", false);
+        checkPeer(name, size, peer, "send", "peer");
         checkTag(tag, "send");
         checkUsable("send(tag " + tag + " to rank " + peer + ")");
         MemorySegment src = bytes(buffer);
@@ -438,8 +427,8 @@ public final class MpiCommunicator implements Communicator {
 
     @Override
     public void receive(Tensor buffer, int peer, int tag) {
-        check(buffer, "receive", "buffer", false);
-        checkPeer(peer, "receive", "peer");
+        checkBuffer(name, buffer, "receive", "buffer", false);
+        checkPeer(name, size, peer, "receive", "peer");
         checkTag(tag, "receive");
         long seq = ++receives;
         String op = "receive(tag " + tag + " from rank " + peer + ")";
@@ -799,24 +788,6 @@ public final class MpiCommunicator implements Communicator {
         return (int) value;
     }
 
-    private void check(Tensor t, String op, String what, boolean reducible) {
-        if (!t.isContiguous()) {
-            throw new IllegalArgumentException(name + ": " + op + " needs a contiguous " + what + ", got " + t.describe()
-                    + "; copy it into a contiguous tensor first");
-        }
-        if (reducible && t.dtype() == DType.BF16) {
-            throw new IllegalArgumentException(name + ": " + op + " cannot reduce bf16 (" + what + " " + t.describe()
-                    + "); reduce an f32 copy and convert back");
-        }
-    }
-
-    private void checkPeer(int peer, String op, String what) {
-        if (peer < 0 || peer >= size) {
-            throw new IllegalArgumentException(name + ": " + op + " " + what + " " + peer + " is not a rank of the group "
-                    + "(size " + size + ")");
-        }
-    }
-
     private void checkTag(int tag, String op) {
         if (tag < 0 || tag > MAX_USER_TAG) {
             throw new IllegalArgumentException(name + ": " + op + " tag must be in [0, " + MAX_USER_TAG + "] (MPI guarantees tags up "
@@ -824,16 +795,4 @@ public final class MpiCommunicator implements Communicator {
         }
     }
 
-    private long total(int[] counts, String what) {
-        long t = 0;
-        for (int c : counts) {
-            if (c < 0) throw new IllegalArgumentException(name + ": allToAll " + what + " counts must be >= 0, got " + Arrays.toString(counts));
-            t += c;
-        }
-        return t;
-    }
-
-    private static MemorySegment bytes(Tensor t) {
-        return t.segment().asSlice(t.byteOffset(), t.numel() * t.dtype().byteSize());
-    }
 }
