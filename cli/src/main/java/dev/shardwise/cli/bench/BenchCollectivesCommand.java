@@ -37,9 +37,11 @@ import java.util.function.IntFunction;
  * <p>Bus bandwidth follows NCCL-tests, so that one number compares across rank counts: for S bytes (the
  * allReduce buffer, the reduceScatter input, the allGather output, the allToAll buffer of one rank) and n ranks,
  * allReduce moves {@code 2(n-1)/n · S}, the others {@code (n-1)/n · S}, divided by the time. The copy peer is a
- * copy of S bytes with {@code MemorySegment.copy}, counting read + write bytes ({@code 2S / time}), the faster of
- * one thread copying it all and every kernel thread of every rank copying its share (the same threads the
- * collectives use).
+ * copy of S bytes with {@code MemorySegment.copy}, the faster of one thread copying it all and every kernel thread
+ * of every rank copying its share (the same threads the collectives use). It is counted the way bus bandwidth
+ * counts a link, as bytes moved from one place to another per second ({@code S / time}), so the copy stands for
+ * the link that shared memory gives ranks; STREAM would count it twice (read + write), and the local summary line
+ * gives that figure too.
  *
  * <p>Every rank runs the same loop; a trial is a barrier, {@code iters} back-to-back calls (enough for about
  * 16 MiB of traffic, 64 MiB beside the C peer, at least one) and a barrier, timed on rank 0; the median of 5 trials after one warm-up trial
@@ -111,7 +113,7 @@ public final class BenchCollectivesCommand implements Runnable {
     private void runLocal(long max, BenchOutput out) {
         if (ranks < 2) throw new IllegalArgumentException("--ranks must be >= 2 (bus bandwidth of one rank is 0), got " + ranks);
         out.info(String.format(Locale.ROOT, "backend local: %d ranks as threads, %d kernel thread(s) each; peer: "
-                        + "MemorySegment.copy, faster of 1 thread and all threads (read+write bytes); bus bandwidth as NCCL-tests define it",
+                        + "MemorySegment.copy, faster of 1 thread and all threads, in bytes copied per second; bus bandwidth as NCCL-tests define it",
                 ranks, Math.max(1, Runtime.getRuntime().availableProcessors() / ranks)));
         double[] largest = new double[2];   // allReduce busbw and copy bandwidth at the largest size
         LocalCluster.run(ranks, ctx -> {
@@ -123,14 +125,15 @@ public final class BenchCollectivesCommand implements Runnable {
             }, null);
             return null;
         });
-        // allReduce reads and writes every rank's buffer once: 2n·S bytes of memory traffic, of which bus bandwidth
-        // counts 2(n-1)/n·S; so at the copy's bandwidth busbw/copy would be (n-1)/n² (25% for two ranks).
+        // allReduce reads and writes every rank's buffer once: 2n·S bytes of memory traffic (read + write), of which
+        // bus bandwidth counts 2(n-1)/n·S; a copy of S bytes is 2S bytes of traffic. So if both ran at the same
+        // memory speed, busbw/copy would be 2(n-1)/n² (50% for two ranks) with the copy counted as bytes copied.
         double traffic = largest[0] * trafficPerBusByte(ranks);
-        out.info(String.format(Locale.ROOT, "largest allReduce: bus bandwidth %.2f GB/s = %.0f%% of copy %.2f GB/s (bar: >= 50%%); "
-                        + "its memory traffic (2n·S bytes) %.2f GB/s = %.0f%% of copy; at copy speed busbw/copy would be %.0f%%; "
-                        + "against the copy counted as bytes copied (S/t, %.2f GB/s): %.0f%%",
-                largest[0], 100 * largest[0] / largest[1], largest[1], traffic, 100 * traffic / largest[1],
-                100.0 * (ranks - 1) / ((double) ranks * ranks), largest[1] / 2, 200 * largest[0] / largest[1]));
+        out.info(String.format(Locale.ROOT, "largest allReduce: bus bandwidth %.2f GB/s = %.0f%% of copy %.2f GB/s (bytes copied per s; "
+                        + "bar: >= 50%%; at the copy's memory speed it would be %.0f%%); its memory traffic (2n·S bytes, read + write) "
+                        + "%.2f GB/s = %.0f%% of the copy's (2S bytes per copy, %.2f GB/s)",
+                largest[0], 100 * largest[0] / largest[1], largest[1], 200.0 * (ranks - 1) / ((double) ranks * ranks),
+                traffic, 50 * traffic / largest[1], 2 * largest[1]));
     }
 
     /** Memory traffic of an allReduce over bus bandwidth: 2n·S / (2(n-1)/n·S). */
@@ -288,11 +291,11 @@ public final class BenchCollectivesCommand implements Runnable {
                 MemorySegment src = a.segment(), dst = b.segment();
                 double copy1 = time(world, iters, ctx.globalRank() == 0 ? () -> MemorySegment.copy(src, 0, dst, 0, bytes) : () -> { });
                 double copyAll = time(world, iters, () -> copyShare(ctx, src, dst, bytes));
-                double copyBw = 2.0 * bytes / Math.min(copy1, copyAll) / 1e9;
+                double copyBw = bytes / Math.min(copy1, copyAll) / 1e9;
                 if (out != null && size == MIN_SIZE << 2 * ((63 - Long.numberOfLeadingZeros(maxBytes / MIN_SIZE)) / 2)) {
                     out.info(String.format(Locale.ROOT, "copy peer at %s: one thread %.2f GB/s, all %d threads %.2f GB/s",
-                            MemoryPool.formatBytes(bytes), 2.0 * bytes / copy1 / 1e9, n * ctx.compute().threads(),
-                            2.0 * bytes / copyAll / 1e9));
+                            MemoryPool.formatBytes(bytes), bytes / copy1 / 1e9, n * ctx.compute().threads(),
+                            bytes / copyAll / 1e9));
                 }
                 List<Case> cases = new ArrayList<>();
                 IntFunction<DoubleSupplier> c = op -> peer == null ? null : () -> peer.trial(op, a, b, stage, count, iters);
