@@ -129,6 +129,11 @@ public final class ParameterSet implements AutoCloseable {
             return this;
         }
 
+        /** The declarations so far, in order. */
+        public List<Spec> specs() {
+            return List.copyOf(specs.values());
+        }
+
         /** P': the flat buffers' length with every unit padded to a multiple of {@code padMultiple}, without allocating. */
         public long paddedCount(int padMultiple) {
             if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);

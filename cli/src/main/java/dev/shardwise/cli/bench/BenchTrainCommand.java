@@ -69,14 +69,23 @@ public final class BenchTrainCommand implements Runnable {
             int b = microBatch != null ? microBatch : (config.hidden() <= 512 ? 8 : 4);
             double[] phases = new double[3];
             double ours = measureShardwise(config, b, phases);
-            double flops = config.trainingFlopsPerToken(seqLen) * ours;
+            double flops = config.trainingFlopsPerToken(seqLen) * ours;   // FLOP/s
             String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step", preset, b, seqLen);
             double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, out);
-            String note = String.format(Locale.ROOT, "MFU %.1f%%; median forward %.0f ms, backward %.0f ms, optimizer %.0f ms",
-                    100 * flops / peak.measuredFlops(), phases[0], phases[1], phases[2]);
+            double flopsPerToken = config.trainingFlopsPerToken(seqLen);
+            String note = String.format(Locale.ROOT, "MFU %.1f%%%s; median forward %.0f ms, backward %.0f ms, optimizer %.0f ms",
+                    100 * flops / peak.measuredFlops(),
+                    Double.isNaN(theirs) ? "" : String.format(Locale.ROOT, " (PyTorch %.1f%%)", 100 * flopsPerToken * theirs / peak.measuredFlops()),
+                    phases[0], phases[1], phases[2]);
             out.row(Double.isNaN(theirs)
                     ? BenchRow.alone("train", caseName, ours, "tokens/s", flops / peak.measuredFlops(), note)
                     : new BenchRow("train", caseName, ours, "tokens/s", "pytorch", theirs, flops / peak.measuredFlops(), note));
+            double ceiling = b * seqLen / StepGemms.secondsPerStep(config, b * seqLen);
+            String ceilingName = String.format(Locale.ROOT, "%s B=%d T=%d GEMMs alone", preset, b, seqLen);
+            String ceilingNote = "ceiling: the step's linear-layer GEMMs (forward, data and weight gradients) at this machine's GEMM speed, nothing else";
+            out.row(Double.isNaN(theirs)
+                    ? BenchRow.alone("train", ceilingName, ceiling, "tokens/s", flopsPerToken * ceiling / peak.measuredFlops(), ceilingNote)
+                    : new BenchRow("train", ceilingName, ceiling, "tokens/s", "pytorch", theirs, flopsPerToken * ceiling / peak.measuredFlops(), ceilingNote));
         }
     }
 
