@@ -90,7 +90,7 @@ public final class MpiCommunicator implements Communicator {
         this.memory = memory;
         this.calls = new MpiCalls(rt, job, comm, name, timeoutNanos, arena);
         this.pointToPoint = new PointToPoint(calls, arena);
-        // Every call gives MPI a chance to finish sends; the rendezvous frees their copies when it has.
+        // Each rendezvous first frees the copies of sends MPI has finished, as send and receive do.
         this.rendezvous = new Rendezvous(calls, arena, pointToPoint::reapSends);
         CountVectors counts = new CountVectors(calls, arena);
         this.staging = new StagingBuffer(memory);

@@ -44,13 +44,11 @@ final class PointToPoint {
      * @throws IllegalStateException    if the communicator is closed or broken
      */
     void send(Tensor buffer, int peer, int tag) {
-        checkTag(tag, "send");
         String operation = "send(tag " + tag + " to rank " + peer + ")";
-        calls.checkUsable(operation);
-        MemorySegment src = bytes(buffer);
-        int count = calls.count(buffer.numel(), "send");
+        Message m = message(buffer, tag, "send", operation);
+        MemorySegment src = m.bytes(), type = m.type(), comm = calls.comm;
+        int count = m.count();
         MpiLibrary lib = calls.lib;
-        MemorySegment type = lib.elementType(buffer.dtype().byteSize()), comm = calls.comm;
         Arena copyArena = Arena.ofShared();
         MemorySegment copy = copyArena.allocate(Math.max(1, src.byteSize()), 64);
         MemorySegment.copy(src, 0, copy, 0, src.byteSize());
@@ -78,14 +76,12 @@ final class PointToPoint {
      * @throws dev.shardwise.comm.PeerFailedException if a process of the job reported a failure meanwhile
      */
     void receive(Tensor buffer, int peer, int tag) {
-        checkTag(tag, "receive");
-        long seq = ++receives;
         String operation = "receive(tag " + tag + " from rank " + peer + ")";
-        calls.checkUsable(operation);
-        MemorySegment dst = bytes(buffer);
-        int count = calls.count(buffer.numel(), "receive");
+        Message m = message(buffer, tag, "receive", operation);
+        long seq = ++receives;
+        MemorySegment dst = m.bytes(), type = m.type(), comm = calls.comm;
+        int count = m.count();
         MpiLibrary lib = calls.lib;
-        MemorySegment type = lib.elementType(buffer.dtype().byteSize()), comm = calls.comm;
         calls.locked(() -> {
             reapSends();
             lib.check((int) lib.irecv.invokeExact(dst, count, type, peer, tag, comm, request), "MPI_Irecv",
@@ -150,10 +146,21 @@ final class PointToPoint {
         return pendingSends.isEmpty();
     }
 
-    private void checkTag(int tag, String operation) {
+    /** A buffer as MPI reads or writes it: its bytes, its element count and the MPI datatype of its elements. */
+    private record Message(MemorySegment bytes, int count, MemorySegment type) { }
+
+    /**
+     * Checks the tag and that the communicator is usable, and describes {@code buffer} for MPI.
+     *
+     * @throws IllegalArgumentException if the tag is outside the users' range or the buffer has 2^31 elements or more
+     * @throws IllegalStateException    if the communicator is closed or broken
+     */
+    private Message message(Tensor buffer, int tag, String call, String operation) {
         if (tag < 0 || tag > MpiCommunicator.MAX_USER_TAG) {
-            throw new IllegalArgumentException(calls.name + ": " + operation + " tag must be in [0, " + MpiCommunicator.MAX_USER_TAG
+            throw new IllegalArgumentException(calls.name + ": " + call + " tag must be in [0, " + MpiCommunicator.MAX_USER_TAG
                     + "] (MPI guarantees tags up to 32767; the mpi backend keeps the top two for itself), got " + tag);
         }
+        calls.checkUsable(operation);
+        return new Message(bytes(buffer), calls.count(buffer.numel(), call), calls.lib.elementType(buffer.dtype().byteSize()));
     }
 }
