@@ -27,7 +27,9 @@ import java.util.concurrent.Callable;
         description = {"Run training as N processes, one rank each, through mpirun (Open MPI).",
                 "Each process's output is prefixed [rank r]; rank 0's progress line is the job's. If a process fails, "
                         + "the others are stopped and launch exits non-zero, naming the rank.",
-                "--print slurm|k8s prints the same job as an srun line or a Kubeflow MPIJob instead of running it."},
+                "--print slurm|k8s prints the same job as an srun line or a Kubeflow MPIJob instead of running it.",
+                "Each process runs cores / processes-on-the-node kernel threads; SHARDWISE_THREADS=N (passed on to every "
+                        + "process) gives each N instead."},
         footer = {"", "Examples:", "  shardwise launch --nproc 4 -- train --preset tiny --zero 1",
                 "  shardwise launch --nproc 4 --hosts node1:2,node2:2 -- train --config configs/tiny-shakespeare.yaml",
                 "  shardwise launch --nproc 16 --print slurm -- train --preset gpt2-124m", ""})

@@ -251,6 +251,35 @@ class MpiCommunicatorConformanceTest extends CommunicatorConformanceTest {
         assertTrue(cause.getMessage().contains("tag 5") && cause.getMessage().contains("same dtype and size"), cause.getMessage());
     }
 
+    /**
+     * The reductions' staging buffers of a world and of a group split from it are charged to the pool given to
+     * {@link MpiCommunicator#world(Duration, MemoryPool)} as BUFFERS (n·C elements for a reduceScatter of C per
+     * rank; n times this rank's chunk for an allReduce) and released when each communicator closes.
+     */
+    @Test
+    void reductionStagingIsChargedToTheRanksPoolAndReleasedOnClose() {
+        int n = harness.size(), rank = harness.rank(), count = 10_007, chunk = 1001;
+        MemoryPool comm = MemoryPool.unlimited("rank " + rank), tensors = MemoryPool.unlimited("tensors");
+        long worldStaging = 4L * n * ((long) count * (rank + 1) / n - (long) count * rank / n), groupStaging = 4L * n * chunk;
+        try (Tensor t = Tensor.allocate(tensors, MemoryCategory.BUFFERS, DType.F32, count);
+             Tensor in = Tensor.allocate(tensors, MemoryCategory.BUFFERS, DType.F32, n * chunk);
+             Tensor out = Tensor.allocate(tensors, MemoryCategory.BUFFERS, DType.F32, chunk)) {
+            MpiCommunicator world = MpiCommunicator.world(Duration.ofSeconds(60), comm);
+            world.allReduce(t, ReduceOp.SUM);
+            assertEquals(worldStaging, comm.liveBytes(MemoryCategory.BUFFERS), "rank " + rank + " of " + n + ": world allReduce of " + count);
+            MpiCommunicator group = world.split(0, rank, "all");
+            group.reduceScatter(out, in, ReduceOp.SUM);
+            assertEquals(worldStaging + groupStaging, comm.liveBytes(MemoryCategory.BUFFERS),
+                    "rank " + rank + " of " + n + ": the split group's reduceScatter of " + chunk + " per rank charges the same pool");
+            assertEquals(comm.liveBytes(), comm.liveBytes(MemoryCategory.BUFFERS), "rank " + rank + ": only BUFFERS are charged");
+            group.close();
+            assertEquals(worldStaging, comm.liveBytes(), "rank " + rank + " of " + n + ": after closing the group");
+            world.close();
+            assertEquals(0, comm.liveBytes(), "rank " + rank + " of " + n + ": after closing the world");
+            assertEquals(worldStaging + groupStaging, comm.peakBytes(MemoryCategory.BUFFERS), "rank " + rank + ": the peak stays reported");
+        }
+    }
+
     @ParameterizedTest(name = "world size {0}")
     @ValueSource(ints = {2, 3, 4})
     void allReduceAndReduceScatterEqualTheLocalBackendBitForBit(int n) {

@@ -1,5 +1,6 @@
 package dev.shardwise.train;
 
+import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.comm.RankContext;
 import dev.shardwise.comm.RankEnvironment;
 import dev.shardwise.comm.mpi.MpiCommunicator;
@@ -7,18 +8,24 @@ import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.memory.MemoryPool;
 
 import java.io.IOException;
+import java.util.Map;
 
 /**
  * Runs this process as one rank of a multi-process MPI job: what {@code LocalCluster.run} is for ranks as
  * threads, for the {@code mpi} backend. The rank gets the job's world communicator (MPI_COMM_WORLD), its own
- * {@link MemoryPool} and its own {@link ComputePool} of {@code max(1, cores / processes on this node)} threads,
- * bound while the body runs, so the processes of a node together never oversubscribe it.
+ * {@link MemoryPool} (which the communicator's reduction staging is charged to, as BUFFERS) and its own
+ * {@link ComputePool} of {@link #kernelThreads} threads, bound while the body runs: by default
+ * {@code max(1, cores / processes on this node)}, so the processes of a node together never oversubscribe it;
+ * {@value #THREADS_VARIABLE}, when set, gives each process that many instead.
  *
  * <p>If the body throws, the peers are told at once (their pending and next collectives throw
  * {@code PeerFailedException} naming this rank) and the exception is rethrown; the process should then exit
  * non-zero, and the launcher ends the job. Blocks until the body returns.
  */
 final class ProcessRank {
+    /** The environment variable that sets the kernel threads of a process (each process of a job, here). */
+    static final String THREADS_VARIABLE = "SHARDWISE_THREADS";
+
     private ProcessRank() { }
 
     /** One rank's work, on the calling thread. */
@@ -35,16 +42,16 @@ final class ProcessRank {
      * @throws IOException           if the body throws it
      */
     static <T> T run(RankEnvironment job, long memoryBudgetBytes, Body<T> body) throws IOException {
-        int threads = job.threadsPerProcess(Runtime.getRuntime().availableProcessors());
+        int threads = kernelThreads(System.getenv(), job, Runtime.getRuntime().availableProcessors());
+        MemoryPool memory = new MemoryPool("rank " + job.rank(), memoryBudgetBytes);
         try (ComputePool compute = new ComputePool("rank-" + job.rank() + "-kernels", threads);
-             MpiCommunicator world = MpiCommunicator.world()) {
+             MpiCommunicator world = MpiCommunicator.world(LocalCluster.Options.DEFAULT_TIMEOUT, memory)) {
             if (world.size() != job.size() || world.rank() != job.rank()) {
                 throw new IllegalStateException("MPI sees this process as rank " + world.rank() + " of " + world.size()
                         + " but " + job.source().description() + " says rank " + job.rank() + " of " + job.size()
                         + "; start the job with mpirun or srun --mpi=pmix (shardwise launch does), not several plain processes");
             }
-            RankContext ctx = new RankContext(world.rank(), world.size(), world,
-                    new MemoryPool("rank " + world.rank(), memoryBudgetBytes), compute);
+            RankContext ctx = new RankContext(world.rank(), world.size(), world, memory, compute);
             Object[] result = new Object[1];
             IOException[] ioFailure = new IOException[1];
             ComputePool.runWith(compute, () -> {
@@ -62,5 +69,26 @@ final class ProcessRank {
             @SuppressWarnings("unchecked") T t = (T) result[0];
             return t;
         }
+    }
+
+    /**
+     * The kernel threads of this process: {@value #THREADS_VARIABLE} from {@code env} when it is set and not blank
+     * (threads of this one process), else {@link RankEnvironment#threadsPerProcess its share} of the node's
+     * {@code cores}.
+     *
+     * @throws IllegalArgumentException naming the variable and its value if it is set but not a positive integer
+     */
+    static int kernelThreads(Map<String, String> env, RankEnvironment job, int cores) {
+        String value = env.get(THREADS_VARIABLE);
+        if (value == null || value.isBlank()) return job.threadsPerProcess(cores);
+        try {
+            int threads = Integer.parseInt(value.strip());
+            if (threads >= 1) return threads;
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new IllegalArgumentException(THREADS_VARIABLE + "='" + value + "' is not a positive integer; set it to the kernel "
+                + "threads of each process (e.g. " + job.threadsPerProcess(cores) + ", this node's cores / its " + job.localSize()
+                + " processes), or unset it for that default");
     }
 }
