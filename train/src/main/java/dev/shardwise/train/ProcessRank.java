@@ -24,7 +24,7 @@ import java.util.Map;
  */
 final class ProcessRank {
     /** The environment variable that sets the kernel threads of a process (each process of a job, here). */
-    static final String THREADS_VARIABLE = "SHARDWISE_THREADS";
+    static final String THREADS_VARIABLE = ComputePool.THREADS_VARIABLE;
 
     private ProcessRank() { }
 
@@ -79,16 +79,6 @@ final class ProcessRank {
      * @throws IllegalArgumentException naming the variable and its value if it is set but not a positive integer
      */
     static int kernelThreads(Map<String, String> env, RankEnvironment job, int cores) {
-        String value = env.get(THREADS_VARIABLE);
-        if (value == null || value.isBlank()) return job.threadsPerProcess(cores);
-        try {
-            int threads = Integer.parseInt(value.strip());
-            if (threads >= 1) return threads;
-        } catch (NumberFormatException e) {
-            // reported below
-        }
-        throw new IllegalArgumentException(THREADS_VARIABLE + "='" + value + "' is not a positive integer; set it to the kernel "
-                + "threads of each process (e.g. " + job.threadsPerProcess(cores) + ", this node's cores / its " + job.localSize()
-                + " processes), or unset it for that default");
+        return ComputePool.threadsFromEnvironment(env.get(THREADS_VARIABLE), job.threadsPerProcess(cores));
     }
 }

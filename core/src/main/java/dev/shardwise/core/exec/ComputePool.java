@@ -72,15 +72,34 @@ public final class ComputePool implements AutoCloseable {
         }
     }
 
-    /** The process-wide pool: {@code SHARDWISE_THREADS} threads, or one per available processor. */
+    /** The environment variable that sets a process's kernel threads. */
+    public static final String THREADS_VARIABLE = "SHARDWISE_THREADS";
+
+    /**
+     * The kernel threads {@value #THREADS_VARIABLE} asks for: {@code value} (the variable's value, surrounding
+     * space ignored), or {@code fallback} when it is unset (null) or blank.
+     *
+     * @throws IllegalArgumentException if {@code value} is not a positive integer, naming the variable, the
+     *                                  value and the default
+     */
+    public static int threadsFromEnvironment(String value, int fallback) {
+        if (value == null || value.isBlank()) return fallback;
+        try {
+            int threads = Integer.parseInt(value.strip());
+            if (threads >= 1) return threads;
+        } catch (NumberFormatException e) {
+            // reported below
+        }
+        throw new IllegalArgumentException(THREADS_VARIABLE + "='" + value + "' is not a positive integer; set it to the "
+                + "kernel threads of each process (e.g. " + fallback + ", the default here), or unset it for that default");
+    }
+
+    /** The process-wide pool: {@value #THREADS_VARIABLE} threads, or one per available processor. */
     public static ComputePool shared() {
         synchronized (SHARED_LOCK) {
             if (sharedPool == null) {
                 int n = sharedThreadsRequest;
-                if (n == 0) {
-                    String env = System.getenv("SHARDWISE_THREADS");
-                    n = env != null && !env.isBlank() ? Integer.parseInt(env.trim()) : Runtime.getRuntime().availableProcessors();
-                }
+                if (n == 0) n = threadsFromEnvironment(System.getenv(THREADS_VARIABLE), Runtime.getRuntime().availableProcessors());
                 sharedPool = new ComputePool("shardwise-kernels", n);
             }
             return sharedPool;

@@ -60,4 +60,17 @@ class ComputePoolTest {
         assertTrue(shared.threads() >= 1);
         assertThrows(IllegalStateException.class, () -> ComputePool.configureShared(3));
     }
+
+    @Test
+    void theThreadsVariableIsParsedOrRefusedWithItsNameAndTheDefault() {
+        assertEquals(6, ComputePool.threadsFromEnvironment(null, 6), "unset: the default");
+        assertEquals(6, ComputePool.threadsFromEnvironment("  ", 6), "blank: the default");
+        assertEquals(3, ComputePool.threadsFromEnvironment(" 3\n", 6), "surrounding space ignored");
+        for (String bad : new String[] {"0", "-2", "four", "2.5"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> ComputePool.threadsFromEnvironment(bad, 6), bad);
+            assertTrue(e.getMessage().contains("SHARDWISE_THREADS='" + bad + "'") && e.getMessage().contains("e.g. 6"),
+                    "message for '" + bad + "': " + e.getMessage());
+        }
+    }
 }
