@@ -22,7 +22,8 @@ final class LayerNormLayer implements Norm {
     public Saved forward(StepArena arena, Tensor x) {
         int n = x.dim(0), c = x.dim(1);
         DType dtype = x.dtype();
-        Saved saved = new Saved(arena.allocate(dtype, n, c), arena.allocate(dtype, n), arena.allocate(dtype, n));
+        Saved saved = new Saved(arena.allocateForOverwrite(dtype, n, c), arena.allocateForOverwrite(dtype, n),
+                arena.allocateForOverwrite(dtype, n));
         LayerNorm.forward(saved.out(), saved.mean(), saved.rstd(), x, weight.value(), bias.value(), eps);
         return saved;
     }

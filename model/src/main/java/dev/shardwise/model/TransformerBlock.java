@@ -70,7 +70,7 @@ final class TransformerBlock {
 
     /** α·stream + branch, in a new tensor. */
     private Tensor residual(StepArena arena, Tensor stream, Tensor branch) {
-        Tensor out = arena.allocate(stream.dtype(), stream.shape());
+        Tensor out = arena.allocateForOverwrite(stream.dtype(), stream.shape());
         if (alpha == 1.0) {
             Vectors.add(out, stream, branch);
         } else {
@@ -84,8 +84,8 @@ final class TransformerBlock {
     void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
-            Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
-            Vectors.accumulate(dx1, dy);
+            Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+            Vectors.copy(dx1, dy);
             Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
             feedForward.backward(arena, dn2, dy, saved.n2.out(), saved.feedForward);
             norm2.backward(dx1, dn2, saved.x1, saved.n2);
