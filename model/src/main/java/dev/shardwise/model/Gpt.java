@@ -223,7 +223,7 @@ public final class Gpt implements AutoCloseable {
         }
         if (finalUnit != null) hooks.afterBackward(finalUnit);
         for (int l = blocks.size() - 1; l >= 0; l--) {
-            Tensor dinput = arena.allocate(dtype, n, c);
+            Tensor dinput = arena.allocateForOverwrite(dtype, n, c);   // the block writes it
             hooks.beforeBackward(blockUnits.get(l));
             blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
             hooks.afterBackward(blockUnits.get(l));

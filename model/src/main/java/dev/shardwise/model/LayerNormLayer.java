@@ -33,4 +33,10 @@ final class LayerNormLayer implements Norm {
     public void backward(Tensor dx, Tensor dy, Tensor x, Saved saved) {
         LayerNorm.backward(dx, weight.grad(), bias.grad(), dy, x, saved.mean(), saved.rstd(), weight.value());
     }
+
+    /** Writes dx = residual + LNᵀ(dy) [N, C] in the kernel's one pass; accumulates dγ and dβ. */
+    @Override
+    public void backwardOnto(Tensor dx, Tensor residual, Tensor dy, Tensor x, Saved saved) {
+        LayerNorm.backwardOnto(dx, residual, weight.grad(), bias.grad(), dy, x, saved.mean(), saved.rstd(), weight.value());
+    }
 }
