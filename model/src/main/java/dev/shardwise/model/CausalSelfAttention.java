@@ -55,15 +55,15 @@ final class CausalSelfAttention {
         Tensor rotated = null;
         Tensor q = q(fused, b, t), k = k(fused, b, t);
         if (rotary) {
-            rotated = arena.allocate(x.dtype(), b, t, heads + kvHeads, headSize);
+            rotated = arena.allocateForOverwrite(x.dtype(), b, t, heads + kvHeads, headSize);
             Tensor rq = rotated.slice(2, 0, heads), rk = rotated.slice(2, heads, kvHeads);
             Rotary.forward(rq, q, 0);
             Rotary.forward(rk, k, 0);
             q = rq;
             k = rk;
         }
-        Tensor att = arena.allocate(x.dtype(), b * t, heads * headSize);              // [B·T, NH·HS]
-        Tensor lse = arena.allocate(x.dtype(), b, heads, t);                          // [B, NH, T]
+        Tensor att = arena.allocateForOverwrite(x.dtype(), b * t, heads * headSize);  // [B·T, NH·HS]
+        Tensor lse = arena.allocateForOverwrite(x.dtype(), b, heads, t);              // [B, NH, T]
         Attention.forward(att.view(b, t, heads, headSize), lse, q, k, v(fused, b, t), scale());
         return new Saved(fused, rotated, att, lse, proj.forward(arena, att));
     }

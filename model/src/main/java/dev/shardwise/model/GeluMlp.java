@@ -32,7 +32,7 @@ final class GeluMlp implements FeedForward {
     @Override
     public Saved forward(StepArena arena, Tensor x) {
         Tensor hidden = fc.forward(arena, x);
-        Tensor gelu = arena.allocate(x.dtype(), hidden.shape());
+        Tensor gelu = arena.allocateForOverwrite(x.dtype(), hidden.shape());
         Gelu.forward(gelu, hidden);
         return new Saved(hidden, gelu, proj.forward(arena, gelu));
     }
@@ -42,8 +42,8 @@ final class GeluMlp implements FeedForward {
         Saved saved = (Saved) s;
         Tensor dgelu = arena.allocate(dy.dtype(), saved.gelu.shape());
         proj.backward(dgelu, dy, saved.gelu);
-        Tensor dhidden = arena.allocate(dy.dtype(), saved.hidden.shape());
-        Gelu.backward(dhidden, dgelu, saved.hidden);
+        Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
+        Gelu.backwardInto(dhidden, dgelu, saved.hidden);
         fc.backward(dx, dhidden, x);
     }
 }

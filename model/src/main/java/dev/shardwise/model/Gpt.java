@@ -8,6 +8,7 @@ import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
@@ -204,8 +205,8 @@ public final class Gpt implements AutoCloseable {
         DType dtype = params.dtype();
         hooks.beforeBackward(embeddingUnit);
         // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
-        Tensor dhead = arena.allocate(dtype, n, c);
-        Gemm.matmul(dhead, pass.dlogits, tokenEmbedding.value(), false, false, 1f, 1f);
+        Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
+        Gemm.matmul(dhead, pass.dlogits, tokenEmbedding.value(), false, false, 1f, 0f);
         Gemm.matmul(tokenEmbedding.grad(), pass.dlogits, pass.headInput, true, false, 1f, 1f);
         Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
         Tensor dstream = dhead;
@@ -222,7 +223,7 @@ public final class Gpt implements AutoCloseable {
         }
         if (finalUnit != null) hooks.afterBackward(finalUnit);
         for (int l = blocks.size() - 1; l >= 0; l--) {
-            Tensor dinput = arena.allocate(dtype, n, c);
+            Tensor dinput = arena.allocateForOverwrite(dtype, n, c);   // the block writes it
             hooks.beforeBackward(blockUnits.get(l));
             blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
             hooks.afterBackward(blockUnits.get(l));
@@ -263,10 +264,10 @@ public final class Gpt implements AutoCloseable {
         }
         DType dtype = params.dtype();
         Tensor ids = contiguousCopy(arena, tokens).view(n);
-        Tensor positions = arena.allocate(DType.I32, n);
+        Tensor positions = arena.allocateForOverwrite(DType.I32, n);
         for (int i = 0; i < n; i++) positions.segment().set(ValueLayout.JAVA_INT, 4L * i, i % t);
 
-        Tensor x0 = arena.allocate(dtype, n, c);
+        Tensor x0 = arena.allocateForOverwrite(dtype, n, c);
         hooks.beforeForward(embeddingUnit);
         Embedding.forward(x0, ids, tokenEmbedding.value(), false);
         if (positionEmbedding != null) Embedding.forward(x0, positions, positionEmbedding.value(), true);
@@ -289,7 +290,7 @@ public final class Gpt implements AutoCloseable {
         Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
         if (finalUnit != null) hooks.afterForward(finalUnit);
         Tensor headInput = fn != null ? fn.out() : stream;
-        Tensor logits = arena.allocate(dtype, n, v);
+        Tensor logits = arena.allocateForOverwrite(dtype, n, v);
         hooks.beforeForward(embeddingUnit);
         Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
         hooks.afterForward(embeddingUnit);
@@ -305,7 +306,7 @@ public final class Gpt implements AutoCloseable {
         Tensor flatTargets = contiguousCopy(arena, targets).view(n);
         int counted = 0;
         for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
-        Tensor losses = arena.allocate(params.dtype(), n);
+        Tensor losses = arena.allocateForOverwrite(params.dtype(), n);
         if (withGradient) {
             CrossEntropy.forwardBackward(losses, trunk.logits, trunk.logits, flatTargets, lossScale / Math.max(counted, 1));
         } else {
@@ -317,10 +318,19 @@ public final class Gpt implements AutoCloseable {
         return new Pass(trunk, withGradient ? trunk.logits : null, loss, counted);
     }
 
+    /** {@code ids} i32 [B, T] itself when contiguous, else a contiguous copy (a column slice of a [B, T+1] batch). */
     private static Tensor contiguousCopy(StepArena arena, Tensor ids) {
         if (ids.isContiguous()) return ids;
-        Tensor copy = arena.allocate(DType.I32, ids.shape());
-        copy.copyFrom(ids.toDoubleArray());
+        Tensor copy = arena.allocateForOverwrite(DType.I32, ids.shape());
+        if (ids.hasUnitInnerStride()) {
+            int rows = ids.dim(0), cols = ids.dim(1);
+            for (int r = 0; r < rows; r++) {
+                MemorySegment.copy(ids.segment(), ids.byteOffset() + 4L * r * ids.stride(0),
+                        copy.segment(), copy.byteOffset() + 4L * r * cols, 4L * cols);
+            }
+        } else {
+            copy.copyFrom(ids.toDoubleArray());
+        }
         return copy;
     }
 

@@ -22,7 +22,8 @@ final class LayerNormLayer implements Norm {
     public Saved forward(StepArena arena, Tensor x) {
         int n = x.dim(0), c = x.dim(1);
         DType dtype = x.dtype();
-        Saved saved = new Saved(arena.allocate(dtype, n, c), arena.allocate(dtype, n), arena.allocate(dtype, n));
+        Saved saved = new Saved(arena.allocateForOverwrite(dtype, n, c), arena.allocateForOverwrite(dtype, n),
+                arena.allocateForOverwrite(dtype, n));
         LayerNorm.forward(saved.out(), saved.mean(), saved.rstd(), x, weight.value(), bias.value(), eps);
         return saved;
     }
@@ -31,5 +32,11 @@ final class LayerNormLayer implements Norm {
     @Override
     public void backward(Tensor dx, Tensor dy, Tensor x, Saved saved) {
         LayerNorm.backward(dx, weight.grad(), bias.grad(), dy, x, saved.mean(), saved.rstd(), weight.value());
+    }
+
+    /** Writes dx = residual + LNᵀ(dy) [N, C] in the kernel's one pass; accumulates dγ and dβ. */
+    @Override
+    public void backwardOnto(Tensor dx, Tensor residual, Tensor dy, Tensor x, Saved saved) {
+        LayerNorm.backwardOnto(dx, residual, weight.grad(), bias.grad(), dy, x, saved.mean(), saved.rstd(), weight.value());
     }
 }

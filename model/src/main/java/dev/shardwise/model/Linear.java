@@ -29,9 +29,14 @@ final class Linear {
 
     /** x [N, IN] -> y [N, OUT], allocated in {@code arena}. */
     Tensor forward(StepArena arena, Tensor x) {
-        Tensor y = arena.allocate(x.dtype(), x.dim(0), outFeatures());
-        Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
-        if (bias != null) Bias.forward(y, bias.value());
+        Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0), outFeatures());
+        if (bias != null) {
+            // y = b, then y += x·Wᵀ: the GEMM adds onto the bias rows (no separate zeroing and bias passes over y)
+            Bias.broadcast(y, bias.value());
+            Gemm.matmul(y, x, weight.value(), false, true, 1f, 1f);
+        } else {
+            Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
+        }
         return y;
     }
 

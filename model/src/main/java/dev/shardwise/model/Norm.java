@@ -1,5 +1,6 @@
 package dev.shardwise.model;
 
+import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
@@ -19,6 +20,15 @@ interface Norm {
 
     /** Accumulates dx [N, C] and the norm's parameter gradients from dy [N, C]; reads x and what forward saved. */
     void backward(Tensor dx, Tensor dy, Tensor x, Saved saved);
+
+    /**
+     * As {@link #backward}, onto a residual stream's gradient: writes dx = residual + Nᵀ(dy) (dx [N, C] is not
+     * read; residual [N, C] must not overlap it) and accumulates the parameter gradients.
+     */
+    default void backwardOnto(Tensor dx, Tensor residual, Tensor dy, Tensor x, Saved saved) {
+        Vectors.copy(dx, residual);
+        backward(dx, dy, x, saved);
+    }
 
     /** Declares the parameters of the norm {@code config} asks for under {@code name}. */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {

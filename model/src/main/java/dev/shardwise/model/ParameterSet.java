@@ -1,5 +1,6 @@
 package dev.shardwise.model;
 
+import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
@@ -315,7 +316,11 @@ public final class ParameterSet implements AutoCloseable {
     /** Sets every gradient to zero; nothing when this set holds no flat gradients (their owner zeroes them). */
     public void zeroGrads() {
         if (grads == null) return;
-        grads.segment().asSlice(grads.byteOffset(), grads.numel() * dtype.byteSize()).fill((byte) 0);
+        if (dtype == DType.F32 || dtype == DType.F64) {
+            Vectors.zero(grads);   // on the compute pool's threads
+        } else {
+            grads.segment().asSlice(grads.byteOffset(), grads.numel() * dtype.byteSize()).fill((byte) 0);
+        }
     }
 
     @Override

@@ -20,7 +20,7 @@ final class RmsNormLayer implements Norm {
     public Saved forward(StepArena arena, Tensor x) {
         int n = x.dim(0), c = x.dim(1);
         DType dtype = x.dtype();
-        Saved saved = new Saved(arena.allocate(dtype, n, c), null, arena.allocate(dtype, n));
+        Saved saved = new Saved(arena.allocateForOverwrite(dtype, n, c), null, arena.allocateForOverwrite(dtype, n));
         RmsNorm.forward(saved.out(), saved.rstd(), x, weight.value(), eps);
         return saved;
     }

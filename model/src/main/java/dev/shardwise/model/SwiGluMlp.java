@@ -38,7 +38,7 @@ final class SwiGluMlp implements FeedForward {
     public Saved forward(StepArena arena, Tensor x) {
         Tensor g = gate.forward(arena, x);
         Tensor u = up.forward(arena, x);
-        Tensor hidden = arena.allocate(x.dtype(), g.shape());
+        Tensor hidden = arena.allocateForOverwrite(x.dtype(), g.shape());
         SwiGlu.forward(hidden, g, u);
         return new Saved(g, u, hidden, down.forward(arena, hidden));
     }

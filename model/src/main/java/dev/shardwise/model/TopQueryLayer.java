@@ -72,27 +72,27 @@ final class TopQueryLayer {
     /** x [B·T, C] -> y [B·T, C]; {@code positions} i32 [B·T] are the positions t of the rows. */
     Saved forward(StepArena arena, Tensor x, Tensor positions, int b, int t) {
         Norm.Saved n1 = norm1.forward(arena, x);
-        Tensor qe = arena.allocate(x.dtype(), x.shape());
+        Tensor qe = arena.allocateForOverwrite(x.dtype(), x.shape());
         Embedding.forward(qe, positions, queryEmbedding.value(), false);
         Tensor q = query.forward(arena, qe);
         Tensor kv = keyValue.forward(arena, n1.out());
-        Tensor att = arena.allocate(x.dtype(), b * t, heads * headSize);
-        Tensor lse = arena.allocate(x.dtype(), b, heads, t);
+        Tensor att = arena.allocateForOverwrite(x.dtype(), b * t, heads * headSize);
+        Tensor lse = arena.allocateForOverwrite(x.dtype(), b, heads, t);
         Attention.forward(att.view(b, t, heads, headSize), lse, q.view(b, t, heads, headSize), k(kv, b, t), v(kv, b, t), scale());
         Tensor a = proj.forward(arena, att);
-        Tensor x1 = arena.allocate(x.dtype(), x.shape());
+        Tensor x1 = arena.allocateForOverwrite(x.dtype(), x.shape());
         Vectors.add(x1, x, a);
         Norm.Saved n2 = norm2.forward(arena, x1);
         FeedForward.Saved f = feedForward.forward(arena, n2.out());
-        Tensor y = arena.allocate(x.dtype(), x.shape());
+        Tensor y = arena.allocateForOverwrite(x.dtype(), x.shape());
         Vectors.add(y, x1, f.out());
         return new Saved(n1, qe, q, kv, att, lse, x1, n2, f, y);
     }
 
     /** Accumulates dx [B·T, C] and the layer's parameter gradients (E_q's included) from dy [B·T, C]. */
     void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Tensor positions, int b, int t, Saved s) {
-        Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
-        Vectors.accumulate(dx1, dy);
+        Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+        Vectors.copy(dx1, dy);
         Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
         feedForward.backward(arena, dn2, dy, s.n2.out(), s.feedForward);
         norm2.backward(dx1, dn2, s.x1, s.n2);

@@ -70,7 +70,7 @@ final class TransformerBlock {
 
     /** α·stream + branch, in a new tensor. */
     private Tensor residual(StepArena arena, Tensor stream, Tensor branch) {
-        Tensor out = arena.allocate(stream.dtype(), stream.shape());
+        Tensor out = arena.allocateForOverwrite(stream.dtype(), stream.shape());
         if (alpha == 1.0) {
             Vectors.add(out, stream, branch);
         } else {
@@ -80,20 +80,21 @@ final class TransformerBlock {
         return out;
     }
 
-    /** Accumulates dx [B·T, C] and every parameter gradient of the block from dy [B·T, C]. */
+    /**
+     * Writes dx [B·T, C] (the gradient of the block's input; dx is not read) and accumulates every parameter
+     * gradient of the block, from dy [B·T, C].
+     */
     void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
-            Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
-            Vectors.accumulate(dx1, dy);
             Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
             feedForward.backward(arena, dn2, dy, saved.n2.out(), saved.feedForward);
-            norm2.backward(dx1, dn2, saved.x1, saved.n2);
-            // x1 = x + A(N1(x)): dx += dx1 + N1ᵀ(Aᵀ(dx1))
-            Vectors.accumulate(dx, dx1);
+            Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+            norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
+            // x1 = x + A(N1(x)): dx = dx1 + N1ᵀ(Aᵀ(dx1))
             Tensor dn1 = arena.allocate(dy.dtype(), dy.shape());
             attention.backward(arena, dn1, dx1, saved.n1.out(), b, t, saved.attention);
-            norm1.backward(dx, dn1, x, saved.n1);
+            norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
             return;
         }
         // y = N2(sum2), sum2 = α·x1 + F(x1): dsum2 = N2ᵀ(dy); dx1 = α·dsum2 + Fᵀ(dsum2)
@@ -102,10 +103,11 @@ final class TransformerBlock {
         Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
         Vectors.axpy(dx1, dsum2, alpha);
         feedForward.backward(arena, dx1, dsum2, saved.x1, saved.feedForward);
-        // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx += α·dsum1 + Aᵀ(dsum1)
+        // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx = α·dsum1 + Aᵀ(dsum1)
         Tensor dsum1 = arena.allocate(dy.dtype(), dy.shape());
         norm1.backward(dsum1, dx1, saved.sum1, saved.n1);
-        Vectors.axpy(dx, dsum1, alpha);
+        Vectors.copy(dx, dsum1);
+        if (alpha != 1.0) Vectors.scale(dx, alpha);   // the bits of α·dsum1 + 0
         attention.backward(arena, dx, dsum1, x, b, t, saved.attention);
     }
 }

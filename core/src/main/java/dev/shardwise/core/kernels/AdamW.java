@@ -35,6 +35,20 @@ public final class AdamW {
      */
     public static void step(Tensor param, Tensor grad, Tensor m, Tensor v, double lr, double beta1, double beta2,
                             double eps, double weightDecay, long step) {
+        step(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, 1.0);
+    }
+
+    /**
+     * As {@link #step(Tensor, Tensor, Tensor, Tensor, double, double, double, double, double, long)} with the
+     * gradient {@code g = gradScale · grad} (grad itself is not changed): gradient clipping folded into the
+     * update instead of a pass that scales the gradients first. F32 rounds {@code gradScale} to float and each
+     * product to float, so the update has the bits of scaling grad in place by that float and then stepping.
+     *
+     * @param step 1-based number of this step (t in the bias corrections)
+     * @throws IllegalArgumentException if shapes or dtypes disagree, a tensor is not contiguous, or {@code step < 1}
+     */
+    public static void step(Tensor param, Tensor grad, Tensor m, Tensor v, double lr, double beta1, double beta2,
+                            double eps, double weightDecay, long step, double gradScale) {
         String op = "AdamW.step";
         if (step < 1) throw new IllegalArgumentException(op + ": step is " + step + " but is 1-based (the first step is 1)");
         DType dt = Kernels.floatType(op, new String[]{"param", "grad", "m", "v"}, param, grad, m, v);
@@ -51,11 +65,11 @@ public final class AdamW {
         if (dt == DType.F32) {
             float b1 = (float) beta1, b2 = (float) beta2, ob1 = (float) (1 - beta1), ob2 = (float) (1 - beta2);
             float ic1 = (float) (1 / c1), ic2 = (float) (1 / c2), fe = (float) eps;
-            float flr = (float) lr, decay = (float) (1 - lr * weightDecay);
+            float flr = (float) lr, decay = (float) (1 - lr * weightDecay), gs32 = (float) gradScale;
             Kernels.forStrips((po, go, mo, vo, z4, len) -> {
                 int i = 0;
                 for (; i <= len - L; i += L) {
-                    FloatVector g = load(gs, go + 4L * i);
+                    FloatVector g = load(gs, go + 4L * i).mul(gs32);   // exact when gradScale is 1
                     FloatVector mv = load(ms, mo + 4L * i).mul(b1).add(g.mul(ob1));
                     FloatVector vv = load(vs, vo + 4L * i).mul(b2).add(g.mul(g).mul(ob2));
                     mv.intoMemorySegment(ms, mo + 4L * i, LE);
@@ -66,7 +80,7 @@ public final class AdamW {
                     upd.mul(-flr).add(p.mul(decay)).intoMemorySegment(ps, po + 4L * i, LE);
                 }
                 for (; i < len; i++) {
-                    float g = get(gs, go + 4L * i);
+                    float g = get(gs, go + 4L * i) * gs32;
                     float mv = get(ms, mo + 4L * i) * b1 + g * ob1;
                     float vv = get(vs, vo + 4L * i) * b2 + g * g * ob2;
                     put(ms, mo + 4L * i, mv);
@@ -79,7 +93,7 @@ public final class AdamW {
             ValueLayout.OfDouble D = ValueLayout.JAVA_DOUBLE_UNALIGNED;
             Kernels.forStrips((po, go, mo, vo, z4, len) -> {
                 for (int i = 0; i < len; i++) {
-                    double g = gs.get(D, go + 8L * i);
+                    double g = gs.get(D, go + 8L * i) * gradScale;
                     double mv = beta1 * ms.get(D, mo + 8L * i) + (1 - beta1) * g;
                     double vv = beta2 * vs.get(D, vo + 8L * i) + (1 - beta2) * g * g;
                     ms.set(D, mo + 8L * i, mv);

@@ -8,6 +8,12 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 
+import static dev.shardwise.core.kernels.Kernels.L;
+import static dev.shardwise.core.kernels.Kernels.LE;
+import static dev.shardwise.core.kernels.VecOps.get;
+import static dev.shardwise.core.kernels.VecOps.load;
+import static dev.shardwise.core.kernels.VecOps.put;
+
 /**
  * Embedding lookup (rows of a table gathered by token id) and the scatter-add of their gradients.
  * Works on F32 and F64 alike: a gather is exact and the scatter-add runs in a fixed order.
@@ -37,10 +43,7 @@ public final class Embedding {
                 if (!accumulate) {
                     MemorySegment.copy(t, src, o, dst, c * size);
                 } else if (out.dtype() == DType.F32) {
-                    for (int j = 0; j < c; j++) {
-                        long at = j * 4L;
-                        o.set(ValueLayout.JAVA_FLOAT, dst + at, o.get(ValueLayout.JAVA_FLOAT, dst + at) + t.get(ValueLayout.JAVA_FLOAT, src + at));
-                    }
+                    addF32(o, dst, t, src, c);
                 } else {
                     for (int j = 0; j < c; j++) {
                         long at = j * 8L;
@@ -70,16 +73,25 @@ public final class Embedding {
             int j0 = task * columnsPerTask, j1 = Math.min(c, j0 + columnsPerTask);
             for (int row = 0; row < n; row++) {
                 long src = dBase + (long) row * c * size, dst = gBase + (long) idValues[row] * c * size;
-                for (int j = j0; j < j1; j++) {
-                    long at = j * size;
-                    if (f32) {
-                        g.set(ValueLayout.JAVA_FLOAT, dst + at, g.get(ValueLayout.JAVA_FLOAT, dst + at) + d.get(ValueLayout.JAVA_FLOAT, src + at));
-                    } else {
+                if (f32) {
+                    addF32(g, dst + 4L * j0, d, src + 4L * j0, j1 - j0);
+                } else {
+                    for (int j = j0; j < j1; j++) {
+                        long at = j * size;
                         g.set(ValueLayout.JAVA_DOUBLE, dst + at, g.get(ValueLayout.JAVA_DOUBLE, dst + at) + d.get(ValueLayout.JAVA_DOUBLE, src + at));
                     }
                 }
             }
         });
+    }
+
+    /** {@code len} floats at {@code dst} += those at {@code src}, lane by lane (the same sums as a scalar loop). */
+    private static void addF32(MemorySegment to, long dst, MemorySegment from, long src, int len) {
+        int j = 0;
+        for (; j <= len - L; j += L) {
+            load(to, dst + 4L * j).add(load(from, src + 4L * j)).intoMemorySegment(to, dst + 4L * j, LE);
+        }
+        for (; j < len; j++) put(to, dst + 4L * j, get(to, dst + 4L * j) + get(from, src + 4L * j));
     }
 
     private static void check(String op, Tensor rows, Tensor ids, Tensor table, int n, int c) {

@@ -62,14 +62,31 @@ public final class Gelu {
      * @throws IllegalArgumentException if shapes or dtypes disagree
      */
     public static void backward(Tensor dx, Tensor dout, Tensor x) {
-        String op = "Gelu.backward";
+        backward("Gelu.backward", dx, dout, x, true);
+    }
+
+    /**
+     * {@code dx = dout · gelu'(x)}, overwriting dx without reading it (for a gradient buffer nothing else writes,
+     * which then needs no zeroing); the same values as {@link #backward} into a zeroed dx.
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
+     */
+    public static void backwardInto(Tensor dx, Tensor dout, Tensor x) {
+        backward("Gelu.backwardInto", dx, dout, x, false);
+    }
+
+    private static void backward(String op, Tensor dx, Tensor dout, Tensor x, boolean accumulate) {
         DType dt = Kernels.floatType(op, new String[]{"dx", "dout", "x"}, dx, dout, x);
         Kernels.sameShape(op, "dx", dx, "x", x);
         Kernels.sameShape(op, "dout", dout, "x", x);
         Rows a = Rows.of(op, "dx", dx), g = Rows.of(op, "dout", dout), r = Rows.of(op, "x", x);
         MemorySegment as = a.segment(), gs = g.segment(), xs = r.segment();
         if (dt == DType.F32) {
-            Kernels.forStrips((ao, go, xo, u3, u4, len) -> backwardF32(as, ao, gs, go, xs, xo, len), a, g, r);
+            if (accumulate) {
+                Kernels.forStrips((ao, go, xo, u3, u4, len) -> backwardF32(as, ao, gs, go, xs, xo, len), a, g, r);
+            } else {
+                Kernels.forStrips((ao, go, xo, u3, u4, len) -> backwardIntoF32(as, ao, gs, go, xs, xo, len), a, g, r);
+            }
         } else {
             Kernels.forStrips((ao, go, xo, u3, u4, len) -> {
                 for (int i = 0; i < len; i++) {
@@ -78,7 +95,8 @@ public final class Gelu {
                     double grad = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * K * (1 + 3 * C3 * v * v);
                     double d = gs.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, go + 8L * i);
                     long at = ao + 8L * i;
-                    as.set(ValueLayout.JAVA_DOUBLE_UNALIGNED, at, as.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, at) + d * grad);
+                    double base = accumulate ? as.get(ValueLayout.JAVA_DOUBLE_UNALIGNED, at) : 0;
+                    as.set(ValueLayout.JAVA_DOUBLE_UNALIGNED, at, base + d * grad);
                 }
             }, a, g, r);
         }
@@ -108,22 +126,34 @@ public final class Gelu {
     }
 
     private static void backwardF32(MemorySegment as, long ao, MemorySegment gs, long go, MemorySegment xs, long xo, int len) {
-        FloatVector one = FloatVector.broadcast(F, 1f);
         int i = 0;
         for (; i <= len - L; i += L) {
-            FloatVector v = load(xs, xo + 4L * i);
-            FloatVector x2 = v.mul(v);
-            FloatVector minus2u = x2.fma(C3F, 1f).mul(v).mul(-K2);
-            FloatVector s = one.div(VecOps.exp(minus2u).add(one));
-            FloatVector dinner = x2.fma(C3X3F, 1f).mul(K2);                       // 2k · (1 + 3c·x²)
-            FloatVector grad = s.mul(one.sub(s)).mul(v).fma(dinner, s);          // s + 2x·s(1-s)·k(1+3cx²)
-            grad.fma(load(gs, go + 4L * i), load(as, ao + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
+            gradF32(load(xs, xo + 4L * i)).fma(load(gs, go + 4L * i), load(as, ao + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
         }
-        for (; i < len; i++) {
-            float v = get(xs, xo + 4L * i);
-            float s = (float) (1 / (1 + Math.exp(-K2 * (v + C3F * v * v * v))));
-            float grad = s + v * s * (1 - s) * K2 * (1 + C3X3F * v * v);
-            put(as, ao + 4L * i, Math.fma(grad, get(gs, go + 4L * i), get(as, ao + 4L * i)));
+        for (; i < len; i++) put(as, ao + 4L * i, Math.fma(gradF32(get(xs, xo + 4L * i)), get(gs, go + 4L * i), get(as, ao + 4L * i)));
+    }
+
+    private static void backwardIntoF32(MemorySegment as, long ao, MemorySegment gs, long go, MemorySegment xs, long xo, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            gradF32(load(xs, xo + 4L * i)).mul(load(gs, go + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
         }
+        // fma(g, d, 0) rounds as g·d does, so these are the bits backward gives into zeros
+        for (; i < len; i++) put(as, ao + 4L * i, gradF32(get(xs, xo + 4L * i)) * get(gs, go + 4L * i));
+    }
+
+    /** gelu'(x) lane-wise: s + 2x·s(1-s)·k(1+3cx²) with s = sigmoid(2u); constants built here (see VecOps.exp). */
+    private static FloatVector gradF32(FloatVector v) {
+        FloatVector one = FloatVector.broadcast(F, 1f);
+        FloatVector x2 = v.mul(v);
+        FloatVector minus2u = x2.fma(C3F, 1f).mul(v).mul(-K2);
+        FloatVector s = one.div(VecOps.exp(minus2u).add(one));
+        FloatVector dinner = x2.fma(C3X3F, 1f).mul(K2);                       // 2k · (1 + 3c·x²)
+        return s.mul(one.sub(s)).mul(v).fma(dinner, s);                       // s + 2x·s(1-s)·k(1+3cx²)
+    }
+
+    private static float gradF32(float v) {
+        float s = (float) (1 / (1 + Math.exp(-K2 * (v + C3F * v * v * v))));
+        return s + v * s * (1 - s) * K2 * (1 + C3X3F * v * v);
     }
 }

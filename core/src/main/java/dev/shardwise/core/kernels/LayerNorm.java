@@ -49,19 +49,39 @@ public final class LayerNorm {
      */
     public static void backward(Tensor dx, Tensor dweight, Tensor dbias, Tensor dout, Tensor x, Tensor mean, Tensor rstd,
                                 Tensor weight) {
-        String op = "LayerNorm.backward";
-        DType dt = Kernels.floatType(op, new String[]{"dx", "dweight", "dbias", "dout", "x", "mean", "rstd", "weight"},
-                dx, dweight, dbias, dout, x, mean, rstd, weight);
+        backward("LayerNorm.backward", dx, dx, dweight, dbias, dout, x, mean, rstd, weight);
+    }
+
+    /**
+     * {@link #backward} onto a residual gradient: {@code dx = residual + rstd · (g - mean(g) - norm · mean(g · norm))}
+     * (dx is written, not read), for a norm on a residual branch whose input gradient is the stream's gradient
+     * plus the norm's: one pass instead of copying the stream's gradient into dx first. The same bits as
+     * {@link #backward} into a copy of {@code residual}; dweight and dbias accumulate as there. {@code residual}
+     * may be {@code dx}; it must not otherwise overlap it.
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
+     */
+    public static void backwardOnto(Tensor dx, Tensor residual, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
+                                    Tensor mean, Tensor rstd, Tensor weight) {
+        backward("LayerNorm.backwardOnto", dx, residual, dweight, dbias, dout, x, mean, rstd, weight);
+    }
+
+    private static void backward(String op, Tensor dx, Tensor residual, Tensor dweight, Tensor dbias, Tensor dout, Tensor x,
+                                 Tensor mean, Tensor rstd, Tensor weight) {
+        DType dt = Kernels.floatType(op, new String[]{"dx", "residual", "dweight", "dbias", "dout", "x", "mean", "rstd", "weight"},
+                dx, residual, dweight, dbias, dout, x, mean, rstd, weight);
         Kernels.sameShape(op, "dx", dx, "x", x);
+        Kernels.sameShape(op, "residual", residual, "x", x);
         Kernels.sameShape(op, "dout", dout, "x", x);
         Rows xr = Rows.of(op, "x", x), dxr = Rows.of(op, "dx", dx), dor = Rows.of(op, "dout", dout);
+        Rows base = residual == dx ? dxr : Rows.of(op, "residual", residual);
         int n = xr.rows(), c = xr.cols();
         Rows m = Kernels.vector(op, "mean", mean, n, "one per row of x");
         Rows r = Kernels.vector(op, "rstd", rstd, n, "one per row of x");
         Rows w = Kernels.vector(op, "weight", weight, c, "one per column of x");
         Rows dw = Kernels.vector(op, "dweight", dweight, c, "one per column of x");
         Rows db = Kernels.vector(op, "dbias", dbias, c, "one per column of x");
-        if (dt == DType.F32) LayerNormF32.backward(dxr, dw, db, dor, xr, m, r, w);
-        else LayerNormReference.backward(dxr, dw, db, dor, xr, m, r, w);
+        if (dt == DType.F32) LayerNormF32.backward(dxr, base, dw, db, dor, xr, m, r, w);
+        else LayerNormReference.backward(dxr, base, dw, db, dor, xr, m, r, w);
     }
 }

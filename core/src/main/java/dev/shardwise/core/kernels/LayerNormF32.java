@@ -51,17 +51,18 @@ final class LayerNormF32 {
         }
     }
 
-    static void backward(Rows dx, Rows dw, Rows db, Rows dout, Rows x, Rows mean, Rows rstd, Rows w) {
+    /** dx = base + the row gradient (base may be dx: accumulate); dw, db accumulate. */
+    static void backward(Rows dx, Rows base, Rows dw, Rows db, Rows dout, Rows x, Rows mean, Rows rstd, Rows w) {
         int rows = x.rows(), c = x.cols();
         int chunkRows = Kernels.gradChunkRows(rows);
         int chunks = (rows + chunkRows - 1) / chunkRows;
         float[][] dwPart = new float[chunks][c + L], dbPart = new float[chunks][c + L];
-        MemorySegment xs = x.segment(), gs = dout.segment(), ws = w.segment(), as = dx.segment();
+        MemorySegment xs = x.segment(), gs = dout.segment(), ws = w.segment(), as = dx.segment(), bs = base.segment();
         long wo = w.base();
         Kernels.forChunks(chunks, (long) rows * c, k -> {
             float[] pw = dwPart[k], pb = dbPart[k];
             for (int n = k * chunkRows, end = Math.min(rows, n + chunkRows); n < end; n++) {
-                long xo = x.row(n), go = dout.row(n), ao = dx.row(n);
+                long xo = x.row(n), go = dout.row(n), ao = dx.row(n), bo = base.row(n);
                 float mu = get(mean.segment(), mean.base() + 4L * n);
                 float rs = get(rstd.segment(), rstd.base() + 4L * n);
                 FloatVector vm = FloatVector.broadcast(F, mu), vr = FloatVector.broadcast(F, rs);
@@ -80,7 +81,7 @@ final class LayerNormF32 {
                     sumGN = Math.fma(g, get(xs, xo + 4L * i) - mu, sumGN);
                 }
                 float gMean = sumG / c, gnMean = sumGN * rs / c;
-                backwardApply(as, ao, gs, go, xs, xo, ws, wo, pw, pb, c, mu, rs, gMean, gnMean);
+                backwardApply(as, ao, bs, bo, gs, go, xs, xo, ws, wo, pw, pb, c, mu, rs, gMean, gnMean);
             }
         });
         Kernels.addPartials(dw.segment(), dw.base(), dwPart, c);
@@ -88,23 +89,24 @@ final class LayerNormF32 {
     }
 
     /**
-     * Pass 2 of one row of the backward: dx += rstd · (g - mean(g) - norm · mean(g · norm)), and the row's
+     * Pass 2 of one row of the backward: dx = base + rstd · (g - mean(g) - norm · mean(g · norm)), and the row's
      * weight and bias partials. A method of its own for the reason given at {@link #normalize}: inlined with
      * pass 1 it was boxed (18 bytes allocated per element).
      */
-    private static void backwardApply(MemorySegment as, long ao, MemorySegment gs, long go, MemorySegment xs, long xo,
+    private static void backwardApply(MemorySegment as, long ao, MemorySegment bs, long bo, MemorySegment gs, long go,
+                                      MemorySegment xs, long xo,
                                       MemorySegment ws, long wo, float[] pw, float[] pb, int c, float mu, float rs,
                                       float gMean, float gnMean) {
         FloatVector vm = FloatVector.broadcast(F, mu), vr = FloatVector.broadcast(F, rs);
         FloatVector vgm = FloatVector.broadcast(F, gMean), vgn = FloatVector.broadcast(F, gnMean);
-        // pass 2: dx += rstd * (g - mean(g) - norm * mean(g * norm)); parameter partials
+        // pass 2: dx = base + rstd * (g - mean(g) - norm * mean(g * norm)); parameter partials
         int i = 0;
         for (; i <= c - L; i += L) {
             FloatVector d = load(gs, go + 4L * i);
             FloatVector norm = load(xs, xo + 4L * i).sub(vm).mul(vr);
             FloatVector g = d.mul(load(ws, wo + 4L * i));
             FloatVector t = g.sub(vgm).sub(norm.mul(vgn));
-            t.fma(vr, load(as, ao + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
+            t.fma(vr, load(bs, bo + 4L * i)).intoMemorySegment(as, ao + 4L * i, LE);
             norm.fma(d, FloatVector.fromArray(F, pw, i)).intoArray(pw, i);
             FloatVector.fromArray(F, pb, i).add(d).intoArray(pb, i);
         }
@@ -113,7 +115,7 @@ final class LayerNormF32 {
             float norm = (get(xs, xo + 4L * i) - mu) * rs;
             float g = d * get(ws, wo + 4L * i);
             float t = g - gMean - norm * gnMean;
-            put(as, ao + 4L * i, Math.fma(t, rs, get(as, ao + 4L * i)));
+            put(as, ao + 4L * i, Math.fma(t, rs, get(bs, bo + 4L * i)));
             pw[i] = Math.fma(norm, d, pw[i]);
             pb[i] += d;
         }

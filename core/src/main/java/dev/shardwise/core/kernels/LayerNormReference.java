@@ -22,7 +22,7 @@ final class LayerNormReference {
         }
     }
 
-    static void backward(Rows dx, Rows dw, Rows db, Rows dout, Rows x, Rows mean, Rows rstd, Rows w) {
+    static void backward(Rows dx, Rows base, Rows dw, Rows db, Rows dout, Rows x, Rows mean, Rows rstd, Rows w) {
         int c = x.cols();
         for (int n = 0; n < x.rows(); n++) {
             double mu = Ref.get(mean, n), rs = Ref.get(rstd, n);
@@ -37,7 +37,7 @@ final class LayerNormReference {
             for (int i = 0; i < c; i++) {
                 double d = Ref.get(dout, n, i);
                 double norm = (Ref.get(x, n, i) - mu) * rs;
-                Ref.add(dx, n, i, (d * Ref.get(w, i) - gMean - norm * gnMean) * rs);
+                Ref.set(dx, n, i, Ref.get(base, n, i) + (d * Ref.get(w, i) - gMean - norm * gnMean) * rs);
                 Ref.add(dw, i, d * norm);
                 Ref.add(db, i, d);
             }

@@ -14,9 +14,13 @@ import java.util.Map;
 /**
  * The activations of forward/backward passes: tensors charged to a rank's {@link MemoryPool} (as
  * {@link MemoryCategory#ACTIVATIONS} unless another category is named) that live until {@link #reset()}.
- * A reset keeps the memory and hands it out again, zeroed, to the next pass's requests of the same size, so a
+ * A reset keeps the memory and hands it out again to the next pass's requests of the same size, so a
  * training loop that repeats the same pass touches fresh pages only once (first-touch page faults and the
- * allocator's zeroing cost more than the layers' elementwise work). {@link #close()} frees everything.
+ * allocator's zeroing cost more than the layers' elementwise work). {@link #allocate} zeroes a reused block
+ * (for kernels that accumulate into their output); {@link #allocateForOverwrite} does not, for outputs a
+ * kernel writes in full (a GEMM with beta 0, an elementwise map, a norm): the zeroing of a training step's
+ * activations, some 350 MB on GPT-2-small-like shapes, is memory traffic nothing reads. {@link #close()} frees
+ * everything.
  *
  * <p>Tensors from {@link #allocate} are views: do not close them. Not thread-safe: one arena belongs to one
  * rank's training thread.
@@ -45,6 +49,18 @@ public final class StepArena implements AutoCloseable {
 
     /** A zeroed tensor charged to {@code category} that lives until {@link #reset()} or {@link #close()}. */
     public Tensor allocate(MemoryCategory category, DType dtype, int... shape) {
+        return take(category, dtype, shape, true);
+    }
+
+    /**
+     * An activation tensor whose contents are unspecified (whatever an earlier pass left there, or zeros), for a
+     * caller that writes every element before reading any; lives until {@link #reset()} or {@link #close()}.
+     */
+    public Tensor allocateForOverwrite(DType dtype, int... shape) {
+        return take(MemoryCategory.ACTIVATIONS, dtype, shape, false);
+    }
+
+    private Tensor take(MemoryCategory category, DType dtype, int[] shape, boolean zeroed) {
         long numel = 1;
         for (int s : shape) numel *= s;
         Key key = new Key(category, dtype, numel);
@@ -52,7 +68,7 @@ public final class StepArena implements AutoCloseable {
         Tensor block;
         if (reusable != null && !reusable.isEmpty()) {
             block = reusable.pop();
-            zero(block.segment().asSlice(block.byteOffset(), numel * dtype.byteSize()));
+            if (zeroed) zero(block.segment().asSlice(block.byteOffset(), numel * dtype.byteSize()));
         } else {
             block = Tensor.allocate(pool, category, dtype, Math.toIntExact(numel));
             owned.add(block);

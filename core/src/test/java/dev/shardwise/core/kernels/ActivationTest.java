@@ -33,6 +33,16 @@ class ActivationTest {
         Gelu.backward(dx, dout, x);
         Gelu.backward(dx64, fx.f64(dout), fx.f64(x));
         assertClose(cs + " backward", dx, dx64, 2e-6, 1e-5);
+        // backwardInto overwrites (NaN in dx must not leak) and gives the bits backward gives into zeros
+        Tensor into = fx.padded(DType.F32, n, c, pad, () -> Double.NaN), zeros = fx.padded(DType.F32, n, c, pad, () -> 0);
+        Gelu.backwardInto(into, dout, x);
+        Gelu.backward(zeros, dout, x);
+        assertArrayEquals(fx.copy(zeros, DType.F32).toFloatArray(), fx.copy(into, DType.F32).toFloatArray(), cs + " backwardInto");
+        if (pad > 0) KernelFixture.assertPaddingUntouched(cs + " backwardInto dx", into, pad);
+        Tensor into64 = fx.zeros(DType.F64, n, c).fill(Double.NaN), zeros64 = fx.zeros(DType.F64, n, c);
+        Gelu.backwardInto(into64, fx.f64(dout), fx.f64(x));
+        Gelu.backward(zeros64, fx.f64(dout), fx.f64(x));
+        assertClose(cs + " backwardInto f64", into64, zeros64, 0, 0);
     }
 
     @ParameterizedTest(name = "N={0} H={1}")

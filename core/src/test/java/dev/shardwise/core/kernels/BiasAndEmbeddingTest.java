@@ -1,5 +1,6 @@
 package dev.shardwise.core.kernels;
 
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
@@ -43,6 +44,35 @@ class BiasAndEmbeddingTest {
                 for (int i = 0; i < n; i++) sum += after[i * c + j];
                 assertEquals(sum, got[j], tol * (n + 1) * 4, "Bias.backward " + dtype + " col " + j);
             }
+        }
+    }
+
+    @ParameterizedTest(name = "{0} N={1} C={2}")
+    @CsvSource({"F32, 1, 1", "F32, 3, 7", "F32, 33, 129", "F32, 129, 1000", "F64, 7, 33"})
+    void biasBroadcastWritesTheBiasIntoEveryRow(DType dtype, int n, int c) {
+        try (Tensor out = random(dtype, 1, n, c); Tensor bias = random(dtype, 2, c)) {
+            out.fill(Double.NaN);
+            double[] b = bias.toDoubleArray();
+            Bias.broadcast(out, bias);
+            double[] got = out.toDoubleArray();
+            for (int i = 0; i < n; i++) {
+                for (int j = 0; j < c; j++) assertEquals(b[j], got[i * c + j], 0.0, "Bias.broadcast " + dtype + " row " + i + " col " + j);
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "N={0} C={1}")
+    @CsvSource({"1000, 257", "2048, 768", "31, 33"})
+    void biasBackwardIsBitIdenticalForOneAndTwoThreads(int n, int c) {
+        try (Tensor dout = random(DType.F32, 8, n, c)) {
+            float[][] got = new float[2][];
+            for (int threads = 1; threads <= 2; threads++) {
+                try (Tensor dbias = random(DType.F32, 9, c); ComputePool compute = new ComputePool("t" + threads, threads)) {
+                    ComputePool.runWith(compute, () -> Bias.backward(dbias, dout));
+                    got[threads - 1] = dbias.toFloatArray();
+                }
+            }
+            assertArrayEquals(got[0], got[1], "Bias.backward N=" + n + " C=" + c + " with 1 vs 2 threads");
         }
     }
 

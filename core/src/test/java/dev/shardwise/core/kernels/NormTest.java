@@ -49,6 +49,28 @@ class NormTest {
         assertClose(cs + " dbias", db, db64, 2e-5 * Math.sqrt(n), 1e-4);
     }
 
+    @ParameterizedTest(name = "{0} N={1} C={2} pad={3}")
+    @CsvSource({"F32, 1, 1, 0", "F32, 3, 7, 0", "F32, 7, 33, 2", "F32, 65, 256, 0", "F32, 4, 1000, 3", "F64, 7, 33, 2"})
+    void layerNormBackwardOntoAResidualGivesTheBitsOfBackwardIntoItsCopy(DType dtype, int n, int c, int pad) {
+        String cs = "layernorm backwardOnto " + dtype + " N=" + n + " C=" + c + " pad=" + pad;
+        Tensor x = fx.padded(dtype, n, c, pad, () -> 1.5 + 2 * fx.random.nextGaussian());
+        Tensor w = fx.randn(dtype, 1, c), b = fx.randn(dtype, 1, c), out = fx.zeros(dtype, n, c);
+        Tensor mean = fx.zeros(dtype, n), rstd = fx.zeros(dtype, n);
+        LayerNorm.forward(out, mean, rstd, x, w, b, LayerNorm.GPT2_EPS);
+        Tensor dout = fx.padded(dtype, n, c, pad, () -> fx.random.nextGaussian());
+        Tensor residual = fx.padded(dtype, n, c, pad, () -> fx.random.nextGaussian());
+        Tensor dx = fx.padded(dtype, n, c, pad, () -> Double.NaN), copy = fx.padded(dtype, n, c, 0, () -> 0);
+        copy.copyFrom(residual.toDoubleArray());
+        Tensor dw = fx.zeros(dtype, c).fill(1), db = fx.zeros(dtype, c).fill(-1);
+        Tensor dw2 = fx.zeros(dtype, c).fill(1), db2 = fx.zeros(dtype, c).fill(-1);
+        LayerNorm.backwardOnto(dx, residual, dw, db, dout, x, mean, rstd, w);
+        LayerNorm.backward(copy, dw2, db2, dout, x, mean, rstd, w);
+        assertArrayEquals(copy.toDoubleArray(), dx.toDoubleArray(), cs + " dx");
+        assertArrayEquals(dw2.toDoubleArray(), dw.toDoubleArray(), cs + " dweight");
+        assertArrayEquals(db2.toDoubleArray(), db.toDoubleArray(), cs + " dbias");
+        if (pad > 0) KernelFixture.assertPaddingUntouched(cs + " dx", dx, pad);
+    }
+
     @ParameterizedTest(name = "N={0} C={1} pad={2}")
     @CsvSource({"1, 1, 0", "3, 7, 0", "7, 33, 2", "33, 129, 0", "2, 1000, 8"})
     void rmsNormMatchesFloat64Reference(int n, int c, int pad) {

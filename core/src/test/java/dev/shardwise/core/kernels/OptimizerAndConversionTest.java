@@ -50,6 +50,26 @@ class OptimizerAndConversionTest {
     }
 
     @Test
+    void adamWWithAGradientScaleGivesTheBitsOfScalingTheGradientsFirst() {
+        for (DType dtype : new DType[]{DType.F32, DType.F64}) {
+            for (int n : new int[]{1, 33, 70_001}) {
+                double scale = 0.37;
+                Tensor g = fx.randn(dtype, 2, n), p1 = fx.randn(dtype, 1, n), p2 = fx.copy(p1, dtype);
+                Tensor m1 = fx.randn(dtype, 0.1, n), m2 = fx.copy(m1, dtype);
+                Tensor v1 = fx.zeros(dtype, n).fill(0.5), v2 = fx.copy(v1, dtype);
+                Tensor scaled = fx.copy(g, dtype);
+                Vectors.scale(scaled, scale);
+                AdamW.step(p1, g, m1, v1, 1e-2, 0.9, 0.95, 1e-8, 0.1, 3, scale);
+                AdamW.step(p2, scaled, m2, v2, 1e-2, 0.9, 0.95, 1e-8, 0.1, 3);
+                String cs = "adamw gradScale " + dtype + " n=" + n;
+                assertArrayEquals(p2.toDoubleArray(), p1.toDoubleArray(), cs + " param");
+                assertArrayEquals(m2.toDoubleArray(), m1.toDoubleArray(), cs + " m");
+                assertArrayEquals(v2.toDoubleArray(), v1.toDoubleArray(), cs + " v");
+            }
+        }
+    }
+
+    @Test
     void adamWRejectsStepZero() {
         Tensor t = fx.zeros(DType.F32, 4);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

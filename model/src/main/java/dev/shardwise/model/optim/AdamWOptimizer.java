@@ -59,10 +59,19 @@ public final class AdamWOptimizer implements AutoCloseable {
 
     /** Applies one update with learning rate {@code lr} from the current gradients. */
     public void step(double lr) {
+        step(lr, 1.0);
+    }
+
+    /**
+     * Applies one update with learning rate {@code lr} from the current gradients times {@code gradScale}
+     * (a clipping factor from {@link GradientClipping#scaleFor}), leaving the gradients themselves unscaled:
+     * the same update as scaling them first, without that pass over them.
+     */
+    public void step(double lr, double gradScale) {
         steps++;
         for (Parameter p : params.parameters()) {
             AdamW.step(p.value(), p.grad(), firstMomentOf(p), secondMomentOf(p), lr, settings.beta1, settings.beta2,
-                    settings.eps, p.weightDecay() ? settings.weightDecay : 0, steps);
+                    settings.eps, p.weightDecay() ? settings.weightDecay : 0, steps, gradScale);
         }
     }
 

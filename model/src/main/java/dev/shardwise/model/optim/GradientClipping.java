@@ -15,8 +15,22 @@ public final class GradientClipping {
      * @return the norm before clipping (NaN or infinite if a gradient is)
      */
     public static double clip(Tensor grads, double maxNorm) {
-        double norm = Math.sqrt(Vectors.sumOfSquares(grads));
-        if (maxNorm > 0 && norm > maxNorm) Vectors.scale(grads, maxNorm / (norm + 1e-6));
+        double norm = norm(grads);
+        double scale = scaleFor(norm, maxNorm);
+        if (scale != 1.0) Vectors.scale(grads, scale);
         return norm;
+    }
+
+    /** The global L2 norm of {@code grads} (flat [P]), accumulated in float64 (NaN or infinite if a gradient is). */
+    public static double norm(Tensor grads) {
+        return Math.sqrt(Vectors.sumOfSquares(grads));
+    }
+
+    /**
+     * The factor {@link #clip} scales the gradients by: maxNorm / (norm + 1e-6) when {@code norm} exceeds a
+     * positive {@code maxNorm}, else 1.
+     */
+    public static double scaleFor(double norm, double maxNorm) {
+        return maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1.0;
     }
 }
