@@ -35,7 +35,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * and dq gets one addition per (key chunk, query block).
  * </ul>
  * Each element's sums run in a fixed order inside one task, so results are bit-identical for any thread count.
- * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not. Every pool thread allocates its
+ * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not (the P tiles its unclamped form:
+ * their arguments are finite and at most about 0). Every pool thread allocates its
  * scratch once per call and reuses it for the tasks it claims (a call-local counter hands out the tasks).
  */
 final class AttentionF32 {
@@ -185,7 +186,7 @@ final class AttentionF32 {
             FloatVector sum = FloatVector.zero(SPECIES);
             for (int j = 0; j < rv; j++) {
                 int at = i * BQ + j * L;
-                FloatVector p = exp(FloatVector.fromArray(SPECIES, s, at).sub(mi));
+                FloatVector p = expUnchecked(FloatVector.fromArray(SPECIES, s, at).sub(mi));
                 if (diag && j == rv - 1) p = FloatVector.zero(SPECIES).blend(p, SPECIES.indexInRange(j * L, i + 1));
                 p.intoArray(s, at);
                 sum = sum.add(p);
@@ -213,16 +214,29 @@ final class AttentionF32 {
         int hsp = paddedHeadSize(hs), full = hs / L * L;
         MemorySegment seg = so.segment();
         for (int i = 0; i < qn; i++) {
-            float sum = 0;
-            for (int lane = 0; lane < L; lane++) sum += l[i * L + lane];   // in lane order: fixed
+            float sum = laneSum(l, i * L);
             float inv = 1f / sum;
             long at = so.at(b, q0 + i, h);
             FloatVector iv = FloatVector.broadcast(SPECIES, inv);
             int d = 0;
             for (; d < full; d += L) FloatVector.fromArray(SPECIES, o, i * hsp + d).mul(iv).intoMemorySegment(seg, at + 4L * d, NATIVE);
             for (; d < hs; d++) seg.set(F32, at + 4L * d, o[i * hsp + d] * inv);
-            sl.segment().set(F32, sl.at(b, h, q0 + i), m[i] + (float) StrictMath.log(sum));
+            sl.segment().set(F32, sl.at(b, h, q0 + i), m[i] + (float) Math.log(sum));
         }
+    }
+
+    /** x[at] + ... + x[at + L - 1] in a fixed order: four interleaved partial sums (shorter dependency chains). */
+    private static float laneSum(float[] x, int at) {
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int lane = 0;
+        for (; lane + 4 <= L; lane += 4) {
+            s0 += x[at + lane];
+            s1 += x[at + lane + 1];
+            s2 += x[at + lane + 2];
+            s3 += x[at + lane + 3];
+        }
+        for (; lane < L; lane++) s0 += x[at + lane];
+        return (s0 + s1) + (s2 + s3);
     }
 
     // ---------------------------------------------------------------- backward
@@ -325,7 +339,7 @@ final class AttentionF32 {
             FloatVector lseI = FloatVector.broadcast(SPECIES, w.lse[i]), dI = FloatVector.broadcast(SPECIES, w.dRow[i]);
             for (int c = 0; c < rv; c++) {
                 int at = i * BQ + c * L;
-                FloatVector pv = exp(FloatVector.fromArray(SPECIES, p, at).sub(lseI));
+                FloatVector pv = expUnchecked(FloatVector.fromArray(SPECIES, p, at).sub(lseI));
                 if (diag && c == rv - 1) pv = zero.blend(pv, SPECIES.indexInRange(c * L, i + 1));
                 pv.intoArray(p, at);
                 // dS = scale · P ∘ (dP - D)
@@ -363,6 +377,103 @@ final class AttentionF32 {
 
     // ---------------------------------------------------------------- tiles
 
+    /*
+     * Index vectors of the 16×16 block transpose (for 16-lane vectors): stage h in {8, 4, 2, 1} swaps the off-diagonal
+     * h×h blocks of every 2h×2h block. Row i (with i & h == 0) and row i + h become LO_h.selectFrom(row i, row i + h)
+     * and HI_h.selectFrom(row i, row i + h); indexes >= 16 pick from the second vector.
+     */
+    private static final FloatVector LO8 = swapIndex(8, false), HI8 = swapIndex(8, true), LO4 = swapIndex(4, false),
+            HI4 = swapIndex(4, true), LO2 = swapIndex(2, false), HI2 = swapIndex(2, true), LO1 = swapIndex(1, false),
+            HI1 = swapIndex(1, true);
+
+    private static FloatVector swapIndex(int h, boolean high) {
+        float[] idx = new float[L];
+        for (int j = 0; j < L; j++) {
+            boolean left = (j & h) == 0;
+            idx[j] = high ? (left ? j + h : L + j) : (left ? j : L + j - h);
+        }
+        return L == 16 ? FloatVector.fromArray(SPECIES, idx, 0) : null;
+    }
+
+    /**
+     * t[d][i] = factor · rows[i][d] for i < BQ, d < hs, for 16-lane vectors and hs a multiple of 16: 16×16 blocks
+     * transposed in registers with two-source lane permutations, four stages of 16 each.
+     */
+    private static void transpose16(float[] t, float[] rows, int hsp, int hs, float factor) {
+        FloatVector fv = FloatVector.broadcast(SPECIES, factor);
+        FloatVector lo8 = LO8, hi8 = HI8, lo4 = LO4, hi4 = HI4, lo2 = LO2, hi2 = HI2, lo1 = LO1, hi1 = HI1;
+        for (int i0 = 0; i0 < BQ; i0 += 16) {
+            for (int d0 = 0; d0 < hs; d0 += 16) {
+                int a0 = i0 * hsp + d0;
+                FloatVector v0 = FloatVector.fromArray(SPECIES, rows, a0 + 0 * hsp);
+                FloatVector v1 = FloatVector.fromArray(SPECIES, rows, a0 + 1 * hsp);
+                FloatVector v2 = FloatVector.fromArray(SPECIES, rows, a0 + 2 * hsp);
+                FloatVector v3 = FloatVector.fromArray(SPECIES, rows, a0 + 3 * hsp);
+                FloatVector v4 = FloatVector.fromArray(SPECIES, rows, a0 + 4 * hsp);
+                FloatVector v5 = FloatVector.fromArray(SPECIES, rows, a0 + 5 * hsp);
+                FloatVector v6 = FloatVector.fromArray(SPECIES, rows, a0 + 6 * hsp);
+                FloatVector v7 = FloatVector.fromArray(SPECIES, rows, a0 + 7 * hsp);
+                FloatVector v8 = FloatVector.fromArray(SPECIES, rows, a0 + 8 * hsp);
+                FloatVector v9 = FloatVector.fromArray(SPECIES, rows, a0 + 9 * hsp);
+                FloatVector v10 = FloatVector.fromArray(SPECIES, rows, a0 + 10 * hsp);
+                FloatVector v11 = FloatVector.fromArray(SPECIES, rows, a0 + 11 * hsp);
+                FloatVector v12 = FloatVector.fromArray(SPECIES, rows, a0 + 12 * hsp);
+                FloatVector v13 = FloatVector.fromArray(SPECIES, rows, a0 + 13 * hsp);
+                FloatVector v14 = FloatVector.fromArray(SPECIES, rows, a0 + 14 * hsp);
+                FloatVector v15 = FloatVector.fromArray(SPECIES, rows, a0 + 15 * hsp);
+                FloatVector s8x0 = lo8.selectFrom(v0, v8), s8x8 = hi8.selectFrom(v0, v8);
+                FloatVector s8x1 = lo8.selectFrom(v1, v9), s8x9 = hi8.selectFrom(v1, v9);
+                FloatVector s8x2 = lo8.selectFrom(v2, v10), s8x10 = hi8.selectFrom(v2, v10);
+                FloatVector s8x3 = lo8.selectFrom(v3, v11), s8x11 = hi8.selectFrom(v3, v11);
+                FloatVector s8x4 = lo8.selectFrom(v4, v12), s8x12 = hi8.selectFrom(v4, v12);
+                FloatVector s8x5 = lo8.selectFrom(v5, v13), s8x13 = hi8.selectFrom(v5, v13);
+                FloatVector s8x6 = lo8.selectFrom(v6, v14), s8x14 = hi8.selectFrom(v6, v14);
+                FloatVector s8x7 = lo8.selectFrom(v7, v15), s8x15 = hi8.selectFrom(v7, v15);
+                FloatVector s4x0 = lo4.selectFrom(s8x0, s8x4), s4x4 = hi4.selectFrom(s8x0, s8x4);
+                FloatVector s4x1 = lo4.selectFrom(s8x1, s8x5), s4x5 = hi4.selectFrom(s8x1, s8x5);
+                FloatVector s4x2 = lo4.selectFrom(s8x2, s8x6), s4x6 = hi4.selectFrom(s8x2, s8x6);
+                FloatVector s4x3 = lo4.selectFrom(s8x3, s8x7), s4x7 = hi4.selectFrom(s8x3, s8x7);
+                FloatVector s4x8 = lo4.selectFrom(s8x8, s8x12), s4x12 = hi4.selectFrom(s8x8, s8x12);
+                FloatVector s4x9 = lo4.selectFrom(s8x9, s8x13), s4x13 = hi4.selectFrom(s8x9, s8x13);
+                FloatVector s4x10 = lo4.selectFrom(s8x10, s8x14), s4x14 = hi4.selectFrom(s8x10, s8x14);
+                FloatVector s4x11 = lo4.selectFrom(s8x11, s8x15), s4x15 = hi4.selectFrom(s8x11, s8x15);
+                FloatVector s2x0 = lo2.selectFrom(s4x0, s4x2), s2x2 = hi2.selectFrom(s4x0, s4x2);
+                FloatVector s2x1 = lo2.selectFrom(s4x1, s4x3), s2x3 = hi2.selectFrom(s4x1, s4x3);
+                FloatVector s2x4 = lo2.selectFrom(s4x4, s4x6), s2x6 = hi2.selectFrom(s4x4, s4x6);
+                FloatVector s2x5 = lo2.selectFrom(s4x5, s4x7), s2x7 = hi2.selectFrom(s4x5, s4x7);
+                FloatVector s2x8 = lo2.selectFrom(s4x8, s4x10), s2x10 = hi2.selectFrom(s4x8, s4x10);
+                FloatVector s2x9 = lo2.selectFrom(s4x9, s4x11), s2x11 = hi2.selectFrom(s4x9, s4x11);
+                FloatVector s2x12 = lo2.selectFrom(s4x12, s4x14), s2x14 = hi2.selectFrom(s4x12, s4x14);
+                FloatVector s2x13 = lo2.selectFrom(s4x13, s4x15), s2x15 = hi2.selectFrom(s4x13, s4x15);
+                FloatVector s1x0 = lo1.selectFrom(s2x0, s2x1), s1x1 = hi1.selectFrom(s2x0, s2x1);
+                FloatVector s1x2 = lo1.selectFrom(s2x2, s2x3), s1x3 = hi1.selectFrom(s2x2, s2x3);
+                FloatVector s1x4 = lo1.selectFrom(s2x4, s2x5), s1x5 = hi1.selectFrom(s2x4, s2x5);
+                FloatVector s1x6 = lo1.selectFrom(s2x6, s2x7), s1x7 = hi1.selectFrom(s2x6, s2x7);
+                FloatVector s1x8 = lo1.selectFrom(s2x8, s2x9), s1x9 = hi1.selectFrom(s2x8, s2x9);
+                FloatVector s1x10 = lo1.selectFrom(s2x10, s2x11), s1x11 = hi1.selectFrom(s2x10, s2x11);
+                FloatVector s1x12 = lo1.selectFrom(s2x12, s2x13), s1x13 = hi1.selectFrom(s2x12, s2x13);
+                FloatVector s1x14 = lo1.selectFrom(s2x14, s2x15), s1x15 = hi1.selectFrom(s2x14, s2x15);
+                s1x0.mul(fv).intoArray(t, (d0 + 0) * BQ + i0);
+                s1x1.mul(fv).intoArray(t, (d0 + 1) * BQ + i0);
+                s1x2.mul(fv).intoArray(t, (d0 + 2) * BQ + i0);
+                s1x3.mul(fv).intoArray(t, (d0 + 3) * BQ + i0);
+                s1x4.mul(fv).intoArray(t, (d0 + 4) * BQ + i0);
+                s1x5.mul(fv).intoArray(t, (d0 + 5) * BQ + i0);
+                s1x6.mul(fv).intoArray(t, (d0 + 6) * BQ + i0);
+                s1x7.mul(fv).intoArray(t, (d0 + 7) * BQ + i0);
+                s1x8.mul(fv).intoArray(t, (d0 + 8) * BQ + i0);
+                s1x9.mul(fv).intoArray(t, (d0 + 9) * BQ + i0);
+                s1x10.mul(fv).intoArray(t, (d0 + 10) * BQ + i0);
+                s1x11.mul(fv).intoArray(t, (d0 + 11) * BQ + i0);
+                s1x12.mul(fv).intoArray(t, (d0 + 12) * BQ + i0);
+                s1x13.mul(fv).intoArray(t, (d0 + 13) * BQ + i0);
+                s1x14.mul(fv).intoArray(t, (d0 + 14) * BQ + i0);
+                s1x15.mul(fv).intoArray(t, (d0 + 15) * BQ + i0);
+            }
+        }
+    }
+
+
     /** rows[i·hsp + 0..hs) = x[b, t0 + i, head, :] for i < n; the padding columns keep their zeros. */
     private static void readRows(float[] rows, int hsp, Strided x, int b, int t0, int head, int n, int hs) {
         MemorySegment seg = x.segment();
@@ -392,6 +503,10 @@ final class AttentionF32 {
 
     /** t[d][i] = factor · rows[i][d] for i < n, d < hs; columns i >= n are zero. */
     private static void transpose(float[] t, float[] rows, int hsp, int n, int hs, float factor) {
+        if (L == 16 && n == BQ && hs % 16 == 0) {
+            transpose16(t, rows, hsp, hs, factor);
+            return;
+        }
         for (int d = 0; d < hs; d++) {
             int base = d * BQ;
             for (int i = 0; i < n; i++) t[base + i] = factor * rows[i * hsp + d];
@@ -401,39 +516,50 @@ final class AttentionF32 {
 
     // ---------------------------------------------------------------- exp
 
-    private static final float LOG2E = 1.44269504088896341f;
-    /** ln 2 split in two: LN2_HI has 12 low mantissa bits zero, so n · LN2_HI is exact for |n| < 2^12. */
-    private static final float LN2_HI = 0.693145751953125f, LN2_LO = 1.42860682030941723212e-6f;
-    /** 1.5 · 2^23: adding it rounds a float with |x| < 2^22 to an integer held in the low mantissa bits. */
-    private static final float ROUND_MAGIC = 12582912f;
-    /** Below this, e^x < 2^-125.5 is returned as 0 (no subnormals); above EXP_MAX the input is clamped. */
+    /*
+     * e^x = 2^y with y = x·log2(e) = k + f, k = round(y), f in [-1/2, 1/2] (the approach of VecOps.exp): 2^f is a
+     * degree-6 polynomial fitted for least maximum relative error on [-1/2, 1/2] (2e-9 in exact arithmetic), 2^k
+     * is built in the exponent bits. Adding BIAS = 1.5·2^23 + 127 to y rounds it to an integer and leaves k + 127 in
+     * the low mantissa bits of t; clamping those bits (as ints) to [0, 254] flushes 2^k to +0 below and caps it at
+     * 2^127 above. log2(e) is split in two (LOG2E + LOG2E_LO) so that f does not carry |x|·1e-8 of rounding error.
+     * 14 vector operations, all IEEE-exact lane operations, so the bits do not depend on compilation.
+     */
+    private static final float LOG2E = 1.44269504f;
+    private static final float LOG2E_LO = (float) (1.4426950408889634 - 1.44269504f);
+    private static final float BIAS = 12583039f;                                   // 1.5 · 2^23 + 127
+    private static final int K_LO = Float.floatToRawIntBits(12582912f);            // t's bits for k = -127
+    private static final int K_HI = Float.floatToRawIntBits(12583166f);            // t's bits for k = 127
+    private static final float C6 = 1.5353361959569156e-4f, C5 = 1.3398875016719103e-3f, C4 = 9.61843691766262e-3f,
+            C3 = 5.5503323674201965e-2f, C2 = 0.24022647738456726f, C1 = 0.6931471824645996f;
+    /** The range where {@link #exp} is accurate to 3e-7 relative; below it results go to 0, above they saturate. */
     static final float EXP_MIN = -87f, EXP_MAX = 88f;
+    /** Bounds of {@link #exp}'s clamp: e^-104 is below the smallest subnormal; 88.3 keeps k at most 127. */
+    private static final float CLAMP_LO = -104f, CLAMP_HI = 88.3f;
 
     /**
-     * e^x per lane, written with IEEE-exact lane operations only (add, mul, fma, integer shift), so it gives the
-     * same bits whether the JIT has compiled it or not, unlike {@code lanewise(EXP)}, whose interpreted fallback
-     * ({@code Math.exp}) and compiled intrinsic may differ in the last bit. Method: x = n·ln2 + r with n an integer
-     * and |r| <= ln2/2 (Cody-Waite), e^r by its Taylor polynomial to degree 7 (truncation < 6e-9 relative), times
-     * 2^n built in the exponent bits. Accuracy: relative error below 3e-7 (a few ulp) on [-87, 88]; 0 for
-     * x < -87 and for -inf; x > 88 is treated as 88; NaN gives NaN.
+     * e^x per lane. Relative error below 3e-7 on [-87, 88]; 0 below about -87.3 (no subnormals) and for -inf;
+     * x above 88.3 is treated as 88.3; NaN gives NaN.
      */
     static FloatVector exp(FloatVector x) {
-        FloatVector xc = x.max(EXP_MIN).min(EXP_MAX);
-        FloatVector t = xc.fma(FloatVector.broadcast(SPECIES, LOG2E), FloatVector.broadcast(SPECIES, ROUND_MAGIC));
-        FloatVector n = t.sub(ROUND_MAGIC);
-        FloatVector r = n.fma(FloatVector.broadcast(SPECIES, -LN2_HI), xc).add(n.mul(-LN2_LO));
-        FloatVector p = FloatVector.broadcast(SPECIES, 1f / 5040);
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 720));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 120));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 24));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 6));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 0.5f));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f));
-        // t's bits are 0x4B400000 + n; 2^n has bits (n + 127) << 23 = (tbits << 23) + ((127 - 0x4B400000) << 23).
-        IntVector bits = t.reinterpretAsInts().lanewise(VectorOperators.LSHL, 23).add((127 - 0x4B400000) << 23);
-        FloatVector y = p.mul(bits.reinterpretAsFloats());
-        return y.blend(0f, x.compare(VectorOperators.LT, EXP_MIN));
+        FloatVector lo = FloatVector.broadcast(SPECIES, CLAMP_LO), hi = FloatVector.broadcast(SPECIES, CLAMP_HI);
+        return expUnchecked(x.blend(lo, x.compare(VectorOperators.LT, lo)).blend(hi, x.compare(VectorOperators.GT, hi)));
+    }
+
+    /**
+     * {@link #exp} without its clamp (four operations fewer), for finite arguments of the softmax loops: the same bits
+     * for x in [-104, 88.3]; 0 down to about -5e6, NaN for -inf and NaN, a huge value or +inf above 88.3.
+     */
+    static FloatVector expUnchecked(FloatVector x) {
+        FloatVector log2e = FloatVector.broadcast(SPECIES, LOG2E), bias = FloatVector.broadcast(SPECIES, BIAS);
+        FloatVector t = x.fma(log2e, bias);                                        // low mantissa bits: k + 127
+        FloatVector f = x.fma(FloatVector.broadcast(SPECIES, LOG2E_LO), x.fma(log2e, bias.sub(t)));   // y - k
+        IntVector biased = t.reinterpretAsInts().lanewise(VectorOperators.MAX, K_LO).lanewise(VectorOperators.MIN, K_HI);
+        FloatVector twoK = biased.lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+        FloatVector p = FloatVector.broadcast(SPECIES, C6).fma(f, FloatVector.broadcast(SPECIES, C5))
+                .fma(f, FloatVector.broadcast(SPECIES, C4)).fma(f, FloatVector.broadcast(SPECIES, C3))
+                .fma(f, FloatVector.broadcast(SPECIES, C2)).fma(f, FloatVector.broadcast(SPECIES, C1))
+                .fma(f, FloatVector.broadcast(SPECIES, 1f));
+        return p.mul(twoK);
     }
 
     // ---------------------------------------------------------------- micro-kernel
@@ -445,7 +571,7 @@ final class AttentionF32 {
      * The tile product of every step: {@code C[r][0..w) (+)= sum_k A[aOff + r·ars + k·acs] · B[k][0..w)} for r < rows,
      * with C and B row-major (row lengths ldc and ldb, w a multiple of the vector length) and A read by strides, so
      * one kernel serves A, Aᵀ and both layouts of the score tile. Register tiles of 6 rows × 4 vectors (24
-     * accumulators, 10 loads per 24 FMAs; B is streamed once per 6 rows), with 6×1, 4×4, 4×1, 1×4 and 1×1 edges.
+     * accumulators, 10 loads per 24 FMAs; B is streamed once per 6 rows), with 6×3, 6×2, 6×1, 4×4, 4×1, 1×4 and 1×1 edges.
      * The sum runs over k in [0, n), trimmed per row block [r, r + hb) of C by {@code trim}: FULL no trim;
      * COLS_LOWER only the columns below r + hb, rounded up to whole vectors (C = S of a diagonal tile: row r needs
      * keys up to r); K_BELOW k < r + hb (C = out or dq of a diagonal tile: P and dS are zero for keys after the
@@ -463,7 +589,12 @@ final class AttentionF32 {
             int cr = r * ldc, ar = aOff + r * ars, j = 0;
             if (hb == 6) {
                 for (; j + 4 * L <= cw; j += 4 * L) kernel6x4(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
-                for (; j < cw; j += L) kernel6x1(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                switch ((cw - j) / L) {
+                    case 3 -> kernel6x3(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                    case 2 -> kernel6x2(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                    case 1 -> kernel6x1(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                    default -> { }
+                }
             } else if (hb == 4) {
                 for (; j + 4 * L <= cw; j += 4 * L) kernel4x4(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
                 for (; j < cw; j += L) kernel4x1(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
@@ -515,6 +646,83 @@ final class AttentionF32 {
         x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L); x32.intoArray(c, c3 + 2 * L); x33.intoArray(c, c3 + 3 * L);
         x40.intoArray(c, c4); x41.intoArray(c, c4 + 1 * L); x42.intoArray(c, c4 + 2 * L); x43.intoArray(c, c4 + 3 * L);
         x50.intoArray(c, c5); x51.intoArray(c, c5 + 1 * L); x52.intoArray(c, c5 + 2 * L); x53.intoArray(c, c5 + 3 * L);
+    }
+
+    private static void kernel6x3(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
+        FloatVector x02 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * L) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 1 * L) : z;
+        FloatVector x12 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 2 * L) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 1 * L) : z;
+        FloatVector x22 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 2 * L) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 1 * L) : z;
+        FloatVector x32 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 2 * L) : z;
+        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c4) : z, x41 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 1 * L) : z;
+        FloatVector x42 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 2 * L) : z;
+        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c5) : z, x51 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 1 * L) : z;
+        FloatVector x52 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 2 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector w2 = FloatVector.fromArray(SPECIES, b, bk + 2 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01); x02 = w2.fma(y0, x02);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10); x11 = w1.fma(y1, x11); x12 = w2.fma(y1, x12);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20); x21 = w1.fma(y2, x21); x22 = w2.fma(y2, x22);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30); x31 = w1.fma(y3, x31); x32 = w2.fma(y3, x32);
+            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
+            x40 = w0.fma(y4, x40); x41 = w1.fma(y4, x41); x42 = w2.fma(y4, x42);
+            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
+            x50 = w0.fma(y5, x50); x51 = w1.fma(y5, x51); x52 = w2.fma(y5, x52);
+        }
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L); x02.intoArray(c, c0 + 2 * L);
+        x10.intoArray(c, c1); x11.intoArray(c, c1 + 1 * L); x12.intoArray(c, c1 + 2 * L);
+        x20.intoArray(c, c2); x21.intoArray(c, c2 + 1 * L); x22.intoArray(c, c2 + 2 * L);
+        x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L); x32.intoArray(c, c3 + 2 * L);
+        x40.intoArray(c, c4); x41.intoArray(c, c4 + 1 * L); x42.intoArray(c, c4 + 2 * L);
+        x50.intoArray(c, c5); x51.intoArray(c, c5 + 1 * L); x52.intoArray(c, c5 + 2 * L);
+    }
+
+    private static void kernel6x2(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 1 * L) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 1 * L) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 1 * L) : z;
+        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c4) : z, x41 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 1 * L) : z;
+        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c5) : z, x51 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 1 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10); x11 = w1.fma(y1, x11);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20); x21 = w1.fma(y2, x21);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30); x31 = w1.fma(y3, x31);
+            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
+            x40 = w0.fma(y4, x40); x41 = w1.fma(y4, x41);
+            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
+            x50 = w0.fma(y5, x50); x51 = w1.fma(y5, x51);
+        }
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L);
+        x10.intoArray(c, c1); x11.intoArray(c, c1 + 1 * L);
+        x20.intoArray(c, c2); x21.intoArray(c, c2 + 1 * L);
+        x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L);
+        x40.intoArray(c, c4); x41.intoArray(c, c4 + 1 * L);
+        x50.intoArray(c, c5); x51.intoArray(c, c5 + 1 * L);
     }
 
     private static void kernel6x1(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
