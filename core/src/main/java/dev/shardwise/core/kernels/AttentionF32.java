@@ -67,7 +67,7 @@ final class AttentionF32 {
     /** Heap scratch of one pool thread in backward, in bytes (independent of T). */
     static long backwardScratchBytes(int hs) {
         int hsp = paddedHeadSize(hs);
-        return 4L * (BACKWARD_CHUNK * (3 * BQ * hsp + 2 * hs * BQ) + 4 * BQ * hsp + 2 * BQ * BQ + 2 * BQ + hsp);
+        return 4L * (BACKWARD_CHUNK * (3 * BQ * hsp + 2 * hs * BQ) + 4 * BQ * hsp + 2 * BQ * BQ + 2 * BQ + L);
     }
 
     /**
@@ -254,9 +254,9 @@ final class AttentionF32 {
     /** The tiles of one backward thread. */
     private static final class BackwardScratch {
         final float[][] k, kt, vt, dk, dv;   // per key block of a chunk: k rows, scale·kᵀ, vᵀ, dk and dv accumulators
-        final float[] q, g, dq, vRows;       // q rows, dout rows, dq rows of one query block; v rows (to build vᵀ)
+        final float[] q, g, dq, vRows;       // q rows, dout rows, dq rows of one query block; v rows (to build vᵀ), then out rows
         final float[] p, ds;                 // P, then dP and scale · dS [query][key]
-        final float[] lse = new float[BQ], dRow = new float[BQ], oRow;
+        final float[] lse = new float[BQ], dRow = new float[BQ], oRow = new float[L];
 
         BackwardScratch(int hs) {
             int hsp = paddedHeadSize(hs);
@@ -271,7 +271,6 @@ final class AttentionF32 {
             vRows = new float[BQ * hsp];
             p = new float[BQ * BQ];
             ds = new float[BQ * BQ];
-            oRow = new float[hsp];
         }
     }
 
@@ -294,20 +293,22 @@ final class AttentionF32 {
                 transpose(w.kt[j], w.k[j], hsp, kn, hs, scale);
                 readRows(w.vRows, hsp, sv, b, k0, kvh, kn, hs);
                 transpose(w.vt[j], w.vRows, hsp, kn, hs, 1f);
-                Arrays.fill(w.dk[j], 0f);
-                Arrays.fill(w.dv[j], 0f);
             }
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                 for (int qb = kc0; qb < nqb; qb++) {
                     int q0 = qb * BQ, qn = Math.min(BQ, nt - q0);
                     readRows(w.q, hsp, sq, b, q0, h, qn, hs);
                     readRows(w.g, hsp, sdo, b, q0, h, qn, hs);
+                    readRows(w.vRows, hsp, so, b, q0, h, qn, hs);      // out rows, for D
                     for (int i = 0; i < qn; i++) {
                         w.lse[i] = sl.segment().get(F32, sl.at(b, h, q0 + i));
-                        w.dRow[i] = rowDot(w.g, i * hsp, so, b, q0 + i, h, hs, w.oRow);
+                        w.dRow[i] = rowDot(w.g, w.vRows, i * hsp, hsp, w.oRow);
                     }
                     for (int kb = kc0; kb < Math.min(kc1, qb + 1); kb++) {
-                        backwardTile(w, kb - kc0, qn, Math.min(BQ, nt - kb * BQ), qb == kb, hsp, hs, scale, kb > kc0);
+                        // The first contribution to a key block's dk and dv (its diagonal tile, first head) overwrites.
+                        boolean diag = qb == kb;
+                        backwardTile(w, kb - kc0, qn, Math.min(BQ, nt - kb * BQ), diag, hsp, hs, scale, kb > kc0,
+                                !(diag && h == kvh * group));
                     }
                     addRows(sdq, b, q0, h, w.dq, hsp, qn, hs);
                 }
@@ -323,10 +324,10 @@ final class AttentionF32 {
     /**
      * One (query block, key block) pair of backward, with the query block's rows in w.q, w.g, w.lse, w.dRow and the
      * key block's tiles at index j: P = exp(S - lse), dv += Pᵀ·dout, dS = scale · P ∘ (dout·vᵀ - D),
-     * dk += dSᵀ·q, dq (+)= dS·k (overwrites w.dq unless accumulate).
+     * dk += dSᵀ·q, dq (+)= dS·k; w.dq is overwritten unless accumulateDq, dk and dv unless accumulateKv.
      */
     private static void backwardTile(BackwardScratch w, int j, int qn, int kn, boolean diag, int hsp, int hs,
-                                     float scale, boolean accumulate) {
+                                     float scale, boolean accumulateDq, boolean accumulateKv) {
         float[] p = w.p, ds = w.ds;
         int nv = BQ / L;
         // S = q · (scale·k)ᵀ, then P = exp(S - lse), causal, zero past each row's last key
@@ -351,28 +352,25 @@ final class AttentionF32 {
             }
         }
         // dv[key] += sum_query P[query][key] · dout[query]
-        mm(w.dv[j], hsp, p, 0, 1, BQ, w.g, hsp, kn, hsp, qn, diag ? K_FROM : FULL, true);
+        mm(w.dv[j], hsp, p, 0, 1, BQ, w.g, hsp, kn, hsp, qn, diag ? K_FROM : FULL, accumulateKv);
         // dk[key] += sum_query dS[query][key] · q[query]
-        mm(w.dk[j], hsp, ds, 0, 1, BQ, w.q, hsp, kn, hsp, qn, diag ? K_FROM : FULL, true);
+        mm(w.dk[j], hsp, ds, 0, 1, BQ, w.q, hsp, kn, hsp, qn, diag ? K_FROM : FULL, accumulateKv);
         // dq[query] += sum_key dS[query][key] · k[key]
-        mm(w.dq, hsp, ds, 0, BQ, 1, w.k[j], hsp, qn, hsp, kn, diag ? K_BELOW : FULL, accumulate);
+        mm(w.dq, hsp, ds, 0, BQ, 1, w.k[j], hsp, qn, hsp, kn, diag ? K_BELOW : FULL, accumulateDq);
     }
 
     /**
-     * g[gOff + 0..hs) · out[b, t, h, :]: whole vectors in lane order, then the tail in index order. tmp: hsp floats.
+     * x[off + 0..hsp) · y[off + 0..hsp) (padded rows: the padding is zero in both): lanewise products summed over
+     * the vectors, then the lanes in a fixed order. tmp: L floats.
      */
-    private static float rowDot(float[] g, int gOff, Strided out, int b, int t, int h, int hs, float[] tmp) {
-        readRows(tmp, 0, out, b, t, h, 1, hs);
+    private static float rowDot(float[] x, float[] y, int off, int hsp, float[] tmp) {
         FloatVector acc = FloatVector.zero(SPECIES);
-        int d = 0;
-        for (; d + L <= hs; d += L) {
-            acc = FloatVector.fromArray(SPECIES, g, gOff + d).fma(FloatVector.fromArray(SPECIES, tmp, d), acc);
+        for (int d = 0; d < hsp; d += L) {
+            acc = FloatVector.fromArray(SPECIES, x, off + d).fma(FloatVector.fromArray(SPECIES, y, off + d), acc);
         }
-        // Lanes summed in lane order (reduceLanes leaves its order open, so it could differ between compilations).
-        float sum = 0;
-        for (int i = 0; i < L; i++) sum += acc.lane(i);
-        for (; d < hs; d++) sum += g[gOff + d] * tmp[d];
-        return sum;
+        // Not reduceLanes: its order is left open, so it could differ between compilations.
+        acc.intoArray(tmp, 0);
+        return laneSum(tmp, 0);
     }
 
     // ---------------------------------------------------------------- tiles
