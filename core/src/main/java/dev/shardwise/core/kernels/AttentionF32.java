@@ -4,7 +4,6 @@ import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.tensor.Tensor;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -13,6 +12,7 @@ import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import java.util.Arrays;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Supplier;
 
 /**
  * The fp32 FlashAttention-2 kernel behind {@link Attention}: queries and keys in tiles of {@value #BQ} rows,
@@ -35,9 +35,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * and dq gets one addition per (key chunk, query block).
  * </ul>
  * Each element's sums run in a fixed order inside one task, so results are bit-identical for any thread count.
- * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not (the P tiles its unclamped form:
- * their arguments are finite and at most about 0). Every pool thread allocates its
- * scratch once per call and reuses it for the tasks it claims (a call-local counter hands out the tasks).
+ * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not (the P tiles use its unclamped
+ * form: their arguments are finite and at most about 0). Every pool thread allocates its scratch once per call and
+ * reuses it for the tasks it claims (a call-local counter hands out the tasks).
  */
 final class AttentionF32 {
     static final VectorSpecies<Float> SPECIES = FloatVector.SPECIES_PREFERRED;
@@ -74,7 +74,7 @@ final class AttentionF32 {
      * Runs {@code units} tasks on the current pool, each pool thread claiming tasks from a call-local counter and
      * reusing one scratch object (made by {@code scratch}) for all of them.
      */
-    private static <W> void runUnits(int units, java.util.function.Supplier<W> scratch, UnitBody<W> body) {
+    private static <W> void runUnits(int units, Supplier<W> scratch, UnitBody<W> body) {
         ComputePool pool = ComputePool.current();
         AtomicInteger next = new AtomicInteger();
         pool.parallelFor(Math.min(pool.threads(), units), slot -> {
@@ -254,9 +254,10 @@ final class AttentionF32 {
     /** The tiles of one backward thread. */
     private static final class BackwardScratch {
         final float[][] k, kt, vt, dk, dv;   // per key block of a chunk: k rows, scale·kᵀ, vᵀ, dk and dv accumulators
-        final float[] q, g, dq, vRows;       // q rows, dout rows, dq rows of one query block; v rows (to build vᵀ), then out rows
+        final float[] q, g, dq;              // q rows, dout rows, dq rows of one query block [BQ][hsp]
+        final float[] vRows;                 // v rows (to build vᵀ), then the query block's out rows (for D)
         final float[] p, ds;                 // P, then dP and scale · dS [query][key]
-        final float[] lse = new float[BQ], dRow = new float[BQ], oRow = new float[L];
+        final float[] lse = new float[BQ], dRow = new float[BQ], lanes = new float[L];
 
         BackwardScratch(int hs) {
             int hsp = paddedHeadSize(hs);
@@ -302,7 +303,7 @@ final class AttentionF32 {
                     readRows(w.vRows, hsp, so, b, q0, h, qn, hs);      // out rows, for D
                     for (int i = 0; i < qn; i++) {
                         w.lse[i] = sl.segment().get(F32, sl.at(b, h, q0 + i));
-                        w.dRow[i] = rowDot(w.g, w.vRows, i * hsp, hsp, w.oRow);
+                        w.dRow[i] = rowDot(w.g, w.vRows, i * hsp, hsp, w.lanes);
                     }
                     for (int kb = kc0; kb < Math.min(kc1, qb + 1); kb++) {
                         // The first contribution to a key block's dk and dv (its diagonal tile, first head) overwrites.
