@@ -78,8 +78,10 @@ final class AttentionF32 {
         ComputePool pool = ComputePool.current();
         AtomicInteger next = new AtomicInteger();
         pool.parallelFor(Math.min(pool.threads(), units), slot -> {
+            int u = next.getAndIncrement();
+            if (u >= units) return;                  // another thread took every unit: allocate nothing
             W w = scratch.get();
-            for (int u; (u = next.getAndIncrement()) < units; ) body.run(w, u);
+            for (; u < units; u = next.getAndIncrement()) body.run(w, u);
         });
     }
 
