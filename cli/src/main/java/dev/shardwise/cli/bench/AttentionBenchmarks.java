@@ -12,8 +12,9 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
- * Attention forward+backward cases of {@code bench kernels}: GPT-2 small heads (B = 4, NH = 12, HS = 64) at
- * T = 256, 1024 and 4096, q, k and v as views of one fused qkv tensor [B, T, 3·NH, HS], fp32.
+ * Attention forward+backward cases of {@code bench kernels}: the {@code tiny} training preset's shape (B = 8, NH = 4,
+ * HS = 64, T = 256) and GPT-2 small heads (B = 4, NH = 12, HS = 64) at T = 256, 1024 and 4096, q, k and v as views
+ * of one fused qkv tensor [B, T, 3·NH, HS], fp32.
  *
  * <p>FLOPs count only the causal (lower-triangle, diagonal included) work, pairs = T·(T+1)/2 per (b, head):
  * forward has two products (S = q·kᵀ and P·v), each 2·HS flops per pair, so forward = 4·B·NH·HS·pairs;
@@ -23,41 +24,43 @@ import java.util.SplittableRandom;
  *
  * <p>Rows give the median GFLOP/s over a few repetitions, the peer column the median fp32 peak measured right
  * before each repetition, and "peak" the median of the per-repetition fractions. Work per forward+backward:
- * 22.6 GFLOP at T = 1024, 361 GFLOP at T = 4096, so T = 4096 is timed twice per row (about 30 s in all).
+ * 0.94 GFLOP for the tiny shape, 1.4 GFLOP at T = 256, 22.6 GFLOP at T = 1024, 361 GFLOP at T = 4096, so T = 4096
+ * is timed twice per row (about 30 s in all).
  */
 final class AttentionBenchmarks {
-    private static final int B = 4, NH = 12, HS = 64;
+    private static final int HS = 64;
+    /** The cases as {B, NH, T}: the tiny preset, then GPT-2 small heads at three sequence lengths. */
+    private static final int[][] CASES = {{8, 4, 256}, {4, 12, 256}, {4, 12, 1024}, {4, 12, 4096}};
 
     private AttentionBenchmarks() { }
 
     static void run(BenchOutput out, CpuPeak peak) {
         MemoryPool pool = MemoryPool.unlimited("bench attention");
-        out.info(String.format(Locale.ROOT, "attention: B=%d NH=%d HS=%d causal, fp32, %d threads",
-                B, NH, HS, ComputePool.current().threads()));
+        out.info(String.format(Locale.ROOT, "attention: HS=%d causal, fp32, %d threads", HS, ComputePool.current().threads()));
         // Warm the JIT first (about 2 s): otherwise C2 compiles the kernel's large loops during the first timed
         // case and competes with it for the cores.
-        runCase(null, peak, pool, 256);
-        for (int t : new int[]{256, 1024, 4096}) runCase(out, peak, pool, t);
+        runCase(null, peak, pool, 4, 12, 256);
+        for (int[] c : CASES) runCase(out, peak, pool, c[0], c[1], c[2]);
     }
 
     /** Measures one sequence length and prints its rows; with {@code out == null}, only runs it to warm up. */
-    private static void runCase(BenchOutput out, CpuPeak peak, MemoryPool pool, int t) {
-        try (Tensor qkv = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, t, 3 * NH, HS);
-             Tensor o = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, t, NH, HS);
-             Tensor lse = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, NH, t);
-             Tensor dout = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, B, t, NH, HS);
-             Tensor dqkv = Tensor.allocate(pool, MemoryCategory.GRADIENTS, DType.F32, B, t, 3 * NH, HS)) {
+    private static void runCase(BenchOutput out, CpuPeak peak, MemoryPool pool, int b, int nh, int t) {
+        try (Tensor qkv = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, b, t, 3 * nh, HS);
+             Tensor o = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, b, t, nh, HS);
+             Tensor lse = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, b, nh, t);
+             Tensor dout = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, b, t, nh, HS);
+             Tensor dqkv = Tensor.allocate(pool, MemoryCategory.GRADIENTS, DType.F32, b, t, 3 * nh, HS)) {
             fillRandom(qkv, 1);
             fillRandom(dout, 2);
-            Tensor q = qkv.slice(2, 0, NH), k = qkv.slice(2, NH, NH), v = qkv.slice(2, 2 * NH, NH);
-            Tensor dq = dqkv.slice(2, 0, NH), dk = dqkv.slice(2, NH, NH), dv = dqkv.slice(2, 2 * NH, NH);
+            Tensor q = qkv.slice(2, 0, nh), k = qkv.slice(2, nh, nh), v = qkv.slice(2, 2 * nh, nh);
+            Tensor dq = dqkv.slice(2, 0, nh), dk = dqkv.slice(2, nh, nh), dv = dqkv.slice(2, 2 * nh, nh);
             float scale = (float) (1 / Math.sqrt(HS));
             Runnable fwd = () -> Attention.forward(o, lse, q, k, v, scale);
             Runnable bwd = () -> Attention.backward(dq, dk, dv, dout, o, lse, q, k, v, scale);
             fwd.run();
 
             double pairs = (double) t * (t + 1) / 2;
-            double fwdFlops = 4.0 * B * NH * HS * pairs, bwdFlops = 2.5 * fwdFlops;
+            double fwdFlops = 4.0 * b * nh * HS * pairs, bwdFlops = 2.5 * fwdFlops;
             if (out == null) {                        // warm-up only
                 Measure.medianSeconds(() -> { fwd.run(); bwd.run(); }, 10, 10, 2.0);
                 return;
@@ -68,10 +71,9 @@ final class AttentionBenchmarks {
             int reps = t >= 4096 ? 2 : 5;
             long scratch = Attention.f32ScratchBytesPerThread(HS) * ComputePool.current().threads();
             long lseBytes = lse.numel() * 4;
-            String mem = String.format(Locale.ROOT,
-                    "tiles %d KiB (all threads, T-independent) + lse and bwd D %d KiB each (4*B*NH*T)",
+            String mem = String.format(Locale.ROOT, "tiles %d KiB (all threads, T-independent) + lse %d KiB (4*B*NH*T)",
                     scratch / 1024, lseBytes / 1024);
-            String shape = String.format(Locale.ROOT, "B%d NH%d HS%d T%d", B, NH, HS, t);
+            String shape = String.format(Locale.ROOT, "B%d NH%d HS%d T%d", b, nh, HS, t);
             measureRow(out, "attention fwd " + shape, fwd, fwdFlops, reps, true, mem);
             measureRow(out, "attention bwd " + shape, bwd, bwdFlops, reps, true, "");
             measureRow(out, "attention fwd+bwd " + shape, () -> { fwd.run(); bwd.run(); }, fwdFlops + bwdFlops, reps,
@@ -79,16 +81,25 @@ final class AttentionBenchmarks {
         }
     }
 
-    /** Times {@code body} reps times (after one untimed run if asked), each right after a peak measurement. */
+    /**
+     * Times {@code body} reps times, each right after a peak measurement. With {@code untimedFirst}, runs it once
+     * untimed first, and when that took under 0.1 s, a timed repetition runs it several times (about 0.1 s in all),
+     * so that the short cases (T = 256: about 10 ms) are not single samples of a noisy clock.
+     */
     private static void measureRow(BenchOutput out, String name, Runnable body, double flops, int reps,
                                    boolean untimedFirst, String note) {
-        if (untimedFirst) body.run();
+        int inner = 1;
+        if (untimedFirst) {
+            long start = System.nanoTime();
+            body.run();
+            inner = (int) Math.max(1, Math.min(20, 0.1 / ((System.nanoTime() - start) / 1e9)));
+        }
         double[] rate = new double[reps], peak = new double[reps], fraction = new double[reps];
         for (int i = 0; i < reps; i++) {
             peak[i] = CpuPeak.measure().measuredFlops() / 1e9;
             long start = System.nanoTime();
-            body.run();
-            rate[i] = flops / ((System.nanoTime() - start) / 1e9) / 1e9;
+            for (int r = 0; r < inner; r++) body.run();
+            rate[i] = flops * inner / ((System.nanoTime() - start) / 1e9) / 1e9;
             fraction[i] = rate[i] / peak[i];
         }
         out.row(new BenchRow("kernels", name, median(rate), "GFLOP/s", "fp32 peak (interleaved)", median(peak),

@@ -23,8 +23,8 @@ import java.util.Arrays;
  * <p>Dtypes: all float arguments F32 (the tiled Vector API kernel) or all F64 (a plain float64 reference that
  * materialises the scores, used by tests and by finite-difference gradient checks). Both block the caller and
  * split the work over {@link dev.shardwise.core.exec.ComputePool#current()}. Extra memory of the f32 kernel: per
- * running task a few tiles of 64×max(64, HS) floats, independent of T ({@link #f32ScratchBytesPerThread}), and in
- * backward one float per query row (B·NH·T) for rowsum(dout ∘ out); nothing O(T²). Results are bit-identical from
+ * pool thread a few dozen tiles of 64×max(64, HS) floats, independent of T ({@link #f32ScratchBytesPerThread});
+ * nothing O(T²), and nothing O(T) besides lse. Results are bit-identical from
  * run to run and for any number of threads: every output element is produced by one task in a fixed order, and
  * the exponential is the kernel's own polynomial (relative error below 3e-7), which gives the same bits compiled
  * or interpreted.
@@ -83,8 +83,8 @@ public final class Attention {
     }
 
     /**
-     * Heap scratch the f32 kernel holds per running task (one per pool thread at a time), in bytes: a few
-     * 64-row tiles, the same for every sequence length T. Besides it, forward writes lse (4·B·NH·T bytes).
+     * Heap scratch the f32 kernel allocates per pool thread and call, in bytes: a few dozen 64-row tiles, the same
+     * for every sequence length T. Besides it, forward writes lse (4·B·NH·T bytes).
      */
     public static long f32ScratchBytesPerThread(int headSize) {
         return Math.max(AttentionF32.forwardScratchBytes(headSize), AttentionF32.backwardScratchBytes(headSize));

@@ -10,33 +10,46 @@ import jdk.incubator.vector.VectorSpecies;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
+import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Supplier;
 
 /**
  * The fp32 FlashAttention-2 kernel behind {@link Attention}: queries and keys in tiles of {@value #BQ} rows,
  * online softmax, register-tiled Vector API micro-kernels for the tile products, fp32 accumulation.
  *
  * <p>One micro-kernel ({@link #mm}) does every tile product: a broadcast scalar from a strided operand times
- * contiguous vector rows of the other, so the layouts are chosen to give it contiguous rows.
+ * contiguous vector rows of the other. Score tiles are row-major, {@code S[query][key]}, so only k and v need a
+ * transposed copy ({@code scale·kᵀ} and {@code vᵀ}, [HS][key]), once per key block; q, dout, out and the gradients
+ * are used as rows. On a diagonal tile (key block == query block) the products skip the masked upper triangle in
+ * steps of one micro-kernel row block: S and dP stop at the last vector a row block needs, P·v and dS·k stop at the
+ * row block's last key, and Pᵀ·dout and dSᵀ·q start at its first query.
  * <ul>
- * <li>Forward keeps score tiles transposed, {@code Sᵀ[key][query]}, with queries in vector lanes: the online-softmax
- * state (running max m, running sum l, rescale alpha) is then lanewise, and outᵀ accumulates as [HS][query]. The
- * query tile is transposed once per query block; key and value tiles are only copied row by row.
- * <li>Backward runs key blocks outer and keeps scores row-major, {@code S[query][key]}: k and v are transposed
- * once per key block, q and dout tiles only copied, dk and dv accumulate in tiles, and dq gets one addition per
- * (key block, query block) pair. D = rowsum(dout ∘ out) is computed once, O(B·NH·T) floats.
+ * <li>Forward: a task takes up to {@value #FORWARD_CHUNK} consecutive query blocks of one (batch, head) and runs key
+ * blocks outer, so each k and v tile is read and transposed once per task; per query block it keeps the q rows, the
+ * unnormalised out rows, and the running max m and lanewise running sums l of the online softmax.
+ * <li>Backward: a task owns one (batch, key/value head): dk and dv of that kv head and dq of the query heads that
+ * read it, so no two tasks write the same element. It takes up to {@value #BACKWARD_CHUNK} key blocks at a time
+ * (k rows, both transposes, dk and dv accumulators), then streams every later query block of every query head of
+ * the group past them: q and dout rows, lse and D = rowsum(dout ∘ out) are read once per (key chunk, query block),
+ * and dq gets one addition per (key chunk, query block).
  * </ul>
- * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not.
- *
- * <p>Parallelism: forward over (batch, head, chunk of query blocks) tasks; backward over
- * (batch, key/value head) tasks, each owning dk and dv of its kv head and dq of the query heads that read it,
- * so no two tasks write the same element and each sum runs in a fixed order: bit-identical for any thread count.
+ * Each element's sums run in a fixed order inside one task, so results are bit-identical for any thread count.
+ * Exponentials use {@link #exp}, which is bit-reproducible whether compiled or not (the P tiles use its unclamped
+ * form: their arguments are finite and at most about 0). Every pool thread allocates its scratch once per call and
+ * reuses it for the tasks it claims (a call-local counter hands out the tasks).
  */
 final class AttentionF32 {
     static final VectorSpecies<Float> SPECIES = FloatVector.SPECIES_PREFERRED;
     private static final int L = SPECIES.length();
     /** Query and key tile size in rows: 64×64 score tiles (16 KiB) stay in L1 beside the operand tiles. */
     static final int BQ = 64;
+    /** Most query blocks per forward task: its state is two tiles per block (q rows, out rows), 32 KiB for HS = 64. */
+    static final int FORWARD_CHUNK = 8;
+    /** Most key blocks a backward task holds at a time: five tiles per block (k, scale·kᵀ, vᵀ, dk, dv), 80 KiB. */
+    static final int BACKWARD_CHUNK = 4;
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT;
+    private static final ByteOrder NATIVE = ByteOrder.nativeOrder();
 
     private AttentionF32() { }
 
@@ -45,16 +58,36 @@ final class AttentionF32 {
         return (hs + L - 1) / L * L;
     }
 
-    /** Heap scratch of one forward task at most, in bytes (independent of T: the key/value tile cache is capped). */
+    /** Heap scratch of one pool thread in forward, in bytes (independent of T). */
     static long forwardScratchBytes(int hs) {
         int hsp = paddedHeadSize(hs);
-        return 4L * (BQ * hsp + hs * BQ * 2 + BQ * BQ + 3 * BQ) + Math.max(8L * BQ * hsp, KV_CACHE_BYTES);
+        return 4L * (FORWARD_CHUNK * (2 * BQ * hsp + BQ + BQ * L) + 2 * BQ * hsp + hs * BQ + BQ * BQ + 2 * BQ);
     }
 
-    /** Heap scratch of one backward task, in bytes (independent of T). */
+    /** Heap scratch of one pool thread in backward, in bytes (independent of T). */
     static long backwardScratchBytes(int hs) {
         int hsp = paddedHeadSize(hs);
-        return 4L * (BQ * hsp * 7 + hs * BQ * 2 + BQ * BQ * 2 + hsp);
+        return 4L * (BACKWARD_CHUNK * (3 * BQ * hsp + 2 * hs * BQ) + 4 * BQ * hsp + 2 * BQ * BQ + 2 * BQ + L);
+    }
+
+    /**
+     * Runs {@code units} tasks on the current pool, each pool thread claiming tasks from a call-local counter and
+     * reusing one scratch object (made by {@code scratch}) for all of them.
+     */
+    private static <W> void runUnits(int units, Supplier<W> scratch, UnitBody<W> body) {
+        ComputePool pool = ComputePool.current();
+        AtomicInteger next = new AtomicInteger();
+        pool.parallelFor(Math.min(pool.threads(), units), slot -> {
+            int u = next.getAndIncrement();
+            if (u >= units) return;                  // another thread took every unit: allocate nothing
+            W w = scratch.get();
+            for (; u < units; u = next.getAndIncrement()) body.run(w, u);
+        });
+    }
+
+    @FunctionalInterface
+    private interface UnitBody<W> {
+        void run(W scratch, int unit);
     }
 
     // ---------------------------------------------------------------- forward
@@ -64,134 +97,148 @@ final class AttentionF32 {
         if (nb == 0 || nt == 0 || nh == 0) return;
         Strided sq = Strided.of(q), sk = Strided.of(k), sv = Strided.of(v), so = Strided.of(out), sl = Strided.of(lse);
         int nqb = (nt + BQ - 1) / BQ, heads = nb * nh;
-        ComputePool pool = ComputePool.current();
-        // A task takes every chunks-th query block of one (batch, head), chunk c taking c, c + chunks, ...: the
-        // chunks of a head get about equal work, and one task re-reads the same k and v prefix (L2-resident)
-        // for its blocks. Enough chunks for about 4 tasks per thread.
-        int chunks = Math.max(1, Math.min(nqb, (4 * pool.threads() + heads - 1) / heads));
-        pool.parallelFor(heads * chunks, task -> {
-            int bh = task / chunks, c = task % chunks;
+        // Query blocks per task: as many as fit (fewer k/v reads), but enough tasks for about 4 per thread.
+        int threads = ComputePool.current().threads();
+        int chunk = Math.max(1, Math.min(Math.min(nqb, FORWARD_CHUNK), (nqb * heads + 4 * threads - 1) / (4 * threads)));
+        int chunksPerHead = (nqb + chunk - 1) / chunk;
+        runUnits(heads * chunksPerHead, () -> new ForwardScratch(hs, chunk), (w, u) -> {
+            // The chunks with the most key blocks first, so the last tasks to run are short ones.
+            int c = chunksPerHead - 1 - u / heads, bh = u % heads;
             int b = bh / nh, h = bh % nh;
-            ForwardScratch scratch = new ForwardScratch(hs, nqb);
-            for (int qb = c; qb < nqb; qb += chunks) {
-                forwardBlock(scratch, so, sl, sq, sk, sv, b, h, h / (nh / nkv), qb, nt, hs, scale);
-            }
+            forwardChunk(w, so, sl, sq, sk, sv, b, h, h / (nh / nkv), c * chunk, Math.min(nqb, (c + 1) * chunk),
+                    nt, hs, scale);
         });
     }
 
-    /** Key and value row tiles one forward task keeps for reuse by its later query blocks, at most (bytes). */
-    private static final long KV_CACHE_BYTES = 512 << 10;
-
-    /**
-     * The tiles of one forward task (about 100 KiB for HS = 64), and the key and value row tiles it has read: a
-     * task runs query blocks in ascending order and query block qb reads key blocks 0..qb, so each tile read once
-     * serves every later block. Kept when all of a head's tiles fit in {@link #KV_CACHE_BYTES} (T <= 1024 for
-     * HS = 64); otherwise one pair of tiles is read again for every (query block, key block) pair.
-     */
+    /** The tiles of one forward thread: per query block of a chunk its q rows, out rows and softmax state. */
     private static final class ForwardScratch {
-        final float[] rows, qt, s, ot, m = new float[BQ], l = new float[BQ], alpha = new float[BQ];
-        private final float[][] kTiles, vTiles;   // [key block][BQ · hsp], or one reused slot each
-        private final boolean cached;
-        private int loaded = -1;                  // key blocks [0, loaded] are in the tiles (when cached)
+        final float[][] q, o;            // [chunk][BQ · hsp]: q rows; unnormalised out rows
+        final float[][] m, l;            // [chunk][BQ]: running max; [chunk][BQ · L]: lanewise running sums
+        final float[] kRows, v, kt, s;   // k rows, v rows [BQ][hsp]; scale · kᵀ [hs][BQ]; S then P [query][key]
+        final float[] mNew = new float[BQ], alpha = new float[BQ];
 
-        ForwardScratch(int hs, int keyBlocks) {
+        ForwardScratch(int hs, int chunk) {
             int hsp = paddedHeadSize(hs);
-            rows = new float[BQ * hsp];    // q rows, later out rows [BQ][hsp]
-            qt = new float[hs * BQ];       // scale · qᵀ [hs][BQ]
-            s = new float[BQ * BQ];        // Sᵀ then Pᵀ [key][query]
-            ot = new float[hs * BQ];       // unnormalised outᵀ [hs][BQ]
-            cached = 2L * keyBlocks * BQ * hsp * 4 <= KV_CACHE_BYTES;
-            kTiles = new float[cached ? keyBlocks : 1][BQ * hsp];   // k rows [BQ][hsp]
-            vTiles = new float[cached ? keyBlocks : 1][BQ * hsp];   // v rows [BQ][hsp]
+            q = new float[chunk][BQ * hsp];
+            o = new float[chunk][BQ * hsp];
+            m = new float[chunk][BQ];
+            l = new float[chunk][BQ * L];
+            kRows = new float[BQ * hsp];
+            v = new float[BQ * hsp];
+            kt = new float[hs * BQ];
+            s = new float[BQ * BQ];
         }
-
-        /** Makes key block kb's k and v rows available in {@code kTile(kb)} and {@code vTile(kb)}. */
-        void load(Strided sk, Strided sv, int b, int kvh, int kb, int nt, int hs) {
-            if (cached && kb <= loaded) return;
-            int k0 = kb * BQ, kn = Math.min(BQ, nt - k0), hsp = paddedHeadSize(hs);
-            readRows(kTile(kb), hsp, sk, b, k0, kvh, kn, hs);
-            readRows(vTile(kb), hsp, sv, b, k0, kvh, kn, hs);
-            if (cached) loaded = Math.max(loaded, kb);
-        }
-
-        float[] kTile(int kb) { return kTiles[cached ? kb : 0]; }
-
-        float[] vTile(int kb) { return vTiles[cached ? kb : 0]; }
     }
 
-    private static void forwardBlock(ForwardScratch w, Strided so, Strided sl, Strided sq, Strided sk, Strided sv,
-                                     int b, int h, int kvh, int qb, int nt, int hs, float scale) {
+    /** Query blocks [qb0, qb1) of (b, h): key blocks outer, each key block's tiles read once. */
+    private static void forwardChunk(ForwardScratch w, Strided so, Strided sl, Strided sq, Strided sk, Strided sv,
+                                     int b, int h, int kvh, int qb0, int qb1, int nt, int hs, float scale) {
         int hsp = paddedHeadSize(hs);
-        int q0 = qb * BQ, qn = Math.min(BQ, nt - q0);
-        float[] rows = w.rows, qt = w.qt, s = w.s, ot = w.ot, m = w.m, l = w.l, alpha = w.alpha;
-
-        readRows(rows, hsp, sq, b, q0, h, qn, hs);
-        transpose(qt, rows, hsp, qn, hs, scale);
-        java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
-        java.util.Arrays.fill(l, 0f);
-        java.util.Arrays.fill(ot, 0f);
-        for (int kb = 0; kb <= qb; kb++) {
+        for (int qb = qb0; qb < qb1; qb++) {
+            readRows(w.q[qb - qb0], hsp, sq, b, qb * BQ, h, Math.min(BQ, nt - qb * BQ), hs);
+            Arrays.fill(w.m[qb - qb0], Float.NEGATIVE_INFINITY);
+            Arrays.fill(w.l[qb - qb0], 0f);
+        }
+        for (int kb = 0; kb < qb1; kb++) {
             int k0 = kb * BQ, kn = Math.min(BQ, nt - k0);
-            w.load(sk, sv, b, kvh, kb, nt, hs);
-            float[] kr = w.kTile(kb), vr = w.vTile(kb);
-            // Sᵀ[key][query] = k · (scale·q)ᵀ
-            mm(s, kr, 0, hsp, 1, qt, kn, BQ, hs, false);
-            if (kb == qb) maskFuture(s, kn);
-            onlineSoftmax(s, kn, m, l, alpha);
-            for (int d = 0; d < hs; d++) {
-                for (int i = 0; i < BQ; i += L) {
-                    FloatVector.fromArray(SPECIES, ot, d * BQ + i).mul(FloatVector.fromArray(SPECIES, alpha, i))
-                            .intoArray(ot, d * BQ + i);
-                }
+            readRows(w.kRows, hsp, sk, b, k0, kvh, kn, hs);
+            transpose(w.kt, w.kRows, hsp, kn, hs, scale);
+            readRows(w.v, hsp, sv, b, k0, kvh, kn, hs);
+            for (int qb = Math.max(kb, qb0); qb < qb1; qb++) {
+                int i = qb - qb0, qn = Math.min(BQ, nt - qb * BQ);
+                boolean diag = qb == kb;
+                float[] o = w.o[i];
+                // S[query][key] = q · (scale·k)ᵀ
+                mm(w.s, BQ, w.q[i], 0, hsp, 1, w.kt, BQ, qn, BQ, hs, diag ? COLS_LOWER : FULL, false);
+                onlineSoftmax(w.s, qn, diag, w.m[i], w.l[i], w.mNew, w.alpha);
+                if (kb > 0) rescaleRows(o, hsp, w.alpha, qn);
+                // out[query] += sum_key P[query][key] · v[key]
+                mm(o, hsp, w.s, 0, BQ, 1, w.v, hsp, qn, hsp, kn, diag ? K_BELOW : FULL, kb > 0);
+                if (diag) finishRows(so, sl, b, h, qb * BQ, qn, hs, o, w.m[i], w.l[i]);
             }
-            // outᵀ[d][query] += sum_key v[key][d] · Pᵀ[key][query]
-            mm(ot, vr, 0, 1, hsp, s, hs, BQ, kn, true);
+        }
+    }
+
+    /**
+     * Online softmax step over rows i < qn of S [query][key]: m' = max(m, max_key S), alpha = exp(m - m'),
+     * P = exp(S - m') in place, l = alpha·l + sum_key P (lanewise, summed over lanes at the end). On a diagonal tile
+     * keys after the query get P = 0, and the vectors past a row's last key are zeroed rather than computed.
+     * Key 0 of the first tile is unmasked for every row, so m is finite after the first tile.
+     */
+    private static void onlineSoftmax(float[] s, int qn, boolean diag, float[] m, float[] l, float[] mNew, float[] alpha) {
+        int nv = BQ / L;
+        for (int i = 0; i < qn; i++) {
+            int rv = diag ? i / L + 1 : nv;             // vectors holding keys <= i
+            FloatVector mx = FloatVector.broadcast(SPECIES, Float.NEGATIVE_INFINITY);
+            for (int j = 0; j < rv - 1; j++) mx = mx.max(FloatVector.fromArray(SPECIES, s, i * BQ + j * L));
+            FloatVector last = FloatVector.fromArray(SPECIES, s, i * BQ + (rv - 1) * L);
+            if (diag) last = mx.blend(last, SPECIES.indexInRange((rv - 1) * L, i + 1));
+            mx = mx.max(last);
+            mNew[i] = Math.max(m[i], mx.reduceLanes(VectorOperators.MAX));
+        }
+        for (int i = 0; i < qn; i += L) {
+            // Rows past qn compute garbage that no one reads (m and mNew keep finite or -inf values there).
+            FloatVector mv = FloatVector.fromArray(SPECIES, m, i), mn = FloatVector.fromArray(SPECIES, mNew, i);
+            exp(mv.sub(mn)).intoArray(alpha, i);
+            mn.intoArray(m, i);
         }
         for (int i = 0; i < qn; i++) {
-            float inv = 1f / l[i];
-            for (int d = 0; d < hs; d++) rows[i * hsp + d] = ot[d * BQ + i] * inv;
-            sl.segment().set(F32, sl.at(b, h, q0 + i), m[i] + (float) Math.log(l[i]));
+            int rv = diag ? i / L + 1 : nv;
+            FloatVector mi = FloatVector.broadcast(SPECIES, mNew[i]);
+            FloatVector sum = FloatVector.zero(SPECIES);
+            for (int j = 0; j < rv; j++) {
+                int at = i * BQ + j * L;
+                FloatVector p = expUnchecked(FloatVector.fromArray(SPECIES, s, at).sub(mi));
+                if (diag && j == rv - 1) p = FloatVector.zero(SPECIES).blend(p, SPECIES.indexInRange(j * L, i + 1));
+                p.intoArray(s, at);
+                sum = sum.add(p);
+            }
+            for (int j = rv; j < nv; j++) FloatVector.zero(SPECIES).intoArray(s, i * BQ + j * L);
+            FloatVector.fromArray(SPECIES, l, i * L).fma(FloatVector.broadcast(SPECIES, alpha[i]), sum).intoArray(l, i * L);
         }
-        writeRows(so, b, q0, h, rows, hsp, qn, hs);
     }
 
-    /** On a diagonal tile (key block == query block) sets Sᵀ[key][query] = -inf where key > query. */
-    private static void maskFuture(float[] s, int kn) {
-        for (int key = 1; key < kn; key++) {
-            java.util.Arrays.fill(s, key * BQ, key * BQ + key, Float.NEGATIVE_INFINITY);
+    /** rows[i][:] *= alpha[i] for i < n, skipping rows whose max did not change (alpha == 1). */
+    private static void rescaleRows(float[] rows, int hsp, float[] alpha, int n) {
+        for (int i = 0; i < n; i++) {
+            float a = alpha[i];
+            if (a == 1f) continue;
+            FloatVector av = FloatVector.broadcast(SPECIES, a);
+            for (int d = 0; d < hsp; d += L) {
+                FloatVector.fromArray(SPECIES, rows, i * hsp + d).mul(av).intoArray(rows, i * hsp + d);
+            }
         }
     }
 
-    /**
-     * Online softmax step over a tile Sᵀ[kn][BQ]: m = max(m, max_key S), alpha = exp(m_old - m),
-     * Pᵀ = exp(Sᵀ - m) in place, l = alpha·l + sum_key P. Every query lane has key 0 of the first tile
-     * unmasked, so m is finite after the first tile and no lane computes inf - inf.
-     */
-    private static void onlineSoftmax(float[] s, int kn, float[] m, float[] l, float[] alpha) {
-        for (int i = 0; i < BQ; i += L) {
-            FloatVector mOld = FloatVector.fromArray(SPECIES, m, i);
-            FloatVector mx = mOld;
-            for (int key = 0; key < kn; key++) mx = mx.max(FloatVector.fromArray(SPECIES, s, key * BQ + i));
-            FloatVector sum0 = FloatVector.zero(SPECIES), sum1 = sum0;
-            int key = 0;
-            for (; key + 2 <= kn; key += 2) {
-                FloatVector p0 = exp(FloatVector.fromArray(SPECIES, s, key * BQ + i).sub(mx));
-                FloatVector p1 = exp(FloatVector.fromArray(SPECIES, s, (key + 1) * BQ + i).sub(mx));
-                p0.intoArray(s, key * BQ + i);
-                p1.intoArray(s, (key + 1) * BQ + i);
-                sum0 = sum0.add(p0);
-                sum1 = sum1.add(p1);
-            }
-            if (key < kn) {
-                FloatVector p0 = exp(FloatVector.fromArray(SPECIES, s, key * BQ + i).sub(mx));
-                p0.intoArray(s, key * BQ + i);
-                sum0 = sum0.add(p0);
-            }
-            FloatVector a = exp(mOld.sub(mx));
-            a.intoArray(alpha, i);
-            FloatVector.fromArray(SPECIES, l, i).mul(a).add(sum0.add(sum1)).intoArray(l, i);
-            mx.intoArray(m, i);
+    /** out[b, q0 + i, h, :] = o[i] / l[i] and lse[b, h, q0 + i] = m[i] + ln(l[i]) for i < qn. */
+    private static void finishRows(Strided so, Strided sl, int b, int h, int q0, int qn, int hs,
+                                   float[] o, float[] m, float[] l) {
+        int hsp = paddedHeadSize(hs), full = hs / L * L;
+        MemorySegment seg = so.segment();
+        for (int i = 0; i < qn; i++) {
+            float sum = laneSum(l, i * L);
+            float inv = 1f / sum;
+            long at = so.at(b, q0 + i, h);
+            FloatVector iv = FloatVector.broadcast(SPECIES, inv);
+            int d = 0;
+            for (; d < full; d += L) FloatVector.fromArray(SPECIES, o, i * hsp + d).mul(iv).intoMemorySegment(seg, at + 4L * d, NATIVE);
+            for (; d < hs; d++) seg.set(F32, at + 4L * d, o[i * hsp + d] * inv);
+            sl.segment().set(F32, sl.at(b, h, q0 + i), m[i] + (float) Math.log(sum));
         }
+    }
+
+    /** x[at] + ... + x[at + L - 1] in a fixed order: four interleaved partial sums (shorter dependency chains). */
+    private static float laneSum(float[] x, int at) {
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int lane = 0;
+        for (; lane + 4 <= L; lane += 4) {
+            s0 += x[at + lane];
+            s1 += x[at + lane + 1];
+            s2 += x[at + lane + 2];
+            s3 += x[at + lane + 3];
+        }
+        for (; lane < L; lane++) s0 += x[at + lane];
+        return (s0 + s1) + (s2 + s3);
     }
 
     // ---------------------------------------------------------------- backward
@@ -202,136 +249,265 @@ final class AttentionF32 {
         if (nb == 0 || nt == 0 || nh == 0) return;
         Strided sq = Strided.of(q), sk = Strided.of(k), sv = Strided.of(v), so = Strided.of(out), sl = Strided.of(lse);
         Strided sdo = Strided.of(dout), sdq = Strided.of(dq), sdk = Strided.of(dk), sdv = Strided.of(dv);
-        ComputePool pool = ComputePool.current();
-        // D[b, h, t] = dout[b, t, h] · out[b, t, h]: O(B·NH·T) floats, computed once instead of once per key block.
-        float[] dRows = new float[nb * nh * nt];
-        pool.parallelFor(nb * nh, bh -> {
-            int b = bh / nh, h = bh % nh;
-            for (int t = 0; t < nt; t++) dRows[bh * nt + t] = rowDot(sdo, so, b, t, h, hs);
-        });
-        pool.parallelFor(nb * nkv, task -> {
-            int b = task / nkv, kvh = task % nkv;
-            backwardGroup(sdq, sdk, sdv, sdo, sl, sq, sk, sv, dRows, b, kvh, nh, nkv, nt, hs, scale);
-        });
+        runUnits(nb * nkv, () -> new BackwardScratch(hs), (w, u) ->
+                backwardGroup(w, sdq, sdk, sdv, sdo, so, sl, sq, sk, sv, u / nkv, u % nkv, nh, nkv, nt, hs, scale));
+    }
+
+    /** The tiles of one backward thread. */
+    private static final class BackwardScratch {
+        final float[][] k, kt, vt, dk, dv;   // per key block of a chunk: k rows, scale·kᵀ, vᵀ, dk and dv accumulators
+        final float[] q, g, dq;              // q rows, dout rows, dq rows of one query block [BQ][hsp]
+        final float[] vRows;                 // v rows (to build vᵀ), then the query block's out rows (for D)
+        final float[] p, ds;                 // P, then dP and scale · dS [query][key]
+        final float[] lse = new float[BQ], dRow = new float[BQ], lanes = new float[L];
+
+        BackwardScratch(int hs) {
+            int hsp = paddedHeadSize(hs);
+            k = new float[BACKWARD_CHUNK][BQ * hsp];
+            kt = new float[BACKWARD_CHUNK][hs * BQ];
+            vt = new float[BACKWARD_CHUNK][hs * BQ];
+            dk = new float[BACKWARD_CHUNK][BQ * hsp];
+            dv = new float[BACKWARD_CHUNK][BQ * hsp];
+            q = new float[BQ * hsp];
+            g = new float[BQ * hsp];
+            dq = new float[BQ * hsp];
+            vRows = new float[BQ * hsp];
+            p = new float[BQ * BQ];
+            ds = new float[BQ * BQ];
+        }
     }
 
     /**
-     * One (batch, kv head) task. Key blocks outer, so dk and dv of a key block accumulate in tiles and are added
-     * to the tensors once; dq of a query block gets one addition per key block, in ascending key-block order.
-     * Scores here are row-major S[query][key]: k and v are transposed once per key block, q and dout only copied.
+     * One (batch, kv head) task: key blocks in chunks; per chunk, every query block from the chunk's first on, of
+     * every query head of the group, meets the chunk's key blocks in ascending order. dk and dv of a key block sum
+     * over (head, query block) in that order and are added to the tensors once per chunk; dq of a query block sums
+     * over the chunk's key blocks and is added once per chunk, chunks in ascending order.
      */
-    private static void backwardGroup(Strided sdq, Strided sdk, Strided sdv, Strided sdo, Strided sl,
-                                      Strided sq, Strided sk, Strided sv, float[] dRows, int b, int kvh,
-                                      int nh, int nkv, int nt, int hs, float scale) {
+    private static void backwardGroup(BackwardScratch w, Strided sdq, Strided sdk, Strided sdv, Strided sdo,
+                                      Strided so, Strided sl, Strided sq, Strided sk, Strided sv,
+                                      int b, int kvh, int nh, int nkv, int nt, int hs, float scale) {
         int hsp = paddedHeadSize(hs), group = nh / nkv;
         int nqb = (nt + BQ - 1) / BQ;
-        float[] kr = new float[BQ * hsp];         // k rows [BQ][hsp]
-        float[] kt = new float[hs * BQ];          // scale · kᵀ [hs][BQ]
-        float[] vr = new float[BQ * hsp];         // v rows, only to build vt
-        float[] vt = new float[hs * BQ];          // vᵀ [hs][BQ]
-        float[] qr = new float[BQ * hsp];         // q rows [BQ][hsp]
-        float[] gr = new float[BQ * hsp];         // dout rows [BQ][hsp]
-        float[] p = new float[BQ * BQ];           // P [query][key]
-        float[] ds = new float[BQ * BQ];          // dP, then scale · dS [query][key]
-        float[] dkAcc = new float[BQ * hsp], dvAcc = new float[BQ * hsp];
-        float[] dqTile = new float[BQ * hsp];
-        float[] rowTmp = new float[hsp];
-        for (int kb = 0; kb < nqb; kb++) {
-            int k0 = kb * BQ, kn = Math.min(BQ, nt - k0);
-            readRows(kr, hsp, sk, b, k0, kvh, kn, hs);
-            transpose(kt, kr, hsp, kn, hs, scale);
-            readRows(vr, hsp, sv, b, k0, kvh, kn, hs);
-            transpose(vt, vr, hsp, kn, hs, 1f);
-            java.util.Arrays.fill(dkAcc, 0f);
-            java.util.Arrays.fill(dvAcc, 0f);
+        for (int kc0 = 0; kc0 < nqb; kc0 += BACKWARD_CHUNK) {
+            int kc1 = Math.min(nqb, kc0 + BACKWARD_CHUNK);
+            for (int kb = kc0; kb < kc1; kb++) {
+                int j = kb - kc0, k0 = kb * BQ, kn = Math.min(BQ, nt - k0);
+                readRows(w.k[j], hsp, sk, b, k0, kvh, kn, hs);
+                transpose(w.kt[j], w.k[j], hsp, kn, hs, scale);
+                readRows(w.vRows, hsp, sv, b, k0, kvh, kn, hs);
+                transpose(w.vt[j], w.vRows, hsp, kn, hs, 1f);
+            }
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                int dBase = (b * nh + h) * nt;
-                for (int qb = kb; qb < nqb; qb++) {
+                for (int qb = kc0; qb < nqb; qb++) {
                     int q0 = qb * BQ, qn = Math.min(BQ, nt - q0);
-                    readRows(qr, hsp, sq, b, q0, h, qn, hs);
-                    readRows(gr, hsp, sdo, b, q0, h, qn, hs);
-                    // S = q · (scale·k)ᵀ, then P = exp(S - lse), causal
-                    mm(p, qr, 0, hsp, 1, kt, qn, BQ, hs, false);
+                    readRows(w.q, hsp, sq, b, q0, h, qn, hs);
+                    readRows(w.g, hsp, sdo, b, q0, h, qn, hs);
+                    readRows(w.vRows, hsp, so, b, q0, h, qn, hs);      // out rows, for D
                     for (int i = 0; i < qn; i++) {
-                        FloatVector lseI = FloatVector.broadcast(SPECIES, sl.segment().get(F32, sl.at(b, h, q0 + i)));
-                        for (int j = 0; j < BQ; j += L) {
-                            exp(FloatVector.fromArray(SPECIES, p, i * BQ + j).sub(lseI)).intoArray(p, i * BQ + j);
-                        }
-                        // Diagonal tile: keys after the query (and the padding keys of a last, partial block) get 0.
-                        if (qb == kb) java.util.Arrays.fill(p, i * BQ + i + 1, (i + 1) * BQ, 0f);
+                        w.lse[i] = sl.segment().get(F32, sl.at(b, h, q0 + i));
+                        w.dRow[i] = rowDot(w.g, w.vRows, i * hsp, hsp, w.lanes);
                     }
-                    // dP = dout · vᵀ, then dS = scale · P ∘ (dP - D)
-                    mm(ds, gr, 0, hsp, 1, vt, qn, BQ, hs, false);
-                    for (int i = 0; i < qn; i++) {
-                        FloatVector dI = FloatVector.broadcast(SPECIES, dRows[dBase + q0 + i]);
-                        FloatVector vs = FloatVector.broadcast(SPECIES, scale);
-                        for (int j = 0; j < BQ; j += L) {
-                            int at = i * BQ + j;
-                            FloatVector.fromArray(SPECIES, ds, at).sub(dI).mul(FloatVector.fromArray(SPECIES, p, at))
-                                    .mul(vs).intoArray(ds, at);
-                        }
+                    for (int kb = kc0; kb < Math.min(kc1, qb + 1); kb++) {
+                        // The first contribution to a key block's dk and dv (its diagonal tile, first head) overwrites.
+                        boolean diag = qb == kb;
+                        backwardTile(w, kb - kc0, qn, Math.min(BQ, nt - kb * BQ), diag, hsp, hs, scale, kb > kc0,
+                                !(diag && h == kvh * group));
                     }
-                    // dv[key] += sum_query P[query][key] · dout[query]
-                    mm(dvAcc, p, 0, 1, BQ, gr, kn, hsp, qn, true);
-                    // dk[key] += sum_query dS[query][key] · q[query]
-                    mm(dkAcc, ds, 0, 1, BQ, qr, kn, hsp, qn, true);
-                    // dq[query] += sum_key dS[query][key] · k[key]
-                    mm(dqTile, ds, 0, BQ, 1, kr, qn, hsp, kn, false);
-                    addRows(sdq, b, q0, h, dqTile, hsp, qn, hs, rowTmp);
+                    addRows(sdq, b, q0, h, w.dq, hsp, qn, hs);
                 }
             }
-            addRows(sdk, b, k0, kvh, dkAcc, hsp, kn, hs, rowTmp);
-            addRows(sdv, b, k0, kvh, dvAcc, hsp, kn, hs, rowTmp);
+            for (int kb = kc0; kb < kc1; kb++) {
+                int k0 = kb * BQ, kn = Math.min(BQ, nt - k0);
+                addRows(sdk, b, k0, kvh, w.dk[kb - kc0], hsp, kn, hs);
+                addRows(sdv, b, k0, kvh, w.dv[kb - kc0], hsp, kn, hs);
+            }
         }
     }
 
-    /** x[b, t, h] · y[b, t, h] over the head dimension: whole vectors in lane order, then the tail in index order. */
-    private static float rowDot(Strided x, Strided y, int b, int t, int h, int hs) {
-        long ax = x.at(b, t, h), ay = y.at(b, t, h);
-        MemorySegment xs = x.segment(), ys = y.segment();
-        FloatVector acc = FloatVector.zero(SPECIES);
-        int d = 0;
-        for (; d + L <= hs; d += L) {
-            acc = FloatVector.fromMemorySegment(SPECIES, xs, ax + 4L * d, ByteOrder.nativeOrder())
-                    .fma(FloatVector.fromMemorySegment(SPECIES, ys, ay + 4L * d, ByteOrder.nativeOrder()), acc);
+    /**
+     * One (query block, key block) pair of backward, with the query block's rows in w.q, w.g, w.lse, w.dRow and the
+     * key block's tiles at index j: P = exp(S - lse), dv += Pᵀ·dout, dS = scale · P ∘ (dout·vᵀ - D),
+     * dk += dSᵀ·q, dq (+)= dS·k; w.dq is overwritten unless accumulateDq, dk and dv unless accumulateKv.
+     */
+    private static void backwardTile(BackwardScratch w, int j, int qn, int kn, boolean diag, int hsp, int hs,
+                                     float scale, boolean accumulateDq, boolean accumulateKv) {
+        float[] p = w.p, ds = w.ds;
+        int nv = BQ / L;
+        // S = q · (scale·k)ᵀ, then P = exp(S - lse), causal, zero past each row's last key
+        mm(p, BQ, w.q, 0, hsp, 1, w.kt[j], BQ, qn, BQ, hs, diag ? COLS_LOWER : FULL, false);
+        // dP = dout · vᵀ
+        mm(ds, BQ, w.g, 0, hsp, 1, w.vt[j], BQ, qn, BQ, hs, diag ? COLS_LOWER : FULL, false);
+        FloatVector vs = FloatVector.broadcast(SPECIES, scale), zero = FloatVector.zero(SPECIES);
+        for (int i = 0; i < qn; i++) {
+            int rv = diag ? i / L + 1 : nv;
+            FloatVector lseI = FloatVector.broadcast(SPECIES, w.lse[i]), dI = FloatVector.broadcast(SPECIES, w.dRow[i]);
+            for (int c = 0; c < rv; c++) {
+                int at = i * BQ + c * L;
+                FloatVector pv = expUnchecked(FloatVector.fromArray(SPECIES, p, at).sub(lseI));
+                if (diag && c == rv - 1) pv = zero.blend(pv, SPECIES.indexInRange(c * L, i + 1));
+                pv.intoArray(p, at);
+                // dS = scale · P ∘ (dP - D)
+                FloatVector.fromArray(SPECIES, ds, at).sub(dI).mul(pv).mul(vs).intoArray(ds, at);
+            }
+            for (int c = rv; c < nv; c++) {
+                zero.intoArray(p, i * BQ + c * L);
+                zero.intoArray(ds, i * BQ + c * L);
+            }
         }
-        // Lanes summed in lane order (reduceLanes leaves its order open, so it could differ between compilations).
-        float sum = 0;
-        for (int i = 0; i < L; i++) sum += acc.lane(i);
-        for (; d < hs; d++) sum += xs.get(F32, ax + 4L * d) * ys.get(F32, ay + 4L * d);
-        return sum;
+        // dv[key] += sum_query P[query][key] · dout[query]
+        mm(w.dv[j], hsp, p, 0, 1, BQ, w.g, hsp, kn, hsp, qn, diag ? K_FROM : FULL, accumulateKv);
+        // dk[key] += sum_query dS[query][key] · q[query]
+        mm(w.dk[j], hsp, ds, 0, 1, BQ, w.q, hsp, kn, hsp, qn, diag ? K_FROM : FULL, accumulateKv);
+        // dq[query] += sum_key dS[query][key] · k[key]
+        mm(w.dq, hsp, ds, 0, BQ, 1, w.k[j], hsp, qn, hsp, kn, diag ? K_BELOW : FULL, accumulateDq);
+    }
+
+    /**
+     * x[off + 0..hsp) · y[off + 0..hsp) (padded rows: the padding is zero in both): lanewise products summed over
+     * the vectors, then the lanes in a fixed order. tmp: L floats.
+     */
+    private static float rowDot(float[] x, float[] y, int off, int hsp, float[] tmp) {
+        FloatVector acc = FloatVector.zero(SPECIES);
+        for (int d = 0; d < hsp; d += L) {
+            acc = FloatVector.fromArray(SPECIES, x, off + d).fma(FloatVector.fromArray(SPECIES, y, off + d), acc);
+        }
+        // Not reduceLanes: its order is left open, so it could differ between compilations.
+        acc.intoArray(tmp, 0);
+        return laneSum(tmp, 0);
     }
 
     // ---------------------------------------------------------------- tiles
 
-    /** rows[i][0..hs) = x[b, t0 + i, head, :] for i < n; the padding columns keep their zeros. */
+    /*
+     * Index vectors of the 16×16 block transpose (for 16-lane vectors): stage h in {8, 4, 2, 1} swaps the off-diagonal
+     * h×h blocks of every 2h×2h block. Row i (with i & h == 0) and row i + h become LO_h.selectFrom(row i, row i + h)
+     * and HI_h.selectFrom(row i, row i + h); indexes >= 16 pick from the second vector.
+     */
+    private static final FloatVector LO8 = swapIndex(8, false), HI8 = swapIndex(8, true), LO4 = swapIndex(4, false),
+            HI4 = swapIndex(4, true), LO2 = swapIndex(2, false), HI2 = swapIndex(2, true), LO1 = swapIndex(1, false),
+            HI1 = swapIndex(1, true);
+
+    private static FloatVector swapIndex(int h, boolean high) {
+        float[] idx = new float[L];
+        for (int j = 0; j < L; j++) {
+            boolean left = (j & h) == 0;
+            idx[j] = high ? (left ? j + h : L + j) : (left ? j : L + j - h);
+        }
+        return L == 16 ? FloatVector.fromArray(SPECIES, idx, 0) : null;
+    }
+
+    /**
+     * t[d][i] = factor · rows[i][d] for i < BQ, d < hs, for 16-lane vectors and hs a multiple of 16: 16×16 blocks
+     * transposed in registers with two-source lane permutations, four stages of 16 each.
+     */
+    private static void transpose16(float[] t, float[] rows, int hsp, int hs, float factor) {
+        FloatVector fv = FloatVector.broadcast(SPECIES, factor);
+        FloatVector lo8 = LO8, hi8 = HI8, lo4 = LO4, hi4 = HI4, lo2 = LO2, hi2 = HI2, lo1 = LO1, hi1 = HI1;
+        for (int i0 = 0; i0 < BQ; i0 += 16) {
+            for (int d0 = 0; d0 < hs; d0 += 16) {
+                int a0 = i0 * hsp + d0;
+                FloatVector v0 = FloatVector.fromArray(SPECIES, rows, a0 + 0 * hsp);
+                FloatVector v1 = FloatVector.fromArray(SPECIES, rows, a0 + 1 * hsp);
+                FloatVector v2 = FloatVector.fromArray(SPECIES, rows, a0 + 2 * hsp);
+                FloatVector v3 = FloatVector.fromArray(SPECIES, rows, a0 + 3 * hsp);
+                FloatVector v4 = FloatVector.fromArray(SPECIES, rows, a0 + 4 * hsp);
+                FloatVector v5 = FloatVector.fromArray(SPECIES, rows, a0 + 5 * hsp);
+                FloatVector v6 = FloatVector.fromArray(SPECIES, rows, a0 + 6 * hsp);
+                FloatVector v7 = FloatVector.fromArray(SPECIES, rows, a0 + 7 * hsp);
+                FloatVector v8 = FloatVector.fromArray(SPECIES, rows, a0 + 8 * hsp);
+                FloatVector v9 = FloatVector.fromArray(SPECIES, rows, a0 + 9 * hsp);
+                FloatVector v10 = FloatVector.fromArray(SPECIES, rows, a0 + 10 * hsp);
+                FloatVector v11 = FloatVector.fromArray(SPECIES, rows, a0 + 11 * hsp);
+                FloatVector v12 = FloatVector.fromArray(SPECIES, rows, a0 + 12 * hsp);
+                FloatVector v13 = FloatVector.fromArray(SPECIES, rows, a0 + 13 * hsp);
+                FloatVector v14 = FloatVector.fromArray(SPECIES, rows, a0 + 14 * hsp);
+                FloatVector v15 = FloatVector.fromArray(SPECIES, rows, a0 + 15 * hsp);
+                FloatVector s8x0 = lo8.selectFrom(v0, v8), s8x8 = hi8.selectFrom(v0, v8);
+                FloatVector s8x1 = lo8.selectFrom(v1, v9), s8x9 = hi8.selectFrom(v1, v9);
+                FloatVector s8x2 = lo8.selectFrom(v2, v10), s8x10 = hi8.selectFrom(v2, v10);
+                FloatVector s8x3 = lo8.selectFrom(v3, v11), s8x11 = hi8.selectFrom(v3, v11);
+                FloatVector s8x4 = lo8.selectFrom(v4, v12), s8x12 = hi8.selectFrom(v4, v12);
+                FloatVector s8x5 = lo8.selectFrom(v5, v13), s8x13 = hi8.selectFrom(v5, v13);
+                FloatVector s8x6 = lo8.selectFrom(v6, v14), s8x14 = hi8.selectFrom(v6, v14);
+                FloatVector s8x7 = lo8.selectFrom(v7, v15), s8x15 = hi8.selectFrom(v7, v15);
+                FloatVector s4x0 = lo4.selectFrom(s8x0, s8x4), s4x4 = hi4.selectFrom(s8x0, s8x4);
+                FloatVector s4x1 = lo4.selectFrom(s8x1, s8x5), s4x5 = hi4.selectFrom(s8x1, s8x5);
+                FloatVector s4x2 = lo4.selectFrom(s8x2, s8x6), s4x6 = hi4.selectFrom(s8x2, s8x6);
+                FloatVector s4x3 = lo4.selectFrom(s8x3, s8x7), s4x7 = hi4.selectFrom(s8x3, s8x7);
+                FloatVector s4x8 = lo4.selectFrom(s8x8, s8x12), s4x12 = hi4.selectFrom(s8x8, s8x12);
+                FloatVector s4x9 = lo4.selectFrom(s8x9, s8x13), s4x13 = hi4.selectFrom(s8x9, s8x13);
+                FloatVector s4x10 = lo4.selectFrom(s8x10, s8x14), s4x14 = hi4.selectFrom(s8x10, s8x14);
+                FloatVector s4x11 = lo4.selectFrom(s8x11, s8x15), s4x15 = hi4.selectFrom(s8x11, s8x15);
+                FloatVector s2x0 = lo2.selectFrom(s4x0, s4x2), s2x2 = hi2.selectFrom(s4x0, s4x2);
+                FloatVector s2x1 = lo2.selectFrom(s4x1, s4x3), s2x3 = hi2.selectFrom(s4x1, s4x3);
+                FloatVector s2x4 = lo2.selectFrom(s4x4, s4x6), s2x6 = hi2.selectFrom(s4x4, s4x6);
+                FloatVector s2x5 = lo2.selectFrom(s4x5, s4x7), s2x7 = hi2.selectFrom(s4x5, s4x7);
+                FloatVector s2x8 = lo2.selectFrom(s4x8, s4x10), s2x10 = hi2.selectFrom(s4x8, s4x10);
+                FloatVector s2x9 = lo2.selectFrom(s4x9, s4x11), s2x11 = hi2.selectFrom(s4x9, s4x11);
+                FloatVector s2x12 = lo2.selectFrom(s4x12, s4x14), s2x14 = hi2.selectFrom(s4x12, s4x14);
+                FloatVector s2x13 = lo2.selectFrom(s4x13, s4x15), s2x15 = hi2.selectFrom(s4x13, s4x15);
+                FloatVector s1x0 = lo1.selectFrom(s2x0, s2x1), s1x1 = hi1.selectFrom(s2x0, s2x1);
+                FloatVector s1x2 = lo1.selectFrom(s2x2, s2x3), s1x3 = hi1.selectFrom(s2x2, s2x3);
+                FloatVector s1x4 = lo1.selectFrom(s2x4, s2x5), s1x5 = hi1.selectFrom(s2x4, s2x5);
+                FloatVector s1x6 = lo1.selectFrom(s2x6, s2x7), s1x7 = hi1.selectFrom(s2x6, s2x7);
+                FloatVector s1x8 = lo1.selectFrom(s2x8, s2x9), s1x9 = hi1.selectFrom(s2x8, s2x9);
+                FloatVector s1x10 = lo1.selectFrom(s2x10, s2x11), s1x11 = hi1.selectFrom(s2x10, s2x11);
+                FloatVector s1x12 = lo1.selectFrom(s2x12, s2x13), s1x13 = hi1.selectFrom(s2x12, s2x13);
+                FloatVector s1x14 = lo1.selectFrom(s2x14, s2x15), s1x15 = hi1.selectFrom(s2x14, s2x15);
+                s1x0.mul(fv).intoArray(t, (d0 + 0) * BQ + i0);
+                s1x1.mul(fv).intoArray(t, (d0 + 1) * BQ + i0);
+                s1x2.mul(fv).intoArray(t, (d0 + 2) * BQ + i0);
+                s1x3.mul(fv).intoArray(t, (d0 + 3) * BQ + i0);
+                s1x4.mul(fv).intoArray(t, (d0 + 4) * BQ + i0);
+                s1x5.mul(fv).intoArray(t, (d0 + 5) * BQ + i0);
+                s1x6.mul(fv).intoArray(t, (d0 + 6) * BQ + i0);
+                s1x7.mul(fv).intoArray(t, (d0 + 7) * BQ + i0);
+                s1x8.mul(fv).intoArray(t, (d0 + 8) * BQ + i0);
+                s1x9.mul(fv).intoArray(t, (d0 + 9) * BQ + i0);
+                s1x10.mul(fv).intoArray(t, (d0 + 10) * BQ + i0);
+                s1x11.mul(fv).intoArray(t, (d0 + 11) * BQ + i0);
+                s1x12.mul(fv).intoArray(t, (d0 + 12) * BQ + i0);
+                s1x13.mul(fv).intoArray(t, (d0 + 13) * BQ + i0);
+                s1x14.mul(fv).intoArray(t, (d0 + 14) * BQ + i0);
+                s1x15.mul(fv).intoArray(t, (d0 + 15) * BQ + i0);
+            }
+        }
+    }
+
+
+    /** rows[i·hsp + 0..hs) = x[b, t0 + i, head, :] for i < n; the padding columns keep their zeros. */
     private static void readRows(float[] rows, int hsp, Strided x, int b, int t0, int head, int n, int hs) {
-        for (int i = 0; i < n; i++) {
-            MemorySegment.copy(x.segment(), F32, x.at(b, t0 + i, head), rows, i * hsp, hs);
-        }
-    }
-
-    /** x[b, t0 + i, head, :] = rows[i][0..hs) for i < n. */
-    private static void writeRows(Strided x, int b, int t0, int head, float[] rows, int hsp, int n, int hs) {
-        for (int i = 0; i < n; i++) {
-            MemorySegment.copy(rows, i * hsp, x.segment(), F32, x.at(b, t0 + i, head), hs);
-        }
-    }
-
-    /** x[b, t0 + i, head, :] += rows[i][0..hs) for i < n, with tmp a scratch row of hsp floats. */
-    private static void addRows(Strided x, int b, int t0, int head, float[] rows, int hsp, int n, int hs, float[] tmp) {
+        MemorySegment seg = x.segment();
+        int full = hs / L * L;
         for (int i = 0; i < n; i++) {
             long at = x.at(b, t0 + i, head);
-            MemorySegment.copy(x.segment(), F32, at, tmp, 0, hs);
-            for (int d = 0; d < hsp; d += L) {
-                FloatVector.fromArray(SPECIES, tmp, d).add(FloatVector.fromArray(SPECIES, rows, i * hsp + d)).intoArray(tmp, d);
+            int d = 0;
+            for (; d < full; d += L) FloatVector.fromMemorySegment(SPECIES, seg, at + 4L * d, NATIVE).intoArray(rows, i * hsp + d);
+            for (; d < hs; d++) rows[i * hsp + d] = seg.get(F32, at + 4L * d);
+        }
+    }
+
+    /** x[b, t0 + i, head, :] += rows[i][0..hs) for i < n. */
+    private static void addRows(Strided x, int b, int t0, int head, float[] rows, int hsp, int n, int hs) {
+        MemorySegment seg = x.segment();
+        int full = hs / L * L;
+        for (int i = 0; i < n; i++) {
+            long at = x.at(b, t0 + i, head);
+            int d = 0;
+            for (; d < full; d += L) {
+                FloatVector.fromMemorySegment(SPECIES, seg, at + 4L * d, NATIVE)
+                        .add(FloatVector.fromArray(SPECIES, rows, i * hsp + d)).intoMemorySegment(seg, at + 4L * d, NATIVE);
             }
-            MemorySegment.copy(tmp, 0, x.segment(), F32, at, hs);
+            for (; d < hs; d++) seg.set(F32, at + 4L * d, seg.get(F32, at + 4L * d) + rows[i * hsp + d]);
         }
     }
 
     /** t[d][i] = factor · rows[i][d] for i < n, d < hs; columns i >= n are zero. */
     private static void transpose(float[] t, float[] rows, int hsp, int n, int hs, float factor) {
+        if (L == 16 && n == BQ && hs % 16 == 0) {
+            transpose16(t, rows, hsp, hs, factor);
+            return;
+        }
         for (int d = 0; d < hs; d++) {
             int base = d * BQ;
             for (int i = 0; i < n; i++) t[base + i] = factor * rows[i * hsp + d];
@@ -341,196 +517,333 @@ final class AttentionF32 {
 
     // ---------------------------------------------------------------- exp
 
-    private static final float LOG2E = 1.44269504088896341f;
-    /** ln 2 split in two: LN2_HI has 12 low mantissa bits zero, so n · LN2_HI is exact for |n| < 2^12. */
-    private static final float LN2_HI = 0.693145751953125f, LN2_LO = 1.42860682030941723212e-6f;
-    /** 1.5 · 2^23: adding it rounds a float with |x| < 2^22 to an integer held in the low mantissa bits. */
-    private static final float ROUND_MAGIC = 12582912f;
-    /** Below this, e^x < 2^-125.5 is returned as 0 (no subnormals); above EXP_MAX the input is clamped. */
+    /*
+     * e^x = 2^y with y = x·log2(e) = k + f, k = round(y), f in [-1/2, 1/2] (the approach of VecOps.exp): 2^f is a
+     * degree-6 polynomial fitted for least maximum relative error on [-1/2, 1/2] (2e-9 in exact arithmetic), 2^k
+     * is built in the exponent bits. Adding BIAS = 1.5·2^23 + 127 to y rounds it to an integer and leaves k + 127 in
+     * the low mantissa bits of t; clamping those bits (as ints) to [0, 254] flushes 2^k to +0 below and caps it at
+     * 2^127 above. log2(e) is split in two (LOG2E + LOG2E_LO) so that f does not carry |x|·1e-8 of rounding error.
+     * 14 vector operations, all IEEE-exact lane operations, so the bits do not depend on compilation.
+     */
+    private static final float LOG2E = 1.44269504f;
+    private static final float LOG2E_LO = (float) (1.4426950408889634 - 1.44269504f);
+    private static final float BIAS = 12583039f;                                   // 1.5 · 2^23 + 127
+    private static final int K_LO = Float.floatToRawIntBits(12582912f);            // t's bits for k = -127
+    private static final int K_HI = Float.floatToRawIntBits(12583166f);            // t's bits for k = 127
+    private static final float C6 = 1.5353361959569156e-4f, C5 = 1.3398875016719103e-3f, C4 = 9.61843691766262e-3f,
+            C3 = 5.5503323674201965e-2f, C2 = 0.24022647738456726f, C1 = 0.6931471824645996f;
+    /** The range where {@link #exp} is accurate to 3e-7 relative; below it results go to 0, above they saturate. */
     static final float EXP_MIN = -87f, EXP_MAX = 88f;
+    /** Bounds of {@link #exp}'s clamp: e^-104 is below the smallest subnormal; 88.3 keeps k at most 127. */
+    private static final float CLAMP_LO = -104f, CLAMP_HI = 88.3f;
 
     /**
-     * e^x per lane, written with IEEE-exact lane operations only (add, mul, fma, integer shift), so it gives the
-     * same bits whether the JIT has compiled it or not, unlike {@code lanewise(EXP)}, whose interpreted fallback
-     * ({@code Math.exp}) and compiled intrinsic may differ in the last bit. Method: x = n·ln2 + r with n an integer
-     * and |r| <= ln2/2 (Cody-Waite), e^r by its Taylor polynomial to degree 7 (truncation < 6e-9 relative), times
-     * 2^n built in the exponent bits. Accuracy: relative error below 3e-7 (a few ulp) on [-87, 88]; 0 for
-     * x < -87 and for -inf; x > 88 is treated as 88; NaN gives NaN.
+     * e^x per lane. Relative error below 3e-7 on [-87, 88]; 0 below about -87.3 (no subnormals) and for -inf;
+     * x above 88.3 is treated as 88.3; NaN gives NaN.
      */
     static FloatVector exp(FloatVector x) {
-        FloatVector xc = x.max(EXP_MIN).min(EXP_MAX);
-        FloatVector t = xc.fma(FloatVector.broadcast(SPECIES, LOG2E), FloatVector.broadcast(SPECIES, ROUND_MAGIC));
-        FloatVector n = t.sub(ROUND_MAGIC);
-        FloatVector r = n.fma(FloatVector.broadcast(SPECIES, -LN2_HI), xc).add(n.mul(-LN2_LO));
-        FloatVector p = FloatVector.broadcast(SPECIES, 1f / 5040);
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 720));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 120));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 24));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f / 6));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 0.5f));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f));
-        p = p.fma(r, FloatVector.broadcast(SPECIES, 1f));
-        // t's bits are 0x4B400000 + n; 2^n has bits (n + 127) << 23 = (tbits << 23) + ((127 - 0x4B400000) << 23).
-        IntVector bits = t.reinterpretAsInts().lanewise(VectorOperators.LSHL, 23).add((127 - 0x4B400000) << 23);
-        FloatVector y = p.mul(bits.reinterpretAsFloats());
-        return y.blend(0f, x.compare(VectorOperators.LT, EXP_MIN));
+        FloatVector lo = FloatVector.broadcast(SPECIES, CLAMP_LO), hi = FloatVector.broadcast(SPECIES, CLAMP_HI);
+        return expUnchecked(x.blend(lo, x.compare(VectorOperators.LT, lo)).blend(hi, x.compare(VectorOperators.GT, hi)));
+    }
+
+    /**
+     * {@link #exp} without its clamp (four operations fewer), for finite arguments of the softmax loops: the same bits
+     * for x in [-104, 88.3]; 0 down to about -5e6, NaN for -inf and NaN, a huge value or +inf above 88.3.
+     */
+    static FloatVector expUnchecked(FloatVector x) {
+        FloatVector log2e = FloatVector.broadcast(SPECIES, LOG2E), bias = FloatVector.broadcast(SPECIES, BIAS);
+        FloatVector t = x.fma(log2e, bias);                                        // low mantissa bits: k + 127
+        FloatVector f = x.fma(FloatVector.broadcast(SPECIES, LOG2E_LO), x.fma(log2e, bias.sub(t)));   // y - k
+        IntVector biased = t.reinterpretAsInts().lanewise(VectorOperators.MAX, K_LO).lanewise(VectorOperators.MIN, K_HI);
+        FloatVector twoK = biased.lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+        FloatVector p = FloatVector.broadcast(SPECIES, C6).fma(f, FloatVector.broadcast(SPECIES, C5))
+                .fma(f, FloatVector.broadcast(SPECIES, C4)).fma(f, FloatVector.broadcast(SPECIES, C3))
+                .fma(f, FloatVector.broadcast(SPECIES, C2)).fma(f, FloatVector.broadcast(SPECIES, C1))
+                .fma(f, FloatVector.broadcast(SPECIES, 1f));
+        return p.mul(twoK);
     }
 
     // ---------------------------------------------------------------- micro-kernel
 
+    /** Products of a diagonal tile skip the masked triangle per row block [r, r + hb) of C; see {@link #mm}. */
+    private static final int FULL = 0, COLS_LOWER = 1, K_BELOW = 2, K_FROM = 3;
+
     /**
-     * The tile product of every step: {@code C[r][0..w) (+)= sum_{c<n} A[aOff + r·ars + c·acs] · B[c][0..w)}
-     * for r < rows, with C and B row-major of row length w (a multiple of the vector length) and A read by
-     * strides, so one kernel serves A, Aᵀ and both layouts of the score tile. Register tile: 6 rows × 4 vectors
-     * (24 accumulators, 10 loads per 24 FMAs; B is streamed once per 6 rows), with 4×4, 4×1, 1×4 and 1×1 edges.
+     * The tile product of every step: {@code C[r][0..w) (+)= sum_k A[aOff + r·ars + k·acs] · B[k][0..w)} for r < rows,
+     * with C and B row-major (row lengths ldc and ldb, w a multiple of the vector length) and A read by strides, so
+     * one kernel serves A, Aᵀ and both layouts of the score tile. Register tiles of 6 rows × 4 vectors (24
+     * accumulators, 10 loads per 24 FMAs; B is streamed once per 6 rows), with 6×3, 6×2, 6×1, 4×4, 4×1, 1×4 and 1×1 edges.
+     * The sum runs over k in [0, n), trimmed per row block [r, r + hb) of C by {@code trim}: FULL no trim;
+     * COLS_LOWER only the columns below r + hb, rounded up to whole vectors (C = S of a diagonal tile: row r needs
+     * keys up to r); K_BELOW k < r + hb (C = out or dq of a diagonal tile: P and dS are zero for keys after the
+     * query); K_FROM k >= r (C = dk or dv of a diagonal tile: zero for queries before the key). Other columns of C
+     * are left as they were.
      */
-    static void mm(float[] c, float[] a, int aOff, int ars, int acs, float[] bm, int rows, int w, int n, boolean accumulate) {
-        int r = 0;
-        for (; r + 6 <= rows; r += 6) {
-            int j = 0;
-            for (; j + 4 * L <= w; j += 4 * L) kernel6x4(c, a, aOff + r * ars, ars, acs, bm, r, j, w, n, accumulate);
-            for (; j < w; j += L) {
-                kernel4x1(c, a, aOff + r * ars, ars, acs, bm, r, j, w, n, accumulate);
-                kernel1x1(c, a, aOff + (r + 4) * ars, acs, bm, r + 4, j, w, n, accumulate);
-                kernel1x1(c, a, aOff + (r + 5) * ars, acs, bm, r + 5, j, w, n, accumulate);
+    static void mm(float[] c, int ldc, float[] a, int aOff, int ars, int acs, float[] b, int ldb, int rows, int w,
+                   int n, int trim, boolean acc) {
+        for (int r = 0, hb; r < rows; r += hb) {
+            hb = rows - r >= 6 ? 6 : rows - r >= 4 ? 4 : 1;
+            int end = r + hb;
+            int cw = trim == COLS_LOWER ? Math.min(w, (end + L - 1) / L * L) : w;
+            int k0 = trim == K_FROM ? Math.min(r, n) : 0;
+            int k1 = trim == K_BELOW ? Math.min(n, end) : n;
+            int cr = r * ldc, ar = aOff + r * ars, j = 0;
+            if (hb == 6) {
+                for (; j + 4 * L <= cw; j += 4 * L) kernel6x4(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                switch ((cw - j) / L) {
+                    case 3 -> kernel6x3(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                    case 2 -> kernel6x2(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                    case 1 -> kernel6x1(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                    default -> { }
+                }
+            } else if (hb == 4) {
+                for (; j + 4 * L <= cw; j += 4 * L) kernel4x4(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                for (; j < cw; j += L) kernel4x1(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+            } else {
+                for (; j + 4 * L <= cw; j += 4 * L) kernel1x4(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
+                for (; j < cw; j += L) kernel1x1(c, cr + j, ldc, a, ar, ars, acs, b, j, ldb, k0, k1, acc);
             }
         }
-        for (; r + 4 <= rows; r += 4) {
-            int j = 0;
-            for (; j + 4 * L <= w; j += 4 * L) kernel4x4(c, a, aOff + r * ars, ars, acs, bm, r, j, w, n, accumulate);
-            for (; j < w; j += L) kernel4x1(c, a, aOff + r * ars, ars, acs, bm, r, j, w, n, accumulate);
-        }
-        for (; r < rows; r++) {
-            int j = 0;
-            for (; j + 4 * L <= w; j += 4 * L) kernel1x4(c, a, aOff + r * ars, acs, bm, r, j, w, n, accumulate);
-            for (; j < w; j += L) kernel1x1(c, a, aOff + r * ars, acs, bm, r, j, w, n, accumulate);
-        }
     }
 
-    private static void kernel6x4(float[] c, float[] a, int a0, int ars, int acs, float[] bm, int r, int j, int w,
-                                  int n, boolean acc) {
-        int c0 = r * w + j;
-        FloatVector z = FloatVector.zero(SPECIES);
-        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 0 * w + 0 * L) : z;
-        FloatVector x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 0 * w + 1 * L) : z;
-        FloatVector x02 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 0 * w + 2 * L) : z;
-        FloatVector x03 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 0 * w + 3 * L) : z;
-        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * w + 0 * L) : z;
-        FloatVector x11 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * w + 1 * L) : z;
-        FloatVector x12 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * w + 2 * L) : z;
-        FloatVector x13 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * w + 3 * L) : z;
-        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * w + 0 * L) : z;
-        FloatVector x21 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * w + 1 * L) : z;
-        FloatVector x22 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * w + 2 * L) : z;
-        FloatVector x23 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * w + 3 * L) : z;
-        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * w + 0 * L) : z;
-        FloatVector x31 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * w + 1 * L) : z;
-        FloatVector x32 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * w + 2 * L) : z;
-        FloatVector x33 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * w + 3 * L) : z;
-        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 4 * w + 0 * L) : z;
-        FloatVector x41 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 4 * w + 1 * L) : z;
-        FloatVector x42 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 4 * w + 2 * L) : z;
-        FloatVector x43 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 4 * w + 3 * L) : z;
-        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 5 * w + 0 * L) : z;
-        FloatVector x51 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 5 * w + 1 * L) : z;
-        FloatVector x52 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 5 * w + 2 * L) : z;
-        FloatVector x53 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 5 * w + 3 * L) : z;
+    private static void kernel6x4(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
         int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
-        for (int k = 0, ak = 0, bk = j; k < n; k++, ak += acs, bk += w) {
-            FloatVector b0 = FloatVector.fromArray(SPECIES, bm, bk), b1 = FloatVector.fromArray(SPECIES, bm, bk + L);
-            FloatVector b2 = FloatVector.fromArray(SPECIES, bm, bk + 2 * L), b3 = FloatVector.fromArray(SPECIES, bm, bk + 3 * L);
-            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
-            x00 = b0.fma(y0, x00); x01 = b1.fma(y0, x01); x02 = b2.fma(y0, x02); x03 = b3.fma(y0, x03);
-            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
-            x10 = b0.fma(y1, x10); x11 = b1.fma(y1, x11); x12 = b2.fma(y1, x12); x13 = b3.fma(y1, x13);
-            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
-            x20 = b0.fma(y2, x20); x21 = b1.fma(y2, x21); x22 = b2.fma(y2, x22); x23 = b3.fma(y2, x23);
-            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
-            x30 = b0.fma(y3, x30); x31 = b1.fma(y3, x31); x32 = b2.fma(y3, x32); x33 = b3.fma(y3, x33);
-            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
-            x40 = b0.fma(y4, x40); x41 = b1.fma(y4, x41); x42 = b2.fma(y4, x42); x43 = b3.fma(y4, x43);
-            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
-            x50 = b0.fma(y5, x50); x51 = b1.fma(y5, x51); x52 = b2.fma(y5, x52); x53 = b3.fma(y5, x53);
-        }
-        x00.intoArray(c, c0 + 0 * w + 0 * L); x01.intoArray(c, c0 + 0 * w + 1 * L); x02.intoArray(c, c0 + 0 * w + 2 * L); x03.intoArray(c, c0 + 0 * w + 3 * L);
-        x10.intoArray(c, c0 + 1 * w + 0 * L); x11.intoArray(c, c0 + 1 * w + 1 * L); x12.intoArray(c, c0 + 1 * w + 2 * L); x13.intoArray(c, c0 + 1 * w + 3 * L);
-        x20.intoArray(c, c0 + 2 * w + 0 * L); x21.intoArray(c, c0 + 2 * w + 1 * L); x22.intoArray(c, c0 + 2 * w + 2 * L); x23.intoArray(c, c0 + 2 * w + 3 * L);
-        x30.intoArray(c, c0 + 3 * w + 0 * L); x31.intoArray(c, c0 + 3 * w + 1 * L); x32.intoArray(c, c0 + 3 * w + 2 * L); x33.intoArray(c, c0 + 3 * w + 3 * L);
-        x40.intoArray(c, c0 + 4 * w + 0 * L); x41.intoArray(c, c0 + 4 * w + 1 * L); x42.intoArray(c, c0 + 4 * w + 2 * L); x43.intoArray(c, c0 + 4 * w + 3 * L);
-        x50.intoArray(c, c0 + 5 * w + 0 * L); x51.intoArray(c, c0 + 5 * w + 1 * L); x52.intoArray(c, c0 + 5 * w + 2 * L); x53.intoArray(c, c0 + 5 * w + 3 * L);
-    }
-
-    private static void kernel4x4(float[] c, float[] a, int a0, int ars, int acs, float[] bm, int r, int j, int w,
-                                  int n, boolean acc) {
-        int c0 = r * w + j, c1 = c0 + w, c2 = c1 + w, c3 = c2 + w;
         FloatVector z = FloatVector.zero(SPECIES);
-        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + L) : z;
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
         FloatVector x02 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * L) : z, x03 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * L) : z;
-        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + L) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 1 * L) : z;
         FloatVector x12 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 2 * L) : z, x13 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 3 * L) : z;
-        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + L) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 1 * L) : z;
         FloatVector x22 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 2 * L) : z, x23 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 3 * L) : z;
-        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + L) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 1 * L) : z;
         FloatVector x32 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 2 * L) : z, x33 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 3 * L) : z;
-        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
-        for (int k = 0, ak = 0, bk = j; k < n; k++, ak += acs, bk += w) {
-            FloatVector b0 = FloatVector.fromArray(SPECIES, bm, bk), b1 = FloatVector.fromArray(SPECIES, bm, bk + L);
-            FloatVector b2 = FloatVector.fromArray(SPECIES, bm, bk + 2 * L), b3 = FloatVector.fromArray(SPECIES, bm, bk + 3 * L);
-            FloatVector y = FloatVector.broadcast(SPECIES, a[a0 + ak]);
-            x00 = b0.fma(y, x00); x01 = b1.fma(y, x01); x02 = b2.fma(y, x02); x03 = b3.fma(y, x03);
-            y = FloatVector.broadcast(SPECIES, a[a1 + ak]);
-            x10 = b0.fma(y, x10); x11 = b1.fma(y, x11); x12 = b2.fma(y, x12); x13 = b3.fma(y, x13);
-            y = FloatVector.broadcast(SPECIES, a[a2 + ak]);
-            x20 = b0.fma(y, x20); x21 = b1.fma(y, x21); x22 = b2.fma(y, x22); x23 = b3.fma(y, x23);
-            y = FloatVector.broadcast(SPECIES, a[a3 + ak]);
-            x30 = b0.fma(y, x30); x31 = b1.fma(y, x31); x32 = b2.fma(y, x32); x33 = b3.fma(y, x33);
+        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c4) : z, x41 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 1 * L) : z;
+        FloatVector x42 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 2 * L) : z, x43 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 3 * L) : z;
+        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c5) : z, x51 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 1 * L) : z;
+        FloatVector x52 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 2 * L) : z, x53 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 3 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector w2 = FloatVector.fromArray(SPECIES, b, bk + 2 * L);
+            FloatVector w3 = FloatVector.fromArray(SPECIES, b, bk + 3 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01); x02 = w2.fma(y0, x02); x03 = w3.fma(y0, x03);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10); x11 = w1.fma(y1, x11); x12 = w2.fma(y1, x12); x13 = w3.fma(y1, x13);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20); x21 = w1.fma(y2, x21); x22 = w2.fma(y2, x22); x23 = w3.fma(y2, x23);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30); x31 = w1.fma(y3, x31); x32 = w2.fma(y3, x32); x33 = w3.fma(y3, x33);
+            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
+            x40 = w0.fma(y4, x40); x41 = w1.fma(y4, x41); x42 = w2.fma(y4, x42); x43 = w3.fma(y4, x43);
+            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
+            x50 = w0.fma(y5, x50); x51 = w1.fma(y5, x51); x52 = w2.fma(y5, x52); x53 = w3.fma(y5, x53);
         }
-        x00.intoArray(c, c0); x01.intoArray(c, c0 + L); x02.intoArray(c, c0 + 2 * L); x03.intoArray(c, c0 + 3 * L);
-        x10.intoArray(c, c1); x11.intoArray(c, c1 + L); x12.intoArray(c, c1 + 2 * L); x13.intoArray(c, c1 + 3 * L);
-        x20.intoArray(c, c2); x21.intoArray(c, c2 + L); x22.intoArray(c, c2 + 2 * L); x23.intoArray(c, c2 + 3 * L);
-        x30.intoArray(c, c3); x31.intoArray(c, c3 + L); x32.intoArray(c, c3 + 2 * L); x33.intoArray(c, c3 + 3 * L);
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L); x02.intoArray(c, c0 + 2 * L); x03.intoArray(c, c0 + 3 * L);
+        x10.intoArray(c, c1); x11.intoArray(c, c1 + 1 * L); x12.intoArray(c, c1 + 2 * L); x13.intoArray(c, c1 + 3 * L);
+        x20.intoArray(c, c2); x21.intoArray(c, c2 + 1 * L); x22.intoArray(c, c2 + 2 * L); x23.intoArray(c, c2 + 3 * L);
+        x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L); x32.intoArray(c, c3 + 2 * L); x33.intoArray(c, c3 + 3 * L);
+        x40.intoArray(c, c4); x41.intoArray(c, c4 + 1 * L); x42.intoArray(c, c4 + 2 * L); x43.intoArray(c, c4 + 3 * L);
+        x50.intoArray(c, c5); x51.intoArray(c, c5 + 1 * L); x52.intoArray(c, c5 + 2 * L); x53.intoArray(c, c5 + 3 * L);
     }
 
-    private static void kernel4x1(float[] c, float[] a, int a0, int ars, int acs, float[] bm, int r, int j, int w,
-                                  int n, boolean acc) {
-        int c0 = r * w + j, c1 = c0 + w, c2 = c1 + w, c3 = c2 + w;
+    private static void kernel6x3(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
         FloatVector z = FloatVector.zero(SPECIES);
-        FloatVector x0 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x1 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z;
-        FloatVector x2 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x3 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z;
-        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
-        for (int k = 0, ak = 0, bk = j; k < n; k++, ak += acs, bk += w) {
-            FloatVector b0 = FloatVector.fromArray(SPECIES, bm, bk);
-            x0 = b0.fma(FloatVector.broadcast(SPECIES, a[a0 + ak]), x0);
-            x1 = b0.fma(FloatVector.broadcast(SPECIES, a[a1 + ak]), x1);
-            x2 = b0.fma(FloatVector.broadcast(SPECIES, a[a2 + ak]), x2);
-            x3 = b0.fma(FloatVector.broadcast(SPECIES, a[a3 + ak]), x3);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
+        FloatVector x02 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * L) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 1 * L) : z;
+        FloatVector x12 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 2 * L) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 1 * L) : z;
+        FloatVector x22 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 2 * L) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 1 * L) : z;
+        FloatVector x32 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 2 * L) : z;
+        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c4) : z, x41 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 1 * L) : z;
+        FloatVector x42 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 2 * L) : z;
+        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c5) : z, x51 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 1 * L) : z;
+        FloatVector x52 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 2 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector w2 = FloatVector.fromArray(SPECIES, b, bk + 2 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01); x02 = w2.fma(y0, x02);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10); x11 = w1.fma(y1, x11); x12 = w2.fma(y1, x12);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20); x21 = w1.fma(y2, x21); x22 = w2.fma(y2, x22);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30); x31 = w1.fma(y3, x31); x32 = w2.fma(y3, x32);
+            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
+            x40 = w0.fma(y4, x40); x41 = w1.fma(y4, x41); x42 = w2.fma(y4, x42);
+            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
+            x50 = w0.fma(y5, x50); x51 = w1.fma(y5, x51); x52 = w2.fma(y5, x52);
         }
-        x0.intoArray(c, c0); x1.intoArray(c, c1); x2.intoArray(c, c2); x3.intoArray(c, c3);
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L); x02.intoArray(c, c0 + 2 * L);
+        x10.intoArray(c, c1); x11.intoArray(c, c1 + 1 * L); x12.intoArray(c, c1 + 2 * L);
+        x20.intoArray(c, c2); x21.intoArray(c, c2 + 1 * L); x22.intoArray(c, c2 + 2 * L);
+        x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L); x32.intoArray(c, c3 + 2 * L);
+        x40.intoArray(c, c4); x41.intoArray(c, c4 + 1 * L); x42.intoArray(c, c4 + 2 * L);
+        x50.intoArray(c, c5); x51.intoArray(c, c5 + 1 * L); x52.intoArray(c, c5 + 2 * L);
     }
 
-    private static void kernel1x4(float[] c, float[] a, int a0, int acs, float[] bm, int r, int j, int w,
-                                  int n, boolean acc) {
-        int c0 = r * w + j;
+    private static void kernel6x2(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
         FloatVector z = FloatVector.zero(SPECIES);
-        FloatVector x0 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x1 = acc ? FloatVector.fromArray(SPECIES, c, c0 + L) : z;
-        FloatVector x2 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * L) : z, x3 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * L) : z;
-        for (int k = 0, ak = a0, bk = j; k < n; k++, ak += acs, bk += w) {
-            FloatVector y = FloatVector.broadcast(SPECIES, a[ak]);
-            x0 = FloatVector.fromArray(SPECIES, bm, bk).fma(y, x0);
-            x1 = FloatVector.fromArray(SPECIES, bm, bk + L).fma(y, x1);
-            x2 = FloatVector.fromArray(SPECIES, bm, bk + 2 * L).fma(y, x2);
-            x3 = FloatVector.fromArray(SPECIES, bm, bk + 3 * L).fma(y, x3);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 1 * L) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 1 * L) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 1 * L) : z;
+        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c4) : z, x41 = acc ? FloatVector.fromArray(SPECIES, c, c4 + 1 * L) : z;
+        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c5) : z, x51 = acc ? FloatVector.fromArray(SPECIES, c, c5 + 1 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10); x11 = w1.fma(y1, x11);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20); x21 = w1.fma(y2, x21);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30); x31 = w1.fma(y3, x31);
+            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
+            x40 = w0.fma(y4, x40); x41 = w1.fma(y4, x41);
+            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
+            x50 = w0.fma(y5, x50); x51 = w1.fma(y5, x51);
         }
-        x0.intoArray(c, c0); x1.intoArray(c, c0 + L); x2.intoArray(c, c0 + 2 * L); x3.intoArray(c, c0 + 3 * L);
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L);
+        x10.intoArray(c, c1); x11.intoArray(c, c1 + 1 * L);
+        x20.intoArray(c, c2); x21.intoArray(c, c2 + 1 * L);
+        x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L);
+        x40.intoArray(c, c4); x41.intoArray(c, c4 + 1 * L);
+        x50.intoArray(c, c5); x51.intoArray(c, c5 + 1 * L);
     }
 
-    private static void kernel1x1(float[] c, float[] a, int a0, int acs, float[] bm, int r, int j, int w,
-                                  int n, boolean acc) {
-        int c0 = r * w + j;
-        FloatVector x0 = acc ? FloatVector.fromArray(SPECIES, c, c0) : FloatVector.zero(SPECIES);
-        for (int k = 0, ak = a0, bk = j; k < n; k++, ak += acs, bk += w) {
-            x0 = FloatVector.fromArray(SPECIES, bm, bk).fma(FloatVector.broadcast(SPECIES, a[ak]), x0);
+    private static void kernel6x1(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z;
+        FloatVector x40 = acc ? FloatVector.fromArray(SPECIES, c, c4) : z;
+        FloatVector x50 = acc ? FloatVector.fromArray(SPECIES, c, c5) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30);
+            FloatVector y4 = FloatVector.broadcast(SPECIES, a[a4 + ak]);
+            x40 = w0.fma(y4, x40);
+            FloatVector y5 = FloatVector.broadcast(SPECIES, a[a5 + ak]);
+            x50 = w0.fma(y5, x50);
         }
-        x0.intoArray(c, c0);
+        x00.intoArray(c, c0);
+        x10.intoArray(c, c1);
+        x20.intoArray(c, c2);
+        x30.intoArray(c, c3);
+        x40.intoArray(c, c4);
+        x50.intoArray(c, c5);
+    }
+
+    private static void kernel4x4(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
+        FloatVector x02 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * L) : z, x03 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * L) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z, x11 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 1 * L) : z;
+        FloatVector x12 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 2 * L) : z, x13 = acc ? FloatVector.fromArray(SPECIES, c, c1 + 3 * L) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z, x21 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 1 * L) : z;
+        FloatVector x22 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 2 * L) : z, x23 = acc ? FloatVector.fromArray(SPECIES, c, c2 + 3 * L) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z, x31 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 1 * L) : z;
+        FloatVector x32 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 2 * L) : z, x33 = acc ? FloatVector.fromArray(SPECIES, c, c3 + 3 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector w2 = FloatVector.fromArray(SPECIES, b, bk + 2 * L);
+            FloatVector w3 = FloatVector.fromArray(SPECIES, b, bk + 3 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01); x02 = w2.fma(y0, x02); x03 = w3.fma(y0, x03);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10); x11 = w1.fma(y1, x11); x12 = w2.fma(y1, x12); x13 = w3.fma(y1, x13);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20); x21 = w1.fma(y2, x21); x22 = w2.fma(y2, x22); x23 = w3.fma(y2, x23);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30); x31 = w1.fma(y3, x31); x32 = w2.fma(y3, x32); x33 = w3.fma(y3, x33);
+        }
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L); x02.intoArray(c, c0 + 2 * L); x03.intoArray(c, c0 + 3 * L);
+        x10.intoArray(c, c1); x11.intoArray(c, c1 + 1 * L); x12.intoArray(c, c1 + 2 * L); x13.intoArray(c, c1 + 3 * L);
+        x20.intoArray(c, c2); x21.intoArray(c, c2 + 1 * L); x22.intoArray(c, c2 + 2 * L); x23.intoArray(c, c2 + 3 * L);
+        x30.intoArray(c, c3); x31.intoArray(c, c3 + 1 * L); x32.intoArray(c, c3 + 2 * L); x33.intoArray(c, c3 + 3 * L);
+    }
+
+    private static void kernel4x1(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        int c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+        int a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z;
+        FloatVector x10 = acc ? FloatVector.fromArray(SPECIES, c, c1) : z;
+        FloatVector x20 = acc ? FloatVector.fromArray(SPECIES, c, c2) : z;
+        FloatVector x30 = acc ? FloatVector.fromArray(SPECIES, c, c3) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00);
+            FloatVector y1 = FloatVector.broadcast(SPECIES, a[a1 + ak]);
+            x10 = w0.fma(y1, x10);
+            FloatVector y2 = FloatVector.broadcast(SPECIES, a[a2 + ak]);
+            x20 = w0.fma(y2, x20);
+            FloatVector y3 = FloatVector.broadcast(SPECIES, a[a3 + ak]);
+            x30 = w0.fma(y3, x30);
+        }
+        x00.intoArray(c, c0);
+        x10.intoArray(c, c1);
+        x20.intoArray(c, c2);
+        x30.intoArray(c, c3);
+    }
+
+    private static void kernel1x4(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z, x01 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 1 * L) : z;
+        FloatVector x02 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 2 * L) : z, x03 = acc ? FloatVector.fromArray(SPECIES, c, c0 + 3 * L) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector w1 = FloatVector.fromArray(SPECIES, b, bk + 1 * L);
+            FloatVector w2 = FloatVector.fromArray(SPECIES, b, bk + 2 * L);
+            FloatVector w3 = FloatVector.fromArray(SPECIES, b, bk + 3 * L);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00); x01 = w1.fma(y0, x01); x02 = w2.fma(y0, x02); x03 = w3.fma(y0, x03);
+        }
+        x00.intoArray(c, c0); x01.intoArray(c, c0 + 1 * L); x02.intoArray(c, c0 + 2 * L); x03.intoArray(c, c0 + 3 * L);
+    }
+
+    private static void kernel1x1(float[] c, int c0, int ldc, float[] a, int a0, int ars, int acs, float[] b, int b0,
+                                  int ldb, int k0, int k1, boolean acc) {
+        FloatVector z = FloatVector.zero(SPECIES);
+        FloatVector x00 = acc ? FloatVector.fromArray(SPECIES, c, c0) : z;
+        for (int k = k0, ak = k0 * acs, bk = b0 + k0 * ldb; k < k1; k++, ak += acs, bk += ldb) {
+            FloatVector w0 = FloatVector.fromArray(SPECIES, b, bk);
+            FloatVector y0 = FloatVector.broadcast(SPECIES, a[a0 + ak]);
+            x00 = w0.fma(y0, x00);
+        }
+        x00.intoArray(c, c0);
     }
 }

@@ -132,9 +132,13 @@ class AttentionTest {
         assertTrue(cases > 150, "only " + cases + " cases ran");
     }
 
-    /** Long sequences: forward's key/value tiles exceed its task's tile cache and take the re-reading path. */
+    /**
+     * Long sequences: forward splits a head's query blocks over several tasks (chunks of up to 8 blocks) and
+     * backward takes the key blocks in several chunks of 4, so dq sums over chunks; NKV = 1 < NH = 2 makes dk and dv
+     * sum over the heads of a group within each chunk.
+     */
     @Test
-    void f32MatchesFloat64ReferenceBeyondTheKeyValueTileCache() {
+    void f32MatchesFloat64ReferenceAcrossQueryAndKeyChunks() {
         for (int t : new int[]{1025, 1100}) {
             try (Problem p = new Problem(1, t, 2, 1, 64, 40 + t)) {
                 assertF32MatchesFloat64(p);
