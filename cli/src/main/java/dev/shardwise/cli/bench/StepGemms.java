@@ -26,8 +26,11 @@ import java.util.Map;
 final class StepGemms {
     private StepGemms() { }
 
-    /** Median seconds of one step's GEMMs for {@code config} at {@code rows} tokens per step. */
-    static double secondsPerStep(ModelConfig config, int rows) {
+    /** One step's GEMMs: their floating-point operations and the sum of their median times. */
+    record Timing(double flops, double seconds) { }
+
+    /** Times one step's GEMMs for {@code config} at {@code rows} tokens per step. */
+    static Timing measure(ModelConfig config, int rows) {
         Map<List<Integer>, Integer> shapes = new LinkedHashMap<>();   // [out, in] -> how many weights have it
         for (ParameterSet.Spec spec : Gpt.declare(config).specs()) {
             if (spec.shape().length == 2 && (spec.weightDecay() || spec.name().equals("wte"))) {
@@ -35,7 +38,7 @@ final class StepGemms {
             }
         }
         MemoryPool pool = MemoryPool.unlimited("step GEMMs");
-        double total = 0;
+        double seconds = 0, flops = 0;
         for (Map.Entry<List<Integer>, Integer> e : shapes.entrySet()) {
             int out = e.getKey().get(0), in = e.getKey().get(1);
             try (Tensor w = filled(pool, out, in); Tensor dw = filled(pool, out, in);
@@ -44,10 +47,11 @@ final class StepGemms {
                 double forward = Measure.medianSeconds(() -> Gemm.matmul(y, x, w, false, true, 1f, 0f), 1, 5, 0.2);
                 double data = Measure.medianSeconds(() -> Gemm.matmul(dx, y, w, false, false, 1f, 1f), 1, 5, 0.2);
                 double weight = Measure.medianSeconds(() -> Gemm.matmul(dw, y, x, true, false, 1f, 1f), 1, 5, 0.2);
-                total += e.getValue() * (forward + data + weight);
+                seconds += e.getValue() * (forward + data + weight);
+                flops += e.getValue() * 3 * 2.0 * rows * in * out;
             }
         }
-        return total;
+        return new Timing(flops, seconds);
     }
 
     /** A [rows, cols] F32 tensor of small values (so accumulating products stay finite). */
