@@ -39,7 +39,7 @@ public final class BenchTrainCommand implements Runnable {
             description = "Model presets to measure (default: ${DEFAULT-VALUE}).")
     List<String> presets;
 
-    @Option(names = "--steps", defaultValue = "5", description = "Timed steps after 2 warm-up steps (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--steps", defaultValue = "5", description = "Timed steps, after warm-up steps for at least 5 s (default: ${DEFAULT-VALUE}).")
     int steps;
 
     @Option(names = "--micro-batch", description = "Sequences per step (default: 8 for tiny, 4 otherwise).")
@@ -57,7 +57,15 @@ public final class BenchTrainCommand implements Runnable {
     @Option(names = "--json", description = "One JSON object per case instead of a table.")
     boolean json;
 
-    private static final int WARMUP = 2;
+    /**
+     * Warm-up before the timed steps: at least this many steps and this long, so that the JIT has compiled the
+     * kernels (a tiny step needs about 8 steps, 4 s, to reach its steady speed; a run of minutes sees that speed).
+     * PyTorch gets the same number of warm-up steps.
+     */
+    private static final int WARMUP_STEPS = 2;
+    private static final double WARMUP_SECONDS = 5;
+
+    private int warmupSteps;   // how many the last Shardwise measurement ran; the PyTorch peer runs as many
 
     @Override
     public void run() {
@@ -102,17 +110,22 @@ public final class BenchTrainCommand implements Runnable {
             int[] tokens = new int[b * (seqLen + 1)];
             double[] seconds = new double[steps];
             double[][] phaseMs = new double[3][steps];
-            for (int s = 0; s < WARMUP + steps; s++) {
-                TrainStep.Result r = step.run(batch, 1, t -> {
-                    for (int i = 0; i < tokens.length; i++) tokens[i] = random.nextInt(config.vocabSize());
-                    MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
-                }, 1e-3);
-                if (s >= WARMUP) {
-                    seconds[s - WARMUP] = r.totalNs() / 1e9;
-                    phaseMs[0][s - WARMUP] = r.forwardNs() / 1e6;
-                    phaseMs[1][s - WARMUP] = r.backwardNs() / 1e6;
-                    phaseMs[2][s - WARMUP] = r.optimizerNs() / 1e6;
-                }
+            java.util.function.Consumer<Tensor> fill = t -> {
+                for (int i = 0; i < tokens.length; i++) tokens[i] = random.nextInt(config.vocabSize());
+                MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
+            };
+            long warmupStart = System.nanoTime();
+            warmupSteps = 0;
+            while (warmupSteps < WARMUP_STEPS || System.nanoTime() - warmupStart < WARMUP_SECONDS * 1e9) {
+                step.run(batch, 1, fill, 1e-3);
+                warmupSteps++;
+            }
+            for (int s = 0; s < steps; s++) {
+                TrainStep.Result r = step.run(batch, 1, fill, 1e-3);
+                seconds[s] = r.totalNs() / 1e9;
+                phaseMs[0][s] = r.forwardNs() / 1e6;
+                phaseMs[1][s] = r.backwardNs() / 1e6;
+                phaseMs[2][s] = r.optimizerNs() / 1e6;
             }
             for (int p = 0; p < 3; p++) {
                 Arrays.sort(phaseMs[p]);
@@ -133,7 +146,7 @@ public final class BenchTrainCommand implements Runnable {
             List<String> command = new ArrayList<>(List.of(python, script.toString(),
                     "--layers", "" + config.layers(), "--hidden", "" + config.hidden(), "--heads", "" + config.heads(),
                     "--vocab", "" + config.vocabSize(), "--context", "" + config.contextLength(), "--seq", "" + seqLen,
-                    "--batch", "" + b, "--steps", "" + steps, "--warmup", "" + WARMUP,
+                    "--batch", "" + b, "--steps", "" + steps, "--warmup", "" + warmupSteps,
                     "--threads", "" + dev.shardwise.core.exec.ComputePool.current().threads()));
             ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
             builder.environment().put("OMP_WAIT_POLICY", "PASSIVE");   // OpenMP threads must not spin against ours
