@@ -7,10 +7,14 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.FutureTask;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 
 /**
@@ -28,6 +32,9 @@ import java.util.function.Supplier;
  * <p>Failure: if a collective throws, the queued ones are cancelled, the pass's next {@link #post} fails with
  * {@link CancellationException}, the helper is joined, and the collective's exception is rethrown; if the pass
  * throws, its exception is rethrown once the collectives it posted have been cancelled.
+ *
+ * <p>One helper thread serves every pass (started by the first, ended by {@link #close}): a thread per pass would
+ * cost its start and a fresh copy of each kernel's per-thread workspace twice a step.
  */
 final class PassOverlap implements AutoCloseable {
     private static final FutureTask<Void> DONE = new FutureTask<>(() -> null);
@@ -37,8 +44,9 @@ final class PassOverlap implements AutoCloseable {
     private final ArrayDeque<FutureTask<?>> leftover = new ArrayDeque<>();   // rank thread only
     private volatile Thread rankThread;     // set while run() is active
     private volatile boolean failed;
+    private ExecutorService helper;          // rank thread only; created by the first run()
 
-    /** @param name names the helper threads (e.g. the rank's pool name) */
+    /** @param name names the helper thread (e.g. the rank's pool name) */
     PassOverlap(String name) {
         this.name = name;
     }
@@ -55,7 +63,7 @@ final class PassOverlap implements AutoCloseable {
      * Runs {@code pass} on a helper thread bound to this thread's compute pool, and the collectives it posts on
      * this thread, until the pass returns. Collectives still queued then are left for {@link #drain}.
      *
-     * @param passName names the helper thread ("forward", "backward")
+     * @param passName names the helper thread while the pass runs ("forward", "backward")
      * @return what the pass returned
      * @throws RuntimeException what the pass or a collective threw
      */
@@ -65,13 +73,19 @@ final class PassOverlap implements AutoCloseable {
         CompletableFuture<T> done = new CompletableFuture<>();
         failed = false;
         rankThread = Thread.currentThread();
-        Thread helper = Thread.ofPlatform().daemon(true).name(name + "-" + passName).start(() -> {
+        CountDownLatch ended = new CountDownLatch(1);
+        if (helper == null) {
+            helper = Executors.newSingleThreadExecutor(r -> Thread.ofPlatform().daemon(true).name(name + "-pass").unstarted(r));
+        }
+        helper.execute(() -> {
+            Thread.currentThread().setName(name + "-" + passName);
             try {
                 ComputePool.runWith(pool, () -> done.complete(pass.get()));
             } catch (Throwable e) {
                 done.completeExceptionally(e);
             } finally {
                 queue.add(DONE);
+                ended.countDown();
             }
         });
         Throwable failure = null;
@@ -101,13 +115,13 @@ final class PassOverlap implements AutoCloseable {
         } finally {
             // rankThread stays set until the helper has ended, so none of its posts runs on the helper itself;
             // with failed set they are cancelled at once, and what is queued is cancelled here so it stops waiting.
-            while (helper.isAlive()) {
+            while (ended.getCount() > 0) {
                 if (failure != null) {
                     queue.drainTo(leftover);
                     cancelLeftover();
                 }
                 try {
-                    helper.join(10);
+                    ended.await(10, TimeUnit.MILLISECONDS);
                 } catch (InterruptedException e) {
                     interrupted = true;
                 }
@@ -192,10 +206,11 @@ final class PassOverlap implements AutoCloseable {
         return new IllegalStateException(t);
     }
 
-    /** Cancels what is still queued (the update is being closed, e.g. after a failure). */
+    /** Cancels what is still queued (the update is being closed, e.g. after a failure) and ends the helper thread. */
     @Override
     public void close() {
         queue.drainTo(leftover);
         cancelLeftover();
+        if (helper != null) helper.shutdown();
     }
 }
