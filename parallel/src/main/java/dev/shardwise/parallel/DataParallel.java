@@ -18,7 +18,7 @@ import dev.shardwise.model.ParameterSet;
  *
  * <p>Overlapped (built with the model's {@link ParameterSet}): as backward finishes each parameter unit (through
  * the model's {@link Gpt.Hooks}), the unit's gradients join the open bucket; a full bucket's all-reduce starts at
- * once on the rank's thread while backward goes on on a helper thread ({@link BackwardOverlap}). Units finish in
+ * once on the rank's thread while backward goes on on a helper thread ({@link PassOverlap}). Units finish in
  * reverse flat order, so a bucket is a contiguous range; the embeddings finish last (the tied wte's gradient is
  * complete only after the embedding's backward) and close the final bucket. Under gradient accumulation only the
  * last micro-batch's backward reduces. {@link #reduce} then waits for what is still in flight: the exposed part.
@@ -32,7 +32,7 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
     private final int bucketElements;
     private final ScalarReduction scalar;
     private final ParameterSet params;         // null: not overlapped
-    private final BackwardOverlap overlap;     // null: not overlapped
+    private final PassOverlap overlap;     // null: not overlapped
     private boolean lastMicroBatch = true;
     private int bucketStart = -1, bucketEnd = -1;   // the open bucket [start, end) of the flat gradients, or -1
     private boolean posted;                    // this step's buckets were started during backward
@@ -58,7 +58,7 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
         this.bucketElements = bucketElements;
         this.scalar = new ScalarReduction(dp, pool);
         this.params = params;
-        this.overlap = params == null ? null : new BackwardOverlap(pool.rankName().replace(' ', '-') + "-dp");
+        this.overlap = params == null ? null : new PassOverlap(pool.rankName().replace(' ', '-') + "-dp");
     }
 
     @Override
@@ -73,7 +73,7 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
 
     @Override
     public void backward(Runnable backward) {
-        if (overlap != null && lastMicroBatch) overlap.run(backward);
+        if (overlap != null && lastMicroBatch) overlap.run("backward", backward);
         else backward.run();
     }
 

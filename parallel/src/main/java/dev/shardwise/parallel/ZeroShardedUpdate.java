@@ -21,6 +21,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Future;
+import java.util.function.Supplier;
 
 /**
  * ZeRO stages 2 and 3 (Rajbhandari et al. 2020, "P_os+g" and "P_os+g+p"): besides the AdamW state, each rank of
@@ -45,14 +46,16 @@ import java.util.concurrent.Future;
  * <p>Per rank (ZeRO's fp32 Adam case, Ψ = P'): stage 2 holds parameters 4Ψ + gradients 4Ψ/N + optimizer state
  * 8Ψ/N; stage 3 holds 4Ψ/N + 4Ψ/N + 8Ψ/N. The transient unit buffers are charged to BUFFERS: the gradients of
  * the unit in backward and of at most {@link #MAX_REDUCTIONS_IN_FLIGHT} units waiting for their reduce-scatter,
- * and (stage 3) the values of the unit in use and of the one prefetched; the embeddings' gradients (and at stage 3
- * values) stay for all of backward, because the tied head reads wte at its start and the embedding finishes wte's
- * gradient at its end.
+ * and (stage 3) the values of the unit in use and of the one prefetched, in forward as in backward; the
+ * embeddings' gradients (and at stage 3 values) stay for all of backward, because the tied head reads wte at its
+ * start and the embedding finishes wte's gradient at its end.
  *
- * <p>Overlap: backward runs on a helper thread ({@link BackwardOverlap}) while the rank's own thread runs the
- * reduce-scatters and gathers the hooks post, in order; at stage 3 the next unit's gather is posted as the current
- * one starts (prefetch, by the unit order the first backward recorded). Forward's gathers run on the rank thread,
- * not overlapped.
+ * <p>Overlap (DeepSpeed's parameter prefetch): each pass runs on a helper thread ({@link PassOverlap}) while the
+ * rank's own thread runs the gathers and reduce-scatters the hooks post, in order. Backward overlaps at stages 2
+ * and 3, forward at stage 3 (stage 2 has nothing to gather). At stage 3, as a unit opens, the next unit's gather
+ * is posted behind its own (prefetch, by the unit order the first pass of each kind recorded), so unit l+1's
+ * all-gather runs while unit l computes. Evaluation's forward (outside {@link #forward}) gathers unit by unit on
+ * the calling thread.
  *
  * <p>Reductions add in rank order and every rank runs the same collectives in the same order, so a layout is
  * bit-reproducible run to run.
@@ -73,14 +76,14 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final Tensor[] gatheredValues;   // per unit, stage 3, BUFFERS while bound
     private final Tensor[] unitGrads;        // per unit, BUFFERS from its backward until its reduce-scatter ran
     private final Set<Tensor> transientGrads = ConcurrentHashMap.newKeySet();
-    private final BackwardOverlap overlap;   // every collective goes through it, on the rank's thread
-    private final boolean overlapBackward;
-    // Stage 3 prefetch: the order backward opened units in, recorded on the first backward; later backwards gather
-    // the next unit in that order while the current one computes. Touched only by the thread running backward.
-    private final List<Integer> backwardOrder = new ArrayList<>();
+    private final PassOverlap overlap;   // every collective goes through it, on the rank's thread
+    private final boolean overlapPasses;
+    // Stage 3 prefetch: the order each kind of pass opened units in, recorded on its first pass; later passes gather
+    // the next unit in that order while the current one computes. Touched only by the thread running the pass.
+    private final UnitOrder forwardOrder = new UnitOrder();
+    private final UnitOrder backwardOrder = new UnitOrder();
     private final Map<Integer, Future<Tensor>> prefetched = new ConcurrentHashMap<>();
-    private boolean orderRecorded;
-    private int backwardPosition;
+    private boolean inTrainingForward;   // set around forward(); evaluation's forward gathers without prefetch
     /** Unit reduce-scatters posted by backward and maybe not yet run (backward's thread only). */
     private final ArrayDeque<Future<Object>> inFlight = new ArrayDeque<>();
 
@@ -107,11 +110,11 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     /**
      * As {@link #ZeroShardedUpdate(int, ParameterSet, Communicator, MemoryPool, AdamWOptimizer.Settings,
-     * ShardMoments.Factory)}; with {@code overlapBackward} false, backward runs on the calling thread and waits for
-     * each unit's reduce-scatter (and gather) in turn.
+     * ShardMoments.Factory)}; with {@code overlapPasses} false, forward and backward run on the calling thread and
+     * wait for each unit's gather (and reduce-scatter) in turn.
      */
     public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
-                             AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapBackward) {
+                             AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapPasses) {
         if (stage != 2 && stage != 3) throw new IllegalArgumentException("ZeroShardedUpdate runs ZeRO stage 2 or 3, got " + stage);
         ParameterSet.Residency expected = stage == 2 ? ParameterSet.Residency.VALUES : ParameterSet.Residency.NONE;
         if (params.residency() != expected) {
@@ -135,8 +138,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         int units = params.units().size();
         this.gatheredValues = new Tensor[units];
         this.unitGrads = new Tensor[units];
-        this.overlap = new BackwardOverlap(pool.rankName().replace(' ', '-') + "-zero" + stage);
-        this.overlapBackward = overlapBackward;
+        this.overlap = new PassOverlap(pool.rankName().replace(' ', '-') + "-zero" + stage);
+        this.overlapPasses = overlapPasses;
         Tensor values = null, grads = null;
         ShardMoments m = null;
         ScalarReduction s = null;
@@ -202,16 +205,30 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.microBatch = index;
     }
 
+    /** Stage 3: runs forward on a helper thread while this thread runs the gathers its hooks post (prefetch). */
+    @Override
+    public <T> T forward(Supplier<T> forward) {
+        if (stage != 3) return forward.get();
+        forwardOrder.begin();
+        inTrainingForward = true;
+        try {
+            return overlapPasses ? overlap.run("forward", forward) : forward.get();
+        } finally {
+            inTrainingForward = false;
+            forwardOrder.end();
+        }
+    }
+
     /** Runs backward on a helper thread while this thread runs the gathers and reduce-scatters its hooks post. */
     @Override
     public void backward(Runnable backward) {
-        backwardPosition = 0;
+        backwardOrder.begin();
         inFlight.clear();
         try {
-            if (overlapBackward) overlap.run(backward);
+            if (overlapPasses) overlap.run("backward", backward);
             else backward.run();
         } finally {
-            orderRecorded = true;
+            backwardOrder.end();
         }
     }
 
@@ -219,7 +236,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     @Override
     public void beforeForward(ParameterSet.Unit unit) {
-        if (stage == 3) gather(unit);
+        if (stage != 3) return;
+        if (inTrainingForward) open(unit, forwardOrder);
+        else gather(unit);
     }
 
     @Override
@@ -229,12 +248,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     @Override
     public void beforeBackward(ParameterSet.Unit unit) {
-        if (stage == 3) {
-            Future<Tensor> mine = prefetched.remove(unit.index());
-            if (mine == null && gatheredValues[unit.index()] == null) mine = overlap.post(() -> gatherNow(unit));
-            prefetchNext(unit);   // queued behind this unit's own gather
-            if (mine != null) bind(unit, BackwardOverlap.await(mine));
-        }
+        if (stage == 3) open(unit, backwardOrder);
         Tensor g = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
         transientGrads.add(g);
         unitGrads[unit.index()] = g;
@@ -267,8 +281,19 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             return null;
         }));
         // Bound the unit gradient buffers alive at once: backward waits for the oldest reduce-scatter when too far ahead.
-        while (inFlight.size() > MAX_REDUCTIONS_IN_FLIGHT) BackwardOverlap.await(inFlight.poll());
+        while (inFlight.size() > MAX_REDUCTIONS_IN_FLIGHT) PassOverlap.await(inFlight.poll());
         while (!inFlight.isEmpty() && inFlight.peek().isDone()) inFlight.poll();
+    }
+
+    /**
+     * Stage 3, as a pass opens {@code unit}: binds its values (gathered now, or taken from the prefetch) after posting
+     * the gather of the unit the pass opens next, so that gather runs while {@code unit} computes.
+     */
+    private void open(ParameterSet.Unit unit, UnitOrder order) {
+        Future<Tensor> mine = prefetched.remove(unit.index());
+        if (mine == null && gatheredValues[unit.index()] == null) mine = overlap.post(() -> gatherNow(unit));
+        prefetchNext(unit, order);   // queued behind this unit's own gather
+        if (mine != null) bind(unit, PassOverlap.await(mine));
     }
 
     /** All-gathers {@code unit}'s values into a transient buffer and binds its parameters to it (idempotent). */
@@ -295,22 +320,48 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     }
 
     /**
-     * Stage 3, during backward: starts gathering the unit that backward will open after {@code unit} (by the order
-     * the first backward recorded), so its all-gather runs while {@code unit} computes. Every rank makes the same
-     * decisions, so the collectives stay in the same order everywhere.
+     * Stage 3: starts gathering the unit that the pass will open after {@code unit} (by the order the first pass of
+     * its kind recorded), so its all-gather runs while {@code unit} computes. Every rank makes the same decisions,
+     * so the collectives stay in the same order everywhere.
      */
-    private void prefetchNext(ParameterSet.Unit unit) {
-        if (!orderRecorded) {
-            backwardOrder.add(unit.index());
-            return;
-        }
-        int at = backwardPosition++;
-        if (at >= backwardOrder.size() || backwardOrder.get(at) != unit.index()) return;   // not the recorded order
-        if (at + 1 >= backwardOrder.size()) return;
-        int next = backwardOrder.get(at + 1);
-        if (gatheredValues[next] != null || prefetched.containsKey(next)) return;
+    private void prefetchNext(ParameterSet.Unit unit, UnitOrder order) {
+        int next = order.next(unit.index());
+        if (next < 0 || gatheredValues[next] != null || prefetched.containsKey(next)) return;
         ParameterSet.Unit nextUnit = params.units().get(next);
         prefetched.put(next, overlap.post(() -> gatherNow(nextUnit)));
+    }
+
+    /** Frees gathers prefetched but never opened (a pass left its recorded order); rank thread, nothing queued. */
+    private void discardPrefetched() {
+        for (Future<Tensor> f : prefetched.values()) {
+            if (f.state() == Future.State.SUCCESS) f.resultNow().close();
+        }
+        prefetched.clear();
+    }
+
+    /**
+     * The order one kind of pass (forward or backward) opens units in: recorded on its first pass, then followed
+     * position by position to name the unit after the current one. Used by one pass's thread at a time.
+     */
+    private static final class UnitOrder {
+        private final List<Integer> units = new ArrayList<>();
+        private boolean recorded;
+        private int position;
+
+        void begin() { position = 0; }
+
+        void end() { recorded = true; }
+
+        /** The unit opened after {@code unit}, or -1: none, still recording, or the pass left the recorded order. */
+        int next(int unit) {
+            if (!recorded) {
+                units.add(unit);
+                return -1;
+            }
+            int at = position++;
+            if (at >= units.size() || units.get(at) != unit) return -1;
+            return at + 1 < units.size() ? units.get(at + 1) : -1;
+        }
     }
 
     private void releaseValues(ParameterSet.Unit unit) {
@@ -342,6 +393,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     public Applied apply(double lr, double maxNorm) {
         long start = System.nanoTime();
         overlap.drain();   // the reduce-scatters still in flight when backward ended: the exposed part
+        discardPrefetched();   // the values are about to change
         double norm = ShardAdamW.globalNorm(gradShard, scalar);
         long communication = System.nanoTime() - start;
         ShardAdamW.clip(gradShard, norm, maxNorm);
@@ -388,6 +440,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             Vectors.copy(params.values(), full);
             return;
         }
+        discardPrefetched();
         for (ParameterSet.Unit u : params.units()) Vectors.copy(piece(valueShard, u), ownPiece(full, u));
     }
 
@@ -424,9 +477,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public void close() {
         overlap.close();
-        for (Future<Tensor> f : prefetched.values()) {
-            if (f.state() == Future.State.SUCCESS) f.resultNow().close();
-        }
+        discardPrefetched();
         for (Tensor g : transientGrads) g.close();
         for (Tensor v : gatheredValues) if (v != null) v.close();
         if (valueShard != null) valueShard.close();

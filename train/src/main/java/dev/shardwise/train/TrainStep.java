@@ -73,7 +73,7 @@ public final class TrainStep implements AutoCloseable {
             update.beginMicroBatch(micro, microBatches);
             try {
                 long t0 = System.nanoTime();
-                Gpt.Pass pass = model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches);
+                Gpt.Pass pass = update.forward(() -> model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches));
                 long t1 = System.nanoTime();
                 update.backward(() -> model.backward(arena, pass));
                 forwardNs += t1 - t0;

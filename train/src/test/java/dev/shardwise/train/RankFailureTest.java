@@ -22,26 +22,44 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.time.Duration;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.Supplier;
 
 import static org.junit.jupiter.api.Assertions.*;
 
 /**
  * A rank that throws in the middle of a step, on its own thread or on the helper thread that runs its overlapped
- * backward, must make the whole job fail at once naming that rank, while its peers wait inside collectives: never a
+ * forward (ZeRO 3) or backward, must make the whole job fail at once naming that rank, while its peers wait inside collectives: never a
  * hang until the communicator's timeout.
  */
 class RankFailureTest {
     static final int RANKS = 4, FAILING_RANK = 1, FAILING_STEP = 2;
     static final Duration TIMEOUT = Duration.ofSeconds(30);
 
-    /** Makes rank {@link #FAILING_RANK}'s backward throw on its helper thread at {@link #FAILING_STEP}. */
-    record FailingBackward(ParameterUpdate delegate, AtomicBoolean armed) implements ParameterUpdate {
-        public Gpt.Hooks hooks() { return delegate.hooks(); }
+    /**
+     * Makes rank {@link #FAILING_RANK}'s forward or backward ({@code pass}) throw, on the helper thread where the
+     * update overlaps that pass, at {@link #FAILING_STEP}: forward fails as its first block finishes (the next
+     * block's gather already posted), backward as it ends.
+     */
+    record FailingPass(ParameterUpdate delegate, String pass, AtomicBoolean armed) implements ParameterUpdate {
+        public Gpt.Hooks hooks() {
+            Gpt.Hooks inner = delegate.hooks();
+            if (!pass.equals("forward")) return inner;
+            return new Gpt.Hooks() {
+                public void beforeForward(ParameterSet.Unit unit) { inner.beforeForward(unit); }
+                public void afterForward(ParameterSet.Unit unit) {
+                    inner.afterForward(unit);
+                    if (armed.get() && unit.index() == 1) throw new IllegalStateException("injected failure in forward");
+                }
+                public void beforeBackward(ParameterSet.Unit unit) { inner.beforeBackward(unit); }
+                public void afterBackward(ParameterSet.Unit unit) { inner.afterBackward(unit); }
+            };
+        }
         public void beginMicroBatch(int index, int count) { delegate.beginMicroBatch(index, count); }
+        public <T> T forward(Supplier<T> forward) { return delegate.forward(forward); }
         public void backward(Runnable backward) {
             delegate.backward(() -> {
                 backward.run();
-                if (armed.get()) throw new IllegalStateException("injected failure in backward");
+                if (armed.get() && pass.equals("backward")) throw new IllegalStateException("injected failure in backward");
             });
         }
         public Applied apply(double lr, double maxNorm) { return delegate.apply(lr, maxNorm); }
@@ -51,7 +69,7 @@ class RankFailureTest {
     }
 
     @ParameterizedTest(name = "zero={0}, fails in {1}")
-    @CsvSource({"0, fill", "0, backward", "2, backward", "3, fill", "3, backward"})
+    @CsvSource({"0, fill", "0, backward", "2, backward", "3, fill", "3, forward", "3, backward"})
     void aRankFailingMidStepFailsTheJobAtOnceNamingIt(int stage, String where) {
         long start = System.nanoTime();
         RankFailedException e = assertThrows(RankFailedException.class, () -> LocalCluster.run(RANKS,
@@ -68,8 +86,8 @@ class RankFailureTest {
                  ParameterUpdate inner = stage == 0 ? new ReplicatedUpdate(model.parameters(), adam, dp)
                          : new ZeroShardedUpdate(stage, model.parameters(), ctx.world(), pool, AdamWOptimizer.Settings.gpt(),
                          ShardMoments.resident());
-                 TrainStep step = new TrainStep(model, pool, 1.0, rank == FAILING_RANK && where.equals("backward")
-                         ? new FailingBackward(inner, armed) : inner);
+                 TrainStep step = new TrainStep(model, pool, 1.0, rank == FAILING_RANK && !where.equals("fill")
+                         ? new FailingPass(inner, where, armed) : inner);
                  Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, 2, DataParallelParityTest.SEQ + 1)) {
                 if (inner instanceof ZeroShardedUpdate z) z.initialize(7);
                 else model.parameters().initialize(7);

@@ -34,7 +34,7 @@ import java.util.SplittableRandom;
  * {@code shardwise bench dp}: training-step tokens/s of data parallelism over N ranks with one kernel thread each
  * (threads of this JVM, the {@code local} backend) beside one rank with N threads on the same global batch,
  * measured in the same run. Rounds alternate the cases so that a busy machine slows them alike; each case reports
- * the median step over all rounds, with its median backward and exposed grads-reduce times.
+ * the median step over all rounds, with its median forward, backward and exposed grads-reduce times.
  */
 @Command(name = "dp", mixinStandardHelpOptions = true,
         description = "Data-parallel tokens/s (N ranks x 1 thread, overlapped or not, ZeRO stages) beside 1 rank x N threads.")
@@ -84,7 +84,7 @@ public final class BenchDataParallelCommand implements Runnable {
             if (stage == 0) cases.add(new Case("dp=" + ranks + " zero=0 reduce after backward", 0, false));
             cases.add(new Case("dp=" + ranks + " zero=" + stage + (stage == 0 || stage >= 2 ? " overlapped" : ""), stage, true));
         }
-        Map<Case, List<double[]>> samples = new LinkedHashMap<>();   // per case: {step s, backward ms, reduce ms}
+        Map<Case, List<double[]>> samples = new LinkedHashMap<>();   // per case: {step s, backward ms, reduce ms, forward ms}
         for (Case c : cases) samples.put(c, new ArrayList<>());
         for (int round = 0; round < rounds; round++) {
             for (Case c : cases) samples.get(c).addAll(c.stage < 0 ? single(config) : parallel(config, c));
@@ -95,7 +95,8 @@ public final class BenchDataParallelCommand implements Runnable {
         for (Case c : cases) {
             List<double[]> s = samples.get(c);
             double tokens = globalBatch * (double) seqLen / median(s, 0);
-            String note = String.format(Locale.ROOT, "median backward %.0f ms, grads-reduce (exposed) %.1f ms", median(s, 1), median(s, 2));
+            String note = String.format(Locale.ROOT, "median forward %.0f ms, backward %.0f ms, grads-reduce (exposed) %.1f ms",
+                    median(s, 3), median(s, 1), median(s, 2));
             out.row(c == single ? BenchRow.alone("dp", c.name, tokens, "tokens/s", Double.NaN, note)
                     : new BenchRow("dp", c.name, tokens, "tokens/s", single.name, peer, Double.NaN, note));
         }
@@ -141,7 +142,10 @@ public final class BenchDataParallelCommand implements Runnable {
         }).getFirst();
     }
 
-    /** One warm-up and {@link #steps} timed steps on random tokens: {step seconds, backward ms, grads-reduce ms} each. */
+    /**
+     * One warm-up and {@link #steps} timed steps on random tokens: {step seconds, backward ms, grads-reduce ms,
+     * forward ms} each.
+     */
     private List<double[]> time(TrainStep step, MemoryPool memory, ModelConfig config, int rank, int rows) {
         SplittableRandom random = new SplittableRandom(17 + rank);
         List<double[]> result = new ArrayList<>();
@@ -153,7 +157,8 @@ public final class BenchDataParallelCommand implements Runnable {
                     for (int i = 0; i < tokens.length; i++) tokens[i] = random.nextInt(config.vocabSize());
                     MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
                 }, 1e-4);
-                if (s > 0) result.add(new double[]{(System.nanoTime() - start) / 1e9, r.backwardNs() / 1e6, r.reduceNs() / 1e6});
+                if (s > 0) result.add(new double[]{(System.nanoTime() - start) / 1e9, r.backwardNs() / 1e6, r.reduceNs() / 1e6,
+                        r.forwardNs() / 1e6});
             }
         }
         return result;

@@ -2,6 +2,8 @@ package dev.shardwise.model.optim;
 
 import dev.shardwise.model.Gpt;
 
+import java.util.function.Supplier;
+
 /**
  * The step from this rank's accumulated gradients to updated parameters: gradient reduction over replicas (if
  * any), global-norm clipping and the optimizer, however they are distributed (replicated AdamW, ZeRO).
@@ -39,6 +41,15 @@ public interface ParameterUpdate extends AutoCloseable {
      * accumulation: reductions may wait for the last one). Nothing by default.
      */
     default void beginMicroBatch(int index, int count) { }
+
+    /**
+     * Runs {@code forward} (the model's training forward pass for one micro-batch) and returns its result; an update
+     * that gathers parameters unit by unit (ZeRO stage 3) runs it on a helper thread while this thread gathers the
+     * next unit. At once by default.
+     */
+    default <T> T forward(Supplier<T> forward) {
+        return forward.get();
+    }
 
     /**
      * Runs {@code backward} (the model's backward pass for one micro-batch); an update that overlaps its gradient

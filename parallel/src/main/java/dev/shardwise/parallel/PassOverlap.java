@@ -7,27 +7,36 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.FutureTask;
 import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
 
 /**
- * Overlaps one rank's gradient communication with its backward pass (as PyTorch DDP's reducer does) while every
- * collective stays on the rank's own thread: {@link #run} hands backward to a helper thread and meanwhile runs,
- * on the calling (rank) thread and in posting order, the collectives that backward's hooks {@link #post}. The
+ * Overlaps one rank's communication with a pass of its model (backward's gradient reductions, as PyTorch DDP's
+ * reducer does; ZeRO stage 3's parameter gathers in forward and backward, as DeepSpeed's prefetch does) while every
+ * collective stays on the rank's own thread: {@link #run} hands the pass to a helper thread and meanwhile runs,
+ * on the calling (rank) thread and in posting order, the collectives that the pass's hooks {@link #post}. The
  * Communicator contract (one calling thread per rank) holds, so does MPI's FUNNELED threading level, and a failed
  * peer is reported to the thread the communicator knows.
  *
- * <p>Collectives posted but not yet run when backward ends stay queued: {@link #drain} runs them (that wait is
+ * <p>Collectives posted but not yet run when the pass ends stay queued: {@link #drain} runs them (that wait is
  * the exposed communication time). A collective called directly on the rank thread must first {@link #drain}, so
  * every rank issues its collectives in the same order.
  *
- * <p>Failure: if a collective throws, the queued ones are cancelled, backward's next {@link #post} fails with
- * {@link CancellationException}, the helper is joined, and the collective's exception is rethrown; if backward
+ * <p>Failure: if a collective throws, the queued ones are cancelled, the pass's next {@link #post} fails with
+ * {@link CancellationException}, the helper is joined, and the collective's exception is rethrown; if the pass
  * throws, its exception is rethrown once the collectives it posted have been cancelled.
+ *
+ * <p>One helper thread serves every pass (started by the first, ended by {@link #close}): a thread per pass would
+ * cost its start and a fresh copy of each kernel's per-thread workspace twice a step.
  */
-final class BackwardOverlap implements AutoCloseable {
+final class PassOverlap implements AutoCloseable {
     private static final FutureTask<Void> DONE = new FutureTask<>(() -> null);
 
     private final String name;
@@ -35,32 +44,48 @@ final class BackwardOverlap implements AutoCloseable {
     private final ArrayDeque<FutureTask<?>> leftover = new ArrayDeque<>();   // rank thread only
     private volatile Thread rankThread;     // set while run() is active
     private volatile boolean failed;
+    private ExecutorService helper;          // rank thread only; created by the first run()
 
     /** @param name names the helper thread (e.g. the rank's pool name) */
-    BackwardOverlap(String name) {
+    PassOverlap(String name) {
         this.name = name;
     }
 
+    /** As {@link #run(String, Supplier)} for a pass without a result. */
+    void run(String passName, Runnable pass) {
+        run(passName, () -> {
+            pass.run();
+            return null;
+        });
+    }
+
     /**
-     * Runs {@code backward} on a helper thread bound to this thread's compute pool, and the collectives it posts on
-     * this thread, until backward returns. Collectives still queued then are left for {@link #drain}.
+     * Runs {@code pass} on a helper thread bound to this thread's compute pool, and the collectives it posts on
+     * this thread, until the pass returns. Collectives still queued then are left for {@link #drain}.
      *
-     * @throws RuntimeException what backward or a collective threw
+     * @param passName names the helper thread while the pass runs ("forward", "backward")
+     * @return what the pass returned
+     * @throws RuntimeException what the pass or a collective threw
      */
-    void run(Runnable backward) {
+    <T> T run(String passName, Supplier<T> pass) {
         drain();
         ComputePool pool = ComputePool.current();
-        CompletableFuture<Void> done = new CompletableFuture<>();
+        CompletableFuture<T> done = new CompletableFuture<>();
         failed = false;
         rankThread = Thread.currentThread();
-        Thread helper = Thread.ofPlatform().daemon(true).name(name + "-backward").start(() -> {
+        CountDownLatch ended = new CountDownLatch(1);
+        if (helper == null) {
+            helper = Executors.newSingleThreadExecutor(r -> Thread.ofPlatform().daemon(true).name(name + "-pass").unstarted(r));
+        }
+        helper.execute(() -> {
+            Thread.currentThread().setName(name + "-" + passName);
             try {
-                ComputePool.runWith(pool, backward);
-                done.complete(null);
+                ComputePool.runWith(pool, () -> done.complete(pass.get()));
             } catch (Throwable e) {
                 done.completeExceptionally(e);
             } finally {
                 queue.add(DONE);
+                ended.countDown();
             }
         });
         Throwable failure = null;
@@ -73,7 +98,7 @@ final class BackwardOverlap implements AutoCloseable {
                     task.cancel(false);
                     continue;
                 }
-                if (done.isDone()) {        // backward has finished: the rest is exposed, for drain() to run and time
+                if (done.isDone()) {        // the pass has finished: the rest is exposed, for drain() to run and time
                     leftover.add(task);
                     break;
                 }
@@ -86,17 +111,17 @@ final class BackwardOverlap implements AutoCloseable {
         } catch (InterruptedException e) {
             interrupted = true;
             failed = true;
-            failure = new IllegalStateException(name + ": interrupted while backward was running", e);
+            failure = new IllegalStateException(name + ": interrupted while " + passName + " was running", e);
         } finally {
             // rankThread stays set until the helper has ended, so none of its posts runs on the helper itself;
             // with failed set they are cancelled at once, and what is queued is cancelled here so it stops waiting.
-            while (helper.isAlive()) {
+            while (ended.getCount() > 0) {
                 if (failure != null) {
                     queue.drainTo(leftover);
                     cancelLeftover();
                 }
                 try {
-                    helper.join(10);
+                    ended.await(10, TimeUnit.MILLISECONDS);
                 } catch (InterruptedException e) {
                     interrupted = true;
                 }
@@ -113,11 +138,12 @@ final class BackwardOverlap implements AutoCloseable {
             cancelLeftover();
             throw unchecked(done.exceptionNow());
         }
+        return done.resultNow();
     }
 
     /**
      * Runs {@code op} on the rank thread: queued behind earlier posts while {@link #run} is active and called from
-     * backward's thread, at once (after {@link #drain}) otherwise.
+     * the pass's thread, at once (after {@link #drain}) otherwise.
      *
      * @throws CancellationException (from the future) if an earlier collective failed
      */
@@ -154,7 +180,7 @@ final class BackwardOverlap implements AutoCloseable {
         }
     }
 
-    /** Runs the collectives still queued from the last backward, on this (the rank) thread. */
+    /** Runs the collectives still queued from the last pass, on this (the rank) thread. */
     void drain() {
         queue.drainTo(leftover);
         while (!leftover.isEmpty()) {
@@ -180,10 +206,11 @@ final class BackwardOverlap implements AutoCloseable {
         return new IllegalStateException(t);
     }
 
-    /** Cancels what is still queued (the update is being closed, e.g. after a failure). */
+    /** Cancels what is still queued (the update is being closed, e.g. after a failure) and ends the helper thread. */
     @Override
     public void close() {
         queue.drainTo(leftover);
         cancelLeftover();
+        if (helper != null) helper.shutdown();
     }
 }
