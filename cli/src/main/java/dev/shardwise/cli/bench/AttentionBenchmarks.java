@@ -96,7 +96,7 @@ final class AttentionBenchmarks {
         }
         double[] rate = new double[reps], peak = new double[reps], fraction = new double[reps];
         for (int i = 0; i < reps; i++) {
-            peak[i] = CpuPeak.measure().measuredFlops() / 1e9;
+            peak[i] = CpuPeak.measureUnderCurrentLoad().measuredFlops() / 1e9;
             long start = System.nanoTime();
             for (int r = 0; r < inner; r++) body.run();
             rate[i] = flops * inner / ((System.nanoTime() - start) / 1e9) / 1e9;

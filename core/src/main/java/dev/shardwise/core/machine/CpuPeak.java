@@ -5,6 +5,8 @@ import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
@@ -22,13 +24,28 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
     /** FMA units per core assumed by the nominal formula (two on current x86 server cores). */
     public static final int FMA_UNITS = 2;
 
-    /** Measures this machine (about 0.1 s) with the {@linkplain ComputePool#current() current} pool. */
+    /**
+     * Measures this machine (about 0.1 s) with the {@linkplain ComputePool#current() current} pool: each thread's
+     * FMA rate per second of its own CPU time, so other load on the machine does not lower the figure.
+     */
     public static CpuPeak measure() {
+        return measure(true);
+    }
+
+    /**
+     * As {@link #measure}, but timed by the wall clock, so the figure is what the pool's threads reach right now,
+     * with whatever else the machine is running: a peer for a benchmark timed alternately with it.
+     */
+    public static CpuPeak measureUnderCurrentLoad() {
+        return measure(false);
+    }
+
+    private static CpuPeak measure(boolean cpuTime) {
         ComputePool pool = ComputePool.current();
         int lanes = SPECIES.length();
         double ghz = readClockGHz();
         double nominal = pool.threads() * (double) FMA_UNITS * lanes * 2 * ghz * 1e9;
-        return new CpuPeak(pool.threads(), lanes, FMA_UNITS, ghz, nominal, measureFmaThroughput(pool));
+        return new CpuPeak(pool.threads(), lanes, FMA_UNITS, ghz, nominal, measureFmaThroughput(pool, cpuTime));
     }
 
     /** Nominal clock from /proc/cpuinfo ("cpu MHz"), or 2.5 GHz when it cannot be read. */
@@ -45,23 +62,35 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
         return 2.5;
     }
 
-    private static double measureFmaThroughput(ComputePool pool) {
+    /**
+     * Sum over the pool's threads of each thread's best FMA rate. Timed by the thread's own CPU time
+     * ({@code cpuTime}), a thread that the OS preempts (a JIT compiler thread at start-up, another process) is not
+     * charged for the time it waited, so the figure is each core's throughput however busy the machine is
+     * (assuming one core per thread, which is what a peak means); timed by the wall clock, waiting counts.
+     */
+    private static double measureFmaThroughput(ComputePool pool, boolean cpuTime) {
+        ThreadMXBean cpu = ManagementFactory.getThreadMXBean();
         int threads = pool.threads();
         float sink = 0;
         for (int i = 0; i < 300; i++) sink += fmaLoop(2_000, 1e-7f);   // compile fmaLoop before timing it
-        double best = 0;
+        double[] best = new double[threads];
         float[] results = new float[threads];
+        int iterations = 1_000_000;
+        double flopsPerLoop = (double) iterations * 12 * SPECIES.length() * 2;
         for (int trial = 0; trial < 7; trial++) {   // the best of several short trials: noise only ever slows a trial
-            int iterations = 1_000_000;
-            long start = System.nanoTime();
-            pool.parallelFor(threads, t -> results[t] = fmaLoop(iterations, 1e-7f * (t + 1)));
-            double seconds = (System.nanoTime() - start) / 1e9;
-            best = Math.max(best, (double) threads * iterations * 12 * SPECIES.length() * 2 / seconds);
+            pool.parallelFor(threads, t -> {
+                long start = cpuTime ? cpu.getCurrentThreadCpuTime() : System.nanoTime();
+                results[t] = fmaLoop(iterations, 1e-7f * (t + 1));
+                long used = (cpuTime ? cpu.getCurrentThreadCpuTime() : System.nanoTime()) - start;
+                if (used > 0) best[t] = Math.max(best[t], flopsPerLoop / (used / 1e9));
+            });
             sink += results[0];
         }
         // Using the results keeps the JIT from removing the loops as dead code; the chains stay finite by design.
         if (!Float.isFinite(sink)) throw new AssertionError("FMA calibration produced " + sink);
-        return best;
+        double total = 0;
+        for (double b : best) total += b;
+        return total;
     }
 
     /** 12 independent FMA chains: enough to cover FMA latency (4 cycles) × 2 units with room to spare. */
