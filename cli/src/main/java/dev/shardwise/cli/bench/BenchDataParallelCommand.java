@@ -33,8 +33,9 @@ import java.util.SplittableRandom;
 /**
  * {@code shardwise bench dp}: training-step tokens/s of data parallelism over N ranks with one kernel thread each
  * (threads of this JVM, the {@code local} backend) beside one rank with N threads on the same global batch,
- * measured in the same run. Rounds alternate the cases so that a busy machine slows them alike; each case reports
- * the median step over all rounds, with its median forward, backward and exposed grads-reduce times.
+ * measured in the same run. Rounds alternate the cases so that a busy machine slows them alike, after an uncounted
+ * round that lets the JIT compile every case's code; each case reports the median step over all rounds, with its
+ * median forward, backward and exposed grads-reduce times.
  */
 @Command(name = "dp", mixinStandardHelpOptions = true,
         description = "Data-parallel tokens/s (N ranks x 1 thread, overlapped or not, ZeRO stages) beside 1 rank x N threads.")
@@ -86,8 +87,11 @@ public final class BenchDataParallelCommand implements Runnable {
         }
         Map<Case, List<double[]>> samples = new LinkedHashMap<>();   // per case: {step s, backward ms, reduce ms, forward ms}
         for (Case c : cases) samples.put(c, new ArrayList<>());
-        for (int round = 0; round < rounds; round++) {
-            for (Case c : cases) samples.get(c).addAll(c.stage < 0 ? single(config) : parallel(config, c));
+        for (int round = -1; round < rounds; round++) {   // round -1 warms the JIT up on every case and is not counted
+            for (Case c : cases) {
+                List<double[]> measured = c.stage < 0 ? single(config) : parallel(config, c);
+                if (round >= 0) samples.get(c).addAll(measured);
+            }
         }
         double peer = globalBatch * (double) seqLen / median(samples.get(single), 0);
         out.info(String.format(Locale.ROOT, "%s, global batch %d x %d tokens, %d rounds x %d steps per case", preset,
