@@ -39,7 +39,7 @@ public final class BenchTrainCommand implements Runnable {
             description = "Model presets to measure (default: ${DEFAULT-VALUE}).")
     List<String> presets;
 
-    @Option(names = "--steps", defaultValue = "5", description = "Timed steps, after warm-up steps for at least 5 s (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--steps", defaultValue = "10", description = "Timed steps, after warm-up steps for at least 5 s (default: ${DEFAULT-VALUE}).")
     int steps;
 
     @Option(names = "--micro-batch", description = "Sequences per step (default: 8 for tiny, 4 otherwise).")
