@@ -25,16 +25,19 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
     public static final int FMA_UNITS = 2;
 
     /**
-     * Measures this machine (about 0.1 s) with the {@linkplain ComputePool#current() current} pool: each thread's
-     * FMA rate per second of its own CPU time, so other load on the machine does not lower the figure.
+     * Measures this machine (about 0.3 s) with the {@linkplain ComputePool#current() current} pool: each thread's
+     * best FMA rate per second of its own CPU time over trials spread across a quarter of a second, so other load
+     * on the machine does not lower the figure (unless it shares the cores' FMA units all along, as a busy SMT
+     * sibling does).
      */
     public static CpuPeak measure() {
         return measure(true);
     }
 
     /**
-     * As {@link #measure}, but timed by the wall clock, so the figure is what the pool's threads reach right now,
-     * with whatever else the machine is running: a peer for a benchmark timed alternately with it.
+     * As {@link #measure}, but timed by the wall clock over seven trials (a few ms), so the figure is what the
+     * pool's threads reach right now, with whatever else the machine is running: a peer for a benchmark timed
+     * alternately with it.
      */
     public static CpuPeak measureUnderCurrentLoad() {
         return measure(false);
@@ -77,7 +80,10 @@ public record CpuPeak(int cores, int fp32Lanes, int fmaUnits, double clockGHz, d
         float[] results = new float[threads];
         int iterations = 1_000_000;
         double flopsPerLoop = (double) iterations * 12 * SPECIES.length() * 2;
-        for (int trial = 0; trial < 7; trial++) {   // the best of several short trials: noise only ever slows a trial
+        // The best of several short trials (noise only ever slows a trial); the CPU-time figure spreads them over a
+        // quarter of a second, so that a burst of other work (a JIT compiling at start-up) leaves some trials clean.
+        long until = System.nanoTime() + (cpuTime ? 250_000_000L : 0);
+        for (int trial = 0; trial < 7 || System.nanoTime() < until; trial++) {
             pool.parallelFor(threads, t -> {
                 long start = cpuTime ? cpu.getCurrentThreadCpuTime() : System.nanoTime();
                 results[t] = fmaLoop(iterations, 1e-7f * (t + 1));
