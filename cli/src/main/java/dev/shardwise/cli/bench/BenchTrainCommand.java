@@ -25,6 +25,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -77,26 +78,36 @@ public final class BenchTrainCommand implements Runnable {
             int b = microBatch != null ? microBatch : (config.hidden() <= 512 ? 8 : 4);
             double[] phases = new double[3];
             double ours = measureShardwise(config, b, phases);
-            double flops = config.trainingFlopsPerToken(seqLen) * ours;   // FLOP/s
+            double flopsPerToken = config.trainingFlopsPerToken(seqLen);
             String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step", preset, b, seqLen);
             double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, out);
-            double flopsPerToken = config.trainingFlopsPerToken(seqLen);
             String note = String.format(Locale.ROOT, "MFU %.1f%%%s; median forward %.0f ms, backward %.0f ms, optimizer %.0f ms",
-                    100 * flops / peak.measuredFlops(),
+                    100 * flopsPerToken * ours / peak.measuredFlops(),
                     Double.isNaN(theirs) ? "" : String.format(Locale.ROOT, " (PyTorch %.1f%%)", 100 * flopsPerToken * theirs / peak.measuredFlops()),
                     phases[0], phases[1], phases[2]);
-            out.row(Double.isNaN(theirs)
-                    ? BenchRow.alone("train", caseName, ours, "tokens/s", flops / peak.measuredFlops(), note)
-                    : new BenchRow("train", caseName, ours, "tokens/s", "pytorch", theirs, flops / peak.measuredFlops(), note));
-            StepGemms.Timing gemms = StepGemms.measure(config, b * seqLen);
-            double ceiling = b * seqLen / gemms.seconds(), gemmPeak = gemms.flops() / gemms.seconds() / peak.measuredFlops();
-            String ceilingName = String.format(Locale.ROOT, "%s B=%d T=%d GEMMs alone", preset, b, seqLen);
-            String ceilingNote = "ceiling: the step's linear-layer GEMMs (forward, data and weight gradients) at this machine's GEMM speed, "
-                    + "nothing else; peak = the GEMMs' own FLOP rate";
-            out.row(Double.isNaN(theirs)
-                    ? BenchRow.alone("train", ceilingName, ceiling, "tokens/s", gemmPeak, ceilingNote)
-                    : new BenchRow("train", ceilingName, ceiling, "tokens/s", "pytorch", theirs, gemmPeak, ceilingNote));
+            out.row(row(caseName, ours, theirs, flopsPerToken * ours / peak.measuredFlops(), note));
+            out.row(gemmCeiling(config, preset, b, theirs, peak));
         }
+    }
+
+    /**
+     * The ceiling row: tokens/s if the step did nothing but its linear-layer GEMMs, at this machine's GEMM speed
+     * ({@link StepGemms}); its peak column is the GEMMs' own FLOP rate.
+     */
+    private BenchRow gemmCeiling(ModelConfig config, String preset, int b, double theirs, CpuPeak peak) {
+        StepGemms.Timing gemms = StepGemms.measure(config, b * seqLen);
+        double ceiling = b * seqLen / gemms.seconds();
+        return row(String.format(Locale.ROOT, "%s B=%d T=%d GEMMs alone", preset, b, seqLen), ceiling, theirs,
+                gemms.flops() / gemms.seconds() / peak.measuredFlops(),
+                "ceiling: the step's linear-layer GEMMs (forward, data and weight gradients) at this machine's GEMM speed, "
+                        + "nothing else; peak = the GEMMs' own FLOP rate");
+    }
+
+    /** A tokens/s row, beside PyTorch's figure unless the peer did not run ({@code theirs} NaN). */
+    private static BenchRow row(String name, double tokensPerSecond, double theirs, double peakFraction, String note) {
+        return Double.isNaN(theirs)
+                ? BenchRow.alone("train", name, tokensPerSecond, "tokens/s", peakFraction, note)
+                : new BenchRow("train", name, tokensPerSecond, "tokens/s", "pytorch", theirs, peakFraction, note);
     }
 
     /** Median tokens/s of the timed steps; fills {@code phases} with median forward, backward, optimizer ms. */
@@ -110,7 +121,7 @@ public final class BenchTrainCommand implements Runnable {
             int[] tokens = new int[b * (seqLen + 1)];
             double[] seconds = new double[steps];
             double[][] phaseMs = new double[3][steps];
-            java.util.function.Consumer<Tensor> fill = t -> {
+            Consumer<Tensor> fill = t -> {
                 for (int i = 0; i < tokens.length; i++) tokens[i] = random.nextInt(config.vocabSize());
                 MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
             };
