@@ -7,6 +7,7 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.model.optim.GradientClipping;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -53,7 +54,8 @@ final class ShardAdamW {
      */
     static void clip(Tensor gradShard, double norm, double maxNorm) {
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
-        if (maxNorm > 0 && norm > maxNorm) Vectors.scale(gradShard, maxNorm / (norm + 1e-6));
+        double scale = GradientClipping.scaleFor(norm, maxNorm);
+        if (scale != 1.0) Vectors.scale(gradShard, scale);
     }
 
     /**
