@@ -147,7 +147,8 @@ public final class BenchGemmCommand implements Runnable {
         return sorted[sorted.length / 2];
     }
 
-    private static Tensor random(MemoryPool memory, int rows, int cols, long seed) {
+    /** A [rows, cols] F32 tensor of uniform values in [-1, 1) from {@code seed}. */
+    static Tensor random(MemoryPool memory, int rows, int cols, long seed) {
         Tensor t = Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.F32, rows, cols);
         SplittableRandom rnd = new SplittableRandom(seed);
         float[] v = new float[Math.multiplyExact(rows, cols)];

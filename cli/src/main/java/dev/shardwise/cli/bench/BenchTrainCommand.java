@@ -66,8 +66,6 @@ public final class BenchTrainCommand implements Runnable {
     private static final int WARMUP_STEPS = 2;
     private static final double WARMUP_SECONDS = 5;
 
-    private int warmupSteps;   // how many the last Shardwise measurement ran; the PyTorch peer runs as many
-
     @Override
     public void run() {
         BenchOutput out = new BenchOutput(System.out, json);
@@ -76,15 +74,15 @@ public final class BenchTrainCommand implements Runnable {
         for (String preset : presets) {
             ModelConfig config = ModelConfig.preset(preset);
             int b = microBatch != null ? microBatch : (config.hidden() <= 512 ? 8 : 4);
-            double[] phases = new double[3];
-            double ours = measureShardwise(config, b, phases);
+            Measured measured = measureShardwise(config, b);
+            double ours = measured.tokensPerSecond();
             double flopsPerToken = config.trainingFlopsPerToken(seqLen);
             String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step", preset, b, seqLen);
-            double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, out);
+            double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, measured.warmupSteps(), out);
             String note = String.format(Locale.ROOT, "MFU %.1f%%%s; median forward %.0f ms, backward %.0f ms, optimizer %.0f ms",
                     100 * flopsPerToken * ours / peak.measuredFlops(),
                     Double.isNaN(theirs) ? "" : String.format(Locale.ROOT, " (PyTorch %.1f%%)", 100 * flopsPerToken * theirs / peak.measuredFlops()),
-                    phases[0], phases[1], phases[2]);
+                    measured.forwardMs(), measured.backwardMs(), measured.optimizerMs());
             out.row(row(caseName, ours, theirs, flopsPerToken * ours / peak.measuredFlops(), note));
             out.row(gemmCeiling(config, preset, b, theirs, peak));
         }
@@ -110,8 +108,10 @@ public final class BenchTrainCommand implements Runnable {
                 : new BenchRow("train", name, tokensPerSecond, "tokens/s", "pytorch", theirs, peakFraction, note);
     }
 
-    /** Median tokens/s of the timed steps; fills {@code phases} with median forward, backward, optimizer ms. */
-    private double measureShardwise(ModelConfig config, int b, double[] phases) {
+    /** Median tokens/s and phase times of the timed steps, and how many warm-up steps preceded them. */
+    record Measured(double tokensPerSecond, int warmupSteps, double forwardMs, double backwardMs, double optimizerMs) { }
+
+    private Measured measureShardwise(ModelConfig config, int b) {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         SplittableRandom random = new SplittableRandom(1);
         try (Gpt model = Gpt.create(config, pool, DType.F32, 1);
@@ -126,7 +126,7 @@ public final class BenchTrainCommand implements Runnable {
                 MemorySegment.copy(tokens, 0, t.segment(), ValueLayout.JAVA_INT, t.byteOffset(), tokens.length);
             };
             long warmupStart = System.nanoTime();
-            warmupSteps = 0;
+            int warmupSteps = 0;
             while (warmupSteps < WARMUP_STEPS || System.nanoTime() - warmupStart < WARMUP_SECONDS * 1e9) {
                 step.run(batch, 1, fill, 1e-3);
                 warmupSteps++;
@@ -138,17 +138,18 @@ public final class BenchTrainCommand implements Runnable {
                 phaseMs[1][s] = r.backwardNs() / 1e6;
                 phaseMs[2][s] = r.optimizerNs() / 1e6;
             }
-            for (int p = 0; p < 3; p++) {
-                Arrays.sort(phaseMs[p]);
-                phases[p] = phaseMs[p][steps / 2];
-            }
+            for (double[] ms : phaseMs) Arrays.sort(ms);
             Arrays.sort(seconds);
-            return b * seqLen / seconds[steps / 2];
+            int mid = steps / 2;
+            return new Measured(b * seqLen / seconds[mid], warmupSteps, phaseMs[0][mid], phaseMs[1][mid], phaseMs[2][mid]);
         }
     }
 
-    /** Runs the bundled PyTorch script; NaN (with a note) when Python or torch is missing. */
-    private double measurePyTorch(ModelConfig config, int b, BenchOutput out) {
+    /**
+     * Runs the bundled PyTorch script with {@code warmupSteps} warm-up steps (as many as ours ran); NaN (with a
+     * note) when Python or torch is missing.
+     */
+    private double measurePyTorch(ModelConfig config, int b, int warmupSteps, BenchOutput out) {
         try {
             Path script = Files.createTempFile("shardwise-pytorch-train", ".py");
             try (InputStream in = BenchTrainCommand.class.getResourceAsStream("pytorch_train_step.py")) {

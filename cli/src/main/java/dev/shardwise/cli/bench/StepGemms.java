@@ -1,9 +1,7 @@
 package dev.shardwise.cli.bench;
 
 import dev.shardwise.core.kernels.Gemm;
-import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
-import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ModelConfig;
@@ -41,9 +39,9 @@ final class StepGemms {
         double seconds = 0, flops = 0;
         for (Map.Entry<List<Integer>, Integer> e : shapes.entrySet()) {
             int out = e.getKey().get(0), in = e.getKey().get(1);
-            try (Tensor w = filled(pool, out, in); Tensor dw = filled(pool, out, in);
-                 Tensor x = filled(pool, rows, in); Tensor dx = filled(pool, rows, in);
-                 Tensor y = filled(pool, rows, out)) {
+            try (Tensor w = BenchGemmCommand.random(pool, out, in, 1); Tensor dw = BenchGemmCommand.random(pool, out, in, 2);
+                 Tensor x = BenchGemmCommand.random(pool, rows, in, 3); Tensor dx = BenchGemmCommand.random(pool, rows, in, 4);
+                 Tensor y = BenchGemmCommand.random(pool, rows, out, 5)) {
                 double forward = Measure.medianSeconds(() -> Gemm.matmul(y, x, w, false, true, 1f, 0f), 1, 5, 0.2);
                 double data = Measure.medianSeconds(() -> Gemm.matmul(dx, y, w, false, false, 1f, 1f), 1, 5, 0.2);
                 double weight = Measure.medianSeconds(() -> Gemm.matmul(dw, y, x, true, false, 1f, 1f), 1, 5, 0.2);
@@ -52,13 +50,5 @@ final class StepGemms {
             }
         }
         return new Timing(flops, seconds);
-    }
-
-    /** A [rows, cols] F32 tensor of small values (so accumulating products stay finite). */
-    private static Tensor filled(MemoryPool pool, int rows, int cols) {
-        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, cols);
-        float[] values = new float[Math.toIntExact(t.numel())];
-        for (int i = 0; i < values.length; i++) values[i] = 1e-3f * (i % 7);
-        return t.copyFrom(values);
     }
 }
