@@ -1,5 +1,6 @@
 package dev.shardwise.parallel;
 
+import dev.shardwise.model.Recompute;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;

@@ -1,5 +1,6 @@
 package dev.shardwise.parallel;
 
+import dev.shardwise.model.Recompute;
 import org.junit.jupiter.api.Test;
 
 import java.util.ArrayList;

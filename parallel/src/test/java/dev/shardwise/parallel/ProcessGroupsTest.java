@@ -1,5 +1,6 @@
 package dev.shardwise.parallel;
 
+import dev.shardwise.model.Recompute;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.ReduceOp;
 import dev.shardwise.core.tensor.Tensor;

@@ -1,4 +1,4 @@
-package dev.shardwise.parallel;
+package dev.shardwise.model;
 
 import java.util.Arrays;
 import java.util.Locale;
