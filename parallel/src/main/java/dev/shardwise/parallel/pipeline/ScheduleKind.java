@@ -8,7 +8,7 @@ import java.util.stream.Collectors;
  * Each has one builder that turns (stages, chunks, micro-batches) into per-stage instruction lists.
  */
 public enum ScheduleKind {
-    /** All forwards, then all backwards (Huang et al. 2019): p·m... m micro-batches' activations alive at once. */
+    /** All forwards, then all backwards (Huang et al. 2019): all m micro-batches' activations alive at once. */
     GPIPE("gpipe"),
     /** One forward one backward (PipeDream-Flush, Narayanan et al. 2021): at most p micro-batches alive per stage. */
     ONE_F_ONE_B("1f1b"),
