@@ -1,0 +1,378 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.CrossEntropy;
+import dev.shardwise.core.kernels.Embedding;
+import dev.shardwise.core.kernels.Gemm;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * A contiguous part of a GPT, the piece a pipeline stage (or one of its virtual chunks) runs (Megatron's model
+ * chunk, Narayanan et al. 2021): optionally the embedding, then blocks [first, end), then optionally the final
+ * layers (top query layer, final norm), the output head tied to the token embedding, and the loss. The whole model
+ * is one part ({@link Gpt}); a pipeline cuts it into parts at block boundaries ({@link Span}).
+ *
+ * <p>Stage API: {@link #forward} takes the micro-batch (tokens and targets, which every stage can read) and the
+ * part's input activation [B·T, C] (null on the first part, whose input is the tokens) and returns a {@link Pass}
+ * whose {@link Pass#output} [B·T, C] feeds the next part (null on the last part, which ends in the loss).
+ * {@link #backward} takes the gradient of that output (null on the last part, which starts from the loss) and
+ * returns the gradient of the input (null on the first part), accumulating every parameter gradient of the part.
+ *
+ * <p>Tied head (Press and Wolf 2017): when the part holding the head does not also hold the embedding, it holds
+ * its own copy of {@code wte} in a unit named {@value #HEAD}; the two copies' gradients are summed across the
+ * stages that hold them (Megatron's embedding group), so they stay equal.
+ */
+public final class GptPart {
+    static final String EMBEDDINGS = "embeddings", POSITIONS = "positions", FINAL = "final", HEAD = "head";
+
+    /**
+     * Which pieces of the model a part holds.
+     *
+     * @param embedding  the token (and learned position) embedding
+     * @param firstBlock first transformer block, in [0, L]
+     * @param endBlock   one past the last block, in [firstBlock, L]
+     * @param head       the final layers, the tied output head and the loss
+     */
+    public record Span(boolean embedding, int firstBlock, int endBlock, boolean head) {
+        /** @throws IllegalArgumentException if the block range is reversed or negative, or the part is empty */
+        public Span {
+            if (firstBlock < 0 || endBlock < firstBlock) {
+                throw new IllegalArgumentException("blocks [" + firstBlock + ", " + endBlock + ") are not a range");
+            }
+            if (!embedding && !head && firstBlock == endBlock) {
+                throw new IllegalArgumentException("a model part must hold something: the embedding, a block or the head");
+            }
+        }
+
+        /** The whole model of {@code config}. */
+        public static Span whole(ModelConfig config) {
+            return new Span(true, 0, config.layers(), true);
+        }
+
+        /** Number of blocks. */
+        public int blocks() {
+            return endBlock - firstBlock;
+        }
+
+        @Override
+        public String toString() {
+            return (embedding ? "embedding + " : "") + "blocks [" + firstBlock + ", " + endBlock + ")" + (head ? " + head" : "");
+        }
+    }
+
+    private final ModelConfig config;
+    private final Span span;
+    private final DType dtype;
+    private final Parameter tokenEmbedding;      // wte [V, C]: the embedding's, the head's, or both; null if neither
+    private final Parameter positionEmbedding;   // wpe [contextLength, C] on the embedding part, or null
+    private final List<TransformerBlock> blocks = new ArrayList<>();
+    private final List<ParameterSet.Unit> blockUnits = new ArrayList<>();
+    private final TopQueryLayer topQuery;        // or null
+    private final Norm finalNorm;                // pre-LN only; post-LN blocks end in a norm already
+    private final ParameterSet.Unit embeddingUnit;   // wte (+ wpe when not split), or null
+    private final ParameterSet.Unit positionsUnit;   // wpe in its own unit (pipelines), or null
+    private final ParameterSet.Unit finalUnit;       // or null
+    private final ParameterSet.Unit headUnit;        // the head's own wte copy, or null (the embedding's wte serves)
+    private Gpt.Hooks hooks = Gpt.Hooks.NONE;
+
+    /**
+     * Declares the parameters of {@code span} into {@code builder}, under their global names (checkpoints key on
+     * them), in units: {@code embeddings} (wte, wpe; with {@code splitEmbedding} wte alone and wpe in {@code positions},
+     * so that wte's unit is laid out exactly as the head's copy), one per block ({@code h.l}), {@code final}, and
+     * {@code head} (a copy of wte) when the span holds the head but not the embedding.
+     */
+    public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding) {
+        if (span.endBlock() > config.layers()) {
+            throw new IllegalArgumentException("blocks [" + span.firstBlock() + ", " + span.endBlock() + ") exceed the model's "
+                    + config.layers() + " layers");
+        }
+        if (span.embedding()) {
+            builder.unit(EMBEDDINGS);
+            builder.declare("wte", new ParameterSet.Init.Normal(GptInit.STD), false, config.vocabSize(), config.hidden());
+            if (config.positions() == ModelConfig.Positions.LEARNED) {
+                if (splitEmbedding) builder.unit(POSITIONS);
+                builder.declare("wpe", new ParameterSet.Init.Normal(GptInit.STD), false, config.contextLength(), config.hidden());
+            }
+        }
+        for (int l = span.firstBlock(); l < span.endBlock(); l++) {
+            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config);
+        }
+        if (span.head()) {
+            if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
+            if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config);
+            if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config);
+            if (!span.embedding()) {
+                builder.unit(HEAD);
+                builder.declare("wte", new ParameterSet.Init.Normal(GptInit.STD), false, config.vocabSize(), config.hidden());
+            }
+        }
+    }
+
+    /**
+     * The part {@code span} over {@code params}, which hold (at least) what {@link #declare} declared for it; the
+     * caller keeps ownership of the parameters.
+     *
+     * @throws IllegalArgumentException if a parameter or unit of the span is missing
+     */
+    public GptPart(ModelConfig config, ParameterSet params, Span span) {
+        this.config = config;
+        this.dtype = params.dtype();
+        this.span = span;
+        this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
+        this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
+        for (int l = span.firstBlock(); l < span.endBlock(); l++) {
+            blocks.add(new TransformerBlock(params, "h." + l, config));
+            blockUnits.add(unit(params, "h." + l));
+        }
+        this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
+        this.finalNorm = span.head() && config.residual() == ModelConfig.Residual.PRE_LN ? Norm.create(params, "ln_f", config) : null;
+        this.embeddingUnit = span.embedding() ? unit(params, EMBEDDINGS) : null;
+        this.positionsUnit = span.embedding() ? find(params, POSITIONS) : null;
+        this.finalUnit = topQuery != null || finalNorm != null ? unit(params, FINAL) : null;
+        this.headUnit = span.head() && !span.embedding() ? unit(params, HEAD) : null;
+    }
+
+    private static ParameterSet.Unit find(ParameterSet params, String name) {
+        for (ParameterSet.Unit u : params.units()) if (u.name().equals(name)) return u;
+        return null;
+    }
+
+    private static ParameterSet.Unit unit(ParameterSet params, String name) {
+        ParameterSet.Unit u = find(params, name);
+        if (u == null) {
+            throw new IllegalArgumentException("the parameters have no unit '" + name + "' (units " + params.units().stream()
+                    .map(ParameterSet.Unit::name).toList() + "); declare them with GptPart.declare / Gpt.declare");
+        }
+        return u;
+    }
+
+    /** What this part holds. */
+    public Span span() { return span; }
+
+    /** Makes later passes call {@code hooks} around each unit this part uses (see {@link Gpt.Hooks}). */
+    public void useHooks(Gpt.Hooks hooks) {
+        this.hooks = Objects.requireNonNull(hooks, "hooks");
+    }
+
+    /** The state one forward pass through the part leaves for its backward, and (last part) the loss. */
+    public static final class Pass {
+        private final int b, t;
+        private final Tensor ids;                      // [B·T] i32, first part only
+        private final Tensor positions;                // [B·T] i32
+        private final Tensor input;                    // the part's input [B·T, C]: embeddings or received activation
+        private final List<TransformerBlock.Saved> blocks;
+        private final TopQueryLayer.Saved topQuery;
+        private final Norm.Saved finalNorm;
+        private final Tensor headInput;                // [B·T, C], last part only
+        private Tensor logits;                         // [B·T, V]; after a training forward d(loss·scale)/d(logits)
+        private double loss = Double.NaN;
+        private int countedTokens;
+
+        private Pass(int b, int t, Tensor ids, Tensor positions, Tensor input, List<TransformerBlock.Saved> blocks,
+                     TopQueryLayer.Saved topQuery, Norm.Saved finalNorm, Tensor headInput) {
+            this.b = b;
+            this.t = t;
+            this.ids = ids;
+            this.positions = positions;
+            this.input = input;
+            this.blocks = blocks;
+            this.topQuery = topQuery;
+            this.finalNorm = finalNorm;
+            this.headInput = headInput;
+        }
+
+        /** The part's output [B·T, C], the next part's input; null on the last part. */
+        public Tensor output() {
+            if (headInput != null) return null;
+            return blocks.isEmpty() ? input : blocks.getLast().out();
+        }
+
+        /** Mean cross-entropy over the counted targets, in nats; NaN unless this part holds the head. */
+        public double loss() { return loss; }
+
+        /** Targets that counted towards the loss (0 unless this part holds the head). */
+        public int countedTokens() { return countedTokens; }
+
+        /** Next-token logits [B·T, V] of a forward without the loss; null otherwise. */
+        Tensor logits() { return logits; }
+    }
+
+    /**
+     * Forward through the part. On the head part the loss is computed, fused with its gradient with respect to
+     * the logits when {@code withGradient} (the logits are never kept: their buffer turns into that gradient).
+     *
+     * @param tokens    i32 [B, T] input ids (read by the embedding part; its shape gives B and T to every part)
+     * @param targets   i32 [B, T] next-token ids, -1 excludes a position; read by the head part only; with a null
+     *                  {@code targets} the head part stops at the logits
+     * @param input     the part's input [B·T, C]; null on the embedding part
+     * @param lossScale multiplies the loss gradient (1/micro-batches under gradient accumulation)
+     * @throws IllegalArgumentException if T exceeds the context length or shapes disagree
+     */
+    public Pass forward(StepArena arena, Tensor tokens, Tensor targets, Tensor input, boolean withGradient, double lossScale) {
+        if (tokens.rank() != 2 || tokens.dtype() != DType.I32) {
+            throw new IllegalArgumentException("tokens must be i32 [B, T], got " + tokens.describe());
+        }
+        int b = tokens.dim(0), t = tokens.dim(1), n = b * t, c = config.hidden();
+        if (t > config.contextLength()) {
+            throw new IllegalArgumentException("sequence length T=" + t + " exceeds the model's context length "
+                    + config.contextLength() + " (model.contextLength); use T <= " + config.contextLength());
+        }
+        if (span.embedding() != (input == null)) {
+            throw new IllegalArgumentException(span.embedding() ? "the embedding part takes no input activation"
+                    : "part " + span + " needs its input activation [" + n + ", " + c + "]");
+        }
+        if (input != null && (input.rank() != 2 || input.dim(0) != n || input.dim(1) != c)) {
+            throw new IllegalArgumentException("part " + span + " takes input [" + n + ", " + c + "], got " + input.describe());
+        }
+        Tensor ids = null, positions = null;
+        if (span.embedding()) ids = contiguousCopy(arena, tokens).view(n);
+        if (span.embedding() || topQuery != null) {
+            positions = arena.allocateForOverwrite(DType.I32, n);
+            for (int i = 0; i < n; i++) positions.segment().set(ValueLayout.JAVA_INT, 4L * i, i % t);
+        }
+        Tensor stream = input;
+        if (span.embedding()) {
+            stream = arena.allocateForOverwrite(dtype, n, c);
+            hooks.beforeForward(embeddingUnit);
+            if (positionsUnit != null) hooks.beforeForward(positionsUnit);
+            Embedding.forward(stream, ids, tokenEmbedding.value(), false);
+            if (positionEmbedding != null) Embedding.forward(stream, positions, positionEmbedding.value(), true);
+            if (positionsUnit != null) hooks.afterForward(positionsUnit);
+            hooks.afterForward(embeddingUnit);
+        }
+        Tensor partInput = stream;
+        List<TransformerBlock.Saved> saved = new ArrayList<>(blocks.size());
+        for (int l = 0; l < blocks.size(); l++) {
+            hooks.beforeForward(blockUnits.get(l));
+            TransformerBlock.Saved s = blocks.get(l).forward(arena, stream, b, t);
+            hooks.afterForward(blockUnits.get(l));
+            saved.add(s);
+            stream = s.out();
+        }
+        if (!span.head()) return new Pass(b, t, ids, positions, partInput, saved, null, null, null);
+
+        if (finalUnit != null) hooks.beforeForward(finalUnit);
+        TopQueryLayer.Saved top = null;
+        if (topQuery != null) {
+            top = topQuery.forward(arena, stream, positions, b, t);
+            stream = top.out();
+        }
+        Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
+        if (finalUnit != null) hooks.afterForward(finalUnit);
+        Tensor headInput = fn != null ? fn.out() : stream;
+        Tensor logits = arena.allocateForOverwrite(dtype, n, config.vocabSize());
+        ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
+        hooks.beforeForward(head);
+        Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
+        hooks.afterForward(head);
+        Pass pass = new Pass(b, t, ids, positions, partInput, saved, top, fn, headInput);
+        pass.logits = logits;
+        if (targets != null) loss(arena, pass, targets, withGradient, lossScale);
+        return pass;
+    }
+
+    /** Cross-entropy of the pass's logits against {@code targets}; with the gradient, the logits become d(loss·scale)/d(logits). */
+    private void loss(StepArena arena, Pass pass, Tensor targets, boolean withGradient, double lossScale) {
+        int n = pass.b * pass.t;
+        if (targets.dtype() != DType.I32 || targets.rank() != 2 || targets.dim(0) != pass.b || targets.dim(1) != pass.t) {
+            throw new IllegalArgumentException("targets must be i32 [" + pass.b + ", " + pass.t + "], got " + targets.describe());
+        }
+        Tensor flatTargets = contiguousCopy(arena, targets).view(n);
+        int counted = 0;
+        for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
+        Tensor losses = arena.allocateForOverwrite(pass.logits.dtype(), n);
+        if (withGradient) {
+            CrossEntropy.forwardBackward(losses, pass.logits, pass.logits, flatTargets, lossScale / Math.max(counted, 1));
+        } else {
+            CrossEntropy.loss(losses, pass.logits, flatTargets);
+        }
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += losses.getDouble(i);   // fixed order
+        pass.loss = counted == 0 ? 0 : sum / counted;
+        pass.countedTokens = counted;
+        if (!withGradient) pass.logits = null;
+    }
+
+    /**
+     * Backward through the part: accumulates every parameter gradient of the part for the loss of {@code pass}
+     * (times its loss scale) and returns the gradient of the part's input [B·T, C] (null on the embedding part).
+     * Call once per forward with gradient, with the same arena still open.
+     *
+     * @param dOutput gradient of {@link Pass#output} [B·T, C]; null on the head part (it starts from the loss)
+     */
+    public Tensor backward(StepArena arena, Pass pass, Tensor dOutput) {
+        if (span.head() != (dOutput == null)) {
+            throw new IllegalArgumentException(span.head() ? "the head part starts backward from the loss; pass no output gradient"
+                    : "part " + span + " needs the gradient of its output");
+        }
+        int n = pass.b * pass.t, c = config.hidden();
+        boolean tied = embeddingUnit != null && span.head();
+        if (tied) hooks.beforeBackward(embeddingUnit);   // the tied head starts wte's gradient
+        Tensor dstream = dOutput;
+        if (span.head()) {
+            if (headUnit != null) hooks.beforeBackward(headUnit);
+            // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
+            Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
+            Gemm.matmul(dhead, pass.logits, tokenEmbedding.value(), false, false, 1f, 0f);
+            Gemm.matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f);
+            if (headUnit != null) hooks.afterBackward(headUnit);
+            Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
+            dstream = dhead;
+            if (finalUnit != null) hooks.beforeBackward(finalUnit);
+            if (finalNorm != null) {
+                dstream = arena.allocate(dtype, n, c);
+                finalNorm.backward(dstream, dhead, trunkOutput, pass.finalNorm);
+            }
+            if (topQuery != null) {
+                Tensor dinput = arena.allocate(dtype, n, c);
+                topQuery.backward(arena, dinput, dstream, blockOutput(pass, blocks.size() - 1), pass.positions, pass.b, pass.t,
+                        pass.topQuery);
+                dstream = dinput;
+            }
+            if (finalUnit != null) hooks.afterBackward(finalUnit);
+        }
+        for (int l = blocks.size() - 1; l >= 0; l--) {
+            Tensor dinput = arena.allocateForOverwrite(dtype, n, c);   // the block writes it
+            hooks.beforeBackward(blockUnits.get(l));
+            blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
+            hooks.afterBackward(blockUnits.get(l));
+            dstream = dinput;
+        }
+        if (!span.embedding()) return dstream;
+        if (!tied) hooks.beforeBackward(embeddingUnit);
+        if (positionsUnit != null) hooks.beforeBackward(positionsUnit);
+        Embedding.backward(tokenEmbedding.grad(), dstream, pass.ids);
+        if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dstream, pass.positions);
+        if (positionsUnit != null) hooks.afterBackward(positionsUnit);
+        hooks.afterBackward(embeddingUnit);
+        return null;
+    }
+
+    /** Output of the part's block {@code l} (the part's input for l = -1). */
+    private static Tensor blockOutput(Pass pass, int l) {
+        return l < 0 ? pass.input : pass.blocks.get(l).out();
+    }
+
+    /** {@code ids} i32 [B, T] itself when contiguous, else a contiguous copy (a column slice of a [B, T+1] batch). */
+    private static Tensor contiguousCopy(StepArena arena, Tensor ids) {
+        if (ids.isContiguous()) return ids;
+        Tensor copy = arena.allocateForOverwrite(DType.I32, ids.shape());
+        if (ids.hasUnitInnerStride()) {
+            int rows = ids.dim(0), cols = ids.dim(1);
+            for (int r = 0; r < rows; r++) {
+                MemorySegment.copy(ids.segment(), ids.byteOffset() + 4L * r * ids.stride(0),
+                        copy.segment(), copy.byteOffset() + 4L * r * cols, 4L * cols);
+            }
+        } else {
+            copy.copyFrom(ids.toDoubleArray());
+        }
+        return copy;
+    }
+}
