@@ -1,6 +1,8 @@
 package dev.shardwise.parallel;
 
 
+import dev.shardwise.core.kernels.Vectors;
+import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
@@ -16,19 +18,36 @@ public final class ReplicatedUpdate implements ParameterUpdate {
     private final ParameterSet params;
     private final AdamWOptimizer optimizer;
     private final GradientReduction reduction;
+    private final StageGradients stages;
+    private final MemoryPool pool;
 
     public ReplicatedUpdate(ParameterSet params, AdamWOptimizer optimizer, GradientReduction reduction) {
+        this(params, optimizer, reduction, StageGradients.NONE, null);
+    }
+
+    /**
+     * An update of one pipeline stage's parameters: the tied embedding's gradient is summed with the other end's
+     * and the norm taken over every stage ({@code stages}); {@code pool} is charged for the tied exchange's buffer.
+     */
+    public ReplicatedUpdate(ParameterSet params, AdamWOptimizer optimizer, GradientReduction reduction,
+                            StageGradients stages, MemoryPool pool) {
         this.params = params;
         this.optimizer = optimizer;
         this.reduction = reduction;
+        this.stages = stages;
+        this.pool = pool;
     }
 
     @Override
     public Applied apply(double lr, double maxNorm) {
         long start = System.nanoTime();
         reduction.reduce(params.grads());
+        stages.sumTiedFlat(params.grads(), pool);
+        ParameterSet.Unit uncounted = stages.uncountedUnit();
+        double sumOfSquares = uncounted == null ? Vectors.sumOfSquares(params.grads())
+                : StageGradients.sumOfSquaresWithout(params.grads(), uncounted.offset(), uncounted.size());
+        double norm = Math.sqrt(stages.sumOverStages(sumOfSquares));
         long communication = System.nanoTime() - start;
-        double norm = GradientClipping.norm(params.grads());
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
         // clipping folded into AdamW: the same bits as scaling the gradients first, one pass fewer over them
         optimizer.step(lr, GradientClipping.scaleFor(norm, maxNorm));

@@ -1,6 +1,5 @@
 package dev.shardwise.parallel;
 
-import dev.shardwise.comm.ReduceOp;
 import dev.shardwise.core.kernels.AdamW;
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.tensor.Tensor;
@@ -40,11 +39,6 @@ final class ShardAdamW {
             long to = Math.min(params.offsetOf(p) + p.numel(), start + length);
             if (from < to) runs.add(new Run((int) from, (int) (shardOffset + from - start), (int) (to - from), p.weightDecay()));
         }
-    }
-
-    /** The global gradient norm: the square root of this shard's Σg² summed over the group by {@code scalar}. */
-    static double globalNorm(Tensor gradShard, ScalarReduction scalar) {
-        return Math.sqrt(scalar.reduce(Vectors.sumOfSquares(gradShard), ReduceOp.SUM));
     }
 
     /**

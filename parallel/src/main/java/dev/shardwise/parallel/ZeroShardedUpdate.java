@@ -62,6 +62,7 @@ import java.util.function.Supplier;
  */
 public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final int stage;
+    private final StageGradients stages;
     private final ParameterSet params;
     private final Communicator dp;
     private final MemoryPool pool;
@@ -115,6 +116,17 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
      */
     public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
                              AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapPasses) {
+        this(stage, params, dp, pool, settings, moments, overlapPasses, StageGradients.NONE);
+    }
+
+    /**
+     * As {@link #ZeroShardedUpdate(int, ParameterSet, Communicator, MemoryPool, AdamWOptimizer.Settings,
+     * ShardMoments.Factory, boolean)} for one pipeline stage's parameters: the tied embedding's gradient piece summed
+     * with the other end's, the norm over every stage ({@code stages}).
+     */
+    public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
+                             AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapPasses,
+                             StageGradients stages) {
         if (stage != 2 && stage != 3) throw new IllegalArgumentException("ZeroShardedUpdate runs ZeRO stage 2 or 3, got " + stage);
         ParameterSet.Residency expected = stage == 2 ? ParameterSet.Residency.VALUES : ParameterSet.Residency.NONE;
         if (params.residency() != expected) {
@@ -129,6 +141,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             }
         }
         this.stage = stage;
+        this.stages = stages;
         this.params = params;
         this.dp = dp;
         this.pool = pool;
@@ -394,7 +407,11 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         long start = System.nanoTime();
         overlap.drain();   // the reduce-scatters still in flight when backward ended: the exposed part
         discardPrefetched();   // the values are about to change
-        double norm = ShardAdamW.globalNorm(gradShard, scalar);
+        if (stages.tiedUnit() != null) stages.sumTied(piece(gradShard, stages.tiedUnit()), pool);
+        ParameterSet.Unit uncounted = stages.uncountedUnit();
+        double sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)
+                : StageGradients.sumOfSquaresWithout(gradShard, uncounted.offset() / dpSize, uncounted.size() / dpSize);
+        double norm = Math.sqrt(stages.sumOverStages(scalar.reduce(sumOfSquares, ReduceOp.SUM)));
         long communication = System.nanoTime() - start;
         ShardAdamW.clip(gradShard, norm, maxNorm);
         steps++;

@@ -28,6 +28,8 @@ import java.io.UncheckedIOException;
  */
 public final class ZeroStage1Update implements ParameterUpdate {
     private final ParameterSet params;
+    private final MemoryPool pool;
+    private final StageGradients stages;
     private final Communicator dp;
     private final int shardStart;
     private final int shardSize;
@@ -52,6 +54,16 @@ public final class ZeroStage1Update implements ParameterUpdate {
      */
     public ZeroStage1Update(ParameterSet params, Communicator dp, MemoryPool pool, AdamWOptimizer.Settings settings,
                             ShardMoments.Factory moments) {
+        this(params, dp, pool, settings, moments, StageGradients.NONE);
+    }
+
+    /**
+     * As {@link #ZeroStage1Update(ParameterSet, Communicator, MemoryPool, AdamWOptimizer.Settings, ShardMoments.Factory)}
+     * for one pipeline stage's parameters: the tied embedding's gradient summed with the other end's, the norm over
+     * every stage ({@code stages}).
+     */
+    public ZeroStage1Update(ParameterSet params, Communicator dp, MemoryPool pool, AdamWOptimizer.Settings settings,
+                            ShardMoments.Factory moments, StageGradients stages) {
         long padded = params.values().numel();
         if (padded % dp.size() != 0) {
             throw new IllegalArgumentException("ZeRO needs the flat parameter buffer (" + padded + " elements) to split into "
@@ -59,6 +71,8 @@ public final class ZeroStage1Update implements ParameterUpdate {
                     + "(ParameterSet.Builder.allocate(pool, dtype, " + dp.size() + "))");
         }
         this.params = params;
+        this.pool = pool;
+        this.stages = stages;
         this.dp = dp;
         this.shardSize = Math.toIntExact(padded / dp.size());
         this.shardStart = dp.rank() * shardSize;
@@ -77,8 +91,12 @@ public final class ZeroStage1Update implements ParameterUpdate {
         Tensor grads = params.grads(), values = params.values();
         Tensor gradShard = grads.slice(0, shardStart, shardSize);
         long start = System.nanoTime();
+        stages.sumTiedFlat(grads, pool);
         dp.reduceScatter(gradShard, grads, ReduceOp.AVG);
-        double norm = ShardAdamW.globalNorm(gradShard, scalar);
+        ParameterSet.Unit uncounted = stages.uncountedUnit();
+        double sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)
+                : StageGradients.sumOfSquaresWithout(gradShard, uncounted.offset() - shardStart, uncounted.size());
+        double norm = Math.sqrt(stages.sumOverStages(scalar.reduce(sumOfSquares, ReduceOp.SUM)));
         long communication = System.nanoTime() - start;
         ShardAdamW.clip(gradShard, norm, maxNorm);
         steps++;
