@@ -122,6 +122,9 @@ public final class Gpt implements AutoCloseable {
     public ModelConfig config() { return config; }
     public ParameterSet parameters() { return params; }
 
+    /** The whole model as one part (a pipeline of one stage runs it). */
+    public GptPart part() { return whole; }
+
     /**
      * Forward pass with the loss, fused with the gradient of the loss with respect to the logits (the
      * logits are never kept: their buffer turns into that gradient in place).

@@ -156,6 +156,9 @@ public final class GptPart {
     /** What this part holds. */
     public Span span() { return span; }
 
+    /** The model this is a part of. */
+    public ModelConfig config() { return config; }
+
     /** Makes later passes call {@code hooks} around each unit this part uses (see {@link Gpt.Hooks}). */
     public void useHooks(Gpt.Hooks hooks) {
         this.hooks = Objects.requireNonNull(hooks, "hooks");

@@ -114,6 +114,11 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
     }
 
     @Override
+    public void settle() {
+        if (overlap != null) overlap.drain();
+    }
+
+    @Override
     public double mean(double value) {
         if (overlap != null) overlap.drain();
         return scalar.reduce(value, ReduceOp.AVG);

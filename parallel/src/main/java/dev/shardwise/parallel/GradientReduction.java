@@ -34,6 +34,9 @@ public interface GradientReduction {
         backward.run();
     }
 
+    /** See {@link dev.shardwise.model.optim.ParameterUpdate#settle}. */
+    default void settle() { }
+
     /** Replaces this rank's gradients, flat [P], by the ones the optimizer must apply. */
     void reduce(Tensor grads);
 

@@ -70,6 +70,11 @@ public final class ReplicatedUpdate implements ParameterUpdate {
     }
 
     @Override
+    public void settle() {
+        reduction.settle();
+    }
+
+    @Override
     public double mean(double value) {
         return reduction.mean(value);
     }

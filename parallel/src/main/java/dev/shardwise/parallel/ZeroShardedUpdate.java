@@ -429,6 +429,11 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     }
 
     @Override
+    public void settle() {
+        overlap.drain();
+    }
+
+    @Override
     public double mean(double value) {
         overlap.drain();
         return scalar.reduce(value, ReduceOp.AVG);

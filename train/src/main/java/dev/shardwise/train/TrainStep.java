@@ -1,41 +1,85 @@
 package dev.shardwise.train;
 
+import dev.shardwise.comm.Communicator;
+import dev.shardwise.comm.ReduceOp;
+import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
+import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ReplicatedUpdate;
+import dev.shardwise.parallel.pipeline.PipelineExecutor;
+import dev.shardwise.parallel.pipeline.PipelineSchedule;
+import dev.shardwise.parallel.pipeline.ScheduleKind;
+import dev.shardwise.parallel.pipeline.ScheduleValidator;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.function.Consumer;
 
 /**
- * One optimizer step of single-rank training: zero the gradients; for each micro-batch, forward (fused with
- * the loss gradient, scaled by 1/micro-batches) and backward; clip the global gradient norm; AdamW update.
+ * One optimizer step of a rank, run by the pipeline schedule executor: zero the gradients; run this stage's
+ * instruction list (forward of each micro-batch through each chunk, fused with the loss gradient scaled by
+ * 1/micro-batches on the head; backward; activations and gradients sent to and received from the neighbouring
+ * stages); reduce the gradients (data parallelism, the tied embedding); clip the global norm; AdamW. A single rank
+ * is the pipeline of one stage, whose schedule is today's loop: F0 B0 F1 B1 ... then reduce and update.
  * Shared by the {@link Trainer} and the training benchmark so both time the same work.
  */
 public final class TrainStep implements AutoCloseable {
-    private final Gpt model;
+
+    /**
+     * Where this rank sits in its pipeline.
+     *
+     * @param group    the pipeline group (rank = stage), or null for a single stage
+     * @param schedule which schedule to run
+     * @param stages   p
+     * @param chunks   v, model chunks per stage
+     */
+    public record Pipeline(Communicator group, ScheduleKind schedule, int stages, int chunks) {
+        /** The model in one piece on one stage. */
+        public static final Pipeline SINGLE = new Pipeline(null, ScheduleKind.ONE_F_ONE_B, 1, 1);
+
+        public int stage() {
+            return group == null ? 0 : group.rank();
+        }
+    }
+
+    private final ParameterSet params;
     private final double gradClip;
     private final ParameterUpdate update;
-    private final StepArena arena;     // activations, reused from step to step
+    private final Pipeline pipeline;
+    private final StageModel stageModel;
+    private final List<GptPart> chunks;
+    private final MemoryPool pool;
+    private final Tensor lossScalar;            // [1] f64, the loss summed over stages
+    private final List<Tensor> extraBatches = new ArrayList<>();   // micro-batches 1.. of a step, i32 [B, T+1]
+    private PipelineSchedule schedule;          // built for the step's micro-batch count
+    private PipelineExecutor executor;
+    private StepArena evaluationArena;
 
     /**
      * What one step did.
      *
-     * @param loss       mean loss over the micro-batches
-     * @param gradNorm   global gradient norm before clipping
-     * @param forwardNs  time in forward passes
-     * @param backwardNs time in backward passes (with the communication overlapped with them)
-     * @param reduceNs    exposed communication: waiting for gradient reductions still in flight after backward,
-     *                    the loss mean, and the update's own collectives (ZeRO's all-gather)
-     * @param optimizerNs time clipping and updating
+     * @param loss           mean loss over the micro-batches
+     * @param gradNorm       global gradient norm before clipping
+     * @param forwardNs      forward compute
+     * @param backwardNs     backward compute (with the communication overlapped with it)
+     * @param reduceNs       exposed communication: waiting for gradient reductions still in flight after backward,
+     *                       the loss mean, and the update's own collectives (ZeRO's all-gather)
+     * @param optimizerNs    time clipping and updating
+     * @param pipelineWaitNs time blocked receiving activations and gradients from other stages
+     * @param bubble         fraction of the step this stage did not compute (pipeline bubble and waits)
      */
-    public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long reduceNs, long optimizerNs) {
+    public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long reduceNs, long optimizerNs,
+                         long pipelineWaitNs, double bubble) {
         public long totalNs() {
-            return forwardNs + backwardNs + reduceNs + optimizerNs;
+            return forwardNs + backwardNs + reduceNs + optimizerNs + pipelineWaitNs;
         }
     }
 
@@ -51,61 +95,136 @@ public final class TrainStep implements AutoCloseable {
 
     /** A step whose update (reduction, clipping, optimizer; ZeRO or not) is {@code update}. */
     public TrainStep(Gpt model, MemoryPool pool, double gradClip, ParameterUpdate update) {
-        this.model = model;
+        this(model.parameters(), List.of(model.part()), pool, gradClip, update, Pipeline.SINGLE);
+    }
+
+    /**
+     * A step of one pipeline stage.
+     *
+     * @param params   the stage's parameters
+     * @param chunks   the stage's model chunks (chunk c is model part c·p + stage)
+     * @param update   the stage's update (its reduction over the data-parallel group, ZeRO or not, the tied sum)
+     * @param pipeline the pipeline group and schedule
+     */
+    public TrainStep(ParameterSet params, List<GptPart> chunks, MemoryPool pool, double gradClip, ParameterUpdate update,
+                     Pipeline pipeline) {
+        if (chunks.size() != pipeline.chunks()) {
+            throw new IllegalArgumentException(chunks.size() + " model chunks for a pipeline of " + pipeline.chunks() + " per stage");
+        }
+        this.params = params;
         this.gradClip = gradClip;
         this.update = update;
-        this.arena = new StepArena(pool);
-        model.useHooks(update.hooks());
+        this.pipeline = pipeline;
+        this.chunks = List.copyOf(chunks);
+        this.pool = pool;
+        this.stageModel = new StageModel(chunks, update, pool, chunkHidden(chunks));
+        this.lossScalar = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 1);
+    }
+
+    private static int chunkHidden(List<GptPart> chunks) {
+        return chunks.getFirst().config().hidden();
     }
 
     /**
      * Runs one step over {@code microBatches} micro-batches; {@code fill} writes the next batch, i32 [B, T+1]
-     * (inputs are columns 0..T-1, targets 1..T), into the tensor it is given.
+     * (inputs are columns 0..T-1, targets 1..T), into the tensor it is given, once per micro-batch in order.
      *
      * @throws IllegalStateException if the loss or gradient norm is not finite (the update is then skipped)
      */
     public Result run(Tensor batch, int microBatches, Consumer<Tensor> fill, double lr) {
-        model.parameters().zeroGrads();
-        double lossSum = 0;
-        long forwardNs = 0, backwardNs = 0;
-        for (int micro = 0; micro < microBatches; micro++) {
-            fill.accept(batch);
-            update.beginMicroBatch(micro, microBatches);
-            try {
-                long t0 = System.nanoTime();
-                Gpt.Pass pass = update.forward(() -> model.forward(arena, inputs(batch), targets(batch), 1.0 / microBatches));
-                long t1 = System.nanoTime();
-                update.backward(() -> model.backward(arena, pass));
-                forwardNs += t1 - t0;
-                backwardNs += System.nanoTime() - t1;
-                lossSum += pass.loss();
-            } finally {
-                arena.reset();
-            }
-        }
-        long t2 = System.nanoTime();
-        double loss = update.mean(lossSum / microBatches);   // waits for reductions still in flight: communication
-        long meanNs = System.nanoTime() - t2;
-        if (!Double.isFinite(loss)) throw new IllegalStateException("loss " + loss);
-        ParameterUpdate.Applied applied = update.apply(lr, gradClip);
-        long t3 = System.nanoTime();
-        long reduceNs = meanNs + applied.communicationNs();
-        return new Result(loss, applied.gradNorm(), forwardNs, backwardNs, reduceNs, t3 - t2 - reduceNs);
+        Tensor[] batches = batches(batch, microBatches);
+        for (Tensor b : batches) fill.accept(b);
+        params.zeroGrads();
+        double[] loss = new double[1];
+        ParameterUpdate.Applied[] applied = new ParameterUpdate.Applied[1];
+        stageModel.begin(batches, () -> {
+            // the data-parallel mean first: it waits for this rank's reductions in flight, before the pipeline's sum
+            loss[0] = sumOverStages(update.mean(stageModel.lossSum() / microBatches));
+            if (!Double.isFinite(loss[0])) throw new IllegalStateException("loss " + loss[0]);
+        }, () -> applied[0] = update.apply(lr, gradClip));
+        PipelineExecutor.Step step = executor(microBatches).run(stageModel);
+        long reduceNs = step.reduceNs() + applied[0].communicationNs();
+        return new Result(loss[0], applied[0].gradNorm(), step.forwardNs(), step.backwardNs(), reduceNs,
+                step.optimizerNs() - applied[0].communicationNs(), step.waitNs(), step.bubble());
     }
 
-    /** Mean loss of a [B, T+1] batch without gradients, in this step's arena. */
+    /** The step's micro-batch tensors: {@code batch} itself, then buffers of its shape. */
+    private Tensor[] batches(Tensor batch, int microBatches) {
+        while (extraBatches.size() < microBatches - 1) {
+            extraBatches.add(Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, batch.shape()));
+        }
+        Tensor[] out = new Tensor[microBatches];
+        out[0] = batch;
+        for (int i = 1; i < microBatches; i++) out[i] = extraBatches.get(i - 1);
+        return out;
+    }
+
+    private PipelineExecutor executor(int microBatches) {
+        if (schedule == null || schedule.microBatches() != microBatches) {
+            schedule = PipelineSchedule.build(pipeline.schedule(), pipeline.stages(), pipeline.chunks(), microBatches);
+            ScheduleValidator.validate(schedule);
+            executor = new PipelineExecutor(pipeline.group(), schedule, pipeline.stage());
+        }
+        return executor;
+    }
+
+    /** The schedule the last step ran (for timelines), or null before the first step. */
+    public PipelineSchedule schedule() {
+        return schedule;
+    }
+
+    /** {@code value} summed over the pipeline's stages (the loss lives on the last). */
+    private double sumOverStages(double value) {
+        if (pipeline.group() == null) return value;
+        lossScalar.set(value, 0);
+        pipeline.group().allReduce(lossScalar, ReduceOp.SUM);
+        return lossScalar.getDouble(0);
+    }
+
+    /**
+     * Mean loss of a [B, T+1] batch without gradients. Every stage of a pipeline calls it with the same batch: the
+     * activations travel forward stage by stage, chunk by chunk, and every stage gets the head's loss.
+     */
     public double evaluate(Tensor batch) {
+        if (evaluationArena == null) evaluationArena = new StepArena(pool);
+        int p = pipeline.stages(), stage = pipeline.stage();
+        double loss = 0;
         try {
-            return model.evaluate(arena, inputs(batch), targets(batch));
+            Tensor activation = null;
+            for (int c = 0; c < chunks.size(); c++) {
+                GptPart part = chunks.get(c);
+                if (!part.span().embedding() && p > 1) {   // the previous part's output, from the previous stage
+                    activation = evaluationArena.allocateForOverwrite(DType.F32, batch.dim(0) * (batch.dim(1) - 1),
+                            part.config().hidden());
+                    pipeline.group().receive(activation, (stage + p - 1) % p, EVALUATION_TAG + c);
+                }
+                GptPart.Pass pass = part.forward(evaluationArena, inputs(batch), targets(batch), activation, false, 1);
+                if (part.span().head()) {
+                    loss = pass.loss();
+                } else if (p > 1) {
+                    int to = (stage + 1) % p;
+                    pipeline.group().send(pass.output(), to, EVALUATION_TAG + c + (stage == p - 1 ? 1 : 0));
+                    activation = null;
+                } else {
+                    activation = pass.output();
+                }
+            }
         } finally {
-            arena.reset();
+            evaluationArena.reset();
         }
+        return sumOverStages(loss);
     }
 
-    /** Frees the activation memory. */
+    /** Message tags of evaluation's forward-only pipeline: the receiving chunk's index is added. */
+    private static final int EVALUATION_TAG = 8_000;
+
+    /** Frees the activation memory and the step's buffers. */
     @Override
     public void close() {
-        arena.close();
+        stageModel.close();
+        if (evaluationArena != null) evaluationArena.close();
+        for (Tensor t : extraBatches) t.close();
+        lossScalar.close();
     }
 
     /** Columns 0..T-1 of a [B, T+1] batch. */

@@ -59,6 +59,14 @@ public interface ParameterUpdate extends AutoCloseable {
         backward.run();
     }
 
+    /**
+     * Runs, on this thread, the collectives the last pass posted that are still queued (an overlapped reduction's
+     * last buckets, ZeRO's last reduce-scatters and prefetched gathers). A pipeline stage calls it after each pass,
+     * before it may block on another group (a receive from a neighbouring stage): a collective one data-parallel
+     * peer has started and another has left queued would otherwise wait across stages in a cycle. Nothing by default.
+     */
+    default void settle() { }
+
     /** The mean of a per-rank scalar (the loss) over the replicas; the value itself on a single rank. */
     double mean(double value);
 
