@@ -71,9 +71,37 @@ public final class TrainCommand implements Callable<Integer> {
     Integer checkpointEvery;
 
     @Option(names = "--ranks", paramLabel = "N",
-            description = "Data-parallel ranks as threads of this JVM, each with its share of the cores and its own memory pool. "
+            description = "Ranks (world size, dp × tp × pp) as threads of this JVM, each with its share of the cores and its own memory pool. "
                     + "Under a launcher (shardwise launch, mpirun, srun) each process is one rank instead, and N defaults to their number.")
     Integer ranks;
+
+    @Option(names = "--dp", paramLabel = "N",
+            description = "Data-parallel size; default ranks / (tp × pp). Without --ranks, ranks = dp × tp × pp.")
+    Integer dp;
+
+    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size (only 1 for now).")
+    Integer tp;
+
+    @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages (coming with the pipeline engine; 1 for now).")
+    Integer pp;
+
+    @Option(names = "--vpp", paramLabel = "N", description = "Model chunks per pipeline stage (interleaved 1F1B); needs --pp 2 or more.")
+    Integer vpp;
+
+    @Option(names = "--schedule", paramLabel = "NAME",
+            description = "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1 (default: interleaved with --vpp 2+, else 1f1b).")
+    String schedule;
+
+    @Option(names = "--pipeline-cut", paramLabel = "BLOCK", split = ",",
+            description = "First block of each of the pp × vpp model chunks, e.g. 0,3,6 (default: balanced automatically).")
+    List<Integer> pipelineCut;
+
+    @Option(names = "--recompute", paramLabel = "POLICY",
+            description = "Activation recompute: none, selective, full (coming with the pipeline engine; none for now).")
+    String recompute;
+
+    @Option(names = "--recompute-every", paramLabel = "K", description = "Apply --recompute to every K-th block (default 1).")
+    Integer recomputeEvery;
 
     @Option(names = "--zero", paramLabel = "STAGE",
             description = {"ZeRO stage over the ranks: 0 replicates everything (16 bytes/parameter), 1 shards the AdamW state,",
@@ -91,7 +119,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--rank-memory", paramLabel = "SIZE", description = "Memory budget of the rank, e.g. 8g.")
     String rankMemory;
 
-    @Option(names = "--dry-run", description = "Print the resolved config and the memory it needs, then stop.")
+    @Option(names = "--dry-run", description = "Print the resolved config, its layout and the memory it needs, then stop.")
     boolean dryRun;
 
     @CommandLine.Spec
@@ -102,9 +130,9 @@ public final class TrainCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         RankEnvironment job = RankEnvironment.current();   // rank 0 of 1 unless a launcher started this process
         TrainConfig resolved = resolve(job);
-        if (!dryRun && resolved.zero() >= 2 && resolved.ranks() == 1) {
-            out.println("note: ZeRO " + resolved.zero() + " over one rank shards nothing; it only adds gathers and copies "
-                    + "(use --ranks N to split the model state)");
+        if (!dryRun && resolved.zero() >= 2 && resolved.layout().dp() == 1) {
+            out.println("note: ZeRO " + resolved.zero() + " over one data-parallel rank shards nothing; it only adds gathers "
+                    + "and copies (use --ranks N to split the model state)");
         }
         if (dryRun) {
             out.print(ConfigLoader.toYaml(resolved));
@@ -125,7 +153,7 @@ public final class TrainCommand implements Callable<Integer> {
     TrainConfig resolve(RankEnvironment job) throws IOException {
         Map<String, Object> yaml = config == null ? Map.of() : ConfigLoader.readYaml(config);
         Map<String, Object> flags = new LinkedHashMap<>();
-        if (job.isMultiProcess() && ranks == null && !yaml.containsKey("ranks")) {
+        if (job.isMultiProcess() && ranks == null && dp == null && !yaml.containsKey("ranks") && !yaml.containsKey("dp")) {
             flags.put("ranks", job.size());   // under a launcher, each process is one rank
         }
         put(flags, "preset", preset);
@@ -141,7 +169,15 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
         put(flags, "ranks", ranks);
+        put(flags, "dp", dp);
+        put(flags, "tp", tp);
+        put(flags, "pp", pp);
+        put(flags, "vpp", vpp);
         put(flags, "zero", zero);
+        put(flags, "recompute", recompute);
+        put(flags, "recomputeEvery", recomputeEvery);
+        put(flags, "schedule", schedule);
+        put(flags, "pipelineCut", pipelineCut);
         put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
         if (globalBatch != null) {
             Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",

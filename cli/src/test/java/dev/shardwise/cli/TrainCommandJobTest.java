@@ -9,9 +9,11 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 
+import java.util.List;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
-/** Under a launcher, {@code train}'s rank count defaults to the job's number of processes. */
+/** Under a launcher, {@code train}'s rank count defaults to the job's number of processes; the layout flags reach the config. */
 class TrainCommandJobTest {
     private static final RankEnvironment FOUR = new RankEnvironment(2, 4, 0, 2, RankEnvironment.Source.SLURM);
 
@@ -29,5 +31,18 @@ class TrainCommandJobTest {
         Path yaml = dir.resolve("c.yaml");
         Files.writeString(yaml, "ranks: 2\n");
         assertEquals(2, parse("--config", yaml.toString()).resolve(FOUR).ranks(), "a config's ranks is kept");
+    }
+
+    @Test
+    void layoutFlagsSetTheLayoutAndDpSetsTheWorldUnderALauncher() throws IOException {
+        var c = parse("--preset", "tiny", "--ranks", "4", "--pp", "2", "--vpp", "2", "--schedule", "gpipe",
+                "--pipeline-cut", "0,1,2,3", "--recompute", "full", "--recompute-every", "2", "--zero", "1")
+                .resolve(RankEnvironment.SINGLE);
+        assertEquals(List.of(2, 1, 2, 2, 1), List.of(c.layout().dp(), c.layout().tp(), c.layout().pp(), c.layout().vpp(),
+                c.layout().zeroStage()), "dp = ranks / (tp·pp)");
+        assertEquals("gpipe full 2 [0, 1, 2, 3]", c.schedule() + " " + c.layout().recompute() + " " + c.recomputeEvery()
+                + " " + c.pipelineCut());
+        assertEquals(2, parse("--preset", "tiny", "--dp", "2").resolve(FOUR).ranks(),
+                "--dp without --ranks gives dp·tp·pp ranks, not the job's size (Trainer refuses the mismatch)");
     }
 }

@@ -183,9 +183,11 @@ public record ParallelLayout(int dp, int tp, int pp, int vpp, int ep, boolean se
     }
 
     /**
-     * Checks that the model can be cut this way: tp divides heads, kvHeads, hidden, ffnHidden and vocab; pp·vpp
-     * divides layers; with sequence parallelism tp divides the sequence length; ep divides the experts, and
-     * ep &gt; 1 only for a model with experts. Reports every problem at once.
+     * Checks that the model can be cut this way: tp divides heads, kvHeads, hidden, ffnHidden and vocab; there are
+     * at least pp·vpp layers, one block or more per model chunk (pp·vpp need not divide layers: a pipeline cut or
+     * automatic balancing gives chunks of unequal size; {@link #layersPerChunk} is the even split's); with
+     * sequence parallelism tp divides the sequence length; ep divides the experts, and ep &gt; 1 only for a model
+     * with experts. Reports every problem at once.
      *
      * @throws IllegalArgumentException listing each dimension that does not fit, with its value and a fix
      */
@@ -200,7 +202,10 @@ public record ParallelLayout(int dp, int tp, int pp, int vpp, int ep, boolean se
             problems.add("tp=" + tp + " does not divide model.vocab=" + model.vocab() + "; pad the vocabulary to "
                     + padded + " (a multiple of 64·tp, for GEMM efficiency)");
         }
-        check(problems, "model.layers", model.layers(), "pp·vpp", pp * vpp);
+        if (model.layers() < pp * vpp) {
+            problems.add("pp·vpp=" + pp + "·" + vpp + "=" + pp * vpp + " model chunks but model.layers=" + model.layers()
+                    + "; every chunk needs at least one block: use pp·vpp <= " + model.layers());
+        }
         if (sequenceParallel) {
             check(problems, "model.sequence (with sequenceParallel)", model.sequence(), "tp", tp);
         }

@@ -133,12 +133,16 @@ class ParallelLayoutTest {
     }
 
     @Test
-    void ppTimesVppNotDividingLayersIsRejected() {
-        ParallelLayout layout = new ParallelLayout(1, 1, 4, 3, 1, false, 0, Recompute.NONE, 1);
+    void moreChunksThanLayersIsRejectedButAnUnevenSplitFits() {
+        new ParallelLayout(1, 1, 4, 3, 1, false, 0, Recompute.NONE, 1).validateFor(GPT_SMALL);   // 12 chunks of 16 layers
+        ParallelLayout layout = new ParallelLayout(1, 1, 4, 5, 1, false, 0, Recompute.NONE, 1);
         var e = assertThrows(IllegalArgumentException.class, () -> layout.validateFor(GPT_SMALL));
-        assertTrue(e.getMessage().contains("pp·vpp=12 does not divide model.layers=16; use pp·vpp in "
-                + "{1, 2, 4, 8, 16}"), e.getMessage());
+        assertTrue(e.getMessage().contains("pp·vpp=4·5=20 model chunks but model.layers=16; every chunk needs at least "
+                + "one block: use pp·vpp <= 16"), e.getMessage());
         assertEquals(2, new ParallelLayout(1, 1, 4, 2, 1, false, 0, Recompute.NONE, 1).layersPerChunk(16));
+        var even = assertThrows(IllegalArgumentException.class,
+                () -> new ParallelLayout(1, 1, 4, 3, 1, false, 0, Recompute.NONE, 1).layersPerChunk(16));
+        assertEquals("pp·vpp=12 does not divide model.layers=16; use pp·vpp in {1, 2, 4, 8, 16}", even.getMessage());
     }
 
     @Test

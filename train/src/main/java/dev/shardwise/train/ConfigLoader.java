@@ -2,6 +2,10 @@ package dev.shardwise.train;
 
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.Recompute;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.ZeroStage;
+import dev.shardwise.parallel.pipeline.ScheduleKind;
 import org.yaml.snakeyaml.LoaderOptions;
 import org.yaml.snakeyaml.Yaml;
 import org.yaml.snakeyaml.constructor.SafeConstructor;
@@ -10,24 +14,32 @@ import org.yaml.snakeyaml.error.YAMLException;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.function.Function;
 
 /**
  * Resolves a {@link TrainConfig}: preset defaults, then a YAML file's keys, then flags. Keys are the record's
- * component names (camelCase), with the model's under {@code model:}. Unknown keys and values of the wrong type
- * are errors that name the key, the source and the accepted keys (nanoGPT's configurator does the same).
+ * component names (camelCase), with the model's under {@code model:}, except that the layout's fields are keys of
+ * their own: {@code batchSize} (the micro-batch), {@code ranks}, {@code dp}, {@code tp}, {@code pp}, {@code vpp},
+ * {@code zero} and {@code recompute}. Unknown keys and values of the wrong type are errors that name the key, the
+ * source and the accepted keys (nanoGPT's configurator does the same).
+ *
+ * <p>The world size and dp follow Megatron's rule: without {@code dp}, dp = ranks / (tp·pp) (ranks defaults to 1);
+ * without {@code ranks}, ranks = dp·tp·pp; given both, they must agree. A layout that does not divide is refused
+ * with the values and sources involved and a fix.
  */
 public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "zero", "offloadOptimizer",
-            "model");
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
+            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -69,7 +81,8 @@ public final class ConfigLoader {
         overlay(merged, flags);
         merged.put("preset", preset);
         try {
-            return build(merged);
+            return build(merged, key -> flags.containsKey(key) ? "command line" : yaml.containsKey(key) ? yamlSource
+                    : "preset " + preset);
         } catch (ClassCastException | NumberFormatException e) {
             throw new IllegalArgumentException("a config value has the wrong type (" + e.getMessage() + "); see "
                     + yamlSource + " and the flags", e);
@@ -129,8 +142,15 @@ public final class ConfigLoader {
         m.put("checkpointAtStart", false);
         m.put("runDir", "runs/" + preset);
         m.put("rankMemory", "unlimited");
-        m.put("ranks", 1);
+        // ranks and dp are left out: each is derived from the other (Megatron's rule; see build)
+        m.put("tp", 1);
+        m.put("pp", 1);
+        m.put("vpp", 1);
         m.put("zero", 0);
+        m.put("recompute", Recompute.NONE.toString());
+        m.put("recomputeEvery", 1);
+        m.put("schedule", null);      // ScheduleKind.defaultFor(vpp)
+        m.put("pipelineCut", null);   // automatic balancing
         m.put("offloadOptimizer", null);
         m.put("model", modelMap(model));
         return m;
@@ -166,19 +186,77 @@ public final class ConfigLoader {
     }
 
     @SuppressWarnings("unchecked")
-    private static TrainConfig build(Map<String, Object> m) {
+    private static TrainConfig build(Map<String, Object> m, Function<String, String> sourceOf) {
         ModelConfig model = modelFromMap((Map<String, Object>) m.get("model"));
         Object data = m.get("data");
         String memory = String.valueOf(m.get("rankMemory"));
+        Object schedule = m.get("schedule");
         return new TrainConfig(String.valueOf(m.get("preset")), model, data == null ? null : Path.of(data.toString()),
-                integer(m, "", "batchSize"), integer(m, "", "seqLen"), integer(m, "", "gradAccumulation"),
+                integer(m, "", "seqLen"), integer(m, "", "gradAccumulation"),
                 integer(m, "", "steps"), (long) number(m, "", "seed"), number(m, "", "lr"), number(m, "", "minLr"),
                 integer(m, "", "warmupSteps"), number(m, "", "weightDecay"), number(m, "", "beta1"),
                 number(m, "", "beta2"), number(m, "", "eps"), number(m, "", "gradClip"), integer(m, "", "evalEvery"),
                 integer(m, "", "evalBatches"), integer(m, "", "checkpointEvery"), bool(m, "", "checkpointAtStart"),
                 Path.of(String.valueOf(m.get("runDir"))),
-                memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory), integer(m, "", "ranks"),
-                integer(m, "", "zero"), m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()));
+                memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory), layout(m, sourceOf),
+                schedule == null ? null : ScheduleKind.parse(String.valueOf(schedule)), pipelineCut(m.get("pipelineCut")),
+                integer(m, "", "recomputeEvery"),
+                m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()));
+    }
+
+    /**
+     * The layout from {@code batchSize}, {@code ranks}, {@code dp}, {@code tp}, {@code pp}, {@code vpp}, {@code zero}
+     * and {@code recompute}, completing ranks or dp by Megatron's rule; {@code sourceOf} names where a key was set.
+     */
+    private static ParallelLayout layout(Map<String, Object> m, Function<String, String> sourceOf) {
+        int batchSize = integer(m, "", "batchSize");
+        if (batchSize < 1) throw new IllegalArgumentException("batchSize must be positive, got " + batchSize);
+        int tp = integer(m, "", "tp"), pp = integer(m, "", "pp"), vpp = integer(m, "", "vpp");
+        Integer ranks = m.get("ranks") == null ? null : integer(m, "", "ranks");
+        Integer dp = m.get("dp") == null ? null : integer(m, "", "dp");
+        if (ranks != null && ranks < 1) {
+            throw new IllegalArgumentException("ranks=" + ranks + " (" + sourceOf.apply("ranks") + ") must be at least 1; "
+                    + "use ranks: 1 for a single rank");
+        }
+        if (dp == null) {
+            int world = ranks == null ? 1 : ranks;
+            try {
+                dp = ParallelLayout.dataParallelSize(world, tp, pp);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("ranks=" + world + (ranks == null ? " (the default)" : " (" + sourceOf.apply("ranks")
+                        + ")") + " cannot be cut into tp=" + tp + " (" + sourceOf.apply("tp") + ") × pp=" + pp + " ("
+                        + sourceOf.apply("pp") + "): " + e.getMessage()
+                        + (tp >= 1 && pp >= 1 ? ", or give ranks as a multiple of tp·pp=" + tp * pp : ""), e);
+            }
+        }
+        int zero = ZeroStage.of(integer(m, "", "zero")).number();   // refuses a stage outside 0..3, naming the key
+        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, false, zero,
+                Recompute.parse(String.valueOf(m.get("recompute"))), batchSize);
+        if (ranks != null) {
+            try {
+                layout.requireWorldSize(ranks);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("ranks=" + ranks + " (" + sourceOf.apply("ranks") + ") and dp=" + dp
+                        + " (" + sourceOf.apply("dp") + ") disagree: " + e.getMessage() + "; or leave one of them out", e);
+            }
+        }
+        return layout;
+    }
+
+    /** {@code pipelineCut} from a YAML list [0, 3, 6] or the flag's "0,3,6"; null when absent (automatic balancing). */
+    private static List<Integer> pipelineCut(Object value) {
+        if (value == null) return null;
+        List<?> items = value instanceof List<?> list ? list : List.of(String.valueOf(value).split(","));
+        List<Integer> out = new ArrayList<>(items.size());
+        for (Object item : items) {
+            Integer block = intOrNull(item);
+            if (block == null) {
+                throw new IllegalArgumentException("pipelineCut must list the first block of each model chunk, e.g. "
+                        + "[0, 3, 6] in YAML or --pipeline-cut 0,3,6; got '" + value + "'");
+            }
+            out.add(block);
+        }
+        return out;
     }
 
     /** The resolved config as YAML, as written to the run directory's config.yaml. */
@@ -206,7 +284,15 @@ public final class ConfigLoader {
         m.put("runDir", c.runDir().toString());
         m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
         m.put("ranks", c.ranks());
+        m.put("dp", c.layout().dp());
+        m.put("tp", c.layout().tp());
+        m.put("pp", c.layout().pp());
+        m.put("vpp", c.layout().vpp());
         m.put("zero", c.zero());
+        m.put("recompute", c.layout().recompute().toString());
+        m.put("recomputeEvery", c.recomputeEvery());
+        m.put("schedule", c.schedule().toString());
+        m.put("pipelineCut", c.pipelineCut());
         m.put("offloadOptimizer", c.offloadOptimizer() == null ? null : c.offloadOptimizer().toString());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
@@ -216,15 +302,22 @@ public final class ConfigLoader {
 
     private static int integer(Map<String, Object> m, String prefix, String key) {
         Object v = m.get(key);
+        Integer i = intOrNull(v);
+        if (i == null) throw new IllegalArgumentException(prefix + key + " must be an integer, got '" + v + "'");
+        return i;
+    }
+
+    /** {@code v} as an int if it is a whole number or a string holding one, else null. */
+    private static Integer intOrNull(Object v) {
         if (v instanceof Number n && n.doubleValue() == Math.rint(n.doubleValue())) return Math.toIntExact(n.longValue());
         if (v instanceof String s) {
             try {
                 return Integer.parseInt(s.trim());
             } catch (NumberFormatException ignored) {
-                // reported below
+                return null;
             }
         }
-        throw new IllegalArgumentException(prefix + key + " must be an integer, got '" + v + "'");
+        return null;
     }
 
     private static double number(Map<String, Object> m, String prefix, String key) {

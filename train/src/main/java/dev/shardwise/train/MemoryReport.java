@@ -3,14 +3,17 @@ package dev.shardwise.train;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.parallel.ZeroStage;
 
 import java.util.List;
 import java.util.Locale;
 
 /**
- * A run's per-rank model-state bytes by category, what Shardwise allocates (every unit padded to a multiple of the
- * rank count) next to ZeRO's formula for Ψ parameters; printed by {@code train --dry-run} and at the start of a run.
+ * A run's layout and its per-rank model-state bytes by category, what Shardwise allocates (every unit padded to a
+ * multiple of the dp size N when ZeRO shards) next to ZeRO's formula for Ψ parameters; printed by
+ * {@code train --dry-run} and at the start of a run.
  */
 public final class MemoryReport {
     /** The categories ZeRO's formulas cover. */
@@ -21,23 +24,36 @@ public final class MemoryReport {
 
     /** ZeRO's formula for {@code config}: per-rank bytes of parameters, gradients and optimizer state. */
     public static ZeroMemory formula(TrainConfig config) {
-        return ZeroMemory.of(config.zero(), config.ranks(), config.model().parameterCount(), config.offloadOptimizer() != null);
+        return ZeroMemory.of(config.zero(), config.layout().dp(), config.model().parameterCount(), config.offloadOptimizer() != null);
     }
 
     /** The bytes each rank will allocate for model state (exact: the padded flat layout's shards). */
     public static ZeroMemory allocated(TrainConfig config) {
-        long padded = Gpt.declare(config.model()).paddedCount(config.zero() > 0 ? config.ranks() : 1);
-        return ZeroMemory.of(config.zero(), config.ranks(), padded, config.offloadOptimizer() != null);
+        int dp = config.layout().dp();
+        long padded = Gpt.declare(config.model()).paddedCount(ZeroStage.of(config.zero()).paddingMultiple(dp));
+        return ZeroMemory.of(config.zero(), dp, padded, config.offloadOptimizer() != null);
     }
 
-    /** A table, one line per category and the total, ending with a newline. */
+    /**
+     * One line: the ranks, how they split (dp·tp·pp), vpp, ZeRO stage, recompute and the pipeline schedule and cut,
+     * e.g. {@code layout: 4 ranks = dp 2 × tp 1 × pp 2, vpp 1, zero 1, recompute none, schedule 1f1b, pipelineCut auto}.
+     */
+    public static String layout(TrainConfig c) {
+        ParallelLayout l = c.layout();
+        return String.format(Locale.ROOT, "layout: %d rank(s) = dp %d × tp %d × pp %d, vpp %d, zero %d, recompute %s%s, "
+                        + "schedule %s, pipelineCut %s%n", l.worldSize(), l.dp(), l.tp(), l.pp(), l.vpp(), l.zeroStage(),
+                l.recompute(), c.recomputeEvery() > 1 ? " (every " + c.recomputeEvery() + " blocks)" : "", c.schedule(),
+                c.pipelineCut() == null ? "auto" : c.pipelineCut());
+    }
+
+    /** The {@link #layout} line, then a table, one line per category and the total, ending with a newline. */
     public static String table(TrainConfig c) {
         int stage = c.zero();
         boolean offload = c.offloadOptimizer() != null;
         ZeroMemory allocated = allocated(c), formula = formula(c);
-        StringBuilder sb = new StringBuilder();
-        sb.append(String.format(Locale.ROOT, "per-rank model state, ZeRO stage %d over N=%d rank(s), Ψ=%,d parameters "
-                + "(fp32 weights, AdamW)%s:%n", stage, c.ranks(), c.model().parameterCount(),
+        StringBuilder sb = new StringBuilder(layout(c));
+        sb.append(String.format(Locale.ROOT, "per-rank model state, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
+                + "(fp32 weights, AdamW)%s:%n", stage, c.layout().dp(), c.model().parameterCount(),
                 offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : ""));
         String row = "  %-16s %12s   %-12s %12s%n";
         sb.append(String.format(Locale.ROOT, row, "category", "allocated", "ZeRO formula", "= bytes"));
@@ -50,7 +66,7 @@ public final class MemoryReport {
         sb.append(String.format(Locale.ROOT, "  (not counted: activations, and buffers%s)%n",
                 stage >= 2 ? " such as the transient unit gradients" + (stage == 3 ? " and gathered unit parameters" : "")
                         : offload ? " such as the optimizer's staging buffer" : ""));
-        if (stage >= 2 && c.ranks() == 1) {
+        if (stage >= 2 && c.layout().dp() == 1) {
             sb.append("  note: ZeRO ").append(stage).append(" over one rank shards nothing; it only adds gathers and copies\n");
         }
         return sb.toString();

@@ -6,16 +6,16 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
-import dev.shardwise.parallel.GradientReduction;
-import dev.shardwise.parallel.ReplicatedUpdate;
 import dev.shardwise.parallel.ZeroShardedUpdate;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.ZeroStage1Update;
 
 /**
  * A rank's optimizer as the trainer sees it: the update it runs each step, and its parameter values and AdamW
  * moments as whole flat [P'] tensors for layout-independent checkpoints, however they are held (replicated, or
  * sharded by ZeRO and gathered for a checkpoint). Every rank calls {@link #valuesToSave} and {@link #momentsToSave}
- * at the same step (they are collective under ZeRO).
+ * at the same step (they are collective under ZeRO). {@link #of} adapts whichever update {@link ZeroStage#build}
+ * chose; closing the state closes that update and what it owns.
  */
 interface OptimizerState extends AutoCloseable {
 
@@ -45,24 +45,32 @@ interface OptimizerState extends AutoCloseable {
     @Override
     void close();
 
+    /** The state of {@code built}, an update of {@code params} (the parameters {@link ZeroStage#build} was given). */
+    static OptimizerState of(ZeroStage.Update built, ParameterSet params, MemoryPool pool) {
+        return switch (built) {
+            case ZeroStage.Update.Replicated r -> replicated(r);
+            case ZeroStage.Update.Stage1 s -> zeroStage1(s, params, pool);
+            case ZeroStage.Update.Sharded s -> zeroSharded(s, params, pool);
+        };
+    }
+
     /** ZeRO stage 0: every rank holds the whole AdamW state. */
-    static OptimizerState replicated(ParameterSet params, MemoryPool pool, AdamWOptimizer.Settings settings,
-                                     GradientReduction reduction) {
-        AdamWOptimizer optimizer = new AdamWOptimizer(params, pool, settings);
-        ParameterUpdate update = new ReplicatedUpdate(params, optimizer, reduction);
+    static OptimizerState replicated(ZeroStage.Update.Replicated built) {
+        AdamWOptimizer optimizer = built.optimizer();
         return new OptimizerState() {
-            public ParameterUpdate update() { return update; }
-            public ParameterSet parameters() { return params; }
+            public ParameterUpdate update() { return built.update(); }
+            public ParameterSet parameters() { return built.params(); }
             public Tensor[] momentsToSave() { return new Tensor[]{optimizer.firstMoments(), optimizer.secondMoments()}; }
             public void saved() { }
             public Tensor[] momentsToLoad() { return momentsToSave(); }
             public void loaded(long steps) { optimizer.setSteps(steps); }
-            public void close() { optimizer.close(); }
+            public void close() { built.close(); }
         };
     }
 
     /** ZeRO stage 1: this rank holds the moments of its shard; full moments exist only around checkpoints. */
-    static OptimizerState zeroStage1(ZeroStage1Update update, ParameterSet params, MemoryPool pool) {
+    static OptimizerState zeroStage1(ZeroStage.Update.Stage1 built, ParameterSet params, MemoryPool pool) {
+        ZeroStage1Update update = built.update();
         int padded = Math.toIntExact(params.values().numel());
         return new OptimizerState() {
             private Tensor fullM, fullV;   // BUFFERS, allocated for checkpoints only
@@ -103,7 +111,7 @@ interface OptimizerState extends AutoCloseable {
 
             public void close() {
                 release();
-                update.close();
+                built.close();
             }
         };
     }
@@ -112,7 +120,8 @@ interface OptimizerState extends AutoCloseable {
      * ZeRO stages 2 and 3: this rank holds shards of the gradients, moments and (stage 3) values; whole values and
      * moments exist only around checkpoints, in BUFFERS.
      */
-    static OptimizerState zeroSharded(ZeroShardedUpdate update, ParameterSet params, MemoryPool pool) {
+    static OptimizerState zeroSharded(ZeroStage.Update.Sharded built, ParameterSet params, MemoryPool pool) {
+        ZeroShardedUpdate update = built.update();
         int padded = Math.toIntExact(params.paddedCount());
         return new OptimizerState() {
             private Tensor fullValues, fullM, fullV;   // BUFFERS, allocated for checkpoints only
@@ -166,7 +175,7 @@ interface OptimizerState extends AutoCloseable {
 
             public void close() {
                 release();
-                update.close();
+                built.close();
             }
         };
     }

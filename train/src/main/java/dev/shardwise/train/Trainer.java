@@ -8,6 +8,7 @@ import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.Recompute;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
@@ -15,14 +16,9 @@ import dev.shardwise.comm.RankContext;
 import dev.shardwise.comm.RankEnvironment;
 import dev.shardwise.comm.mpi.MpiCommunicator;
 import dev.shardwise.core.exec.ComputePool;
-import dev.shardwise.parallel.DataParallel;
-import dev.shardwise.parallel.GradientReduction;
-import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
-import dev.shardwise.parallel.ShardMoments;
 import dev.shardwise.parallel.ZeroMemory;
-import dev.shardwise.parallel.ZeroShardedUpdate;
-import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
@@ -95,9 +91,11 @@ public final class Trainer {
      *
      * @throws IOException              if data, checkpoints or the run directory cannot be read or written
      * @throws IllegalStateException    if the loss or gradient norm stops being finite
-     * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false
+     * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false, or the
+     *                                  layout asks for pipeline stages or activation recompute (not wired in yet)
      */
     public Result run(boolean resume) throws IOException {
+        refuseWhatIsBeingWiredIn();
         if (job.isMultiProcess() && config.ranks() != job.size()) {
             throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
                     + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
@@ -121,6 +119,24 @@ public final class Trainer {
                 return runRankOfJob(ctx, data, resumeFrom, startup.peak());
             }
         });
+    }
+
+    /**
+     * Parts of the layout the config accepts but this trainer does not run yet: pipeline stages and activation
+     * recompute arrive with the pipeline engine.
+     *
+     * @throws IllegalArgumentException naming the setting and what to use for now
+     */
+    private void refuseWhatIsBeingWiredIn() {
+        if (config.layout().pp() > 1) {
+            throw new IllegalArgumentException("pipeline parallelism is being wired in; pp=" + config.layout().pp()
+                    + " (vpp=" + config.layout().vpp() + ", schedule " + config.schedule() + ") cannot run yet: use pp=1 "
+                    + "and put the ranks into dp");
+        }
+        if (config.layout().recompute() != Recompute.NONE) {
+            throw new IllegalArgumentException("activation recompute is being wired in; recompute="
+                    + config.layout().recompute() + " cannot run yet: use recompute: none");
+        }
     }
 
     /** The ranks are threads of this JVM: this thread alone, or a {@link LocalCluster} (the {@code local} backend). */
@@ -174,7 +190,7 @@ public final class Trainer {
 
     /** One rank of a job of several (threads or processes): its process groups, then {@link #runRank}. */
     private Result runRankOfJob(RankContext ctx, TrainingData data, Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
-        try (ProcessGroups groups = new ProcessGroups(ParallelLayout.of(config.ranks(), 1, 1), ctx.world())) {
+        try (ProcessGroups groups = new ProcessGroups(config.layout(), ctx.world())) {
             return runRank(groups.coordinates().dpRank(), ctx.memory(), groups.dp(), data, resumeFrom, peak);
         }
     }
@@ -199,11 +215,10 @@ public final class Trainer {
     private Result runRank(int rank, MemoryPool pool, Communicator dpGroup, TrainingData data,
                            Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
         int b = config.batchSize(), row = config.seqLen() + 1;
-        try (Gpt model = new Gpt(config.model(), Gpt.declare(config.model()).allocate(pool, DType.F32,
-                     config.zero() > 0 ? config.ranks() : 1, residency()));
-             DataParallel dp = dpGroup == null || config.zero() > 0 ? null
-                     : new DataParallel(dpGroup, OVERLAP_BUCKET_ELEMENTS, pool, model.parameters());
-             OptimizerState optimizer = optimizer(model.parameters(), pool, dpGroup, dp);
+        ZeroStage zero = ZeroStage.of(config.zero());
+        try (Gpt model = new Gpt(config.model(), zero.allocate(Gpt.declare(config.model()), pool, DType.F32,
+                     dpGroup == null ? 1 : dpGroup.size()));
+             OptimizerState optimizer = optimizer(zero, model.parameters(), pool, dpGroup);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(model, pool, config.gradClip(), optimizer.update())) {
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
@@ -224,37 +239,21 @@ public final class Trainer {
         }
     }
 
-    /** Which flat buffers a rank holds: ZeRO 2 shards the gradients, ZeRO 3 the parameters too. */
-    private ParameterSet.Residency residency() {
-        return switch (config.zero()) {
-            case 2 -> ParameterSet.Residency.VALUES;
-            case 3 -> ParameterSet.Residency.NONE;
-            default -> ParameterSet.Residency.VALUES_AND_GRADS;
-        };
-    }
-
     /**
-     * The update and its state, with the parameters initialised: ZeRO 1 shards AdamW over the dp group, 2 the
-     * gradients too, 3 the parameters too; stage 0 replicates everything, averaging gradients with {@code dp} if any.
+     * The update {@code zero} runs over the dp group (none: one rank) and its state, with the parameters
+     * initialised; gradient buckets are all-reduced during backward, ZeRO's gathers and reduce-scatters overlap the
+     * passes.
      */
-    private OptimizerState optimizer(ParameterSet params, MemoryPool pool, Communicator dpGroup, DataParallel dp) {
-        ShardMoments.Factory moments = config.offloadOptimizer() == null ? ShardMoments.resident()
-                : ShardMoments.onDisk(config.offloadOptimizer(), OFFLOAD_CHUNK_ELEMENTS);
-        switch (config.zero()) {
-            case 0 -> {
-                params.initialize(config.seed());
-                return OptimizerState.replicated(params, pool, config.optimizer(), dp == null ? GradientReduction.NONE : dp);
-            }
-            case 1 -> {
-                params.initialize(config.seed());
-                return OptimizerState.zeroStage1(new ZeroStage1Update(params, dpGroup, pool, config.optimizer(), moments),
-                        params, pool);
-            }
-            default -> {
-                ZeroShardedUpdate update = new ZeroShardedUpdate(config.zero(), params, dpGroup, pool, config.optimizer(), moments);
-                update.initialize(config.seed());
-                return OptimizerState.zeroSharded(update, params, pool);
-            }
+    private OptimizerState optimizer(ZeroStage zero, ParameterSet params, MemoryPool pool, Communicator dpGroup) {
+        ZeroStage.Options options = ZeroStage.Options.defaults().withBucketElements(OVERLAP_BUCKET_ELEMENTS)
+                .withOffload(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS);
+        ZeroStage.Update update = zero.build(params, dpGroup, pool, config.optimizer(), options);
+        try {
+            update.initialize(config.seed());
+            return OptimizerState.of(update, params, pool);
+        } catch (RuntimeException e) {
+            update.close();
+            throw e;
         }
     }
 
@@ -264,21 +263,18 @@ public final class Trainer {
      */
     static final int OVERLAP_BUCKET_ELEMENTS = 1 << 20;
 
-    /** Elements per moment that an offloaded optimizer streams through memory at a time (4 MiB each in fp32). */
-    static final int OFFLOAD_CHUNK_ELEMENTS = 1 << 20;
-
     private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
                         CpuPeak peak) throws IOException {
         Path runDir = config.runDir();
-        LearningRateSchedule schedule = config.schedule();
+        LearningRateSchedule schedule = config.learningRateSchedule();
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
         ProgressLine progress = new ProgressLine(log, config.steps());
         if (leader) {
             log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step%s%s; %s%n",
                     config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
                     config.model().heads(), config.model().vocabSize(), config.tokensPerStep(),
-                    config.ranks() > 1 ? " over " + config.ranks() + " data-parallel ranks" : "",
+                    config.layout().dp() > 1 ? " over " + config.layout().dp() + " data-parallel ranks" : "",
                     config.zero() > 0 ? "; ZeRO stage " + config.zero() + (config.offloadOptimizer() != null
                             ? ", optimizer state offloaded to " + config.offloadOptimizer() : "") : "", peak.describe());
             if (config.ranks() > 1 || config.zero() > 0) log.print(MemoryReport.table(config));

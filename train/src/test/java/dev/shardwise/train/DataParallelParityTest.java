@@ -12,15 +12,15 @@ import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.parallel.DataParallel;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
-import dev.shardwise.parallel.ZeroStage1Update;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
-import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroShardedUpdate;
+import dev.shardwise.parallel.ZeroStage;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -59,37 +59,24 @@ class DataParallelParityTest {
         }
     }
 
-    /** ZeRO stage 1 over {@code group}: optimizer state sharded, parameters all-gathered after each update. */
-    static Outcome trainZero1(MemoryPool pool, Communicator group) {
-        try (Gpt model = Gpt.create(MODEL, pool, DType.F32, 7, group.size());
-             ZeroStage1Update update = new ZeroStage1Update(model.parameters(), group, pool, AdamWOptimizer.Settings.gpt());
-             TrainStep step = new TrainStep(model, pool, 1.0, update)) {
-            long padded = model.parameters().values().numel();
-            assertEquals(4 * padded, pool.liveBytes(MemoryCategory.PARAMETERS), "parameters: 4Ψ");
-            assertEquals(4 * padded, pool.liveBytes(MemoryCategory.GRADIENTS), "gradients: 4Ψ");
-            assertEquals(8 * padded / group.size(), pool.liveBytes(MemoryCategory.OPTIMIZER_STATE),
-                    "optimizer state: 8Ψ/N for N=" + group.size());
-            return train(model, pool, step, group.rank(), group.size());
-        }
-    }
-
-    /** ZeRO stage 2 or 3 over {@code group}: gradients (and at stage 3 parameters) sharded unit by unit too. */
-    static Outcome trainZeroSharded(MemoryPool pool, Communicator group, int stage) {
-        ParameterSet.Residency residency = stage == 2 ? ParameterSet.Residency.VALUES : ParameterSet.Residency.NONE;
-        try (Gpt model = new Gpt(MODEL, Gpt.declare(MODEL).allocate(pool, DType.F32, group.size(), residency));
-             ZeroShardedUpdate update = new ZeroShardedUpdate(stage, model.parameters(), group, pool,
-                     AdamWOptimizer.Settings.gpt(), ShardMoments.resident());
-             TrainStep step = new TrainStep(model, pool, 1.0, update)) {
+    /**
+     * ZeRO {@code stage} (1-3) over {@code group}: optimizer state sharded (1), gradients too, reduce-scattered unit by
+     * unit (2), parameters too, gathered unit by unit (3); the per-rank bytes are ZeRO's formulas for the padded P'.
+     */
+    static Outcome trainZero(MemoryPool pool, Communicator group, int stage) {
+        ZeroStage zero = ZeroStage.of(stage);
+        try (Gpt model = new Gpt(MODEL, zero.allocate(Gpt.declare(MODEL), pool, DType.F32, group.size()));
+             ZeroStage.Update update = zero.build(model.parameters(), group, pool, AdamWOptimizer.Settings.gpt(),
+                     ZeroStage.Options.defaults());
+             TrainStep step = new TrainStep(model, pool, 1.0, update.update())) {
             update.initialize(7);
-            long padded = model.parameters().paddedCount();
             int n = group.size();
-            assertEquals(stage == 3 ? 4 * padded / n : 4 * padded, pool.liveBytes(MemoryCategory.PARAMETERS),
-                    "zero-" + stage + " parameters for N=" + n);
-            assertEquals(4 * padded / n, pool.liveBytes(MemoryCategory.GRADIENTS), "zero-" + stage + " gradients: 4Ψ/N for N=" + n);
-            assertEquals(8 * padded / n, pool.liveBytes(MemoryCategory.OPTIMIZER_STATE),
-                    "zero-" + stage + " optimizer state: 8Ψ/N for N=" + n);
-            Outcome o = train(model, pool, step, group.rank(), group.size(), update);
-            return o;
+            ZeroMemory expected = ZeroMemory.of(stage, n, model.parameters().paddedCount(), false);
+            for (MemoryCategory c : List.of(MemoryCategory.PARAMETERS, MemoryCategory.GRADIENTS, MemoryCategory.OPTIMIZER_STATE)) {
+                assertEquals(expected.bytes(c), pool.liveBytes(c), "zero-" + stage + " " + c.label() + ": "
+                        + ZeroMemory.formula(stage, c, false) + " for N=" + n);
+            }
+            return train(model, pool, step, group.rank(), n, update instanceof ZeroStage.Update.Sharded s ? s.update() : null);
         }
     }
 
@@ -129,8 +116,8 @@ class DataParallelParityTest {
         }
     }
 
-    static Outcome zeroSharded(int replicas, int stage) {
-        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> trainZeroSharded(ctx.memory(), ctx.world(), stage));
+    static Outcome zero(int replicas, int stage) {
+        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> trainZero(ctx.memory(), ctx.world(), stage));
         for (Outcome o : outcomes) {
             assertArrayEquals(outcomes.getFirst().params(), o.params(), "every replica gathers the same parameters");
         }
@@ -167,14 +154,6 @@ class DataParallelParityTest {
         return outcomes.getFirst();
     }
 
-    static Outcome zero1(int replicas) {
-        List<Outcome> outcomes = LocalCluster.run(replicas, ctx -> trainZero1(ctx.memory(), ctx.world()));
-        for (Outcome o : outcomes) {
-            assertArrayEquals(outcomes.getFirst().params(), o.params(), "every replica holds the same parameters");
-        }
-        return outcomes.getFirst();
-    }
-
     @ParameterizedTest(name = "dp={0}")
     @ValueSource(ints = {2, 4})
     void dataParallelMatchesSingleRankAndRepeatsBitForBit(int replicas) {
@@ -190,13 +169,13 @@ class DataParallelParityTest {
     @ParameterizedTest(name = "dp={0}")
     @ValueSource(ints = {2, 4})
     void zeroStage1MatchesSingleRankWithShardedOptimizerState(int replicas) {
-        compare("zero-1 dp", replicas, DataParallelParityTest::zero1);
+        compare("zero-1 dp", replicas, r -> zero(r, 1));
     }
 
     @ParameterizedTest(name = "zero={0} dp={1}")
     @CsvSource({"2, 2", "2, 4", "3, 2", "3, 4"})
     void zeroStages2And3MatchSingleRankWithShardedGradientsAndParameters(int stage, int replicas) {
-        compare("zero-" + stage + " dp", replicas, r -> zeroSharded(r, stage));
+        compare("zero-" + stage + " dp", replicas, r -> zero(r, stage));
     }
 
     /**
@@ -210,9 +189,9 @@ class DataParallelParityTest {
         Outcome dp = dataParallel(replicas);
         java.util.Map<String, Outcome> others = new java.util.LinkedHashMap<>();
         others.put("dp-overlapped", dataParallelOverlapped(replicas));
-        others.put("zero-1", zero1(replicas));
-        others.put("zero-2", zeroSharded(replicas, 2));
-        others.put("zero-3", zeroSharded(replicas, 3));
+        others.put("zero-1", zero(replicas, 1));
+        others.put("zero-2", zero(replicas, 2));
+        others.put("zero-3", zero(replicas, 3));
         others.forEach((name, o) -> {
             assertArrayEquals(dp.losses(), o.losses(), 0.0, name + " dp=" + replicas + ": losses bit for bit as data parallelism");
             assertArrayEquals(dp.params(), o.params(), 0.0, name + " dp=" + replicas + ": parameters bit for bit as data parallelism");

@@ -11,10 +11,7 @@ import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
-import dev.shardwise.parallel.DataParallel;
-import dev.shardwise.parallel.ReplicatedUpdate;
-import dev.shardwise.parallel.ShardMoments;
-import dev.shardwise.parallel.ZeroShardedUpdate;
+import dev.shardwise.parallel.ZeroStage;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -77,20 +74,15 @@ class RankFailureTest {
             MemoryPool pool = ctx.memory();
             int rank = ctx.world().rank();
             AtomicBoolean armed = new AtomicBoolean();
-            ParameterSet.Residency residency = stage == 2 ? ParameterSet.Residency.VALUES
-                    : stage == 3 ? ParameterSet.Residency.NONE : ParameterSet.Residency.VALUES_AND_GRADS;
-            try (Gpt model = new Gpt(DataParallelParityTest.MODEL, Gpt.declare(DataParallelParityTest.MODEL)
-                         .allocate(pool, DType.F32, stage > 0 ? RANKS : 1, residency));
-                 AdamWOptimizer adam = stage == 0 ? new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt()) : null;
-                 DataParallel dp = stage == 0 ? new DataParallel(ctx.world(), 3000, pool, model.parameters()) : null;
-                 ParameterUpdate inner = stage == 0 ? new ReplicatedUpdate(model.parameters(), adam, dp)
-                         : new ZeroShardedUpdate(stage, model.parameters(), ctx.world(), pool, AdamWOptimizer.Settings.gpt(),
-                         ShardMoments.resident());
+            ZeroStage zero = ZeroStage.of(stage);
+            try (Gpt model = new Gpt(DataParallelParityTest.MODEL, zero.allocate(Gpt.declare(DataParallelParityTest.MODEL),
+                         pool, DType.F32, RANKS));
+                 ZeroStage.Update built = zero.build(model.parameters(), ctx.world(), pool, AdamWOptimizer.Settings.gpt(),
+                         ZeroStage.Options.defaults().withBucketElements(3000));   // stage 0: many overlapped buckets
                  TrainStep step = new TrainStep(model, pool, 1.0, rank == FAILING_RANK && !where.equals("fill")
-                         ? new FailingPass(inner, where, armed) : inner);
+                         ? new FailingPass(built.update(), where, armed) : built.update());
                  Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, 2, DataParallelParityTest.SEQ + 1)) {
-                if (inner instanceof ZeroShardedUpdate z) z.initialize(7);
-                else model.parameters().initialize(7);
+                built.initialize(7);
                 for (int s = 0; s < 5; s++) {
                     int[] tokens = DataParallelParityTest.globalBatch(s);
                     boolean fail = rank == FAILING_RANK && s == FAILING_STEP;

@@ -58,6 +58,11 @@ class TrainerResumeTest {
     }
 
     static TrainConfig config(Path data, Path runDir, int ranks, int zero) {
+        return ConfigLoader.resolve(Map.of(), "test", flags(data, runDir, ranks, zero));
+    }
+
+    /** The flags of {@link #config(Path, Path, int, int)}, to add to. */
+    static Map<String, Object> flags(Path data, Path runDir, int ranks, int zero) {
         Map<String, Object> flags = new HashMap<>();
         flags.put("ranks", ranks);
         flags.put("zero", zero);
@@ -73,7 +78,7 @@ class TrainerResumeTest {
         flags.put("checkpointEvery", 3);
         flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 1, "hidden", 16, "heads", 2,
                 "kvHeads", 2, "ffnHidden", 64));
-        return ConfigLoader.resolve(Map.of(), "test", flags);
+        return flags;
     }
 
     static List<Double> losses(Path runDir) throws IOException {

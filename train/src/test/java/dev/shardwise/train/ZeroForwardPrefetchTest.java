@@ -13,6 +13,7 @@ import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 import dev.shardwise.parallel.ShardMoments;
 import dev.shardwise.parallel.ZeroShardedUpdate;
+import dev.shardwise.parallel.ZeroStage;
 import org.junit.jupiter.api.Test;
 
 import java.lang.foreign.MemorySegment;
@@ -168,8 +169,8 @@ class ZeroForwardPrefetchTest {
             MemoryPool pool = ctx.memory();
             Watching group = new Watching(ctx.world());
             int rank = group.rank();
-            try (Gpt model = new Gpt(DataParallelParityTest.MODEL, Gpt.declare(DataParallelParityTest.MODEL)
-                         .allocate(pool, DType.F32, RANKS, ParameterSet.Residency.NONE));
+            try (Gpt model = new Gpt(DataParallelParityTest.MODEL, ZeroStage.PARAMETERS.allocate(
+                         Gpt.declare(DataParallelParityTest.MODEL), pool, DType.F32, RANKS));
                  ZeroShardedUpdate zero = new ZeroShardedUpdate(3, model.parameters(), group, pool, AdamWOptimizer.Settings.gpt(),
                          ShardMoments.resident());
                  WaitingForPrefetch update = new WaitingForPrefetch(zero, group, pool);

@@ -7,15 +7,9 @@ import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ModelConfig;
-import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.model.optim.ParameterUpdate;
-import dev.shardwise.parallel.DataParallel;
-import dev.shardwise.parallel.ReplicatedUpdate;
-import dev.shardwise.parallel.ShardMoments;
 import dev.shardwise.parallel.ZeroMemory;
-import dev.shardwise.parallel.ZeroShardedUpdate;
-import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.parallel.ZeroStage;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -43,24 +37,13 @@ class ZeroMemoryTest {
     static List<Map<MemoryCategory, Long>> measure(int stage, Path offload) {
         return LocalCluster.run(RANKS, ctx -> {
             MemoryPool pool = ctx.memory();
-            ShardMoments.Factory moments = offload == null ? ShardMoments.resident() : ShardMoments.onDisk(offload, 1024);
-            ParameterSet.Residency residency = switch (stage) {
-                case 2 -> ParameterSet.Residency.VALUES;
-                case 3 -> ParameterSet.Residency.NONE;
-                default -> ParameterSet.Residency.VALUES_AND_GRADS;
-            };
-            try (Gpt model = new Gpt(MODEL, Gpt.declare(MODEL).allocate(pool, DType.F32, stage > 0 ? RANKS : 1, residency));
-                 AdamWOptimizer replicated = stage == 0 ? new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt()) : null;
-                 DataParallel dp = stage == 0 ? new DataParallel(ctx.world(), DataParallel.DEFAULT_BUCKET_ELEMENTS, pool) : null;
-                 ParameterUpdate update = switch (stage) {
-                     case 0 -> new ReplicatedUpdate(model.parameters(), replicated, dp);
-                     case 1 -> new ZeroStage1Update(model.parameters(), ctx.world(), pool, AdamWOptimizer.Settings.gpt(), moments);
-                     default -> new ZeroShardedUpdate(stage, model.parameters(), ctx.world(), pool, AdamWOptimizer.Settings.gpt(), moments);
-                 };
-                 TrainStep step = new TrainStep(model, pool, 1.0, update);
+            ZeroStage zero = ZeroStage.of(stage);
+            ZeroStage.Options options = ZeroStage.Options.defaults().withOffload(offload, 1024);
+            try (Gpt model = new Gpt(MODEL, zero.allocate(Gpt.declare(MODEL), pool, DType.F32, RANKS));
+                 ZeroStage.Update update = zero.build(model.parameters(), ctx.world(), pool, AdamWOptimizer.Settings.gpt(), options);
+                 TrainStep step = new TrainStep(model, pool, 1.0, update.update());
                  Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, 2, DataParallelParityTest.SEQ + 1)) {
-                if (update instanceof ZeroShardedUpdate z) z.initialize(7);
-                else model.parameters().initialize(7);
+                update.initialize(7);
                 int[] tokens = DataParallelParityTest.globalBatch(0);
                 step.run(batch, 2, b -> MemorySegment.copy(tokens, 0, b.segment(), ValueLayout.JAVA_INT, b.byteOffset(),
                         2 * (DataParallelParityTest.SEQ + 1)), 1e-3);

@@ -11,6 +11,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.Stream;
 
 import static org.junit.jupiter.api.Assertions.*;
@@ -30,11 +31,9 @@ class ZeroTrainerTest {
     }
 
     static TrainConfig config(Path runDir, int ranks, int zero, Path offload) {
-        TrainConfig c = TrainerResumeTest.config(data, runDir, ranks, zero);
-        return new TrainConfig(c.preset(), c.model(), c.data(), c.batchSize(), c.seqLen(), c.gradAccumulation(), c.steps(),
-                c.seed(), c.lr(), c.minLr(), c.warmupSteps(), c.weightDecay(), c.beta1(), c.beta2(), c.eps(), c.gradClip(),
-                c.evalEvery(), c.evalBatches(), c.checkpointEvery(), c.checkpointAtStart(), c.runDir(), c.rankMemory(),
-                c.ranks(), c.zero(), offload);
+        Map<String, Object> flags = TrainerResumeTest.flags(data, runDir, ranks, zero);
+        if (offload != null) flags.put("offloadOptimizer", offload.toString());
+        return ConfigLoader.resolve(Map.of(), "test", flags);
     }
 
     static void assertClose(List<Double> expected, List<Double> actual, double relative, String what) {

@@ -9,14 +9,9 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ModelConfig;
-import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.model.optim.ParameterUpdate;
 import dev.shardwise.parallel.DataParallel;
-import dev.shardwise.parallel.ReplicatedUpdate;
-import dev.shardwise.parallel.ShardMoments;
-import dev.shardwise.parallel.ZeroShardedUpdate;
-import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.train.TrainStep;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -126,21 +121,13 @@ public final class BenchDataParallelCommand implements Runnable {
         return LocalCluster.run(ranks, LocalCluster.Options.defaults().withThreadsPerRank(1), ctx -> {
             MemoryPool memory = ctx.memory();
             Communicator world = ctx.world();
-            ParameterSet.Residency residency = c.stage == 2 ? ParameterSet.Residency.VALUES
-                    : c.stage == 3 ? ParameterSet.Residency.NONE : ParameterSet.Residency.VALUES_AND_GRADS;
-            try (Gpt model = new Gpt(config, Gpt.declare(config).allocate(memory, DType.F32, c.stage > 0 ? ranks : 1, residency));
-                 AdamWOptimizer adam = c.stage == 0 ? new AdamWOptimizer(model.parameters(), memory, AdamWOptimizer.Settings.gpt()) : null;
-                 DataParallel dp = c.stage == 0 ? new DataParallel(world, c.overlap ? bucketElements : DataParallel.DEFAULT_BUCKET_ELEMENTS,
-                         memory, c.overlap ? model.parameters() : null) : null;
-                 ParameterUpdate update = switch (c.stage) {
-                     case 0 -> new ReplicatedUpdate(model.parameters(), adam, dp);
-                     case 1 -> new ZeroStage1Update(model.parameters(), world, memory, AdamWOptimizer.Settings.gpt());
-                     default -> new ZeroShardedUpdate(c.stage, model.parameters(), world, memory, AdamWOptimizer.Settings.gpt(),
-                             ShardMoments.resident(), c.overlap);
-                 };
-                 TrainStep step = new TrainStep(model, memory, 1.0, update)) {
-                if (update instanceof ZeroShardedUpdate z) z.initialize(1);
-                else model.parameters().initialize(1);
+            ZeroStage zero = ZeroStage.of(c.stage);
+            ZeroStage.Options options = ZeroStage.Options.defaults().withOverlap(c.overlap)
+                    .withBucketElements(c.overlap ? bucketElements : DataParallel.DEFAULT_BUCKET_ELEMENTS);
+            try (Gpt model = new Gpt(config, zero.allocate(Gpt.declare(config), memory, DType.F32, world.size()));
+                 ZeroStage.Update update = zero.build(model.parameters(), world, memory, AdamWOptimizer.Settings.gpt(), options);
+                 TrainStep step = new TrainStep(model, memory, 1.0, update.update())) {
+                update.initialize(1);
                 return time(step, memory, config, world.rank(), rows);
             }
         }).getFirst();
