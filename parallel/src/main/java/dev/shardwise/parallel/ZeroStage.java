@@ -109,9 +109,10 @@ public enum ZeroStage {
         return switch (this) {
             case REPLICATED -> Update.Replicated.create(params, dp == null || dp.size() == 1 ? null : dp, pool, settings, options);
             case OPTIMIZER_STATE -> new Update.Stage1(params,
-                    new ZeroStage1Update(params, dp, pool, settings, options.moments()));
+                    new ZeroStage1Update(params, dp, pool, settings, options.moments(), options.stages()));
             case GRADIENTS, PARAMETERS -> new Update.Sharded(
-                    new ZeroShardedUpdate(number(), params, dp, pool, settings, options.moments(), options.overlap()));
+                    new ZeroShardedUpdate(number(), params, dp, pool, settings, options.moments(), options.overlap(),
+                            options.stages()));
         };
     }
 
@@ -125,8 +126,10 @@ public enum ZeroStage {
      * @param offload              directory for a memory-mapped file per rank holding its AdamW moments (ZeRO-Infinity's
      *                             optimizer offload, stages 1-3), or null to keep them in memory
      * @param offloadChunkElements elements per moment the offloaded optimizer streams through memory at a time
+     * @param stages               what a pipeline stage's update shares with the other stages (tied embedding, norm);
+     *                             {@link StageGradients#NONE} when the model is not cut
      */
-    public record Options(int bucketElements, boolean overlap, Path offload, int offloadChunkElements) {
+    public record Options(int bucketElements, boolean overlap, Path offload, int offloadChunkElements, StageGradients stages) {
         /** @throws IllegalArgumentException if bucketElements or offloadChunkElements is below 1 */
         public Options {
             if (bucketElements < 1) throw new IllegalArgumentException("bucketElements must be >= 1, got " + bucketElements);
@@ -137,20 +140,26 @@ public enum ZeroStage {
 
         /** PyTorch DDP's 25 MiB buckets, overlapped, moments in memory. */
         public static Options defaults() {
-            return new Options(DataParallel.DEFAULT_BUCKET_ELEMENTS, true, null, DEFAULT_OFFLOAD_CHUNK_ELEMENTS);
+            return new Options(DataParallel.DEFAULT_BUCKET_ELEMENTS, true, null, DEFAULT_OFFLOAD_CHUNK_ELEMENTS,
+                    StageGradients.NONE);
         }
 
         public Options withBucketElements(int elements) {
-            return new Options(elements, overlap, offload, offloadChunkElements);
+            return new Options(elements, overlap, offload, offloadChunkElements, stages);
         }
 
         public Options withOverlap(boolean on) {
-            return new Options(bucketElements, on, offload, offloadChunkElements);
+            return new Options(bucketElements, on, offload, offloadChunkElements, stages);
         }
 
         /** Moments offloaded to {@code directory} (null: in memory), streamed {@code chunkElements} at a time. */
         public Options withOffload(Path directory, int chunkElements) {
-            return new Options(bucketElements, overlap, directory, chunkElements);
+            return new Options(bucketElements, overlap, directory, chunkElements, stages);
+        }
+
+        /** A pipeline stage's update: the tied embedding and the norm shared with the other stages. */
+        public Options withStages(StageGradients shared) {
+            return new Options(bucketElements, overlap, offload, offloadChunkElements, shared);
         }
 
         ShardMoments.Factory moments() {
@@ -190,7 +199,7 @@ public enum ZeroStage {
                     DataParallel reduction = dp == null ? null : new DataParallel(dp, options.bucketElements(), pool,
                             options.overlap() ? params : null);
                     return new Replicated(params, optimizer, reduction, new ReplicatedUpdate(params, optimizer,
-                            reduction == null ? GradientReduction.NONE : reduction));
+                            reduction == null ? GradientReduction.NONE : reduction, options.stages(), pool));
                 } catch (RuntimeException e) {
                     optimizer.close();
                     throw e;

@@ -8,6 +8,8 @@ import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
+import dev.shardwise.model.PipelineCut;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.comm.Communicator;
@@ -19,6 +21,7 @@ import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.parallel.ProcessGroups;
 import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroStage;
+import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
@@ -95,7 +98,7 @@ public final class Trainer {
      *                                  layout asks for pipeline stages or activation recompute (not wired in yet)
      */
     public Result run(boolean resume) throws IOException {
-        refuseWhatIsBeingWiredIn();
+        refuseWhatIsBeingWiredIn(resume);
         if (job.isMultiProcess() && config.ranks() != job.size()) {
             throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
                     + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
@@ -122,16 +125,15 @@ public final class Trainer {
     }
 
     /**
-     * Parts of the layout the config accepts but this trainer does not run yet: pipeline stages and activation
-     * recompute arrive with the pipeline engine.
+     * Parts of the layout the config accepts but this trainer does not run yet: activation recompute is being wired
+     * in; a pipeline's checkpoints (each stage holds part of the model) come with per-rank checkpoint shards.
      *
      * @throws IllegalArgumentException naming the setting and what to use for now
      */
-    private void refuseWhatIsBeingWiredIn() {
-        if (config.layout().pp() > 1) {
-            throw new IllegalArgumentException("pipeline parallelism is being wired in; pp=" + config.layout().pp()
-                    + " (vpp=" + config.layout().vpp() + ", schedule " + config.schedule() + ") cannot run yet: use pp=1 "
-                    + "and put the ranks into dp");
+    private void refuseWhatIsBeingWiredIn(boolean resume) {
+        if (config.layout().pp() > 1 && resume) {
+            throw new IllegalArgumentException("--resume with pp=" + config.layout().pp() + ": pipeline runs do not write "
+                    + "checkpoints yet (they come with per-rank checkpoint shards); resume with pp=1, or start a new run");
         }
         if (config.layout().recompute() != Recompute.NONE) {
             throw new IllegalArgumentException("activation recompute is being wired in; recompute="
@@ -144,7 +146,7 @@ public final class Trainer {
         CpuPeak peak = CpuPeak.measure();   // the whole machine, before ranks split its cores
         try (TrainingData data = openData()) {
             if (config.ranks() == 1 && config.zero() == 0) {
-                return runRank(0, new MemoryPool("rank 0", config.rankMemory()), null, data, resumeFrom, peak);
+                return runRank(null, new MemoryPool("rank 0", config.rankMemory()), data, resumeFrom, peak);
             }
             LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
             return LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak)).getFirst();
@@ -191,7 +193,7 @@ public final class Trainer {
     /** One rank of a job of several (threads or processes): its process groups, then {@link #runRank}. */
     private Result runRankOfJob(RankContext ctx, TrainingData data, Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
         try (ProcessGroups groups = new ProcessGroups(config.layout(), ctx.world())) {
-            return runRank(groups.coordinates().dpRank(), ctx.memory(), groups.dp(), data, resumeFrom, peak);
+            return runRank(groups, ctx.memory(), data, resumeFrom, peak);
         }
     }
 
@@ -212,20 +214,28 @@ public final class Trainer {
      * writes metrics, checkpoints and plots, and shows the progress line. Every rank samples the global
      * micro-batch (B · ranks sequences, the batch a single-rank run would draw) and trains on its own B rows.
      */
-    private Result runRank(int rank, MemoryPool pool, Communicator dpGroup, TrainingData data,
-                           Optional<Path> resumeFrom, CpuPeak peak) throws IOException {
+    private Result runRank(ProcessGroups groups, MemoryPool pool, TrainingData data, Optional<Path> resumeFrom, CpuPeak peak)
+            throws IOException {
         int b = config.batchSize(), row = config.seqLen() + 1;
+        int rank = groups == null ? 0 : groups.coordinates().dpRank();
+        boolean leader = groups == null || groups.globalRank() == 0;
+        Communicator dpGroup = groups == null ? null : groups.dp();
+        int pp = config.layout().pp(), vpp = config.layout().vpp(), stage = groups == null ? 0 : groups.coordinates().ppStage();
+        List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
-        try (Gpt model = new Gpt(config.model(), zero.allocate(Gpt.declare(config.model()), pool, DType.F32,
-                     dpGroup == null ? 1 : dpGroup.size()));
-             OptimizerState optimizer = optimizer(zero, model.parameters(), pool, dpGroup);
+        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1), pool, DType.F32,
+                     dpGroup == null ? 1 : dpGroup.size());
+             StageGradients stages = pp > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE;
+             OptimizerState optimizer = optimizer(zero, params, pool, dpGroup, stages);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
-             TrainStep trainStep = new TrainStep(model, pool, config.gradClip(), optimizer.update())) {
+             TrainStep trainStep = new TrainStep(params, chunks(params, spans), pool, config.gradClip(), optimizer.update(),
+                     new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
+            Gpt model = pp == 1 ? new Gpt(config.model(), params) : null;   // the whole model: checkpoints; closed with params
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
             TrainState state = new TrainState();
             if (resumeFrom.isPresent()) {
                 checkpoints.restore(resumeFrom.get(), model, optimizer, sampler, state);
-                if (rank == 0) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
+                if (leader) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
             }
             Tensor mine = global.slice(0, rank * b, b);
             Consumer<Tensor> fill = config.ranks() == 1 ? sampler::next : batch -> {
@@ -233,20 +243,38 @@ public final class Trainer {
                 MemorySegment.copy(global.segment(), mine.byteOffset(), batch.segment(), batch.byteOffset(), 4L * b * row);
             };
             try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row)) {
-                return loop(rank == 0, data, pool, model, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
+                return loop(leader, data, pool, model, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
                         state, trainStep, peak);
             }
         }
     }
 
     /**
+     * The model parts pipeline stage {@code stage} holds, chunk c being part c·pp + stage: the config's
+     * {@code pipelineCut}, or a cut balanced by modelled cost (the whole model when pp·vpp = 1).
+     */
+    private List<GptPart.Span> stageSpans(int stage) {
+        int pp = config.layout().pp(), vpp = config.layout().vpp();
+        List<GptPart.Span> parts = config.pipelineCut() != null ? PipelineCut.pinned(config.model(), config.pipelineCut(), pp * vpp)
+                : PipelineCut.balanced(config.model(), config.seqLen(), pp * vpp);
+        List<GptPart.Span> mine = new ArrayList<>(vpp);
+        for (int c = 0; c < vpp; c++) mine.add(parts.get(c * pp + stage));
+        return List.copyOf(mine);
+    }
+
+    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans) {
+        return spans.stream().map(span -> new GptPart(config.model(), params, span)).toList();
+    }
+
+    /**
      * The update {@code zero} runs over the dp group (none: one rank) and its state, with the parameters
      * initialised; gradient buckets are all-reduced during backward, ZeRO's gathers and reduce-scatters overlap the
-     * passes.
+     * passes; a pipeline stage's update shares the tied embedding and the norm with the other stages ({@code stages}).
      */
-    private OptimizerState optimizer(ZeroStage zero, ParameterSet params, MemoryPool pool, Communicator dpGroup) {
+    private OptimizerState optimizer(ZeroStage zero, ParameterSet params, MemoryPool pool, Communicator dpGroup,
+                                     StageGradients stages) {
         ZeroStage.Options options = ZeroStage.Options.defaults().withBucketElements(OVERLAP_BUCKET_ELEMENTS)
-                .withOffload(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS);
+                .withOffload(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS).withStages(stages);
         ZeroStage.Update update = zero.build(params, dpGroup, pool, config.optimizer(), options);
         try {
             update.initialize(config.seed());
@@ -272,7 +300,7 @@ public final class Trainer {
         ProgressLine progress = new ProgressLine(log, config.steps());
         if (leader) {
             log.printf("model %s: %,d parameters, %d layers, hidden %d, %d heads, vocab %d; %d tokens/step%s%s; %s%n",
-                    config.preset(), model.parameters().count(), config.model().layers(), config.model().hidden(),
+                    config.preset(), config.model().parameterCount(), config.model().layers(), config.model().hidden(),
                     config.model().heads(), config.model().vocabSize(), config.tokensPerStep(),
                     config.layout().dp() > 1 ? " over " + config.layout().dp() + " data-parallel ranks" : "",
                     config.zero() > 0 ? "; ZeRO stage " + config.zero() + (config.offloadOptimizer() != null
@@ -290,7 +318,11 @@ public final class Trainer {
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
         ZeroMemory zeroFormula = MemoryReport.formula(config);
-        if (config.checkpointAtStart() && state.step() == 0) checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
+        if (model == null && leader) {
+            log.println("note: pipeline runs write no checkpoints yet (each stage holds part of the model; per-rank "
+                    + "checkpoint shards will save them)");
+        }
+        if (model != null && config.checkpointAtStart() && state.step() == 0) checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run
@@ -339,7 +371,9 @@ public final class Trainer {
                 boolean last = state.step() == config.steps();
                 boolean evaluateNow = last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0);
                 // Under ZeRO 3 every forward gathers parameters collectively, so every rank evaluates with the leader.
-                if (evaluateNow && !leader && config.zero() == 3) evaluate(data, pool, trainStep);
+                // Under ZeRO 3 every forward gathers parameters collectively, and a pipeline's forward runs on every
+                // stage, so then every rank evaluates with the leader.
+                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1)) evaluate(data, pool, trainStep);
                 if (leader) {
                     trainCurve.add(new LossPlot.Point(state.step(), loss));
                     if (evaluateNow) {
@@ -351,7 +385,7 @@ public final class Trainer {
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN);
                 }
-                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                if (model != null && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
                 }
                 if (leader && (last || row.containsKey("val_loss"))) plot(runDir, trainCurve, valCurve);
