@@ -149,7 +149,7 @@ public final class Gpt implements AutoCloseable {
         this.params = params;
         this.tokenEmbedding = params.get("wte");
         this.positionEmbedding = config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
-        for (int l = 0; l < config.layers(); l++) blocks.add(new TransformerBlock(params, "h." + l, config));
+        for (int l = 0; l < config.layers(); l++) blocks.add(new TransformerBlock(params, "h." + l, config, Recompute.NONE));
         this.topQuery = config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
         this.finalNorm = config.residual() == ModelConfig.Residual.PRE_LN ? Norm.create(params, "ln_f", config) : null;
         ParameterSet.Unit embeddings = null, last = null;
