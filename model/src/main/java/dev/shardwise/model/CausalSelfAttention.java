@@ -9,26 +9,29 @@ import dev.shardwise.core.tensor.Tensor;
  * Causal multi-head self-attention (Vaswani et al. 2017) with grouped-query heads (Ainslie et al. 2023) and
  * optional rotary positions (Su et al. 2021): qkv = x·W_qkvᵀ, q and k rotated by position when RoPE is on,
  * o = softmax(q·kᵀ/√HS + causal mask)·v per head, y = o·W_oᵀ. The attention kernel never materialises the
- * T×T scores (FlashAttention); backward recomputes them from the saved log-sum-exp.
+ * T×T scores (FlashAttention); backward recomputes them from the saved log-sum-exp. Under selective recompute
+ * (Korthikanti et al. 2022) forward drops the core's output and log-sum-exp too, and backward runs the core's
+ * forward once more from the saved q, k and v before its own work.
  */
-final class CausalSelfAttention {
+final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     private final Linear qkv;    // C -> (NH + 2·NKV)·HS
     private final Linear proj;   // NH·HS -> C
     private final int heads;
     private final int kvHeads;
     private final int headSize;
     private final boolean rotary;
+    private final boolean recomputeCore;
 
     /**
      * What backward reads.
      *
      * @param qkv     fused projections [B·T, (NH + 2·NKV)·HS]
      * @param rotated q and k after RoPE [B, T, NH + NKV, HS], or null without rotary positions
-     * @param att     attention output before the projection [B·T, NH·HS]
-     * @param lse     log-sum-exp of each query's scores [B, NH, T]
+     * @param att     attention output before the projection [B·T, NH·HS], or null when it is recomputed
+     * @param lse     log-sum-exp of each query's scores [B, NH, T], or null when it is recomputed
      * @param out     the layer's output y [B·T, C]
      */
-    record Saved(Tensor qkv, Tensor rotated, Tensor att, Tensor lse, Tensor out) { }
+    record Saved(Tensor qkv, Tensor rotated, Tensor att, Tensor lse, Tensor out) implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
@@ -40,39 +43,83 @@ final class CausalSelfAttention {
         Linear.declare(builder, name + ".proj", c, c, config.bias(), GptInit.residualProjection(config));
     }
 
-    CausalSelfAttention(ParameterSet params, String name, ModelConfig config) {
+    /**
+     * @param recomputeCore whether forward drops the attention core's output att and log-sum-exp lse and
+     *                      backward recomputes them from the saved q, k and v ({@link Recompute#SELECTIVE})
+     */
+    CausalSelfAttention(ParameterSet params, String name, ModelConfig config, boolean recomputeCore) {
         this.qkv = new Linear(params, name + ".qkv", config.bias());
         this.proj = new Linear(params, name + ".proj", config.bias());
         this.heads = config.heads();
         this.kvHeads = config.kvHeads();
         this.headSize = config.headSize();
         this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
+        this.recomputeCore = recomputeCore;
     }
 
-    /** x [B·T, C] -> y [B·T, C], returned inside what backward needs. */
-    Saved forward(StepArena arena, Tensor x, int b, int t) {
+    /**
+     * x [B·T, C] -> y [B·T, C], returned inside what backward needs. When the core is recomputed, att and lse
+     * live in a scratch arena that is closed before forward returns.
+     */
+    @Override
+    public Saved forward(StepArena arena, Tensor x, Rows rows) {
+        int b = rows.b(), t = rows.t();
         Tensor fused = qkv.forward(arena, x);                                        // [B·T, (NH+2NKV)·HS]
         Tensor rotated = null;
-        Tensor q = q(fused, b, t), k = k(fused, b, t);
         if (rotary) {
             rotated = arena.allocateForOverwrite(x.dtype(), b, t, heads + kvHeads, headSize);
-            Tensor rq = rotated.slice(2, 0, heads), rk = rotated.slice(2, heads, kvHeads);
-            Rotary.forward(rq, q, 0);
-            Rotary.forward(rk, k, 0);
-            q = rq;
-            k = rk;
+            Rotary.forward(rotated.slice(2, 0, heads), q(fused, b, t), 0);
+            Rotary.forward(rotated.slice(2, heads, kvHeads), k(fused, b, t), 0);
         }
-        Tensor att = arena.allocateForOverwrite(x.dtype(), b * t, heads * headSize);  // [B·T, NH·HS]
-        Tensor lse = arena.allocateForOverwrite(x.dtype(), b, heads, t);              // [B, NH, T]
-        Attention.forward(att.view(b, t, heads, headSize), lse, q, k, v(fused, b, t), scale());
-        return new Saved(fused, rotated, att, lse, proj.forward(arena, att));
+        if (!recomputeCore) {
+            Core core = core(arena, fused, rotated, b, t);
+            return new Saved(fused, rotated, core.att, core.lse, proj.forward(arena, core.att));
+        }
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            Core core = core(scratch, fused, rotated, b, t);
+            return new Saved(fused, rotated, null, null, proj.forward(arena, core.att));
+        }
     }
 
-    /** Accumulates dx [B·T, C] and the parameter gradients from dy [B·T, C]. */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
-        Tensor datt = arena.allocate(dy.dtype(), b * t, heads * headSize);
-        proj.backward(datt, dy, saved.att);
-        Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());
+    /** The attention core's output: att [B·T, NH·HS] and lse [B, NH, T]. */
+    private record Core(Tensor att, Tensor lse) { }
+
+    /**
+     * The attention core, o = softmax(q·kᵀ/√HS + causal mask)·v per head: att [B·T, NH·HS] and lse [B, NH, T],
+     * allocated in {@code arena}, from the saved fused projections (q and k rotated when RoPE is on).
+     */
+    private Core core(StepArena arena, Tensor fused, Tensor rotated, int b, int t) {
+        Tensor q = rotary ? rotated.slice(2, 0, heads) : q(fused, b, t);
+        Tensor k = rotary ? rotated.slice(2, heads, kvHeads) : k(fused, b, t);
+        Tensor att = arena.allocateForOverwrite(fused.dtype(), b * t, heads * headSize);  // [B·T, NH·HS]
+        Tensor lse = arena.allocateForOverwrite(fused.dtype(), b, heads, t);              // [B, NH, T]
+        Attention.forward(att.view(b, t, heads, headSize), lse, q, k, v(fused, b, t), scale());
+        return new Core(att, lse);
+    }
+
+    /**
+     * Writes dx [B·T, C] and accumulates the parameter gradients from dy [B·T, C]; reads qkv, rotated, att and
+     * lse (recomputing att and lse first, in a scratch arena that also holds this backward's temporaries, when
+     * forward dropped them).
+     */
+    @Override
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved) {
+        if (saved.att != null) {
+            backward(arena, dx, dy, x, rows, saved, new Core(saved.att, saved.lse));
+            return;
+        }
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            Core core = core(scratch, saved.qkv, saved.rotated, rows.b(), rows.t());   // the same kernel on the same q, k, v
+            backward(scratch, dx, dy, x, rows, saved, core);
+        }
+    }
+
+    private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, Core core) {
+        int b = rows.b(), t = rows.t();
+        Tensor att = core.att;
+        Tensor datt = arena.allocateForOverwrite(dy.dtype(), b * t, heads * headSize);
+        proj.backward(datt, dy, att);
+        Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());   // zeroed: the attention kernel accumulates
         Tensor q = q(saved.qkv, b, t), k = k(saved.qkv, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
         Tensor drotated = null;
         if (rotary) {
@@ -82,8 +129,8 @@ final class CausalSelfAttention {
             dq = drotated.slice(2, 0, heads);
             dk = drotated.slice(2, heads, kvHeads);
         }
-        Attention.backward(dq, dk, v(dfused, b, t), datt.view(b, t, heads, headSize), saved.att.view(b, t, heads, headSize),
-                saved.lse, q, k, v(saved.qkv, b, t), scale());
+        Attention.backward(dq, dk, v(dfused, b, t), datt.view(b, t, heads, headSize), att.view(b, t, heads, headSize),
+                core.lse, q, k, v(saved.qkv, b, t), scale());
         if (rotary) {
             // q_rot = R·q: dq = Rᵀ·dq_rot (the rotation by the opposite angle)
             Rotary.backward(q(dfused, b, t), dq, 0);

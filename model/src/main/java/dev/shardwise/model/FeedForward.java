@@ -1,20 +1,11 @@
 package dev.shardwise.model;
 
-import dev.shardwise.core.memory.StepArena;
-import dev.shardwise.core.tensor.Tensor;
-
-/** The feed-forward block of a transformer layer, x [N, C] -> y [N, C]: GELU MLP or SwiGLU. */
-interface FeedForward {
-
-    /** What backward reads; {@link #out()} is the block's output y [N, C]. */
-    interface Saved {
-        Tensor out();
-    }
-
-    Saved forward(StepArena arena, Tensor x);
-
-    /** Accumulates dx [N, C] and the parameter gradients from dy [N, C]; {@code saved} comes from this layer. */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Saved saved);
+/**
+ * The feed-forward block of a transformer layer, x [N, C] -> y [N, C]: GELU MLP or SwiGLU. Row-wise: it reads
+ * nothing of {@link Layer.Rows}. Its backward takes the {@link Layer.Saved} of its own forward (a cast to the
+ * implementation's record).
+ */
+interface FeedForward extends Layer<Layer.Saved> {
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         switch (config.mlp()) {

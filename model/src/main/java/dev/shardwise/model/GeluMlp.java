@@ -16,7 +16,7 @@ final class GeluMlp implements FeedForward {
      * @param gelu   GELU(hidden) [N, F]
      * @param out    the block's output y [N, C]
      */
-    record Saved(Tensor hidden, Tensor gelu, Tensor out) implements FeedForward.Saved { }
+    record Saved(Tensor hidden, Tensor gelu, Tensor out) implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         Linear.declare(builder, name + ".fc", config.hidden(), config.ffnHidden(), config.bias(), GptInit.branchInput(config));
@@ -30,17 +30,18 @@ final class GeluMlp implements FeedForward {
 
     /** x [N, C] -> y [N, C]. */
     @Override
-    public Saved forward(StepArena arena, Tensor x) {
+    public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
         Tensor hidden = fc.forward(arena, x);
         Tensor gelu = arena.allocateForOverwrite(x.dtype(), hidden.shape());
         Gelu.forward(gelu, hidden);
         return new Saved(hidden, gelu, proj.forward(arena, gelu));
     }
 
+    /** Writes dx [N, C] and accumulates dW_fc, db_fc, dW_proj, db_proj from dy [N, C]; reads hidden and gelu. */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, FeedForward.Saved s) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s) {
         Saved saved = (Saved) s;
-        Tensor dgelu = arena.allocate(dy.dtype(), saved.gelu.shape());
+        Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
         proj.backward(dgelu, dy, saved.gelu);
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         Gelu.backwardInto(dhidden, dgelu, saved.hidden);

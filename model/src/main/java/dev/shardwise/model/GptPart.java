@@ -122,13 +122,26 @@ public final class GptPart {
      * @throws IllegalArgumentException if a parameter or unit of the span is missing
      */
     public GptPart(ModelConfig config, ParameterSet params, Span span) {
+        this(config, params, span, Recompute.NONE, 1);
+    }
+
+    /**
+     * As {@link #GptPart(ModelConfig, ParameterSet, Span)}, recomputing activations by {@code recompute} in every
+     * {@code recomputeEvery}-th block of the model (blocks l with l % recomputeEvery == 0; 1: every block).
+     *
+     * @throws IllegalArgumentException if recomputeEvery is below 1
+     */
+    public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery) {
+        if (recomputeEvery < 1) {
+            throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (1: every block)");
+        }
         this.config = config;
         this.dtype = params.dtype();
         this.span = span;
         this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
         this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            blocks.add(new TransformerBlock(params, "h." + l, config));
+            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE));
             blockUnits.add(unit(params, "h." + l));
         }
         this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
@@ -330,11 +343,11 @@ public final class GptPart {
             dstream = dhead;
             if (finalUnit != null) hooks.beforeBackward(finalUnit);
             if (finalNorm != null) {
-                dstream = arena.allocate(dtype, n, c);
+                dstream = arena.allocateForOverwrite(dtype, n, c);   // backward writes dx
                 finalNorm.backward(dstream, dhead, trunkOutput, pass.finalNorm);
             }
             if (topQuery != null) {
-                Tensor dinput = arena.allocate(dtype, n, c);
+                Tensor dinput = arena.allocateForOverwrite(dtype, n, c);
                 topQuery.backward(arena, dinput, dstream, blockOutput(pass, blocks.size() - 1), pass.positions, pass.b, pass.t,
                         pass.topQuery);
                 dstream = dinput;

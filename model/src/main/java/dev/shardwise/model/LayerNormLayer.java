@@ -1,6 +1,7 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.LayerNorm;
+import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
@@ -17,20 +18,20 @@ final class LayerNormLayer implements Norm {
         this.eps = eps;
     }
 
-    /** x [N, C] -> y [N, C], saving mean and rstd [N]. */
+    /** x [N, C] -> y [N, C] into {@code out}, saving mean and rstd [N]. */
     @Override
-    public Saved forward(StepArena arena, Tensor x) {
-        int n = x.dim(0), c = x.dim(1);
+    public Saved forwardInto(StepArena arena, Tensor x, Tensor out) {
+        int n = x.dim(0);
         DType dtype = x.dtype();
-        Saved saved = new Saved(arena.allocateForOverwrite(dtype, n, c), arena.allocateForOverwrite(dtype, n),
-                arena.allocateForOverwrite(dtype, n));
+        Saved saved = new Saved(out, arena.allocateForOverwrite(dtype, n), arena.allocateForOverwrite(dtype, n));
         LayerNorm.forward(saved.out(), saved.mean(), saved.rstd(), x, weight.value(), bias.value(), eps);
         return saved;
     }
 
-    /** Accumulates dx [N, C], dγ and dβ from dy [N, C]; reads x and the saved mean and rstd. */
+    /** Writes dx [N, C] and accumulates dγ and dβ from dy [N, C]; reads x and the saved mean and rstd. */
     @Override
     public void backward(Tensor dx, Tensor dy, Tensor x, Saved saved) {
+        Vectors.zero(dx);   // the kernel accumulates
         LayerNorm.backward(dx, weight.grad(), bias.grad(), dy, x, saved.mean(), saved.rstd(), weight.value());
     }
 

@@ -7,7 +7,8 @@ import dev.shardwise.core.tensor.Tensor;
 
 /**
  * Fully connected layer, y = x·Wᵀ + b (PyTorch's nn.Linear layout: W is [out, in]).
- * Forward is one NT GEMM; backward is an NN GEMM for dx and a TN GEMM for dW.
+ * Forward is one NT GEMM; backward is an NN GEMM for dx and a TN GEMM for dW. A helper inside layers, not a
+ * {@link Layer}: its backward writes dx as a layer's does, and {@link #backwardAdd} adds onto it instead.
  */
 final class Linear {
     private final Parameter weight;   // [OUT, IN]
@@ -41,12 +42,26 @@ final class Linear {
     }
 
     /**
-     * Accumulates dW += dyᵀ·x, db += Σ_rows dy and, when {@code dx} is not null, dx += dy·W.
-     * Shapes: dx [N, IN] or null, dy [N, OUT], x [N, IN] (forward's input).
+     * Writes dx = dy·W (GEMM with beta 0; dx is not read) when {@code dx} is not null, and accumulates
+     * dW += dyᵀ·x and db += Σ_rows dy. Shapes: dx [N, IN] or null, dy [N, OUT], x [N, IN] (forward's input).
      */
     void backward(Tensor dx, Tensor dy, Tensor x) {
+        parameterGradients(dy, x);
+        if (dx != null) Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 0f);
+    }
+
+    /**
+     * As {@link #backward}, but adds onto dx: dx += dy·W (GEMM with beta 1), for a layer whose input feeds
+     * several linears (SwiGLU's gate and up). Shapes as there; dx is not null.
+     */
+    void backwardAdd(Tensor dx, Tensor dy, Tensor x) {
+        parameterGradients(dy, x);
+        Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 1f);
+    }
+
+    /** dW += dyᵀ·x, db += Σ_rows dy. */
+    private void parameterGradients(Tensor dy, Tensor x) {
         Gemm.matmul(weight.grad(), dy, x, true, false, 1f, 1f);
         if (bias != null) Bias.backward(bias.grad(), dy);
-        if (dx != null) Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 1f);
     }
 }

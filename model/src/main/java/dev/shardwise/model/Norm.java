@@ -1,11 +1,14 @@
 package dev.shardwise.model;
 
-import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
-/** A normalisation layer over the last dimension, x [N, C] -> y [N, C]: LayerNorm or RMSNorm. */
-interface Norm {
+/**
+ * A normalisation layer over the last dimension, x [N, C] -> y [N, C]: LayerNorm or RMSNorm. Row-wise, so it
+ * reads nothing of {@link Layer.Rows} and its backward needs no arena; {@link #forward(StepArena, Tensor)} and
+ * {@link #backward(Tensor, Tensor, Tensor, Saved)} are the same operations without them.
+ */
+interface Norm extends Layer<Norm.Saved> {
 
     /**
      * What backward reads.
@@ -14,21 +17,41 @@ interface Norm {
      * @param mean [N] (LayerNorm only; null for RMSNorm)
      * @param rstd 1/sqrt(var + eps) or 1/sqrt(mean(x²) + eps) [N]
      */
-    record Saved(Tensor out, Tensor mean, Tensor rstd) { }
+    record Saved(Tensor out, Tensor mean, Tensor rstd) implements Layer.Saved { }
 
-    Saved forward(StepArena arena, Tensor x);
+    /**
+     * x [N, C] -> y written into {@code out} [N, C] (allocated by the caller, possibly in another arena than the
+     * statistics), saving the statistics [N] in {@code arena}.
+     */
+    Saved forwardInto(StepArena arena, Tensor x, Tensor out);
 
-    /** Accumulates dx [N, C] and the norm's parameter gradients from dy [N, C]; reads x and what forward saved. */
+    /** x [N, C] -> y [N, C], everything allocated in {@code arena}. */
+    default Saved forward(StepArena arena, Tensor x) {
+        return forwardInto(arena, x, arena.allocateForOverwrite(x.dtype(), x.shape()));
+    }
+
+    @Override
+    default Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
+        return forward(arena, x);
+    }
+
+    /**
+     * Writes dx [N, C] (not read) and accumulates the norm's parameter gradients from dy [N, C]; reads x and
+     * what forward saved. The kernels accumulate into dx, so this zeroes dx first: on the pre-LN residual path
+     * use {@link #backwardOnto}, which does not.
+     */
     void backward(Tensor dx, Tensor dy, Tensor x, Saved saved);
+
+    @Override
+    default void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Saved saved) {
+        backward(dx, dy, x, saved);
+    }
 
     /**
      * As {@link #backward}, onto a residual stream's gradient: writes dx = residual + Nᵀ(dy) (dx [N, C] is not
      * read; residual [N, C] must not overlap it) and accumulates the parameter gradients.
      */
-    default void backwardOnto(Tensor dx, Tensor residual, Tensor dy, Tensor x, Saved saved) {
-        Vectors.copy(dx, residual);
-        backward(dx, dy, x, saved);
-    }
+    void backwardOnto(Tensor dx, Tensor residual, Tensor dy, Tensor x, Saved saved);
 
     /** Declares the parameters of the norm {@code config} asks for under {@code name}. */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {

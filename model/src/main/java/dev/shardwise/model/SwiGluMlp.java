@@ -18,7 +18,7 @@ final class SwiGluMlp implements FeedForward {
      * @param hidden silu(gate) ∘ up [N, F]
      * @param out    the block's output y [N, C]
      */
-    record Saved(Tensor gate, Tensor up, Tensor hidden, Tensor out) implements FeedForward.Saved { }
+    record Saved(Tensor gate, Tensor up, Tensor hidden, Tensor out) implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         double in = GptInit.branchInput(config);
@@ -35,7 +35,7 @@ final class SwiGluMlp implements FeedForward {
 
     /** x [N, C] -> y [N, C]. */
     @Override
-    public Saved forward(StepArena arena, Tensor x) {
+    public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
         Tensor g = gate.forward(arena, x);
         Tensor u = up.forward(arena, x);
         Tensor hidden = arena.allocateForOverwrite(x.dtype(), g.shape());
@@ -43,15 +43,16 @@ final class SwiGluMlp implements FeedForward {
         return new Saved(g, u, hidden, down.forward(arena, hidden));
     }
 
+    /** Writes dx [N, C] and accumulates the gate, up and down gradients from dy [N, C]; reads gate, up and hidden. */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, FeedForward.Saved s) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s) {
         Saved saved = (Saved) s;
-        Tensor dhidden = arena.allocate(dy.dtype(), saved.hidden.shape());
+        Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         down.backward(dhidden, dy, saved.hidden);
-        Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());
+        Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());   // zeroed: the SwiGLU kernel accumulates
         Tensor dup = arena.allocate(dy.dtype(), saved.up.shape());
         SwiGlu.backward(dgate, dup, dhidden, saved.gate, saved.up);
-        gate.backward(dx, dgate, x);
-        up.backward(dx, dup, x);
+        gate.backward(dx, dgate, x);   // dx = dgate·W_gate
+        up.backwardAdd(dx, dup, x);    // dx += dup·W_up
     }
 }

@@ -14,9 +14,10 @@ import dev.shardwise.core.tensor.Tensor;
  *   n = N1(x);  q = E_q[t]·W_qᵀ;  k, v = n·W_kvᵀ;  x1 = x + softmax(q·kᵀ/√HS + mask)·v·W_oᵀ
  *   y = x1 + F(N2(x1))
  * </pre>
- * Norms sit before each branch (pre-LN) whatever the blocks use; positions must be learned.
+ * Norms sit before each branch (pre-LN) whatever the blocks use; positions must be learned. It reads each row's
+ * position from {@link Rows#positions()}.
  */
-final class TopQueryLayer {
+final class TopQueryLayer implements Layer<TopQueryLayer.Saved> {
     private final Parameter queryEmbedding;   // E_q [contextLength, C]
     private final Norm norm1;
     private final Linear query;              // C -> NH·HS
@@ -39,7 +40,7 @@ final class TopQueryLayer {
      * @param out  y [N, C]
      */
     record Saved(Norm.Saved n1, Tensor qe, Tensor q, Tensor kv, Tensor att, Tensor lse, Tensor x1, Norm.Saved n2,
-                 FeedForward.Saved feedForward, Tensor out) { }
+                 Layer.Saved feedForward, Tensor out) implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         int c = config.hidden(), hs = config.headSize();
@@ -69,11 +70,22 @@ final class TopQueryLayer {
         this.headSize = config.headSize();
     }
 
-    /** x [B·T, C] -> y [B·T, C]; {@code positions} i32 [B·T] are the positions t of the rows. */
+    /** {@link #forward(StepArena, Tensor, Rows)} over B·T rows at {@code positions} i32 [B·T]. */
     Saved forward(StepArena arena, Tensor x, Tensor positions, int b, int t) {
+        return forward(arena, x, new Rows(b, t, positions));
+    }
+
+    /**
+     * x [B·T, C] -> y [B·T, C], returned inside what backward needs.
+     *
+     * @throws IllegalArgumentException if {@code rows} carries no positions
+     */
+    @Override
+    public Saved forward(StepArena arena, Tensor x, Rows rows) {
+        int b = rows.b(), t = rows.t();
         Norm.Saved n1 = norm1.forward(arena, x);
         Tensor qe = arena.allocateForOverwrite(x.dtype(), x.shape());
-        Embedding.forward(qe, positions, queryEmbedding.value(), false);
+        Embedding.forward(qe, positions(rows), queryEmbedding.value(), false);
         Tensor q = query.forward(arena, qe);
         Tensor kv = keyValue.forward(arena, n1.out());
         Tensor att = arena.allocateForOverwrite(x.dtype(), b * t, heads * headSize);
@@ -83,32 +95,47 @@ final class TopQueryLayer {
         Tensor x1 = arena.allocateForOverwrite(x.dtype(), x.shape());
         Vectors.add(x1, x, a);
         Norm.Saved n2 = norm2.forward(arena, x1);
-        FeedForward.Saved f = feedForward.forward(arena, n2.out());
+        Layer.Saved f = feedForward.forward(arena, n2.out(), rows);
         Tensor y = arena.allocateForOverwrite(x.dtype(), x.shape());
         Vectors.add(y, x1, f.out());
         return new Saved(n1, qe, q, kv, att, lse, x1, n2, f, y);
     }
 
-    /** Accumulates dx [B·T, C] and the layer's parameter gradients (E_q's included) from dy [B·T, C]. */
+    /** {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved)} over B·T rows at {@code positions} i32 [B·T]. */
     void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Tensor positions, int b, int t, Saved s) {
+        backward(arena, dx, dy, x, new Rows(b, t, positions), s);
+    }
+
+    /** Writes dx [B·T, C] and accumulates the layer's parameter gradients (E_q's included) from dy [B·T, C]. */
+    @Override
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved s) {
+        int b = rows.b(), t = rows.t();
+        // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
+        Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+        feedForward.backward(arena, dn2, dy, s.n2.out(), rows, s.feedForward);
         Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        Vectors.copy(dx1, dy);
-        Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
-        feedForward.backward(arena, dn2, dy, s.n2.out(), s.feedForward);
-        norm2.backward(dx1, dn2, s.x1, s.n2);
-        Vectors.accumulate(dx, dx1);
-        Tensor datt = arena.allocate(dy.dtype(), s.att.shape());
+        norm2.backwardOnto(dx1, dy, dn2, s.x1, s.n2);
+        // x1 = x + softmax(q·kᵀ)·v·W_oᵀ with q from E_q and k, v from N1(x): dx = dx1 + N1ᵀ(dn1)
+        Tensor datt = arena.allocateForOverwrite(dy.dtype(), s.att.shape());
         proj.backward(datt, dx1, s.att);
-        Tensor dq = arena.allocate(dy.dtype(), s.q.shape());
+        Tensor dq = arena.allocate(dy.dtype(), s.q.shape());     // zeroed: the attention kernel accumulates
         Tensor dkv = arena.allocate(dy.dtype(), s.kv.shape());
         Attention.backward(dq.view(b, t, heads, headSize), k(dkv, b, t), v(dkv, b, t), datt.view(b, t, heads, headSize),
                 s.att.view(b, t, heads, headSize), s.lse, s.q.view(b, t, heads, headSize), k(s.kv, b, t), v(s.kv, b, t), scale());
-        Tensor dqe = arena.allocate(dy.dtype(), dy.shape());
+        Tensor dqe = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         query.backward(dqe, dq, s.qe);
-        Embedding.backward(queryEmbedding.grad(), dqe, positions);
-        Tensor dn1 = arena.allocate(dy.dtype(), dy.shape());
+        Embedding.backward(queryEmbedding.grad(), dqe, positions(rows));
+        Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         keyValue.backward(dn1, dkv, s.n1.out());
-        norm1.backward(dx, dn1, x, s.n1);
+        norm1.backwardOnto(dx, dx1, dn1, x, s.n1);
+    }
+
+    private static Tensor positions(Rows rows) {
+        if (rows.positions() == null) {
+            throw new IllegalArgumentException("the top query layer reads each row's position: pass Rows with positions "
+                    + "i32 [B·T] = [" + rows.n() + "]");
+        }
+        return rows.positions();
     }
 
     private double scale() {

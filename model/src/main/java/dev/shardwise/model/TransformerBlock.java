@@ -4,6 +4,8 @@ import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
+import java.util.Objects;
+
 /**
  * A transformer block: an attention branch and a feed-forward branch, each around a residual connection, with
  * the norms placed as {@link ModelConfig.Residual} says:
@@ -12,25 +14,43 @@ import dev.shardwise.core.tensor.Tensor;
  *   POST_LN   x1 = N1(x + A(x))          y = N2(x1 + F(x1))            (Transformer, BERT)
  *   DEEPNORM  x1 = N1(α·x + A(x))        y = N2(α·x1 + F(x1))          (DeepNet, α = (2L)^(1/4))
  * </pre>
+ *
+ * <p>Its {@link Recompute} policy says what forward keeps in the arena for backward: {@code NONE} everything
+ * backward reads ({@link Kept}); {@code SELECTIVE} the same less the attention core's output and log-sum-exp,
+ * which backward recomputes from the saved q, k and v (Korthikanti et al. 2022); {@code FULL} only the output y
+ * ({@link Dropped}): backward runs the whole forward again from x into a scratch arena, then the usual backward
+ * there, and closes it (Chen et al. 2016). Every policy gives bit-identical dx and parameter gradients: the
+ * recompute runs the same kernels on the same inputs. {@link ActivationMemory#blockBytes} counts what each keeps.
  */
-final class TransformerBlock {
+final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     private final Norm norm1;
     private final CausalSelfAttention attention;
     private final Norm norm2;
     private final FeedForward feedForward;
     private final boolean preNorm;
     private final double alpha;
+    private final Recompute policy;
+
+    /** What a block's forward leaves for its backward: everything ({@link Kept}) or the output alone ({@link Dropped}). */
+    sealed interface Saved extends Layer.Saved permits Kept, Dropped { }
 
     /**
-     * What backward reads (x, the block input, is kept by the caller). Pre-LN: n1 = N1(x), sum1 = x1,
+     * Everything backward reads (x, the block input, is kept by the caller). Pre-LN: n1 = N1(x), sum1 = x1,
      * n2 = N2(x1), sum2 = y. Post-LN and DeepNorm: sum1 = α·x + A(x), n1 = N1(sum1) = x1, sum2 = α·x1 + F(x1),
      * n2 = N2(sum2) = y.
      *
      * @param x1  residual stream between the two branches [N, C]
      * @param out block output y [N, C]
      */
-    record Saved(Norm.Saved n1, CausalSelfAttention.Saved attention, Tensor sum1, Tensor x1,
-                 Norm.Saved n2, FeedForward.Saved feedForward, Tensor sum2, Tensor out) { }
+    record Kept(Norm.Saved n1, CausalSelfAttention.Saved attention, Tensor sum1, Tensor x1,
+                Norm.Saved n2, Layer.Saved feedForward, Tensor sum2, Tensor out) implements Saved { }
+
+    /**
+     * Under {@link Recompute#FULL}: the block output alone; backward recomputes the rest from x.
+     *
+     * @param out block output y [N, C]
+     */
+    record Dropped(Tensor out) implements Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         Norm.declare(builder, name + ".ln1", config);
@@ -39,33 +59,52 @@ final class TransformerBlock {
         FeedForward.declare(builder, name + ".mlp", config);
     }
 
-    TransformerBlock(ParameterSet params, String name, ModelConfig config) {
+    /** The block over the parameters declared under {@code name}, keeping what {@code policy} says. */
+    TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy) {
+        this.policy = Objects.requireNonNull(policy, "policy");
         this.norm1 = Norm.create(params, name + ".ln1", config);
-        this.attention = new CausalSelfAttention(params, name + ".attn", config);
+        this.attention = new CausalSelfAttention(params, name + ".attn", config, policy == Recompute.SELECTIVE);
         this.norm2 = Norm.create(params, name + ".ln2", config);
         this.feedForward = FeedForward.create(params, name + ".mlp", config);
         this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
         this.alpha = GptInit.residualAlpha(config);
     }
 
-    /** x [B·T, C] -> y [B·T, C], returned inside what backward needs. */
+    /** x [B·T, C] -> y [B·T, C]: {@link #forward(StepArena, Tensor, Rows)} over B·T rows. */
     Saved forward(StepArena arena, Tensor x, int b, int t) {
+        return forward(arena, x, Rows.of(b, t));
+    }
+
+    /**
+     * x [B·T, C] -> y [B·T, C], returned inside what backward needs. Under {@link Recompute#FULL} only y is
+     * allocated in {@code arena}; the block's other activations live in a scratch arena closed before returning.
+     */
+    @Override
+    public Saved forward(StepArena arena, Tensor x, Rows rows) {
+        if (policy != Recompute.FULL) return run(arena, arena, x, rows);
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            return new Dropped(run(scratch, arena, x, rows).out());
+        }
+    }
+
+    /** The block's forward: every activation in {@code arena} except y, which goes in {@code outArena}. */
+    private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows) {
         if (preNorm) {
             Norm.Saved n1 = norm1.forward(arena, x);
-            CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), b, t);
+            CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), rows);
             Tensor x1 = residual(arena, x, a.out());
             Norm.Saved n2 = norm2.forward(arena, x1);
-            FeedForward.Saved f = feedForward.forward(arena, n2.out());
-            Tensor y = residual(arena, x1, f.out());
-            return new Saved(n1, a, x1, x1, n2, f, y, y);
+            Layer.Saved f = feedForward.forward(arena, n2.out(), rows);
+            Tensor y = residual(outArena, x1, f.out());
+            return new Kept(n1, a, x1, x1, n2, f, y, y);
         }
-        CausalSelfAttention.Saved a = attention.forward(arena, x, b, t);
+        CausalSelfAttention.Saved a = attention.forward(arena, x, rows);
         Tensor sum1 = residual(arena, x, a.out());
         Norm.Saved n1 = norm1.forward(arena, sum1);
-        FeedForward.Saved f = feedForward.forward(arena, n1.out());
+        Layer.Saved f = feedForward.forward(arena, n1.out(), rows);
         Tensor sum2 = residual(arena, n1.out(), f.out());
-        Norm.Saved n2 = norm2.forward(arena, sum2);
-        return new Saved(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
+        Norm.Saved n2 = norm2.forwardInto(arena, sum2, outArena.allocateForOverwrite(sum2.dtype(), sum2.shape()));
+        return new Kept(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
     }
 
     /** α·stream + branch, in a new tensor. */
@@ -80,34 +119,60 @@ final class TransformerBlock {
         return out;
     }
 
+    /** {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved)} over B·T rows. */
+    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
+        backward(arena, dx, dy, x, Rows.of(b, t), saved);
+    }
+
     /**
      * Writes dx [B·T, C] (the gradient of the block's input; dx is not read) and accumulates every parameter
-     * gradient of the block, from dy [B·T, C].
+     * gradient of the block, from dy [B·T, C]. From {@link Dropped}, first runs forward again from x into a
+     * scratch arena, which also takes this backward's temporaries and is closed before returning.
      */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
+    @Override
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved) {
+        switch (saved) {
+            case Kept kept -> backward(arena, dx, dy, x, rows, kept);
+            case Dropped ignored -> {
+                try (StepArena scratch = new StepArena(arena.pool())) {
+                    backward(scratch, dx, dy, x, rows, run(scratch, scratch, x, rows));
+                }
+            }
+        }
+    }
+
+    private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Kept saved) {
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
-            Tensor dn2 = arena.allocate(dy.dtype(), dy.shape());
-            feedForward.backward(arena, dn2, dy, saved.n2.out(), saved.feedForward);
+            Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+            feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward);
             Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
             norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
             // x1 = x + A(N1(x)): dx = dx1 + N1ᵀ(Aᵀ(dx1))
-            Tensor dn1 = arena.allocate(dy.dtype(), dy.shape());
-            attention.backward(arena, dn1, dx1, saved.n1.out(), b, t, saved.attention);
+            Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+            attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention);
             norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
             return;
         }
-        // y = N2(sum2), sum2 = α·x1 + F(x1): dsum2 = N2ᵀ(dy); dx1 = α·dsum2 + Fᵀ(dsum2)
-        Tensor dsum2 = arena.allocate(dy.dtype(), dy.shape());
+        // y = N2(sum2), sum2 = α·x1 + F(x1): dsum2 = N2ᵀ(dy); dx1 = Fᵀ(dsum2) + α·dsum2
+        Tensor dsum2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm2.backward(dsum2, dy, saved.sum2, saved.n2);
-        Tensor dx1 = arena.allocate(dy.dtype(), dy.shape());
-        Vectors.axpy(dx1, dsum2, alpha);
-        feedForward.backward(arena, dx1, dsum2, saved.x1, saved.feedForward);
-        // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx = α·dsum1 + Aᵀ(dsum1)
-        Tensor dsum1 = arena.allocate(dy.dtype(), dy.shape());
+        Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+        feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward);
+        addScaled(dx1, dsum2);
+        // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx = Aᵀ(dsum1) + α·dsum1
+        Tensor dsum1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm1.backward(dsum1, dx1, saved.sum1, saved.n1);
-        Vectors.copy(dx, dsum1);
-        if (alpha != 1.0) Vectors.scale(dx, alpha);   // the bits of α·dsum1 + 0
-        attention.backward(arena, dx, dsum1, x, b, t, saved.attention);
+        attention.backward(arena, dx, dsum1, x, rows, saved.attention);
+        addScaled(dx, dsum1);
+    }
+
+    /**
+     * dx += α·d, as round(α·d) added on (the bits of the former α·d-then-accumulate order); {@code d}, a
+     * temporary nothing reads afterwards, is scaled in place.
+     */
+    private void addScaled(Tensor dx, Tensor d) {
+        if (alpha != 1.0) Vectors.scale(d, alpha);
+        Vectors.accumulate(dx, d);
     }
 }

@@ -1,6 +1,7 @@
 /**
  * Transformer language models as layers with explicit forward and backward (llm.c's style): each layer's
- * forward saves exactly what its backward reads, and backward accumulates into gradient buffers.
+ * forward saves exactly what its backward reads, and backward writes the input's gradient and accumulates into
+ * the parameters' gradient buffers (the contract of the package-private {@code Layer}).
  *
  * <p>Shape legend used in every Javadoc of this package:
  * <ul>

@@ -1,65 +1,122 @@
 package dev.shardwise.model;
 
+import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.SplittableRandom;
+import java.util.function.BiConsumer;
 import java.util.function.Consumer;
+import java.util.function.DoubleSupplier;
+import java.util.function.Function;
 
 import static org.junit.jupiter.api.Assertions.*;
 
 /**
- * Every layer on its own, in float64: with loss = Σ y ∘ R for a fixed random R, backward's dx and every parameter
- * gradient must match central finite differences element by element.
+ * Every layer on its own, in float64, through the {@link Layer} contract: with loss = Σ y ∘ R for a fixed random
+ * R, backward's dx and every parameter gradient must match central finite differences element by element. dx is
+ * handed to backward full of NaN (backward must write it, not read it), and every parameter gradient starts from
+ * a nonzero value (backward must add to it); what is checked is the gradient minus that start.
  */
 class LayerGradientTest {
     private static final int B = 2, T = 5;
     private final MemoryPool pool = MemoryPool.unlimited("rank 0");
 
-    /** A layer under test: forward keeps what it saved; backward accumulates dx from dy. */
-    private interface Probe {
-        Tensor forward(StepArena arena, Tensor x);
+    /**
+     * One layer variant: how to declare its parameters and how to build it over them.
+     *
+     * @param width     C, the width of its input x [N, C]
+     * @param positions whether its rows carry positions (the top query layer reads them)
+     * @param scale     how far the parameters are pushed from their init (see {@link #parameters}): far enough that
+     *                  every path carries signal, not so far that the loss drowns the finite differences in rounding
+     */
+    record Case(String name, BiConsumer<ParameterSet.Builder, String> declare, Function<ParameterSet, Layer<?>> create,
+                int width, boolean positions, double scale) {
+        Case(String name, BiConsumer<ParameterSet.Builder, String> declare, Function<ParameterSet, Layer<?>> create,
+             int width, boolean positions) {
+            this(name, declare, create, width, positions, 15);
+        }
 
-        void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x);
+        @Override
+        public String toString() { return name; }
     }
 
-    private Tensor random(long seed, double scale, int... shape) {
-        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, shape);
-        SplittableRandom r = new SplittableRandom(seed);
-        double[] v = new double[(int) t.numel()];
-        for (int i = 0; i < v.length; i++) v[i] = r.nextGaussian() * scale;
-        return t.copyFrom(v);
-    }
-
-    private ParameterSet parameters(Consumer<ParameterSet.Builder> declare) {
-        ParameterSet.Builder builder = ParameterSet.builder();
-        declare.accept(builder);
-        ParameterSet params = builder.allocate(pool, DType.F64);
-        params.initialize(3);
-        double[] v = params.values().toDoubleArray();   // well away from init scale, so every path carries signal
-        for (int i = 0; i < v.length; i++) v[i] = v[i] * 15 + 0.1 * Math.sin(i);
-        params.values().copyFrom(v);
-        return params;
-    }
-
-    private void check(String layer, ParameterSet params, int width, Probe probe) {
-        try (params; Tensor x = random(11, 1.0, B * T, width); StepArena arena = new StepArena(pool)) {
-            Tensor out = probe.forward(arena, x);
-            Tensor r = arena.allocate(DType.F64, out.shape());
-            try (Tensor values = random(12, 1.0, out.shape())) {
-                r.copyFrom(values.toDoubleArray());
+    static List<Case> layers() {
+        ModelConfig gpt = ModelConfig.gpt(11, 8, 2, 8, 2);
+        ModelConfig llama = ModelConfig.llama(11, 8, 2, 8, 4, 2, 12);
+        List<Case> cases = new ArrayList<>();
+        for (ModelConfig config : List.of(gpt, llama)) {
+            cases.add(new Case("norm " + config.norm(), (b, n) -> Norm.declare(b, n, config),
+                    p -> Norm.create(p, "x", config), config.hidden(), false));
+            cases.add(new Case("feed-forward " + config.mlp(), (b, n) -> FeedForward.declare(b, n, config),
+                    p -> FeedForward.create(p, "x", config), config.hidden(), false));
+            for (boolean recomputeCore : new boolean[]{false, true}) {
+                cases.add(new Case("attention " + config.positions() + " kv " + config.kvHeads()
+                        + (recomputeCore ? " core recomputed" : ""), (b, n) -> CausalSelfAttention.declare(b, n, config),
+                        p -> new CausalSelfAttention(p, "x", config, recomputeCore), config.hidden(), false));
             }
-            Tensor dx = arena.allocate(DType.F64, x.shape());
-            params.zeroGrads();
-            probe.backward(arena, dx, r, x);
+        }
+        List<ModelConfig> blocks = new ArrayList<>();
+        for (ModelConfig.Residual residual : ModelConfig.Residual.values()) blocks.add(gpt.withResidual(residual));
+        blocks.add(llama);
+        for (ModelConfig config : blocks) {
+            for (Recompute policy : Recompute.values()) {
+                // RMSNorm's γ times 15 feeding SwiGLU's product makes a loss of ~1e3, whose rounding swamps the
+                // finite differences of the smallest gradients: push the LLaMA block's parameters less far.
+                double scale = config.mlp() == ModelConfig.Mlp.SWIGLU ? 4 : 15;
+                cases.add(new Case("block " + config.residual() + " " + config.norm() + " " + config.mlp() + " recompute " + policy,
+                        (b, n) -> TransformerBlock.declare(b, n, config), p -> new TransformerBlock(p, "x", config, policy),
+                        config.hidden(), false, scale));
+            }
+        }
+        ModelConfig top = gpt.withTopQueryLayer(true);
+        cases.add(new Case("top query layer", (b, n) -> TopQueryLayer.declare(b, n, top), p -> new TopQueryLayer(p, "x", top),
+                top.hidden(), true));
+        return cases;
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("layers")
+    void backwardMatchesFiniteDifferencesInFloat64(Case c) {
+        ParameterSet params = parameters(b -> c.declare().accept(b, "x"), c.scale());
+        try (params; Tensor positions = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, B * T)) {
+            for (int i = 0; i < B * T; i++) positions.set(i % T, i);
+            assertFalse(params.parameters().isEmpty(), c.name() + " declares no parameters: nothing would be checked");
+            check(c.name(), params, c.create().apply(params), new Layer.Rows(B, T, c.positions() ? positions : null), c.width());
+        }
+        assertEquals(0, pool.liveBytes(), "everything freed");
+    }
+
+    /** The one driver: forward, backward into a NaN-filled dx onto nonzero gradients, then finite differences. */
+    private <S extends Layer.Saved> void check(String layer, ParameterSet params, Layer<S> probe, Layer.Rows rows, int width) {
+        try (Tensor x = random(11, 1.0, rows.n(), width); StepArena arena = new StepArena(pool)) {
+            S saved = probe.forward(arena, x, rows);
+            Tensor r = arena.allocateForOverwrite(DType.F64, saved.out().shape());
+            try (Tensor values = random(12, 1.0, saved.out().shape())) {
+                Vectors.copy(r, values);
+            }
+            Tensor dx = arena.allocateForOverwrite(DType.F64, x.shape());
+            Vectors.fill(dx, Double.NaN);
+            double[] start = new double[Math.toIntExact(params.grads().numel())];
+            for (int i = 0; i < start.length; i++) start[i] = 0.25 * Math.cos(i);
+            params.grads().copyFrom(start);
+            probe.backward(arena, dx, r, x, rows, saved);
+            double[] grads = params.grads().toDoubleArray();
+            for (int i = 0; i < grads.length; i++) grads[i] -= start[i];
+            params.grads().copyFrom(grads);   // this backward's contribution alone
+
             double[] rv = r.toDoubleArray();
-            java.util.function.DoubleSupplier loss = () -> {
+            DoubleSupplier loss = () -> {
                 try (StepArena a = new StepArena(pool)) {
-                    double[] y = probe.forward(a, x).toDoubleArray();
+                    double[] y = probe.forward(a, x, rows).out().toDoubleArray();
                     double s = 0;
                     for (int i = 0; i < y.length; i++) s += y[i] * rv[i];
                     return s;
@@ -70,82 +127,58 @@ class LayerGradientTest {
         }
     }
 
+    /**
+     * Linear is a helper inside layers, not a {@link Layer}: its backward writes dx, its backwardAdd adds onto it;
+     * both accumulate dW and db.
+     */
     @Test
-    void linearBackwardMatchesFiniteDifferences() {
-        ParameterSet params = parameters(b -> Linear.declare(b, "fc", 6, 4, true, 0.02));
-        Linear layer = new Linear(params, "fc", true);
-        check("Linear", params, 6, new Probe() {
-            public Tensor forward(StepArena a, Tensor x) { return layer.forward(a, x); }
-            public void backward(StepArena a, Tensor dx, Tensor dy, Tensor x) { layer.backward(dx, dy, x); }
-        });
-    }
+    void linearBackwardWritesAndBackwardAddAddsMatchingFiniteDifferences() {
+        try (ParameterSet params = parameters(b -> Linear.declare(b, "fc", 6, 4, true, 0.02), 15);
+             Tensor x = random(11, 1.0, B * T, 6); Tensor dy = random(12, 1.0, B * T, 4);
+             Tensor dx = random(13, 1.0, B * T, 6); Tensor onto = random(14, 1.0, B * T, 6)) {
+            Linear layer = new Linear(params, "fc", true);
+            double[] rv = dy.toDoubleArray();
+            DoubleSupplier loss = () -> {
+                try (StepArena a = new StepArena(pool)) {
+                    double[] y = layer.forward(a, x).toDoubleArray();
+                    double s = 0;
+                    for (int i = 0; i < y.length; i++) s += y[i] * rv[i];
+                    return s;
+                }
+            };
+            Vectors.fill(dx, Double.NaN);
+            params.zeroGrads();
+            layer.backward(dx, dy, x);
+            FiniteDifferences.check("Linear dx", x, dx, loss);
+            for (Parameter p : params.parameters()) FiniteDifferences.check("Linear " + p.name(), p.value(), p.grad(), loss);
 
-    @Test
-    void normsBackwardMatchFiniteDifferences() {
-        for (ModelConfig config : new ModelConfig[]{ModelConfig.gpt(11, 8, 1, 8, 2), ModelConfig.llama(11, 8, 1, 8, 2, 1, 12)}) {
-            ParameterSet params = parameters(b -> Norm.declare(b, "ln", config));
-            Norm norm = Norm.create(params, "ln", config);
-            Norm.Saved[] saved = new Norm.Saved[1];
-            check(config.norm().toString(), params, 8, new Probe() {
-                public Tensor forward(StepArena a, Tensor x) { return (saved[0] = norm.forward(a, x)).out(); }
-                public void backward(StepArena a, Tensor dx, Tensor dy, Tensor x) { norm.backward(dx, dy, x, saved[0]); }
-            });
+            double[] before = onto.toDoubleArray(), written = dx.toDoubleArray();
+            layer.backwardAdd(onto, dy, x);
+            double[] added = onto.toDoubleArray();
+            for (int i = 0; i < added.length; i++) {
+                assertEquals(before[i] + written[i], added[i], 1e-12, "Linear backwardAdd element " + i + " adds dy·W onto dx");
+            }
         }
-    }
-
-    @Test
-    void feedForwardBlocksBackwardMatchFiniteDifferences() {
-        for (ModelConfig config : new ModelConfig[]{ModelConfig.gpt(11, 8, 1, 8, 2), ModelConfig.llama(11, 8, 1, 8, 2, 1, 12)}) {
-            ParameterSet params = parameters(b -> FeedForward.declare(b, "mlp", config));
-            FeedForward mlp = FeedForward.create(params, "mlp", config);
-            FeedForward.Saved[] saved = new FeedForward.Saved[1];
-            check(config.mlp().toString(), params, 8, new Probe() {
-                public Tensor forward(StepArena a, Tensor x) { return (saved[0] = mlp.forward(a, x)).out(); }
-                public void backward(StepArena a, Tensor dx, Tensor dy, Tensor x) { mlp.backward(a, dx, dy, x, saved[0]); }
-            });
-        }
-    }
-
-    @Test
-    void attentionBackwardMatchesFiniteDifferencesWithLearnedAndRotaryPositionsAndGroupedHeads() {
-        for (ModelConfig config : new ModelConfig[]{ModelConfig.gpt(11, 8, 1, 8, 2), ModelConfig.llama(11, 8, 1, 8, 4, 2, 12)}) {
-            ParameterSet params = parameters(b -> CausalSelfAttention.declare(b, "attn", config));
-            CausalSelfAttention attention = new CausalSelfAttention(params, "attn", config);
-            CausalSelfAttention.Saved[] saved = new CausalSelfAttention.Saved[1];
-            check("attention " + config.positions() + " kv " + config.kvHeads(), params, 8, new Probe() {
-                public Tensor forward(StepArena a, Tensor x) { return (saved[0] = attention.forward(a, x, B, T)).out(); }
-                public void backward(StepArena a, Tensor dx, Tensor dy, Tensor x) { attention.backward(a, dx, dy, x, B, T, saved[0]); }
-            });
-        }
-    }
-
-    @Test
-    void transformerBlockBackwardMatchesFiniteDifferencesForEveryResidualPlacement() {
-        for (ModelConfig.Residual residual : ModelConfig.Residual.values()) {
-            ModelConfig config = ModelConfig.gpt(11, 8, 2, 8, 2).withResidual(residual);
-            ParameterSet params = parameters(b -> TransformerBlock.declare(b, "h", config));
-            TransformerBlock block = new TransformerBlock(params, "h", config);
-            TransformerBlock.Saved[] saved = new TransformerBlock.Saved[1];
-            check("block " + residual, params, 8, new Probe() {
-                public Tensor forward(StepArena a, Tensor x) { return (saved[0] = block.forward(a, x, B, T)).out(); }
-                public void backward(StepArena a, Tensor dx, Tensor dy, Tensor x) { block.backward(a, dx, dy, x, B, T, saved[0]); }
-            });
-        }
-    }
-
-    @Test
-    void topQueryLayerBackwardMatchesFiniteDifferences() {
-        ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withTopQueryLayer(true);
-        ParameterSet params = parameters(b -> TopQueryLayer.declare(b, "top", config));
-        TopQueryLayer layer = new TopQueryLayer(params, "top", config);
-        TopQueryLayer.Saved[] saved = new TopQueryLayer.Saved[1];
-        Tensor positions = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, B * T);
-        for (int i = 0; i < B * T; i++) positions.set(i % T, i);
-        check("top query layer", params, 8, new Probe() {
-            public Tensor forward(StepArena a, Tensor x) { return (saved[0] = layer.forward(a, x, positions, B, T)).out(); }
-            public void backward(StepArena a, Tensor dx, Tensor dy, Tensor x) { layer.backward(a, dx, dy, x, positions, B, T, saved[0]); }
-        });
-        positions.close();
         assertEquals(0, pool.liveBytes(), "everything freed");
+    }
+
+    private Tensor random(long seed, double scale, int... shape) {
+        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, shape);
+        SplittableRandom r = new SplittableRandom(seed);
+        double[] v = new double[(int) t.numel()];
+        for (int i = 0; i < v.length; i++) v[i] = r.nextGaussian() * scale;
+        return t.copyFrom(v);
+    }
+
+    /** Declared, initialised, then every value v turned into v·scale + 0.1·sin(i), well away from init scale. */
+    private ParameterSet parameters(Consumer<ParameterSet.Builder> declare, double scale) {
+        ParameterSet.Builder builder = ParameterSet.builder();
+        declare.accept(builder);
+        ParameterSet params = builder.allocate(pool, DType.F64);
+        params.initialize(3);
+        double[] v = params.values().toDoubleArray();   // well away from init scale, so every path carries signal
+        for (int i = 0; i < v.length; i++) v[i] = v[i] * scale + 0.1 * Math.sin(i);
+        params.values().copyFrom(v);
+        return params;
     }
 }

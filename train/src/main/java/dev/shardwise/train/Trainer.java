@@ -10,7 +10,6 @@ import dev.shardwise.data.BatchSampler;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.PipelineCut;
-import dev.shardwise.model.Recompute;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
@@ -134,10 +133,6 @@ public final class Trainer {
         if (config.layout().pp() > 1 && resume) {
             throw new IllegalArgumentException("--resume with pp=" + config.layout().pp() + ": pipeline runs do not write "
                     + "checkpoints yet (they come with per-rank checkpoint shards); resume with pp=1, or start a new run");
-        }
-        if (config.layout().recompute() != Recompute.NONE) {
-            throw new IllegalArgumentException("activation recompute is being wired in; recompute="
-                    + config.layout().recompute() + " cannot run yet: use recompute: none");
         }
     }
 
@@ -263,7 +258,8 @@ public final class Trainer {
     }
 
     private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans) {
-        return spans.stream().map(span -> new GptPart(config.model(), params, span)).toList();
+        return spans.stream().map(span -> new GptPart(config.model(), params, span, config.layout().recompute(),
+                config.recomputeEvery())).toList();
     }
 
     /**

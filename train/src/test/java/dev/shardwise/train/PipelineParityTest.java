@@ -42,13 +42,15 @@ import static org.junit.jupiter.api.Assertions.*;
 
 /**
  * Pipeline parallelism against the single-rank run (ARCHITECTURE idea 5): same seed, same global batch and
- * micro-batches, 20 steps; losses within 1e-6 relative and every parameter within ||Δ||/||θ|| <= 1e-5, for every
+ * micro-batches, 20 steps; losses within 1e-6 relative and the parameters within ||Δ||/||θ|| <= 3e-6 (over all of θ, as
+ * the data-parallel parity test measures; fp32 and Adam turn the tied embedding's other summation order, embedding
+ * and head per stage then across stages, into about 3e-6), for every
  * schedule, pp 2 and 4, interleaved chunks, and pp 2 x dp 2 under ZeRO 1 and 3; a layout repeats bit for bit.
  */
 class PipelineParityTest {
     static final ModelConfig MODEL = ModelConfig.gpt(64, 16, 8, 32, 4);
     static final int GLOBAL_BATCH = 4, SEQ = 16, STEPS = 20, MICRO_BATCHES = 4;
-    static final double PARAMETER_TOLERANCE = 1e-5;
+    static final double PARAMETER_TOLERANCE = 3e-6;   // as DataParallelParityTest; measured 2.6e-6 to 3.0e-6
 
     /** Deterministic micro-batch k of step s: [GLOBAL_BATCH, SEQ + 1] token ids. */
     static int[] microBatch(int step, int k) {
@@ -89,7 +91,7 @@ class PipelineParityTest {
         try (ParameterSet params = Gpt.declare(MODEL, mine, p > 1).allocate(pool, DType.F32, zero > 0 ? dp : 1, residency);
              StageGradients stages = p > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE) {
             List<GptPart> chunks = new ArrayList<>();
-            for (GptPart.Span span : mine) chunks.add(new GptPart(MODEL, params, span));
+            for (GptPart.Span span : mine) chunks.add(new GptPart(MODEL, params, span, recompute, 1));
             AdamWOptimizer adam = null;
             DataParallel ddp = null;
             ZeroShardedUpdate sharded = null;
@@ -161,25 +163,25 @@ class PipelineParityTest {
             assertEquals(e, g, 1e-6 * Math.abs(e), name + ": loss of step " + (s + 1));
         }
         assertEquals(expected.params().keySet(), got.params().keySet(), name + ": parameters");
-        double worst = 0;
+        double diff = 0, norm = 0, worst = 0;
         String worstName = "";
         for (Map.Entry<String, double[]> e : expected.params().entrySet()) {
             double[] a = e.getValue(), b = got.params().get(e.getKey());
-            double diff = 0, norm = 0;
+            double d = 0;
             for (int i = 0; i < a.length; i++) {
-                diff += (a[i] - b[i]) * (a[i] - b[i]);
+                d += (a[i] - b[i]) * (a[i] - b[i]);
                 norm += a[i] * a[i];
             }
-            double relative = Math.sqrt(diff / Math.max(norm, 1e-30));
-            if (relative > worst) {
-                worst = relative;
+            diff += d;
+            if (d > worst) {
+                worst = d;
                 worstName = e.getKey();
             }
         }
-        System.out.printf("%s vs single rank after %d steps: worst parameter ||Δ||/||θ|| = %.2e (%s)%n", name, STEPS, worst, worstName);
-        // fp32 and Adam: the tied wte gradient is summed in another order (embedding + head per stage, then across
-        // stages), and Adam turns that last-bit difference into about 4e-6 of a weight after 20 steps.
-        assertTrue(worst <= PARAMETER_TOLERANCE, name + ": " + worstName + " ||Δ||/||θ|| = " + worst + " > " + PARAMETER_TOLERANCE);
+        double relative = Math.sqrt(diff / norm);
+        System.out.printf("%s vs single rank after %d steps: parameters ||Δ||/||θ|| = %.2e (largest Δ in %s)%n", name, STEPS,
+                relative, worstName);
+        assertTrue(relative <= PARAMETER_TOLERANCE, name + ": parameters ||Δ||/||θ|| = " + relative + " > " + PARAMETER_TOLERANCE);
     }
 
     @ParameterizedTest(name = "pp {0} vpp {1} {2}")
@@ -195,6 +197,14 @@ class PipelineParityTest {
     void pipelineTimesDataParallelWithZeroMatchesTheSingleRankRun(int zero) {
         Outcome got = train(layout(2, 2, 1, zero), ScheduleKind.ONE_F_ONE_B, Recompute.NONE);
         assertParity(single(), got, "pp 2 x dp 2 zero " + zero);
+    }
+
+    @ParameterizedTest(name = "pp 2 {0}, recompute {1}")
+    @CsvSource({"1f1b, selective", "1f1b, full", "interleaved, full", "gpipe, selective"})
+    void recomputeUnderEverySchedulePreservesParity(String schedule, String recompute) {
+        int vpp = schedule.equals("interleaved") ? 2 : 1;
+        Outcome got = train(layout(1, 2, vpp, 0), ScheduleKind.parse(schedule), Recompute.parse(recompute));
+        assertParity(single(), got, "pp 2 " + schedule + " recompute " + recompute);
     }
 
     @Test
