@@ -17,7 +17,6 @@ import dev.shardwise.parallel.ReplicatedUpdate;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.PipelineSchedule;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
-import dev.shardwise.parallel.pipeline.ScheduleValidator;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -73,8 +72,9 @@ public final class TrainStep implements AutoCloseable {
      * @param reduceNs       exposed communication: waiting for gradient reductions still in flight after backward,
      *                       the loss mean, and the update's own collectives (ZeRO's all-gather)
      * @param optimizerNs    time clipping and updating
-     * @param pipelineWaitNs time blocked receiving activations and gradients from other stages
-     * @param bubble         fraction of the step this stage did not compute (pipeline bubble and waits)
+     * @param pipelineWaitNs pipeline-wait: blocked receiving activations and gradients from other stages, and sending
+     * @param bubble         the fraction of the pipelined part of the step (forward, backward and the transfers between
+     *                       them; not the gradient reduction or the optimizer) this stage spent waiting on others
      */
     public record Result(double loss, double gradNorm, long forwardNs, long backwardNs, long reduceNs, long optimizerNs,
                          long pipelineWaitNs, double bubble) {
@@ -144,8 +144,10 @@ public final class TrainStep implements AutoCloseable {
         }, () -> applied[0] = update.apply(lr, gradClip));
         PipelineExecutor.Step step = executor(microBatches).run(stageModel);
         long reduceNs = step.reduceNs() + applied[0].communicationNs();
+        long pipelineNs = step.waitNs() + step.sendNs();
+        long pipelined = step.computeNs() + pipelineNs;
         return new Result(loss[0], applied[0].gradNorm(), step.forwardNs(), step.backwardNs(), reduceNs,
-                step.optimizerNs() - applied[0].communicationNs(), step.waitNs(), step.bubble());
+                step.optimizerNs() - applied[0].communicationNs(), pipelineNs, pipelined == 0 ? 0 : (double) pipelineNs / pipelined);
     }
 
     /** The step's micro-batch tensors: {@code batch} itself, then buffers of its shape. */
@@ -162,7 +164,6 @@ public final class TrainStep implements AutoCloseable {
     private PipelineExecutor executor(int microBatches) {
         if (schedule == null || schedule.microBatches() != microBatches) {
             schedule = PipelineSchedule.build(pipeline.schedule(), pipeline.stages(), pipeline.chunks(), microBatches);
-            ScheduleValidator.validate(schedule);
             executor = new PipelineExecutor(pipeline.group(), schedule, pipeline.stage());
         }
         return executor;

@@ -10,7 +10,10 @@ package dev.shardwise.parallel.pipeline;
  * as chunk c + 1 when s = p − 1. {@code peerStage} is the other end of a transfer.
  *
  * <p>Sends never block (both communication backends copy and send eagerly); a receive blocks until its message
- * has arrived. A send and its receive carry the same (kind, mb, chunk of the receiving part).
+ * has arrived. Every (mb, chunk) names the instruction's own stage's chunk: a send names the part that produced the
+ * data, its receive the part that reads it (chunk c + 1 after stage p − 1 for activations, c − 1 before stage 0 for
+ * gradients). They match on (kind, mb, receiving chunk), which is also the message tag
+ * {@code 2·(mb·v + receiving chunk) + (0 activation, 1 gradient)}.
  */
 public sealed interface Instruction {
 

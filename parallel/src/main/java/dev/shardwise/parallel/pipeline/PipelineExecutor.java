@@ -1,142 +1,125 @@
 package dev.shardwise.parallel.pipeline;
 
 import dev.shardwise.comm.Communicator;
+import dev.shardwise.parallel.pipeline.Instruction.Backward;
+import dev.shardwise.parallel.pipeline.Instruction.BackwardInput;
+import dev.shardwise.parallel.pipeline.Instruction.BackwardWeight;
+import dev.shardwise.parallel.pipeline.Instruction.Forward;
+import dev.shardwise.parallel.pipeline.Instruction.OptimizerStep;
+import dev.shardwise.parallel.pipeline.Instruction.ReceiveActivation;
+import dev.shardwise.parallel.pipeline.Instruction.ReceiveGradient;
+import dev.shardwise.parallel.pipeline.Instruction.ReduceGradients;
+import dev.shardwise.parallel.pipeline.Instruction.SendActivation;
+import dev.shardwise.parallel.pipeline.Instruction.SendGradient;
 
 import java.util.ArrayList;
-import java.util.HashMap;
+import java.util.Arrays;
+import java.util.Collections;
 import java.util.List;
-import java.util.Map;
 
 /**
- * Runs one pipeline stage's instruction list (ARCHITECTURE.md idea 3): every schedule, the single-rank step
- * included, goes through this loop; the schedule decides the order, {@link StageWork} does the computing.
- * Activations and gradients travel over the pipeline group (rank = stage) with eager sends and blocking
- * receives; a message's tag names its kind, micro-batch and receiving chunk, so messages never pair up wrongly.
+ * Runs one stage's instruction list of a {@link PipelineSchedule} for one training step: the pipeline runtime of
+ * ARCHITECTURE.md idea 3, the same lists the validator and the simulation read (schedules from Huang et al. 2019,
+ * Narayanan et al. 2021, Qi et al. 2023). Each instruction calls the {@link StageWork} or the pipeline group in list
+ * order, on the calling thread; every rank of the group runs its own executor at the same time.
  *
- * <p>Timers follow Megatron's names: forward-compute, backward-compute (input and weight halves), pipeline-wait
- * (blocked in receives), grads-reduce and optimizer. Each executed instruction is recorded as an {@link Event}
- * for the timeline. Called from the rank's thread only.
+ * <p>Communication: point to point on the pipeline group, whose rank is the stage. A send copies the buffer and
+ * never blocks; a receive blocks until its message has arrived (that time is the stage's pipeline-wait). Messages
+ * go to the peer stage the instruction names, tagged {@code 2·(mb·v + receiving chunk) + (0 activation, 1
+ * gradient)}: unique per (kind, mb, receiving chunk) within a step, below 2·m·v. Activations and gradients are
+ * sent with the {@link StageWork#output}/{@link StageWork#inputGradient} tensors and received into
+ * {@link StageWork#inputBuffer}/{@link StageWork#outputGradientBuffer}, so both ends must use the same shape.
+ *
+ * <p>Memory: right after the last instruction of the step that touches (mb, chunk), the executor calls
+ * {@link StageWork#release}; what to free is the work's business. The executor holds no tensors.
+ *
+ * <p>One executor is built per stage and schedule and may run any number of steps, one at a time.
  */
 public final class PipelineExecutor {
-    private final Communicator pipeline;   // null for a single stage
+    private final Communicator pipelineGroup;
     private final PipelineSchedule schedule;
     private final int stage;
     private final List<Instruction> program;
-    private final int[] releaseAfter;      // per instruction index: the (mb, chunk) key released after it, or -1
-
-    /** One executed instruction, in ns since the step's start. */
-    public record Event(Instruction instruction, long startNs, long endNs) { }
-
-    /**
-     * What one step did on this stage.
-     *
-     * @param forwardNs   forward-compute
-     * @param backwardNs  backward-compute (whole, input and weight halves)
-     * @param waitNs      pipeline-wait: blocked receiving, plus the sends' copies
-     * @param reduceNs    grads-reduce
-     * @param optimizerNs optimizer
-     * @param wallNs      the whole step
-     * @param events      every instruction with its start and end
-     */
-    public record Step(long forwardNs, long backwardNs, long waitNs, long reduceNs, long optimizerNs, long wallNs,
-                       List<Event> events) {
-        /** The bubble this stage saw: the fraction of the pipelined part (up to the gradient reduction) it spent not computing. */
-        public double bubble() {
-            long pipelined = forwardNs + backwardNs + waitNs;
-            return pipelined == 0 ? 0 : (double) waitNs / pipelined;
-        }
-    }
+    /** Per instruction: the tag of its message (sends and receives only). */
+    private final int[] tags;
+    /** Per instruction: the (mb, chunk) pairs, flattened, whose last touch it is. */
+    private final int[][] releases;
 
     /**
-     * @param pipeline the pipeline group, rank = stage; null only for a one-stage schedule
-     * @throws IllegalArgumentException if the group's size is not the schedule's stage count or stage is out of range
+     * @param pipelineGroup the group of the schedule's p stages, rank = stage; may be null when p = 1
+     * @param schedule      the schedule to run; validated here, before the first step
+     * @param stage         this rank's stage, in [0, p)
+     * @throws IllegalArgumentException if the schedule fails {@link ScheduleValidator#validate}, the stage is outside
+     *                                  [0, p), or the group is missing (p > 1) or does not have p ranks with this
+     *                                  stage as its rank
      */
-    public PipelineExecutor(Communicator pipeline, PipelineSchedule schedule, int stage) {
+    public PipelineExecutor(Communicator pipelineGroup, PipelineSchedule schedule, int stage) {
         int p = schedule.stages();
-        if (pipeline == null ? p != 1 : pipeline.size() != p || pipeline.rank() != stage) {
-            throw new IllegalArgumentException("a " + p + "-stage schedule needs a pipeline group of " + p + " ranks with this "
-                    + "rank at stage " + stage + ", got " + (pipeline == null ? "none" : pipeline.name() + " of " + pipeline.size()
-                    + " (rank " + pipeline.rank() + ")"));
+        if (stage < 0 || stage >= p) {
+            throw new IllegalArgumentException("pipeline executor: stage=" + stage + " is outside [0, p=" + p + ")");
         }
-        this.pipeline = pipeline;
+        if (pipelineGroup == null && p > 1) {
+            throw new IllegalArgumentException("pipeline executor: p=" + p + " stages need a pipeline group; only p=1 runs without one");
+        }
+        if (pipelineGroup != null && (pipelineGroup.size() != p || pipelineGroup.rank() != stage)) {
+            throw new IllegalArgumentException("pipeline executor: group " + pipelineGroup.name() + " has " + pipelineGroup.size()
+                    + " ranks and this is rank " + pipelineGroup.rank() + ", but the schedule has p=" + p
+                    + " stages and this is stage " + stage + "; pass the pipeline group, whose rank is the stage");
+        }
+        ScheduleValidator.validate(schedule);
+        this.pipelineGroup = pipelineGroup;
         this.schedule = schedule;
         this.stage = stage;
         this.program = schedule.program(stage);
-        this.releaseAfter = new int[program.size()];
-        Map<Integer, Integer> last = new HashMap<>();
+        this.tags = new int[program.size()];
         for (int i = 0; i < program.size(); i++) {
-            int key = key(program.get(i));
-            if (key >= 0) last.put(key, i);
+            Transfer t = Transfer.of(p, stage, program.get(i));
+            if (t != null) tags[i] = t.tag(schedule.chunks());
         }
-        java.util.Arrays.fill(releaseAfter, -1);
-        last.forEach((key, index) -> releaseAfter[index] = key);
+        this.releases = lastTouches(program, schedule.microBatches(), schedule.chunks());
     }
 
-    /** (mb, chunk) of an instruction as mb·v + chunk, or -1 for the step-wide ones. */
-    private int key(Instruction in) {
-        int v = schedule.chunks();
-        return switch (in) {
-            case Instruction.Forward f -> f.mb() * v + f.chunk();
-            case Instruction.Backward b -> b.mb() * v + b.chunk();
-            case Instruction.BackwardInput b -> b.mb() * v + b.chunk();
-            case Instruction.BackwardWeight w -> w.mb() * v + w.chunk();
-            case Instruction.SendActivation s -> s.mb() * v + s.chunk();
-            case Instruction.ReceiveActivation r -> r.mb() * v + r.chunk();
-            case Instruction.SendGradient s -> s.mb() * v + s.chunk();
-            case Instruction.ReceiveGradient r -> r.mb() * v + r.chunk();
-            case Instruction.ReduceGradients r -> -1;
-            case Instruction.OptimizerStep o -> -1;
+    /** Per instruction, the (mb, chunk) pairs (flattened) that no later instruction touches. */
+    private static int[][] lastTouches(List<Instruction> program, int m, int v) {
+        int[][] last = new int[m][v];
+        for (int[] row : last) Arrays.fill(row, -1);
+        for (int i = 0; i < program.size(); i++) {
+            Instruction instruction = program.get(i);
+            int mb = ScheduleValidator.microBatch(instruction);
+            if (mb >= 0) last[mb][chunk(instruction)] = i;
+        }
+        List<List<Integer>> perInstruction = new ArrayList<>(program.size());
+        for (int i = 0; i < program.size(); i++) perInstruction.add(new ArrayList<>());
+        for (int mb = 0; mb < m; mb++) {
+            for (int c = 0; c < v; c++) {
+                perInstruction.get(last[mb][c]).add(mb);
+                perInstruction.get(last[mb][c]).add(c);
+            }
+        }
+        int[][] releases = new int[program.size()][];
+        for (int i = 0; i < program.size(); i++) releases[i] = perInstruction.get(i).stream().mapToInt(Integer::intValue).toArray();
+        return releases;
+    }
+
+    /** The chunk an instruction with a micro-batch works on. */
+    private static int chunk(Instruction instruction) {
+        return switch (instruction) {
+            case Forward f -> f.chunk();
+            case Backward b -> b.chunk();
+            case BackwardInput b -> b.chunk();
+            case BackwardWeight w -> w.chunk();
+            case SendActivation s -> s.chunk();
+            case ReceiveActivation r -> r.chunk();
+            case SendGradient s -> s.chunk();
+            case ReceiveGradient r -> r.chunk();
+            case ReduceGradients r -> throw new IllegalArgumentException("ReduceGradients has no chunk");
+            case OptimizerStep o -> throw new IllegalArgumentException("OptimizerStep has no chunk");
         };
     }
 
-    /** Runs the stage's list once (one optimizer step) on {@code work}. */
-    public Step run(StageWork work) {
-        long forward = 0, backward = 0, wait = 0, reduce = 0, optimizer = 0;
-        List<Event> events = new ArrayList<>(program.size());
-        long origin = System.nanoTime();
-        int v = schedule.chunks(), p = schedule.stages();
-        for (int i = 0; i < program.size(); i++) {
-            Instruction in = program.get(i);
-            long start = System.nanoTime();
-            switch (in) {
-                case Instruction.Forward f -> work.forward(f.mb(), f.chunk());
-                case Instruction.Backward b -> work.backward(b.mb(), b.chunk());
-                case Instruction.BackwardInput b -> work.backwardInput(b.mb(), b.chunk());
-                case Instruction.BackwardWeight w -> work.backwardWeight(w.mb(), w.chunk());
-                case Instruction.SendActivation s -> pipeline.send(work.output(s.mb(), s.chunk()), s.peerStage(),
-                        tag(0, s.mb(), stage == p - 1 ? s.chunk() + 1 : s.chunk()));
-                case Instruction.ReceiveActivation r -> pipeline.receive(work.inputBuffer(r.mb(), r.chunk()), r.peerStage(),
-                        tag(0, r.mb(), r.chunk()));
-                case Instruction.SendGradient s -> pipeline.send(work.inputGradient(s.mb(), s.chunk()), s.peerStage(),
-                        tag(1, s.mb(), stage == 0 ? s.chunk() - 1 : s.chunk()));
-                case Instruction.ReceiveGradient r -> pipeline.receive(work.outputGradientBuffer(r.mb(), r.chunk()),
-                        r.peerStage(), tag(1, r.mb(), r.chunk()));
-                case Instruction.ReduceGradients r -> work.reduceGradients();
-                case Instruction.OptimizerStep o -> work.optimizerStep();
-            }
-            long end = System.nanoTime();
-            long ns = end - start;
-            switch (in) {
-                case Instruction.Forward f -> forward += ns;
-                case Instruction.Backward b -> backward += ns;
-                case Instruction.BackwardInput b -> backward += ns;
-                case Instruction.BackwardWeight w -> backward += ns;
-                case Instruction.SendActivation s -> wait += ns;
-                case Instruction.ReceiveActivation r -> wait += ns;
-                case Instruction.SendGradient s -> wait += ns;
-                case Instruction.ReceiveGradient r -> wait += ns;
-                case Instruction.ReduceGradients r -> reduce += ns;
-                case Instruction.OptimizerStep o -> optimizer += ns;
-            }
-            events.add(new Event(in, start - origin, end - origin));
-            if (releaseAfter[i] >= 0) work.release(releaseAfter[i] / v, releaseAfter[i] % v);
-        }
-        return new Step(forward, backward, wait, reduce, optimizer, System.nanoTime() - origin, List.copyOf(events));
-    }
-
-    /** The tag of a message: kind 0 activation, 1 gradient; the receiving chunk's micro-batch and index. */
-    private int tag(int kind, int mb, int receivingChunk) {
-        return (kind * schedule.chunks() + receivingChunk) * schedule.microBatches() + mb;
+    /** The schedule this executor runs. */
+    public PipelineSchedule schedule() {
+        return schedule;
     }
 
     /** The stage this executor runs. */
@@ -144,8 +127,119 @@ public final class PipelineExecutor {
         return stage;
     }
 
-    /** The schedule it runs. */
-    public PipelineSchedule schedule() {
-        return schedule;
+    /**
+     * Runs this stage's list once: one training step. Blocks in receives until the peers' sends arrive; returns
+     * when OptimizerStep has run.
+     *
+     * @return the step's phase times and timed events
+     * @throws RuntimeException whatever the work or the communicator throws (a peer failed, a receive timed out);
+     *                          the step is then abandoned part-way
+     */
+    public Step run(StageWork work) {
+        long[] phase = new long[Phase.values().length];
+        List<Event> events = new ArrayList<>(program.size());
+        long origin = System.nanoTime();
+        for (int i = 0; i < program.size(); i++) {
+            Instruction instruction = program.get(i);
+            long start = System.nanoTime();
+            Phase ran = execute(instruction, tags[i], work);
+            long end = System.nanoTime();
+            phase[ran.ordinal()] += end - start;
+            events.add(new Event(instruction, start - origin, end - origin));
+            int[] done = releases[i];
+            for (int k = 0; k < done.length; k += 2) work.release(done[k], done[k + 1]);
+        }
+        long wall = System.nanoTime() - origin;
+        return new Step(stage, wall, phase[Phase.FORWARD.ordinal()], phase[Phase.BACKWARD.ordinal()],
+                phase[Phase.SEND.ordinal()], phase[Phase.WAIT.ordinal()], phase[Phase.REDUCE.ordinal()],
+                phase[Phase.OPTIMIZER.ordinal()], Collections.unmodifiableList(events));
+    }
+
+    /** Where an instruction's time is counted. */
+    private enum Phase { FORWARD, BACKWARD, SEND, WAIT, REDUCE, OPTIMIZER }
+
+    private Phase execute(Instruction instruction, int tag, StageWork work) {
+        return switch (instruction) {
+            case Forward f -> {
+                work.forward(f.mb(), f.chunk());
+                yield Phase.FORWARD;
+            }
+            case Backward b -> {
+                work.backward(b.mb(), b.chunk());
+                yield Phase.BACKWARD;
+            }
+            case BackwardInput b -> {
+                work.backwardInput(b.mb(), b.chunk());
+                yield Phase.BACKWARD;
+            }
+            case BackwardWeight w -> {
+                work.backwardWeight(w.mb(), w.chunk());
+                yield Phase.BACKWARD;
+            }
+            case SendActivation s -> {
+                pipelineGroup.send(work.output(s.mb(), s.chunk()), s.peerStage(), tag);
+                yield Phase.SEND;
+            }
+            case ReceiveActivation r -> {
+                pipelineGroup.receive(work.inputBuffer(r.mb(), r.chunk()), r.peerStage(), tag);
+                yield Phase.WAIT;
+            }
+            case SendGradient s -> {
+                pipelineGroup.send(work.inputGradient(s.mb(), s.chunk()), s.peerStage(), tag);
+                yield Phase.SEND;
+            }
+            case ReceiveGradient r -> {
+                pipelineGroup.receive(work.outputGradientBuffer(r.mb(), r.chunk()), r.peerStage(), tag);
+                yield Phase.WAIT;
+            }
+            case ReduceGradients r -> {
+                work.reduceGradients();
+                yield Phase.REDUCE;
+            }
+            case OptimizerStep o -> {
+                work.optimizerStep();
+                yield Phase.OPTIMIZER;
+            }
+        };
+    }
+
+    /**
+     * One executed instruction.
+     *
+     * @param instruction what ran
+     * @param startNs     when it started, in nanoseconds since the step began on this stage
+     * @param endNs       when it ended, same origin
+     */
+    public record Event(Instruction instruction, long startNs, long endNs) { }
+
+    /**
+     * One step on one stage: wall time and where it went, in nanoseconds, as Megatron's timers split a step, plus
+     * every instruction's event in list order.
+     *
+     * @param stage       the stage that ran it
+     * @param wallNs      from the first instruction's start to the last one's end
+     * @param forwardNs   forward-compute: Forward
+     * @param backwardNs  backward-compute: Backward, BackwardInput and BackwardWeight
+     * @param sendNs      pipeline-send: copying sends out (they never block)
+     * @param waitNs      pipeline-wait: receives, blocked until the peer's data arrived
+     * @param reduceNs    grads-reduce: ReduceGradients
+     * @param optimizerNs optimizer: OptimizerStep
+     * @param events      every instruction with its start and end, in list order
+     */
+    public record Step(int stage, long wallNs, long forwardNs, long backwardNs, long sendNs, long waitNs,
+                       long reduceNs, long optimizerNs, List<Event> events) {
+
+        /** forward-compute + backward-compute. */
+        public long computeNs() {
+            return forwardNs + backwardNs;
+        }
+
+        /**
+         * The measured bubble of this stage: 1 − compute / wall, the fraction of the step it did not compute (0 for
+         * an empty step). Across stages that start together, 1 − mean compute / longest wall is the pipeline's.
+         */
+        public double bubble() {
+            return wallNs == 0 ? 0 : 1 - (double) computeNs() / wallNs;
+        }
     }
 }

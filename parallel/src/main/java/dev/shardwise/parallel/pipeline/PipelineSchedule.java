@@ -76,7 +76,7 @@ public record PipelineSchedule(ScheduleKind kind, int stages, int chunks, int mi
      * The bubble this schedule leaves by its formula, as a fraction of the step: idle time over step time of a
      * stage, when a forward of one chunk takes {@code forward}, its input-gradient backward {@code backwardInput}
      * and its weight-gradient backward {@code backwardWeight} (any one unit; a combined Backward takes their sum),
-     * and transfers take no time. GPipe and 1F1B: (p−1)/(m+p−1); interleaved: (p−1)/(v·m+p−1); ZB-H1:
+     * and transfers take no time. GPipe and 1F1B: (p−1)/(m+p−1); interleaved: (p−1)/(v·m+p−1); ZB-H1 (m ≥ p):
      * idle / (m(tF+tB+tW) + idle) with idle = (p−1)(tB + max(0, tF−tW)), which is the paper's (p−1)(tF+tB−tW) when
      * tW ≤ tF. The builders' Javadoc derives each; a test checks each against the simulated schedule.
      *

@@ -219,19 +219,16 @@ public final class ScheduleValidator {
             for (int mb = 0; mb < m; mb++) {
                 for (int chunk = 0; chunk < v; chunk++) {
                     String what = null;
-                    if (forward[mb][chunk] < 0) what = "never ran Forward";
-                    else if (backwardInput[mb][chunk] < 0) what = "never ran backward";
-                    else if (backwardWeight[mb][chunk] < 0) what = "ran BackwardInput but never BackwardWeight";
+                    String skipped = " (a micro-batch skipped); every micro-batch runs forward and backward through every chunk once";
+                    if (forward[mb][chunk] < 0) what = "never ran Forward" + skipped;
+                    else if (backwardInput[mb][chunk] < 0) what = "never ran backward" + skipped;
+                    else if (backwardWeight[mb][chunk] < 0) what = "ran BackwardInput but never BackwardWeight; run it before ReduceGradients";
                     else if (!Parts.isLast(p, v, stage, chunk) && activationOut[mb][chunk] < 0) {
-                        what = "never sent its activation to stage " + Parts.nextStage(p, stage);
+                        what = "never sent its activation to stage " + Parts.nextStage(p, stage) + "; add SendActivation after its Forward";
                     } else if (!Parts.isFirst(stage, chunk) && gradientOut[mb][chunk] < 0) {
-                        what = "never sent its input gradient to stage " + Parts.previousStage(p, stage);
+                        what = "never sent its input gradient to stage " + Parts.previousStage(p, stage) + "; add SendGradient after its backward";
                     }
-                    if (what != null) {
-                        throw fail(i, reduceGradients, "micro-batch " + mb + " on chunk " + chunk + " " + what
-                                + " before the step's gradients are reduced (a micro-batch skipped); every micro-batch must"
-                                + " run forward and backward through every chunk once");
-                    }
+                    if (what != null) throw fail(i, reduceGradients, "micro-batch " + mb + " on chunk " + chunk + " " + what);
                 }
             }
         }

@@ -26,8 +26,8 @@ import java.util.List;
  * the deferred W's fill the slots where 1F1B would wait for the next gradient, except (p−1)·max(0, tF − tW) when a
  * W is shorter than the forward whose place it takes. The idle per stage is (p−1)(tB + max(0, tF − tW)) — the
  * paper's (p−1)(tF + tB − tW) when tW ≤ tF — against 1F1B's (p−1)(tF + tB + tW), each stage computes
- * m(tF + tB + tW), and the bubble is idle / (m(tF + tB + tW) + idle). With tF = tB = tW: (p−1)/(3m + p − 1), a
- * third of 1F1B's idle time.
+ * m(tF + tB + tW), and the bubble is idle / (m(tF + tB + tW) + idle), for m ≥ p (with fewer micro-batches there
+ * are not enough W's to defer). With tF = tB = tW: (p−1)/(3m + p − 1), a third of 1F1B's idle time.
  */
 final class ZbH1Schedule {
     private ZbH1Schedule() { }
