@@ -55,7 +55,8 @@ public final class TrainCommand implements Callable<Integer> {
     Integer microBatch;
 
     @Option(names = "--global-batch", paramLabel = "G",
-            description = "Sequences per optimizer step; must be a multiple of --micro-batch (gradient accumulation).")
+            description = "Sequences per optimizer step over all data-parallel ranks; a multiple of --micro-batch × dp, the "
+                    + "quotient being the micro-batches each step runs (gradient accumulation; a pipeline's m).")
     Integer globalBatch;
 
     @Option(names = "--seq-len", paramLabel = "T", description = "Tokens per sequence.")
@@ -82,7 +83,8 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size (only 1 for now).")
     Integer tp;
 
-    @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages (coming with the pipeline engine; 1 for now).")
+    @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "
+            + "(micro-batches per step = --global-batch / --micro-batch).")
     Integer pp;
 
     @Option(names = "--vpp", paramLabel = "N", description = "Model chunks per pipeline stage (interleaved 1F1B); needs --pp 2 or more.")
@@ -97,7 +99,8 @@ public final class TrainCommand implements Callable<Integer> {
     List<Integer> pipelineCut;
 
     @Option(names = "--recompute", paramLabel = "POLICY",
-            description = "Activation recompute: none, selective, full (coming with the pipeline engine; none for now).")
+            description = "Activation recompute: none, selective (the attention core is recomputed in backward), full (each "
+                    + "block's forward is rerun in its backward); the results are the same bits, the activations smaller.")
     String recompute;
 
     @Option(names = "--recompute-every", paramLabel = "K", description = "Apply --recompute to every K-th block (default 1).")
@@ -112,6 +115,11 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Keep each rank's AdamW moments in a memory-mapped file in DIR, streamed through a small buffer "
                     + "each update (ZeRO-Infinity's optimizer offload; needs --zero 1, 2 or 3).")
     Path offloadOptimizer;
+
+    @Option(names = "--timeline", paramLabel = "FILE",
+            description = "Write the last step's executed schedule, one row per pipeline stage, as a Chrome trace "
+                    + "(open it in https://ui.perfetto.dev or chrome://tracing).")
+    Path timeline;
 
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
@@ -179,15 +187,16 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "schedule", schedule);
         put(flags, "pipelineCut", pipelineCut);
         put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
-        if (globalBatch != null) {
-            Object b = microBatch != null ? microBatch : yaml.getOrDefault("batchSize",
-                    ConfigLoader.resolve(yaml, String.valueOf(config), flags).batchSize());
-            int micro = ((Number) b).intValue();
-            if (globalBatch % micro != 0) {
-                throw new IllegalArgumentException("--global-batch " + globalBatch + " is not a multiple of the micro-batch "
-                        + micro + "; use a multiple such as " + List.of(micro, 2 * micro, 4 * micro));
+        put(flags, "timeline", timeline == null ? null : timeline.toString());
+        if (globalBatch != null) {   // Megatron's rule: global batch = micro-batch × dp × micro-batches per step
+            TrainConfig layoutOnly = ConfigLoader.resolve(yaml, String.valueOf(config), flags);
+            int micro = layoutOnly.batchSize(), dpSize = layoutOnly.layout().dp(), perStep = micro * dpSize;
+            if (globalBatch % perStep != 0) {
+                throw new IllegalArgumentException("--global-batch " + globalBatch + " is not a multiple of micro-batch × dp = "
+                        + micro + " × " + dpSize + " = " + perStep + "; use a multiple such as "
+                        + List.of(perStep, 2 * perStep, 4 * perStep));
             }
-            flags.put("gradAccumulation", globalBatch / micro);
+            flags.put("gradAccumulation", globalBatch / perStep);
         }
         return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
     }

@@ -39,7 +39,7 @@ public final class ConfigLoader {
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
-            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "model");
+            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -152,6 +152,7 @@ public final class ConfigLoader {
         m.put("schedule", null);      // ScheduleKind.defaultFor(vpp)
         m.put("pipelineCut", null);   // automatic balancing
         m.put("offloadOptimizer", null);
+        m.put("timeline", null);
         m.put("model", modelMap(model));
         return m;
     }
@@ -201,7 +202,8 @@ public final class ConfigLoader {
                 memory.equals("unlimited") ? MemoryPool.UNLIMITED : MemoryPool.parseBytes(memory), layout(m, sourceOf),
                 schedule == null ? null : ScheduleKind.parse(String.valueOf(schedule)), pipelineCut(m.get("pipelineCut")),
                 integer(m, "", "recomputeEvery"),
-                m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()));
+                m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
+                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()));
     }
 
     /**
@@ -294,6 +296,7 @@ public final class ConfigLoader {
         m.put("schedule", c.schedule().toString());
         m.put("pipelineCut", c.pipelineCut());
         m.put("offloadOptimizer", c.offloadOptimizer() == null ? null : c.offloadOptimizer().toString());
+        m.put("timeline", c.timeline() == null ? null : c.timeline().toString());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

@@ -30,7 +30,7 @@ final class ProgressLine {
     }
 
     void update(long step, double loss, double lr, double tokensPerSecond, double mfu, MemoryPool memory,
-                Optional<ProcessMemory> process, double stepSeconds, double valLoss) {
+                Optional<ProcessMemory> process, double stepSeconds, double valLoss, double bubble) {
         // The first steps run before the JIT has compiled the kernels: leave them out of the ETA.
         if (step > WARMUP_STEPS) {
             smoothedStepSeconds = Double.isNaN(smoothedStepSeconds) ? stepSeconds : 0.9 * smoothedStepSeconds + 0.1 * stepSeconds;
@@ -38,9 +38,10 @@ final class ProgressLine {
         long remaining = (long) ((totalSteps - step) * smoothedStepSeconds);
         String eta = Double.isNaN(smoothedStepSeconds) ? "--" : String.format(Locale.ROOT, "%dm%02ds", remaining / 60, remaining % 60);
         String line = String.format(Locale.ROOT,
-                "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%% | mem %s | ETA %s",
+                "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%%%s | mem %s | ETA %s",
                 step, totalSteps, loss, Double.isNaN(valLoss) ? "" : String.format(Locale.ROOT, " | val %.4f", valLoss),
-                lr, tokensPerSecond, 100 * mfu, memory(memory, process), eta);
+                lr, tokensPerSecond, 100 * mfu, Double.isNaN(bubble) ? "" : String.format(Locale.ROOT, " | bubble %.0f%%", 100 * bubble),
+                memory(memory, process), eta);
         long now = System.nanoTime();
         boolean important = !Double.isNaN(valLoss) || step == totalSteps || step == 1;
         if (terminal) {

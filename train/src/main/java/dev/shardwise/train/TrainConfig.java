@@ -47,13 +47,15 @@ import java.util.Objects;
  * @param recomputeEvery   k: the recompute policy applies to every k-th block (1: every block)
  * @param offloadOptimizer directory for a memory-mapped file per rank holding its AdamW moments (ZeRO-Infinity's
  *                         optimizer offload; needs zero >= 1), or null to keep them in memory
+ * @param timeline         where to write the last step's executed pipeline schedule as a Chrome trace (one row per
+ *                         stage of the first data-parallel replica; Perfetto opens it), or null for none
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer) {
+                          Path offloadOptimizer, Path timeline) {
 
     /**
      * Checks every field and their combinations.

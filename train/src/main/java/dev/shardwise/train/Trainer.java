@@ -21,6 +21,8 @@ import dev.shardwise.parallel.ProcessGroups;
 import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.StageGradients;
+import dev.shardwise.parallel.pipeline.PipelineExecutor;
+import dev.shardwise.parallel.pipeline.Timeline;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
@@ -314,6 +316,13 @@ public final class Trainer {
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
         ZeroMemory zeroFormula = MemoryReport.formula(config);
+        if (leader && config.layout().pp() > 1 && config.gradAccumulation() < 2 * config.layout().pp()) {
+            log.printf("note: %d micro-batch(es) per step over %d pipeline stages: the pipeline idles about %.0f%% of a step "
+                            + "((p-1)/(m+p-1)); raise --global-batch to a multiple of --micro-batch (e.g. --global-batch %d)%n",
+                    config.gradAccumulation(), config.layout().pp(),
+                    100.0 * (config.layout().pp() - 1) / (config.gradAccumulation() + config.layout().pp() - 1),
+                    4 * config.layout().pp() * config.batchSize() * config.layout().dp());
+        }
         if (model == null && leader) {
             log.println("note: pipeline runs write no checkpoints yet (each stage holds part of the model; per-rank "
                     + "checkpoint shards will save them)");
@@ -354,6 +363,8 @@ public final class Trainer {
                 row.put("backward_ms", r.backwardNs() / 1e6);
                 row.put("grads_reduce_ms", r.reduceNs() / 1e6);
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
+                row.put("pipeline_wait_ms", r.pipelineWaitNs() / 1e6);
+                row.put("bubble", r.bubble());
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 Optional<ProcessMemory> process = ProcessMemory.current();   // the whole process beside the pool's tensors (Linux only)
@@ -379,7 +390,7 @@ public final class Trainer {
                     }
                     metrics.write(row);   // before the checkpoint, so a resumed run never lacks this step's line
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
-                            row.containsKey("val_loss") ? lastVal : Double.NaN);
+                            row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN);
                 }
                 if (model != null && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
@@ -388,6 +399,13 @@ public final class Trainer {
             }
         }
         if (leader) progress.finish();
+        if (config.timeline() != null && state.step() > 0) {
+            List<PipelineExecutor.Step> steps = trainStep.gatherLastSteps();   // collective over the pipeline group
+            if (leader) {
+                Timeline.write(config.timeline(), steps);
+                log.println("timeline of the last step: " + config.timeline() + " (open it in https://ui.perfetto.dev)");
+            }
+        }
         peakBytes = Math.max(peakBytes, pool.peakBytes());   // evaluation and checkpoints included
         return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
     }
