@@ -61,25 +61,32 @@ class PipelineParityTest {
     }
 
     /** Per-step losses and the final parameters by name. */
-    record Outcome(double[] losses, Map<String, double[]> params) { }
+    record Outcome(double[] losses, Map<String, double[]> params, Map<Integer, Long> activationPeaks) { }
 
     /** Trains {@code layout} for {@link #STEPS} steps with ranks as threads, and merges what every stage holds. */
     static Outcome train(ParallelLayout layout, ScheduleKind kind, Recompute recompute) {
+        return train(layout, kind, recompute, MICRO_BATCHES, STEPS);
+    }
+
+    /** As {@link #train(ParallelLayout, ScheduleKind, Recompute)} with {@code microBatches} per step, {@code steps} steps. */
+    static Outcome train(ParallelLayout layout, ScheduleKind kind, Recompute recompute, int microBatches, int steps) {
         List<Outcome> ranks = LocalCluster.run(layout.worldSize(), LocalCluster.Options.defaults(), ctx -> {
             try (ProcessGroups groups = new ProcessGroups(layout, ctx.world())) {
-                return trainRank(layout, groups, ctx.memory(), kind, recompute);
+                return trainRank(layout, groups, ctx.memory(), kind, recompute, microBatches, steps);
             }
         });
         Map<String, double[]> merged = new HashMap<>();
+        Map<Integer, Long> peaks = new HashMap<>();
         for (Outcome o : ranks) {
             assertArrayEquals(ranks.getFirst().losses(), o.losses(), 0, "every rank reports the same losses");
             merged.putAll(o.params());
+            peaks.putAll(o.activationPeaks());
         }
-        return new Outcome(ranks.getFirst().losses(), merged);
+        return new Outcome(ranks.getFirst().losses(), merged, peaks);
     }
 
     private static Outcome trainRank(ParallelLayout layout, ProcessGroups groups, MemoryPool pool, ScheduleKind kind,
-                                     Recompute recompute) {
+                                     Recompute recompute, int microBatches, int steps) {
         int p = layout.pp(), v = layout.vpp(), dp = layout.dp(), zero = layout.zeroStage();
         int stage = groups.coordinates().ppStage(), dpRank = groups.coordinates().dpRank();
         List<GptPart.Span> parts = PipelineCut.balanced(MODEL, SEQ, p * v);
@@ -110,18 +117,21 @@ class PipelineParityTest {
                 update = sharded;
             }
             int rows = GLOBAL_BATCH / dp;
-            double[] losses = new double[STEPS];
+            double[] losses = new double[steps];
+            long activationPeak = 0;
             try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, update,
                     new TrainStep.Pipeline(p > 1 ? groups.pp() : null, kind, p, v));
                  Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, SEQ + 1)) {
-                for (int s = 0; s < STEPS; s++) {
+                for (int s = 0; s < steps; s++) {
+                    pool.resetPeaks();
                     int stepIndex = s;
                     int[] k = {0};
-                    losses[s] = step.run(batch, MICRO_BATCHES, b -> {
+                    losses[s] = step.run(batch, microBatches, b -> {
                         int[] global = microBatch(stepIndex, k[0]++);
                         MemorySegment.copy(global, dpRank * rows * (SEQ + 1), b.segment(), ValueLayout.JAVA_INT,
                                 b.byteOffset(), rows * (SEQ + 1));
                     }, 1e-3).loss();
+                    activationPeak = Math.max(activationPeak, pool.peakBytes(MemoryCategory.ACTIVATIONS));
                 }
             }
             Map<String, double[]> values = new HashMap<>();
@@ -142,7 +152,7 @@ class PipelineParityTest {
             }
             if (adam != null) adam.close();
             if (ddp != null) ddp.close();
-            return new Outcome(losses, values);
+            return new Outcome(losses, values, dpRank == 0 ? Map.of(stage, activationPeak) : Map.of());
         }
     }
 
@@ -205,6 +215,22 @@ class PipelineParityTest {
         int vpp = schedule.equals("interleaved") ? 2 : 1;
         Outcome got = train(layout(1, 2, vpp, 0), ScheduleKind.parse(schedule), Recompute.parse(recompute));
         assertParity(single(), got, "pp 2 " + schedule + " recompute " + recompute);
+    }
+
+    @Test
+    void oneFOneBHoldsAtMostPOfMMicroBatchesOnTheFirstStage() {
+        // p = 4, m = 8: GPipe keeps all 8 micro-batches' activations alive on stage 0, 1F1B at most p = 4 of them
+        int p = 4, m = 8;
+        Outcome gpipe = train(layout(1, p, 1, 0), ScheduleKind.GPIPE, Recompute.NONE, m, 1);
+        Outcome oneFOneB = train(layout(1, p, 1, 0), ScheduleKind.ONE_F_ONE_B, Recompute.NONE, m, 1);
+        double ratio = (double) oneFOneB.activationPeaks().get(0) / gpipe.activationPeaks().get(0);
+        System.out.printf("stage 0 peak activations at p=%d, m=%d: 1f1b %,d bytes, gpipe %,d bytes, ratio %.3f (p/m = %.3f)%n",
+                p, m, oneFOneB.activationPeaks().get(0), gpipe.activationPeaks().get(0), ratio, (double) p / m);
+        assertTrue(ratio <= 1.1 * p / m, "1f1b / gpipe stage-0 activation peak " + ratio + " > (p/m)·1.1");
+        for (int stage = 0; stage < p; stage++) {
+            assertTrue(oneFOneB.activationPeaks().get(stage) <= oneFOneB.activationPeaks().get(0),
+                    "later stages hold fewer micro-batches under 1F1B: " + oneFOneB.activationPeaks());
+        }
     }
 
     @Test
