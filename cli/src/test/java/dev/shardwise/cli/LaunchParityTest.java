@@ -118,4 +118,36 @@ class LaunchParityTest {
         }
         assertEquals(4, ran);
     }
+
+    @Test
+    void launchedPipelineTrainsBitForBitLikeLocalRanks() throws IOException {
+        Optional<MpiRun> mpirun = mpirun();
+        assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
+        // pp 2 x dp 2, ZeRO 1, 4 micro-batches per step under 1F1B; the model has 2 blocks, one per stage
+        Path pipeline = dir.resolve("pipeline.yaml");
+        Files.writeString(pipeline, Files.readString(config).replace("layers: 1,", "layers: 2,")
+                .replace("gradAccumulation: 2", "gradAccumulation: 4"));
+        String name = "pp 2 x dp 2, zero 1";
+        Path local = dir.resolve("local-pp"), launched = dir.resolve("mpi-pp");
+        Map<String, Object> flags = new HashMap<>(Map.of("ranks", 4, "pp", 2, "zero", 1, "runDir", local.toString()));
+        new Trainer(ConfigLoader.resolve(ConfigLoader.readYaml(pipeline), pipeline.toString(), flags),
+                new PrintStream(new ByteArrayOutputStream())).run(false);
+
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        MpiRun.Outcome outcome = mpirun.get().run(4, List.of(), Map.of(), JobCommands.thisJvm(List.of("train",
+                        "--config", pipeline.toString(), "--pp", "2", "--zero", "1", "--run-dir", launched.toString())),
+                new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8), false);
+        String printed = out.toString(StandardCharsets.UTF_8);
+        assertTrue(outcome.succeeded(), name + ": " + outcome.describe() + "\n" + printed + err.toString(StandardCharsets.UTF_8));
+        assertTrue(printed.contains("[rank 0] done: " + STEPS + " steps"), name + ": rank 0 reports the run:\n" + printed);
+
+        List<String> a = Files.readAllLines(local.resolve("metrics.jsonl")), b = Files.readAllLines(launched.resolve("metrics.jsonl"));
+        assertEquals(STEPS, b.size(), name + ": one metrics line per step");
+        for (int i = 0; i < STEPS; i++) {
+            for (String key : List.of("loss", "grad_norm", "val_loss")) {
+                assertEquals(field(a.get(i), key), field(b.get(i), key), name + ": step " + (i + 1) + " " + key + ", mpirun vs threads");
+            }
+        }
+        assertTrue(field(b.get(STEPS - 1), "val_loss").isPresent(), name + ": the last step is evaluated");
+    }
 }
