@@ -43,6 +43,7 @@ final class StageModel implements StageWork {
     private final ParameterUpdate update;
     private final MemoryPool pool;
     private final int hidden;
+    private final DType dtype;   // of the activations: the parameters' (F32 training, F64 checks)
     private final Map<Key, InFlight> inFlight = new HashMap<>();
     private final ArrayDeque<StepArena> spare = new ArrayDeque<>();
     private Tensor[] batches;   // the step's micro-batches, i32 [B, T+1]
@@ -51,7 +52,8 @@ final class StageModel implements StageWork {
     private Runnable optimizer = () -> { };
 
     /** @param chunks this stage's chunks, chunk c being model part c·p + stage */
-    StageModel(List<GptPart> chunks, ParameterUpdate update, MemoryPool pool, int hidden) {
+    StageModel(List<GptPart> chunks, ParameterUpdate update, MemoryPool pool, int hidden, DType dtype) {
+        this.dtype = dtype;
         this.chunks = List.copyOf(chunks);
         this.update = update;
         this.pool = pool;
@@ -124,7 +126,7 @@ final class StageModel implements StageWork {
     @Override
     public Tensor inputBuffer(int mb, int chunk) {
         InFlight f = slot(mb, chunk);
-        if (f.input == null) f.input = f.arena.allocateForOverwrite(DType.F32, rows(mb), hidden);
+        if (f.input == null) f.input = f.arena.allocateForOverwrite(dtype, rows(mb), hidden);
         return f.input;
     }
 
@@ -138,7 +140,7 @@ final class StageModel implements StageWork {
     @Override
     public Tensor outputGradientBuffer(int mb, int chunk) {
         InFlight f = slot(mb, chunk);
-        if (f.outputGradient == null) f.outputGradient = f.arena.allocateForOverwrite(DType.F32, rows(mb), hidden);
+        if (f.outputGradient == null) f.outputGradient = f.arena.allocateForOverwrite(dtype, rows(mb), hidden);
         return f.outputGradient;
     }
 

@@ -119,7 +119,7 @@ public final class TrainStep implements AutoCloseable {
         this.pipeline = pipeline;
         this.chunks = List.copyOf(chunks);
         this.pool = pool;
-        this.stageModel = new StageModel(chunks, update, pool, chunkHidden(chunks));
+        this.stageModel = new StageModel(chunks, update, pool, chunkHidden(chunks), params.dtype());
         this.lossScalar = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 1);
     }
 
@@ -250,7 +250,7 @@ public final class TrainStep implements AutoCloseable {
             for (int c = 0; c < chunks.size(); c++) {
                 GptPart part = chunks.get(c);
                 if (!part.span().embedding() && p > 1) {   // the previous part's output, from the previous stage
-                    activation = evaluationArena.allocateForOverwrite(DType.F32, batch.dim(0) * (batch.dim(1) - 1),
+                    activation = evaluationArena.allocateForOverwrite(params.dtype(), batch.dim(0) * (batch.dim(1) - 1),
                             part.config().hidden());
                     pipeline.group().receive(activation, (stage + p - 1) % p, EVALUATION_TAG + c);
                 }

@@ -70,9 +70,15 @@ class PipelineParityTest {
 
     /** As {@link #train(ParallelLayout, ScheduleKind, Recompute)} with {@code microBatches} per step, {@code steps} steps. */
     static Outcome train(ParallelLayout layout, ScheduleKind kind, Recompute recompute, int microBatches, int steps) {
+        return train(layout, kind, recompute, microBatches, steps, DType.F32);
+    }
+
+    /** As above in {@code dtype}: F64 shows the pipeline computes the single rank's math, F32 adds rounding. */
+    static Outcome train(ParallelLayout layout, ScheduleKind kind, Recompute recompute, int microBatches, int steps,
+                         DType dtype) {
         List<Outcome> ranks = LocalCluster.run(layout.worldSize(), LocalCluster.Options.defaults(), ctx -> {
             try (ProcessGroups groups = new ProcessGroups(layout, ctx.world())) {
-                return trainRank(layout, groups, ctx.memory(), kind, recompute, microBatches, steps);
+                return trainRank(layout, groups, ctx.memory(), kind, recompute, microBatches, steps, dtype);
             }
         });
         Map<String, double[]> merged = new HashMap<>();
@@ -86,7 +92,7 @@ class PipelineParityTest {
     }
 
     private static Outcome trainRank(ParallelLayout layout, ProcessGroups groups, MemoryPool pool, ScheduleKind kind,
-                                     Recompute recompute, int microBatches, int steps) {
+                                     Recompute recompute, int microBatches, int steps, DType dtype) {
         int p = layout.pp(), v = layout.vpp(), dp = layout.dp(), zero = layout.zeroStage();
         int stage = groups.coordinates().ppStage(), dpRank = groups.coordinates().dpRank();
         List<GptPart.Span> parts = PipelineCut.balanced(MODEL, SEQ, p * v);
@@ -95,7 +101,7 @@ class PipelineParityTest {
         ParameterSet.Residency residency = zero == 3 ? ParameterSet.Residency.NONE : zero == 2 ? ParameterSet.Residency.VALUES
                 : ParameterSet.Residency.VALUES_AND_GRADS;
         AdamWOptimizer.Settings settings = AdamWOptimizer.Settings.gpt();
-        try (ParameterSet params = Gpt.declare(MODEL, mine, p > 1).allocate(pool, DType.F32, zero > 0 ? dp : 1, residency);
+        try (ParameterSet params = Gpt.declare(MODEL, mine, p > 1).allocate(pool, dtype, zero > 0 ? dp : 1, residency);
              StageGradients stages = p > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE) {
             List<GptPart> chunks = new ArrayList<>();
             for (GptPart.Span span : mine) chunks.add(new GptPart(MODEL, params, span, recompute, 1));
@@ -135,7 +141,7 @@ class PipelineParityTest {
                 }
             }
             Map<String, double[]> values = new HashMap<>();
-            try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, Math.toIntExact(params.paddedCount()))) {
+            try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, dtype, Math.toIntExact(params.paddedCount()))) {
                 if (sharded != null) sharded.gatherValues(full);
                 else Vectors.copy(full, params.values());
                 for (Parameter param : params.parameters()) {
@@ -168,9 +174,13 @@ class PipelineParityTest {
     }
 
     static void assertParity(Outcome expected, Outcome got, String name) {
+        assertParity(expected, got, name, 1e-6, PARAMETER_TOLERANCE);
+    }
+
+    static void assertParity(Outcome expected, Outcome got, String name, double lossTolerance, double parameterTolerance) {
         for (int s = 0; s < STEPS; s++) {
             double e = expected.losses()[s], g = got.losses()[s];
-            assertEquals(e, g, 1e-6 * Math.abs(e), name + ": loss of step " + (s + 1));
+            assertEquals(e, g, lossTolerance * Math.abs(e), name + ": loss of step " + (s + 1));
         }
         assertEquals(expected.params().keySet(), got.params().keySet(), name + ": parameters");
         double diff = 0, norm = 0, worst = 0;
@@ -191,7 +201,7 @@ class PipelineParityTest {
         double relative = Math.sqrt(diff / norm);
         System.out.printf("%s vs single rank after %d steps: parameters ||Δ||/||θ|| = %.2e (largest Δ in %s)%n", name, STEPS,
                 relative, worstName);
-        assertTrue(relative <= PARAMETER_TOLERANCE, name + ": parameters ||Δ||/||θ|| = " + relative + " > " + PARAMETER_TOLERANCE);
+        assertTrue(relative <= parameterTolerance, name + ": parameters ||Δ||/||θ|| = " + relative + " > " + parameterTolerance);
     }
 
     @ParameterizedTest(name = "pp {0} vpp {1} {2}")
@@ -215,6 +225,17 @@ class PipelineParityTest {
         int vpp = schedule.equals("interleaved") ? 2 : 1;
         Outcome got = train(layout(1, 2, vpp, 0), ScheduleKind.parse(schedule), Recompute.parse(recompute));
         assertParity(single(), got, "pp 2 " + schedule + " recompute " + recompute);
+    }
+
+    @Test
+    void inFloat64ThePipelineComputesTheSingleRankMathToRoundoff() {
+        // The fp32 gap (~3e-6) is rounding (the tied wte's gradient summed in another order), not a different update:
+        // in float64 the same layouts agree to about 5e-16.
+        Outcome one = train(layout(1, 1, 1, 0), ScheduleKind.ONE_F_ONE_B, Recompute.NONE, MICRO_BATCHES, STEPS, DType.F64);
+        assertParity(one, train(layout(1, 4, 1, 0), ScheduleKind.ONE_F_ONE_B, Recompute.NONE, MICRO_BATCHES, STEPS, DType.F64),
+                "float64 pp 4 1f1b", 1e-13, 1e-13);
+        assertParity(one, train(layout(2, 2, 1, 1), ScheduleKind.ONE_F_ONE_B, Recompute.NONE, MICRO_BATCHES, STEPS, DType.F64),
+                "float64 pp 2 x dp 2 zero 1", 1e-13, 1e-13);
     }
 
     @Test
