@@ -56,6 +56,23 @@ public final class BenchPipelineCommand implements Runnable {
     @Option(names = "--json", description = "One JSON object per schedule instead of a table.")
     boolean json;
 
+    @Option(names = "--preset", description = {"Time real training steps of this model preset (e.g. tiny) instead of stand-in "
+            + "work: p stages x 1 thread under each --schedules beside 1 rank x p threads, in tokens/s."})
+    String preset;
+
+    @Option(names = "--micro-batch", defaultValue = "4", description = "With --preset: sequences per micro-batch (default: ${DEFAULT-VALUE}).")
+    int microBatch;
+
+    @Option(names = "--seq-len", defaultValue = "256", description = "With --preset: tokens per sequence (default: ${DEFAULT-VALUE}).")
+    int seqLen;
+
+    @Option(names = "--rounds", defaultValue = "3", description = "With --preset: rounds over all cases (default: ${DEFAULT-VALUE}).")
+    int rounds;
+
+    @Option(names = "--schedules", split = ",", defaultValue = "1f1b,gpipe,zb-h1",
+            description = "With --preset: schedules to time (default: ${DEFAULT-VALUE}).")
+    List<String> schedules;
+
     /** What one schedule measured: per timed step, the pipeline bubble and step time; per stage, peak activation bytes. */
     record Measured(PipelineSchedule schedule, double[] bubbles, double[] stepMs, long[] peakActivationBytes) {
         double medianBubble() { return median(bubbles); }
@@ -75,6 +92,11 @@ public final class BenchPipelineCommand implements Runnable {
                     + " --work-ms " + workMs);
         }
         BenchOutput out = new BenchOutput(stdout, json);
+        if (preset != null) {
+            new PipelineTrainingBench(preset, stages, microBatches, microBatch, seqLen, rounds, steps,
+                    schedules.stream().map(ScheduleKind::parse).toList()).run(out, preset);
+            return;
+        }
         out.info(String.format(Locale.ROOT, "p=%d ranks as threads, m=%d micro-batches, stand-in work W=%.1f ms: forward W, backward 2W"
                         + " (zb-h1: B W + W W), interleaved v=%d chunks at W/v each; %dx%d f32 messages; %d steps after 1 warm-up, median",
                 stages, microBatches, workMs, chunks, StandInStageWork.ROWS, StandInStageWork.COLUMNS, steps));
