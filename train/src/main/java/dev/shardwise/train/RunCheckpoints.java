@@ -3,16 +3,20 @@ package dev.shardwise.train;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
 import dev.shardwise.data.DatasetPreparer;
-import dev.shardwise.model.Gpt;
+import dev.shardwise.comm.Communicator;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.IntFunction;
 
 /**
  * A run's state as a layout-independent {@link Checkpoint}: parameters and AdamW moments by global name and shape
@@ -27,12 +31,50 @@ final class RunCheckpoints {
         this.config = config;
     }
 
-    /** Every rank calls it (the moments are gathered under ZeRO); the leader writes the checkpoint. */
-    void save(boolean leader, Path checkpoints, Gpt model, OptimizerState optimizer, TrainState state,
-                      TrainingData data) throws IOException {
+    /**
+     * Where a rank's parameters sit in a pipeline, for saving: the pipeline group (rank = stage; null when the model
+     * is not cut), whether this rank is its stage's first data-parallel replica (those ranks carry their stage's
+     * tensors to stage 0), and the flat layout of any stage's parameters (names, shapes, offsets; no memory).
+     */
+    record Stages(Communicator pipeline, boolean firstReplica, IntFunction<ParameterSet> layoutOf) {
+        static final Stages SINGLE = new Stages(null, true, null);
+    }
+
+    private static final int VALUES_TAG = 31_000;
+
+    /**
+     * Every rank calls it (the moments are gathered under ZeRO; under a pipeline the first replica of each stage
+     * sends its stage's parameters and moments to stage 0, which holds them in buffers until the write is done);
+     * the leader writes the checkpoint, every tensor by its global name, so it loads under any layout.
+     */
+    void save(boolean leader, Path checkpoints, ParameterSet params, OptimizerState optimizer, TrainState state,
+              TrainingData data, Stages stages, MemoryPool pool) throws IOException {
         Tensor values = optimizer.valuesToSave();
         Tensor[] moments = optimizer.momentsToSave();
+        List<Tensor> received = new ArrayList<>();
         try {
+            Map<String, Tensor> tensors = checkpointTensors(params, values, moments);
+            if (stages.pipeline() != null && stages.firstReplica()) {
+                Communicator pipeline = stages.pipeline();
+                if (pipeline.rank() != 0) {
+                    pipeline.send(values, 0, VALUES_TAG);
+                    pipeline.send(moments[0], 0, VALUES_TAG + 1);
+                    pipeline.send(moments[1], 0, VALUES_TAG + 2);
+                    return;
+                }
+                for (int s = 1; s < pipeline.size(); s++) {
+                    try (ParameterSet layout = stages.layoutOf().apply(s)) {
+                        Tensor[] flat = new Tensor[3];
+                        for (int k = 0; k < 3; k++) {
+                            flat[k] = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), Math.toIntExact(layout.paddedCount()));
+                            received.add(flat[k]);
+                            pipeline.receive(flat[k], s, VALUES_TAG + k);
+                        }
+                        // the head's copy of wte is the embedding's (their gradients are summed): stage 0's is kept
+                        checkpointTensors(layout, flat[0], new Tensor[]{flat[1], flat[2]}).forEach(tensors::putIfAbsent);
+                    }
+                }
+            }
             if (!leader) return;
             Map<String, Object> stateMap = new LinkedHashMap<>();
             stateMap.put("step", state.step());
@@ -47,9 +89,10 @@ final class RunCheckpoints {
             metadata.put("tokenizer", data.tokenizer().name());
             metadata.put("data", data.directory().toAbsolutePath().toString());
             Path tokenizerFile = data.directory().resolve(DatasetPreparer.TOKENIZER_FILE);
-            Checkpoint.write(checkpoints, state.step(), checkpointTensors(model.parameters(), values, moments), metadata,
+            Checkpoint.write(checkpoints, state.step(), tensors, metadata,
                     Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
         } finally {
+            for (Tensor t : received) t.close();
             optimizer.saved();
         }
     }
@@ -67,7 +110,8 @@ final class RunCheckpoints {
     }
 
     @SuppressWarnings("unchecked")
-    void restore(Path dir, Gpt model, OptimizerState optimizer, BatchSampler sampler, TrainState state)
+    /** Every rank reads the tensors of its own parameters (any layout wrote them: they are keyed by global name). */
+    void restore(Path dir, ParameterSet params, OptimizerState optimizer, BatchSampler sampler, TrainState state)
             throws IOException {
         Map<String, Object> manifest = Checkpoint.readManifest(dir);
         Object savedModel = manifest.get("model");
@@ -76,7 +120,7 @@ final class RunCheckpoints {
             throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
                     + current + "; resume with the run's own config.yaml");
         }
-        Checkpoint.read(dir, checkpointTensors(model.parameters(), optimizer.valuesToLoad(), optimizer.momentsToLoad()));
+        Checkpoint.read(dir, checkpointTensors(params, optimizer.valuesToLoad(), optimizer.momentsToLoad()));
         Map<String, Object> s = (Map<String, Object>) manifest.get("state");
         optimizer.loaded(((Number) s.get("optimizerSteps")).longValue());
         long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();

@@ -95,11 +95,9 @@ public final class Trainer {
      *
      * @throws IOException              if data, checkpoints or the run directory cannot be read or written
      * @throws IllegalStateException    if the loss or gradient norm stops being finite
-     * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false, or the
-     *                                  layout asks for pipeline stages or activation recompute (not wired in yet)
+     * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false
      */
     public Result run(boolean resume) throws IOException {
-        refuseWhatIsBeingWiredIn(resume);
         if (job.isMultiProcess() && config.ranks() != job.size()) {
             throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
                     + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
@@ -123,19 +121,6 @@ public final class Trainer {
                 return runRankOfJob(ctx, data, resumeFrom, startup.peak());
             }
         });
-    }
-
-    /**
-     * Parts of the layout the config accepts but this trainer does not run yet: activation recompute is being wired
-     * in; a pipeline's checkpoints (each stage holds part of the model) come with per-rank checkpoint shards.
-     *
-     * @throws IllegalArgumentException naming the setting and what to use for now
-     */
-    private void refuseWhatIsBeingWiredIn(boolean resume) {
-        if (config.layout().pp() > 1 && resume) {
-            throw new IllegalArgumentException("--resume with pp=" + config.layout().pp() + ": pipeline runs do not write "
-                    + "checkpoints yet (they come with per-rank checkpoint shards); resume with pp=1, or start a new run");
-        }
     }
 
     /** The ranks are threads of this JVM: this thread alone, or a {@link LocalCluster} (the {@code local} backend). */
@@ -227,11 +212,13 @@ public final class Trainer {
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(params, chunks(params, spans), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
-            Gpt model = pp == 1 ? new Gpt(config.model(), params) : null;   // the whole model: checkpoints; closed with params
+            RunCheckpoints.Stages stageLayout = pp == 1 ? RunCheckpoints.Stages.SINGLE : new RunCheckpoints.Stages(groups.pp(),
+                    rank == 0, s -> Gpt.declare(config.model(), stageSpans(s), true).allocate(pool, DType.F32,
+                    zero.paddingMultiple(dpGroup.size()), ParameterSet.Residency.NONE));
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
             TrainState state = new TrainState();
             if (resumeFrom.isPresent()) {
-                checkpoints.restore(resumeFrom.get(), model, optimizer, sampler, state);
+                checkpoints.restore(resumeFrom.get(), params, optimizer, sampler, state);
                 if (leader) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
             }
             Tensor mine = global.slice(0, rank * b, b);
@@ -240,7 +227,7 @@ public final class Trainer {
                 MemorySegment.copy(global.segment(), mine.byteOffset(), batch.segment(), batch.byteOffset(), 4L * b * row);
             };
             try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row)) {
-                return loop(leader, data, pool, model, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
+                return loop(leader, data, pool, params, stageLayout, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
                         state, trainStep, peak);
             }
         }
@@ -289,7 +276,8 @@ public final class Trainer {
      */
     static final int OVERLAP_BUCKET_ELEMENTS = 1 << 20;
 
-    private Result loop(boolean leader, TrainingData data, MemoryPool pool, Gpt model, OptimizerState optimizer,
+    private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, RunCheckpoints.Stages stages,
+                        OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
                         CpuPeak peak) throws IOException {
         Path runDir = config.runDir();
@@ -323,11 +311,9 @@ public final class Trainer {
                     100.0 * (config.layout().pp() - 1) / (config.gradAccumulation() + config.layout().pp() - 1),
                     4 * config.layout().pp() * config.batchSize() * config.layout().dp());
         }
-        if (model == null && leader) {
-            log.println("note: pipeline runs write no checkpoints yet (each stage holds part of the model; per-rank "
-                    + "checkpoint shards will save them)");
+        if (config.checkpointAtStart() && state.step() == 0) {
+            checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
         }
-        if (model != null && config.checkpointAtStart() && state.step() == 0) checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run
@@ -392,8 +378,9 @@ public final class Trainer {
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN);
                 }
-                if (model != null && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
-                    checkpoints.save(leader, runDir.resolve("checkpoints"), model, optimizer, state, data);   // collective under ZeRO
+                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                    // collective under ZeRO and over the pipeline
+                    checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
                 }
                 if (leader && (last || row.containsKey("val_loss"))) plot(runDir, trainCurve, valCurve);
             }
