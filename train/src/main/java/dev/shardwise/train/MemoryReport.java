@@ -3,6 +3,7 @@ package dev.shardwise.train;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.ParameterSet;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroStage;
@@ -22,16 +23,30 @@ public final class MemoryReport {
 
     private MemoryReport() { }
 
-    /** ZeRO's formula for {@code config}: per-rank bytes of parameters, gradients and optimizer state. */
-    public static ZeroMemory formula(TrainConfig config) {
-        return ZeroMemory.of(config.zero(), config.layout().dp(), config.model().parameterCount(), config.offloadOptimizer() != null);
+    /**
+     * ZeRO's formula for a rank of pipeline stage {@code stage} (0, the leader's, when the model is not cut): per-rank
+     * bytes of parameters, gradients and optimizer state for the Ψ parameters the stage holds.
+     */
+    public static ZeroMemory formula(TrainConfig config, int stage) {
+        return ZeroMemory.of(config.zero(), config.layout().dp(), stageParameters(config, stage), config.offloadOptimizer() != null);
     }
 
-    /** The bytes each rank will allocate for model state (exact: the padded flat layout's shards). */
-    public static ZeroMemory allocated(TrainConfig config) {
+    /** The bytes a rank of {@code stage} will allocate for model state (exact: the padded flat layout's shards). */
+    public static ZeroMemory allocated(TrainConfig config, int stage) {
         int dp = config.layout().dp();
-        long padded = Gpt.declare(config.model()).paddedCount(ZeroStage.of(config.zero()).paddingMultiple(dp));
+        long padded = declare(config, stage).paddedCount(ZeroStage.of(config.zero()).paddingMultiple(dp));
         return ZeroMemory.of(config.zero(), dp, padded, config.offloadOptimizer() != null);
+    }
+
+    /** Ψ of a stage: the parameters its parts hold (the last stage's copy of the tied wte included). */
+    static long stageParameters(TrainConfig config, int stage) {
+        return config.layout().pp() == 1 ? config.model().parameterCount()
+                : declare(config, stage).specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+    }
+
+    private static ParameterSet.Builder declare(TrainConfig config, int stage) {
+        return config.layout().pp() == 1 ? Gpt.declare(config.model())
+                : Gpt.declare(config.model(), Trainer.stageSpans(config, stage), true);
     }
 
     /**
@@ -50,10 +65,18 @@ public final class MemoryReport {
     public static String table(TrainConfig c) {
         int stage = c.zero();
         boolean offload = c.offloadOptimizer() != null;
-        ZeroMemory allocated = allocated(c), formula = formula(c);
+        ZeroMemory allocated = allocated(c, 0), formula = formula(c, 0);
         StringBuilder sb = new StringBuilder(layout(c));
-        sb.append(String.format(Locale.ROOT, "per-rank model state, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
-                + "(fp32 weights, AdamW)%s:%n", stage, c.layout().dp(), c.model().parameterCount(),
+        int pp = c.layout().pp();
+        if (pp > 1) {
+            sb.append("pipeline stages (parts: embedding, blocks, head), model state per rank:\n");
+            for (int s = 0; s < pp; s++) {
+                sb.append(String.format(Locale.ROOT, "  stage %d: %s; Ψ=%,d; %s allocated%n", s, Trainer.stageSpans(c, s),
+                        stageParameters(c, s), MemoryPool.formatBytes(allocated(c, s).total())));
+            }
+        }
+        sb.append(String.format(Locale.ROOT, "per-rank model state%s, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
+                + "(fp32 weights, AdamW)%s:%n", pp > 1 ? " of stage 0" : "", stage, c.layout().dp(), stageParameters(c, 0),
                 offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : ""));
         String row = "  %-16s %12s   %-12s %12s%n";
         sb.append(String.format(Locale.ROOT, row, "category", "allocated", "ZeRO formula", "= bytes"));

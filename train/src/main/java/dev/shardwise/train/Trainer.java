@@ -233,11 +233,15 @@ public final class Trainer {
         }
     }
 
+    private List<GptPart.Span> stageSpans(int stage) {
+        return stageSpans(config, stage);
+    }
+
     /**
      * The model parts pipeline stage {@code stage} holds, chunk c being part c·pp + stage: the config's
      * {@code pipelineCut}, or a cut balanced by modelled cost (the whole model when pp·vpp = 1).
      */
-    private List<GptPart.Span> stageSpans(int stage) {
+    static List<GptPart.Span> stageSpans(TrainConfig config, int stage) {
         int pp = config.layout().pp(), vpp = config.layout().vpp();
         List<GptPart.Span> parts = config.pipelineCut() != null ? PipelineCut.pinned(config.model(), config.pipelineCut(), pp * vpp)
                 : PipelineCut.balanced(config.model(), config.seqLen(), pp * vpp);
@@ -303,7 +307,7 @@ public final class Trainer {
         }
         double lastLoss = Double.NaN, lastVal = Double.NaN, lastTokensPerSecond = 0, lastMfu = 0;
         long peakBytes = 0;
-        ZeroMemory zeroFormula = MemoryReport.formula(config);
+        ZeroMemory zeroFormula = MemoryReport.formula(config, 0);   // the leader is stage 0
         if (leader && config.layout().pp() > 1 && config.gradAccumulation() < 2 * config.layout().pp()) {
             log.printf("note: %d micro-batch(es) per step over %d pipeline stages: the pipeline idles about %.0f%% of a step "
                             + "((p-1)/(m+p-1)); raise --global-batch to a multiple of --micro-batch (e.g. --global-batch %d)%n",
