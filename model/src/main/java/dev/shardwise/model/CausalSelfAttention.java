@@ -99,26 +99,33 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
 
     /**
      * Writes dx [B·T, C] and accumulates the parameter gradients from dy [B·T, C]; reads qkv, rotated, att and
-     * lse (recomputing att and lse first, in a scratch arena that also holds this backward's temporaries, when
-     * forward dropped them).
+     * lse (recomputing att and lse first when forward dropped them: in a scratch arena that also holds this
+     * backward's temporaries and is closed before returning, or, when {@code weights} is not null, in
+     * {@code arena}, since the queued dW_o and dW_qkv read att and dqkv).
      */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, WeightGradients weights) {
         if (saved.att != null) {
-            backward(arena, dx, dy, x, rows, saved, new Core(saved.att, saved.lse));
+            backward(arena, dx, dy, x, rows, saved, new Core(saved.att, saved.lse), weights);
+            return;
+        }
+        if (weights != null) {
+            Core core = core(arena, saved.qkv, saved.rotated, rows.b(), rows.t());   // the same kernel on the same q, k, v
+            backward(arena, dx, dy, x, rows, saved, core, weights);
             return;
         }
         try (StepArena scratch = new StepArena(arena.pool())) {
-            Core core = core(scratch, saved.qkv, saved.rotated, rows.b(), rows.t());   // the same kernel on the same q, k, v
-            backward(scratch, dx, dy, x, rows, saved, core);
+            Core core = core(scratch, saved.qkv, saved.rotated, rows.b(), rows.t());
+            backward(scratch, dx, dy, x, rows, saved, core, null);
         }
     }
 
-    private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, Core core) {
+    private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, Core core,
+                          WeightGradients weights) {
         int b = rows.b(), t = rows.t();
         Tensor att = core.att;
         Tensor datt = arena.allocateForOverwrite(dy.dtype(), b * t, heads * headSize);
-        proj.backward(datt, dy, att);
+        proj.backward(datt, dy, att, weights);
         Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());   // zeroed: the attention kernel accumulates
         Tensor q = q(saved.qkv, b, t), k = k(saved.qkv, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
         Tensor drotated = null;
@@ -136,7 +143,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
             Rotary.backward(q(dfused, b, t), dq, 0);
             Rotary.backward(k(dfused, b, t), dk, 0);
         }
-        qkv.backward(dx, dfused, x);
+        qkv.backward(dx, dfused, x, weights);
     }
 
     private double scale() {

@@ -37,14 +37,18 @@ final class GeluMlp implements FeedForward {
         return new Saved(hidden, gelu, proj.forward(arena, gelu));
     }
 
-    /** Writes dx [N, C] and accumulates dW_fc, db_fc, dW_proj, db_proj from dy [N, C]; reads hidden and gelu. */
+    /**
+     * Writes dx [N, C] and accumulates dW_fc, db_fc, dW_proj, db_proj from dy [N, C] (queued on {@code weights}
+     * when not null; they read dy, gelu, dhidden and x); reads hidden and gelu.
+     */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s,
+                         WeightGradients weights) {
         Saved saved = (Saved) s;
         Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
-        proj.backward(dgelu, dy, saved.gelu);
+        proj.backward(dgelu, dy, saved.gelu, weights);
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         Gelu.backwardInto(dhidden, dgelu, saved.hidden);
-        fc.backward(dx, dhidden, x);
+        fc.backward(dx, dhidden, x, weights);
     }
 }

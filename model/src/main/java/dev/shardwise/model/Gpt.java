@@ -43,10 +43,30 @@ public final class Gpt implements AutoCloseable {
      * unit's gradients hold this micro-batch's contribution and backward will not touch them again. Hooks run on
      * the thread that runs the model. ZeRO 2 and 3 and the overlapped gradient reduction use them; {@link #NONE}
      * does nothing.
+     *
+     * <p>Split backward ({@link GptPart#backwardInput} then {@link GptPart#backwardWeight}, zero-bubble pipelines):
+     * the {@code beforeBackward} calls come in B, the {@code afterBackward} calls in W, each in the order above. In
+     * between, other passes may run: forwards, and B's and W's of other micro-batches, so a unit can be in backward
+     * for several micro-batches at once, and its {@code beforeBackward} for one may come before its
+     * {@code afterBackward} for an earlier one. Hooks that bind per-unit state between the two (ZeRO 2 and 3's
+     * transient gradient buffers) cannot allow that; {@link #allowsDeferredWeightGradients} says which can.
      */
     public interface Hooks {
         /** No calls have any effect: single rank, or data parallelism that reduces after backward. */
-        Hooks NONE = new Hooks() { };
+        Hooks NONE = new Hooks() {
+            @Override
+            public boolean allowsDeferredWeightGradients() {
+                return true;
+            }
+        };
+
+        /**
+         * Whether these hooks stay correct under a split backward (see above): W's {@code afterBackward} late, and a
+         * unit open for several micro-batches at once. False unless a hooks class says otherwise.
+         */
+        default boolean allowsDeferredWeightGradients() {
+            return false;
+        }
 
         default void beforeForward(ParameterSet.Unit unit) { }
 

@@ -24,6 +24,9 @@ import java.util.Objects;
  * whose {@link Pass#output} [B·T, C] feeds the next part (null on the last part, which ends in the loss).
  * {@link #backward} takes the gradient of that output (null on the last part, which starts from the loss) and
  * returns the gradient of the input (null on the first part), accumulating every parameter gradient of the part.
+ * Zero-bubble schedules (Qi et al. 2023) split it: {@link #backwardInput} (B) returns the input gradient and queues
+ * the weight-gradient work in the pass, {@link #backwardWeight} (W) runs it later; the gradients come out
+ * bit-identical to {@link #backward}'s.
  *
  * <p>Tied head (Press and Wolf 2017): when the part holding the head does not also hold the embedding, it holds
  * its own copy of {@code wte} in a unit named {@value #HEAD}; the two copies' gradients are summed across the
@@ -177,6 +180,9 @@ public final class GptPart {
         this.hooks = Objects.requireNonNull(hooks, "hooks");
     }
 
+    /** How far a pass's backward has run: whole backward and W end in DONE, B alone in INPUT_DONE. */
+    private enum BackwardState { NOT_STARTED, INPUT_DONE, DONE }
+
     /** The state one forward pass through the part leaves for its backward, and (last part) the loss. */
     public static final class Pass {
         private final int b, t;
@@ -190,6 +196,8 @@ public final class GptPart {
         private Tensor logits;                         // [B·T, V]; after a training forward d(loss·scale)/d(logits)
         private double loss = Double.NaN;
         private int countedTokens;
+        private BackwardState backward = BackwardState.NOT_STARTED;
+        private WeightGradients weights;               // W queued by backwardInput, until backwardWeight runs it
 
         private Pass(int b, int t, Tensor ids, Tensor positions, Tensor input, List<TransformerBlock.Saved> blocks,
                      TopQueryLayer.Saved topQuery, Norm.Saved finalNorm, Tensor headInput) {
@@ -322,8 +330,83 @@ public final class GptPart {
      * Call once per forward with gradient, with the same arena still open.
      *
      * @param dOutput gradient of {@link Pass#output} [B·T, C]; null on the head part (it starts from the loss)
+     * @throws IllegalStateException if the pass's backward already started ({@link #backwardInput})
      */
     public Tensor backward(StepArena arena, Pass pass, Tensor dOutput) {
+        startBackward(pass);
+        pass.backward = BackwardState.DONE;
+        return backward(arena, pass, dOutput, null);
+    }
+
+    /**
+     * Whether {@link #backwardInput} may run now: the hooks installed ({@link Gpt.Hooks#allowsDeferredWeightGradients})
+     * stay correct with units open from a pass's B to its W.
+     */
+    public boolean canSplitBackward() {
+        return hooks.allowsDeferredWeightGradients();
+    }
+
+    /**
+     * The input-gradient half of {@link #backward}, B of zero-bubble pipeline parallelism (Qi et al. 2023): returns
+     * the gradient of the part's input [B·T, C] (null on the embedding part) and every activation gradient on the
+     * way, accumulates the norms' dγ and dβ, and leaves the weight-gradient work to {@link #backwardWeight}: every
+     * linear's dW += dyᵀ·x and db, the tied head's dwte, the embeddings' scatter-adds (wte, wpe, E_q) and the top
+     * query layer's query path. What that work reads (dy and x of each linear) stays in {@code arena}, which must
+     * stay open, unreset, until then: the activation memory of a pass lives from its forward to its W. Blocks under
+     * {@link Recompute#FULL} do their weight-gradient work here, inside their scratch arena (see
+     * {@link TransformerBlock}); under {@link Recompute#SELECTIVE} the recomputed attention core is kept in
+     * {@code arena} for W instead of a scratch arena.
+     *
+     * <p>Hooks: every {@code beforeBackward} runs here, every {@code afterBackward} in {@link #backwardWeight}, both
+     * in {@link Gpt.Hooks}' order, so a unit's gradients are complete exactly at its {@code afterBackward}.
+     *
+     * <p>Gradients: a pass's W run right after its B gives {@link #backward}'s bits; W's of several passes deferred
+     * past other passes' B's (ZB-H1) give the bits of the whole backwards run in the order of the W's, since no
+     * parameter is written by both halves and the W's add in the order they run.
+     *
+     * @param dOutput gradient of {@link Pass#output} [B·T, C]; null on the head part
+     * @throws IllegalStateException if the pass's backward already started, or the hooks do not allow the split
+     *                               ({@link #canSplitBackward}: run {@link #backward} whole instead)
+     */
+    public Tensor backwardInput(StepArena arena, Pass pass, Tensor dOutput) {
+        if (!canSplitBackward()) {
+            throw new IllegalStateException("part " + span + ": its hooks (" + hooks.getClass().getName() + ") bind "
+                    + "per-unit state between a unit's beforeBackward and afterBackward, so backward cannot be split into "
+                    + "B and a deferred W; run backward whole");
+        }
+        startBackward(pass);
+        pass.weights = new WeightGradients();
+        pass.backward = BackwardState.INPUT_DONE;
+        return backward(arena, pass, dOutput, pass.weights);
+    }
+
+    /**
+     * The weight-gradient half (W) after {@link #backwardInput} of the same pass: runs the work B queued, in B's
+     * order, accumulating into the parameter gradients, and calls the hooks' {@code afterBackward} for each unit.
+     * Reads tensors of the arena B ran in, which must still be open.
+     *
+     * @throws IllegalStateException if the pass has no {@link #backwardInput} pending
+     */
+    public void backwardWeight(Pass pass) {
+        if (pass.backward != BackwardState.INPUT_DONE) {
+            throw new IllegalStateException("part " + span + ": backwardWeight needs the pass's backwardInput first"
+                    + (pass.backward == BackwardState.DONE ? " (its backward already ran whole or its W already ran)" : ""));
+        }
+        pass.backward = BackwardState.DONE;
+        WeightGradients weights = pass.weights;
+        pass.weights = null;
+        weights.run();
+    }
+
+    private void startBackward(Pass pass) {
+        if (pass.backward != BackwardState.NOT_STARTED) {
+            throw new IllegalStateException("part " + span + ": this pass's backward already "
+                    + (pass.backward == BackwardState.INPUT_DONE ? "ran its input half; run backwardWeight" : "ran"));
+        }
+    }
+
+    /** Backward with the weight-gradient work and the afterBackward hooks queued on {@code weights} (null: now). */
+    private Tensor backward(StepArena arena, Pass pass, Tensor dOutput, WeightGradients weights) {
         if (span.head() != (dOutput == null)) {
             throw new IllegalArgumentException(span.head() ? "the head part starts backward from the loss; pass no output gradient"
                     : "part " + span + " needs the gradient of its output");
@@ -337,8 +420,8 @@ public final class GptPart {
             // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
             Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
             Gemm.matmul(dhead, pass.logits, tokenEmbedding.value(), false, false, 1f, 0f);
-            Gemm.matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f);
-            if (headUnit != null) hooks.afterBackward(headUnit);
+            WeightGradients.defer(weights, () -> Gemm.matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f));
+            if (headUnit != null) afterBackward(headUnit, weights);
             Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
             dstream = dhead;
             if (finalUnit != null) hooks.beforeBackward(finalUnit);
@@ -349,26 +432,34 @@ public final class GptPart {
             if (topQuery != null) {
                 Tensor dinput = arena.allocateForOverwrite(dtype, n, c);
                 topQuery.backward(arena, dinput, dstream, blockOutput(pass, blocks.size() - 1), pass.positions, pass.b, pass.t,
-                        pass.topQuery);
+                        pass.topQuery, weights);
                 dstream = dinput;
             }
-            if (finalUnit != null) hooks.afterBackward(finalUnit);
+            if (finalUnit != null) afterBackward(finalUnit, weights);
         }
         for (int l = blocks.size() - 1; l >= 0; l--) {
             Tensor dinput = arena.allocateForOverwrite(dtype, n, c);   // the block writes it
             hooks.beforeBackward(blockUnits.get(l));
-            blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l));
-            hooks.afterBackward(blockUnits.get(l));
+            blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l), weights);
+            afterBackward(blockUnits.get(l), weights);
             dstream = dinput;
         }
         if (!span.embedding()) return dstream;
         if (!tied) hooks.beforeBackward(embeddingUnit);
         if (positionsUnit != null) hooks.beforeBackward(positionsUnit);
-        Embedding.backward(tokenEmbedding.grad(), dstream, pass.ids);
-        if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dstream, pass.positions);
-        if (positionsUnit != null) hooks.afterBackward(positionsUnit);
-        hooks.afterBackward(embeddingUnit);
+        Tensor dembedded = dstream;
+        WeightGradients.defer(weights, () -> {
+            Embedding.backward(tokenEmbedding.grad(), dembedded, pass.ids);
+            if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dembedded, pass.positions);
+        });
+        if (positionsUnit != null) afterBackward(positionsUnit, weights);
+        afterBackward(embeddingUnit, weights);
         return null;
+    }
+
+    /** The unit's gradients are complete once the work queued so far has run: tells the hooks then (now, if null). */
+    private void afterBackward(ParameterSet.Unit unit, WeightGradients weights) {
+        WeightGradients.defer(weights, () -> hooks.afterBackward(unit));
     }
 
     /** Output of the part's block {@code l} (the part's input for l = -1). */

@@ -74,5 +74,16 @@ interface Layer<S extends Layer.Saved> {
      * dy [N, C']. Reads x, which must be the tensor forward read, unchanged, and {@code saved}, which must come
      * from this layer's forward over the same rows, with its arena still open. Temporaries go in {@code arena}.
      */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, S saved);
+    default void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, S saved) {
+        backward(arena, dx, dy, x, rows, saved, null);
+    }
+
+    /**
+     * As {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved)}, split for zero-bubble pipelines (Qi et
+     * al. 2023): writes dx now and queues the weight-gradient work on {@code weights} (null: does it now, the
+     * whole backward). What the queued work reads (dy, x, temporaries) is then kept in {@code arena}, never in a
+     * scratch arena closed before returning, unless the layer runs that work itself before closing it; dy and x
+     * must stay unchanged until the queue runs. Either way the gradients come out bit-identical.
+     */
+    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, S saved, WeightGradients weights);
 }

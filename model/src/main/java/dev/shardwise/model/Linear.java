@@ -7,7 +7,8 @@ import dev.shardwise.core.tensor.Tensor;
 
 /**
  * Fully connected layer, y = x·Wᵀ + b (PyTorch's nn.Linear layout: W is [out, in]).
- * Forward is one NT GEMM; backward is an NN GEMM for dx and a TN GEMM for dW. A helper inside layers, not a
+ * Forward is one NT GEMM; backward is an NN GEMM for dx and a TN GEMM for dW, the latter queued for the
+ * weight-gradient half when backward is split ({@link WeightGradients}). A helper inside layers, not a
  * {@link Layer}: its backward writes dx as a layer's does, and {@link #backwardAdd} adds onto it instead.
  */
 final class Linear {
@@ -46,16 +47,29 @@ final class Linear {
      * dW += dyᵀ·x and db += Σ_rows dy. Shapes: dx [N, IN] or null, dy [N, OUT], x [N, IN] (forward's input).
      */
     void backward(Tensor dx, Tensor dy, Tensor x) {
-        parameterGradients(dy, x);
+        backward(dx, dy, x, null);
+    }
+
+    /**
+     * As {@link #backward(Tensor, Tensor, Tensor)}, with dW and db queued on {@code weights} (null: accumulated
+     * now); dy and x must then stay unchanged until the queue runs.
+     */
+    void backward(Tensor dx, Tensor dy, Tensor x, WeightGradients weights) {
+        WeightGradients.defer(weights, () -> parameterGradients(dy, x));
         if (dx != null) Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 0f);
     }
 
     /**
-     * As {@link #backward}, but adds onto dx: dx += dy·W (GEMM with beta 1), for a layer whose input feeds
-     * several linears (SwiGLU's gate and up). Shapes as there; dx is not null.
+     * As {@link #backward(Tensor, Tensor, Tensor)}, but adds onto dx: dx += dy·W (GEMM with beta 1), for a layer
+     * whose input feeds several linears (SwiGLU's gate and up). Shapes as there; dx is not null.
      */
     void backwardAdd(Tensor dx, Tensor dy, Tensor x) {
-        parameterGradients(dy, x);
+        backwardAdd(dx, dy, x, null);
+    }
+
+    /** As {@link #backwardAdd(Tensor, Tensor, Tensor)}, with dW and db queued on {@code weights} (null: now). */
+    void backwardAdd(Tensor dx, Tensor dy, Tensor x, WeightGradients weights) {
+        WeightGradients.defer(weights, () -> parameterGradients(dy, x));
         Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 1f);
     }
 

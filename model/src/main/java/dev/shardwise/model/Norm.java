@@ -42,8 +42,13 @@ interface Norm extends Layer<Norm.Saved> {
      */
     void backward(Tensor dx, Tensor dy, Tensor x, Saved saved);
 
+    /**
+     * The norm's dγ and dβ are accumulated at once even when backward is split: the kernel computes them in the
+     * same pass over the rows as dx, so {@code weights} gets nothing.
+     */
     @Override
-    default void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Saved saved) {
+    default void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Saved saved,
+                          WeightGradients weights) {
         backward(dx, dy, x, saved);
     }
 

@@ -43,16 +43,20 @@ final class SwiGluMlp implements FeedForward {
         return new Saved(g, u, hidden, down.forward(arena, hidden));
     }
 
-    /** Writes dx [N, C] and accumulates the gate, up and down gradients from dy [N, C]; reads gate, up and hidden. */
+    /**
+     * Writes dx [N, C] and accumulates the gate, up and down gradients from dy [N, C] (queued on {@code weights}
+     * when not null; they read dy, hidden, dgate, dup and x); reads gate, up and hidden.
+     */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s,
+                         WeightGradients weights) {
         Saved saved = (Saved) s;
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
-        down.backward(dhidden, dy, saved.hidden);
+        down.backward(dhidden, dy, saved.hidden, weights);
         Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());   // zeroed: the SwiGLU kernel accumulates
         Tensor dup = arena.allocate(dy.dtype(), saved.up.shape());
         SwiGlu.backward(dgate, dup, dhidden, saved.gate, saved.up);
-        gate.backward(dx, dgate, x);   // dx = dgate·W_gate
-        up.backwardAdd(dx, dup, x);    // dx += dup·W_up
+        gate.backward(dx, dgate, x, weights);   // dx = dgate·W_gate
+        up.backwardAdd(dx, dup, x, weights);    // dx += dup·W_up
     }
 }

@@ -101,32 +101,45 @@ final class TopQueryLayer implements Layer<TopQueryLayer.Saved> {
         return new Saved(n1, qe, q, kv, att, lse, x1, n2, f, y);
     }
 
-    /** {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved)} over B·T rows at {@code positions} i32 [B·T]. */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Tensor positions, int b, int t, Saved s) {
-        backward(arena, dx, dy, x, new Rows(b, t, positions), s);
+    /**
+     * {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved, WeightGradients)} over B·T rows at
+     * {@code positions} i32 [B·T].
+     */
+    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Tensor positions, int b, int t, Saved s,
+                  WeightGradients weights) {
+        backward(arena, dx, dy, x, new Rows(b, t, positions), s, weights);
     }
 
-    /** Writes dx [B·T, C] and accumulates the layer's parameter gradients (E_q's included) from dy [B·T, C]. */
+    /**
+     * Writes dx [B·T, C] and accumulates the layer's parameter gradients (E_q's included) from dy [B·T, C]. Split
+     * ({@code weights} not null): the linears' dW and db and the whole query path (dqe = dq·W_q and E_q's
+     * scatter-add, which no input gradient depends on) are queued, the norms' dγ and dβ accumulated now.
+     */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved s) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved s, WeightGradients weights) {
         int b = rows.b(), t = rows.t();
         // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
         Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        feedForward.backward(arena, dn2, dy, s.n2.out(), rows, s.feedForward);
+        feedForward.backward(arena, dn2, dy, s.n2.out(), rows, s.feedForward, weights);
         Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm2.backwardOnto(dx1, dy, dn2, s.x1, s.n2);
         // x1 = x + softmax(q·kᵀ)·v·W_oᵀ with q from E_q and k, v from N1(x): dx = dx1 + N1ᵀ(dn1)
         Tensor datt = arena.allocateForOverwrite(dy.dtype(), s.att.shape());
-        proj.backward(datt, dx1, s.att);
+        proj.backward(datt, dx1, s.att, weights);
         Tensor dq = arena.allocate(dy.dtype(), s.q.shape());     // zeroed: the attention kernel accumulates
         Tensor dkv = arena.allocate(dy.dtype(), s.kv.shape());
         Attention.backward(dq.view(b, t, heads, headSize), k(dkv, b, t), v(dkv, b, t), datt.view(b, t, heads, headSize),
                 s.att.view(b, t, heads, headSize), s.lse, s.q.view(b, t, heads, headSize), k(s.kv, b, t), v(s.kv, b, t), scale());
+        // q = E_q[t]·W_qᵀ: dW_q += dqᵀ·qe, dE_q[t] += dq·W_q. No input gradient flows through q, so all of it is
+        // weight-gradient work: queued whole when split (the dqe GEMM included).
         Tensor dqe = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        query.backward(dqe, dq, s.qe);
-        Embedding.backward(queryEmbedding.grad(), dqe, positions(rows));
+        Tensor positions = positions(rows);
+        WeightGradients.defer(weights, () -> {
+            query.backward(dqe, dq, s.qe);
+            Embedding.backward(queryEmbedding.grad(), dqe, positions);
+        });
         Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        keyValue.backward(dn1, dkv, s.n1.out());
+        keyValue.backward(dn1, dkv, s.n1.out(), weights);
         norm1.backwardOnto(dx, dx1, dn1, x, s.n1);
     }
 

@@ -119,38 +119,44 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
         return out;
     }
 
-    /** {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved)} over B·T rows. */
-    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved) {
-        backward(arena, dx, dy, x, Rows.of(b, t), saved);
+    /** {@link #backward(StepArena, Tensor, Tensor, Tensor, Rows, Saved, WeightGradients)} over B·T rows. */
+    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int b, int t, Saved saved, WeightGradients weights) {
+        backward(arena, dx, dy, x, Rows.of(b, t), saved, weights);
     }
 
     /**
      * Writes dx [B·T, C] (the gradient of the block's input; dx is not read) and accumulates every parameter
      * gradient of the block, from dy [B·T, C]. From {@link Dropped}, first runs forward again from x into a
      * scratch arena, which also takes this backward's temporaries and is closed before returning.
+     *
+     * <p>Split ({@code weights} not null): the linears' dW and db are queued on {@code weights}, reading tensors
+     * left in {@code arena}; the norms' dγ and dβ are accumulated now. From {@link Dropped} (full recompute) the
+     * block instead does its own weight-gradient work at once, inside the scratch arena, and queues nothing: keeping
+     * the recomputed block alive from B until W would hold a whole block's activations per micro-batch in flight,
+     * the memory full recompute is there to save.
      */
     @Override
-    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved) {
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, WeightGradients weights) {
         switch (saved) {
-            case Kept kept -> backward(arena, dx, dy, x, rows, kept);
+            case Kept kept -> backward(arena, dx, dy, x, rows, kept, weights);
             case Dropped ignored -> {
                 try (StepArena scratch = new StepArena(arena.pool())) {
-                    backward(scratch, dx, dy, x, rows, run(scratch, scratch, x, rows));
+                    backward(scratch, dx, dy, x, rows, run(scratch, scratch, x, rows), null);
                 }
             }
         }
     }
 
-    private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Kept saved) {
+    private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Kept saved, WeightGradients weights) {
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
             Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward);
+            feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward, weights);
             Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
             norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
             // x1 = x + A(N1(x)): dx = dx1 + N1ᵀ(Aᵀ(dx1))
             Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention);
+            attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention, weights);
             norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
             return;
         }
@@ -158,21 +164,29 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
         Tensor dsum2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm2.backward(dsum2, dy, saved.sum2, saved.n2);
         Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward);
-        addScaled(dx1, dsum2);
+        feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward, weights);
+        addScaled(arena, dx1, dsum2, weights);
         // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx = Aᵀ(dsum1) + α·dsum1
         Tensor dsum1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm1.backward(dsum1, dx1, saved.sum1, saved.n1);
-        attention.backward(arena, dx, dsum1, x, rows, saved.attention);
-        addScaled(dx, dsum1);
+        attention.backward(arena, dx, dsum1, x, rows, saved.attention, weights);
+        addScaled(arena, dx, dsum1, weights);
     }
 
     /**
-     * dx += α·d, as round(α·d) added on (the bits of the former α·d-then-accumulate order); {@code d}, a
-     * temporary nothing reads afterwards, is scaled in place.
+     * dx += α·d, as round(α·d) added on (the bits of the former α·d-then-accumulate order). The whole backward
+     * scales {@code d}, a temporary nothing reads afterwards, in place; a split one (queued dW's read d as their
+     * dy) scales a copy of it, allocated in {@code arena}.
      */
-    private void addScaled(Tensor dx, Tensor d) {
-        if (alpha != 1.0) Vectors.scale(d, alpha);
+    private void addScaled(StepArena arena, Tensor dx, Tensor d, WeightGradients weights) {
+        if (alpha != 1.0) {
+            if (weights != null) {
+                Tensor copy = arena.allocateForOverwrite(d.dtype(), d.shape());
+                Vectors.copy(copy, d);
+                d = copy;
+            }
+            Vectors.scale(d, alpha);
+        }
         Vectors.accumulate(dx, d);
     }
 }

@@ -77,6 +77,17 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
         else backward.run();
     }
 
+    /**
+     * True: a split backward (zero-bubble pipelines) calls {@link #afterBackward} in each pass's W, and the W's of
+     * one model part run in micro-batch order, so the last micro-batch's {@code afterBackward} of a unit still comes
+     * after every contribution to its gradient; {@link #beforeBackward} binds nothing, so units open for several
+     * micro-batches at once are no concern.
+     */
+    @Override
+    public boolean allowsDeferredWeightGradients() {
+        return true;
+    }
+
     /** The unit's gradients are final for this step (last micro-batch): add them to the bucket, start it if full. */
     @Override
     public void afterBackward(ParameterSet.Unit unit) {

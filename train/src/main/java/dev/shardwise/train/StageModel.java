@@ -21,6 +21,10 @@ import java.util.Map;
  * executor releases it; released arenas are reset and reused, so the pool's activation peak is what the schedule
  * keeps alive at once (1F1B: at most p micro-batches on the first stage; GPipe: all m).
  *
+ * <p>Zero-bubble schedules: {@link #backwardInput} and {@link #backwardWeight} run a chunk's backward as B then W
+ * (Qi et al. 2023), so the (micro-batch, chunk) arena, which W reads, lives until the release after W; unless the
+ * update's hooks forbid the split (ZeRO 2 and 3), then B runs the whole backward.
+ *
  * <p>The micro-batches of a step are set with {@link #begin}; the head chunk sums their losses.
  */
 final class StageModel implements StageWork {
@@ -44,6 +48,7 @@ final class StageModel implements StageWork {
     private final MemoryPool pool;
     private final int hidden;
     private final DType dtype;   // of the activations: the parameters' (F32 training, F64 checks)
+    private final boolean split;   // backwardInput and backwardWeight split the chunk's backward (else B runs it whole)
     private final Map<Key, InFlight> inFlight = new HashMap<>();
     private final ArrayDeque<StepArena> spare = new ArrayDeque<>();
     private Tensor[] batches;   // the step's micro-batches, i32 [B, T+1]
@@ -59,6 +64,12 @@ final class StageModel implements StageWork {
         this.pool = pool;
         this.hidden = hidden;
         for (GptPart chunk : chunks) chunk.useHooks(update.hooks());
+        this.split = this.chunks.stream().allMatch(GptPart::canSplitBackward);
+    }
+
+    /** Whether {@link #backwardInput} and {@link #backwardWeight} split the backward (false: B runs it whole). */
+    boolean splitsBackward() {
+        return split;
     }
 
     /** Starts a step over {@code batches} (one [B, T+1] micro-batch each); {@code reduce} and {@code optimizer} end it. */
@@ -107,15 +118,34 @@ final class StageModel implements StageWork {
         update.settle();
     }
 
-    /** The model runs its backward whole: the input half does it all (the weight half then has nothing left). */
+    /**
+     * B of ZB-H1: the chunk's input gradient ({@link GptPart#backwardInput}), its weight-gradient work left queued in
+     * the pass for {@link #backwardWeight}. When the update's hooks bind per-unit state between a unit's B and W
+     * (ZeRO 2 and 3; {@link GptPart#canSplitBackward} false) the chunk runs its backward whole here instead and W
+     * has nothing left to do: correct, with 1F1B's bubble.
+     */
     @Override
     public void backwardInput(int mb, int chunk) {
-        backward(mb, chunk);
+        if (!split) {
+            backward(mb, chunk);
+            return;
+        }
+        InFlight f = existing(mb, chunk, "input-gradient backward");
+        GptPart part = chunks.get(chunk);
+        update.beginMicroBatch(mb, batches.length);
+        update.backward(() -> f.inputGradient = part.backwardInput(f.arena, f.pass, part.span().head() ? null : f.outputGradient));
+        update.settle();
     }
 
+    /** W of ZB-H1: the weight-gradient work {@link #backwardInput} queued for (mb, chunk) ({@link GptPart#backwardWeight}). */
     @Override
     public void backwardWeight(int mb, int chunk) {
-        existing(mb, chunk, "weight-gradient backward");
+        InFlight f = existing(mb, chunk, "weight-gradient backward");
+        if (!split) return;
+        GptPart part = chunks.get(chunk);
+        update.beginMicroBatch(mb, batches.length);
+        update.backward(() -> part.backwardWeight(f.pass));
+        update.settle();
     }
 
     @Override

@@ -172,6 +172,14 @@ public final class TrainStep implements AutoCloseable {
         return executor;
     }
 
+    /**
+     * Whether a zero-bubble schedule's B and W split each chunk's backward (false when the update's hooks forbid
+     * it, ZeRO 2 and 3: B then runs the backward whole).
+     */
+    boolean splitsBackward() {
+        return stageModel.splitsBackward();
+    }
+
     /** The schedule the last step ran (for timelines), or null before the first step. */
     public PipelineSchedule schedule() {
         return schedule;
