@@ -20,7 +20,9 @@ import java.util.List;
  * pending or next collective throws {@link PeerFailedException} naming it.
  *
  * <p>{@link #run} blocks until every rank has returned or thrown, then closes the ranks' communicators and
- * compute pools. Memory the bodies allocated and did not free is theirs to free; pools are only accounting.
+ * compute pools, and every group's point-to-point staging (see {@link StagingPool}: held by the groups, up to
+ * 64 MiB per sender-receiver pair, charged to no rank's pool). Memory the bodies allocated and did not free is
+ * theirs to free; pools are only accounting.
  */
 public final class LocalCluster {
     private LocalCluster() { }
@@ -81,10 +83,15 @@ public final class LocalCluster {
      *                                  the cause and the other ranks' exceptions suppressed
      */
     public static <T> List<T> run(int ranks, Options options, RankBody<T> body) {
+        return run(ranks, options, StagingPool.DEFAULT_BOUND_BYTES, body);
+    }
+
+    /** {@link #run(int, Options, RankBody)} with each sender-receiver pair's staging pool bounded to the given bytes. */
+    static <T> List<T> run(int ranks, Options options, long stagingBytesPerPair, RankBody<T> body) {
         if (ranks < 1) throw new IllegalArgumentException("local cluster: ranks must be >= 1, got " + ranks);
         int threads = options.threadsPerRank() > 0 ? options.threadsPerRank()
                 : Math.max(1, Runtime.getRuntime().availableProcessors() / ranks);
-        LocalJob job = new LocalJob(ranks, options.timeout().toNanos());
+        LocalJob job = new LocalJob(ranks, options.timeout().toNanos(), stagingBytesPerPair);
         int[] worldRanks = new int[ranks];
         Arrays.setAll(worldRanks, i -> i);
         LocalGroup world = new LocalGroup(job, "world", worldRanks);
@@ -128,7 +135,7 @@ public final class LocalCluster {
                 }
             }
         }
-        job.releaseStaged();
+        job.closeGroups();
         if (interrupted) Thread.currentThread().interrupt();
 
         LocalJob.Failure first = job.failure();

@@ -34,10 +34,14 @@ import static dev.shardwise.comm.CollectiveArguments.checkReduceScatter;
  *   <li>reduceScatter: rank r reduces chunk r of every rank's input into its output.</li>
  *   <li>allGather, broadcast, allToAll: each rank copies what it receives straight from the senders' buffers.</li>
  *   <li>send/receive: eager; the sender copies into a posted receive's buffer if one is waiting, else into a
- *       staging segment that the receive copies from and frees. Sends never block.</li>
+ *       staging segment lent by the (sender, receiver) pair's {@link StagingPool}, which the receive copies from
+ *       and gives back. Sends never block: beyond the pool's bound (64 MiB per pair) a message is staged in a
+ *       one-off arena that the receive closes. Messages of one (peer, tag) arrive in the order sent.</li>
  * </ul>
  * Collectives number their calls per group from 1 (the sequence in errors); every collective ends with a phase
- * that all ranks pass, so buffers may be reused as soon as it returns.
+ * that all ranks pass, so buffers may be reused as soon as it returns. Closing the last communicator of a group
+ * frees the group's staging (the memory is the group's, charged to no rank's pool); any call on a closed
+ * communicator throws {@link IllegalStateException}.
  */
 final class LocalCommunicator implements Communicator {
     /** Elements below which a span is reduced or copied on the calling thread alone. */
@@ -62,6 +66,11 @@ final class LocalCommunicator implements Communicator {
     @Override
     public String toString() {
         return group.name + " rank " + rank + " of " + group.size;
+    }
+
+    /** The group this communicator is a rank of (tests read its staging pools). */
+    LocalGroup group() {
+        return group;
     }
 
     // ---------------------------------------------------------------- collectives
@@ -214,22 +223,28 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void send(Tensor buffer, int peer, int tag) {
+        checkOpen("send");
         checkBuffer(group.name, buffer, "send", "buffer", false);
         checkPeer(group.name, group.size, peer, "send", "peer");
         group.checkFailure("send(tag " + tag + ")", 0);
         MemorySegment src = bytes(buffer);
         Mailbox box = group.mailbox(peer, rank);
         PostedReceive waiting;
+        List<Arena> evicted;
         synchronized (box) {
             waiting = box.takePosted(tag);
             if (waiting == null) {
-                Arena arena = Arena.ofShared();
-                MemorySegment staged = arena.allocate(Math.max(1, src.byteSize()), 64);
-                MemorySegment.copy(src, 0, staged, 0, src.byteSize());
-                box.stage(new Staged(tag, buffer.dtype(), buffer.numel(), arena, staged));
-                return;
+                StagingPool.Lease lease = box.staging.acquire(src.byteSize());
+                MemorySegment.copy(src, 0, lease.segment(), 0, src.byteSize());
+                box.stage(new Staged(tag, buffer.dtype(), buffer.numel(), lease));
+                evicted = box.staging.takeEvicted();
+            } else {
+                evicted = List.of();
             }
         }
+        // Outside the lock: closing a shared arena waits on every thread of the JVM (rare: see StagingPool).
+        for (Arena a : evicted) a.close();
+        if (waiting == null) return;
         String mismatch = mismatch(rank, peer, tag, buffer.dtype(), buffer.numel(), waiting.dtype, waiting.count);
         if (mismatch == null) MemorySegment.copy(src, 0, waiting.target, 0, src.byteSize());
         waiting.error = mismatch;
@@ -240,6 +255,7 @@ final class LocalCommunicator implements Communicator {
 
     @Override
     public void receive(Tensor buffer, int peer, int tag) {
+        checkOpen("receive");
         checkBuffer(group.name, buffer, "receive", "buffer", false);
         checkPeer(group.name, group.size, peer, "receive", "peer");
         long seq = ++receives;
@@ -260,9 +276,16 @@ final class LocalCommunicator implements Communicator {
             try {
                 String mismatch = mismatch(peer, rank, tag, staged.dtype(), staged.count(), buffer.dtype(), buffer.numel());
                 if (mismatch != null) throw new IllegalArgumentException(mismatch);
-                MemorySegment.copy(staged.data(), 0, dst, 0, dst.byteSize());
+                MemorySegment.copy(staged.lease().segment(), 0, dst, 0, dst.byteSize());
             } finally {
-                staged.arena().close();
+                StagingPool.Lease lease = staged.lease();
+                if (lease.pooled()) {
+                    synchronized (box) {
+                        box.staging.release(lease);
+                    }
+                } else {
+                    lease.oneOff().close();
+                }
             }
             return;
         }
@@ -299,16 +322,23 @@ final class LocalCommunicator implements Communicator {
 
     // ---------------------------------------------------------------- plumbing
 
+    /** Closes this rank's handle; the group's last handle to close frees its staging. Idempotent. */
     @Override
     public void close() {
+        if (closed) return;
         closed = true;
+        group.handleClosed();
+    }
+
+    private void checkOpen(String op) {
+        if (closed) throw new IllegalStateException(group.name + " is closed; " + op + " needs an open communicator");
     }
 
     /**
      * Numbers the call and publishes it; null when the group has one rank (nothing to wait for).
      */
     private Call start(Call proto) {
-        if (closed) throw new IllegalStateException(group.name + " is closed; " + proto.op() + " needs an open communicator");
+        checkOpen(proto.op());
         long seq = ++sequence;
         group.checkFailure(proto.op(), seq);
         if (group.size == 1) return null;

@@ -2,7 +2,6 @@ package dev.shardwise.comm;
 
 import dev.shardwise.core.tensor.DType;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -10,6 +9,8 @@ import java.util.Arrays;
 import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
@@ -17,7 +18,7 @@ import java.util.concurrent.locks.LockSupport;
 
 /**
  * The state the ranks of one local group share: each rank's published call, its phase counter, whether it is
- * parked, and the mailboxes of point-to-point messages.
+ * parked, and the mailboxes of point-to-point messages with their staging pools.
  *
  * <p>Rendezvous: a collective is one or more phases. A rank publishes its {@link Call} (double-buffered by the
  * parity of the sequence number, so a fast rank writing call s+1 never overwrites call s while a slow rank still
@@ -25,6 +26,11 @@ import java.util.concurrent.locks.LockSupport;
  * waiter spins for {@value #SPIN_NANOS} ns (only when every rank can have a core), then parks; an arriving rank
  * unparks the peers marked parked (phase store then parked load on one side, parked store then phase load on the
  * other, both volatile, so no wake-up is lost).
+ *
+ * <p>Point to point: one {@link Mailbox} per (sender, receiver) pair holds the messages sent before their receive
+ * was posted, each in a segment lent by the mailbox's {@link StagingPool}, and the receives posted before their
+ * message. The group closes, freeing every pool and undelivered message, when the last of its {@code size}
+ * communicators closes, or when the job ends ({@link LocalJob#closeGroups}), whichever comes first.
  */
 final class LocalGroup {
     /** How long a waiter spins before parking, in nanoseconds (about the cost of two park/unpark round trips). */
@@ -46,6 +52,9 @@ final class LocalGroup {
     final ConcurrentHashMap<String, LocalGroup> splitting = new ConcurrentHashMap<>();
     /** [receiver · size + sender]. */
     private final Mailbox[] mailboxes;
+    /** Communicators of this group not closed yet: one per rank at first. */
+    private final AtomicInteger openHandles;
+    private final AtomicBoolean closed = new AtomicBoolean();
 
     LocalGroup(LocalJob job, String name, int[] worldRanks) {
         this.job = job;
@@ -57,16 +66,31 @@ final class LocalGroup {
         this.threads = new AtomicReferenceArray<>(size);
         this.calls = new Call[2][size];
         this.mailboxes = new Mailbox[size * size];
-        for (int i = 0; i < mailboxes.length; i++) mailboxes[i] = new Mailbox();
+        for (int i = 0; i < mailboxes.length; i++) mailboxes[i] = new Mailbox(job.stagingBytesPerPair);
+        this.openHandles = new AtomicInteger(size);
         job.track(this);
     }
 
-    void releaseStaged() {
+    /** Called once by each rank's communicator as it closes; the last one closes the group. */
+    void handleClosed() {
+        if (openHandles.decrementAndGet() == 0) close();
+    }
+
+    /**
+     * Frees the messages sent but never received and every mailbox's staging pool; idempotent. Call only when no
+     * rank uses the group any more (its communicators are closed or their threads have ended).
+     */
+    void close() {
+        if (!closed.compareAndSet(false, true)) return;
         for (Mailbox m : mailboxes) {
             synchronized (m) {
-                m.clear();
+                m.close();
             }
         }
+    }
+
+    boolean closed() {
+        return closed.get();
     }
 
     /**
@@ -150,9 +174,10 @@ final class LocalGroup {
     // ---------------------------------------------------------------- point to point
 
     /**
-     * A message sent before its receive was posted: a staged copy of the sender's buffer, freed by the receiver.
+     * A message sent before its receive was posted: a staged copy of the sender's buffer in {@code lease}'s
+     * segment (its first bytes), which the receiver gives back to the pool or, if one-off, closes.
      */
-    record Staged(int tag, DType dtype, long count, Arena arena, MemorySegment data) { }
+    record Staged(int tag, DType dtype, long count, StagingPool.Lease lease) { }
 
     /** A receive posted before its message arrived: the sender copies straight into {@code target}. */
     static final class PostedReceive {
@@ -173,10 +198,18 @@ final class LocalGroup {
         }
     }
 
-    /** Messages from one sender to one receiver, matched by tag, first in first out per tag. Guarded by itself. */
+    /**
+     * Messages from one sender to one receiver, matched by tag, first in first out per tag, and the pool their
+     * staging segments come from. Guarded by itself, the pool included.
+     */
     static final class Mailbox {
         private final ArrayDeque<Staged> sent = new ArrayDeque<>();
         private final ArrayDeque<PostedReceive> posted = new ArrayDeque<>();
+        final StagingPool staging;
+
+        Mailbox(long stagingBoundBytes) {
+            this.staging = new StagingPool(stagingBoundBytes);
+        }
 
         Staged takeSent(int tag) {
             for (Iterator<Staged> it = sent.iterator(); it.hasNext(); ) {
@@ -207,14 +240,25 @@ final class LocalGroup {
         /** Removes {@code r} if no sender took it yet; false if one did (it is copying or has copied). */
         boolean withdraw(PostedReceive r) { return posted.remove(r); }
 
-        /** Frees staged messages nobody received. */
-        void clear() {
-            for (Staged s : sent) s.arena().close();
+        /** Frees staged messages nobody received, then the pool (its lent segments included). */
+        void close() {
+            for (Staged s : sent) {
+                if (!s.lease().pooled()) s.lease().oneOff().close();
+            }
             sent.clear();
+            staging.close();
         }
     }
 
     Mailbox mailbox(int receiver, int sender) {
         return mailboxes[receiver * size + sender];
+    }
+
+    /** What the staging pool of messages from {@code sender} to {@code receiver} has done so far. */
+    StagingPool.Stats stagingStats(int receiver, int sender) {
+        Mailbox box = mailbox(receiver, sender);
+        synchronized (box) {
+            return box.staging.stats();
+        }
     }
 }

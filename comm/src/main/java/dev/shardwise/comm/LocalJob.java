@@ -6,9 +6,9 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * What the ranks of one {@link LocalCluster#run} share beyond their groups: the rank threads, the timeout and
- * the first failure. A failure is recorded once; every rank thread is then woken so that a rank waiting in any
- * group sees it at once and throws {@link PeerFailedException}.
+ * What the ranks of one {@link LocalCluster#run} share beyond their groups: the rank threads, the timeout, the
+ * bound of each sender-receiver pair's staging pool, and the first failure. A failure is recorded once; every rank
+ * thread is then woken so that a rank waiting in any group sees it at once and throws {@link PeerFailedException}.
  */
 final class LocalJob {
     /** The first rank (world numbering) whose body threw, and what it threw. */
@@ -21,11 +21,14 @@ final class LocalJob {
     final long timeoutNanos;
     /** Whether waiters may spin briefly before parking: only when every rank can have a core of its own. */
     final boolean spin;
+    /** Bytes each (sender, receiver) pair's {@link StagingPool} may retain. */
+    final long stagingBytesPerPair;
 
-    LocalJob(int ranks, long timeoutNanos) {
+    LocalJob(int ranks, long timeoutNanos, long stagingBytesPerPair) {
         this.threads = new Thread[ranks];
         this.timeoutNanos = timeoutNanos;
         this.spin = ranks <= Runtime.getRuntime().availableProcessors();
+        this.stagingBytesPerPair = stagingBytesPerPair;
     }
 
     /** Call before the rank threads start. */
@@ -33,17 +36,20 @@ final class LocalJob {
         threads[worldRank] = thread;
     }
 
-    /** Remembers {@code group} so that {@link #releaseStaged} can free its undelivered messages. */
+    /** Remembers {@code group} so that {@link #closeGroups} can free its staging if its communicators did not. */
     void track(LocalGroup group) {
         synchronized (groups) {
             groups.add(group);
         }
     }
 
-    /** Frees messages that were sent but never received; call once every rank has finished. */
-    void releaseStaged() {
+    /**
+     * Closes every group not closed yet (one whose communicators were not all closed), freeing its staging pools
+     * and the messages sent but never received; call once every rank has finished.
+     */
+    void closeGroups() {
         synchronized (groups) {
-            for (LocalGroup g : groups) g.releaseStaged();
+            for (LocalGroup g : groups) g.close();
         }
     }
 
