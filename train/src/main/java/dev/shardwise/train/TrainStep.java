@@ -14,7 +14,6 @@ import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ReplicatedUpdate;
-import dev.shardwise.parallel.pipeline.Instruction;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.PipelineSchedule;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
@@ -187,55 +186,14 @@ public final class TrainStep implements AutoCloseable {
 
     /**
      * The last step of every stage of this rank's pipeline, gathered on stage 0 (empty on the others): collective
-     * over the pipeline group. Each stage sends its phase times and its events' start and end (the instructions
-     * are its schedule's list, which stage 0 knows).
+     * over the pipeline group (see {@link StageSteps#gather}).
      *
      * @throws IllegalStateException if no step has run
      */
     public List<PipelineExecutor.Step> gatherLastSteps() {
         if (lastStep == null) throw new IllegalStateException("no step has run yet");
-        if (pipeline.group() == null) return List.of(lastStep);
-        int stage = pipeline.stage();
-        if (stage != 0) {
-            try (Tensor encoded = encode(lastStep)) {
-                pipeline.group().send(encoded, 0, TIMELINE_TAG);
-            }
-            return List.of();
-        }
-        List<PipelineExecutor.Step> steps = new ArrayList<>(List.of(lastStep));
-        for (int s = 1; s < pipeline.stages(); s++) {
-            List<Instruction> program = schedule.program(s);
-            try (Tensor encoded = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 7 + 2 * program.size())) {
-                pipeline.group().receive(encoded, s, TIMELINE_TAG);
-                double[] v = encoded.toDoubleArray();
-                List<PipelineExecutor.Event> events = new ArrayList<>(program.size());
-                for (int i = 0; i < program.size(); i++) {
-                    events.add(new PipelineExecutor.Event(program.get(i), (long) v[7 + 2 * i], (long) v[8 + 2 * i]));
-                }
-                steps.add(new PipelineExecutor.Step(s, (long) v[0], (long) v[1], (long) v[2], (long) v[3], (long) v[4],
-                        (long) v[5], (long) v[6], List.copyOf(events)));
-            }
-        }
-        return List.copyOf(steps);
+        return StageSteps.gather(pipeline.group(), schedule, lastStep, pool);
     }
-
-    /** [wall, forward, backward, send, wait, reduce, optimizer, then start and end of each event], in ns, as f64. */
-    private Tensor encode(PipelineExecutor.Step step) {
-        List<PipelineExecutor.Event> events = step.events();
-        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 7 + 2 * events.size());
-        double[] v = new double[7 + 2 * events.size()];
-        long[] phases = {step.wallNs(), step.forwardNs(), step.backwardNs(), step.sendNs(), step.waitNs(), step.reduceNs(),
-                step.optimizerNs()};
-        for (int i = 0; i < 7; i++) v[i] = phases[i];
-        for (int i = 0; i < events.size(); i++) {
-            v[7 + 2 * i] = events.get(i).startNs();
-            v[8 + 2 * i] = events.get(i).endNs();
-        }
-        return t.copyFrom(v);
-    }
-
-    /** Message tag of the timeline's gather (its own tag, though no step is in flight while it runs). */
-    private static final int TIMELINE_TAG = 30_000;
 
     /** {@code value} summed over the pipeline's stages (the loss lives on the last). */
     private double sumOverStages(double value) {

@@ -277,11 +277,13 @@ class PipelineParityTest {
         }
     }
 
-    @Test
-    void aPipelineLayoutRepeatsBitForBit() {
-        ParallelLayout layout = layout(2, 2, 1, 1);
-        Outcome a = train(layout, ScheduleKind.ONE_F_ONE_B, Recompute.NONE);
-        Outcome b = train(layout, ScheduleKind.ONE_F_ONE_B, Recompute.NONE);
+    @ParameterizedTest(name = "dp {0} x pp {1} x vpp {2}, ZeRO {3}, {4}, recompute {5}")
+    @CsvSource({"2, 2, 1, 1, 1f1b, none", "2, 2, 1, 3, gpipe, selective", "1, 4, 2, 0, interleaved, full",
+            "2, 2, 1, 0, zb-h1, none"})
+    void everyPipelineLayoutRepeatsBitForBit(int dp, int pp, int vpp, int zero, String schedule, String recompute) {
+        ParallelLayout layout = layout(dp, pp, vpp, zero);
+        Outcome a = train(layout, ScheduleKind.parse(schedule), Recompute.parse(recompute));
+        Outcome b = train(layout, ScheduleKind.parse(schedule), Recompute.parse(recompute));
         assertArrayEquals(a.losses(), b.losses(), 0, "losses");
         for (String name : a.params().keySet()) {
             assertTrue(Arrays.equals(a.params().get(name), b.params().get(name)), name + " bit for bit");

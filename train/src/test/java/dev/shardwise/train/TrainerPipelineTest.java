@@ -29,13 +29,17 @@ class TrainerPipelineTest {
 
     /** {@code ranks} ranks as {@code pp} stages (dp = ranks / pp), a 2-block model, 4 micro-batches of 2 per step. */
     static TrainConfig config(Path runDir, int ranks, int pp, int zero) {
+        return ConfigLoader.resolve(Map.of(), "test", flags(runDir, ranks, pp, zero));
+    }
+
+    static Map<String, Object> flags(Path runDir, int ranks, int pp, int zero) {
         Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, zero));
         flags.put("pp", pp);
         flags.put("batchSize", 2 * pp / ranks);
         flags.put("gradAccumulation", 4);
         flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2,
                 "kvHeads", 2, "ffnHidden", 64));
-        return ConfigLoader.resolve(Map.of(), "test", flags);
+        return flags;
     }
 
     @Test
@@ -70,6 +74,22 @@ class TrainerPipelineTest {
                 assertEquals(expected.get(i), got.get(i), 1e-5 * Math.abs(expected.get(i)), name + ": loss of step " + (i + 1));
             }
         }
+    }
+
+    @Test
+    void timelineHoldsEveryStagesExecutedScheduleAndMetricsTheBubble() throws IOException {
+        Path run = dir.resolve("pp-timeline"), trace = dir.resolve("pp-timeline.json");
+        Map<String, Object> flags = flags(run, 4, 2, 1);
+        flags.put("timeline", trace.toString());
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags), TrainerResumeTest.quiet()).run(false);
+        String json = Files.readString(trace);
+        assertTrue(json.startsWith("{\"traceEvents\":["), "a Chrome trace");
+        assertTrue(json.contains("\"name\":\"stage 0\"") && json.contains("\"name\":\"stage 1\""), "one row per stage");
+        assertTrue(json.contains("\"F3.0\"") && json.contains("\"B3.0\"") && json.contains("recv-act"), "forward, backward, receives");
+        Map<String, Object> row = MetricsLog.read(run.resolve("metrics.jsonl")).getLast();
+        double bubble = ((Number) row.get("bubble")).doubleValue();
+        assertTrue(bubble > 0 && bubble < 1, "metrics carry the stage's bubble: " + row);
+        assertTrue(row.containsKey("pipeline_wait_ms"), "and its pipeline-wait time");
     }
 
     private static void copy(Path from, Path to) throws IOException {
