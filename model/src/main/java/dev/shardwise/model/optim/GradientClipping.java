@@ -1,16 +1,8 @@
 package dev.shardwise.model.optim;
 
-import dev.shardwise.core.kernels.Vectors;
-import dev.shardwise.core.tensor.Tensor;
-
 /** Global-norm gradient clipping (Pascanu et al. 2013), as PyTorch's clip_grad_norm_ does it. */
 public final class GradientClipping {
     private GradientClipping() { }
-
-    /** The global L2 norm of {@code grads} (flat [P]), accumulated in float64 (NaN or infinite if a gradient is). */
-    public static double norm(Tensor grads) {
-        return Math.sqrt(Vectors.sumOfSquares(grads));
-    }
 
     /**
      * The factor that clips gradients of global norm {@code norm} to {@code maxNorm}: maxNorm / (norm + 1e-6) when
