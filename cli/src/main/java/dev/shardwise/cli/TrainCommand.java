@@ -84,7 +84,7 @@ public final class TrainCommand implements Callable<Integer> {
     Integer tp;
 
     @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "
-            + "(micro-batches per step = --global-batch / --micro-batch).")
+            + "(micro-batches per step m = --global-batch / (--micro-batch × dp); m ≥ 4·pp keeps the bubble small).")
     Integer pp;
 
     @Option(names = "--vpp", paramLabel = "N", description = "Model chunks per pipeline stage (interleaved 1F1B); needs --pp 2 or more.")
