@@ -355,7 +355,8 @@ public final class GptPart {
         Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
         if (finalUnit != null) hooks.afterForward(finalUnit);
         Tensor headInput = fn != null ? fn.out() : stream;
-        Tensor logits = arena.allocateForOverwrite(dtype, n, tokenEmbedding.value().dim(0));   // [B·T, V] or [B·T, ⌈V/tp⌉]
+        int vocabRows = vocab == null ? config.vocabSize() : VocabParallelEmbedding.rowsPerRank(config.vocabSize(), tp);
+        Tensor logits = arena.allocateForOverwrite(dtype, n, vocabRows);   // [B·T, V] or [B·T, ⌈V/tp⌉]
         ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
         hooks.beforeForward(head);
         Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
