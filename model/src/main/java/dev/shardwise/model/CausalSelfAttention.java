@@ -44,16 +44,16 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
-        tp.divide(config.heads(), "the number of attention heads (model.heads)");
-        tp.divide(config.kvHeads(), "the number of key/value heads (model.kvHeads; replicating kv heads is not supported yet)");
+        tp.divide(config.heads(), "heads", "model.heads, the attention heads");
+        tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads; replicating kv heads over tp is not supported yet");
         // q and k rows at the standard scale; v rows at DeepNet's β when DeepNorm is on (global rows: the init
         // is generated for the whole tensor and sliced).
         ColumnParallelLinear.declare(builder, name + ".qkv", c,
                 new int[]{config.heads() * hs, config.kvHeads() * hs, config.kvHeads() * hs},
                 new ParameterSet.Init.SplitNormal(GptInit.STD, qk, GptInit.branchInput(config)), config.bias(), tp,
-                "the qkv projection's rows");
+                "qkv rows", "the fused qkv projection's q, k and v sections");
         RowParallelLinear.declare(builder, name + ".proj", config.heads() * hs, c, config.bias(),
-                GptInit.residualProjection(config), tp, "the attention projection's input features");
+                GptInit.residualProjection(config), tp, "heads·headSize", "the attention projection's input features");
     }
 
     /**
@@ -64,8 +64,8 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         this.tp = tp;
         this.qkv = new ColumnParallelLinear(params, name + ".qkv", config.bias());
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
-        this.heads = tp.divide(config.heads(), "the number of attention heads (model.heads)");
-        this.kvHeads = tp.divide(config.kvHeads(), "the number of key/value heads (model.kvHeads)");
+        this.heads = tp.divide(config.heads(), "heads", "model.heads, the attention heads");
+        this.kvHeads = tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads");
         this.headSize = config.headSize();
         this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
         this.recomputeCore = recomputeCore;

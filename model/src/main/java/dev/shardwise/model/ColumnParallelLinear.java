@@ -28,7 +28,7 @@ final class ColumnParallelLinear {
      * @throws IllegalArgumentException if tp does not divide a section
      */
     static void declare(ParameterSet.Builder builder, String name, int in, int[] sections, ParameterSet.Init init,
-                        boolean bias, TensorParallel tp, String what) {
+                        boolean bias, TensorParallel tp, String field, String what) {
         int out = 0;
         for (int s : sections) out += s;
         if (tp.size() == 1) {
@@ -39,7 +39,7 @@ final class ColumnParallelLinear {
         int[] starts = new int[sections.length], lengths = new int[sections.length];
         int sectionStart = 0;
         for (int i = 0; i < sections.length; i++) {
-            lengths[i] = tp.divide(sections[i], what);
+            lengths[i] = tp.divide(sections[i], field, what);
             starts[i] = sectionStart + tp.tpRank() * lengths[i];
             sectionStart += sections[i];
         }

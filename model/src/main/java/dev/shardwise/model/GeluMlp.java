@@ -28,9 +28,9 @@ final class GeluMlp implements FeedForward {
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         ColumnParallelLinear.declare(builder, name + ".fc", config.hidden(), new int[]{config.ffnHidden()},
-                new ParameterSet.Init.Normal(GptInit.branchInput(config)), config.bias(), tp, "the MLP's hidden size (model.ffnHidden)");
+                new ParameterSet.Init.Normal(GptInit.branchInput(config)), config.bias(), tp, "ffnHidden", "model.ffnHidden, the MLP's hidden size");
         RowParallelLinear.declare(builder, name + ".proj", config.ffnHidden(), config.hidden(), config.bias(),
-                GptInit.residualProjection(config), tp, "the MLP's hidden size (model.ffnHidden)");
+                GptInit.residualProjection(config), tp, "ffnHidden", "model.ffnHidden, the MLP's hidden size");
     }
 
     GeluMlp(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {

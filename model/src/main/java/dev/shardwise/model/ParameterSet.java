@@ -91,7 +91,7 @@ public final class ParameterSet implements AutoCloseable {
         }
 
         /** The local elements taken from {@code global} (row-major, {@link #globalShape()}), padding rows 0. */
-        double[] take(double[] global) {
+        public double[] take(double[] global) {
             int[] local = localShape();
             long inner = 1, outer = 1;
             for (int d = dim + 1; d < globalShape.length; d++) inner *= globalShape[d];

@@ -31,12 +31,12 @@ final class RowParallelLinear {
      * @throws IllegalArgumentException if tp does not divide {@code in}
      */
     static void declare(ParameterSet.Builder builder, String name, int in, int out, boolean bias, double std,
-                        TensorParallel tp, String what) {
+                        TensorParallel tp, String field, String what) {
         if (tp.size() == 1) {
             Linear.declare(builder, name, in, out, bias, std);
             return;
         }
-        int local = tp.divide(in, what);
+        int local = tp.divide(in, field, what);
         builder.declareSlice(name + ".weight", new ParameterSet.Init.Normal(std), true,
                 ParameterSet.Slice.of(1, tp.tpRank() * local, local, out, in));
         if (bias) builder.declare(name + ".bias", new ParameterSet.Init.Constant(0), false, out);

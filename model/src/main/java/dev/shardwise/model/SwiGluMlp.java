@@ -30,11 +30,11 @@ final class SwiGluMlp implements FeedForward {
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         ParameterSet.Init in = new ParameterSet.Init.Normal(GptInit.branchInput(config));
-        String what = "the MLP's hidden size (model.ffnHidden)";
-        ColumnParallelLinear.declare(builder, name + ".gate", config.hidden(), new int[]{config.ffnHidden()}, in, config.bias(), tp, what);
-        ColumnParallelLinear.declare(builder, name + ".up", config.hidden(), new int[]{config.ffnHidden()}, in, config.bias(), tp, what);
+        String field = "ffnHidden", what = "model.ffnHidden, the MLP's hidden size";
+        ColumnParallelLinear.declare(builder, name + ".gate", config.hidden(), new int[]{config.ffnHidden()}, in, config.bias(), tp, field, what);
+        ColumnParallelLinear.declare(builder, name + ".up", config.hidden(), new int[]{config.ffnHidden()}, in, config.bias(), tp, field, what);
         RowParallelLinear.declare(builder, name + ".down", config.ffnHidden(), config.hidden(), config.bias(),
-                GptInit.residualProjection(config), tp, what);
+                GptInit.residualProjection(config), tp, field, what);
     }
 
     SwiGluMlp(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {

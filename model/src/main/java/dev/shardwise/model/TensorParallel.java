@@ -53,16 +53,18 @@ public interface TensorParallel {
     }
 
     /**
-     * {@code whole / tp}, for every shard size.
+     * {@code whole / tp}, for every shard size: {@code field} names the config field (e.g. {@code heads}),
+     * {@code what} says where it lives and what it is.
      *
-     * @throws IllegalArgumentException naming {@code what} and the tp values that work, if tp does not divide it
+     * @throws IllegalArgumentException naming the field, its value and the tp values that work, if tp does not divide it
      */
-    default int divide(int whole, String what) {
+    default int divide(int whole, String field, String what) {
         int tp = size();
         if (whole % tp != 0) {
             StringBuilder ok = new StringBuilder();
             for (int d = 1; d <= whole; d++) if (whole % d == 0) ok.append(ok.isEmpty() ? "" : ", ").append(d);
-            throw new IllegalArgumentException("tp=" + tp + " does not divide " + what + "=" + whole + "; use tp in {" + ok + "}");
+            throw new IllegalArgumentException("tp=" + tp + " does not divide " + field + "=" + whole + " (" + what + "); use tp in {"
+                    + ok + "}");
         }
         return whole / tp;
     }
