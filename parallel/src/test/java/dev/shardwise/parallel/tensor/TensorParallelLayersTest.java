@@ -29,7 +29,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * GQA, split GELU and SwiGLU MLPs, vocabulary-parallel embedding and cross-entropy) against the single-rank model,
  * one forward and backward of a whole {@link GptPart} in float64 with tp ranks as threads: the loss and every
  * parameter gradient (each rank's slice against the same slice of the single rank's gradient) agree to round-off;
- * and each rank initialises exactly its slice of the single rank's values.
+ * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
+ * initialises exactly its slice of the single rank's values.
  */
 class TensorParallelLayersTest {
     static final int B = 2, T = 8;
@@ -56,7 +57,7 @@ class TensorParallelLayersTest {
     /** Loss and every gradient (by name, this rank's slice) after one forward and backward over a fixed batch. */
     record Result(double loss, Map<String, double[]> grads, Map<String, ParameterSet.Slice> slices) { }
 
-    static Result run(ModelConfig config, TensorParallel tp, MemoryPool pool, boolean split) {
+    static Result run(ModelConfig config, TensorParallel tp, MemoryPool pool, boolean split, Recompute recompute) {
         GptPart.Span whole = GptPart.Span.whole(config);
         try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F64);
              Tensor tokens = ids(pool, config.vocabSize(), 1);
@@ -64,7 +65,7 @@ class TensorParallelLayersTest {
              StepArena arena = new StepArena(pool)) {
             params.initialize(7);
             targets.set(-1, 0, 3);   // an excluded position
-            GptPart part = new GptPart(config, params, whole, Recompute.NONE, 1, tp);
+            GptPart part = new GptPart(config, params, whole, recompute, 1, tp);
             GptPart.Pass pass = part.forward(arena, tokens, targets, null, true, 1.0);
             if (split) {
                 part.backwardInput(arena, pass, null);
@@ -82,13 +83,16 @@ class TensorParallelLayersTest {
         }
     }
 
-    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}")
-    @CsvSource({"gpt, 2, false", "gpt, 4, false", "gpt, 2, true", "gpt post-ln, 2, false", "llama gqa, 2, false",
-            "llama gqa, 2, true", "llama mha, 4, false", "gpt vocab 61, 2, false", "gpt vocab 61, 4, false"})
-    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split) {
+    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}, recompute {3}")
+    @CsvSource({"gpt, 2, false, none", "gpt, 4, false, none", "gpt, 2, true, none", "gpt post-ln, 2, false, none",
+            "llama gqa, 2, false, none", "llama gqa, 2, true, none", "llama mha, 4, false, none", "gpt vocab 61, 2, false, none",
+            "gpt vocab 61, 4, false, none", "gpt, 2, false, selective", "gpt, 2, true, selective", "llama gqa, 2, false, full"})
+    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName) {
         ModelConfig config = MODELS.get(model);
-        Result serial = run(config, TensorParallel.NONE, MemoryPool.unlimited("serial"), split);
-        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world()), ctx.memory(), split));
+        Recompute recompute = Recompute.parse(recomputeName);
+        Result serial = run(config, TensorParallel.NONE, MemoryPool.unlimited("serial"), split, Recompute.NONE);
+        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world()), ctx.memory(),
+                split, recompute));
         int compared = 0;
         double worst = 0;
         for (int r = 0; r < tp; r++) {
@@ -111,8 +115,8 @@ class TensorParallelLayersTest {
                 compared++;
             }
         }
-        System.out.printf("%s tp %d%s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
-                split ? " split backward" : "", serial.loss(), compared, worst);
+        System.out.printf("%s tp %d%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
+                split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
         assertTrue(compared > 0, "no gradient compared");
     }
 
