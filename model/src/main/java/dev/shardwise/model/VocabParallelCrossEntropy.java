@@ -18,8 +18,9 @@ import java.lang.foreign.ValueLayout;
  * <p>Communication: forward three all-reduces of [N] over the tp group (max, Σexp, target logit), 3·2·(tp-1)/tp·N
  * float64 elements per rank; none backward (the gradient is formed here, with the forward).
  *
- * <p>The reference arithmetic is float64 (one row at a time, in a fixed order); logits of an F32 model are rounded
- * back to F32 when the gradient is written.
+ * <p>The arithmetic is float64, one row at a time in a fixed order (a reference path, not yet a fast kernel: it reads
+ * each row three times on the calling thread); logits of an F32 model are rounded back to F32 when the gradient is
+ * written.
  */
 final class VocabParallelCrossEntropy {
     private final TensorParallel tp;
@@ -38,23 +39,25 @@ final class VocabParallelCrossEntropy {
      */
     void forward(StepArena arena, Tensor losses, Tensor logits, Tensor targets, double scale, boolean withGradient) {
         int n = logits.dim(0), cols = logits.dim(1);
-        double[] l = logits.toDoubleArray();
+        double[] row = new double[cols];   // one row at a time: never a [N, V/tp] double copy
         Tensor max = arena.allocateForOverwrite(DType.F64, n);
         Tensor sum = arena.allocateForOverwrite(DType.F64, n);
         Tensor target = arena.allocateForOverwrite(DType.F64, n);
         int[] y = new int[n];
         for (int i = 0; i < n; i++) {
             y[i] = targets.segment().get(ValueLayout.JAVA_INT, targets.byteOffset() + 4L * i);
+            readRow(logits, i, row);
             double m = Double.NEGATIVE_INFINITY;
-            for (int j = 0; j < held; j++) m = Math.max(m, l[i * cols + j]);
+            for (int j = 0; j < held; j++) m = Math.max(m, row[j]);
             max.set(m, i);
             int local = y[i] - first;
-            target.set(y[i] >= 0 && local >= 0 && local < held ? l[i * cols + local] : 0, i);
+            target.set(y[i] >= 0 && local >= 0 && local < held ? row[local] : 0, i);
         }
         tp.allReduceMax(max);
         for (int i = 0; i < n; i++) {
+            readRow(logits, i, row);
             double m = max.getDouble(i), s = 0;
-            for (int j = 0; j < held; j++) s += Math.exp(l[i * cols + j] - m);
+            for (int j = 0; j < held; j++) s += Math.exp(row[j] - m);
             sum.set(s, i);
         }
         tp.allReduceSum(sum);
@@ -63,12 +66,36 @@ final class VocabParallelCrossEntropy {
             double m = max.getDouble(i), s = sum.getDouble(i);
             losses.set(y[i] < 0 ? 0 : Math.log(s) + m - target.getDouble(i), i);
             if (!withGradient) continue;
+            readRow(logits, i, row);
             int local = y[i] - first;
             for (int j = 0; j < cols; j++) {
-                double g = y[i] < 0 || j >= held ? 0 : (Math.exp(l[i * cols + j] - m) / s - (j == local ? 1 : 0)) * scale;
-                l[i * cols + j] = g;
+                row[j] = y[i] < 0 || j >= held ? 0 : (Math.exp(row[j] - m) / s - (j == local ? 1 : 0)) * scale;
             }
+            writeRow(logits, i, row);
         }
-        if (withGradient) logits.copyFrom(l);
+    }
+
+    /** row[j] = t[i, j] for a [N, V/tp] tensor (F32 and F64 with unit inner stride read the segment directly). */
+    private static void readRow(Tensor t, int i, double[] row) {
+        long base = t.byteOffset() + (long) i * t.stride(0) * t.dtype().byteSize();
+        if (t.hasUnitInnerStride() && t.dtype() == DType.F32) {
+            for (int j = 0; j < row.length; j++) row[j] = t.segment().get(ValueLayout.JAVA_FLOAT_UNALIGNED, base + 4L * j);
+        } else if (t.hasUnitInnerStride() && t.dtype() == DType.F64) {
+            for (int j = 0; j < row.length; j++) row[j] = t.segment().get(ValueLayout.JAVA_DOUBLE_UNALIGNED, base + 8L * j);
+        } else {
+            for (int j = 0; j < row.length; j++) row[j] = t.getDouble(i, j);
+        }
+    }
+
+    /** t[i, j] = row[j], rounded to t's dtype. */
+    private static void writeRow(Tensor t, int i, double[] row) {
+        long base = t.byteOffset() + (long) i * t.stride(0) * t.dtype().byteSize();
+        if (t.hasUnitInnerStride() && t.dtype() == DType.F32) {
+            for (int j = 0; j < row.length; j++) t.segment().set(ValueLayout.JAVA_FLOAT_UNALIGNED, base + 4L * j, (float) row[j]);
+        } else if (t.hasUnitInnerStride() && t.dtype() == DType.F64) {
+            for (int j = 0; j < row.length; j++) t.segment().set(ValueLayout.JAVA_DOUBLE_UNALIGNED, base + 8L * j, row[j]);
+        } else {
+            for (int j = 0; j < row.length; j++) t.set(row[j], i, j);
+        }
     }
 }
