@@ -46,7 +46,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * batch and micro-batches, 20 steps through {@link TrainStep}; losses within 1e-5 relative and the parameters, each
  * rank's slices put back into the global tensors by their {@link ParameterSet.Slice}, within ||Δ||/||θ|| <= 1e-5, for
  * tp 2 and 4, tp 2 x pp 2, tp 2 x dp 2 under ZeRO 1, 2 and 3, a GQA LLaMA-like model at tp 2, and a vocabulary tp does
- * not divide (padded rows). In float64 the split model computes the single rank's math to round-off.
+ * not divide (padded rows). In float64 the split model computes the single rank's math to round-off; a layout
+ * repeats bit for bit (the all-reduces sum in rank order).
  */
 class TensorParallelParityTest {
     static final ModelConfig GPT = ModelConfig.gpt(64, 16, 4, 32, 4);
@@ -257,5 +258,15 @@ class TensorParallelParityTest {
         assertParity(one, train(GPT, layout(1, 2, 2, 0), DType.F64), "float64 gpt tp 2 x pp 2", 1e-12);
         Outcome llama = train(LLAMA, layout(1, 1, 1, 0), DType.F64);
         assertParity(llama, train(LLAMA, layout(1, 2, 1, 0), DType.F64), "float64 llama GQA tp 2", 1e-12);
+    }
+
+    @Test
+    void aTensorParallelRunRepeatsBitForBit() {
+        Outcome a = train(GPT, layout(1, 2, 2, 0), DType.F32);
+        Outcome b = train(GPT, layout(1, 2, 2, 0), DType.F32);
+        assertArrayEquals(a.losses(), b.losses(), 0, "tp 2 x pp 2: losses bit for bit");
+        for (String name : a.params().keySet()) {
+            assertArrayEquals(a.params().get(name), b.params().get(name), 0, "tp 2 x pp 2: " + name + " bit for bit");
+        }
     }
 }
