@@ -12,12 +12,21 @@ import dev.shardwise.core.tensor.Tensor;
  * T×T scores (FlashAttention); backward recomputes them from the saved log-sum-exp. Under selective recompute
  * (Korthikanti et al. 2022) forward drops the core's output and log-sum-exp too, and backward runs the core's
  * forward once more from the saved q, k and v before its own work.
+ *
+ * <p>Tensor parallelism (Shoeybi et al. 2019, parallel attention heads): rank r of tp holds query heads
+ * [r·NH/tp, (r+1)·NH/tp) and kv heads [r·NKV/tp, (r+1)·NKV/tp) (under GQA query head h reads kv head h/(NH/NKV),
+ * so a rank's query heads read exactly its kv heads): the fused qkv is {@linkplain ColumnParallelLinear
+ * column-parallel} (its q, k and v rows of those heads), the attention core runs on the local heads only, and the
+ * output projection is {@linkplain RowParallelLinear row-parallel}. Communication per layer: forward one all-reduce
+ * of y [N, C] (g, in the projection); backward one all-reduce of dx [N, C] (f's backward, after qkv's backward);
+ * 2·(tp-1)/tp·N·C elements per rank each. Shapes below are local: NH and NKV stand for NH/tp and NKV/tp.
  */
 final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
-    private final Linear qkv;    // C -> (NH + 2·NKV)·HS
-    private final Linear proj;   // NH·HS -> C
-    private final int heads;
-    private final int kvHeads;
+    private final ColumnParallelLinear qkv;   // C -> (NH + 2·NKV)·HS/tp
+    private final RowParallelLinear proj;     // NH·HS/tp -> C
+    private final TensorParallel tp;
+    private final int heads;                  // this rank's query heads, NH/tp
+    private final int kvHeads;                // this rank's kv heads, NKV/tp
     private final int headSize;
     private final boolean rotary;
     private final boolean recomputeCore;
@@ -33,25 +42,30 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
      */
     record Saved(Tensor qkv, Tensor rotated, Tensor att, Tensor lse, Tensor out) implements Layer.Saved { }
 
-    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
-        int width = qk + config.kvHeads() * hs;
-        // q and k rows at the standard scale; v rows at DeepNet's β when DeepNorm is on.
-        builder.declare(name + ".qkv.weight", new ParameterSet.Init.SplitNormal(GptInit.STD, qk, GptInit.branchInput(config)),
-                true, width, c);
-        if (config.bias()) builder.declare(name + ".qkv.bias", new ParameterSet.Init.Constant(0), false, width);
-        Linear.declare(builder, name + ".proj", c, c, config.bias(), GptInit.residualProjection(config));
+        tp.divide(config.heads(), "heads", "model.heads, the attention heads");
+        tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads; replicating kv heads over tp is not supported yet");
+        // q and k rows at the standard scale; v rows at DeepNet's β when DeepNorm is on (global rows: the init
+        // is generated for the whole tensor and sliced).
+        ColumnParallelLinear.declare(builder, name + ".qkv", c,
+                new int[]{config.heads() * hs, config.kvHeads() * hs, config.kvHeads() * hs},
+                new ParameterSet.Init.SplitNormal(GptInit.STD, qk, GptInit.branchInput(config)), config.bias(), tp,
+                "qkv rows", "the fused qkv projection's q, k and v sections");
+        RowParallelLinear.declare(builder, name + ".proj", config.heads() * hs, c, config.bias(),
+                GptInit.residualProjection(config), tp, "heads·headSize", "the attention projection's input features");
     }
 
     /**
      * @param recomputeCore whether forward drops the attention core's output att and log-sum-exp lse and
      *                      backward recomputes them from the saved q, k and v ({@link Recompute#SELECTIVE})
      */
-    CausalSelfAttention(ParameterSet params, String name, ModelConfig config, boolean recomputeCore) {
-        this.qkv = new Linear(params, name + ".qkv", config.bias());
-        this.proj = new Linear(params, name + ".proj", config.bias());
-        this.heads = config.heads();
-        this.kvHeads = config.kvHeads();
+    CausalSelfAttention(ParameterSet params, String name, ModelConfig config, boolean recomputeCore, TensorParallel tp) {
+        this.tp = tp;
+        this.qkv = new ColumnParallelLinear(params, name + ".qkv", config.bias());
+        this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
+        this.heads = tp.divide(config.heads(), "heads", "model.heads, the attention heads");
+        this.kvHeads = tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads");
         this.headSize = config.headSize();
         this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
         this.recomputeCore = recomputeCore;
@@ -144,6 +158,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
             Rotary.backward(k(dfused, b, t), dk, 0);
         }
         qkv.backward(dx, dfused, x, weights);
+        tp.copyToRegionBackward(dx);
     }
 
     private double scale() {

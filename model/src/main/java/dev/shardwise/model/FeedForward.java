@@ -7,17 +7,17 @@ package dev.shardwise.model;
  */
 interface FeedForward extends Layer<Layer.Saved> {
 
-    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         switch (config.mlp()) {
-            case GELU -> GeluMlp.declare(builder, name, config);
-            case SWIGLU -> SwiGluMlp.declare(builder, name, config);
+            case GELU -> GeluMlp.declare(builder, name, config, tp);
+            case SWIGLU -> SwiGluMlp.declare(builder, name, config, tp);
         }
     }
 
-    static FeedForward create(ParameterSet params, String name, ModelConfig config) {
+    static FeedForward create(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {
         return switch (config.mlp()) {
-            case GELU -> new GeluMlp(params, name, config);
-            case SWIGLU -> new SwiGluMlp(params, name, config);
+            case GELU -> new GeluMlp(params, name, config, tp);
+            case SWIGLU -> new SwiGluMlp(params, name, config, tp);
         };
     }
 }

@@ -4,10 +4,18 @@ import dev.shardwise.core.kernels.Gelu;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
-/** The GPT-2 feed-forward block: y = GELU(x·W_fcᵀ + b_fc)·W_projᵀ + b_proj, hidden size F (Hendrycks and Gimpel's tanh GELU). */
+/**
+ * The GPT-2 feed-forward block: y = GELU(x·W_fcᵀ + b_fc)·W_projᵀ + b_proj, hidden size F (Hendrycks and Gimpel's tanh GELU).
+ *
+ * <p>Tensor parallelism (Shoeybi et al. 2019): fc is {@linkplain ColumnParallelLinear column-parallel} and proj
+ * {@linkplain RowParallelLinear row-parallel}, so GELU runs on each rank's F/tp hidden features with no communication
+ * between them: forward one all-reduce of y [N, C] (g), backward one of dx [N, C] (f's backward), 2·(tp-1)/tp·N·C
+ * elements per rank each. Shapes below are local: F stands for F/tp.
+ */
 final class GeluMlp implements FeedForward {
-    private final Linear fc;     // C -> F
-    private final Linear proj;   // F -> C
+    private final ColumnParallelLinear fc;   // C -> F/tp
+    private final RowParallelLinear proj;    // F/tp -> C
+    private final TensorParallel tp;
 
     /**
      * What backward reads.
@@ -18,14 +26,17 @@ final class GeluMlp implements FeedForward {
      */
     record Saved(Tensor hidden, Tensor gelu, Tensor out) implements Layer.Saved { }
 
-    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        Linear.declare(builder, name + ".fc", config.hidden(), config.ffnHidden(), config.bias(), GptInit.branchInput(config));
-        Linear.declare(builder, name + ".proj", config.ffnHidden(), config.hidden(), config.bias(), GptInit.residualProjection(config));
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
+        ColumnParallelLinear.declare(builder, name + ".fc", config.hidden(), new int[]{config.ffnHidden()},
+                new ParameterSet.Init.Normal(GptInit.branchInput(config)), config.bias(), tp, "ffnHidden", "model.ffnHidden, the MLP's hidden size");
+        RowParallelLinear.declare(builder, name + ".proj", config.ffnHidden(), config.hidden(), config.bias(),
+                GptInit.residualProjection(config), tp, "ffnHidden", "model.ffnHidden, the MLP's hidden size");
     }
 
-    GeluMlp(ParameterSet params, String name, ModelConfig config) {
-        this.fc = new Linear(params, name + ".fc", config.bias());
-        this.proj = new Linear(params, name + ".proj", config.bias());
+    GeluMlp(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {
+        this.fc = new ColumnParallelLinear(params, name + ".fc", config.bias());
+        this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
+        this.tp = tp;
     }
 
     /** x [N, C] -> y [N, C]. */
@@ -50,5 +61,6 @@ final class GeluMlp implements FeedForward {
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         Gelu.backwardInto(dhidden, dgelu, saved.hidden);
         fc.backward(dx, dhidden, x, weights);
+        tp.copyToRegionBackward(dx);
     }
 }

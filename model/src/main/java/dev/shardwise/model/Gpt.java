@@ -103,8 +103,17 @@ public final class Gpt implements AutoCloseable {
      * the head's copy of it (see {@link GptPart#declare}).
      */
     public static ParameterSet.Builder declare(ModelConfig config, List<GptPart.Span> spans, boolean splitEmbedding) {
+        return declare(config, spans, splitEmbedding, TensorParallel.NONE);
+    }
+
+    /**
+     * As {@link #declare(ModelConfig, List, boolean)}, rank {@code tp.tpRank()}'s tensor-parallel slices (Shoeybi et
+     * al. 2019; see {@link GptPart}), each under its global name with its {@link ParameterSet.Slice}.
+     */
+    public static ParameterSet.Builder declare(ModelConfig config, List<GptPart.Span> spans, boolean splitEmbedding,
+                                               TensorParallel tp) {
         ParameterSet.Builder builder = ParameterSet.builder();
-        for (GptPart.Span span : spans) GptPart.declare(builder, config, span, splitEmbedding);
+        for (GptPart.Span span : spans) GptPart.declare(builder, config, span, splitEmbedding, tp);
         return builder;
     }
 

@@ -31,6 +31,14 @@ import java.util.Objects;
  * <p>Tied head (Press and Wolf 2017): when the part holding the head does not also hold the embedding, it holds
  * its own copy of {@code wte} in a unit named {@value #HEAD}; the two copies' gradients are summed across the
  * stages that hold them (Megatron's embedding group), so they stay equal.
+ *
+ * <p>Tensor parallelism (Shoeybi et al. 2019), with a {@link TensorParallel} of size tp > 1: the blocks split their
+ * attention heads and MLP features ({@link TransformerBlock}), the token embedding and the tied head split the
+ * vocabulary ({@link VocabParallelEmbedding}, {@link VocabParallelCrossEntropy}: rank r holds rows
+ * [r·V'/tp, (r+1)·V'/tp) of wte, V' = V rounded up to a multiple of tp), and the residual stream, the norms and wpe
+ * are replicated. The head computes only its slice of the logits; the loss reduces per-row maxima, sums of
+ * exponentials and target logits over the tp group instead of gathering them. The head's input gradient is
+ * all-reduced (f's backward). The top query layer is not split yet (refused).
  */
 public final class GptPart {
     static final String EMBEDDINGS = "embeddings", POSITIONS = "positions", FINAL = "final", HEAD = "head";
@@ -83,6 +91,9 @@ public final class GptPart {
     private final ParameterSet.Unit positionsUnit;   // wpe in its own unit (pipelines), or null
     private final ParameterSet.Unit finalUnit;       // or null
     private final ParameterSet.Unit headUnit;        // the head's own wte copy, or null (the embedding's wte serves)
+    private final TensorParallel tp;
+    private final VocabParallelEmbedding vocab;            // tp > 1 only
+    private final VocabParallelCrossEntropy crossEntropy;  // tp > 1 only
     private Gpt.Hooks hooks = Gpt.Hooks.NONE;
 
     /**
@@ -92,20 +103,37 @@ public final class GptPart {
      * {@code head} (a copy of wte) when the span holds the head but not the embedding.
      */
     public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding) {
+        declare(builder, config, span, splitEmbedding, TensorParallel.NONE);
+    }
+
+    /**
+     * As {@link #declare(ParameterSet.Builder, ModelConfig, Span, boolean)}, rank {@code tp.tpRank()}'s slices under
+     * tensor parallelism: wte's vocabulary rows (padded to ⌈V/tp⌉), the blocks' head and feature slices; every
+     * parameter keeps its global name and records its {@link ParameterSet.Slice}.
+     *
+     * @throws IllegalArgumentException if tp does not divide the heads, kv heads or MLP hidden size, or the model has a
+     *                                  top query layer and tp > 1
+     */
+    public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
+                               TensorParallel tp) {
+        if (tp.size() > 1 && config.topQueryLayer()) {
+            throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
+                    + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
+        }
         if (span.endBlock() > config.layers()) {
             throw new IllegalArgumentException("blocks [" + span.firstBlock() + ", " + span.endBlock() + ") exceed the model's "
                     + config.layers() + " layers");
         }
         if (span.embedding()) {
             builder.unit(EMBEDDINGS);
-            builder.declare("wte", new ParameterSet.Init.Normal(GptInit.STD), false, config.vocabSize(), config.hidden());
+            declareTokenEmbedding(builder, config, tp);
             if (config.positions() == ModelConfig.Positions.LEARNED) {
                 if (splitEmbedding) builder.unit(POSITIONS);
                 builder.declare("wpe", new ParameterSet.Init.Normal(GptInit.STD), false, config.contextLength(), config.hidden());
             }
         }
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config);
+            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp);
         }
         if (span.head()) {
             if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
@@ -113,8 +141,18 @@ public final class GptPart {
             if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config);
             if (!span.embedding()) {
                 builder.unit(HEAD);
-                builder.declare("wte", new ParameterSet.Init.Normal(GptInit.STD), false, config.vocabSize(), config.hidden());
+                declareTokenEmbedding(builder, config, tp);
             }
+        }
+    }
+
+    /** wte [V, C], or rank {@code tp.tpRank()}'s vocabulary slice of it [⌈V/tp⌉, C]. */
+    private static void declareTokenEmbedding(ParameterSet.Builder builder, ModelConfig config, TensorParallel tp) {
+        ParameterSet.Init init = new ParameterSet.Init.Normal(GptInit.STD);
+        if (tp.size() == 1) {
+            builder.declare("wte", init, false, config.vocabSize(), config.hidden());
+        } else {
+            builder.declareSlice("wte", init, false, VocabParallelEmbedding.slice(config.vocabSize(), config.hidden(), tp));
         }
     }
 
@@ -135,6 +173,25 @@ public final class GptPart {
      * @throws IllegalArgumentException if recomputeEvery is below 1
      */
     public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery) {
+        this(config, params, span, recompute, recomputeEvery, TensorParallel.NONE);
+    }
+
+    /**
+     * As {@link #GptPart(ModelConfig, ParameterSet, Span, Recompute, int)}, tensor-parallel over {@code tp} (the
+     * parameters declared by {@link #declare(ParameterSet.Builder, ModelConfig, Span, boolean, TensorParallel)} with
+     * the same tp and tp rank).
+     *
+     * @throws IllegalArgumentException if recomputeEvery is below 1 or tp does not divide what it splits
+     */
+    public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery,
+                   TensorParallel tp) {
+        this.tp = Objects.requireNonNull(tp, "tp");
+        if (tp.size() > 1 && config.topQueryLayer()) {
+            throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
+                    + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
+        }
+        this.vocab = tp.size() > 1 ? new VocabParallelEmbedding(tp, config.vocabSize()) : null;
+        this.crossEntropy = tp.size() > 1 ? new VocabParallelCrossEntropy(tp, vocab) : null;
         if (recomputeEvery < 1) {
             throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (1: every block)");
         }
@@ -144,7 +201,7 @@ public final class GptPart {
         this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
         this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE));
+            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp));
             blockUnits.add(unit(params, "h." + l));
         }
         this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
@@ -187,6 +244,7 @@ public final class GptPart {
     public static final class Pass {
         private final int b, t;
         private final Tensor ids;                      // [B·T] i32, first part only
+        private VocabParallelEmbedding.Lookup lookup;  // first part under tp > 1 only
         private final Tensor positions;                // [B·T] i32
         private final Tensor input;                    // the part's input [B·T, C]: embeddings or received activation
         private final List<TransformerBlock.Saved> blocks;
@@ -224,7 +282,7 @@ public final class GptPart {
         /** Targets that counted towards the loss (0 unless this part holds the head). */
         public int countedTokens() { return countedTokens; }
 
-        /** Next-token logits [B·T, V] of a forward without the loss; null otherwise. */
+        /** Next-token logits [B·T, V] (under tp > 1 this rank's slice [B·T, ⌈V/tp⌉]) of a forward without the loss; null otherwise. */
         Tensor logits() { return logits; }
     }
 
@@ -262,11 +320,13 @@ public final class GptPart {
             for (int i = 0; i < n; i++) positions.segment().set(ValueLayout.JAVA_INT, 4L * i, i % t);
         }
         Tensor stream = input;
+        VocabParallelEmbedding.Lookup lookup = null;
         if (span.embedding()) {
             stream = arena.allocateForOverwrite(dtype, n, c);
             hooks.beforeForward(embeddingUnit);
             if (positionsUnit != null) hooks.beforeForward(positionsUnit);
-            Embedding.forward(stream, ids, tokenEmbedding.value(), false);
+            if (vocab == null) Embedding.forward(stream, ids, tokenEmbedding.value(), false);
+            else lookup = vocab.forward(arena, stream, ids, tokenEmbedding.value());
             if (positionEmbedding != null) Embedding.forward(stream, positions, positionEmbedding.value(), true);
             if (positionsUnit != null) hooks.afterForward(positionsUnit);
             hooks.afterForward(embeddingUnit);
@@ -280,7 +340,11 @@ public final class GptPart {
             saved.add(s);
             stream = s.out();
         }
-        if (!span.head()) return new Pass(b, t, ids, positions, partInput, saved, null, null, null);
+        if (!span.head()) {
+            Pass pass = new Pass(b, t, ids, positions, partInput, saved, null, null, null);
+            pass.lookup = lookup;
+            return pass;
+        }
 
         if (finalUnit != null) hooks.beforeForward(finalUnit);
         TopQueryLayer.Saved top = null;
@@ -291,12 +355,14 @@ public final class GptPart {
         Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
         if (finalUnit != null) hooks.afterForward(finalUnit);
         Tensor headInput = fn != null ? fn.out() : stream;
-        Tensor logits = arena.allocateForOverwrite(dtype, n, config.vocabSize());
+        int vocabRows = vocab == null ? config.vocabSize() : VocabParallelEmbedding.rowsPerRank(config.vocabSize(), tp);
+        Tensor logits = arena.allocateForOverwrite(dtype, n, vocabRows);   // [B·T, V] or [B·T, ⌈V/tp⌉]
         ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
         hooks.beforeForward(head);
         Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
         hooks.afterForward(head);
         Pass pass = new Pass(b, t, ids, positions, partInput, saved, top, fn, headInput);
+        pass.lookup = lookup;
         pass.logits = logits;
         if (targets != null) loss(arena, pass, targets, withGradient, lossScale);
         return pass;
@@ -312,7 +378,9 @@ public final class GptPart {
         int counted = 0;
         for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
         Tensor losses = arena.allocateForOverwrite(pass.logits.dtype(), n);
-        if (withGradient) {
+        if (crossEntropy != null) {
+            crossEntropy.forward(arena, losses, pass.logits, flatTargets, lossScale / Math.max(counted, 1), withGradient);
+        } else if (withGradient) {
             CrossEntropy.forwardBackward(losses, pass.logits, pass.logits, flatTargets, lossScale / Math.max(counted, 1));
         } else {
             CrossEntropy.loss(losses, pass.logits, flatTargets);
@@ -420,6 +488,7 @@ public final class GptPart {
             // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
             Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
             Gemm.matmul(dhead, pass.logits, tokenEmbedding.value(), false, false, 1f, 0f);
+            tp.copyToRegionBackward(dhead);   // the head's input is replicated: sum the vocabulary slices' parts
             WeightGradients.defer(weights, () -> Gemm.matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f));
             if (headUnit != null) afterBackward(headUnit, weights);
             Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
@@ -449,7 +518,8 @@ public final class GptPart {
         if (positionsUnit != null) hooks.beforeBackward(positionsUnit);
         Tensor dembedded = dstream;
         WeightGradients.defer(weights, () -> {
-            Embedding.backward(tokenEmbedding.grad(), dembedded, pass.ids);
+            if (vocab == null) Embedding.backward(tokenEmbedding.grad(), dembedded, pass.ids);
+            else vocab.backward(arena, tokenEmbedding.grad(), dembedded, pass.lookup);
             if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dembedded, pass.positions);
         });
         if (positionsUnit != null) afterBackward(positionsUnit, weights);

@@ -17,6 +17,7 @@ public final class Parameter {
     private final int[] shape;
     private final boolean weightDecay;
     private final long offset;
+    private final ParameterSet.Slice slice;
     private Tensor value;
     private Tensor grad;
 
@@ -25,8 +26,10 @@ public final class Parameter {
      * @param shape       the tensor's shape, fixed whatever it is bound to
      * @param weightDecay true for matrices; false for norms, biases and embeddings by default
      * @param offset      where the parameter starts in its set's flat buffers, in elements
+     * @param slice       the part of the global tensor held under tensor parallelism, or null for the whole tensor
      */
-    Parameter(String name, int[] shape, boolean weightDecay, long offset) {
+    Parameter(String name, int[] shape, boolean weightDecay, long offset, ParameterSet.Slice slice) {
+        this.slice = slice;
         this.name = name;
         this.shape = shape.clone();
         this.weightDecay = weightDecay;
@@ -38,6 +41,15 @@ public final class Parameter {
 
     /** True for matrices; false for norms, biases and embeddings by default. */
     public boolean weightDecay() { return weightDecay; }
+
+    /** The part of the global tensor this rank holds under tensor parallelism, or null when it holds all of it. */
+    public ParameterSet.Slice slice() { return slice; }
+
+    /**
+     * Whether every tensor-parallel rank holds the whole tensor (norms, row-parallel biases, learned positions):
+     * then their gradients are equal and a global gradient norm counts the parameter once, not once per rank.
+     */
+    public boolean replicatedOverTensorParallel() { return slice == null; }
 
     /** The shape of the value and of the gradient. */
     public int[] shape() { return shape.clone(); }

@@ -43,8 +43,92 @@ public final class ParameterSet implements AutoCloseable {
         record Constant(double value) implements Init { }
     }
 
-    /** A declared parameter. */
-    public record Spec(String name, int[] shape, Init init, boolean weightDecay) {
+    /**
+     * Which part of a global tensor a tensor-parallel rank holds (Shoeybi et al. 2019): along dimension {@code dim}
+     * of the global tensor {@code globalShape}, the pieces [starts[i], starts[i] + lengths[i]) concatenated in
+     * order, then {@code paddingRows} rows of zeros that belong to no global element (a vocabulary padded to a
+     * multiple of tp). Every other dimension is whole. A fused qkv weight split by heads holds three pieces (its
+     * q, k and v rows); a column- or row-parallel matrix one. Checkpoints will key a slice by the parameter's
+     * global name and these fields, so any layout can read them.
+     *
+     * @param dim         the split dimension of the global tensor
+     * @param globalShape the shape of the whole tensor, as the single-rank model declares it
+     * @param starts      where each piece starts along {@code dim}, in global indices
+     * @param lengths     each piece's length along {@code dim}
+     * @param paddingRows zero rows after the pieces, along {@code dim} (only with dim 0)
+     */
+    public record Slice(int dim, int[] globalShape, int[] starts, int[] lengths, int paddingRows) {
+        /** @throws IllegalArgumentException if a piece leaves the global tensor or the arrays disagree */
+        public Slice {
+            globalShape = globalShape.clone();
+            starts = starts.clone();
+            lengths = lengths.clone();
+            if (dim < 0 || dim >= globalShape.length || starts.length != lengths.length || paddingRows < 0
+                    || (paddingRows > 0 && dim != 0)) {
+                throw new IllegalArgumentException("bad slice: dim " + dim + " of " + Arrays.toString(globalShape) + ", starts "
+                        + Arrays.toString(starts) + ", lengths " + Arrays.toString(lengths) + ", padding " + paddingRows);
+            }
+            for (int i = 0; i < starts.length; i++) {
+                if (starts[i] < 0 || lengths[i] < 0 || starts[i] + lengths[i] > globalShape[dim]) {
+                    throw new IllegalArgumentException("slice piece [" + starts[i] + ", " + (starts[i] + lengths[i])
+                            + ") leaves dimension " + dim + " of " + Arrays.toString(globalShape));
+                }
+            }
+        }
+
+        /** One piece [start, start + length) along {@code dim}. */
+        public static Slice of(int dim, int start, int length, int... globalShape) {
+            return new Slice(dim, globalShape, new int[]{start}, new int[]{length}, 0);
+        }
+
+        /** The local tensor's shape: the global one with dimension {@code dim} cut to the pieces plus padding. */
+        public int[] localShape() {
+            int[] shape = globalShape.clone();
+            int n = paddingRows;
+            for (int l : lengths) n += l;
+            shape[dim] = n;
+            return shape;
+        }
+
+        /** The local elements taken from {@code global} (row-major, {@link #globalShape()}), padding rows 0. */
+        public double[] take(double[] global) {
+            int[] local = localShape();
+            long inner = 1, outer = 1;
+            for (int d = dim + 1; d < globalShape.length; d++) inner *= globalShape[d];
+            for (int d = 0; d < dim; d++) outer *= globalShape[d];
+            double[] out = new double[Math.toIntExact(outer * local[dim] * inner)];
+            int at = 0;
+            for (long o = 0; o < outer; o++) {
+                for (int i = 0; i < starts.length; i++) {
+                    int from = Math.toIntExact((o * globalShape[dim] + starts[i]) * inner);
+                    int n = Math.toIntExact(lengths[i] * inner);
+                    System.arraycopy(global, from, out, at, n);
+                    at += n;
+                }
+                at += Math.toIntExact(paddingRows * inner);
+            }
+            return out;
+        }
+
+        @Override
+        public String toString() {
+            return "dim " + dim + " of " + Arrays.toString(globalShape) + " starts " + Arrays.toString(starts) + " lengths "
+                    + Arrays.toString(lengths) + (paddingRows > 0 ? " + " + paddingRows + " padding rows" : "");
+        }
+    }
+
+    /**
+     * A declared parameter.
+     *
+     * @param shape the local shape (the slice's {@link Slice#localShape()} when sliced)
+     * @param slice the part of the global tensor this rank holds under tensor parallelism, or null when it holds the
+     *              whole tensor (then the parameter is replicated over the tensor-parallel group, if any)
+     */
+    public record Spec(String name, int[] shape, Init init, boolean weightDecay, Slice slice) {
+        public Spec(String name, int[] shape, Init init, boolean weightDecay) {
+            this(name, shape, init, weightDecay, null);
+        }
+
         public long numel() {
             long n = 1;
             for (int s : shape) n *= s;
@@ -130,6 +214,21 @@ public final class ParameterSet implements AutoCloseable {
             return this;
         }
 
+        /**
+         * Declares a tensor-parallel rank's {@code slice} of a parameter: its local shape is
+         * {@link Slice#localShape()}, and {@link ParameterSet#initialize} gives it exactly the slice of the values
+         * the whole tensor would get (the global tensor is generated from the name's seed, then sliced).
+         *
+         * @throws IllegalArgumentException if the name was declared before
+         */
+        public Builder declareSlice(String name, Init init, boolean weightDecay, Slice slice) {
+            if (specs.containsKey(name)) throw new IllegalArgumentException("parameter '" + name + "' declared twice");
+            if (unitNames.isEmpty()) unitNames.add("all");
+            specs.put(name, new Spec(name, slice.localShape(), init, weightDecay, slice));
+            unitOf.put(name, unitNames.getLast());
+            return this;
+        }
+
         /** The declarations so far, in order. */
         public List<Spec> specs() {
             return List.copyOf(specs.values());
@@ -177,7 +276,7 @@ public final class ParameterSet implements AutoCloseable {
                     extent.put(unit, new int[]{Math.toIntExact(offset), 0});
                     members.put(unit, new ArrayList<>());
                 }
-                Parameter p = new Parameter(s.name, s.shape, s.weightDecay, offset);
+                Parameter p = new Parameter(s.name, s.shape, s.weightDecay, offset, s.slice);
                 byName.put(s.name, p);
                 members.get(unit).add(p);
                 offset += s.numel();
@@ -295,7 +394,9 @@ public final class ParameterSet implements AutoCloseable {
             Spec s = specByName.get(p.name());
             if (s == null) throw new IllegalArgumentException("parameter " + p.name() + " is not in this set");
             Tensor t = p.value();
-            long n = s.numel();
+            int[] globalShape = s.slice == null ? s.shape : s.slice.globalShape();
+            long n = 1;
+            for (int d : globalShape) n *= d;
             double[] data = new double[(int) n];
             switch (s.init) {
                 case Init.Normal(double std) -> {
@@ -304,12 +405,12 @@ public final class ParameterSet implements AutoCloseable {
                 }
                 case Init.SplitNormal(double std, int splitRow, double stdAfter) -> {
                     SplittableRandom random = new SplittableRandom(seed * 0x9E3779B97F4A7C15L + s.name.hashCode());
-                    long rowSize = n / s.shape[0];
+                    long rowSize = n / globalShape[0];
                     for (int i = 0; i < n; i++) data[i] = random.nextGaussian() * (i / rowSize < splitRow ? std : stdAfter);
                 }
                 case Init.Constant(double value) -> Arrays.fill(data, value);
             }
-            t.copyFrom(data);
+            t.copyFrom(s.slice == null ? data : s.slice.take(data));
         }
     }
 

@@ -4,11 +4,19 @@ import dev.shardwise.core.kernels.SwiGlu;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
-/** The LLaMA feed-forward block (Shazeer 2020's SwiGLU): y = (silu(x·W_gateᵀ) ∘ x·W_upᵀ)·W_downᵀ, hidden size F. */
+/**
+ * The LLaMA feed-forward block (Shazeer 2020's SwiGLU): y = (silu(x·W_gateᵀ) ∘ x·W_upᵀ)·W_downᵀ, hidden size F.
+ *
+ * <p>Tensor parallelism (Shoeybi et al. 2019): gate and up are {@linkplain ColumnParallelLinear column-parallel}
+ * over the same F/tp features on each rank, down {@linkplain RowParallelLinear row-parallel}: forward one all-reduce
+ * of y [N, C] (g), backward one of dx [N, C] (f's backward, after gate's and up's parts are added), 2·(tp-1)/tp·N·C
+ * elements per rank each. Shapes below are local: F stands for F/tp.
+ */
 final class SwiGluMlp implements FeedForward {
-    private final Linear gate;   // C -> F
-    private final Linear up;     // C -> F
-    private final Linear down;   // F -> C
+    private final ColumnParallelLinear gate;   // C -> F/tp
+    private final ColumnParallelLinear up;     // C -> F/tp
+    private final RowParallelLinear down;      // F/tp -> C
+    private final TensorParallel tp;
 
     /**
      * What backward reads.
@@ -20,17 +28,20 @@ final class SwiGluMlp implements FeedForward {
      */
     record Saved(Tensor gate, Tensor up, Tensor hidden, Tensor out) implements Layer.Saved { }
 
-    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        double in = GptInit.branchInput(config);
-        Linear.declare(builder, name + ".gate", config.hidden(), config.ffnHidden(), config.bias(), in);
-        Linear.declare(builder, name + ".up", config.hidden(), config.ffnHidden(), config.bias(), in);
-        Linear.declare(builder, name + ".down", config.ffnHidden(), config.hidden(), config.bias(), GptInit.residualProjection(config));
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
+        ParameterSet.Init in = new ParameterSet.Init.Normal(GptInit.branchInput(config));
+        String field = "ffnHidden", what = "model.ffnHidden, the MLP's hidden size";
+        ColumnParallelLinear.declare(builder, name + ".gate", config.hidden(), new int[]{config.ffnHidden()}, in, config.bias(), tp, field, what);
+        ColumnParallelLinear.declare(builder, name + ".up", config.hidden(), new int[]{config.ffnHidden()}, in, config.bias(), tp, field, what);
+        RowParallelLinear.declare(builder, name + ".down", config.ffnHidden(), config.hidden(), config.bias(),
+                GptInit.residualProjection(config), tp, field, what);
     }
 
-    SwiGluMlp(ParameterSet params, String name, ModelConfig config) {
-        this.gate = new Linear(params, name + ".gate", config.bias());
-        this.up = new Linear(params, name + ".up", config.bias());
-        this.down = new Linear(params, name + ".down", config.bias());
+    SwiGluMlp(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {
+        this.gate = new ColumnParallelLinear(params, name + ".gate", config.bias());
+        this.up = new ColumnParallelLinear(params, name + ".up", config.bias());
+        this.down = new RowParallelLinear(params, name + ".down", config.bias(), tp);
+        this.tp = tp;
     }
 
     /** x [N, C] -> y [N, C]. */
@@ -58,5 +69,6 @@ final class SwiGluMlp implements FeedForward {
         SwiGlu.backward(dgate, dup, dhidden, saved.gate, saved.up);
         gate.backward(dx, dgate, x, weights);   // dx = dgate·W_gate
         up.backwardAdd(dx, dup, x, weights);    // dx += dup·W_up
+        tp.copyToRegionBackward(dx);            // f's backward, once for both
     }
 }

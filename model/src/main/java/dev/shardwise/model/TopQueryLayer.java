@@ -50,7 +50,7 @@ final class TopQueryLayer implements Layer<TopQueryLayer.Saved> {
         Linear.declare(builder, name + ".attn.kv", c, 2 * config.kvHeads() * hs, config.bias(), GptInit.STD);
         Linear.declare(builder, name + ".attn.proj", config.heads() * hs, c, config.bias(), GptInit.residualProjection(config));
         Norm.declare(builder, name + ".ln2", config);
-        FeedForward.declare(builder, name + ".mlp", config);
+        FeedForward.declare(builder, name + ".mlp", config, TensorParallel.NONE);
     }
 
     TopQueryLayer(ParameterSet params, String name, ModelConfig config) {
@@ -64,7 +64,7 @@ final class TopQueryLayer implements Layer<TopQueryLayer.Saved> {
         this.keyValue = new Linear(params, name + ".attn.kv", config.bias());
         this.proj = new Linear(params, name + ".attn.proj", config.bias());
         this.norm2 = Norm.create(params, name + ".ln2", config);
-        this.feedForward = FeedForward.create(params, name + ".mlp", config);
+        this.feedForward = FeedForward.create(params, name + ".mlp", config, TensorParallel.NONE);
         this.heads = config.heads();
         this.kvHeads = config.kvHeads();
         this.headSize = config.headSize();

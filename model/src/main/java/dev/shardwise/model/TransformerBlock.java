@@ -53,19 +53,32 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     record Dropped(Tensor out) implements Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+        declare(builder, name, config, TensorParallel.NONE);
+    }
+
+    /** Declares rank {@code tp.tpRank()}'s slices of the block (norms whole, replicated over tp). */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         Norm.declare(builder, name + ".ln1", config);
-        CausalSelfAttention.declare(builder, name + ".attn", config);
+        CausalSelfAttention.declare(builder, name + ".attn", config, tp);
         Norm.declare(builder, name + ".ln2", config);
-        FeedForward.declare(builder, name + ".mlp", config);
+        FeedForward.declare(builder, name + ".mlp", config, tp);
     }
 
     /** The block over the parameters declared under {@code name}, keeping what {@code policy} says. */
     TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy) {
+        this(params, name, config, policy, TensorParallel.NONE);
+    }
+
+    /**
+     * As above, tensor-parallel over {@code tp} (Shoeybi et al. 2019): attention heads and MLP features split, norms
+     * and the residual stream replicated; two all-reduces of [B·T, C] forward and two backward per block.
+     */
+    TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy, TensorParallel tp) {
         this.policy = Objects.requireNonNull(policy, "policy");
         this.norm1 = Norm.create(params, name + ".ln1", config);
-        this.attention = new CausalSelfAttention(params, name + ".attn", config, policy == Recompute.SELECTIVE);
+        this.attention = new CausalSelfAttention(params, name + ".attn", config, policy == Recompute.SELECTIVE, tp);
         this.norm2 = Norm.create(params, name + ".ln2", config);
-        this.feedForward = FeedForward.create(params, name + ".mlp", config);
+        this.feedForward = FeedForward.create(params, name + ".mlp", config, tp);
         this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
         this.alpha = GptInit.residualAlpha(config);
     }

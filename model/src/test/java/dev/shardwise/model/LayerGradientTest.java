@@ -56,12 +56,12 @@ class LayerGradientTest {
         for (ModelConfig config : List.of(gpt, llama)) {
             cases.add(new Case("norm " + config.norm(), (b, n) -> Norm.declare(b, n, config),
                     p -> Norm.create(p, "x", config), config.hidden(), false));
-            cases.add(new Case("feed-forward " + config.mlp(), (b, n) -> FeedForward.declare(b, n, config),
-                    p -> FeedForward.create(p, "x", config), config.hidden(), false));
+            cases.add(new Case("feed-forward " + config.mlp(), (b, n) -> FeedForward.declare(b, n, config, TensorParallel.NONE),
+                    p -> FeedForward.create(p, "x", config, TensorParallel.NONE), config.hidden(), false));
             for (boolean recomputeCore : new boolean[]{false, true}) {
                 cases.add(new Case("attention " + config.positions() + " kv " + config.kvHeads()
-                        + (recomputeCore ? " core recomputed" : ""), (b, n) -> CausalSelfAttention.declare(b, n, config),
-                        p -> new CausalSelfAttention(p, "x", config, recomputeCore), config.hidden(), false));
+                        + (recomputeCore ? " core recomputed" : ""), (b, n) -> CausalSelfAttention.declare(b, n, config, TensorParallel.NONE),
+                        p -> new CausalSelfAttention(p, "x", config, recomputeCore, TensorParallel.NONE), config.hidden(), false));
             }
         }
         List<ModelConfig> blocks = new ArrayList<>();

@@ -44,7 +44,10 @@ public final class ReplicatedUpdate implements ParameterUpdate {
         reduction.reduce(params.grads());
         stages.sumTiedFlat(params.grads(), pool);
         ParameterSet.Unit uncounted = stages.uncountedUnit();
-        double sumOfSquares = uncounted == null ? Vectors.sumOfSquares(params.grads())
+        int all = Math.toIntExact(params.paddedCount());
+        double sumOfSquares = stages.tensorParallel()
+                ? stages.countedSumOfSquares(params.grads(), new long[]{0}, new int[]{0}, new int[]{all})
+                : uncounted == null ? Vectors.sumOfSquares(params.grads())
                 : StageGradients.sumOfSquaresWithout(params.grads(), uncounted.offset(), uncounted.size());
         double norm = Math.sqrt(stages.sumOverStages(sumOfSquares));
         long communication = System.nanoTime() - start;

@@ -23,6 +23,12 @@ import dev.shardwise.model.ParameterSet;
  * <p>Norm: each rank's Σg² (without the head's copy of wte) is summed over its data-parallel group by the update
  * and then over the pipeline group here, in stage order, so every rank clips with the same global norm.
  *
+ * <p>Tensor parallelism (Shoeybi et al. 2019): with a tensor-parallel group of tp > 1 ranks, the sharded parameters'
+ * Σg² is summed over the tp group too, while the parameters every tp rank holds whole
+ * ({@link dev.shardwise.model.Parameter#replicatedOverTensorParallel}: norms, row-parallel biases, wpe; their
+ * gradients are equal on every tp rank) are counted on tp rank 0 only, so each is counted once. One more all-reduce
+ * of one float64 per step over the tp group.
+ *
  * <p>One per rank, used by the rank's thread from the update's {@code apply}.
  */
 public final class StageGradients implements AutoCloseable {
@@ -35,7 +41,9 @@ public final class StageGradients implements AutoCloseable {
     private final ParameterSet.Unit tiedUnit;   // wte's unit on the first or last stage, or null
     private final int tiedPeer;                 // the other end's stage
     private final boolean countsTied;           // false on the last stage: its wte is the copy
-    private final ScalarReduction scalar;
+    private final ScalarReduction scalar;       // over the pipeline group, or null
+    private final ScalarReduction tensorScalar; // over the tensor-parallel group when tp > 1, or null
+    private final long[] uncounted;             // flat [from, to) pairs, sorted, left out of this rank's Σg² (tp > 1)
 
     private StageGradients() {
         this.pipeline = null;
@@ -43,6 +51,8 @@ public final class StageGradients implements AutoCloseable {
         this.tiedPeer = -1;
         this.countsTied = true;
         this.scalar = null;
+        this.tensorScalar = null;
+        this.uncounted = new long[0];
     }
 
     /**
@@ -53,8 +63,19 @@ public final class StageGradients implements AutoCloseable {
      * @throws IllegalArgumentException if an end stage lacks its wte unit or holds more than wte in it
      */
     public StageGradients(Communicator pipeline, ParameterSet params, MemoryPool pool) {
+        this(pipeline, null, params, pool);
+    }
+
+    /**
+     * As {@link #StageGradients(Communicator, ParameterSet, MemoryPool)}, with {@code tensor}, the rank's
+     * tensor-parallel group (null or of size 1: no tensor parallelism); {@code pipeline} may be null when the model
+     * is not cut over stages.
+     *
+     * @throws IllegalArgumentException if an end stage lacks its wte unit or holds more than wte in it
+     */
+    public StageGradients(Communicator pipeline, Communicator tensor, ParameterSet params, MemoryPool pool) {
         this.pipeline = pipeline;
-        int stage = pipeline.rank(), last = pipeline.size() - 1;
+        int stage = pipeline == null ? 0 : pipeline.rank(), last = pipeline == null ? 0 : pipeline.size() - 1;
         String unitName = stage == 0 ? "embeddings" : stage == last ? "head" : null;
         ParameterSet.Unit found = null;
         if (unitName != null && last > 0) {
@@ -67,7 +88,50 @@ public final class StageGradients implements AutoCloseable {
         this.tiedUnit = found;
         this.tiedPeer = stage == 0 ? last : 0;
         this.countsTied = stage != last || last == 0;
-        this.scalar = new ScalarReduction(pipeline, pool);
+        this.scalar = pipeline == null ? null : new ScalarReduction(pipeline, pool);
+        boolean tensorParallel = tensor != null && tensor.size() > 1;
+        this.tensorScalar = tensorParallel ? new ScalarReduction(tensor, pool) : null;
+        java.util.List<long[]> ranges = new java.util.ArrayList<>();
+        if (tensorParallel) {
+            if (!countsTied && tiedUnit != null) ranges.add(new long[]{tiedUnit.offset(), tiedUnit.offset() + (long) tiedUnit.size()});
+            if (tensor.rank() != 0) {
+                for (dev.shardwise.model.Parameter p : params.parameters()) {
+                    if (p.replicatedOverTensorParallel()) ranges.add(new long[]{params.offsetOf(p), params.offsetOf(p) + p.numel()});
+                }
+            }
+        }
+        ranges.sort(java.util.Comparator.comparingLong(r -> r[0]));
+        this.uncounted = new long[2 * ranges.size()];
+        for (int i = 0; i < ranges.size(); i++) {
+            uncounted[2 * i] = ranges.get(i)[0];
+            uncounted[2 * i + 1] = ranges.get(i)[1];
+        }
+    }
+
+    /** Whether the model is split over a tensor-parallel group of more than one rank. */
+    boolean tensorParallel() {
+        return tensorScalar != null;
+    }
+
+    /**
+     * Under tensor parallelism: this rank's share of Σg² over a gradient shard made of {@code lengths.length}
+     * segments, segment i holding flat elements [flatStarts[i], flatStarts[i] + lengths[i]) at shard offset
+     * shardOffsets[i], without the elements counted elsewhere (the tied copy on the last stage; on tp ranks other
+     * than 0, every parameter replicated over tp). Sums in segment order, each piece by {@link Vectors#sumOfSquares}.
+     */
+    double countedSumOfSquares(Tensor shard, long[] flatStarts, int[] shardOffsets, int[] lengths) {
+        double sum = 0;
+        for (int i = 0; i < lengths.length; i++) {
+            long from = flatStarts[i], end = from + lengths[i];
+            for (int u = 0; u < uncounted.length && from < end; u += 2) {
+                long a = Math.max(from, uncounted[u]), b = Math.min(end, uncounted[u + 1]);
+                if (a >= b) continue;
+                if (a > from) sum += Vectors.sumOfSquares(shard.slice(0, Math.toIntExact(shardOffsets[i] + from - flatStarts[i]), Math.toIntExact(a - from)));
+                from = b;
+            }
+            if (from < end) sum += Vectors.sumOfSquares(shard.slice(0, Math.toIntExact(shardOffsets[i] + from - flatStarts[i]), Math.toIntExact(end - from)));
+        }
+        return sum;
     }
 
     /**
@@ -99,9 +163,13 @@ public final class StageGradients implements AutoCloseable {
         return tiedUnit;
     }
 
-    /** Σ over the pipeline's stages of each stage's {@code sumOfSquares} (the value itself when not cut). */
+    /**
+     * Σ over the tensor-parallel group (when tp > 1), then over the pipeline's stages, of each rank's
+     * {@code sumOfSquares} (the value itself when neither).
+     */
     double sumOverStages(double sumOfSquares) {
-        return scalar == null ? sumOfSquares : scalar.reduce(sumOfSquares, ReduceOp.SUM);
+        double sum = tensorScalar == null ? sumOfSquares : tensorScalar.reduce(sumOfSquares, ReduceOp.SUM);
+        return scalar == null ? sum : scalar.reduce(sum, ReduceOp.SUM);
     }
 
     /** Σg² of {@code grads} without elements [skipFrom, skipFrom + skipLength). */
@@ -116,5 +184,6 @@ public final class StageGradients implements AutoCloseable {
     @Override
     public void close() {
         if (scalar != null) scalar.close();
+        if (tensorScalar != null) tensorScalar.close();
     }
 }

@@ -409,8 +409,23 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         discardPrefetched();   // the values are about to change
         if (stages.tiedUnit() != null) stages.sumTied(piece(gradShard, stages.tiedUnit()), pool);
         ParameterSet.Unit uncounted = stages.uncountedUnit();
-        double sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)
-                : StageGradients.sumOfSquaresWithout(gradShard, uncounted.offset() / dpSize, uncounted.size() / dpSize);
+        double sumOfSquares;
+        if (stages.tensorParallel()) {
+            // the shard is each unit's piece in turn: unit u's elements [offset + dpRank·size/dp, + size/dp) at offset/dp
+            List<ParameterSet.Unit> units = params.units();
+            long[] flat = new long[units.size()];
+            int[] at = new int[units.size()], lengths = new int[units.size()];
+            for (int i = 0; i < units.size(); i++) {
+                ParameterSet.Unit u = units.get(i);
+                lengths[i] = u.size() / dpSize;
+                at[i] = u.offset() / dpSize;
+                flat[i] = u.offset() + (long) dpRank * lengths[i];
+            }
+            sumOfSquares = stages.countedSumOfSquares(gradShard, flat, at, lengths);
+        } else {
+            sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)
+                    : StageGradients.sumOfSquaresWithout(gradShard, uncounted.offset() / dpSize, uncounted.size() / dpSize);
+        }
         double norm = Math.sqrt(stages.sumOverStages(scalar.reduce(sumOfSquares, ReduceOp.SUM)));
         long communication = System.nanoTime() - start;
         ShardAdamW.clip(gradShard, norm, maxNorm);

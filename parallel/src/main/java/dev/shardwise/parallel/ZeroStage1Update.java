@@ -94,7 +94,9 @@ public final class ZeroStage1Update implements ParameterUpdate {
         stages.sumTiedFlat(grads, pool);
         dp.reduceScatter(gradShard, grads, ReduceOp.AVG);
         ParameterSet.Unit uncounted = stages.uncountedUnit();
-        double sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)
+        double sumOfSquares = stages.tensorParallel()
+                ? stages.countedSumOfSquares(gradShard, new long[]{shardStart}, new int[]{0}, new int[]{shardSize})
+                : uncounted == null ? Vectors.sumOfSquares(gradShard)
                 : StageGradients.sumOfSquaresWithout(gradShard, uncounted.offset() - shardStart, uncounted.size());
         double norm = Math.sqrt(stages.sumOverStages(scalar.reduce(sumOfSquares, ReduceOp.SUM)));
         long communication = System.nanoTime() - start;

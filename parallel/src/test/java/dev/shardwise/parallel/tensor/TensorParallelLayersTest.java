@@ -1,0 +1,156 @@
+package dev.shardwise.parallel.tensor;
+
+import dev.shardwise.comm.LocalCluster;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.Parameter;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.Recompute;
+import dev.shardwise.model.TensorParallel;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/**
+ * The tensor-parallel layers (Shoeybi et al. 2019: column- and row-parallel linears, parallel attention heads with
+ * GQA, split GELU and SwiGLU MLPs, vocabulary-parallel embedding and cross-entropy) against the single-rank model,
+ * one forward and backward of a whole {@link GptPart} in float64 with tp ranks as threads: the loss and every
+ * parameter gradient (each rank's slice against the same slice of the single rank's gradient) agree to round-off;
+ * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
+ * initialises exactly its slice of the single rank's values.
+ */
+class TensorParallelLayersTest {
+    static final int B = 2, T = 8;
+    static final Map<String, ModelConfig> MODELS = Map.of(
+            "gpt", ModelConfig.gpt(64, 16, 2, 32, 4),
+            "gpt post-ln", ModelConfig.gpt(64, 16, 2, 32, 4).withResidual(ModelConfig.Residual.POST_LN),
+            "llama gqa", ModelConfig.llama(64, 16, 2, 32, 4, 2, 64),
+            "llama mha", ModelConfig.llama(64, 16, 2, 32, 4, 4, 64),
+            "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4));
+
+    /** A rank of a tp group that performs no collectives: enough to declare and initialise a slice. */
+    record Declared(int size, int tpRank) implements TensorParallel {
+        @Override public void allReduceSum(Tensor buffer) { throw new UnsupportedOperationException(); }
+        @Override public void allReduceMax(Tensor buffer) { throw new UnsupportedOperationException(); }
+    }
+
+    static Tensor ids(MemoryPool pool, int vocab, long seed) {
+        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, B, T);
+        SplittableRandom random = new SplittableRandom(seed);
+        for (int b = 0; b < B; b++) for (int i = 0; i < T; i++) t.set(random.nextInt(vocab), b, i);
+        return t;
+    }
+
+    /** Loss and every gradient (by name, this rank's slice) after one forward and backward over a fixed batch. */
+    record Result(double loss, Map<String, double[]> grads, Map<String, ParameterSet.Slice> slices) { }
+
+    static Result run(ModelConfig config, TensorParallel tp, MemoryPool pool, boolean split, Recompute recompute) {
+        GptPart.Span whole = GptPart.Span.whole(config);
+        try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F64);
+             Tensor tokens = ids(pool, config.vocabSize(), 1);
+             Tensor targets = ids(pool, config.vocabSize(), 2);
+             StepArena arena = new StepArena(pool)) {
+            params.initialize(7);
+            targets.set(-1, 0, 3);   // an excluded position
+            GptPart part = new GptPart(config, params, whole, recompute, 1, tp);
+            GptPart.Pass pass = part.forward(arena, tokens, targets, null, true, 1.0);
+            if (split) {
+                part.backwardInput(arena, pass, null);
+                part.backwardWeight(pass);
+            } else {
+                part.backward(arena, pass, null);
+            }
+            Map<String, double[]> grads = new HashMap<>();
+            Map<String, ParameterSet.Slice> slices = new HashMap<>();
+            for (Parameter p : params.parameters()) {
+                grads.put(p.name(), p.grad().toDoubleArray());
+                if (p.slice() != null) slices.put(p.name(), p.slice());
+            }
+            return new Result(pass.loss(), grads, slices);
+        }
+    }
+
+    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}, recompute {3}")
+    @CsvSource({"gpt, 2, false, none", "gpt, 4, false, none", "gpt, 2, true, none", "gpt post-ln, 2, false, none",
+            "llama gqa, 2, false, none", "llama gqa, 2, true, none", "llama mha, 4, false, none", "gpt vocab 61, 2, false, none",
+            "gpt vocab 61, 4, false, none", "gpt, 2, false, selective", "gpt, 2, true, selective", "llama gqa, 2, false, full"})
+    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName) {
+        ModelConfig config = MODELS.get(model);
+        Recompute recompute = Recompute.parse(recomputeName);
+        Result serial = run(config, TensorParallel.NONE, MemoryPool.unlimited("serial"), split, Recompute.NONE);
+        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world()), ctx.memory(),
+                split, recompute));
+        int compared = 0;
+        double worst = 0;
+        for (int r = 0; r < tp; r++) {
+            Result got = ranks.get(r);
+            assertEquals(serial.loss(), got.loss(), 1e-13 * Math.abs(serial.loss()), model + " tp " + tp + " rank " + r + ": loss");
+            assertEquals(serial.grads().keySet(), got.grads().keySet(), model + " tp " + tp + ": parameter names");
+            for (String name : serial.grads().keySet()) {
+                ParameterSet.Slice slice = got.slices().get(name);
+                double[] expected = slice == null ? serial.grads().get(name) : slice.take(serial.grads().get(name));
+                double[] actual = got.grads().get(name);
+                assertEquals(expected.length, actual.length, name + " elements");
+                double max = 0, scale = 0;
+                for (int i = 0; i < expected.length; i++) {
+                    max = Math.max(max, Math.abs(expected[i] - actual[i]));
+                    scale = Math.max(scale, Math.abs(expected[i]));
+                }
+                assertTrue(max <= 1e-12 * Math.max(scale, 1e-3), model + " tp " + tp + " rank " + r + ": gradient of " + name
+                        + " max abs diff " + max + " (largest |g| " + scale + ")");
+                worst = Math.max(worst, max);
+                compared++;
+            }
+        }
+        System.out.printf("%s tp %d%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
+                split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
+        assertTrue(compared > 0, "no gradient compared");
+    }
+
+    @ParameterizedTest(name = "{0}, tp {1}")
+    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "gpt vocab 61, 4"})
+    void eachRankInitialisesExactlyItsSliceOfTheSingleRankValues(String model, int tp) {
+        ModelConfig config = MODELS.get(model);
+        MemoryPool pool = MemoryPool.unlimited("init");
+        GptPart.Span whole = GptPart.Span.whole(config);
+        try (ParameterSet serial = Gpt.declare(config, List.of(whole), false).allocate(pool, DType.F32)) {
+            serial.initialize(7);
+            int sliced = 0;
+            for (int r = 0; r < tp; r++) {
+                try (ParameterSet mine = Gpt.declare(config, List.of(whole), false, new Declared(tp, r)).allocate(pool, DType.F32)) {
+                    mine.initialize(7);
+                    for (Parameter p : mine.parameters()) {
+                        double[] global = serial.get(p.name()).value().toDoubleArray();
+                        double[] expected = p.slice() == null ? global : p.slice().take(global);
+                        assertArrayEquals(expected, p.value().toDoubleArray(), 0, model + " tp " + tp + " rank " + r + ": " + p.name()
+                                + " bit for bit" + (p.slice() == null ? "" : " (" + p.slice() + ")"));
+                        if (p.slice() != null) sliced++;
+                    }
+                }
+            }
+            assertTrue(sliced > 0, "no parameter was sliced");
+        }
+    }
+
+    @Test
+    void kvHeadsNotDivisibleByTpAreRefusedWithAFix() {
+        ModelConfig config = ModelConfig.llama(64, 16, 2, 32, 4, 2, 64);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Gpt.declare(config, List.of(GptPart.Span.whole(config)), false, new Declared(4, 0)));
+        assertTrue(e.getMessage().contains("tp=4") && e.getMessage().contains("kvHeads=2") && e.getMessage().contains("{1, 2}"),
+                e.getMessage());
+    }
+}

@@ -1,0 +1,272 @@
+package dev.shardwise.train;
+
+import dev.shardwise.comm.LocalCluster;
+import dev.shardwise.core.kernels.Vectors;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.Parameter;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.PipelineCut;
+import dev.shardwise.model.Recompute;
+import dev.shardwise.model.TensorParallel;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.model.optim.ParameterUpdate;
+import dev.shardwise.parallel.DataParallel;
+import dev.shardwise.parallel.GradientReduction;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.ProcessGroups;
+import dev.shardwise.parallel.ReplicatedUpdate;
+import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.StageGradients;
+import dev.shardwise.parallel.ZeroShardedUpdate;
+import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.parallel.pipeline.ScheduleKind;
+import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/**
+ * Tensor parallelism (Shoeybi et al. 2019) against the single-rank run (ARCHITECTURE idea 5): same seed, same global
+ * batch and micro-batches, 20 steps through {@link TrainStep}; losses within 1e-5 relative and the parameters, each
+ * rank's slices put back into the global tensors by their {@link ParameterSet.Slice}, within ||Δ||/||θ|| <= 1e-5, for
+ * tp 2 and 4, tp 2 x pp 2, tp 2 x dp 2 under ZeRO 1, 2 and 3, a GQA LLaMA-like model at tp 2, and a vocabulary tp does
+ * not divide (padded rows). In float64 the split model computes the single rank's math to round-off; a layout
+ * repeats bit for bit (the all-reduces sum in rank order).
+ */
+class TensorParallelParityTest {
+    static final ModelConfig GPT = ModelConfig.gpt(64, 16, 4, 32, 4);
+    static final ModelConfig LLAMA = ModelConfig.llama(64, 16, 4, 32, 4, 2, 64);   // GQA: 4 query heads, 2 kv heads
+    static final ModelConfig ODD_VOCAB = ModelConfig.gpt(61, 16, 4, 32, 4);        // 61 = prime: padded at tp 2 and 4
+    static final int GLOBAL_BATCH = 4, SEQ = 16, STEPS = 20, MICRO_BATCHES = 2;
+    static final double TOLERANCE = 1e-5;
+
+    /** Deterministic micro-batch k of step s: [GLOBAL_BATCH, SEQ + 1] token ids. */
+    static int[] microBatch(ModelConfig model, int step, int k) {
+        SplittableRandom random = new SplittableRandom(1000 + step * 97L + k);
+        int[] out = new int[GLOBAL_BATCH * (SEQ + 1)];
+        for (int i = 0; i < out.length; i++) out[i] = random.nextInt(model.vocabSize());
+        return out;
+    }
+
+    /** Per-step losses, gradient norms and the final parameters by global name, whole. */
+    record Outcome(double[] losses, double[] norms, Map<String, double[]> params) { }
+
+    static Outcome train(ModelConfig model, ParallelLayout layout, DType dtype) {
+        List<Map<String, Object>> ranks = LocalCluster.run(layout.worldSize(), LocalCluster.Options.defaults(), ctx -> {
+            try (ProcessGroups groups = new ProcessGroups(layout, ctx.world())) {
+                return trainRank(model, layout, groups, ctx.memory(), dtype);
+            }
+        });
+        Map<String, double[]> merged = new HashMap<>();
+        Outcome first = (Outcome) ranks.getFirst().get("outcome");
+        for (Map<String, Object> r : ranks) {
+            Outcome o = (Outcome) r.get("outcome");
+            assertArrayEquals(first.losses(), o.losses(), 0, "every rank reports the same losses");
+            assertArrayEquals(first.norms(), o.norms(), 0, "every rank clips with the same gradient norm");
+            @SuppressWarnings("unchecked")
+            Map<String, ParameterSet.Slice> slices = (Map<String, ParameterSet.Slice>) r.get("slices");
+            for (Map.Entry<String, double[]> e : o.params().entrySet()) {
+                ParameterSet.Slice slice = slices.get(e.getKey());
+                if (slice == null) {
+                    double[] before = merged.putIfAbsent(e.getKey(), e.getValue());
+                    if (before != null) assertArrayEquals(before, e.getValue(), 0, e.getKey() + ": replicated copies stay equal");
+                    continue;
+                }
+                int n = 1;
+                for (int d : slice.globalShape()) n *= d;
+                int size = n;
+                double[] global = merged.computeIfAbsent(e.getKey(), k -> new double[size]);
+                place(global, e.getValue(), slice);
+            }
+        }
+        return new Outcome(first.losses(), first.norms(), merged);
+    }
+
+    /** Writes {@code local} (a rank's slice, padding rows ignored) into its place in {@code global}. */
+    static void place(double[] global, double[] local, ParameterSet.Slice slice) {
+        int[] shape = slice.globalShape(), localShape = slice.localShape();
+        int dim = slice.dim();
+        long inner = 1, outer = 1;
+        for (int d = dim + 1; d < shape.length; d++) inner *= shape[d];
+        for (int d = 0; d < dim; d++) outer *= shape[d];
+        int at = 0;
+        for (long o = 0; o < outer; o++) {
+            for (int i = 0; i < slice.starts().length; i++) {
+                int n = Math.toIntExact(slice.lengths()[i] * inner);
+                System.arraycopy(local, at, global, Math.toIntExact((o * shape[dim] + slice.starts()[i]) * inner), n);
+                at += n;
+            }
+            at += Math.toIntExact(slice.paddingRows() * inner);
+        }
+        assertEquals(local.length, at, "slice " + slice + " covers the local tensor of shape " + java.util.Arrays.toString(localShape));
+    }
+
+    private static Map<String, Object> trainRank(ModelConfig model, ParallelLayout layout, ProcessGroups groups,
+                                                 MemoryPool pool, DType dtype) {
+        int p = layout.pp(), dp = layout.dp(), zero = layout.zeroStage();
+        int stage = groups.coordinates().ppStage(), dpRank = groups.coordinates().dpRank();
+        TensorParallel tp = layout.tp() > 1 ? new CommunicatorTensorParallel(groups.tp()) : TensorParallel.NONE;
+        List<GptPart.Span> mine = List.of(PipelineCut.balanced(model, SEQ, p).get(stage));
+        ParameterSet.Residency residency = zero == 3 ? ParameterSet.Residency.NONE : zero == 2 ? ParameterSet.Residency.VALUES
+                : ParameterSet.Residency.VALUES_AND_GRADS;
+        AdamWOptimizer.Settings settings = AdamWOptimizer.Settings.gpt();
+        try (ParameterSet params = Gpt.declare(model, mine, p > 1, tp).allocate(pool, dtype, zero > 0 ? dp : 1, residency);
+             StageGradients stages = p > 1 || layout.tp() > 1
+                     ? new StageGradients(p > 1 ? groups.pp() : null, groups.tp(), params, pool) : StageGradients.NONE) {
+            List<GptPart> chunks = List.of(new GptPart(model, params, mine.getFirst(), Recompute.NONE, 1, tp));
+            AdamWOptimizer adam = null;
+            DataParallel ddp = null;
+            ZeroShardedUpdate sharded = null;
+            ParameterUpdate update;
+            if (zero == 0) {
+                params.initialize(7);
+                adam = new AdamWOptimizer(params, pool, settings);
+                ddp = dp > 1 ? new DataParallel(groups.dp(), 1 << 12, pool, params) : null;
+                update = new ReplicatedUpdate(params, adam, ddp == null ? GradientReduction.NONE : ddp, stages, pool);
+            } else if (zero == 1) {
+                params.initialize(7);
+                update = new ZeroStage1Update(params, groups.dp(), pool, settings, ShardMoments.resident(), stages);
+            } else {
+                sharded = new ZeroShardedUpdate(zero, params, groups.dp(), pool, settings, ShardMoments.resident(), true, stages);
+                sharded.initialize(7);
+                update = sharded;
+            }
+            int rows = GLOBAL_BATCH / dp;
+            double[] losses = new double[STEPS], norms = new double[STEPS];
+            try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, update,
+                    new TrainStep.Pipeline(p > 1 ? groups.pp() : null, ScheduleKind.ONE_F_ONE_B, p, 1));
+                 Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, SEQ + 1)) {
+                for (int s = 0; s < STEPS; s++) {
+                    int stepIndex = s;
+                    int[] k = {0};
+                    TrainStep.Result result = step.run(batch, MICRO_BATCHES, b -> {
+                        int[] global = microBatch(model, stepIndex, k[0]++);
+                        MemorySegment.copy(global, dpRank * rows * (SEQ + 1), b.segment(), ValueLayout.JAVA_INT,
+                                b.byteOffset(), rows * (SEQ + 1));
+                    }, 1e-3);
+                    losses[s] = result.loss();
+                    norms[s] = result.gradNorm();
+                }
+            }
+            Map<String, double[]> values = new HashMap<>();
+            Map<String, ParameterSet.Slice> slices = new HashMap<>();
+            try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, dtype, Math.toIntExact(params.paddedCount()))) {
+                if (sharded != null) sharded.gatherValues(full);
+                else Vectors.copy(full, params.values());
+                for (Parameter param : params.parameters()) {
+                    values.put(param.name(), full.slice(0, Math.toIntExact(params.offsetOf(param)), Math.toIntExact(param.numel()))
+                            .toDoubleArray());
+                    if (param.slice() != null) slices.put(param.name(), param.slice());
+                }
+            }
+            if (update instanceof AutoCloseable c) {
+                try {
+                    c.close();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+            if (adam != null) adam.close();
+            if (ddp != null) ddp.close();
+            Map<String, Object> out = new HashMap<>();
+            out.put("outcome", new Outcome(losses, norms, values));
+            out.put("slices", slices);
+            return out;
+        }
+    }
+
+    private static ParallelLayout layout(int dp, int tp, int pp, int zero) {
+        return new ParallelLayout(dp, tp, pp, 1, 1, false, zero, Recompute.NONE, GLOBAL_BATCH / dp);
+    }
+
+    private static final Map<ModelConfig, Outcome> SINGLE = new HashMap<>();
+
+    private static synchronized Outcome single(ModelConfig model) {
+        return SINGLE.computeIfAbsent(model, m -> train(m, layout(1, 1, 1, 0), DType.F32));
+    }
+
+    static void assertParity(Outcome expected, Outcome got, String name, double tolerance) {
+        for (int s = 0; s < STEPS; s++) {
+            double e = expected.losses()[s], g = got.losses()[s];
+            assertEquals(e, g, tolerance * Math.abs(e), name + ": loss of step " + (s + 1));
+            assertEquals(expected.norms()[s], got.norms()[s], 10 * tolerance * expected.norms()[s],
+                    name + ": gradient norm of step " + (s + 1) + " (replicated parameters counted once)");
+        }
+        assertEquals(expected.params().keySet(), got.params().keySet(), name + ": parameters");
+        double diff = 0, norm = 0, worst = 0, lossGap = 0;
+        String worstName = "";
+        for (Map.Entry<String, double[]> e : expected.params().entrySet()) {
+            double[] a = e.getValue(), b = got.params().get(e.getKey());
+            assertEquals(a.length, b.length, name + ": " + e.getKey() + " elements");
+            double d = 0;
+            for (int i = 0; i < a.length; i++) {
+                d += (a[i] - b[i]) * (a[i] - b[i]);
+                norm += a[i] * a[i];
+            }
+            diff += d;
+            if (d > worst) {
+                worst = d;
+                worstName = e.getKey();
+            }
+        }
+        for (int s = 0; s < STEPS; s++) {
+            lossGap = Math.max(lossGap, Math.abs(expected.losses()[s] - got.losses()[s]) / Math.abs(expected.losses()[s]));
+        }
+        double relative = Math.sqrt(diff / norm);
+        System.out.printf("%s vs single rank after %d steps: max loss gap %.2e relative, parameters ||Δ||/||θ|| = %.2e "
+                + "(largest Δ in %s)%n", name, STEPS, lossGap, relative, worstName);
+        assertTrue(relative <= tolerance, name + ": parameters ||Δ||/||θ|| = " + relative + " > " + tolerance);
+    }
+
+    @ParameterizedTest(name = "tp {0} x pp {1} x dp {2}, ZeRO {3}")
+    @CsvSource({"2, 1, 1, 0", "4, 1, 1, 0", "2, 2, 1, 0", "2, 1, 2, 1", "2, 1, 2, 2", "2, 1, 2, 3"})
+    void tensorParallelGptMatchesTheSingleRankRun(int tp, int pp, int dp, int zero) {
+        Outcome got = train(GPT, layout(dp, tp, pp, zero), DType.F32);
+        assertParity(single(GPT), got, "gpt tp " + tp + " x pp " + pp + " x dp " + dp + " zero " + zero, TOLERANCE);
+    }
+
+    @Test
+    void groupedQueryLlamaAtTp2MatchesTheSingleRankRun() {
+        assertParity(single(LLAMA), train(LLAMA, layout(1, 2, 1, 0), DType.F32), "llama GQA (4 heads, 2 kv) tp 2", TOLERANCE);
+    }
+
+    @ParameterizedTest(name = "vocab 61, tp {0}")
+    @CsvSource({"2", "4"})
+    void vocabularyNotDivisibleByTpIsPaddedWithoutChangingTheRun(int tp) {
+        assertParity(single(ODD_VOCAB), train(ODD_VOCAB, layout(1, tp, 1, 0), DType.F32), "vocab 61 tp " + tp, TOLERANCE);
+    }
+
+    @Test
+    void inFloat64TensorParallelComputesTheSingleRankMathToRoundoff() {
+        Outcome one = train(GPT, layout(1, 1, 1, 0), DType.F64);
+        assertParity(one, train(GPT, layout(1, 2, 2, 0), DType.F64), "float64 gpt tp 2 x pp 2", 1e-12);
+        Outcome llama = train(LLAMA, layout(1, 1, 1, 0), DType.F64);
+        assertParity(llama, train(LLAMA, layout(1, 2, 1, 0), DType.F64), "float64 llama GQA tp 2", 1e-12);
+    }
+
+    @Test
+    void aTensorParallelRunRepeatsBitForBit() {
+        Outcome a = train(GPT, layout(1, 2, 2, 0), DType.F32);
+        Outcome b = train(GPT, layout(1, 2, 2, 0), DType.F32);
+        assertArrayEquals(a.losses(), b.losses(), 0, "tp 2 x pp 2: losses bit for bit");
+        for (String name : a.params().keySet()) {
+            assertArrayEquals(a.params().get(name), b.params().get(name), 0, "tp 2 x pp 2: " + name + " bit for bit");
+        }
+    }
+}
