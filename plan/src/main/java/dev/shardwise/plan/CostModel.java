@@ -22,9 +22,11 @@ import dev.shardwise.parallel.pipeline.ScheduleKind;
  * backward (under sequence parallelism an all-gather and a reduce-scatter each, the same ring volume), plus two
  * more for a full-recompute forward, on the tp group (stride 1). A stage boundary sends b·s·h/t values per tp rank
  * (Megatron's scatter/gather over the tp ranks' own NICs) and all-gathers them inside the node unless sequence
- * parallel. The data-parallel group (stride t) all-reduces the stage's 16-bit gradients once per step (ZeRO 1 and
- * 2: reduce-scatter then all-gather, the same volume; ZeRO 3 also all-gathers the weights for each micro-batch's
- * forward and backward); overlapped, only what outlasts the last micro-batch's backward is exposed. The first and
+ * parallel. The data-parallel group (stride t) all-reduces the stage's 16-bit gradients once per step (ZeRO 1:
+ * reduce-scatter then all-gather, the same volume), overlapped with the last micro-batch's backward; under ZeRO 2
+ * and 3 gradients stay sharded, so each micro-batch reduce-scatters them, overlapped with its own backward, and the
+ * weights are all-gathered once per step (ZeRO 2) or before each micro-batch's forward and backward (ZeRO 3),
+ * exposed. The first and
  * last stages all-reduce the tied embedding's gradient. The optimizer moves 28 bytes per local parameter.
  *
  * <p>Not thread-safe (it caches in-flight counts); make one per thread.
@@ -87,7 +89,8 @@ public final class CostModel {
 
     /**
      * A closed-form estimate for pruning the search: the busiest stage's work plus (p−1) micro-batch-chunks of
-     * bubble (the 1F1B bubble; interleaving's is already v times smaller per chunk). Within a few percent of
+     * bubble (the 1F1B bubble; interleaving's is already v times smaller per chunk; ZB-H1's lacks the weight
+     * gradients). Within a few percent of
      * {@link #estimate} for evenly split stages.
      */
     Estimate quickEstimate(ParallelLayout layout, ScheduleKind schedule, long globalBatch) {
@@ -101,7 +104,9 @@ public final class CostModel {
                 int part = c * p + stage;
                 double partTime = pr.forward(part) + pr.backward(part) + (p > 1 ? 2 * pr.p2p : 0);
                 perMb += partTime;
-                worstPart = Math.max(worstPart, partTime);
+                // ZB-H1 fills the bubble with weight-gradient halves: (p−1)(tF + tB − tW) of Qi et al. 2023 per part.
+                double bubblePart = schedule == ScheduleKind.ZB_H1 ? partTime - 2 * pr.layersPerPart * pr.weightGradient : partTime;
+                worstPart = Math.max(worstPart, bubblePart);
             }
             double work = pr.m * perMb;
             if (work > worst) {
@@ -165,11 +170,13 @@ public final class CostModel {
     private double exposedReduction(Prices pr, ParallelLayout layout, int stage) {
         double reduce = pr.reduce[stage];
         if (parameters.overlapGradReduce()) {
+            // All-reduce: overlaps the last micro-batch's backward; ZeRO 2/3's reduce-scatters: every micro-batch's.
             double window = 0;
             for (int c = 0; c < layout.vpp(); c++) window += pr.backward(c * layout.pp() + stage);
+            if (layout.zeroStage() >= 2) window *= pr.m;
             reduce = Math.max(0, reduce - window);
         }
-        return reduce + pr.embeddingReduce[stage];
+        return reduce + pr.gather[stage] + pr.embeddingReduce[stage];
     }
 
     /** Micro-batches per step per pipeline, B / (d·b). @throws IllegalArgumentException if d·b does not divide B */
@@ -245,12 +252,18 @@ public final class CostModel {
         int boundary = t * d;
         double p2p = collectives.sendReceive(activation / t, boundary) + (sp || t == 1 ? 0 : collectives.allGather(activation, t, 1));
 
-        double[] reduce = new double[p], embeddingReduce = new double[p], optimizer = new double[p];
+        double[] reduce = new double[p], gather = new double[p], embeddingReduce = new double[p], optimizer = new double[p];
         for (int stage = 0; stage < p; stage++) {
             double params = MemoryModel.stageParameters(model, layout, stage);
             double grads = params * BYTES16;
-            reduce[stage] = collectives.allReduce(grads, d, t);
-            if (layout.zeroStage() == 3) reduce[stage] += 2.0 * m * collectives.allGather(grads, d, t);
+            if (layout.zeroStage() >= 2) {
+                // Gradients are kept sharded, so each micro-batch's backward reduce-scatters its gradients; the
+                // updated weights are all-gathered once (ZeRO 2) or before each forward and backward (ZeRO 3).
+                reduce[stage] = m * collectives.allGather(grads, d, t);
+                gather[stage] = collectives.allGather(grads, d, t) * (layout.zeroStage() == 3 ? 2.0 * m : 1);
+            } else {
+                reduce[stage] = collectives.allReduce(grads, d, t);
+            }
             if (p > 1 && (stage == 0 || stage == p - 1)) {
                 embeddingReduce[stage] = collectives.allReduce(vocab * h / t * BYTES16, 2, t * d * (p - 1));
             }
@@ -259,7 +272,7 @@ public final class CostModel {
         }
         int layersPerPart = model.layers() / (p * v);
         return new Prices(m, layersPerPart, p * v, forward, backward, gemmWeight, tpForward, tpBackward + (layout.recompute() == Recompute.FULL ? tpForward : 0),
-                embeddingForward, embeddingBackward, embeddingTp, headForward, headBackward, p2p, reduce, embeddingReduce, optimizer);
+                embeddingForward, embeddingBackward, embeddingTp, headForward, headBackward, p2p, reduce, gather, embeddingReduce, optimizer);
     }
 
     private double gemm(double m, double n, double k, double peak) {
@@ -270,7 +283,7 @@ public final class CostModel {
     private record Prices(int m, int layersPerPart, int parts, double blockForward, double blockBackward, double weightGradient,
                           double tpForward, double tpBackward, double embeddingForward, double embeddingBackward,
                           double embeddingTp, double headForward, double headBackward, double p2p, double[] reduce,
-                          double[] embeddingReduce, double[] optimizer) {
+                          double[] gather, double[] embeddingReduce, double[] optimizer) {
         double forward(int part) {
             return layersPerPart * blockForward + (part == 0 ? embeddingForward : 0) + (part == parts - 1 ? headForward : 0);
         }

@@ -12,7 +12,8 @@ import java.util.List;
  * Searches layouts of a model on a cluster for a global batch: every tp (a power of two up to a node, dividing the
  * heads, ffn and vocab), pp dividing the layers, dp = devices/(tp·pp) dividing the batch, micro-batch a power of
  * two dividing B/dp, vpp (interleaved, when m is a multiple of p), ZeRO stage, recompute policy and sequence
- * parallelism, keeping those whose peak memory fits the device.
+ * parallelism, and schedule (1F1B or ZB-H1 with one chunk per stage, interleaved 1F1B with several), keeping those
+ * whose peak memory fits the device.
  *
  * <p>Pruning, each step safe under the cost model: sequence parallelism is always on when tp &gt; 1 (it costs the
  * same communication and saves memory and element-wise time); for each remaining choice only the first recompute
@@ -24,6 +25,8 @@ import java.util.List;
 public final class Planner {
     /** Candidates priced by simulation after the closed-form ranking. */
     static final int SIMULATED = 24;
+    /** Schedules tried for one chunk per stage: 1F1B, and ZB-H1 (same activation memory, smaller bubble). */
+    private static final List<ScheduleKind> ZERO_BUBBLE_TOO = List.of(ScheduleKind.ONE_F_ONE_B, ScheduleKind.ZB_H1);
 
     private final CostModel costs;
 
@@ -52,9 +55,10 @@ public final class Planner {
                     if (perReplica % mb != 0) continue;
                     long m = perReplica / mb;
                     for (int vpp = 1; vpp == 1 || (pp > 1 && (model.layers() / pp) % vpp == 0 && m % pp == 0 && vpp <= model.layers() / pp); vpp *= 2) {
-                        ScheduleKind schedule = ScheduleKind.defaultFor(vpp);
-                        Estimate best = firstFitting(dp, tp, pp, vpp, mb, schedule, globalBatch);
-                        if (best != null) fitting.add(best);
+                        for (ScheduleKind schedule : vpp == 1 && pp > 1 ? ZERO_BUBBLE_TOO : List.of(ScheduleKind.defaultFor(vpp))) {
+                            Estimate best = firstFitting(dp, tp, pp, vpp, mb, schedule, globalBatch);
+                            if (best != null) fitting.add(best);
+                        }
                         if (vpp > 1 && (model.layers() / pp) % (vpp * 2) != 0) break;
                     }
                 }

@@ -9,8 +9,8 @@ final class CalibrationFit {
         double bestErr = 1e9;
         String best = "";
         for (double peak = 0.60; peak <= 0.951; peak += 0.025) {
-            for (double half : new double[] {16, 32, 48, 64, 96, 128, 192, 256}) {
-                for (double comm : new double[] {0.5, 0.6, 0.7, 0.8, 0.9}) {
+            for (double half : new double[] {0, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256}) {
+                for (double comm : new double[] {0.5, 0.6, 0.7, 0.8, 0.9, 1.0}) {
                     CostParameters cp = new CostParameters(peak, half, comm, 0.7, 3e9, false);
                     double sum = 0, worst = 0;
                     for (PublishedRun r : rows) {

@@ -66,4 +66,16 @@ class PlannerTest {
             assertEquals(simulated, closed, 0.05 * simulated, text + ": simulated vs closed form");
         }
     }
+
+    @Test
+    void zeroBubbleH1BeatsOneFOneBOnTheSameLayoutAndUsesNoMoreMemory() {
+        CostModel costs = new CostModel(Specs.model("gpt-145b"), Specs.cluster("a100x3072").withNodes(192), CostParameters.FITTED);
+        Candidates.Choice oneF = Candidates.parse("tp=8,pp=8,dp=24,mb=1,recompute=selective,sp=true,zero=1", 1536);
+        Candidates.Choice zb = Candidates.parse("tp=8,pp=8,dp=24,mb=1,recompute=selective,sp=true,zero=1,schedule=zb-h1", 1536);
+        Estimate a = costs.estimate(oneF.layout(), oneF.schedule(), 2304);
+        Estimate b = costs.estimate(zb.layout(), zb.schedule(), 2304);
+        assertTrue(b.stepSeconds() < a.stepSeconds(), "zb-h1 " + b.stepSeconds() + " s vs 1f1b " + a.stepSeconds() + " s");
+        assertTrue(b.bubbleSeconds() < 0.6 * a.bubbleSeconds(), "zb-h1 bubble " + b.bubbleSeconds() + " vs " + a.bubbleSeconds());
+        assertTrue(b.memory().total() <= a.memory().total() * 1.0001, "zb-h1 memory " + b.memory() + " vs " + a.memory());
+    }
 }
