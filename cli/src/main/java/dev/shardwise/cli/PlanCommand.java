@@ -83,12 +83,12 @@ public final class PlanCommand implements Runnable {
             out.flush();
             return;
         }
-        out.printf(Locale.ROOT, "%-4s %-62s %8s %9s %9s %6s %8s  %s%n", "rank", "layout", "step s", "TFLOP/s", "hw TF/s", "MFU", "mem GB",
+        out.printf(Locale.ROOT, "%-4s %-78s %8s %9s %9s %6s %8s  %s%n", "rank", "layout", "step s", "TFLOP/s", "hw TF/s", "MFU", "mem GB",
                 "vs best");
         Estimate best = rows.getFirst();
         for (int i = 0; i < rows.size(); i++) {
             Estimate e = rows.get(i);
-            out.printf(Locale.ROOT, "%-4d %-62s %8.2f %9.1f %9.1f %5.1f%% %8.1f  %s%n", i + 1, e.layoutText(), e.stepSeconds(),
+            out.printf(Locale.ROOT, "%-4d %-78s %8.2f %9.1f %9.1f %5.1f%% %8.1f  %s%n", i + 1, e.layoutText(), e.stepSeconds(),
                     e.tflopsPerDeviceModel(), e.tflopsPerDeviceHardware(), 100 * e.mfu(), e.memory().total() / 1e9,
                     i == 0 ? "best" : whyLost(e, best));
         }

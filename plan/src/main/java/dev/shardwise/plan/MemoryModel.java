@@ -115,11 +115,12 @@ final class MemoryModel {
 
     /**
      * Micro-batch chunks alive at once on the first and the last stage, counted on the built lists. The count
-     * stops growing once m passes a few multiples of p (warm-up is at most about 2p·v chunks), so lists with m
-     * above 4p are counted at m = 4p, a multiple of p as interleaving needs.
+     * stops growing once m reaches 2p (interleaved warm-up is (p−1)·2 + (v−1)·p chunks, below 2p·v; checked
+     * for p up to 16 and v up to 8 against m = 8p), so lists with m above 2p are counted at m = 2p, a multiple of p
+     * as interleaving needs.
      */
     private int[] inFlight(ScheduleKind kind, int p, int v, int m) {
-        int counted = kind != ScheduleKind.GPIPE && m > 4 * p ? 4 * p : m;
+        int counted = kind != ScheduleKind.GPIPE && m > 2 * p ? 2 * p : m;
         return inFlight.computeIfAbsent(List.of(kind.ordinal(), p, v, counted), key -> {
             PipelineSchedule s = PipelineSchedule.build(kind, p, v, counted);
             return new int[] {maxLive(s.program(0)), maxLive(s.program(p - 1))};

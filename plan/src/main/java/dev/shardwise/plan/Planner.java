@@ -24,7 +24,7 @@ import java.util.List;
  */
 public final class Planner {
     /** Candidates priced by simulation after the closed-form ranking. */
-    static final int SIMULATED = 24;
+    static final int SIMULATED = 16;
     /** Schedules tried for one chunk per stage: 1F1B, and ZB-H1 (same activation memory, smaller bubble). */
     private static final List<ScheduleKind> ZERO_BUBBLE_TOO = List.of(ScheduleKind.ONE_F_ONE_B, ScheduleKind.ZB_H1);
 

@@ -2,6 +2,8 @@ package dev.shardwise.plan;
 
 import dev.shardwise.model.Recompute;
 import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.pipeline.Instruction;
+import dev.shardwise.parallel.pipeline.PipelineSchedule;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
 import org.junit.jupiter.api.Test;
 
@@ -55,5 +57,30 @@ class MemoryModelTest {
         assertEquals(8 * 12 * perBlock + working, a.activations(), 1, "1F1B stage 0: p=8 micro-batches x 12 blocks");
         MemoryBreakdown b = costs.memory(inter, ScheduleKind.INTERLEAVED, 64);
         assertTrue(b.activations() > a.activations(), "interleaving keeps more in flight: " + b.activations() + " vs " + a.activations());
+    }
+
+    @Test
+    void inFlightCountMatchesTheFullInstructionListsForManyMicroBatches() {
+        CostModel costs = new CostModel(gpt, Specs.cluster("a100x3072"), CostParameters.FITTED);
+        int cases = 0;
+        for (ScheduleKind kind : new ScheduleKind[] {ScheduleKind.ONE_F_ONE_B, ScheduleKind.INTERLEAVED, ScheduleKind.ZB_H1}) {
+            for (int pp : new int[] {2, 4, 8, 16}) {
+                int vpp = kind == ScheduleKind.INTERLEAVED ? 2 : 1;
+                int m = 12 * pp;
+                ParallelLayout layout = new ParallelLayout(1, 8, pp, vpp, 1, true, 0, Recompute.FULL, 1);
+                MemoryBreakdown mem = costs.memory(layout, kind, m);   // counted on lists capped at m = 2p
+                int live = 0, max = 0;
+                for (Instruction i : PipelineSchedule.build(kind, pp, vpp, m).program(mem.stage())) {
+                    if (i instanceof Instruction.Forward) max = Math.max(max, ++live);
+                    else if (i instanceof Instruction.Backward || i instanceof Instruction.BackwardWeight) live--;
+                }
+                double perBlock = MemoryModel.blockActivationBytes(gpt, layout, Recompute.FULL);
+                double expected = max * (96.0 / (pp * vpp)) * perBlock + MemoryModel.blockActivationBytes(gpt, layout, Recompute.NONE) - perBlock
+                        + (mem.stage() == pp - 1 ? 2048.0 * 51200 / 8 * 4 : 0);
+                assertEquals(expected, mem.activations(), 1, kind + " p=" + pp + " m=" + m + " stage " + mem.stage() + ": " + max + " chunks in flight");
+                cases++;
+            }
+        }
+        assertEquals(12, cases);
     }
 }
