@@ -79,7 +79,9 @@ public final class PlanCommand implements Runnable {
             return;
         }
         if (rows.isEmpty()) {
-            out.println("no layout fits the device memory; use more devices, a smaller global batch or a device with more memory");
+            out.println("no layout of all " + c.devices() + " devices fits: dp = devices/(tp·pp) must divide the global batch "
+                    + globalBatch + " and each device's share must fit its " + Math.round(c.device().memoryBytes() / 1e9)
+                    + " GB; use a global batch with more factors of 2, a cluster file with fewer or more nodes, or a device with more memory");
             out.flush();
             return;
         }

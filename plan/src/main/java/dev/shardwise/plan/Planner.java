@@ -16,9 +16,9 @@ import java.util.List;
  * whose peak memory fits the device.
  *
  * <p>Pruning, each step safe under the cost model: sequence parallelism is always on when tp &gt; 1 (it costs the
- * same communication and saves memory and element-wise time); for each remaining choice only the first recompute
- * policy (none, selective, full) and the first ZeRO stage (0 to 3; 2 and 3 only without a pipeline, as DeepSpeed
- * and Megatron allow) that fit are kept, since each later one only adds time. Survivors are ranked by
+ * same communication and saves memory and element-wise time); for each (tp, pp, dp, micro-batch, vpp, schedule)
+ * only its fastest fitting pair of recompute policy and ZeRO stage (0 to 3; 2 and 3 only without a pipeline, as
+ * DeepSpeed and Megatron allow) is kept; layouts that do not fit are dropped. Survivors are ranked by
  * {@link CostModel}'s closed form, then the best {@link #SIMULATED} are priced by simulating their schedules and
  * ranked again.
  */
@@ -36,8 +36,8 @@ public final class Planner {
     }
 
     /**
-     * The best layouts that fit, fastest first, at most {@code limit}; {@code devices} caps the devices used
-     * (the cluster's when 0).
+     * The best layouts that use all of the cluster's devices and fit their memory, fastest first, at most
+     * {@code limit}; empty if none fits.
      */
     public List<Estimate> search(long globalBatch, int limit) {
         ModelSpec model = costs.model();
@@ -56,7 +56,7 @@ public final class Planner {
                     long m = perReplica / mb;
                     for (int vpp = 1; vpp == 1 || (pp > 1 && (model.layers() / pp) % vpp == 0 && m % pp == 0 && vpp <= model.layers() / pp); vpp *= 2) {
                         for (ScheduleKind schedule : vpp == 1 && pp > 1 ? ZERO_BUBBLE_TOO : List.of(ScheduleKind.defaultFor(vpp))) {
-                            Estimate best = firstFitting(dp, tp, pp, vpp, mb, schedule, globalBatch);
+                            Estimate best = bestFitting(dp, tp, pp, vpp, mb, schedule, globalBatch);
                             if (best != null) fitting.add(best);
                         }
                         if (vpp > 1 && (model.layers() / pp) % (vpp * 2) != 0) break;
@@ -73,9 +73,13 @@ public final class Planner {
         return simulated.subList(0, Math.min(limit, simulated.size()));
     }
 
-    /** The first recompute policy, then ZeRO stage, that fits; null if none does. */
-    private Estimate firstFitting(int dp, int tp, int pp, int vpp, int mb, ScheduleKind schedule, long globalBatch) {
+    /**
+     * The fastest fitting (recompute, ZeRO stage) pair by the closed form; null if none fits. Every pair is
+     * priced: less recompute saves time but may need a higher ZeRO stage to fit, whose gathers cost time.
+     */
+    private Estimate bestFitting(int dp, int tp, int pp, int vpp, int mb, ScheduleKind schedule, long globalBatch) {
         boolean sp = tp > 1;
+        Estimate best = null;
         for (Recompute recompute : Recompute.values()) {
             for (int zero = 0; zero <= (pp > 1 ? 1 : 3); zero++) {
                 if (zero > 0 && dp == 1) break;
@@ -87,11 +91,12 @@ public final class Planner {
                     return null;   // the schedule cannot run this combination (e.g. message tags past MPI's)
                 }
                 if (memory.total() <= costs.cluster().device().memoryBytes()) {
-                    return costs.quickEstimate(layout, schedule, globalBatch);
+                    Estimate e = costs.quickEstimate(layout, schedule, globalBatch);
+                    if (best == null || e.stepSeconds() < best.stepSeconds()) best = e;
                 }
             }
         }
-        return null;
+        return best;
     }
 
     /** Scores one layout given as text ({@code tp=8,pp=8,dp=24,vpp=2,mb=2,recompute=full,sp=false,zero=0}). */
