@@ -7,6 +7,7 @@ import dev.shardwise.plan.Estimate;
 import dev.shardwise.plan.MemoryBreakdown;
 import dev.shardwise.plan.ModelSpec;
 import dev.shardwise.plan.Planner;
+import dev.shardwise.plan.PublishedRun;
 import dev.shardwise.plan.Specs;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -29,16 +30,16 @@ public final class PlanCommand implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
-    @Option(names = "--model", required = true, paramLabel = "M",
+    @Option(names = "--model", paramLabel = "M",
             description = "Model preset (gpt3-175b, gpt-1t, gpt-145b, gpt-22b, ...) or a YAML file with layers, hidden, heads, vocab, seq [, ffn_hidden].")
     String model;
 
-    @Option(names = "--cluster", required = true, paramLabel = "C",
+    @Option(names = "--cluster", paramLabel = "C",
             description = "Cluster preset (a100x3072, a100x8, h100x1024, h200x512, ...) or a YAML file with device, devices_per_node, nodes.")
     String cluster;
 
-    @Option(names = "--global-batch", required = true, paramLabel = "B", description = "Sequences per optimizer step.")
-    long globalBatch;
+    @Option(names = "--global-batch", paramLabel = "B", description = "Sequences per optimizer step.")
+    Long globalBatch;
 
     @Option(names = "--seq", paramLabel = "S", description = "Sequence length (default: the model's).")
     Integer seq;
@@ -53,8 +54,20 @@ public final class PlanCommand implements Runnable {
     @Option(names = "--json", description = "One JSON object per layout instead of a table.")
     boolean json;
 
+    @Option(names = "--calibration", description = "Instead of planning: each published run shipped with the planner "
+            + "(calibration and held-out rows), its step time beside the prediction for its own layout.")
+    boolean calibration;
+
     @Override
     public void run() {
+        if (calibration) {
+            calibration(spec.commandLine().getOut());
+            return;
+        }
+        if (model == null || cluster == null || globalBatch == null) {
+            throw new IllegalArgumentException("plan needs --model, --cluster and --global-batch (or --calibration); "
+                    + "e.g. ./shardwise plan --model gpt3-175b --cluster a100x3072 --global-batch 1536");
+        }
         if (globalBatch < 1) throw new IllegalArgumentException("--global-batch=" + globalBatch + " must be at least 1");
         if (top < 1) throw new IllegalArgumentException("--top=" + top + " must be at least 1");
         ModelSpec m = Specs.model(model);
@@ -96,6 +109,27 @@ public final class PlanCommand implements Runnable {
         }
         out.printf(Locale.ROOT, "best: %s. %s (searched in %.2f s; --explain \"%s\" for its breakdown)%n", best.layoutText(),
                 whyBest(best), seconds, best.layoutText());
+        out.flush();
+    }
+
+    /** Published rows: step time as published beside the prediction for the row's own layout, and the errors. */
+    private static void calibration(PrintWriter out) {
+        // The published runs of 2021-22 reduced gradients after the pipeline flush.
+        CostParameters asPublished = CostParameters.FITTED.withOverlap(false);
+        for (boolean heldOut : new boolean[] {false, true}) {
+            out.println(heldOut ? "held-out rows (heldout_runs.csv, not used in the fit):" : "calibration rows (calibration_runs.csv, fitted on):");
+            double sum = 0, worst = 0;
+            List<PublishedRun> rows = PublishedRun.shipped(heldOut);
+            for (PublishedRun r : rows) {
+                Estimate e = new CostModel(r.model(), r.cluster(), asPublished).estimate(r.layout(), r.schedule(), r.globalBatch());
+                double error = r.publishedSeconds() / e.stepSeconds() - 1;
+                sum += Math.abs(error);
+                worst = Math.max(worst, Math.abs(error));
+                out.printf(Locale.ROOT, "  %-80s published %7.2f s  predicted %7.2f s  throughput %+5.1f%%%n", r.label(),
+                        r.publishedSeconds(), e.stepSeconds(), 100 * error);
+            }
+            out.printf(Locale.ROOT, "  mean |error| %.1f%%, worst %.1f%% over %d rows%n", 100 * sum / rows.size(), 100 * worst, rows.size());
+        }
         out.flush();
     }
 

@@ -56,4 +56,19 @@ class PlanCommandTest {
         assertEquals(2, r.code());
         assertTrue(r.err().contains("gpt3-175b"), r.err());
     }
+
+    @Test
+    void calibrationPrintsEveryShippedRowAndTheErrors() {
+        Run r = run("plan", "--calibration");
+        assertEquals(0, r.code(), r.err());
+        assertEquals(2, r.out().lines().filter(l -> l.contains("mean |error|")).count(), r.out());
+        assertTrue(r.out().contains("GPT-1T") && r.out().contains("held-out rows"), r.out());
+    }
+
+    @Test
+    void planWithoutTheModelSaysWhatItNeeds() {
+        Run r = run("plan", "--cluster", "a100x8");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("--model, --cluster and --global-batch"), r.err());
+    }
 }
