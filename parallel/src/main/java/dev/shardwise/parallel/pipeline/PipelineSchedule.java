@@ -86,6 +86,25 @@ public record PipelineSchedule(ScheduleKind kind, int stages, int chunks, int mi
         return BubbleFormula.of(this, forward, backwardInput, backwardWeight);
     }
 
+    /** The duration of one instruction on one stage, for {@link #simulate}: any unit, the same for every call. */
+    @FunctionalInterface
+    public interface StageCost {
+        /** How long {@code instruction} takes on {@code stage} (in [0, p)); never negative. */
+        double duration(int stage, Instruction instruction);
+    }
+
+    /**
+     * Simulates this schedule with {@code cost} per instruction and returns the step time: the latest finish over
+     * the stages, in the cost's unit. Semantics are the executor's (a send never blocks, a receive waits for its
+     * send); the planner prices each instruction and simulates the very lists the runtime executes.
+     *
+     * @throws IllegalArgumentException if the lists deadlock or leave a transfer unmatched (never for lists
+     *                                  {@link #build} made)
+     */
+    public double simulate(StageCost cost) {
+        return ScheduleSimulation.run(this, cost).makespan();
+    }
+
     private static int oneChunk(ScheduleKind kind, int v) {
         if (v != 1) {
             throw new IllegalArgumentException("schedule " + kind + " runs one model chunk per stage, got v=" + v

@@ -48,6 +48,11 @@ final class ScheduleSimulation {
      *                                  receives
      */
     static Result run(PipelineSchedule schedule, ToDoubleFunction<Instruction> duration) {
+        return run(schedule, (stage, instruction) -> duration.applyAsDouble(instruction));
+    }
+
+    /** As {@link #run(PipelineSchedule, ToDoubleFunction)}, with a duration that may depend on the stage. */
+    static Result run(PipelineSchedule schedule, PipelineSchedule.StageCost duration) {
         int p = schedule.stages();
         double[][] start = new double[p][];
         double[][] end = new double[p][];
@@ -74,7 +79,7 @@ final class ScheduleSimulation {
                         if (sent == null) break;   // blocked until the sender gets there
                         begin = Math.max(begin, sent.arrival);
                     }
-                    double d = duration.applyAsDouble(instruction);
+                    double d = duration.duration(s, instruction);
                     start[s][i] = begin;
                     end[s][i] = begin + d;
                     clock[s] = begin + d;

@@ -61,4 +61,22 @@ class ScheduleSimulationTest {
         assertEquals(33, ScheduleSimulation.run(oneF, costs(1, 1, 1, 1)).makespan(), 1e-12);
         assertEquals(3.0 / 27, simulatedBubble(zb, 1, 1, 1), 1e-12);
     }
+
+    @Test
+    void publicSimulateGivesTheOneFOneBStepTimeWithASlowerLastStage() {
+        // p=4, m=8, forward 1 and backward 2 per stage, the last stage 1.5x slower: 1F1B's step is the slow stage's
+        // m(tF+tB) plus the (p-1) forward and backward of the stages before it on the critical path.
+        PipelineSchedule s = PipelineSchedule.build(ScheduleKind.ONE_F_ONE_B, 4, 1, 8);
+        double step = s.simulate((stage, i) -> {
+            double scale = stage == 3 ? 1.5 : 1.0;
+            return switch (i) {
+                case Instruction.Forward f -> scale;
+                case Instruction.Backward b -> 2 * scale;
+                default -> 0.0;
+            };
+        });
+        assertEquals(8 * 4.5 + 3 * 3.0, step, 1e-9, "1F1B p=4 m=8 with the last stage 1.5x slower");
+        double uniform = s.simulate((stage, i) -> i instanceof Instruction.Forward ? 1.0 : i instanceof Instruction.Backward ? 2.0 : 0.0);
+        assertEquals((8 + 3) * 3.0, uniform, 1e-9, "1F1B p=4 m=8 uniform: (m + p - 1)(tF + tB)");
+    }
 }

@@ -1,0 +1,148 @@
+package dev.shardwise.plan;
+
+import dev.shardwise.model.Recompute;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.pipeline.Instruction;
+import dev.shardwise.parallel.pipeline.PipelineSchedule;
+import dev.shardwise.parallel.pipeline.ScheduleKind;
+
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Peak bytes per device of a layout: mixed-precision training with Adam (Rajbhandari et al. 2020's 2 + 2 + 12
+ * bytes per parameter: 16-bit weights and gradients, fp32 master weights and two moments), divided over the dp
+ * group by ZeRO stage (1: optimizer state, 2: + gradients, 3: + weights); activations per Korthikanti et al. 2022
+ * Table 2, per block and micro-batch in 16-bit,
+ * <pre>
+ *   none:       s·b·h·(10 + 24/t + 5·a·s/(h·t))      sp: s·b·h·(34 + 5·a·s/h)/t
+ *   selective:  s·b·h·(10 + 24/t)                      sp: s·b·h·34/t
+ *   full:       2·s·b·h (the block's input)            sp: 2·s·b·h/t
+ * </pre>
+ * (for f = 4h; the 24 is 8 + 4f/h in general), times the micro-batch chunks a stage holds at once, counted on the
+ * schedule's own instruction lists (a Forward adds one, a Backward or BackwardWeight frees it), plus the
+ * recompute working set of one block, the last stage's fp32 logits, the point-to-point buffers, ZeRO 3's gathered
+ * block and the reserve of {@link CostParameters#reservedBytes}. The first and the last stage are checked; the
+ * larger is reported.
+ */
+final class MemoryModel {
+    private static final double WEIGHT_BYTES = 2, GRADIENT_BYTES = 2, OPTIMIZER_BYTES = 12;
+
+    private final ModelSpec model;
+    private final ClusterSpec cluster;
+    private final CostParameters parameters;
+    private final Map<List<Integer>, int[]> inFlight = new HashMap<>();
+
+    MemoryModel(ModelSpec model, ClusterSpec cluster, CostParameters parameters) {
+        this.model = model;
+        this.cluster = cluster;
+        this.parameters = parameters;
+    }
+
+    /** The peak of the first and last stages, whichever is larger, with m micro-batches per step. */
+    MemoryBreakdown peak(ParallelLayout layout, ScheduleKind schedule, int m) {
+        checkDivisible(model, layout);
+        int p = layout.pp();
+        int[] live = inFlight(schedule, p, layout.vpp(), m);
+        MemoryBreakdown first = stage(layout, 0, live[0]);
+        MemoryBreakdown last = p == 1 ? first : stage(layout, p - 1, live[1]);
+        return first.total() >= last.total() ? first : last;
+    }
+
+    private MemoryBreakdown stage(ParallelLayout layout, int stage, int liveChunks) {
+        int d = layout.dp(), t = layout.tp(), zero = layout.zeroStage();
+        double params = stageParameters(model, layout, stage);
+        double weights = params * WEIGHT_BYTES / (zero >= 3 ? d : 1);
+        double gradients = params * GRADIENT_BYTES / (zero >= 2 ? d : 1);
+        double optimizer = params * OPTIMIZER_BYTES / (zero >= 1 ? d : 1);
+        int layersPerChunk = model.layers() / (layout.pp() * layout.vpp());
+        double saved = blockActivationBytes(model, layout, layout.recompute());
+        double activations = (double) liveChunks * layersPerChunk * saved;
+        if (layout.recompute() != Recompute.NONE) {
+            activations += blockActivationBytes(model, layout, Recompute.NONE) - saved;   // one block rebuilt in backward
+        }
+        double tokens = (double) layout.microBatch() * model.seq();
+        if (stage == layout.pp() - 1) activations += tokens * model.vocab() / t * 4;      // fp32 logits, one micro-batch
+        double buffers = parameters.reservedBytes() + 2 * tokens * model.hidden() * WEIGHT_BYTES;  // send + receive
+        if (zero >= 3) buffers += model.blockParameters() / t * WEIGHT_BYTES;           // one gathered block
+        return new MemoryBreakdown(weights, gradients, optimizer, activations, buffers, stage);
+    }
+
+    /** Bytes one block saves for backward for one micro-batch under {@code recompute} (the table above). */
+    static double blockActivationBytes(ModelSpec model, ParallelLayout layout, Recompute recompute) {
+        double t = layout.tp(), s = model.seq(), b = layout.microBatch(), h = model.hidden(), a = model.heads();
+        double sbh = s * b * h;
+        double split = 8 + 4.0 * model.ffnHidden() / h;        // 24 for f = 4h
+        double scores = 5 * a * s / h;
+        boolean sp = layout.sequenceParallel();
+        return switch (recompute) {
+            case NONE -> sp ? sbh * (10 + split + scores) / t : sbh * (10 + (split + scores) / t);
+            case SELECTIVE -> sp ? sbh * (10 + split) / t : sbh * (10 + split / t);
+            case FULL -> sp ? 2 * sbh / t : 2 * sbh;
+        };
+    }
+
+    /**
+     * Parameters one rank of {@code stage} holds before ZeRO: its blocks' /t, plus the token embedding (V·h/t)
+     * and positions (s·h) on the first stage, the tied head's copy (V·h/t) and final norm on the last.
+     */
+    static double stageParameters(ModelSpec model, ParallelLayout layout, int stage) {
+        int p = layout.pp(), t = layout.tp();
+        double params = (double) model.layers() / p * model.blockParameters() / t;
+        double embedding = (double) model.vocab() * model.hidden() / t;
+        if (stage == 0) params += embedding + (double) model.seq() * model.hidden();
+        if (stage == p - 1) params += (p > 1 ? embedding : 0) + 2.0 * model.hidden();
+        return params;
+    }
+
+    /**
+     * @throws IllegalArgumentException naming the sizes and the valid choices if t does not divide heads, ffn
+     *                                  hidden or vocab, or p·v does not divide the layers
+     */
+    static void checkDivisible(ModelSpec model, ParallelLayout layout) {
+        int t = layout.tp();
+        if (model.heads() % t != 0 || model.ffnHidden() % t != 0 || model.vocab() % t != 0) {
+            throw new IllegalArgumentException("tp=" + t + " must divide heads=" + model.heads() + ", ffn_hidden="
+                    + model.ffnHidden() + " and vocab=" + model.vocab() + " of model " + model.name() + "; use a tp that divides all three");
+        }
+        int parts = layout.pp() * layout.vpp();
+        if (model.layers() % parts != 0) {
+            throw new IllegalArgumentException("pp·vpp = " + layout.pp() + "·" + layout.vpp() + " does not divide layers="
+                    + model.layers() + " of model " + model.name() + "; use pp·vpp dividing the layers");
+        }
+    }
+
+    /**
+     * Micro-batch chunks alive at once on the first and the last stage, counted on the built lists. The count
+     * stops growing once m reaches 2p (interleaved warm-up is (p−1)·2 + (v−1)·p chunks, below 2p·v; checked
+     * for p up to 16 and v up to 8 against m = 8p), so lists with m above 2p are counted at m = 2p, a multiple of p
+     * as interleaving needs.
+     */
+    private int[] inFlight(ScheduleKind kind, int p, int v, int m) {
+        int counted = kind != ScheduleKind.GPIPE && m > 2 * p ? 2 * p : m;
+        return inFlight.computeIfAbsent(List.of(kind.ordinal(), p, v, counted), key -> {
+            PipelineSchedule s = PipelineSchedule.build(kind, p, v, counted);
+            return new int[] {maxLive(s.program(0)), maxLive(s.program(p - 1))};
+        });
+    }
+
+    private static int maxLive(List<Instruction> program) {
+        int live = 0, max = 0;
+        for (Instruction i : program) {
+            switch (i) {
+                case Instruction.Forward f -> max = Math.max(max, ++live);
+                case Instruction.Backward b -> live--;
+                case Instruction.BackwardWeight w -> live--;
+                case Instruction.BackwardInput b -> { }
+                case Instruction.SendActivation s -> { }
+                case Instruction.ReceiveActivation r -> { }
+                case Instruction.SendGradient s -> { }
+                case Instruction.ReceiveGradient r -> { }
+                case Instruction.ReduceGradients r -> { }
+                case Instruction.OptimizerStep o -> { }
+            }
+        }
+        return max;
+    }
+}
