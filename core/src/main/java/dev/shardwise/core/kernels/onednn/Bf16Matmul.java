@@ -95,6 +95,15 @@ public final class Bf16Matmul implements AutoCloseable {
         return new ArrayList<>(names);
     }
 
+    /** The implementation names of the cached primitives for products of this size (any transposes, alpha, beta). */
+    public synchronized List<String> implementations(int m, int n, int k) {
+        TreeSet<String> names = new TreeSet<>();
+        cache.forEach((key, p) -> {
+            if (key.m() == m && key.n() == n && key.k() == k) names.add(p.implementation);
+        });
+        return new ArrayList<>(names);
+    }
+
     /** Destroys the cached primitives. Idempotent; do not call while a product runs. */
     @Override
     public synchronized void close() {
