@@ -77,6 +77,8 @@ public final class OneDnn {
     final MethodHandle postOpsCreate, postOpsDestroy, postOpsAppendSum;
     /** {@code void omp_set_num_threads(int)}, or null when the build is not OpenMP or libgomp was not found. */
     private final MethodHandle ompSetNumThreads;
+    /** {@code int omp_get_max_threads(void)}, null exactly when {@link #ompSetNumThreads} is. */
+    private final MethodHandle ompGetMaxThreads;
 
     private OneDnn(String path, SymbolLookup lib) throws Throwable {
         this.path = path;
@@ -117,17 +119,22 @@ public final class OneDnn {
         version = v.get(JAVA_INT, 0) + "." + v.get(JAVA_INT, 4) + "." + v.get(JAVA_INT, 8);
         cpuRuntime = v.get(JAVA_INT, 24);
 
-        MethodHandle omp = null;
+        MethodHandle ompSet = null, ompGet = null;
         if (cpuRuntime == RUNTIME_OMP) {
             try {
                 SymbolLookup gomp = SymbolLookup.libraryLookup(OPENMP_LIBRARY, Arena.global());
-                omp = gomp.find("omp_set_num_threads").map(s -> Linker.nativeLinker().downcallHandle(s,
-                        FunctionDescriptor.ofVoid(JAVA_INT))).orElse(null);
+                var set = gomp.find("omp_set_num_threads");
+                var get = gomp.find("omp_get_max_threads");
+                if (set.isPresent() && get.isPresent()) {
+                    ompSet = Linker.nativeLinker().downcallHandle(set.get(), FunctionDescriptor.ofVoid(JAVA_INT));
+                    ompGet = Linker.nativeLinker().downcallHandle(get.get(), FunctionDescriptor.of(JAVA_INT));
+                }
             } catch (IllegalArgumentException e) {
-                omp = null; // another OpenMP runtime (e.g. Intel's libiomp5): threads stay at its default
+                // another OpenMP runtime (e.g. Intel's libiomp5): threads stay at its default
             }
         }
-        ompSetNumThreads = omp;
+        ompSetNumThreads = ompSet;
+        ompGetMaxThreads = ompGet;
 
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment out = arena.allocate(ADDRESS);
@@ -214,6 +221,16 @@ public final class OneDnn {
             ompSetNumThreads.invokeExact(threads);
         } catch (Throwable t) {
             throw rethrow(t, "omp_set_num_threads");
+        }
+    }
+
+    /** OpenMP's thread count for the calling thread's next parallel region, or -1 when not controlled. */
+    int threadsForCaller() {
+        if (ompGetMaxThreads == null) return -1;
+        try {
+            return (int) ompGetMaxThreads.invokeExact();
+        } catch (Throwable t) {
+            throw rethrow(t, "omp_get_max_threads");
         }
     }
 

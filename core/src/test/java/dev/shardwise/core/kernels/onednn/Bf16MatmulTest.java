@@ -1,5 +1,6 @@
 package dev.shardwise.core.kernels.onednn;
 
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.kernels.Bf16Convert;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
@@ -119,6 +120,27 @@ class Bf16MatmulTest {
         assertTrue(dtype.getMessage().contains("a and b bf16"), dtype.getMessage());
         var inner = assertThrows(IllegalArgumentException.class, () -> matmul.matmul(c, a, b, false, true, 1f, 0f));
         assertTrue(inner.getMessage().contains("op(b)"), inner.getMessage());
+    }
+
+    @Test
+    void threadCountFollowsTheCallersPoolAndStaysOnTheCallingThread() throws Exception {
+        OneDnn lib = OneDnn.instance();
+        assumeTrue(lib.controlsThreads(), () -> "skipped: this oneDNN build's threads are not set per call: " + OneDnn.description());
+        int before = lib.threadsForCaller();
+        int[] seen = new int[1];
+        Thread other = new Thread(() -> {
+            try (ComputePool one = new ComputePool("one thread", 1); Bf16Matmul mine = new Bf16Matmul()) {
+                ComputePool.runWith(one, () -> {
+                    SplittableRandom rnd = new SplittableRandom(4);
+                    mine.matmul(f32(4, 4, 0), bf16(4, 4, rnd, 0), bf16(4, 4, rnd, 0), false, false, 1f, 0f);
+                    seen[0] = lib.threadsForCaller();
+                });
+            }
+        });
+        other.start();
+        other.join();
+        assertEquals(1, seen[0], "OpenMP threads on the thread whose pool has 1 thread");
+        assertEquals(before, lib.threadsForCaller(), "OpenMP threads of another thread must not change");
     }
 
     @Test
