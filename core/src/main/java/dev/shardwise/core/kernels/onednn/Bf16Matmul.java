@@ -46,6 +46,7 @@ public final class Bf16Matmul implements AutoCloseable {
     public static final int MAX_CACHED = 256;
 
     private final OneDnn lib;
+    private final int maxCached;
     private final Map<Key, Plan> cache = new LinkedHashMap<>(16, 0.75f, true);
     private boolean closed;
 
@@ -55,7 +56,14 @@ public final class Bf16Matmul implements AutoCloseable {
      * @throws UnsupportedOperationException if oneDNN is not installed; the message names {@code apt-get install libdnnl2}
      */
     public Bf16Matmul() {
+        this(MAX_CACHED);
+    }
+
+    /** As {@link #Bf16Matmul()} with room for {@code maxCached} primitives (tests of eviction). */
+    Bf16Matmul(int maxCached) {
+        if (maxCached < 1) throw new IllegalArgumentException("maxCached must be >= 1, got " + maxCached);
         lib = OneDnn.instance();
+        this.maxCached = maxCached;
     }
 
     /** One product's primitive key. */
@@ -80,7 +88,10 @@ public final class Bf16Matmul implements AutoCloseable {
         int threads = ComputePool.current().threads();
         Key key = new Key(m, n, k, transA, transB, ld(a), ld(b), ld(c), alpha, beta, threads);
         lib.useThreads(threads);
-        plan(key).execute(address(a), address(b), address(c));
+        // A plan evicted from the cache between plan() and its run refuses to run; plan() then makes a new one.
+        while (!plan(key).execute(address(a), address(b), address(c))) {
+            Thread.onSpinWait();
+        }
     }
 
     /** How many primitives are cached now. */
@@ -119,7 +130,7 @@ public final class Bf16Matmul implements AutoCloseable {
         if (p == null) {
             p = new Plan(lib, key);
             cache.put(key, p);
-            if (cache.size() > MAX_CACHED) {
+            if (cache.size() > maxCached) {
                 var eldest = cache.entrySet().iterator().next();
                 cache.remove(eldest.getKey());
                 eldest.getValue().close();
@@ -217,14 +228,16 @@ public final class Bf16Matmul implements AutoCloseable {
             }
         }
 
-        synchronized void execute(long a, long b, long c) {
-            if (closed) throw new IllegalStateException("Bf16Matmul is closed");
+        /** Runs the product; false (nothing done) when this plan was closed (evicted) first. */
+        synchronized boolean execute(long a, long b, long c) {
+            if (closed) return false;
             try {
                 OneDnn.check((int) lib.memorySetDataHandle.invokeExact(src, a), "dnnl_memory_set_data_handle(src)");
                 OneDnn.check((int) lib.memorySetDataHandle.invokeExact(weights, b), "dnnl_memory_set_data_handle(weights)");
                 OneDnn.check((int) lib.memorySetDataHandle.invokeExact(dst, c), "dnnl_memory_set_data_handle(dst)");
                 OneDnn.check((int) lib.primitiveExecute.invokeExact(primitive, stream, 3, args), "dnnl_primitive_execute(matmul)");
                 OneDnn.check((int) lib.streamWait.invokeExact(stream), "dnnl_stream_wait");
+                return true;
             } catch (Throwable t) {
                 throw OneDnn.rethrow(t, "dnnl_primitive_execute(matmul)");
             }

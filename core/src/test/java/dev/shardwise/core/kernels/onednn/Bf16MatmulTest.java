@@ -112,6 +112,17 @@ class Bf16MatmulTest {
     }
 
     @Test
+    void leastRecentlyUsedPrimitivesAreDroppedAndRebuiltWhenNeeded() {
+        matmul.close();
+        matmul = new Bf16Matmul(2);
+        SplittableRandom rnd = new SplittableRandom(6);
+        for (int round = 0; round < 2; round++) {
+            for (int k : new int[]{5, 9, 13}) check(6, 7, k, false, false, 1f, 0f, 0, rnd);
+            assertEquals(2, matmul.cachedPrimitives(), "cache capped at 2 after round " + round);
+        }
+    }
+
+    @Test
     void rejectsWrongDtypesAndShapesNamingTheArgument() {
         SplittableRandom rnd = new SplittableRandom(9);
         Tensor a = bf16(4, 5, rnd, 0), b = bf16(5, 6, rnd, 0), c = f32(4, 6, 0);
