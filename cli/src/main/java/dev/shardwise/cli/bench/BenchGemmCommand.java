@@ -1,8 +1,12 @@
 package dev.shardwise.cli.bench;
 
 import dev.shardwise.core.exec.ComputePool;
+import dev.shardwise.core.kernels.Bf16Convert;
 import dev.shardwise.core.kernels.Gemm;
 import dev.shardwise.core.kernels.GemmImpl;
+import dev.shardwise.core.kernels.onednn.Bf16Matmul;
+import dev.shardwise.core.kernels.onednn.OneDnn;
+import dev.shardwise.core.machine.CpuModel;
 import dev.shardwise.core.machine.CpuPeak;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
@@ -28,6 +32,12 @@ import java.util.SplittableRandom;
  * {@link GemmImpl#AUTO} and the peer {@link GemmImpl#OPENBLAS_THREADED} (OpenBLAS as it runs out of the box,
  * with its own threads, as many as the compute pool has) in the same run and prints two rows: AUTO against
  * OpenBLAS (the note says where AUTO routed) and the Vector kernel alone against OpenBLAS.
+ *
+ * <p>With {@code --bf16} each round also times {@link Bf16Matmul} (oneDNN matmul, A and B in bf16, fp32
+ * accumulation and output) on bf16 copies of the same operands and prints a third row against the same fp32
+ * OpenBLAS figure. The copies are made once, before timing: the row measures the product, not the conversion
+ * (weights would be kept in bf16; activations would be converted once per layer). The header names the CPU and
+ * whether it has avx512_bf16 / amx_bf16, which decide oneDNN's bf16 speed.
  */
 @Command(name = "gemm", mixinStandardHelpOptions = true,
         description = "GEMM GFLOP/s on GPT-2-small shapes beside OpenBLAS sgemm in the same run.")
@@ -37,6 +47,9 @@ public final class BenchGemmCommand implements Runnable {
 
     @Option(names = "--quick", description = "A subset that runs in about 20 seconds.")
     boolean quick;
+
+    @Option(names = "--bf16", description = "Also time bf16 products on oneDNN (libdnnl2) beside the fp32 ones.")
+    boolean bf16;
 
     /** GPT-2 small's linear layers, C -> OC. */
     private record Layer(String name, int in, int out) { }
@@ -65,15 +78,22 @@ public final class BenchGemmCommand implements Runnable {
         BenchOutput out = new BenchOutput(System.out, json);
         ComputePool pool = ComputePool.current();
         CpuPeak peak = CpuPeak.measure();
+        out.info(CpuModel.read().describe());
         out.info(peak.describe());
         out.info("threads: " + pool.threads() + "; " + Gemm.openBlasDescription());
         if (!Gemm.openBlasAvailable()) {
             throw new IllegalStateException("bench gemm needs OpenBLAS as its peer, and it could not be loaded: "
                     + Gemm.openBlasDescription());
         }
+        if (bf16 && !OneDnn.isAvailable()) {
+            throw new IllegalStateException("bench gemm --bf16 needs oneDNN: " + OneDnn.unavailableReason());
+        }
+        if (bf16) out.info(OneDnn.description());
         List<Case> cases = cases(quick);
         MemoryPool memory = MemoryPool.unlimited("bench gemm");
-        for (Case c : cases) measure(out, memory, peak, c);
+        try (Bf16Matmul onednn = bf16 ? new Bf16Matmul() : null) {
+            for (Case c : cases) measure(out, memory, peak, c, onednn);
+        }
     }
 
     private static List<Case> cases(boolean quick) {
@@ -92,16 +112,30 @@ public final class BenchGemmCommand implements Runnable {
         return cases;
     }
 
-    private static void measure(BenchOutput out, MemoryPool memory, CpuPeak peak, Case c) {
+    /** @param onednn the bf16 kernel to time beside the fp32 ones, or null */
+    private static void measure(BenchOutput out, MemoryPool memory, CpuPeak peak, Case c, Bf16Matmul onednn) {
         int ar = c.transA() ? c.k() : c.m(), ac = c.transA() ? c.m() : c.k();
         int br = c.transB() ? c.n() : c.k(), bc = c.transB() ? c.k() : c.n();
         try (Tensor a = random(memory, ar, ac, 1); Tensor b = random(memory, br, bc, 2);
-             Tensor cc = Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.F32, c.m(), c.n())) {
+             Tensor cc = Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.F32, c.m(), c.n());
+             Tensor aHalf = onednn != null ? Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.BF16, ar, ac) : null;
+             Tensor bHalf = onednn != null ? Tensor.allocate(memory, MemoryCategory.ACTIVATIONS, DType.BF16, br, bc) : null) {
+            // Order within a round: OpenBLAS last (its threads spin after a call; see OPENBLAS_SPIN_PAUSE_MS).
             GemmImpl[] impls = {GemmImpl.VECTOR, GemmImpl.AUTO, GemmImpl.OPENBLAS_THREADED};
-            Runnable[] bodies = new Runnable[impls.length];
+            int kernels = impls.length + (onednn != null ? 1 : 0);
+            Runnable[] bodies = new Runnable[kernels];
+            int[] index = new int[kernels];
+            int slot = 0;
             for (int i = 0; i < impls.length; i++) {
                 GemmImpl impl = impls[i];
-                bodies[i] = () -> Gemm.matmul(cc, a, b, c.transA(), c.transB(), 1f, 0f, impl);
+                if (impl == GemmImpl.OPENBLAS_THREADED && onednn != null) {
+                    Bf16Convert.fromFloat(aHalf, a);
+                    Bf16Convert.fromFloat(bHalf, b);
+                    index[slot] = impls.length;
+                    bodies[slot++] = () -> onednn.matmul(cc, aHalf, bHalf, c.transA(), c.transB(), 1f, 0f);
+                }
+                index[slot] = i;
+                bodies[slot++] = () -> Gemm.matmul(cc, a, b, c.transA(), c.transB(), 1f, 0f, impl);
             }
             // Big cases (a lm-head product is 79-316 GFLOP) get fewer rounds so the full run stays near 3 minutes.
             boolean big = c.flops() > 50e9;
@@ -117,10 +151,10 @@ public final class BenchGemmCommand implements Runnable {
                 calls = (int) Math.max(1, Math.ceil(MIN_SAMPLE_SECONDS / callSeconds));
             }
             // Rounds interleave the implementations, so load from elsewhere on the machine hits all alike.
-            double[][] samples = new double[impls.length][rounds];
+            double[][] samples = new double[kernels][rounds];
             for (int r = 0; r < rounds; r++) {
                 sleep(OPENBLAS_SPIN_PAUSE_MS);
-                for (int i = 0; i < impls.length; i++) samples[i][r] = seconds(bodies[i], calls);
+                for (int i = 0; i < kernels; i++) samples[index[i]][r] = seconds(bodies[i], calls);
             }
             double vector = c.flops() / median(samples[0]) / 1e9;
             double auto = c.flops() / median(samples[1]) / 1e9;
@@ -131,6 +165,13 @@ public final class BenchGemmCommand implements Runnable {
             out.row(new BenchRow("gemm", c.name(), auto, "GFLOP/s", "openblas", blas, auto / peakGflops, note));
             out.row(new BenchRow("gemm", c.name() + " vector", vector, "GFLOP/s", "openblas", blas,
                     vector / peakGflops, "vector kernel alone"));
+            if (onednn != null) {
+                double half = c.flops() / median(samples[impls.length]) / 1e9;
+                // The fraction is of the fp32 peak: bf16 products can exceed it (AMX; vdpbf16ps does 2 per fp32 lane).
+                out.row(new BenchRow("gemm", c.name() + " bf16", half, "GFLOP/s", "openblas", blas, half / peakGflops,
+                        "bf16 oneDNN " + String.join(",", onednn.implementations(c.m(), c.n(), c.k()))
+                                + "; fraction of fp32 peak"));
+            }
         }
     }
 

@@ -146,8 +146,29 @@ public final class BenchTrainCommand implements Runnable {
     }
 
     /**
+     * PyTorch's tokens/s from its script's output, or NaN (with a note) when it did not run or ran on the reference
+     * BLAS ({@link PeerBlas#refusal()}); says which BLAS it ran on.
+     */
+    static double peerTokensPerSecond(String output, int exitValue, String python, BenchOutput out) {
+        Matcher m = Pattern.compile("RESULT tokens_per_s=([0-9.]+)").matcher(output);
+        if (exitValue != 0 || !m.find()) {
+            out.info("PyTorch peer did not run (" + python + "; install Debian's python3-torch): "
+                    + output.lines().reduce((a, z) -> z).orElse("no output"));
+            return Double.NaN;
+        }
+        PeerBlas blas = PeerBlas.parse(output);
+        out.info("PyTorch peer BLAS: " + blas.describe());
+        String refusal = blas.refusal();
+        if (refusal != null) {
+            out.info(refusal);
+            return Double.NaN;
+        }
+        return Double.parseDouble(m.group(1));
+    }
+
+    /**
      * Runs the bundled PyTorch script with {@code warmupSteps} warm-up steps (as many as ours ran); NaN (with a
-     * note) when Python or torch is missing.
+     * note) when Python or torch is missing or torch runs on the reference BLAS ({@link #peerTokensPerSecond}).
      */
     private double measurePyTorch(ModelConfig config, int b, int warmupSteps, BenchOutput out) {
         try {
@@ -166,13 +187,7 @@ public final class BenchTrainCommand implements Runnable {
             String output = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
             process.waitFor(30, TimeUnit.MINUTES);
             Files.deleteIfExists(script);
-            Matcher m = Pattern.compile("RESULT tokens_per_s=([0-9.]+)").matcher(output);
-            if (process.exitValue() != 0 || !m.find()) {
-                out.info("PyTorch peer did not run (" + python + "; install Debian's python3-torch): "
-                        + output.lines().reduce((a, z) -> z).orElse("no output"));
-                return Double.NaN;
-            }
-            return Double.parseDouble(m.group(1));
+            return peerTokensPerSecond(output, process.exitValue(), python, out);
         } catch (IOException e) {
             out.info("PyTorch peer did not run: " + e.getMessage());
             return Double.NaN;

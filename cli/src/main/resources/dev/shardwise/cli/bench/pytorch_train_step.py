@@ -3,12 +3,18 @@
 
 Pre-LayerNorm GPT-2 blocks (learned positions, tanh-GELU MLP of width 4C, tied head), AdamW with weight decay
 on matrices only, fp32, random tokens from a seed. Written the way a PyTorch user tuning CPU speed would: 2-D
-activations so every linear is one addmm, the causal mask built once, multi-tensor (foreach) AdamW. Prints one
-line the Java side parses:
+activations so every linear is one addmm, the causal mask built once, multi-tensor (foreach) AdamW. Prints two
+lines the Java side parses:
+    BLAS loaded=<paths of the BLAS libraries mapped into this process, comma-separated> build=<torch's BLAS_INFO> mkldnn=<bool>
     RESULT tokens_per_s=<float> median_ms=<float> steps=<int> threads=<int> torch=<version>
+Debian's torch calls whatever libblas.so.3 the alternatives system points at; with only libblas3 installed that is
+the unoptimized reference BLAS, which makes PyTorch several times slower than it can be, so the Java side refuses
+to compare against it.
 """
 import argparse
 import math
+import os
+import re
 import statistics
 import time
 
@@ -56,6 +62,26 @@ def loss_fn(p, x, y, layers, heads, causal_mask):
     return F.cross_entropy(F.linear(h, p["wte"]), y.reshape(-1))
 
 
+def blas_report():
+    """Which BLAS this process really runs (after a matmul loaded it), and what torch was built against."""
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    loaded = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                name = os.path.basename(path)
+                if ("blas" in name or "blis" in name or "libmkl" in name) and path not in loaded:
+                    loaded.append(path)
+    except OSError:
+        pass
+    loaded = [os.path.realpath(p) for p in loaded]
+    found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    build = found.group(1) if found else "unknown"
+    return "BLAS loaded=%s build=%s mkldnn=%s" % (",".join(dict.fromkeys(loaded)) or "none", build,
+                                                  torch.backends.mkldnn.is_available())
+
+
 def main():
     ap = argparse.ArgumentParser()
     for name, default in [("layers", 4), ("hidden", 256), ("heads", 4), ("vocab", 8192), ("context", 256),
@@ -63,6 +89,7 @@ def main():
         ap.add_argument("--" + name, type=int, default=default)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    print(blas_report(), flush=True)
     gen = torch.Generator().manual_seed(a.seed)
     params = build(a.layers, a.hidden, a.heads, a.vocab, a.context, gen)
     decay = [v for k, v in params.items() if v.dim() >= 2 and k not in ("wte", "wpe")]
