@@ -7,6 +7,7 @@
 #   scripts/ensure-onednn.sh             install if missing
 #   SHARDWISE_NO_ONEDNN_INSTALL=1 ...    only check, never install
 set -uo pipefail
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/apt-install.sh"
 
 packages="libdnnl2"
 
@@ -15,37 +16,8 @@ have_onednn() {
     [ -e /usr/lib/aarch64-linux-gnu/libdnnl.so.2 ]
 }
 
-if have_onednn; then
-  exit 0
-fi
-if [ -n "${SHARDWISE_NO_ONEDNN_INSTALL:-}" ]; then
-  echo "ensure-onednn: oneDNN is missing and SHARDWISE_NO_ONEDNN_INSTALL is set; install $packages to run the bf16 oneDNN tests" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "ensure-onednn: oneDNN is missing and apt-get is not available; install oneDNN 2.x (libdnnl.so.2; $packages on Debian/Ubuntu) yourself" >&2
-  exit 1
-fi
-if [ "$(id -u)" -eq 0 ]; then
-  sudo=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  sudo=(sudo -n)
-else
-  echo "ensure-onednn: oneDNN is missing and installing needs root (no passwordless sudo): run  sudo apt-get install -y $packages" >&2
-  exit 1
-fi
-echo "ensure-onednn: installing $packages (for the bf16 oneDNN kernels' tests)..." >&2
-log="$(mktemp)"
-# Try without refreshing the package lists first (fast when they are current), then with.
-if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq $packages >"$log" 2>&1; then
-  if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq $packages; } >>"$log" 2>&1; then
-    tail -n 20 "$log" >&2
-    rm -f "$log"
-    echo "ensure-onednn: apt-get could not install $packages (offline?); the bf16 oneDNN tests will be skipped" >&2
-    exit 1
-  fi
-fi
-rm -f "$log"
+have_onednn && exit 0
+shardwise_apt_install ensure-onednn "$packages" "the bf16 oneDNN kernels' tests" SHARDWISE_NO_ONEDNN_INSTALL || exit 1
 if have_onednn; then
   echo "ensure-onednn: $(dpkg-query -W -f='${Package} ${Version}' $packages 2>/dev/null)" >&2
   exit 0
