@@ -1,7 +1,6 @@
 package dev.shardwise.train;
 
 import dev.shardwise.comm.LocalCluster;
-import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
@@ -9,21 +8,13 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
-import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.PipelineCut;
 import dev.shardwise.model.Recompute;
-import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.model.optim.ParameterUpdate;
-import dev.shardwise.parallel.DataParallel;
-import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
-import dev.shardwise.parallel.ReplicatedUpdate;
-import dev.shardwise.parallel.ShardMoments;
 import dev.shardwise.parallel.StageGradients;
-import dev.shardwise.parallel.ZeroShardedUpdate;
-import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -98,34 +89,16 @@ class PipelineParityTest {
         List<GptPart.Span> parts = PipelineCut.balanced(MODEL, SEQ, p * v);
         List<GptPart.Span> mine = new ArrayList<>();
         for (int c = 0; c < v; c++) mine.add(parts.get(c * p + stage));
-        ParameterSet.Residency residency = zero == 3 ? ParameterSet.Residency.NONE : zero == 2 ? ParameterSet.Residency.VALUES
-                : ParameterSet.Residency.VALUES_AND_GRADS;
-        AdamWOptimizer.Settings settings = AdamWOptimizer.Settings.gpt();
-        try (ParameterSet params = Gpt.declare(MODEL, mine, p > 1).allocate(pool, dtype, zero > 0 ? dp : 1, residency);
-             StageGradients stages = p > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE) {
+        ZeroStage zeroStage = ZeroStage.of(zero);
+        try (ParameterSet params = zeroStage.allocate(Gpt.declare(MODEL, mine, p > 1), pool, dtype, dp);
+             StageGradients stages = p > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE;
+             OptimizerState optimizer = StageRank.optimizer(zeroStage, params, groups.dp(), pool, stages)) {
             List<GptPart> chunks = new ArrayList<>();
             for (GptPart.Span span : mine) chunks.add(new GptPart(MODEL, params, span, recompute, 1));
-            AdamWOptimizer adam = null;
-            DataParallel ddp = null;
-            ZeroShardedUpdate sharded = null;
-            ParameterUpdate update;
-            if (zero == 0) {
-                params.initialize(7);
-                adam = new AdamWOptimizer(params, pool, settings);
-                ddp = dp > 1 ? new DataParallel(groups.dp(), 1 << 12, pool, params) : null;
-                update = new ReplicatedUpdate(params, adam, ddp == null ? GradientReduction.NONE : ddp, stages, pool);
-            } else if (zero == 1) {
-                params.initialize(7);
-                update = new ZeroStage1Update(params, groups.dp(), pool, settings, ShardMoments.resident(), stages);
-            } else {
-                sharded = new ZeroShardedUpdate(zero, params, groups.dp(), pool, settings, ShardMoments.resident(), true, stages);
-                sharded.initialize(7);
-                update = sharded;
-            }
             int rows = GLOBAL_BATCH / dp;
             double[] losses = new double[steps];
             long activationPeak = 0;
-            try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, update,
+            try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, optimizer.update(),
                     new TrainStep.Pipeline(p > 1 ? groups.pp() : null, kind, p, v));
                  Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, SEQ + 1)) {
                 assertEquals(zero < 2, step.splitsBackward(), "the backward splits into B and W unless ZeRO " + zero
@@ -142,24 +115,7 @@ class PipelineParityTest {
                     activationPeak = Math.max(activationPeak, pool.peakBytes(MemoryCategory.ACTIVATIONS));
                 }
             }
-            Map<String, double[]> values = new HashMap<>();
-            try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, dtype, Math.toIntExact(params.paddedCount()))) {
-                if (sharded != null) sharded.gatherValues(full);
-                else Vectors.copy(full, params.values());
-                for (Parameter param : params.parameters()) {
-                    values.put(param.name(), full.slice(0, Math.toIntExact(params.offsetOf(param)), Math.toIntExact(param.numel()))
-                            .toDoubleArray());
-                }
-            }
-            if (update instanceof AutoCloseable c) {
-                try {
-                    c.close();
-                } catch (Exception e) {
-                    throw new IllegalStateException(e);
-                }
-            }
-            if (adam != null) adam.close();
-            if (ddp != null) ddp.close();
+            Map<String, double[]> values = StageRank.valuesByName(optimizer);
             return new Outcome(losses, values, dpRank == 0 ? Map.of(stage, activationPeak) : Map.of());
         }
     }

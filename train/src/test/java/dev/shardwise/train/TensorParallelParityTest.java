@@ -1,7 +1,6 @@
 package dev.shardwise.train;
 
 import dev.shardwise.comm.LocalCluster;
-import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
@@ -14,17 +13,10 @@ import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.PipelineCut;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.TensorParallel;
-import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.model.optim.ParameterUpdate;
-import dev.shardwise.parallel.DataParallel;
-import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
-import dev.shardwise.parallel.ReplicatedUpdate;
-import dev.shardwise.parallel.ShardMoments;
 import dev.shardwise.parallel.StageGradients;
-import dev.shardwise.parallel.ZeroShardedUpdate;
-import dev.shardwise.parallel.ZeroStage1Update;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 import org.junit.jupiter.api.Test;
@@ -123,33 +115,15 @@ class TensorParallelParityTest {
         int stage = groups.coordinates().ppStage(), dpRank = groups.coordinates().dpRank();
         TensorParallel tp = layout.tp() > 1 ? new CommunicatorTensorParallel(groups.tp()) : TensorParallel.NONE;
         List<GptPart.Span> mine = List.of(PipelineCut.balanced(model, SEQ, p).get(stage));
-        ParameterSet.Residency residency = zero == 3 ? ParameterSet.Residency.NONE : zero == 2 ? ParameterSet.Residency.VALUES
-                : ParameterSet.Residency.VALUES_AND_GRADS;
-        AdamWOptimizer.Settings settings = AdamWOptimizer.Settings.gpt();
-        try (ParameterSet params = Gpt.declare(model, mine, p > 1, tp).allocate(pool, dtype, zero > 0 ? dp : 1, residency);
+        ZeroStage zeroStage = ZeroStage.of(zero);
+        try (ParameterSet params = zeroStage.allocate(Gpt.declare(model, mine, p > 1, tp), pool, dtype, dp);
              StageGradients stages = p > 1 || layout.tp() > 1
-                     ? new StageGradients(p > 1 ? groups.pp() : null, groups.tp(), params, pool) : StageGradients.NONE) {
+                     ? new StageGradients(p > 1 ? groups.pp() : null, groups.tp(), params, pool) : StageGradients.NONE;
+             OptimizerState optimizer = StageRank.optimizer(zeroStage, params, groups.dp(), pool, stages)) {
             List<GptPart> chunks = List.of(new GptPart(model, params, mine.getFirst(), Recompute.NONE, 1, tp));
-            AdamWOptimizer adam = null;
-            DataParallel ddp = null;
-            ZeroShardedUpdate sharded = null;
-            ParameterUpdate update;
-            if (zero == 0) {
-                params.initialize(7);
-                adam = new AdamWOptimizer(params, pool, settings);
-                ddp = dp > 1 ? new DataParallel(groups.dp(), 1 << 12, pool, params) : null;
-                update = new ReplicatedUpdate(params, adam, ddp == null ? GradientReduction.NONE : ddp, stages, pool);
-            } else if (zero == 1) {
-                params.initialize(7);
-                update = new ZeroStage1Update(params, groups.dp(), pool, settings, ShardMoments.resident(), stages);
-            } else {
-                sharded = new ZeroShardedUpdate(zero, params, groups.dp(), pool, settings, ShardMoments.resident(), true, stages);
-                sharded.initialize(7);
-                update = sharded;
-            }
             int rows = GLOBAL_BATCH / dp;
             double[] losses = new double[STEPS], norms = new double[STEPS];
-            try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, update,
+            try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, optimizer.update(),
                     new TrainStep.Pipeline(p > 1 ? groups.pp() : null, ScheduleKind.ONE_F_ONE_B, p, 1));
                  Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, rows, SEQ + 1)) {
                 for (int s = 0; s < STEPS; s++) {
@@ -164,26 +138,11 @@ class TensorParallelParityTest {
                     norms[s] = result.gradNorm();
                 }
             }
-            Map<String, double[]> values = new HashMap<>();
+            Map<String, double[]> values = StageRank.valuesByName(optimizer);
             Map<String, ParameterSet.Slice> slices = new HashMap<>();
-            try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, dtype, Math.toIntExact(params.paddedCount()))) {
-                if (sharded != null) sharded.gatherValues(full);
-                else Vectors.copy(full, params.values());
-                for (Parameter param : params.parameters()) {
-                    values.put(param.name(), full.slice(0, Math.toIntExact(params.offsetOf(param)), Math.toIntExact(param.numel()))
-                            .toDoubleArray());
-                    if (param.slice() != null) slices.put(param.name(), param.slice());
-                }
+            for (Parameter param : params.parameters()) {
+                if (param.slice() != null) slices.put(param.name(), param.slice());
             }
-            if (update instanceof AutoCloseable c) {
-                try {
-                    c.close();
-                } catch (Exception e) {
-                    throw new IllegalStateException(e);
-                }
-            }
-            if (adam != null) adam.close();
-            if (ddp != null) ddp.close();
             Map<String, Object> out = new HashMap<>();
             out.put("outcome", new Outcome(losses, norms, values));
             out.put("slices", slices);
