@@ -139,7 +139,7 @@ public final class Gemm {
             return;
         }
         if (k == 0 || alpha == 0f) {
-            scale(c, beta);
+            scaleOutput(c, beta);
             return;
         }
         GemmImpl chosen = resolve(impl, m, n, k, transA, transB, c, a, b);
@@ -193,8 +193,11 @@ public final class Gemm {
         return t.dim(r - 2) <= 1 ? Math.max(1, t.dim(r - 1)) : t.stride(r - 2);
     }
 
-    /** c = beta·c, with beta == 0 writing zeros. */
-    private static void scale(Tensor c, float beta) {
+    /**
+     * c [M, N] = beta·c, with beta == 0 writing zeros (NaNs in c included): what every product kernel does when K = 0
+     * or alpha = 0, so they all agree there. c may have padded rows.
+     */
+    public static void scaleOutput(Tensor c, float beta) {
         if (beta == 1f) return;
         int m = c.dim(0), n = c.dim(1);
         long ldc = ld(c);
@@ -219,6 +222,20 @@ public final class Gemm {
             throw new IllegalArgumentException(op + ": c " + c.describe() + ", a " + a.describe() + ", b " + b.describe()
                     + " must be all f32 or all f64");
         }
+        requireProductShapes(op, c, a, b, transA, transB);
+        requireRows(c, "c", op);
+        requireRows(a, "a", op);
+        requireRows(b, "b", op);
+    }
+
+    /**
+     * Checks that c [.., M, N] = op(a)·op(b) agrees in shape, on the last two dimensions: op(a) [M, K], op(b) [K, N];
+     * shared by every matrix-product kernel (fp32 here, bf16 on oneDNN) so they refuse a mismatch alike.
+     *
+     * @param op names the operation in the message, e.g. {@code matmul}
+     * @throws IllegalArgumentException naming the tensors, the dimension that disagrees and the layout expected
+     */
+    public static void requireProductShapes(String op, Tensor c, Tensor a, Tensor b, boolean transA, boolean transB) {
         int m = c.dim(-2), n = c.dim(-1);
         int am = transA ? a.dim(-1) : a.dim(-2), k = transA ? a.dim(-2) : a.dim(-1);
         int bk = transB ? b.dim(-1) : b.dim(-2), bn = transB ? b.dim(-2) : b.dim(-1);
@@ -235,9 +252,6 @@ public final class Gemm {
             throw new IllegalArgumentException(op + ": inner dimensions differ: op(a) from " + a.describe() + " has K = "
                     + k + " but op(b) from " + b.describe() + " has K = " + bk + layout);
         }
-        requireRows(c, "c", op);
-        requireRows(a, "a", op);
-        requireRows(b, "b", op);
     }
 
     private static void requireRank(Tensor t, String name, int rank, String op) {

@@ -1,6 +1,7 @@
 package dev.shardwise.core.kernels.onednn;
 
 import dev.shardwise.core.exec.ComputePool;
+import dev.shardwise.core.kernels.Gemm;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
@@ -82,7 +83,7 @@ public final class Bf16Matmul implements AutoCloseable {
         int m = c.dim(0), n = c.dim(1), k = transA ? a.dim(0) : a.dim(1);
         if (m == 0 || n == 0) return;
         if (k == 0 || alpha == 0f) {
-            scale(c, beta);
+            Gemm.scaleOutput(c, beta);
             return;
         }
         int threads = ComputePool.current().threads();
@@ -307,21 +308,6 @@ public final class Bf16Matmul implements AutoCloseable {
         return t.dim(0) <= 1 ? Math.max(1, t.dim(1)) : t.stride(0);
     }
 
-    /** c = beta·c, with beta == 0 writing zeros. */
-    private static void scale(Tensor c, float beta) {
-        if (beta == 1f) return;
-        int m = c.dim(0), n = c.dim(1);
-        long ldc = ld(c);
-        MemorySegment s = c.segment();
-        for (int i = 0; i < m; i++) {
-            long row = c.offset() + i * ldc;
-            for (int j = 0; j < n; j++) {
-                float v = beta == 0f ? 0f : beta * s.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, row + j);
-                s.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, row + j, v);
-            }
-        }
-    }
-
     private static void check(Tensor c, Tensor a, Tensor b, boolean transA, boolean transB) {
         String op = "Bf16Matmul.matmul";
         for (var e : List.of(Map.entry("c", c), Map.entry("a", a), Map.entry("b", b))) {
@@ -334,22 +320,7 @@ public final class Bf16Matmul implements AutoCloseable {
             throw new IllegalArgumentException(op + ": c " + c.describe() + ", a " + a.describe() + ", b " + b.describe()
                     + " must be c f32, a and b bf16 (convert with Bf16Convert.fromFloat)");
         }
-        int m = c.dim(0), n = c.dim(1);
-        int am = transA ? a.dim(1) : a.dim(0), k = transA ? a.dim(0) : a.dim(1);
-        int bk = transB ? b.dim(1) : b.dim(0), bn = transB ? b.dim(0) : b.dim(1);
-        String layout = " (transA=" + transA + ", transB=" + transB + ")";
-        if (am != m) {
-            throw new IllegalArgumentException(op + ": a " + a.describe() + " gives op(a) " + am + " rows but c "
-                    + c.describe() + " has " + m + layout + "; a must be [M, K], or [K, M] when transA");
-        }
-        if (bn != n) {
-            throw new IllegalArgumentException(op + ": b " + b.describe() + " gives op(b) " + bn + " columns but c "
-                    + c.describe() + " has " + n + layout + "; b must be [K, N], or [N, K] when transB");
-        }
-        if (bk != k) {
-            throw new IllegalArgumentException(op + ": inner dimensions differ: op(a) from " + a.describe() + " has K = "
-                    + k + " but op(b) from " + b.describe() + " has K = " + bk + layout);
-        }
+        Gemm.requireProductShapes(op, c, a, b, transA, transB);
         for (var e : List.of(Map.entry("c", c), Map.entry("a", a), Map.entry("b", b))) {
             Tensor t = e.getValue();
             String name = e.getKey();
