@@ -57,12 +57,12 @@ final class StageModel implements StageWork {
     private Runnable optimizer = () -> { };
 
     /** @param chunks this stage's chunks, chunk c being model part c·p + stage */
-    StageModel(List<GptPart> chunks, ParameterUpdate update, MemoryPool pool, int hidden, DType dtype) {
+    StageModel(List<GptPart> chunks, ParameterUpdate update, MemoryPool pool, DType dtype) {
         this.dtype = dtype;
         this.chunks = List.copyOf(chunks);
         this.update = update;
         this.pool = pool;
-        this.hidden = hidden;
+        this.hidden = chunks.getFirst().config().hidden();
         for (GptPart chunk : chunks) chunk.useHooks(update.hooks());
         this.split = this.chunks.stream().allMatch(GptPart::canSplitBackward);
     }
@@ -113,8 +113,13 @@ final class StageModel implements StageWork {
     public void backward(int mb, int chunk) {
         InFlight f = existing(mb, chunk, "backward");
         GptPart part = chunks.get(chunk);
+        backwardPass(mb, () -> f.inputGradient = part.backward(f.arena, f.pass, part.span().head() ? null : f.outputGradient));
+    }
+
+    /** Runs one backward pass (or half of one) of micro-batch {@code mb} through the update, then settles what it posted. */
+    private void backwardPass(int mb, Runnable pass) {
         update.beginMicroBatch(mb, batches.length);
-        update.backward(() -> f.inputGradient = part.backward(f.arena, f.pass, part.span().head() ? null : f.outputGradient));
+        update.backward(pass);
         update.settle();
     }
 
@@ -132,9 +137,7 @@ final class StageModel implements StageWork {
         }
         InFlight f = existing(mb, chunk, "input-gradient backward");
         GptPart part = chunks.get(chunk);
-        update.beginMicroBatch(mb, batches.length);
-        update.backward(() -> f.inputGradient = part.backwardInput(f.arena, f.pass, part.span().head() ? null : f.outputGradient));
-        update.settle();
+        backwardPass(mb, () -> f.inputGradient = part.backwardInput(f.arena, f.pass, part.span().head() ? null : f.outputGradient));
     }
 
     /** W of ZB-H1: the weight-gradient work {@link #backwardInput} queued for (mb, chunk) ({@link GptPart#backwardWeight}). */
@@ -143,9 +146,7 @@ final class StageModel implements StageWork {
         InFlight f = existing(mb, chunk, "weight-gradient backward");
         if (!split) return;
         GptPart part = chunks.get(chunk);
-        update.beginMicroBatch(mb, batches.length);
-        update.backward(() -> part.backwardWeight(f.pass));
-        update.settle();
+        backwardPass(mb, () -> part.backwardWeight(f.pass));
     }
 
     @Override

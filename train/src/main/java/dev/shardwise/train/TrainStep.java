@@ -118,12 +118,8 @@ public final class TrainStep implements AutoCloseable {
         this.pipeline = pipeline;
         this.chunks = List.copyOf(chunks);
         this.pool = pool;
-        this.stageModel = new StageModel(chunks, update, pool, chunkHidden(chunks), params.dtype());
+        this.stageModel = new StageModel(chunks, update, pool, params.dtype());
         this.lossScalar = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 1);
-    }
-
-    private static int chunkHidden(List<GptPart> chunks) {
-        return chunks.getFirst().config().hidden();
     }
 
     /**

@@ -12,9 +12,8 @@ import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.PipelineCut;
 import dev.shardwise.model.optim.AdamWOptimizer;
-import dev.shardwise.parallel.GradientReduction;
-import dev.shardwise.parallel.ReplicatedUpdate;
 import dev.shardwise.parallel.StageGradients;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
 import dev.shardwise.train.TrainStep;
 
@@ -102,13 +101,13 @@ final class PipelineTrainingBench {
             MemoryPool memory = ctx.memory();
             int stage = ctx.world().rank();
             GptPart.Span span = parts.get(stage);
-            try (ParameterSet params = Gpt.declare(config, List.of(span), true).allocate(memory, DType.F32);
+            try (ParameterSet params = ZeroStage.REPLICATED.allocate(Gpt.declare(config, List.of(span), true), memory, DType.F32, 1);
                  StageGradients shared = new StageGradients(ctx.world(), params, memory);
-                 AdamWOptimizer adam = new AdamWOptimizer(params, memory, AdamWOptimizer.Settings.gpt());
+                 ZeroStage.Update update = ZeroStage.REPLICATED.build(params, null, memory, AdamWOptimizer.Settings.gpt(),
+                         ZeroStage.Options.defaults().withStages(shared));
                  TrainStep step = new TrainStep(params, List.of(new GptPart(config, params, span)), memory, 1.0,
-                         new ReplicatedUpdate(params, adam, GradientReduction.NONE, shared, memory),
-                         new TrainStep.Pipeline(ctx.world(), kind, stages, 1))) {
-                params.initialize(1);
+                         update.update(), new TrainStep.Pipeline(ctx.world(), kind, stages, 1))) {
+                update.initialize(1);
                 return time(step, memory, 17);
             }
         }).getFirst();
