@@ -41,6 +41,8 @@ public final class StageGradients implements AutoCloseable {
     private final ParameterSet.Unit tiedUnit;   // wte's unit on the first or last stage, or null
     private final int tiedPeer;                 // the other end's stage
     private final boolean countsTied;           // false on the last stage: its wte is the copy
+    // The other end's wte gradient (or its ZeRO piece), received every step: allocated once, reused, charged to BUFFERS.
+    private Tensor theirs;
     private final ScalarReduction scalar;       // over the pipeline group, or null
     private final ScalarReduction tensorScalar; // over the tensor-parallel group when tp > 1, or null
     private final long[] uncounted;             // flat [from, to) pairs, sorted, left out of this rank's Σg² (tp > 1)
@@ -146,11 +148,10 @@ public final class StageGradients implements AutoCloseable {
     /** As {@link #sumTiedFlat} on a ZeRO 2/3 gradient shard, whose piece of wte's unit is {@code piece}. */
     void sumTied(Tensor piece, MemoryPool pool) {
         if (tiedUnit == null) return;
-        try (Tensor theirs = Tensor.allocate(pool, MemoryCategory.BUFFERS, piece.dtype(), piece.shape())) {
-            pipeline.send(piece, tiedPeer, TIED_TAG);
-            pipeline.receive(theirs, tiedPeer, TIED_TAG);
-            Vectors.accumulate(piece, theirs);
-        }
+        if (theirs == null) theirs = Tensor.allocate(pool, MemoryCategory.BUFFERS, piece.dtype(), piece.shape());
+        pipeline.send(piece, tiedPeer, TIED_TAG);
+        pipeline.receive(theirs, tiedPeer, TIED_TAG);
+        Vectors.accumulate(piece, theirs);
     }
 
     /** wte's unit on this stage when it holds the tied copy (the last stage), else null: not counted in the norm. */
@@ -183,6 +184,7 @@ public final class StageGradients implements AutoCloseable {
 
     @Override
     public void close() {
+        if (theirs != null) theirs.close();
         if (scalar != null) scalar.close();
         if (tensorScalar != null) tensorScalar.close();
     }
