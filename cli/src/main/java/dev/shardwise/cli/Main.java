@@ -45,6 +45,10 @@ public final class Main implements Runnable {
                 commandLine.getErr().println("shardwise: " + e.getMessage());
                 return 2;
             }
+            if (e instanceof java.io.IOException || e instanceof java.io.UncheckedIOException) {   // a file the user named or owns
+                commandLine.getErr().println("shardwise: " + IoErrors.describe(e instanceof java.io.UncheckedIOException u ? u.getCause() : e));
+                return 2;
+            }
             if (e instanceof MemoryBudgetExceededException || e instanceof RankFailedException
                     || e instanceof CommTimeoutException || e instanceof PeerFailedException) {
                 commandLine.getErr().println("shardwise: " + e.getMessage()

@@ -48,8 +48,16 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--run-dir", paramLabel = "DIR", description = "Run directory (default: runs/<preset>).")
     Path runDir;
 
-    @Option(names = "--resume", description = "Continue from the run directory's latest checkpoint.")
+    @Option(names = "--resume", description = "Continue from the run directory's newest intact checkpoint (damaged newer "
+            + "ones are passed over, with a line saying which and why).")
     boolean resume;
+
+    @Option(names = "--resume-from", paramLabel = "step-N", description = "Continue from this checkpoint of the run "
+            + "directory (step-N, N, or a path); implies --resume.")
+    String resumeFrom;
+
+    @Option(names = "--keep-checkpoints", paramLabel = "K", description = "Keep only the K newest checkpoints (default 0: keep all).")
+    Integer keepCheckpoints;
 
     @Option(names = "--micro-batch", paramLabel = "B", description = "Sequences per micro-batch.")
     Integer microBatch;
@@ -148,7 +156,7 @@ public final class TrainCommand implements Callable<Integer> {
             out.flush();
             return 0;
         }
-        Trainer.Result result = new Trainer(resolved, job, System.out).run(resume);
+        Trainer.Result result = new Trainer(resolved, job, System.out).run(resume || resumeFrom != null, resumeFrom);
         if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
                         + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
@@ -176,6 +184,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointEvery", checkpointEvery);
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
+        put(flags, "keepCheckpoints", keepCheckpoints);
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);

@@ -508,6 +508,36 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         return full.slice(0, unit.offset() + dpRank * piece, piece);
     }
 
+    /** This rank's shards, each [S] in shard layout (unit u's piece at u.offset()/N): values (stage 3), m, v. */
+    @FunctionalInterface
+    public interface Shards {
+        /** @param values the value shard at stage 3; null at stage 2, whose values are whole in the parameter set */
+        void accept(Tensor values, Tensor m, Tensor v);
+    }
+
+    /**
+     * Runs {@code body} with this rank's shards to read (for a checkpoint written piece by piece), after the
+     * overlapped gathers and reductions have finished. Not collective. Unit u's piece [u.offset()/N, + u.size()/N)
+     * holds the flat elements [u.offset() + dpRank·u.size()/N, + u.size()/N).
+     */
+    public void readShards(Shards body) {
+        overlap.drain();
+        moments.read((m, v) -> body.accept(valueShard, m, v));
+    }
+
+    /** As {@link #readShards}, the shards to overwrite from a checkpoint; then {@code steps} updates count as applied. */
+    public void writeShards(Shards body, long steps) {
+        overlap.drain();
+        discardPrefetched();
+        moments.write((m, v) -> body.accept(valueShard, m, v));
+        this.steps = steps;
+    }
+
+    /** This rank's place in the data-parallel group that shards the state. */
+    public int dpRank() { return dpRank; }
+
+    public int dpSize() { return dpSize; }
+
     /** Elements of this rank's shard, P'/N. */
     public int shardSize() { return shardSize; }
 

@@ -11,6 +11,7 @@ import dev.shardwise.model.optim.ParameterUpdate;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.util.function.BiConsumer;
 
 /**
  * ZeRO stage 1 (Rajbhandari et al. 2020, "P_os"): the AdamW state is partitioned over the data-parallel group.
@@ -133,6 +134,17 @@ public final class ZeroStage1Update implements ParameterUpdate {
             Vectors.copy(m, fullM.slice(0, shardStart, shardSize));
             Vectors.copy(v, fullV.slice(0, shardStart, shardSize));
         });
+        this.steps = steps;
+    }
+
+    /** Runs {@code body} with the moments m, v [S] of this rank's shard (flat elements [shardStart, + S)) to read. */
+    public void readMoments(BiConsumer<Tensor, Tensor> body) {
+        moments.read(body);
+    }
+
+    /** As {@link #readMoments}, the moments to overwrite from a checkpoint; then {@code steps} updates count as applied. */
+    public void writeMoments(BiConsumer<Tensor, Tensor> body, long steps) {
+        moments.write(body);
         this.steps = steps;
     }
 

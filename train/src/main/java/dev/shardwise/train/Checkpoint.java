@@ -36,7 +36,7 @@ import java.util.zip.CRC32C;
  * the manifest's per-entry offsets leave room for a rank to save only the slice it owns.
  */
 public final class Checkpoint {
-    static final String FORMAT = "shardwise-checkpoint-1";
+    static final String FORMAT = CheckpointIndex.FORMAT_1;
     static final String MANIFEST = "manifest.json";
     static final String DATA = "tensors.bin";
 
@@ -187,23 +187,23 @@ public final class Checkpoint {
         return dev.shardwise.data.Tokenizers.named(name.toString());
     }
 
-    /** Reads a checkpoint's manifest (its metadata and tensor list). */
+    /** Reads a checkpoint's manifest (its metadata and tensor list), of either format. */
     static Map<String, Object> readManifest(Path dir) throws IOException {
-        Path file = dir.resolve(MANIFEST);
-        if (!Files.isRegularFile(file)) {
-            throw new IOException(dir + " is not a checkpoint: it has no " + MANIFEST + " (use a directory such as "
-                    + "runs/x/checkpoints/step-000200)");
-        }
-        Map<String, Object> manifest;
+        return index(dir).manifest();
+    }
+
+    /**
+     * The table of contents of checkpoint {@code dir}.
+     *
+     * @throws IOException if it has no readable manifest, saying so and what to pass instead
+     */
+    static CheckpointIndex index(Path dir) throws IOException {
         try {
-            manifest = Json.readObject(Files.readString(file));
-        } catch (RuntimeException e) {
-            throw new IOException("checkpoint manifest " + file + " is damaged (" + e.getMessage() + "); resume from another checkpoint", e);
+            return CheckpointIndex.open(dir);
+        } catch (IOException e) {
+            throw new IOException("checkpoint " + dir + " cannot be read: " + e.getMessage() + " (pass a directory such as "
+                    + "runs/x/checkpoints/step-000200, or a run directory to take its newest checkpoint)", e);
         }
-        if (!FORMAT.equals(manifest.get("format"))) {
-            throw new IOException(file + " has format '" + manifest.get("format") + "', this build reads '" + FORMAT + "'");
-        }
-        return manifest;
     }
 
     /**

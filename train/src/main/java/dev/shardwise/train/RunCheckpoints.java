@@ -91,10 +91,18 @@ final class RunCheckpoints {
             Path tokenizerFile = data.directory().resolve(DatasetPreparer.TOKENIZER_FILE);
             Checkpoint.write(checkpoints, state.step(), tensors, metadata,
                     Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
+            prune(checkpoints, config.keepCheckpoints());
         } finally {
             for (Tensor t : received) t.close();
             optimizer.saved();
         }
+    }
+
+    /** Deletes all but the {@code keep} newest checkpoints under {@code checkpoints} (0 keeps all). */
+    static void prune(Path checkpoints, int keep) throws IOException {
+        if (keep <= 0) return;
+        List<Path> all = ResumeChoice.steps(checkpoints);
+        for (Path old : all.subList(Math.min(keep, all.size()), all.size())) Checkpoint.deleteRecursively(old);
     }
 
     /** Parameters and AdamW moments by global name and shape: what makes a checkpoint layout-independent. */

@@ -49,13 +49,14 @@ import java.util.Objects;
  *                         optimizer offload; needs zero >= 1), or null to keep them in memory
  * @param timeline         where to write the last step's executed pipeline schedule as a Chrome trace (one row per
  *                         stage of the first data-parallel replica; Perfetto opens it), or null for none
+ * @param keepCheckpoints  how many of the newest checkpoints to keep (older ones are deleted after each save); 0 keeps all
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer, Path timeline) {
+                          Path offloadOptimizer, Path timeline, int keepCheckpoints) {
 
     /**
      * Checks every field and their combinations.
@@ -92,6 +93,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
+        if (keepCheckpoints < 0) {
+            throw new IllegalArgumentException("keepCheckpoints must be >= 0 (0 keeps every checkpoint), got " + keepCheckpoints);
+        }
         if (seqLen > model.contextLength()) {
             throw new IllegalArgumentException("seqLen=" + seqLen + " exceeds the model's contextLength="
                     + model.contextLength() + "; lower seqLen or raise model.contextLength");

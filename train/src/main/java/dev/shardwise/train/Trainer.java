@@ -98,22 +98,35 @@ public final class Trainer {
      * @throws IllegalArgumentException if the run directory already holds a run and {@code resume} is false
      */
     public Result run(boolean resume) throws IOException {
+        return run(resume, null);
+    }
+
+    /**
+     * As {@link #run(boolean)}; with {@code resume}, the run continues from checkpoint {@code resumeFrom}
+     * ({@code step-N}, N, or a path; null: the newest intact checkpoint, passing over damaged ones with one line
+     * that says which and why).
+     *
+     * @throws IOException also if {@code resumeFrom} names a missing or damaged checkpoint, or every checkpoint is damaged
+     */
+    public Result run(boolean resume, String from) throws IOException {
         if (job.isMultiProcess() && config.ranks() != job.size()) {
             throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
                     + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
                     + "set ranks to " + job.size() + " or leave it out");
         }
         Path runDir = config.runDir();
-        Optional<Path> latest = Checkpoint.latest(runDir.resolve("checkpoints"));
-        if (!resume && latest.isPresent()) {
-            throw new IllegalArgumentException(runDir + " already holds a run (" + latest.get().getFileName()
+        List<Path> existing = ResumeChoice.steps(runDir.resolve("checkpoints"));
+        if (!resume && !existing.isEmpty()) {
+            throw new IllegalArgumentException(runDir + " already holds a run (" + existing.getFirst().getFileName()
                     + "); pass --resume to continue it, or choose another --run-dir");
         }
+        Optional<Path> resumeFrom = resume
+                ? ResumeChoice.choose(runDir.resolve("checkpoints"), from, line -> { if (job.rank() == 0) log.println(line); })
+                : Optional.empty();
         if (job.rank() == 0) {
             Files.createDirectories(runDir);
             writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
         }
-        Optional<Path> resumeFrom = resume ? latest : Optional.empty();
         if (!job.isMultiProcess()) return runRanksAsThreads(resumeFrom);
         return ProcessRank.run(job, config.rankMemory(), ctx -> {   // this process is one rank of the job (mpi backend)
             Startup startup = startInTurn();
