@@ -136,7 +136,9 @@ public final class Checkpoint {
      * @throws IOException naming the tensor that is missing, mismatched or damaged
      */
     public static void loadParameters(Path dir, dev.shardwise.model.ParameterSet params) throws IOException {
-        read(dir, parameterTensors(params));
+        CheckpointIndex index = index(dir);
+        index.verify();
+        RunCheckpoints.read(index, params, List.of(new OptimizerState.Holding(OptimizerState.Kind.VALUES, 0, params.values())));
     }
 
     /** The parameters by their checkpoint names ({@code param/<name>}), in declaration order. */
@@ -203,57 +205,6 @@ public final class Checkpoint {
         } catch (IOException e) {
             throw new IOException("checkpoint " + dir + " cannot be read: " + e.getMessage() + " (pass a directory such as "
                     + "runs/x/checkpoints/step-000200, or a run directory to take its newest checkpoint)", e);
-        }
-    }
-
-    /**
-     * Fills each of {@code tensors} from the checkpoint in {@code dir}, matching by name.
-     *
-     * @throws IOException if a tensor is missing, has another shape or dtype, or fails its checksum — naming it
-     */
-    @SuppressWarnings("unchecked")
-    static void read(Path dir, Map<String, Tensor> tensors) throws IOException {
-        Map<String, Object> manifest = readManifest(dir);
-        Map<String, Map<String, Object>> entries = new LinkedHashMap<>();
-        for (Object o : (List<Object>) manifest.get("tensors")) {
-            Map<String, Object> entry = (Map<String, Object>) o;
-            entries.put((String) entry.get("name"), entry);
-        }
-        try (FileChannel in = FileChannel.open(dir.resolve(DATA), StandardOpenOption.READ)) {
-            for (Map.Entry<String, Tensor> e : tensors.entrySet()) {
-                String name = e.getKey();
-                Tensor t = e.getValue();
-                Map<String, Object> entry = entries.get(name);
-                if (entry == null) {
-                    throw new IOException("checkpoint " + dir + " has no tensor '" + name + "'; was it written by another model?");
-                }
-                List<Object> shape = (List<Object>) entry.get("shape");
-                int[] expected = t.shape();
-                boolean same = shape.size() == expected.length && t.dtype().label().equals(entry.get("dtype"));
-                for (int d = 0; same && d < expected.length; d++) same = ((Number) shape.get(d)).intValue() == expected[d];
-                if (!same) {
-                    throw new IOException("checkpoint " + dir + ": tensor '" + name + "' is " + entry.get("dtype") + shape
-                            + " but the model expects " + t.describe() + "; the checkpoint belongs to another model config");
-                }
-                long offset = ((Number) entry.get("offset")).longValue();
-                long bytes = ((Number) entry.get("bytes")).longValue();
-                ByteBuffer buffer = t.segment().asSlice(t.byteOffset(), bytes).asByteBuffer();
-                long position = offset;
-                while (buffer.hasRemaining()) {
-                    int read = in.read(buffer, position);
-                    if (read < 0) {
-                        throw new IOException("checkpoint " + dir + " is truncated: " + DATA + " ends inside tensor '" + name + "'");
-                    }
-                    position += read;
-                }
-                CRC32C crc = new CRC32C();
-                crc.update(buffer.flip());
-                String actual = HexFormat.of().toHexDigits((int) crc.getValue());
-                if (!actual.equals(entry.get("crc32c"))) {
-                    throw new IOException("checkpoint " + dir + " is damaged: tensor '" + name + "' fails its checksum (crc32c "
-                            + actual + ", manifest says " + entry.get("crc32c") + "); resume from an earlier checkpoint or start over");
-                }
-            }
         }
     }
 

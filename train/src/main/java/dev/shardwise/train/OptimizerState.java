@@ -10,6 +10,11 @@ import dev.shardwise.parallel.ZeroShardedUpdate;
 import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.ZeroStage1Update;
 
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.List;
+
 /**
  * A rank's optimizer as the trainer sees it: the update it runs each step, and its parameter values and AdamW
  * moments as whole flat [P'] tensors for layout-independent checkpoints, however they are held (replicated, or
@@ -42,8 +47,57 @@ interface OptimizerState extends AutoCloseable {
     /** The moments of {@link #momentsToLoad} are in place; {@code steps} updates were applied before. */
     void loaded(long steps);
 
+    /** Which of a parameter's tensors a held range is, and its name prefix in a checkpoint. */
+    enum Kind {
+        VALUES("param/"), FIRST_MOMENTS("adam_m/"), SECOND_MOMENTS("adam_v/");
+
+        final String prefix;
+
+        Kind(String prefix) { this.prefix = prefix; }
+    }
+
+    /** Elements [flatStart, flatStart + data.numel()) of the flat layout [P'] of {@code kind}, held in {@code data} (1-D). */
+    record Holding(Kind kind, long flatStart, Tensor data) { }
+
+    /** What runs while a rank's holdings are valid. */
+    @FunctionalInterface
+    interface HoldingsBody {
+        void accept(List<Holding> held) throws IOException;
+    }
+
+    /**
+     * Runs {@code body} with the ranges this rank saves: over the data-parallel group every flat element of values
+     * and moments is saved by exactly one rank (its ZeRO shard; under ZeRO 0, share {@code dpRank} of {@code dpSize}
+     * equal parts). Not collective; allocates nothing.
+     */
+    void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException;
+
+    /**
+     * Runs {@code body} with every range this rank holds (whole values where they are replicated, its shards where
+     * sharded), for a checkpoint to be read into; then {@code steps} updates count as applied. Allocates nothing.
+     */
+    void forLoad(HoldingsBody body, long steps) throws IOException;
+
     @Override
     void close();
+
+    /** Runs {@code body}, letting its IOException through a callback that cannot throw one. */
+    private static void tunnel(HoldingsBody body, List<Holding> held) {
+        try {
+            body.accept(held);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Unwraps what {@link #tunnel} wrapped. */
+    private static void untunnel(Runnable r) throws IOException {
+        try {
+            r.run();
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
+    }
 
     /** The state of {@code built}, an update of {@code params} (the parameters {@link ZeroStage#build} was given). */
     static OptimizerState of(ZeroStage.Update built, ParameterSet params, MemoryPool pool) {
@@ -64,6 +118,22 @@ interface OptimizerState extends AutoCloseable {
             public void saved() { }
             public Tensor[] momentsToLoad() { return momentsToSave(); }
             public void loaded(long steps) { optimizer.setSteps(steps); }
+
+            public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
+                long padded = built.params().values().numel(), share = (padded + dpSize - 1) / dpSize;
+                int from = Math.toIntExact(Math.min(padded, dpRank * share)), n = Math.toIntExact(Math.min(share, padded - from));
+                body.accept(List.of(new Holding(Kind.VALUES, from, built.params().values().slice(0, from, n)),
+                        new Holding(Kind.FIRST_MOMENTS, from, optimizer.firstMoments().slice(0, from, n)),
+                        new Holding(Kind.SECOND_MOMENTS, from, optimizer.secondMoments().slice(0, from, n))));
+            }
+
+            public void forLoad(HoldingsBody body, long steps) throws IOException {
+                body.accept(List.of(new Holding(Kind.VALUES, 0, built.params().values()),
+                        new Holding(Kind.FIRST_MOMENTS, 0, optimizer.firstMoments()),
+                        new Holding(Kind.SECOND_MOMENTS, 0, optimizer.secondMoments())));
+                optimizer.setSteps(steps);
+            }
+
             public void close() { built.close(); }
         };
     }
@@ -87,6 +157,19 @@ interface OptimizerState extends AutoCloseable {
             public void saved() { release(); }
 
             public Tensor[] momentsToLoad() { return buffers(); }
+
+            public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
+                int start = update.shardStart(), n = update.shardSize();
+                untunnel(() -> update.readMoments((m, v) -> tunnel(body, List.of(
+                        new Holding(Kind.VALUES, start, params.values().slice(0, start, n)),
+                        new Holding(Kind.FIRST_MOMENTS, start, m), new Holding(Kind.SECOND_MOMENTS, start, v)))));
+            }
+
+            public void forLoad(HoldingsBody body, long steps) throws IOException {
+                int start = update.shardStart();
+                untunnel(() -> update.writeMoments((m, v) -> tunnel(body, List.of(new Holding(Kind.VALUES, 0, params.values()),
+                        new Holding(Kind.FIRST_MOMENTS, start, m), new Holding(Kind.SECOND_MOMENTS, start, v))), steps));
+            }
 
             public void loaded(long steps) {
                 update.loadMoments(fullM, fullV, steps);
@@ -149,6 +232,29 @@ interface OptimizerState extends AutoCloseable {
             }
 
             public void saved() { release(); }
+
+            public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
+                untunnel(() -> update.readShards((values, m, v) -> tunnel(body, pieces(values, m, v, false))));
+            }
+
+            public void forLoad(HoldingsBody body, long steps) throws IOException {
+                untunnel(() -> update.writeShards((values, m, v) -> tunnel(body, pieces(values, m, v, true)), steps));
+            }
+
+            /** Each unit's piece of the shards, at its flat place; at stage 2 the values are whole (all of them when loading). */
+            private List<Holding> pieces(Tensor values, Tensor m, Tensor v, boolean load) {
+                List<Holding> held = new ArrayList<>();
+                if (values == null && load) held.add(new Holding(Kind.VALUES, 0, params.values()));
+                int n = update.dpSize(), r = update.dpRank();
+                for (ParameterSet.Unit u : params.units()) {
+                    int piece = u.size() / n, flat = u.offset() + r * piece, at = u.offset() / n;
+                    if (values != null) held.add(new Holding(Kind.VALUES, flat, values.slice(0, at, piece)));
+                    else if (!load) held.add(new Holding(Kind.VALUES, flat, params.values().slice(0, flat, piece)));
+                    held.add(new Holding(Kind.FIRST_MOMENTS, flat, m.slice(0, at, piece)));
+                    held.add(new Holding(Kind.SECOND_MOMENTS, flat, v.slice(0, at, piece)));
+                }
+                return held;
+            }
 
             public Tensor[] momentsToLoad() {
                 moments();

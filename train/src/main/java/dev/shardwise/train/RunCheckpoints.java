@@ -3,26 +3,37 @@ package dev.shardwise.train;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.data.BatchSampler;
 import dev.shardwise.data.DatasetPreparer;
-import dev.shardwise.comm.Communicator;
-import dev.shardwise.core.memory.MemoryCategory;
-import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.function.IntFunction;
+import java.util.Set;
 
 /**
- * A run's state as a layout-independent {@link Checkpoint}: parameters and AdamW moments by global name and shape
- * (however the ranks held them: replicated, or sharded by ZeRO and gathered for saving), plus the step, the data
- * sampler's position and the optimizer's step count, so that {@code --resume} continues bit for bit under any
- * ZeRO stage and rank count.
+ * A run's state as a distributed, layout-independent checkpoint ({@code shardwise-checkpoint-2}): every rank writes
+ * only what it owns, its ZeRO shard (or its share of replicated state) of the parameters and AdamW moments, as
+ * pieces keyed by global name with the global elements each covers, into its own {@code shard-RRRRR.bin}, in
+ * parallel; after a barrier one rank writes the manifest (tensors, pieces, checksums, the layout, the step, the
+ * data sampler's position, the optimizer's step count) and renames the directory into place, which commits it.
+ * Loading reads into each rank's own holdings only the stored regions that overlap them, so a checkpoint loads
+ * under any dp, pp, vpp, ZeRO stage and world size; no rank ever holds a tensor it does not own.
+ * <pre>
+ *   checkpoints/step-000200.partial/   while being written (never read)
+ *   checkpoints/step-000200/manifest.json, shard-00000.bin, shard-00001.bin, ... (tokenizer.json)
+ * </pre>
  */
 final class RunCheckpoints {
     private final TrainConfig config;
@@ -32,69 +43,171 @@ final class RunCheckpoints {
     }
 
     /**
-     * Where a rank's parameters sit in a pipeline, for saving: the pipeline group (rank = stage; null when the model
-     * is not cut), whether this rank is its stage's first data-parallel replica (those ranks carry their stage's
-     * tensors to stage 0), and the flat layout of any stage's parameters (names, shapes, offsets; no memory).
+     * Where a rank stands for saving: its global rank of {@code worldSize}, its data-parallel rank of {@code dpSize}
+     * (ranks that replicate state split the saving), the parameters it holds but another rank writes (a pipeline's
+     * tied embedding, held again by the last stage; under tensor parallelism, replicated tensors on tp rank > 0), and a
+     * barrier over every rank.
      */
-    record Stages(Communicator pipeline, boolean firstReplica, IntFunction<ParameterSet> layoutOf) {
-        static final Stages SINGLE = new Stages(null, true, null);
+    record Place(int globalRank, int worldSize, int dpRank, int dpSize, Set<String> writtenElsewhere, Runnable barrier) {
+        static final Place SINGLE = new Place(0, 1, 0, 1, Set.of(), () -> { });
     }
 
-    private static final int VALUES_TAG = 31_000;
-
     /**
-     * Every rank calls it (the moments are gathered under ZeRO; under a pipeline the first replica of each stage
-     * sends its stage's parameters and moments to stage 0, which holds them in buffers until the write is done);
-     * the leader writes the checkpoint, every tensor by its global name, so it loads under any layout.
+     * Collective over every rank of the job: writes this rank's shard, then the leader commits the checkpoint of
+     * {@code state.step()} under {@code checkpoints} (replacing one of the same step) and prunes old ones.
      */
     void save(boolean leader, Path checkpoints, ParameterSet params, OptimizerState optimizer, TrainState state,
-              TrainingData data, Stages stages, MemoryPool pool) throws IOException {
-        Tensor values = optimizer.valuesToSave();
-        Tensor[] moments = optimizer.momentsToSave();
-        List<Tensor> received = new ArrayList<>();
+              TrainingData data, Place place) throws IOException {
+        String name = Checkpoint.directoryName(state.step());
+        Path tmp = checkpoints.resolve(name + ".partial");
+        if (leader) {
+            Files.createDirectories(checkpoints);
+            Checkpoint.deleteRecursively(tmp);
+            Files.createDirectory(tmp);
+        }
+        place.barrier().run();
+        String shard = String.format("shard-%05d", place.globalRank());
+        Map<String, Object> tensors = new LinkedHashMap<>();
+        Map<String, Object> entry;
+        try (ShardWriter writer = new ShardWriter(tmp.resolve(shard + ".bin"))) {
+            optimizer.forSave(place.dpRank(), place.dpSize(), held -> write(writer, params, held, place.writtenElsewhere(), tensors));
+            entry = writer.finish();
+        }
+        writeSynced(tmp.resolve(shard + ".json"), Json.write(Map.of("tensors", tensors, "shard", entry)));
+        place.barrier().run();   // every shard and its index are on disk
+        if (!leader) return;
+        commit(checkpoints, tmp, name, place.worldSize(), metadata(optimizer, state, data));
+        prune(checkpoints, config.keepCheckpoints());
+    }
+
+    /** The manifest's fields beside the tensors: the state, the model, the tokenizer, the data and the saving layout. */
+    private Map<String, Object> metadata(OptimizerState optimizer, TrainState state, TrainingData data) {
+        Map<String, Object> stateMap = new LinkedHashMap<>();
+        stateMap.put("step", state.step());
+        stateMap.put("samplerEpoch", state.samplerEpoch());
+        stateMap.put("samplerIndex", state.samplerIndex());
+        stateMap.put("tokensSeen", state.tokensSeen());
+        stateMap.put("optimizerSteps", optimizer.update().steps());
+        stateMap.put("seed", config.seed());
+        Map<String, Object> layout = new LinkedHashMap<>();
+        layout.put("ranks", config.ranks());
+        layout.put("dp", config.layout().dp());
+        layout.put("tp", config.layout().tp());
+        layout.put("pp", config.layout().pp());
+        layout.put("vpp", config.layout().vpp());
+        layout.put("zero", config.zero());
+        Map<String, Object> metadata = new LinkedHashMap<>();
+        metadata.put("state", stateMap);
+        metadata.put("layout", layout);
+        metadata.put("model", ConfigLoader.modelMap(config.model()));
+        metadata.put("tokenizer", data.tokenizer().name());
+        metadata.put("data", data.directory().toAbsolutePath().toString());
+        Path tokenizerFile = data.directory().resolve(DatasetPreparer.TOKENIZER_FILE);
+        if (Files.isRegularFile(tokenizerFile)) metadata.put("attachment", tokenizerFile.toString());
+        return metadata;
+    }
+
+    /** Merges the shards' indexes into the manifest, writes it last, and renames the directory into place. */
+    @SuppressWarnings("unchecked")
+    private static void commit(Path checkpoints, Path tmp, String name, int worldSize, Map<String, Object> metadata)
+            throws IOException {
+        Map<String, Object> tensors = new LinkedHashMap<>();
+        List<Object> shards = new ArrayList<>();
+        for (int r = 0; r < worldSize; r++) {
+            Path index = tmp.resolve(String.format("shard-%05d.json", r));
+            Map<String, Object> shard = Json.readObject(Files.readString(index));
+            ((Map<String, Object>) shard.get("tensors")).forEach(tensors::putIfAbsent);
+            shards.add(shard.get("shard"));
+        }
+        Object attachment = metadata.remove("attachment");
+        if (attachment != null) Files.copy(Path.of(attachment.toString()), tmp.resolve(Path.of(attachment.toString()).getFileName()));
+        Map<String, Object> manifest = new LinkedHashMap<>();
+        manifest.put("format", CheckpointIndex.FORMAT_2);
+        manifest.put("step", ((Map<String, Object>) metadata.get("state")).get("step"));
+        manifest.putAll(metadata);
+        manifest.put("tensors", tensors);
+        manifest.put("shards", shards);
+        writeSynced(tmp.resolve(Checkpoint.MANIFEST), Json.write(manifest) + "\n");
+        for (int r = 0; r < worldSize; r++) Files.delete(tmp.resolve(String.format("shard-%05d.json", r)));
+        syncDirectory(tmp);
+        Path target = checkpoints.resolve(name), old = checkpoints.resolve(name + ".old");
+        Checkpoint.deleteRecursively(old);
+        if (Files.exists(target)) Files.move(target, old);
         try {
-            Map<String, Tensor> tensors = checkpointTensors(params, values, moments);
-            if (stages.pipeline() != null && stages.firstReplica()) {
-                Communicator pipeline = stages.pipeline();
-                if (pipeline.rank() != 0) {
-                    pipeline.send(values, 0, VALUES_TAG);
-                    pipeline.send(moments[0], 0, VALUES_TAG + 1);
-                    pipeline.send(moments[1], 0, VALUES_TAG + 2);
-                    return;
-                }
-                for (int s = 1; s < pipeline.size(); s++) {
-                    try (ParameterSet layout = stages.layoutOf().apply(s)) {
-                        Tensor[] flat = new Tensor[3];
-                        for (int k = 0; k < 3; k++) {
-                            flat[k] = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), Math.toIntExact(layout.paddedCount()));
-                            received.add(flat[k]);
-                            pipeline.receive(flat[k], s, VALUES_TAG + k);
-                        }
-                        // the head's copy of wte is the embedding's (their gradients are summed): stage 0's is kept
-                        checkpointTensors(layout, flat[0], new Tensor[]{flat[1], flat[2]}).forEach(tensors::putIfAbsent);
-                    }
+            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, target);
+        }
+        syncDirectory(checkpoints);
+        Checkpoint.deleteRecursively(old);
+    }
+
+    private static void writeSynced(Path file, String text) throws IOException {
+        Path partial = file.resolveSibling(file.getFileName() + ".tmp");
+        try (FileChannel out = FileChannel.open(partial, StandardOpenOption.CREATE, StandardOpenOption.TRUNCATE_EXISTING,
+                StandardOpenOption.WRITE)) {
+            ByteBuffer bytes = ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
+            while (bytes.hasRemaining()) out.write(bytes);
+            out.force(true);
+        }
+        Files.move(partial, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+    }
+
+    /** Forces a directory's entries to disk (where the platform allows opening a directory). */
+    private static void syncDirectory(Path dir) {
+        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+            d.force(true);
+        } catch (IOException | UnsupportedOperationException e) {
+            // not every file system lets a directory be opened; the renames are still ordered after the data's fsync
+        }
+    }
+
+    /** Writes each parameter's part of {@code held} as a piece; notes each tensor's dtype and global shape. */
+    private static void write(ShardWriter writer, ParameterSet params, List<OptimizerState.Holding> held, Set<String> skip,
+                              Map<String, Object> tensors) throws IOException {
+        int elementBytes = Math.toIntExact(params.dtype().byteSize());
+        for (OptimizerState.Holding h : held) {
+            long from = h.flatStart(), to = from + h.data().numel();
+            for (Parameter p : params.parameters()) {
+                long start = params.offsetOf(p), a = Math.max(from, start), b = Math.min(to, start + p.numel());
+                if (a >= b || skip.contains(p.name())) continue;
+                String tensor = h.kind().prefix + p.name();
+                writer.write(tensor, GlobalRuns.of(p, a - start, b - a), h.data().segment(),
+                        h.data().byteOffset() + (start - from) * elementBytes, elementBytes);
+                tensors.computeIfAbsent(tensor, k -> Map.of("dtype", params.dtype().label(), "shape", GlobalRuns.globalShape(p)));
+            }
+        }
+    }
+
+    /**
+     * Fills {@code held} (ranges of {@code params}' flat layout) from checkpoint {@code index}, reading only the stored
+     * regions that overlap each parameter's global elements.
+     */
+    static void read(CheckpointIndex index, ParameterSet params, List<OptimizerState.Holding> held) throws IOException {
+        int elementBytes = Math.toIntExact(params.dtype().byteSize());
+        Map<String, List<CheckpointIndex.Span>> spans = new LinkedHashMap<>();
+        Map<String, Parameter> of = new HashMap<>();
+        for (OptimizerState.Holding h : held) {
+            long from = h.flatStart(), to = from + h.data().numel();
+            for (Parameter p : params.parameters()) {
+                long start = params.offsetOf(p), a = Math.max(from, start), b = Math.min(to, start + p.numel());
+                if (a >= b) continue;
+                String tensor = h.kind().prefix + p.name();
+                of.put(tensor, p);
+                long localZero = h.data().byteOffset() + (start - from) * elementBytes;
+                for (GlobalRuns.Run r : GlobalRuns.of(p, a - start, b - a)) {
+                    spans.computeIfAbsent(tensor, k -> new ArrayList<>()).add(new CheckpointIndex.Span(r.globalStart(), r.length(),
+                            h.data().segment(), localZero + r.localStart() * elementBytes));
                 }
             }
-            if (!leader) return;
-            Map<String, Object> stateMap = new LinkedHashMap<>();
-            stateMap.put("step", state.step());
-            stateMap.put("samplerEpoch", state.samplerEpoch());
-            stateMap.put("samplerIndex", state.samplerIndex());
-            stateMap.put("tokensSeen", state.tokensSeen());
-            stateMap.put("optimizerSteps", optimizer.update().steps());
-            stateMap.put("seed", config.seed());
-            Map<String, Object> metadata = new LinkedHashMap<>();
-            metadata.put("state", stateMap);
-            metadata.put("model", ConfigLoader.modelMap(config.model()));
-            metadata.put("tokenizer", data.tokenizer().name());
-            metadata.put("data", data.directory().toAbsolutePath().toString());
-            Path tokenizerFile = data.directory().resolve(DatasetPreparer.TOKENIZER_FILE);
-            Checkpoint.write(checkpoints, state.step(), tensors, metadata,
-                    Files.isRegularFile(tokenizerFile) ? List.of(tokenizerFile) : List.of());
-            prune(checkpoints, config.keepCheckpoints());
+        }
+        Map<String, FileChannel> open = new HashMap<>();
+        try {
+            for (Map.Entry<String, List<CheckpointIndex.Span>> e : spans.entrySet()) {
+                index.read(e.getKey(), params.dtype().label(), GlobalRuns.globalShape(of.get(e.getKey())), e.getValue(), open);
+            }
         } finally {
-            for (Tensor t : received) t.close();
-            optimizer.saved();
+            for (FileChannel c : open.values()) c.close();
         }
     }
 
@@ -105,34 +218,25 @@ final class RunCheckpoints {
         for (Path old : all.subList(Math.min(keep, all.size()), all.size())) Checkpoint.deleteRecursively(old);
     }
 
-    /** Parameters and AdamW moments by global name and shape: what makes a checkpoint layout-independent. */
-    private static Map<String, Tensor> checkpointTensors(ParameterSet params, Tensor values, Tensor[] moments) {
-        Map<String, Tensor> tensors = Checkpoint.parameterTensors(params, values);
-        for (int k = 0; k < 2; k++) {
-            for (Parameter p : params.parameters()) {
-                tensors.put((k == 0 ? "adam_m/" : "adam_v/") + p.name(), moments[k]
-                        .slice(0, Math.toIntExact(params.offsetOf(p)), Math.toIntExact(p.numel())).view(p.shape()));
-            }
-        }
-        return tensors;
-    }
-
+    /**
+     * Every rank reads its own holdings of the checkpoint in {@code dir} (any layout wrote it: pieces are keyed by
+     * global name and global elements), then the data sampler's position and the step.
+     */
     @SuppressWarnings("unchecked")
-    /** Every rank reads the tensors of its own parameters (any layout wrote them: they are keyed by global name). */
     void restore(Path dir, ParameterSet params, OptimizerState optimizer, BatchSampler sampler, TrainState state)
             throws IOException {
-        Map<String, Object> manifest = Checkpoint.readManifest(dir);
+        CheckpointIndex index = Checkpoint.index(dir);
+        Map<String, Object> manifest = index.manifest();
         Object savedModel = manifest.get("model");
         Map<String, Object> current = ConfigLoader.modelMap(config.model());
         if (!current.toString().equals(String.valueOf(savedModel))) {
             throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
                     + current + "; resume with the run's own config.yaml");
         }
-        Checkpoint.read(dir, checkpointTensors(params, optimizer.valuesToLoad(), optimizer.momentsToLoad()));
         Map<String, Object> s = (Map<String, Object>) manifest.get("state");
-        optimizer.loaded(((Number) s.get("optimizerSteps")).longValue());
-        long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();
-        sampler.seek(new BatchSampler.Position(epoch, index));
-        state.restore(((Number) s.get("step")).longValue(), epoch, index, ((Number) s.get("tokensSeen")).longValue());
+        optimizer.forLoad(held -> read(index, params, held), ((Number) s.get("optimizerSteps")).longValue());
+        long epoch = ((Number) s.get("samplerEpoch")).longValue(), index2 = ((Number) s.get("samplerIndex")).longValue();
+        sampler.seek(new BatchSampler.Position(epoch, index2));
+        state.restore(((Number) s.get("step")).longValue(), epoch, index2, ((Number) s.get("tokensSeen")).longValue());
     }
 }

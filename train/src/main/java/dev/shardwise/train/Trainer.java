@@ -225,9 +225,12 @@ public final class Trainer {
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(params, chunks(params, spans), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
-            RunCheckpoints.Stages stageLayout = pp == 1 ? RunCheckpoints.Stages.SINGLE : new RunCheckpoints.Stages(groups.pp(),
-                    rank == 0, s -> Gpt.declare(config.model(), stageSpans(s), true).allocate(pool, DType.F32,
-                    zero.paddingMultiple(dpGroup.size()), ParameterSet.Residency.NONE));
+            RunCheckpoints.Place place = groups == null ? RunCheckpoints.Place.SINGLE : new RunCheckpoints.Place(groups.globalRank(),
+                    config.layout().worldSize(), rank, dpGroup.size(), writtenElsewhere(stage, groups.coordinates().tpRank(), params),
+                    () -> {
+                        groups.dp().barrier();               // dp x (tp x pp) covers every rank: a barrier of the world
+                        groups.modelParallel().barrier();
+                    });
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
             TrainState state = new TrainState();
             if (resumeFrom.isPresent()) {
@@ -240,10 +243,26 @@ public final class Trainer {
                 MemorySegment.copy(global.segment(), mine.byteOffset(), batch.segment(), batch.byteOffset(), 4L * b * row);
             };
             try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row)) {
-                return loop(leader, data, pool, params, stageLayout, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
+                return loop(leader, data, pool, params, place, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
                         state, trainStep, peak);
             }
         }
+    }
+
+    /**
+     * The parameters this rank holds that another rank saves: those a lower pipeline stage also holds (the tied
+     * embedding, which the last stage holds again), and on tensor-parallel ranks other than 0 the tensors every tp
+     * rank holds whole.
+     */
+    private java.util.Set<String> writtenElsewhere(int stage, int tpRank, ParameterSet params) {
+        java.util.Set<String> names = new java.util.HashSet<>();
+        for (int s = 0; s < stage; s++) {
+            for (ParameterSet.Spec spec : Gpt.declare(config.model(), stageSpans(s), true).specs()) names.add(spec.name());
+        }
+        if (tpRank > 0) {
+            for (dev.shardwise.model.Parameter p : params.parameters()) if (p.replicatedOverTensorParallel()) names.add(p.name());
+        }
+        return names;
     }
 
     private List<GptPart.Span> stageSpans(int stage) {
@@ -293,7 +312,7 @@ public final class Trainer {
      */
     static final int OVERLAP_BUCKET_ELEMENTS = 1 << 20;
 
-    private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, RunCheckpoints.Stages stages,
+    private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, RunCheckpoints.Place place,
                         OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
                         CpuPeak peak) throws IOException {
@@ -329,7 +348,7 @@ public final class Trainer {
                     4 * config.layout().pp() * config.batchSize() * config.layout().dp());
         }
         if (config.checkpointAtStart() && state.step() == 0) {
-            checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
+            checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, place);
         }
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
@@ -397,7 +416,7 @@ public final class Trainer {
                 }
                 if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
                     // collective under ZeRO and over the pipeline
-                    checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
+                    checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, place);
                 }
                 if (leader && (last || row.containsKey("val_loss"))) plot(runDir, trainCurve, valCurve);
             }

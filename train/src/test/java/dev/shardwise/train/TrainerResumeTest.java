@@ -113,8 +113,7 @@ class TrainerResumeTest {
         assertEquals(6, la.size());
         assertEquals(la, lb, "losses of the resumed run equal the uninterrupted run's exactly");
         assertEquals(full.valLoss(), resumed.valLoss(), 0.0, "final validation loss identical");
-        assertArrayEquals(Files.readAllBytes(a.resolve("checkpoints/step-000006/tensors.bin")),
-                Files.readAllBytes(b.resolve("checkpoints/step-000006/tensors.bin")), "final weights and moments identical");
+        CheckpointContents.assertSame(a.resolve("checkpoints/step-000006"), b.resolve("checkpoints/step-000006"), "final weights and moments identical");
     }
 
     @Test
@@ -141,10 +140,8 @@ class TrainerResumeTest {
         Checkpoint.deleteRecursively(resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(6)));
         new Trainer(config(resumed, 2, 1), quiet()).run(true);
         assertEquals(losses(zero), losses(resumed), "a ZeRO-1 run resumed from step 3 continues bit for bit");
-        assertArrayEquals(Files.readAllBytes(zero.resolve("checkpoints/step-000006/tensors.bin")),
-                Files.readAllBytes(resumed.resolve("checkpoints/step-000006/tensors.bin")), "gathered moments and weights identical");
-        assertArrayEquals(Files.readAllBytes(ddp.resolve("checkpoints/step-000006/tensors.bin")),
-                Files.readAllBytes(zero.resolve("checkpoints/step-000006/tensors.bin")),
+        CheckpointContents.assertSame(zero.resolve("checkpoints/step-000006"), resumed.resolve("checkpoints/step-000006"), "gathered moments and weights identical");
+        CheckpointContents.assertSame(ddp.resolve("checkpoints/step-000006"), zero.resolve("checkpoints/step-000006"),
                 "a ZeRO-1 checkpoint is the same file a replicated run writes (layout-independent)");
     }
 
@@ -153,7 +150,7 @@ class TrainerResumeTest {
         Path c = dir.resolve("run-c");
         new Trainer(config(c), quiet()).run(false);
         Checkpoint.deleteRecursively(c.resolve("checkpoints").resolve(Checkpoint.directoryName(6)));
-        try (RandomAccessFile f = new RandomAccessFile(c.resolve("checkpoints/step-000003/tensors.bin").toFile(), "rw")) {
+        try (RandomAccessFile f = new RandomAccessFile(c.resolve("checkpoints/step-000003/shard-00000.bin").toFile(), "rw")) {
             f.seek(1000);
             int value = f.read();
             f.seek(1000);
