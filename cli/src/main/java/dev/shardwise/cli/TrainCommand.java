@@ -56,6 +56,10 @@ public final class TrainCommand implements Callable<Integer> {
             + "directory (step-N, N, or a path); implies --resume.")
     String resumeFrom;
 
+    @Option(names = "--async-checkpoints", description = "Save checkpoints in the background: each rank copies its shard to host "
+            + "buffers and trains on while a writer persists it (metrics.jsonl reports checkpoint_stall_ms).")
+    Boolean asyncCheckpoints;
+
     @Option(names = "--keep-checkpoints", paramLabel = "K", description = "Keep only the K newest checkpoints (default 0: keep all).")
     Integer keepCheckpoints;
 
@@ -185,6 +189,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
         put(flags, "keepCheckpoints", keepCheckpoints);
+        put(flags, "asyncCheckpoints", asyncCheckpoints);
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);

@@ -39,7 +39,7 @@ public final class ConfigLoader {
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
-            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "keepCheckpoints", "model");
+            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "keepCheckpoints", "asyncCheckpoints", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -141,6 +141,7 @@ public final class ConfigLoader {
         m.put("checkpointEvery", 200);
         m.put("checkpointAtStart", false);
         m.put("keepCheckpoints", 0);
+        m.put("asyncCheckpoints", false);
         m.put("runDir", "runs/" + preset);
         m.put("rankMemory", "unlimited");
         // ranks and dp are left out: each is derived from the other (Megatron's rule; see build)
@@ -204,7 +205,8 @@ public final class ConfigLoader {
                 schedule == null ? null : ScheduleKind.parse(String.valueOf(schedule)), pipelineCut(m.get("pipelineCut")),
                 integer(m, "", "recomputeEvery"),
                 m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
-                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), integer(m, "", "keepCheckpoints"));
+                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), integer(m, "", "keepCheckpoints"),
+                bool(m, "", "asyncCheckpoints"));
     }
 
     /**
@@ -299,6 +301,7 @@ public final class ConfigLoader {
         m.put("offloadOptimizer", c.offloadOptimizer() == null ? null : c.offloadOptimizer().toString());
         m.put("timeline", c.timeline() == null ? null : c.timeline().toString());
         m.put("keepCheckpoints", c.keepCheckpoints());
+        m.put("asyncCheckpoints", c.asyncCheckpoints());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

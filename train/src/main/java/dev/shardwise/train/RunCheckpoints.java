@@ -58,30 +58,93 @@ final class RunCheckpoints {
      */
     void save(boolean leader, Path checkpoints, ParameterSet params, OptimizerState optimizer, TrainState state,
               TrainingData data, Place place) throws IOException {
-        String name = Checkpoint.directoryName(state.step());
-        Path tmp = checkpoints.resolve(name + ".partial");
+        Path tmp = begin(leader, checkpoints, state.step(), place);
+        optimizer.forSave(place.dpRank(), place.dpSize(), held -> writeShard(tmp, place.globalRank(), params, held,
+                place.writtenElsewhere()));
+        place.barrier().run();   // every shard and its index are on disk
+        if (leader) commitWhenComplete(checkpoints, tmp, place.worldSize(), metadata(optimizer, state, data));
+    }
+
+    /**
+     * Collective: the leader makes the empty temporary directory of step {@code step}'s checkpoint
+     * ({@code step-N.partial}, replacing a stale one), then every rank passes a barrier; returns the directory.
+     */
+    static Path begin(boolean leader, Path checkpoints, long step, Place place) throws IOException {
+        Path tmp = checkpoints.resolve(Checkpoint.directoryName(step) + PARTIAL);
         if (leader) {
             Files.createDirectories(checkpoints);
             Checkpoint.deleteRecursively(tmp);
             Files.createDirectory(tmp);
         }
         place.barrier().run();
-        String shard = String.format("shard-%05d", place.globalRank());
+        return tmp;
+    }
+
+    static final String PARTIAL = ".partial";
+
+    /**
+     * Writes rank {@code globalRank}'s pieces of {@code held} into {@code tmp}: its shard file, fsynced, then its
+     * index ({@code shard-RRRRR.json}, renamed into place last: its presence says the shard is complete).
+     */
+    static void writeShard(Path tmp, int globalRank, ParameterSet params, List<OptimizerState.Holding> held, Set<String> skip)
+            throws IOException {
+        String shard = String.format("shard-%05d", globalRank);
         Map<String, Object> tensors = new LinkedHashMap<>();
         Map<String, Object> entry;
         try (ShardWriter writer = new ShardWriter(tmp.resolve(shard + ".bin"))) {
-            optimizer.forSave(place.dpRank(), place.dpSize(), held -> write(writer, params, held, place.writtenElsewhere(), tensors));
+            write(writer, params, held, skip, tensors);
             entry = writer.finish();
         }
         writeSynced(tmp.resolve(shard + ".json"), Json.write(Map.of("tensors", tensors, "shard", entry)));
-        place.barrier().run();   // every shard and its index are on disk
-        if (!leader) return;
-        commit(checkpoints, tmp, name, place.worldSize(), metadata(optimizer, state, data));
+    }
+
+    /** Marks rank {@code globalRank}'s shard of {@code tmp} as failed, so the committing rank stops waiting for it. */
+    static void markFailed(Path tmp, int globalRank, Exception e) {
+        try {
+            writeSynced(tmp.resolve(String.format("shard-%05d.failed", globalRank)), String.valueOf(e.getMessage()));
+        } catch (IOException ignored) {
+            // the directory itself is gone or unwritable: the committing rank times out and says so
+        }
+    }
+
+    /** How long the committing rank waits for the other ranks' shards of an asynchronous save (ms). */
+    static final long SHARD_WAIT_MS = 30 * 60 * 1000;
+
+    /**
+     * The leader's commit: waits until every rank's shard index is in {@code tmp} (at once after a barrier; while
+     * the others' background writers finish, asynchronously), writes the manifest, renames the directory into place,
+     * and deletes all but the newest {@code keepCheckpoints}.
+     *
+     * @throws IOException if a rank marked its shard failed, or the wait timed out
+     */
+    void commitWhenComplete(Path checkpoints, Path tmp, int worldSize, Map<String, Object> metadata) throws IOException {
+        long deadline = System.currentTimeMillis() + SHARD_WAIT_MS;
+        for (int r = 0; r < worldSize; r++) {
+            Path index = tmp.resolve(String.format("shard-%05d.json", r)), failed = tmp.resolve(String.format("shard-%05d.failed", r));
+            while (!Files.exists(index)) {
+                if (Files.exists(failed)) {
+                    throw new IOException("checkpoint " + tmp.getFileName() + " not committed: rank " + r + " could not write its shard ("
+                            + Files.readString(failed) + ")");
+                }
+                if (System.currentTimeMillis() > deadline) {
+                    throw new IOException("checkpoint " + tmp.getFileName() + " not committed: rank " + r + "'s shard did not appear in "
+                            + SHARD_WAIT_MS / 1000 + " s");
+                }
+                try {
+                    Thread.sleep(2);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IOException("interrupted while waiting for rank " + r + "'s checkpoint shard", e);
+                }
+            }
+        }
+        String name = tmp.getFileName().toString();
+        commit(checkpoints, tmp, name.substring(0, name.length() - PARTIAL.length()), worldSize, metadata);
         prune(checkpoints, config.keepCheckpoints());
     }
 
     /** The manifest's fields beside the tensors: the state, the model, the tokenizer, the data and the saving layout. */
-    private Map<String, Object> metadata(OptimizerState optimizer, TrainState state, TrainingData data) {
+    Map<String, Object> metadata(OptimizerState optimizer, TrainState state, TrainingData data) {
         Map<String, Object> stateMap = new LinkedHashMap<>();
         stateMap.put("step", state.step());
         stateMap.put("samplerEpoch", state.samplerEpoch());

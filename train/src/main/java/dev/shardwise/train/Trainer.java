@@ -242,8 +242,9 @@ public final class Trainer {
                 sampler.next(global);
                 MemorySegment.copy(global.segment(), mine.byteOffset(), batch.segment(), batch.byteOffset(), 4L * b * row);
             };
-            try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row)) {
-                return loop(leader, data, pool, params, place, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
+            try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row);
+                 CheckpointSaver saver = new CheckpointSaver(checkpoints, place, config.asyncCheckpoints())) {
+                return loop(leader, data, pool, params, saver, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
                         state, trainStep, peak);
             }
         }
@@ -312,7 +313,7 @@ public final class Trainer {
      */
     static final int OVERLAP_BUCKET_ELEMENTS = 1 << 20;
 
-    private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, RunCheckpoints.Place place,
+    private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, CheckpointSaver saver,
                         OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
                         CpuPeak peak) throws IOException {
@@ -348,8 +349,9 @@ public final class Trainer {
                     4 * config.layout().pp() * config.batchSize() * config.layout().dp());
         }
         if (config.checkpointAtStart() && state.step() == 0) {
-            checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, place);
+            saver.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data);
         }
+        double checkpointStallMs = Double.NaN;   // the last save's hold-up of training, reported in the next step's row
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
             while (state.step() < config.steps()) {
                 long step = state.step();            // 0-based index of the step being run
@@ -387,6 +389,11 @@ public final class Trainer {
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("pipeline_wait_ms", r.pipelineWaitNs() / 1e6);
                 row.put("bubble", r.bubble());
+                if (!Double.isNaN(checkpointStallMs)) {   // the checkpoint saved after the previous step
+                    row.put("checkpoint_stall_ms", checkpointStallMs);
+                    row.put("checkpoint_async", config.asyncCheckpoints());
+                    checkpointStallMs = Double.NaN;
+                }
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 Optional<ProcessMemory> process = ProcessMemory.current();   // the whole process beside the pool's tensors (Linux only)
@@ -416,12 +423,17 @@ public final class Trainer {
                 }
                 if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
                     // collective under ZeRO and over the pipeline
-                    checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, place);
+                    checkpointStallMs = saver.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data) / 1e6;
                 }
                 if (leader && (last || row.containsKey("val_loss"))) plot(runDir, trainCurve, valCurve);
             }
         }
+        saver.finish();   // the run never ends before its last checkpoint is committed
         if (leader) progress.finish();
+        if (leader && !Double.isNaN(checkpointStallMs)) {
+            log.printf("last checkpoint held training up %.1f ms (%s)%n", checkpointStallMs,
+                    config.asyncCheckpoints() ? "asynchronous: copied to host buffers, written in the background" : "synchronous");
+        }
         if (config.timeline() != null && state.step() > 0) {
             List<PipelineExecutor.Step> steps = trainStep.gatherLastSteps();   // collective over the pipeline group
             if (leader) {
