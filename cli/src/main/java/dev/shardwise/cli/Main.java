@@ -15,7 +15,7 @@ import picocli.CommandLine.Command;
         description = {"Large-model training for the JVM. Today: GPT- and LLaMA-style models trained on the CPU in fp32, "
                 + "checked against PyTorch, on one rank or data-parallel with ZeRO 1-3 over threads of this JVM "
                 + "(--ranks) or MPI processes (launch); tensor and pipeline parallelism are next."},
-        subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, PrepareCommand.class, PlanCommand.class, BenchCommand.class,
+        subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, CkptCommand.class, PrepareCommand.class, PlanCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class},
         footer = {"", "Start with:  ./shardwise demo     (train a small GPT on Shakespeare for ~3 minutes, then sample)",
                 "Each command has its own help:  ./shardwise help bench", ""})

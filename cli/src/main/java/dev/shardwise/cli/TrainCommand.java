@@ -56,6 +56,10 @@ public final class TrainCommand implements Callable<Integer> {
             + "directory (step-N, N, or a path); implies --resume.")
     String resumeFrom;
 
+    @Option(names = "--init-from", paramLabel = "DIR", description = "Start from the weights of a Hugging Face GPT-2 directory "
+            + "(model.safetensors + config.json, as ckpt export writes); the model keys must match its config.json.")
+    Path initFrom;
+
     @Option(names = "--async-checkpoints", description = "Save checkpoints in the background: each rank copies its shard to host "
             + "buffers and trains on while a writer persists it (metrics.jsonl reports checkpoint_stall_ms).")
     Boolean asyncCheckpoints;
@@ -190,6 +194,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointAtStart", checkpointAtStart);
         put(flags, "keepCheckpoints", keepCheckpoints);
         put(flags, "asyncCheckpoints", asyncCheckpoints);
+        put(flags, "initFrom", initFrom == null ? null : initFrom.toString());
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);

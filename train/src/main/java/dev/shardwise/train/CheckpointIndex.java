@@ -30,7 +30,7 @@ import java.util.zip.CRC32C;
  * {@link #verify} checks that every file is there at its size and every piece matches its checksum; {@link #read}
  * fills a rank's spans of global elements, reading only the file regions that overlap them.
  */
-final class CheckpointIndex {
+final class CheckpointIndex implements TensorSource {
     static final String FORMAT_1 = "shardwise-checkpoint-1";
     static final String FORMAT_2 = "shardwise-checkpoint-2";
 
@@ -209,7 +209,8 @@ final class CheckpointIndex {
      *
      * @throws IOException if the tensor is missing, has another shape or dtype, or some requested element is not stored
      */
-    void read(String tensor, String dtype, int[] globalShape, List<Span> spans, Map<String, FileChannel> open) throws IOException {
+    @Override
+    public void read(String tensor, String dtype, int[] globalShape, List<Span> spans, Map<String, FileChannel> open) throws IOException {
         TensorInfo info = tensors.get(tensor);
         if (info == null) {
             throw new IOException("checkpoint " + dir + " has no tensor '" + tensor + "'; was it written by another model?");

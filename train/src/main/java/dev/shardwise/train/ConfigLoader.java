@@ -39,7 +39,7 @@ public final class ConfigLoader {
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
-            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "keepCheckpoints", "asyncCheckpoints", "model");
+            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "keepCheckpoints", "asyncCheckpoints", "initFrom", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -206,7 +206,7 @@ public final class ConfigLoader {
                 integer(m, "", "recomputeEvery"),
                 m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
                 m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), integer(m, "", "keepCheckpoints"),
-                bool(m, "", "asyncCheckpoints"));
+                bool(m, "", "asyncCheckpoints"), m.get("initFrom") == null ? null : Path.of(m.get("initFrom").toString()));
     }
 
     /**
@@ -302,6 +302,7 @@ public final class ConfigLoader {
         m.put("timeline", c.timeline() == null ? null : c.timeline().toString());
         m.put("keepCheckpoints", c.keepCheckpoints());
         m.put("asyncCheckpoints", c.asyncCheckpoints());
+        m.put("initFrom", c.initFrom() == null ? null : c.initFrom().toString());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

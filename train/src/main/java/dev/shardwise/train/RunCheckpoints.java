@@ -246,7 +246,7 @@ final class RunCheckpoints {
      * Fills {@code held} (ranges of {@code params}' flat layout) from checkpoint {@code index}, reading only the stored
      * regions that overlap each parameter's global elements.
      */
-    static void read(CheckpointIndex index, ParameterSet params, List<OptimizerState.Holding> held) throws IOException {
+    static void read(TensorSource index, ParameterSet params, List<OptimizerState.Holding> held) throws IOException {
         int elementBytes = Math.toIntExact(params.dtype().byteSize());
         Map<String, List<CheckpointIndex.Span>> spans = new LinkedHashMap<>();
         Map<String, Parameter> of = new HashMap<>();

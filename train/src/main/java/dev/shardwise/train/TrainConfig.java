@@ -52,13 +52,16 @@ import java.util.Objects;
  * @param keepCheckpoints  how many of the newest checkpoints to keep (older ones are deleted after each save); 0 keeps all
  * @param asyncCheckpoints save checkpoints in the background (DLRover's flash checkpoint): a rank copies its shard to
  *                         host buffers and trains on while a writer thread persists it; false saves synchronously
+ * @param initFrom         a Hugging Face GPT-2 directory (model.safetensors + config.json) whose weights start the run
+ *                         (fine-tuning), or null to initialise from the seed
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer, Path timeline, int keepCheckpoints, boolean asyncCheckpoints) {
+                          Path offloadOptimizer, Path timeline, int keepCheckpoints, boolean asyncCheckpoints,
+                          Path initFrom) {
 
     /**
      * Checks every field and their combinations.

@@ -23,6 +23,7 @@ import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.Timeline;
+import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
@@ -123,6 +124,14 @@ public final class Trainer {
         Optional<Path> resumeFrom = resume
                 ? ResumeChoice.choose(runDir.resolve("checkpoints"), from, line -> { if (job.rank() == 0) log.println(line); })
                 : Optional.empty();
+        if (config.initFrom() != null && resumeFrom.isEmpty()) {
+            ModelConfig imported = SafetensorsGpt2.open(config.initFrom()).model();
+            SafetensorsGpt2.requireGpt2(config.model(), "the config's model");
+            if (!imported.equals(config.model())) {
+                throw new IllegalArgumentException("--init-from " + config.initFrom() + " holds " + imported + " but the config asks for "
+                        + config.model() + "; set the model keys to match its config.json");
+            }
+        }
         if (job.rank() == 0) {
             Files.createDirectories(runDir);
             writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
@@ -236,6 +245,11 @@ public final class Trainer {
             if (resumeFrom.isPresent()) {
                 checkpoints.restore(resumeFrom.get(), params, optimizer, sampler, state);
                 if (leader) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
+            } else if (config.initFrom() != null) {   // the weights of a model the user has, the moments zero
+                SafetensorsGpt2 source = SafetensorsGpt2.open(config.initFrom());
+                optimizer.forLoad(held -> RunCheckpoints.read(source, params,
+                        held.stream().filter(h -> h.kind() == OptimizerState.Kind.VALUES).toList()), 0);
+                if (leader) log.printf("initialised the weights from %s%n", config.initFrom());
             }
             Tensor mine = global.slice(0, rank * b, b);
             Consumer<Tensor> fill = config.ranks() == 1 ? sampler::next : batch -> {
