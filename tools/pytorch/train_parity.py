@@ -59,15 +59,35 @@ def read_tokens(path):
 
 
 def read_checkpoint(directory):
+    """The parameters of a Shardwise checkpoint by name: format 1 (tensors.bin, whole tensors) or format 2
+    (shard-RRRRR.bin per rank; each piece covers runs [start, length, count, stride] of global row-major elements)."""
     with open(os.path.join(directory, "manifest.json")) as f:
         manifest = json.load(f)
-    with open(os.path.join(directory, "tensors.bin"), "rb") as f:
-        blob = f.read()
     params = {}
-    for entry in manifest["tensors"]:
-        if entry["name"].startswith("param/"):
-            data = np.frombuffer(blob, dtype="<f4", count=entry["bytes"] // 4, offset=entry["offset"])
-            params[entry["name"][len("param/"):]] = torch.tensor(data.reshape(entry["shape"]))
+    if manifest["format"] == "shardwise-checkpoint-1":
+        with open(os.path.join(directory, "tensors.bin"), "rb") as f:
+            blob = f.read()
+        for entry in manifest["tensors"]:
+            if entry["name"].startswith("param/"):
+                data = np.frombuffer(blob, dtype="<f4", count=entry["bytes"] // 4, offset=entry["offset"])
+                params[entry["name"][len("param/"):]] = torch.tensor(data.reshape(entry["shape"]))
+        return manifest, params
+    whole = {name: np.zeros(int(np.prod(t["shape"])), dtype=np.float32)
+             for name, t in manifest["tensors"].items() if name.startswith("param/")}
+    for shard in manifest["shards"]:
+        with open(os.path.join(directory, shard["file"]), "rb") as f:
+            blob = f.read()
+        for piece in shard["pieces"]:
+            if piece["tensor"] not in whole:
+                continue
+            data = np.frombuffer(blob, dtype="<f4", count=piece["bytes"] // 4, offset=piece["offset"])
+            at = 0
+            for start, length, count, stride in piece["runs"]:
+                for c in range(count):
+                    whole[piece["tensor"]][start + c * stride:start + c * stride + length] = data[at:at + length]
+                    at += length
+    for name, values in whole.items():
+        params[name[len("param/"):]] = torch.tensor(values.reshape(manifest["tensors"][name]["shape"]))
     return manifest, params
 
 

@@ -182,6 +182,12 @@ final class RunCheckpoints {
             ((Map<String, Object>) shard.get("tensors")).forEach(tensors::putIfAbsent);
             shards.add(shard.get("shard"));
         }
+        Map<String, Object> ordered = new LinkedHashMap<>();   // values, then first moments, then second moments
+        for (OptimizerState.Kind kind : OptimizerState.Kind.values()) {
+            tensors.forEach((tensor, info) -> { if (tensor.startsWith(kind.prefix)) ordered.put(tensor, info); });
+        }
+        tensors.forEach(ordered::putIfAbsent);
+        tensors = ordered;
         Object attachment = metadata.remove("attachment");
         if (attachment != null) Files.copy(Path.of(attachment.toString()), tmp.resolve(Path.of(attachment.toString()).getFileName()));
         Map<String, Object> manifest = new LinkedHashMap<>();
