@@ -163,6 +163,7 @@ final class RunCheckpoints {
         metadata.put("state", stateMap);
         metadata.put("layout", layout);
         metadata.put("model", ConfigLoader.modelMap(config.model()));
+        if (data == null) return metadata;   // a benchmark's checkpoint: no data behind it
         metadata.put("tokenizer", data.tokenizer().name());
         metadata.put("data", data.directory().toAbsolutePath().toString());
         Path tokenizerFile = data.directory().resolve(DatasetPreparer.TOKENIZER_FILE);
