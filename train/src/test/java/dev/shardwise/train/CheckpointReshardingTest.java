@@ -21,7 +21,7 @@ import static org.junit.jupiter.api.Assertions.*;
 
 /**
  * The resharding matrix: a checkpoint saved after 3 steps under dp 4 ZeRO 0, dp 4 ZeRO 3 or pp 2 x dp 2 loads under
- * each of the others, and the next step's loss is within 1e-6 relative of continuing under the saving layout; under
+ * each of the others (and under one rank, and pp 2 x vpp 2 x dp 2 with ZeRO 1), and the next step's loss is within 1e-6 relative of continuing under the saving layout; under
  * the saving layout it continues bit for bit. A format-1 checkpoint (one file, whole tensors) still resumes.
  */
 class CheckpointReshardingTest {
@@ -29,25 +29,31 @@ class CheckpointReshardingTest {
     static Path dir;
     static Path data;
 
-    /** A layout of 4 ranks with 8 sequences per step. */
-    record Layout(String name, int pp, int zero, int microBatch, int microBatches) { }
+    /** A layout with 8 sequences per step (batchSize x dp x microBatches). */
+    record Layout(String name, int ranks, int pp, int vpp, int zero, int batchSize, int microBatches) { }
 
-    static final List<Layout> LAYOUTS = List.of(new Layout("dp4-zero0", 1, 0, 1, 2), new Layout("dp4-zero3", 1, 3, 1, 2),
-            new Layout("pp2-dp2", 2, 0, 1, 4));
+    /** The layouts that save (and load). */
+    static final List<Layout> LAYOUTS = List.of(new Layout("dp4-zero0", 4, 1, 1, 0, 1, 2), new Layout("dp4-zero3", 4, 1, 1, 3, 1, 2),
+            new Layout("pp2-dp2", 4, 2, 1, 0, 1, 4));
+
+    /** Further layouts that load every saved checkpoint: one rank (another world size), and interleaved chunks with ZeRO 1. */
+    static final List<Layout> LOAD_ONLY = List.of(new Layout("single", 1, 1, 1, 0, 4, 2),
+            new Layout("pp2-vpp2-dp2-zero1", 4, 2, 2, 1, 1, 4));
 
     @BeforeAll
     static void prepareTinyData() throws IOException {
         data = TrainerResumeTest.tinyData(dir);
     }
 
-    static TrainConfig config(Path runDir, Layout layout, int ranks) {
-        Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, layout.zero()));
+    static TrainConfig config(Path runDir, Layout layout) {
+        Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, layout.ranks(), layout.zero()));
         flags.put("pp", layout.pp());
-        flags.put("batchSize", layout.microBatch() * 4 / ranks);
+        flags.put("vpp", layout.vpp());
+        flags.put("batchSize", layout.batchSize());
         flags.put("gradAccumulation", layout.microBatches());
         flags.put("steps", 4);
         flags.put("evalEvery", 0);
-        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2,
+        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 4, "hidden", 16, "heads", 2,
                 "kvHeads", 2, "ffnHidden", 64));
         return ConfigLoader.resolve(Map.of(), "test", flags);
     }
@@ -67,15 +73,15 @@ class CheckpointReshardingTest {
         Map<String, Path> saved = new LinkedHashMap<>();
         for (Layout l : LAYOUTS) {
             Path run = dir.resolve("save-" + l.name());
-            new Trainer(config(run, l, 4), TrainerResumeTest.quiet()).run(false);
+            new Trainer(config(run, l), TrainerResumeTest.quiet()).run(false);
             saved.put(l.name(), run);
         }
         int pairs = 0;
         for (Layout from : LAYOUTS) {
             double expected = TrainerResumeTest.losses(saved.get(from.name())).get(3);
-            for (Layout to : LAYOUTS) {
+            for (Layout to : java.util.stream.Stream.concat(LAYOUTS.stream(), LOAD_ONLY.stream()).toList()) {
                 Path run = withCheckpointOf(saved.get(from.name()), from.name() + "-to-" + to.name());
-                new Trainer(config(run, to, 4), TrainerResumeTest.quiet()).run(true);
+                new Trainer(config(run, to), TrainerResumeTest.quiet()).run(true);
                 List<Double> losses = TrainerResumeTest.losses(run);
                 assertEquals(1, losses.size(), from.name() + " -> " + to.name() + ": one step after the checkpoint");
                 double actual = losses.getFirst();
@@ -90,13 +96,13 @@ class CheckpointReshardingTest {
                 pairs++;
             }
         }
-        assertEquals(LAYOUTS.size() * LAYOUTS.size(), pairs);
+        assertEquals(LAYOUTS.size() * (LAYOUTS.size() + LOAD_ONLY.size()), pairs);
     }
 
     @Test
     void eachRankWritesOnlyItsOwnShard() throws IOException {
         Path run = dir.resolve("shards");
-        new Trainer(config(run, LAYOUTS.get(1), 4), TrainerResumeTest.quiet()).run(false);
+        new Trainer(config(run, LAYOUTS.get(1)), TrainerResumeTest.quiet()).run(false);
         Path step = run.resolve("checkpoints/step-000004");
         CheckpointIndex index = CheckpointIndex.open(step);
         assertEquals(4, index.files().size(), "one shard file per rank: " + index.files());
@@ -110,10 +116,10 @@ class CheckpointReshardingTest {
 
     @Test
     void aFormatOneCheckpointStillResumes() throws IOException {
-        Layout single = new Layout("single", 1, 0, 4, 2);
+        Layout single = LOAD_ONLY.getFirst();
         Path full = dir.resolve("v1-full"), old = dir.resolve("v1-old");
-        new Trainer(config(full, single, 1), TrainerResumeTest.quiet()).run(false);
-        new Trainer(config(old, single, 1), TrainerResumeTest.quiet()).run(false);
+        new Trainer(config(full, single), TrainerResumeTest.quiet()).run(false);
+        new Trainer(config(old, single), TrainerResumeTest.quiet()).run(false);
         Path checkpoints = old.resolve("checkpoints");
         Map<String, Object> manifest = Checkpoint.readManifest(checkpoints.resolve("step-000003"));
         Map<String, byte[]> contents = CheckpointContents.read(checkpoints.resolve("step-000003"));
@@ -131,7 +137,7 @@ class CheckpointReshardingTest {
             Checkpoint.write(checkpoints, 3, tensors, metadata, List.of());
         }
         assertEquals(CheckpointIndex.FORMAT_1, CheckpointIndex.open(checkpoints.resolve("step-000003")).format());
-        new Trainer(config(old, single, 1), TrainerResumeTest.quiet()).run(true);
+        new Trainer(config(old, single), TrainerResumeTest.quiet()).run(true);
         assertEquals(TrainerResumeTest.losses(full), TrainerResumeTest.losses(old), "resumed from a format-1 checkpoint bit for bit");
     }
 }
