@@ -177,7 +177,7 @@ public final class LocalCostModel {
      * The activation bytes a rank of {@code stage} holds at its peak: one arena per (micro-batch, chunk) in flight at
      * once on its instruction list (a forward opens one, a backward or W closes it; closed arenas are reused), each
      * holding the largest footprint of the stage's chunks and, in a pipeline, the chunk's input and output-gradient
-     * buffers.
+     * buffers; plus the largest scratch a piece allocates and frees inside its pass.
      */
     private long activationPeak(ParallelLayout layout, PipelineSchedule program, List<GptPart.Span> parts, int stage) {
         int p = layout.pp();
@@ -195,7 +195,17 @@ public final class LocalCostModel {
                 default -> { }
             }
         }
-        return arenas * footprint;
+        long scratch = 0;
+        for (int c = 0; c < layout.vpp(); c++) scratch = Math.max(scratch, scratchBytes(parts.get(c * p + stage), layout));
+        return arenas * footprint + scratch;
+    }
+
+    /** The largest scratch any piece of {@code span} allocates and frees within its pass (one at a time). */
+    private long scratchBytes(GptPart.Span span, ParallelLayout layout) {
+        long s = span.blocks() > 0 ? profile.block().get(layout.recompute()).scratchBytes() : 0;
+        if (span.embedding()) s = Math.max(s, profile.embedding().scratchBytes());
+        if (span.head()) s = Math.max(s, profile.head().scratchBytes());
+        return s;
     }
 
     /** The bytes one pass of {@code span} allocates: its pieces' footprints, all held until the pass ends. */

@@ -38,14 +38,16 @@ public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int se
      * @param backwardWeightSeconds ZB-H1's W: the deferred weight gradients (0 where they do not split)
      * @param passBytes             activation bytes a forward and whole backward allocate in a fresh arena
      * @param splitPassBytes        the same for a forward, B and W (ZB-H1); {@code passBytes} where they do not split
+     * @param scratchBytes          how far above {@code passBytes} the pass peaked: scratch its layers freed before it ended
      */
     public record Part(double forwardSeconds, double backwardSeconds, double backwardInputSeconds, double backwardWeightSeconds,
-                       long passBytes, long splitPassBytes) {
+                       long passBytes, long splitPassBytes, long scratchBytes) {
         /** Each figure the larger of this part's and {@code other}'s. */
         public Part max(Part other) {
             return new Part(Math.max(forwardSeconds, other.forwardSeconds), Math.max(backwardSeconds, other.backwardSeconds),
                     Math.max(backwardInputSeconds, other.backwardInputSeconds), Math.max(backwardWeightSeconds, other.backwardWeightSeconds),
-                    Math.max(passBytes, other.passBytes), Math.max(splitPassBytes, other.splitPassBytes));
+                    Math.max(passBytes, other.passBytes), Math.max(splitPassBytes, other.splitPassBytes),
+                    Math.max(scratchBytes, other.scratchBytes));
         }
     }
 }

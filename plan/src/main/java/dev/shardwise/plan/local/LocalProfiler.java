@@ -114,29 +114,35 @@ public final class LocalProfiler {
         }
 
         /**
-         * Forward, whole backward, and (where it splits) B then W, timed; the bytes the first whole pass and the first
-         * split pass allocate, each in a fresh arena.
+         * Forward, whole backward, and (where it splits) B then W, timed; the activation bytes the first whole pass and
+         * the first split pass left in their fresh arenas, and how far above that the whole pass peaked (scratch arenas
+         * its layers closed before it ended).
          */
         private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, Tensor tokens, Tensor targets, Tensor input, Tensor dOut) {
             try (ParameterSet params = allocate(span); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
                 GptPart part = new GptPart(config, params, span, policy, 1);
                 double[] forward = new double[repeats], backward = new double[repeats], inputGrad = new double[repeats],
                         weightGrad = new double[repeats];
-                long passBytes = 0, splitBytes = 0;
+                long passBytes = 0, splitBytes = 0, scratchBytes = 0;
                 for (int r = -1; r < repeats; r++) {
                     world.barrier();
                     long before = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+                    pool.resetPeaks();
                     long t0 = System.nanoTime();
                     GptPart.Pass pass = part.forward(arena, tokens, targets, input, true, 1.0);
                     long t1 = System.nanoTime();
                     part.backward(arena, pass, dOut);
                     long t2 = System.nanoTime();
-                    if (r < 0) passBytes = pool.liveBytes(MemoryCategory.ACTIVATIONS) - before;
+                    if (r < 0) {
+                        passBytes = pool.liveBytes(MemoryCategory.ACTIVATIONS) - before;
+                        scratchBytes = pool.peakBytes(MemoryCategory.ACTIVATIONS) - before - passBytes;
+                    }
                     arena.reset();
                     double bInput = (t2 - t1) / 1e9, bWeight = 0;
                     if (part.canSplitBackward()) {
                         world.barrier();
                         long beforeSplit = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+                        pool.resetPeaks();
                         GptPart.Pass again = part.forward(splitArena, tokens, targets, input, true, 1.0);
                         long t3 = System.nanoTime();
                         part.backwardInput(splitArena, again, dOut);
@@ -156,7 +162,8 @@ public final class LocalProfiler {
                     inputGrad[r] = bInput;
                     weightGrad[r] = bWeight;
                 }
-                return new LocalProfile.Part(median(forward), median(backward), median(inputGrad), median(weightGrad), passBytes, splitBytes);
+                return new LocalProfile.Part(median(forward), median(backward), median(inputGrad), median(weightGrad), passBytes, splitBytes,
+                        scratchBytes);
             }
         }
 

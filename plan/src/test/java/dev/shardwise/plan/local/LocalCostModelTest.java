@@ -24,11 +24,11 @@ class LocalCostModelTest {
     /** Embedding 1 ms / 2 ms, each block 10 / 20 ms (selective +1, full +10 in backward), head 5 / 10 ms. */
     static LocalProfile profile(int ranks, int microBatch) {
         Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
-        block.put(Recompute.NONE, new LocalProfile.Part(0.010, 0.020, 0.012, 0.008, 1000, 1200));
-        block.put(Recompute.SELECTIVE, new LocalProfile.Part(0.010, 0.021, 0.013, 0.008, 900, 1100));
-        block.put(Recompute.FULL, new LocalProfile.Part(0.010, 0.030, 0.030, 0, 300, 300));
-        return new LocalProfile(ranks, 1, microBatch, 16, new LocalProfile.Part(0.001, 0.002, 0.0, 0.002, 100, 100), block,
-                new LocalProfile.Part(0.005, 0.010, 0.006, 0.004, 5000, 5000), 1e-9, 1e-9, 1e-5, 1e-9);
+        block.put(Recompute.NONE, new LocalProfile.Part(0.010, 0.020, 0.012, 0.008, 1000, 1200, 0));
+        block.put(Recompute.SELECTIVE, new LocalProfile.Part(0.010, 0.021, 0.013, 0.008, 900, 1100, 50));
+        block.put(Recompute.FULL, new LocalProfile.Part(0.010, 0.030, 0.030, 0, 300, 300, 700));
+        return new LocalProfile(ranks, 1, microBatch, 16, new LocalProfile.Part(0.001, 0.002, 0.0, 0.002, 100, 100, 0), block,
+                new LocalProfile.Part(0.005, 0.010, 0.006, 0.004, 5000, 5000, 10), 1e-9, 1e-9, 1e-5, 1e-9);
     }
 
     @Test
@@ -41,7 +41,9 @@ class LocalCostModelTest {
         assertEquals(0, e.bubbleSeconds(), 1e-9);
         long state = ZeroMemory.of(0, 1, Gpt.declare(SMALL).paddedCount(1), false).total();
         assertEquals(state, e.stateBytes()[0], "parameters, gradients and moments as the rank allocates them");
-        assertEquals(100 + 4 * 1000 + 5000, e.activationBytes()[0], "one arena, reused by every micro-batch");
+        assertEquals(100 + 4 * 1000 + 5000 + 10, e.activationBytes()[0], "one arena, reused by every micro-batch, and the head's scratch");
+        LocalEstimate full = costs.estimate(new ParallelLayout(1, 1, 1, 1, 1, false, 0, Recompute.FULL, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        assertEquals(100 + 4 * 300 + 5000 + 700, full.activationBytes()[0], "full recompute: outputs kept, one block rebuilt at a time");
     }
 
     @Test
