@@ -80,7 +80,8 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Data-parallel size; default ranks / (tp × pp). Without --ranks, ranks = dp × tp × pp.")
     Integer dp;
 
-    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size (only 1 for now).")
+    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size: each block's attention heads and MLP features, and the vocabulary of the tied "
+            + "embedding and head, split over N adjacent ranks (Megatron); must divide the heads and kv heads.")
     Integer tp;
 
     @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "

@@ -70,9 +70,10 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         positive("gradAccumulation", gradAccumulation);
         positive("steps", steps);
         positive("evalBatches", evalBatches);
-        refuseWhatIsNotImplemented(layout);
+        refuseWhatIsNotImplemented(layout, model);
+        // the vocabulary-parallel embedding pads the vocabulary to a multiple of tp itself (rows no token reaches)
         layout.validateFor(new ParallelLayout.ModelDimensions(model.layers(), model.hidden(), model.ffnHidden(),
-                model.heads(), model.kvHeads(), model.vocabSize(), seqLen, 0));
+                model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen, 0));
         if (offloadOptimizer != null && layout.zeroStage() == 0) {
             throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
                     + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
@@ -103,14 +104,14 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
     }
 
     /** Parallelisms the layout can describe but the trainer cannot run yet. */
-    private static void refuseWhatIsNotImplemented(ParallelLayout layout) {
-        if (layout.tp() > 1) {
-            throw new IllegalArgumentException("tp=" + layout.tp() + ": tensor parallelism is not implemented yet (it comes "
-                    + "with the tensor-parallel layers, ColumnParallelLinear and RowParallelLinear); use tp=1");
-        }
+    private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
         if (layout.sequenceParallel()) {
-            throw new IllegalArgumentException("sequenceParallel=true: sequence parallelism is not implemented yet (it "
-                    + "comes after tensor parallelism); use sequenceParallel=false");
+            throw new IllegalArgumentException("sequenceParallel=true: the trainer does not run sequence parallelism yet; "
+                    + "use sequenceParallel=false (tensor parallelism alone works: tp >= 2)");
+        }
+        if (layout.tp() > 1 && model.topQueryLayer()) {
+            throw new IllegalArgumentException("tp=" + layout.tp() + ": tensor parallelism does not split PanGu-α's top "
+                    + "query layer yet (model.topQueryLayer: true); use tp=1 or a model without it");
         }
         if (layout.ep() > 1) {
             throw new IllegalArgumentException("ep=" + layout.ep() + ": expert parallelism is not implemented yet (it comes "
