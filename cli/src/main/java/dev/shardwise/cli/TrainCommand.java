@@ -1,10 +1,12 @@
 package dev.shardwise.cli;
 
 import dev.shardwise.comm.RankEnvironment;
+import dev.shardwise.core.memory.MemoryBudgetExceededException;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.train.MemoryReport;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
+import dev.shardwise.train.FittingLayouts;
 import dev.shardwise.train.Trainer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -149,7 +151,18 @@ public final class TrainCommand implements Callable<Integer> {
             out.flush();
             return 0;
         }
-        Trainer.Result result = new Trainer(resolved, job, System.out).run(resume);
+        Trainer.Result result;
+        try {
+            result = new Trainer(resolved, job, System.out).run(resume);
+        } catch (RuntimeException e) {
+            for (Throwable t = e; t != null; t = t.getCause()) {
+                if (t instanceof MemoryBudgetExceededException && job.rank() == 0) {
+                    spec.commandLine().getErr().println("shardwise: " + FittingLayouts.describe(resolved, 3));
+                    break;
+                }
+            }
+            throw e;
+        }
         if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
                         + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",

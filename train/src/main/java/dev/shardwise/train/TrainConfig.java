@@ -159,6 +159,18 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         if (value <= 0) throw new IllegalArgumentException(field + " must be positive, got " + value);
     }
 
+    /**
+     * This config with another layout, the pipeline schedule and cut reset to their defaults (they belong to a
+     * layout).
+     *
+     * @throws IllegalArgumentException if the layout does not fit the model
+     */
+    public TrainConfig withLayout(ParallelLayout other) {
+        return new TrainConfig(preset, model, data, seqLen, gradAccumulation, steps, seed, lr, minLr, warmupSteps, weightDecay,
+                beta1, beta2, eps, gradClip, evalEvery, evalBatches, checkpointEvery, checkpointAtStart, runDir, rankMemory,
+                other, null, null, recomputeEvery, offloadOptimizer, timeline);
+    }
+
     /** Ranks the run needs: dp·tp·pp (the layout's world size). */
     public int ranks() {
         return layout.worldSize();
