@@ -127,6 +127,10 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
 
+    @Option(names = "--no-checkpoints", description = "Save no checkpoints (YAML saveCheckpoints: false): today's checkpoint "
+            + "gathers the whole model state on one rank, more than a rank of a model split to fit its budget can hold.")
+    boolean noCheckpoints;
+
     @Option(names = "--rank-memory", paramLabel = "SIZE", description = "Memory budget of the rank, e.g. 8g.")
     String rankMemory;
 
@@ -190,6 +194,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointEvery", checkpointEvery);
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
+        if (noCheckpoints) flags.put("saveCheckpoints", false);
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);

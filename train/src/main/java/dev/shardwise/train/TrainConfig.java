@@ -49,13 +49,15 @@ import java.util.Objects;
  *                         optimizer offload; needs zero >= 1), or null to keep them in memory
  * @param timeline         where to write the last step's executed pipeline schedule as a Chrome trace (one row per
  *                         stage of the first data-parallel replica; Perfetto opens it), or null for none
+ * @param saveCheckpoints  false: no checkpoints at all (today's checkpoint gathers the whole model state on one rank,
+ *                         which a model split because it does not fit one rank's budget cannot afford)
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer, Path timeline) {
+                          Path offloadOptimizer, Path timeline, boolean saveCheckpoints) {
 
     /**
      * Checks every field and their combinations.
@@ -90,6 +92,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         if (recomputeEvery < 1) {
             throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (the policy "
                     + "applies to every k-th block); use 1 for every block, or recompute: none to recompute nothing");
+        }
+        if (checkpointAtStart && !saveCheckpoints) {
+            throw new IllegalArgumentException("checkpointAtStart=true but saveCheckpoints=false; drop one of them");
         }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
@@ -168,7 +173,7 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
     public TrainConfig withLayout(ParallelLayout other) {
         return new TrainConfig(preset, model, data, seqLen, gradAccumulation, steps, seed, lr, minLr, warmupSteps, weightDecay,
                 beta1, beta2, eps, gradClip, evalEvery, evalBatches, checkpointEvery, checkpointAtStart, runDir, rankMemory,
-                other, null, null, recomputeEvery, offloadOptimizer, timeline);
+                other, null, null, recomputeEvery, offloadOptimizer, timeline, saveCheckpoints);
     }
 
     /** Ranks the run needs: dp·tp·pp (the layout's world size). */

@@ -335,7 +335,7 @@ public final class Trainer {
                     100.0 * (config.layout().pp() - 1) / (config.gradAccumulation() + config.layout().pp() - 1),
                     4 * config.layout().pp() * config.batchSize() * config.layout().dp());
         }
-        if (config.checkpointAtStart() && state.step() == 0) {
+        if (config.saveCheckpoints() && config.checkpointAtStart() && state.step() == 0) {
             checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
         }
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
@@ -405,7 +405,7 @@ public final class Trainer {
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN);
                 }
-                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                if (config.saveCheckpoints() && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     // collective under ZeRO and over the pipeline
                     checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
                 }

@@ -93,7 +93,8 @@ class TrainerTensorParallelTest {
 
     @Test
     void tp2MatchesTheSingleRankRun() throws IOException {
-        Map<String, List<Double>> got = run(dir.resolve("tp2"), 1, 2, 1, 0);
+        Map<String, List<Double>> got = run(config(dir.resolve("tp2"), 1, 2, 1, 0, Map.of("saveCheckpoints", false)));
+        assertFalse(Files.exists(dir.resolve("tp2").resolve("checkpoints")), "saveCheckpoints: false saves none");
         assertClose(single().get("loss"), got.get("loss"), "tp 2: loss");
         assertClose(single().get("val_loss"), got.get("val_loss"), "tp 2: validation loss");
     }
