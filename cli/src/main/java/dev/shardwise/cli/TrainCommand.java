@@ -1,10 +1,12 @@
 package dev.shardwise.cli;
 
 import dev.shardwise.comm.RankEnvironment;
+import dev.shardwise.core.memory.MemoryBudgetExceededException;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.train.MemoryReport;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
+import dev.shardwise.train.FittingLayouts;
 import dev.shardwise.train.Trainer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -80,7 +82,8 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Data-parallel size; default ranks / (tp × pp). Without --ranks, ranks = dp × tp × pp.")
     Integer dp;
 
-    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size (only 1 for now).")
+    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size: each block's attention heads and MLP features, and the vocabulary of the tied "
+            + "embedding and head, split over N adjacent ranks (Megatron); must divide the heads and kv heads.")
     Integer tp;
 
     @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "
@@ -124,6 +127,10 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
 
+    @Option(names = "--no-checkpoints", description = "Save no checkpoints (YAML saveCheckpoints: false): today's checkpoint "
+            + "gathers the whole model state on one rank, more than a rank of a model split to fit its budget can hold.")
+    boolean noCheckpoints;
+
     @Option(names = "--rank-memory", paramLabel = "SIZE", description = "Memory budget of the rank, e.g. 8g.")
     String rankMemory;
 
@@ -160,7 +167,18 @@ public final class TrainCommand implements Callable<Integer> {
             out.flush();
             return 0;
         }
-        Trainer.Result result = new Trainer(resolved, job, System.out).run(resume);
+        Trainer.Result result;
+        try {
+            result = new Trainer(resolved, job, System.out).run(resume);
+        } catch (RuntimeException e) {
+            for (Throwable t = e; t != null; t = t.getCause()) {
+                if (t instanceof MemoryBudgetExceededException && job.rank() == 0) {
+                    spec.commandLine().getErr().println("shardwise: " + FittingLayouts.describe(resolved, 3));
+                    break;
+                }
+            }
+            throw e;
+        }
         if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
                         + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
@@ -220,6 +238,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointEvery", checkpointEvery);
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
+        if (noCheckpoints) flags.put("saveCheckpoints", false);
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);
