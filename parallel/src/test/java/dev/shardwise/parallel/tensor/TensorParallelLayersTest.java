@@ -30,7 +30,9 @@ import static org.junit.jupiter.api.Assertions.*;
  * one forward and backward of a whole {@link GptPart} in float64 with tp ranks as threads: the loss and every
  * parameter gradient (each rank's slice against the same slice of the single rank's gradient) agree to round-off;
  * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
- * initialises exactly its slice of the single rank's values.
+ * initialises exactly its slice of the single rank's values. Under sequence parallelism (Korthikanti et al. 2022)
+ * the norms' gradients are each rank's partial sums over its positions, summed over the group here as the update
+ * sums them.
  */
 class TensorParallelLayersTest {
     static final int B = 2, T = 8;
@@ -45,6 +47,8 @@ class TensorParallelLayersTest {
     record Declared(int size, int tpRank) implements TensorParallel {
         @Override public void allReduceSum(Tensor buffer) { throw new UnsupportedOperationException(); }
         @Override public void allReduceMax(Tensor buffer) { throw new UnsupportedOperationException(); }
+        @Override public void allGather(Tensor output, Tensor input) { throw new UnsupportedOperationException(); }
+        @Override public void reduceScatterSum(Tensor output, Tensor input) { throw new UnsupportedOperationException(); }
     }
 
     static Tensor ids(MemoryPool pool, int vocab, long seed) {
@@ -73,6 +77,14 @@ class TensorParallelLayersTest {
             } else {
                 part.backward(arena, pass, null);
             }
+            int partial = 0;
+            for (Parameter p : params.parameters()) {
+                if (p.sequenceParallel()) {
+                    tp.allReduceSum(p.grad());   // what the update's TensorParallelGradients does, per parameter
+                    partial++;
+                }
+            }
+            assertEquals(tp.sequenceParallel(), partial > 0, "sequence-parallel parameters exactly under sequence parallelism");
             Map<String, double[]> grads = new HashMap<>();
             Map<String, ParameterSet.Slice> slices = new HashMap<>();
             for (Parameter p : params.parameters()) {
@@ -83,16 +95,19 @@ class TensorParallelLayersTest {
         }
     }
 
-    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}, recompute {3}")
-    @CsvSource({"gpt, 2, false, none", "gpt, 4, false, none", "gpt, 2, true, none", "gpt post-ln, 2, false, none",
-            "llama gqa, 2, false, none", "llama gqa, 2, true, none", "llama mha, 4, false, none", "gpt vocab 61, 2, false, none",
-            "gpt vocab 61, 4, false, none", "gpt, 2, false, selective", "gpt, 2, true, selective", "llama gqa, 2, false, full"})
-    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName) {
+    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}, recompute {3}, sequence parallel {4}")
+    @CsvSource({"gpt, 2, false, none, false", "gpt, 4, false, none, false", "gpt, 2, true, none, false",
+            "gpt post-ln, 2, false, none, false", "llama gqa, 2, false, none, false", "llama gqa, 2, true, none, false",
+            "llama mha, 4, false, none, false", "gpt vocab 61, 2, false, none, false", "gpt vocab 61, 4, false, none, false",
+            "gpt, 2, false, selective, false", "gpt, 2, true, selective, false", "llama gqa, 2, false, full, false",
+            "gpt, 2, false, none, true", "gpt, 4, true, none, true", "gpt post-ln, 2, false, selective, true",
+            "llama gqa, 2, true, full, true", "gpt vocab 61, 2, false, full, true"})
+    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
         Result serial = run(config, TensorParallel.NONE, MemoryPool.unlimited("serial"), split, Recompute.NONE);
-        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world()), ctx.memory(),
-                split, recompute));
+        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world(), sequence),
+                ctx.memory(), split, recompute));
         int compared = 0;
         double worst = 0;
         for (int r = 0; r < tp; r++) {
@@ -115,8 +130,8 @@ class TensorParallelLayersTest {
                 compared++;
             }
         }
-        System.out.printf("%s tp %d%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
-                split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
+        System.out.printf("%s tp %d%s%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
+                sequence ? " sequence-parallel" : "", split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
         assertTrue(compared > 0, "no gradient compared");
     }
 
