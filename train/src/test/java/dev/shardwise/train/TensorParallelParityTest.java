@@ -38,7 +38,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * batch and micro-batches, 20 steps through {@link TrainStep}; losses within 1e-5 relative and the parameters, each
  * rank's slices put back into the global tensors by their {@link ParameterSet.Slice}, within ||Δ||/||θ|| <= 1e-5, for
  * tp 2 and 4, tp 2 x pp 2, tp 2 x dp 2 under ZeRO 1, 2 and 3, a GQA LLaMA-like model at tp 2, and a vocabulary tp does
- * not divide (padded rows). In float64 the split model computes the single rank's math to round-off; a layout
+ * not divide (padded rows); with sequence parallelism (Korthikanti et al. 2022) tp 2 and tp 2 x pp 2 x dp 2 under
+ * ZeRO 3 with selective recompute. In float64 the split model computes the single rank's math to round-off; a layout
  * repeats bit for bit (the all-reduces sum in rank order).
  */
 class TensorParallelParityTest {
@@ -113,14 +114,15 @@ class TensorParallelParityTest {
                                                  MemoryPool pool, DType dtype) {
         int p = layout.pp(), dp = layout.dp(), zero = layout.zeroStage();
         int stage = groups.coordinates().ppStage(), dpRank = groups.coordinates().dpRank();
-        TensorParallel tp = layout.tp() > 1 ? new CommunicatorTensorParallel(groups.tp()) : TensorParallel.NONE;
+        TensorParallel tp = layout.tp() > 1 ? new CommunicatorTensorParallel(groups.tp(), layout.sequenceParallel())
+                : TensorParallel.NONE;
         List<GptPart.Span> mine = List.of(PipelineCut.balanced(model, SEQ, p).get(stage));
         ZeroStage zeroStage = ZeroStage.of(zero);
         try (ParameterSet params = zeroStage.allocate(Gpt.declare(model, mine, p > 1, tp), pool, dtype, dp);
              StageGradients stages = p > 1 || layout.tp() > 1
                      ? new StageGradients(p > 1 ? groups.pp() : null, groups.tp(), params, pool) : StageGradients.NONE;
              OptimizerState optimizer = StageRank.optimizer(zeroStage, params, groups.dp(), pool, stages)) {
-            List<GptPart> chunks = List.of(new GptPart(model, params, mine.getFirst(), Recompute.NONE, 1, tp));
+            List<GptPart> chunks = List.of(new GptPart(model, params, mine.getFirst(), layout.recompute(), 1, tp));
             int rows = GLOBAL_BATCH / dp;
             double[] losses = new double[STEPS], norms = new double[STEPS];
             try (TrainStep step = new TrainStep(params, chunks, pool, 1.0, optimizer.update(),
@@ -151,7 +153,11 @@ class TensorParallelParityTest {
     }
 
     private static ParallelLayout layout(int dp, int tp, int pp, int zero) {
-        return new ParallelLayout(dp, tp, pp, 1, 1, false, zero, Recompute.NONE, GLOBAL_BATCH / dp);
+        return layout(dp, tp, pp, zero, false, Recompute.NONE);
+    }
+
+    private static ParallelLayout layout(int dp, int tp, int pp, int zero, boolean sequenceParallel, Recompute recompute) {
+        return new ParallelLayout(dp, tp, pp, 1, 1, sequenceParallel, zero, recompute, GLOBAL_BATCH / dp);
     }
 
     private static final Map<ModelConfig, Outcome> SINGLE = new HashMap<>();
@@ -200,6 +206,14 @@ class TensorParallelParityTest {
         assertParity(single(GPT), got, "gpt tp " + tp + " x pp " + pp + " x dp " + dp + " zero " + zero, TOLERANCE);
     }
 
+    @ParameterizedTest(name = "tp {0} x pp {1} x dp {2}, ZeRO {3}, sequence parallel, recompute {4}")
+    @CsvSource({"2, 1, 1, 0, none", "2, 2, 2, 3, selective"})
+    void sequenceParallelGptMatchesTheSingleRankRun(int tp, int pp, int dp, int zero, String recompute) {
+        Outcome got = train(GPT, layout(dp, tp, pp, zero, true, Recompute.parse(recompute)), DType.F32);
+        assertParity(single(GPT), got, "gpt tp " + tp + " x pp " + pp + " x dp " + dp + " zero " + zero
+                + " sequence parallel, recompute " + recompute, TOLERANCE);
+    }
+
     @Test
     void groupedQueryLlamaAtTp2MatchesTheSingleRankRun() {
         assertParity(single(LLAMA), train(LLAMA, layout(1, 2, 1, 0), DType.F32), "llama GQA (4 heads, 2 kv) tp 2", TOLERANCE);
@@ -215,6 +229,8 @@ class TensorParallelParityTest {
     void inFloat64TensorParallelComputesTheSingleRankMathToRoundoff() {
         Outcome one = train(GPT, layout(1, 1, 1, 0), DType.F64);
         assertParity(one, train(GPT, layout(1, 2, 2, 0), DType.F64), "float64 gpt tp 2 x pp 2", 1e-12);
+        assertParity(one, train(GPT, layout(1, 2, 2, 0, true, Recompute.SELECTIVE), DType.F64),
+                "float64 gpt tp 2 x pp 2 sequence parallel, selective recompute", 1e-12);
         Outcome llama = train(LLAMA, layout(1, 1, 1, 0), DType.F64);
         assertParity(llama, train(LLAMA, layout(1, 2, 1, 0), DType.F64), "float64 llama GQA tp 2", 1e-12);
     }

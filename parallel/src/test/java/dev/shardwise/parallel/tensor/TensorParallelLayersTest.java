@@ -161,6 +161,26 @@ class TensorParallelLayersTest {
     }
 
     @Test
+    void aSequenceLengthTpDoesNotDivideIsRefusedUnderSequenceParallelism() {
+        ModelConfig config = MODELS.get("gpt");
+        RuntimeException e = assertThrows(RuntimeException.class, () -> LocalCluster.run(2, ctx -> {
+            TensorParallel tp = new CommunicatorTensorParallel(ctx.world(), true);
+            MemoryPool pool = ctx.memory();
+            GptPart.Span whole = GptPart.Span.whole(config);
+            try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F32);
+                 Tensor tokens = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, B, 7);
+                 StepArena arena = new StepArena(pool)) {
+                return new GptPart(config, params, whole, Recompute.NONE, 1, tp).forward(arena, tokens, tokens, null, true, 1).loss();
+            }
+        }));
+        Throwable cause = e;
+        while (cause.getCause() != null && !(cause instanceof IllegalArgumentException)) cause = cause.getCause();
+        String message = cause.getMessage();
+        assertTrue(cause instanceof IllegalArgumentException && message.contains("T=7") && message.contains("tp=2")
+                && message.contains("multiple of 2"), String.valueOf(message));
+    }
+
+    @Test
     void kvHeadsNotDivisibleByTpAreRefusedWithAFix() {
         ModelConfig config = ModelConfig.llama(64, 16, 2, 32, 4, 2, 64);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
