@@ -21,6 +21,13 @@ import dev.shardwise.core.tensor.Tensor;
  * of y [N, C] (g, in the projection); backward one all-reduce of dx [N, C] (f's backward, after qkv's backward);
  * 2·(tp-1)/tp·N·C elements per rank each. Shapes below are local: NH and NKV stand for NH/tp and NKV/tp.
  *
+ * <p>Fewer kv heads than ranks (kvHeads &lt; tp, tp a multiple of kvHeads; Megatron's replicated query groups): each
+ * rank holds the one kv head its query heads read, kv head r / (tp/NKV), so tp/NKV consecutive ranks hold the same k
+ * and v rows of W_qkv (the slice's {@linkplain ParameterSet.Slice#replicas replicas}) and compute the same k and v.
+ * Each of them back-propagates only its own query heads' part of dk and dv: dx still comes out right (f's all-reduce
+ * sums every rank's part), and the update sums the replicated rows' dW over the ranks sharing them
+ * ({@code TensorParallelGradients}), so the copies stay equal.
+ *
  * <p>Sequence parallelism (Korthikanti et al. 2022): x and y are this rank's sequence shard [B·T/tp, C]; x is
  * all-gathered along the sequence before qkv (and again in backward, for dW_qkv: only the shard is kept) and y is
  * reduce-scattered after the projection, in place of the two all-reduces ({@link ColumnParallelInput},
@@ -50,15 +57,34 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
         tp.divide(config.heads(), "heads", "model.heads, the attention heads");
-        tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads; replicating kv heads over tp is not supported yet");
+        int kvPieces = kvPieces(config, tp);
         // q and k rows at the standard scale; v rows at DeepNet's β when DeepNorm is on (global rows: the init
         // is generated for the whole tensor and sliced).
         ColumnParallelLinear.declare(builder, name + ".qkv", c,
-                new int[]{config.heads() * hs, config.kvHeads() * hs, config.kvHeads() * hs},
+                new int[]{config.heads() * hs, config.kvHeads() * hs, config.kvHeads() * hs}, new int[]{tp.size(), kvPieces, kvPieces},
                 new ParameterSet.Init.SplitNormal(GptInit.STD, qk, GptInit.branchInput(config)), config.bias(), tp,
                 "qkv rows", "the fused qkv projection's q, k and v sections");
         RowParallelLinear.declare(builder, name + ".proj", config.heads() * hs, c, config.bias(),
                 GptInit.residualProjection(config), tp, "heads·headSize", "the attention projection's input features");
+    }
+
+    /**
+     * Into how many pieces the kv heads are cut: tp when tp divides kvHeads (each rank its NKV/tp heads), kvHeads when
+     * kvHeads divides tp (one kv head per rank, each held by tp/kvHeads ranks).
+     *
+     * @throws IllegalArgumentException naming tp, kvHeads and the tp values that work, if neither divides the other
+     */
+    static int kvPieces(ModelConfig config, TensorParallel tp) {
+        int nkv = config.kvHeads(), size = tp.size();
+        if (nkv % size == 0) return size;
+        if (size % nkv == 0) return nkv;
+        StringBuilder ok = new StringBuilder();
+        for (int d = 1; d <= config.heads(); d++) {
+            if (config.heads() % d == 0 && (nkv % d == 0 || d % nkv == 0)) ok.append(ok.isEmpty() ? "" : ", ").append(d);
+        }
+        throw new IllegalArgumentException("tp=" + size + " neither divides kvHeads=" + nkv + " (model.kvHeads, the key/value "
+                + "heads) nor is a multiple of it, so the kv heads can be neither split nor replicated evenly over the tp ranks; "
+                + "use tp in {" + ok + "}");
     }
 
     /**
@@ -70,7 +96,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         this.qkv = new ColumnParallelLinear(params, name + ".qkv", config.bias());
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
         this.heads = tp.divide(config.heads(), "heads", "model.heads, the attention heads");
-        this.kvHeads = tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads");
+        this.kvHeads = config.kvHeads() / kvPieces(config, tp);
         this.headSize = config.headSize();
         this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
         this.recomputeCore = recomputeCore;

@@ -7,6 +7,7 @@ import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ParameterSet;
+import dev.shardwise.parallel.tensor.TensorParallelGradients;
 
 /**
  * What a pipeline stage's update shares with the other stages of its pipeline (Megatron's finalize-model-grads):

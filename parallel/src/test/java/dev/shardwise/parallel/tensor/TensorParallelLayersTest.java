@@ -1,5 +1,6 @@
 package dev.shardwise.parallel.tensor;
 
+import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
@@ -41,6 +42,7 @@ class TensorParallelLayersTest {
             "gpt post-ln", ModelConfig.gpt(64, 16, 2, 32, 4).withResidual(ModelConfig.Residual.POST_LN),
             "llama gqa", ModelConfig.llama(64, 16, 2, 32, 4, 2, 64),
             "llama mha", ModelConfig.llama(64, 16, 2, 32, 4, 4, 64),
+            "llama kv 1", ModelConfig.llama(64, 16, 2, 32, 4, 1, 64),
             "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4));
 
     /** A rank of a tp group that performs no collectives: enough to declare and initialise a slice. */
@@ -62,6 +64,15 @@ class TensorParallelLayersTest {
     record Result(double loss, Map<String, double[]> grads, Map<String, ParameterSet.Slice> slices) { }
 
     static Result run(ModelConfig config, TensorParallel tp, MemoryPool pool, boolean split, Recompute recompute) {
+        return run(config, tp, null, pool, split, recompute);
+    }
+
+    /**
+     * As above; over {@code tensor} (the tp group, null on one rank) the partial gradients (sequence-parallel norms,
+     * replicated kv heads) are then summed as the update sums them, by {@link TensorParallelGradients}.
+     */
+    static Result run(ModelConfig config, TensorParallel tp, Communicator tensor, MemoryPool pool, boolean split,
+                      Recompute recompute) {
         GptPart.Span whole = GptPart.Span.whole(config);
         try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F64);
              Tensor tokens = ids(pool, config.vocabSize(), 1);
@@ -77,14 +88,15 @@ class TensorParallelLayersTest {
             } else {
                 part.backward(arena, pass, null);
             }
-            int partial = 0;
-            for (Parameter p : params.parameters()) {
-                if (p.sequenceParallel()) {
-                    tp.allReduceSum(p.grad());   // what the update's TensorParallelGradients does, per parameter
-                    partial++;
+            if (tensor != null) {
+                try (TensorParallelGradients partials = new TensorParallelGradients(tensor, params, pool)) {
+                    boolean replicated = params.parameters().stream().anyMatch(p -> p.slice() != null && p.slice().replicated());
+                    assertEquals(tp.sequenceParallel() || replicated, partials.active(),
+                            "partial gradients exactly under sequence parallelism or replicated kv heads");
+                    int all = Math.toIntExact(params.paddedCount());
+                    partials.sum(params.grads(), new long[]{0}, new int[]{0}, new int[]{all});
                 }
             }
-            assertEquals(tp.sequenceParallel(), partial > 0, "sequence-parallel parameters exactly under sequence parallelism");
             Map<String, double[]> grads = new HashMap<>();
             Map<String, ParameterSet.Slice> slices = new HashMap<>();
             for (Parameter p : params.parameters()) {
@@ -101,13 +113,15 @@ class TensorParallelLayersTest {
             "llama mha, 4, false, none, false", "gpt vocab 61, 2, false, none, false", "gpt vocab 61, 4, false, none, false",
             "gpt, 2, false, selective, false", "gpt, 2, true, selective, false", "llama gqa, 2, false, full, false",
             "gpt, 2, false, none, true", "gpt, 4, true, none, true", "gpt post-ln, 2, false, selective, true",
-            "llama gqa, 2, true, full, true", "gpt vocab 61, 2, false, full, true"})
+            "llama gqa, 2, true, full, true", "gpt vocab 61, 2, false, full, true",
+            "llama gqa, 4, false, none, false", "llama gqa, 4, true, selective, true", "llama kv 1, 2, false, none, false",
+            "llama kv 1, 4, false, full, true"})
     void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
         Result serial = run(config, TensorParallel.NONE, MemoryPool.unlimited("serial"), split, Recompute.NONE);
         List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world(), sequence),
-                ctx.memory(), split, recompute));
+                ctx.world(), ctx.memory(), split, recompute));
         int compared = 0;
         double worst = 0;
         for (int r = 0; r < tp; r++) {
@@ -136,7 +150,7 @@ class TensorParallelLayersTest {
     }
 
     @ParameterizedTest(name = "{0}, tp {1}")
-    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "gpt vocab 61, 4"})
+    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "llama gqa, 4", "llama kv 1, 2", "gpt vocab 61, 4"})
     void eachRankInitialisesExactlyItsSliceOfTheSingleRankValues(String model, int tp) {
         ModelConfig config = MODELS.get(model);
         MemoryPool pool = MemoryPool.unlimited("init");
@@ -181,11 +195,11 @@ class TensorParallelLayersTest {
     }
 
     @Test
-    void kvHeadsNotDivisibleByTpAreRefusedWithAFix() {
-        ModelConfig config = ModelConfig.llama(64, 16, 2, 32, 4, 2, 64);
+    void kvHeadsTpNeitherDividesNorMultipliesAreRefusedWithAFix() {
+        ModelConfig config = ModelConfig.llama(64, 16, 2, 24, 6, 3, 64);   // 6 heads, 3 kv heads: tp 2 fits neither way
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> Gpt.declare(config, List.of(GptPart.Span.whole(config)), false, new Declared(4, 0)));
-        assertTrue(e.getMessage().contains("tp=4") && e.getMessage().contains("kvHeads=2") && e.getMessage().contains("{1, 2}"),
+                () -> Gpt.declare(config, List.of(GptPart.Span.whole(config)), false, new Declared(2, 0)));
+        assertTrue(e.getMessage().contains("tp=2") && e.getMessage().contains("kvHeads=3") && e.getMessage().contains("{1, 3, 6}"),
                 e.getMessage());
     }
 }

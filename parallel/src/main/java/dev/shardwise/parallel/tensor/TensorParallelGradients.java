@@ -1,4 +1,4 @@
-package dev.shardwise.parallel;
+package dev.shardwise.parallel.tensor;
 
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.ReduceOp;
@@ -26,9 +26,9 @@ import java.util.List;
  * (2·NKV·HS·C per attention layer), per rank and step. The buffer is allocated once (BUFFERS) and reused.
  *
  * <p>Every tp rank of a stage has the same flat layout (slices of equal shape), so the ranks of a group walk the same
- * ranges in the same order. Used by the rank's thread from the update.
+ * ranges in the same order. Used by the rank's thread from the update ({@code StageGradients}).
  */
-final class TensorParallelGradients implements AutoCloseable {
+public final class TensorParallelGradients implements AutoCloseable {
     /** Local flat elements [from, to) summed over the ranks of group {@code group} of {@code groups}. */
     private record Range(long from, long to, int groups, int group) { }
 
@@ -37,7 +37,8 @@ final class TensorParallelGradients implements AutoCloseable {
     private final MemoryPool pool;
     private Tensor buffer;
 
-    TensorParallelGradients(Communicator tensor, ParameterSet params, MemoryPool pool) {
+    /** Over {@code tensor}, this rank's tp group, for {@code params} (laid out alike on every rank of the group). */
+    public TensorParallelGradients(Communicator tensor, ParameterSet params, MemoryPool pool) {
         this.tensor = tensor;
         this.pool = pool;
         int tp = tensor.size(), tpRank = tensor.rank();
@@ -76,7 +77,7 @@ final class TensorParallelGradients implements AutoCloseable {
     }
 
     /** Whether any gradient needs summing: false when the stage has no sequence-parallel or replicated parameter. */
-    boolean active() {
+    public boolean active() {
         return !ranges.isEmpty();
     }
 
@@ -85,7 +86,7 @@ final class TensorParallelGradients implements AutoCloseable {
      * elements [flatStarts[i], flatStarts[i] + lengths[i]) at shard offset shardOffsets[i] (the whole flat gradients:
      * one segment from 0). Collective over the tp group: every rank of the group calls it with the same segments.
      */
-    void sum(Tensor shard, long[] flatStarts, int[] shardOffsets, int[] lengths) {
+    public void sum(Tensor shard, long[] flatStarts, int[] shardOffsets, int[] lengths) {
         if (ranges.isEmpty()) return;
         List<long[]> parts = new ArrayList<>();   // {shard offset, length, groups, group}
         long total = 0;
@@ -130,7 +131,7 @@ final class TensorParallelGradients implements AutoCloseable {
      * the replicated pieces on every rank but the first of their group. (Sequence-parallel parameters are whole on
      * every rank and are left out on tp ranks other than 0 with the other replicated parameters.)
      */
-    List<long[]> uncountedReplicas(ParameterSet params) {
+    public List<long[]> uncountedReplicas(ParameterSet params) {
         List<long[]> out = new ArrayList<>();
         int tpRank = tensor.rank();
         for (Parameter p : params.parameters()) {
