@@ -38,7 +38,7 @@ import java.util.Objects;
  * [r·V'/tp, (r+1)·V'/tp) of wte, V' = V rounded up to a multiple of tp), and the residual stream, the norms and wpe
  * are replicated. The head computes only its slice of the logits; the loss reduces per-row maxima, sums of
  * exponentials and target logits over the tp group instead of gathering them. The head's input gradient is
- * all-reduced (f's backward). The top query layer is not split yet (refused).
+ * all-reduced (f's backward). PanGu-α's top query layer splits as the blocks do ({@link TopQueryLayer}).
  *
  * <p>Sequence parallelism (Korthikanti et al. 2022; {@link TensorParallel#sequenceParallel}): the residual stream
  * between the embedding and the head is this rank's T/tp positions of each sequence, [B·T/tp, C] (rank r: positions
@@ -120,15 +120,11 @@ public final class GptPart {
      * tensor parallelism: wte's vocabulary rows (padded to ⌈V/tp⌉), the blocks' head and feature slices; every
      * parameter keeps its global name and records its {@link ParameterSet.Slice}.
      *
-     * @throws IllegalArgumentException if tp does not divide the heads, kv heads or MLP hidden size, or the model has a
-     *                                  top query layer and tp > 1
+     * @throws IllegalArgumentException if tp does not divide the heads or MLP hidden size, or neither divides nor
+     *                                  multiplies the kv heads
      */
     public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
                                TensorParallel tp) {
-        if (tp.size() > 1 && config.topQueryLayer()) {
-            throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
-                    + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
-        }
         if (span.endBlock() > config.layers()) {
             throw new IllegalArgumentException("blocks [" + span.firstBlock() + ", " + span.endBlock() + ") exceed the model's "
                     + config.layers() + " layers");
@@ -146,7 +142,7 @@ public final class GptPart {
         }
         if (span.head()) {
             if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
-            if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config);
+            if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config, tp);
             if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config, tp);
             if (!span.embedding()) {
                 builder.unit(HEAD);
@@ -195,10 +191,6 @@ public final class GptPart {
     public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery,
                    TensorParallel tp) {
         this.tp = Objects.requireNonNull(tp, "tp");
-        if (tp.size() > 1 && config.topQueryLayer()) {
-            throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
-                    + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
-        }
         this.vocab = tp.size() > 1 ? new VocabParallelEmbedding(tp, config.vocabSize()) : null;
         this.crossEntropy = tp.size() > 1 ? new VocabParallelCrossEntropy(tp, vocab) : null;
         this.sequenceParallel = tp.sequenceParallel();
@@ -214,7 +206,7 @@ public final class GptPart {
             blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp));
             blockUnits.add(unit(params, "h." + l));
         }
-        this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
+        this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config, tp) : null;
         this.finalNorm = span.head() && config.residual() == ModelConfig.Residual.PRE_LN ? Norm.create(params, "ln_f", config) : null;
         this.embeddingUnit = span.embedding() ? unit(params, EMBEDDINGS) : null;
         this.positionsUnit = span.embedding() ? find(params, POSITIONS) : null;

@@ -40,7 +40,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * tp 2 and 4, tp 2 x pp 2, tp 2 x dp 2 under ZeRO 1, 2 and 3, a GQA LLaMA-like model at tp 2, and a vocabulary tp does
  * not divide (padded rows); with sequence parallelism (Korthikanti et al. 2022) tp 2 and tp 2 x pp 2 x dp 2 under
  * ZeRO 3 with selective recompute; grouped-query attention with 8 heads and 4 kv heads at tp 2 and 4, and with 2 kv
- * heads at tp 4 (each kv head replicated on two ranks, its gradient summed over them). In float64 the split model computes the single rank's math to round-off; a layout
+ * heads at tp 4 (each kv head replicated on two ranks, its gradient summed over them); PanGu-α's top query layer at tp 2
+ * and at tp 2 x pp 2 with sequence parallelism. In float64 the split model computes the single rank's math to round-off; a layout
  * repeats bit for bit (the all-reduces sum in rank order).
  */
 class TensorParallelParityTest {
@@ -48,6 +49,7 @@ class TensorParallelParityTest {
     static final ModelConfig LLAMA = ModelConfig.llama(64, 16, 4, 32, 4, 2, 64);   // GQA: 4 query heads, 2 kv heads
     static final ModelConfig LLAMA_8_4 = ModelConfig.llama(64, 16, 2, 32, 8, 4, 64);   // llama-tiny's 8 heads, 4 kv heads
     static final ModelConfig LLAMA_8_2 = ModelConfig.llama(64, 16, 2, 32, 8, 2, 64);   // 2 kv heads: replicated at tp 4
+    static final ModelConfig PANGU = ModelConfig.gpt(64, 16, 4, 32, 4).withTopQueryLayer(true);   // PanGu-α's top query layer
     static final ModelConfig ODD_VOCAB = ModelConfig.gpt(61, 16, 4, 32, 4);        // 61 = prime: padded at tp 2 and 4
     static final int GLOBAL_BATCH = 4, SEQ = 16, STEPS = 20, MICRO_BATCHES = 2;
     static final double TOLERANCE = 1e-5;
@@ -244,6 +246,13 @@ class TensorParallelParityTest {
         ModelConfig model = kvHeads == 4 ? LLAMA_8_4 : LLAMA_8_2;
         assertParity(single(model), train(model, layout(1, tp, 1, 0), DType.F32), "llama 8 heads, " + kvHeads + " kv heads"
                 + (kvHeads < tp ? " (replicated over " + tp / kvHeads + " ranks each)" : "") + ", tp " + tp, TOLERANCE);
+    }
+
+    @ParameterizedTest(name = "PanGu top query layer, tp {0} x pp {1}, sequence parallel {2}")
+    @CsvSource({"2, 1, false", "2, 2, true"})
+    void topQueryLayerUnderTensorParallelismMatchesTheSingleRankRun(int tp, int pp, boolean sequenceParallel) {
+        assertParity(single(PANGU), train(PANGU, layout(1, tp, pp, 0, sequenceParallel, Recompute.NONE), DType.F32),
+                "pangu top query tp " + tp + " x pp " + pp + (sequenceParallel ? " sequence parallel" : ""), TOLERANCE);
     }
 
     @ParameterizedTest(name = "vocab 61, tp {0}")

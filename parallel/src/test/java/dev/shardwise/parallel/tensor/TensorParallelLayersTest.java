@@ -43,7 +43,10 @@ class TensorParallelLayersTest {
             "llama gqa", ModelConfig.llama(64, 16, 2, 32, 4, 2, 64),
             "llama mha", ModelConfig.llama(64, 16, 2, 32, 4, 4, 64),
             "llama kv 1", ModelConfig.llama(64, 16, 2, 32, 4, 1, 64),
-            "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4));
+            "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4),
+            "pangu top query", ModelConfig.gpt(64, 16, 2, 32, 4).withTopQueryLayer(true),
+            "pangu top query gqa", new ModelConfig(64, 16, 2, 32, 4, 1, 64, ModelConfig.Norm.LAYER_NORM, ModelConfig.Mlp.GELU,
+                    ModelConfig.Positions.LEARNED, ModelConfig.Residual.PRE_LN, true, true, 1e-5));
 
     /** A rank of a tp group that performs no collectives: enough to declare and initialise a slice. */
     record Declared(int size, int tpRank) implements TensorParallel {
@@ -115,7 +118,9 @@ class TensorParallelLayersTest {
             "gpt, 2, false, none, true", "gpt, 4, true, none, true", "gpt post-ln, 2, false, selective, true",
             "llama gqa, 2, true, full, true", "gpt vocab 61, 2, false, full, true",
             "llama gqa, 4, false, none, false", "llama gqa, 4, true, selective, true", "llama kv 1, 2, false, none, false",
-            "llama kv 1, 4, false, full, true"})
+            "llama kv 1, 4, false, full, true", "pangu top query, 2, false, none, false", "pangu top query, 4, true, none, false",
+            "pangu top query, 2, false, selective, true", "pangu top query, 2, true, none, true",
+            "pangu top query gqa, 2, false, none, true", "pangu top query gqa, 4, true, none, false"})
     void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
@@ -150,7 +155,7 @@ class TensorParallelLayersTest {
     }
 
     @ParameterizedTest(name = "{0}, tp {1}")
-    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "llama gqa, 4", "llama kv 1, 2", "gpt vocab 61, 4"})
+    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "llama gqa, 4", "llama kv 1, 2", "gpt vocab 61, 4", "pangu top query, 2"})
     void eachRankInitialisesExactlyItsSliceOfTheSingleRankValues(String model, int tp) {
         ModelConfig config = MODELS.get(model);
         MemoryPool pool = MemoryPool.unlimited("init");
