@@ -38,8 +38,9 @@ public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
-            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "keepCheckpoints", "asyncCheckpoints", "initFrom", "model");
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp",
+            "pp", "vpp", "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline",
+            "keepCheckpoints", "asyncCheckpoints", "initFrom", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -140,6 +141,7 @@ public final class ConfigLoader {
         m.put("evalBatches", 8);
         m.put("checkpointEvery", 200);
         m.put("checkpointAtStart", false);
+        m.put("saveCheckpoints", true);
         m.put("keepCheckpoints", 0);
         m.put("asyncCheckpoints", false);
         m.put("runDir", "runs/" + preset);
@@ -205,8 +207,9 @@ public final class ConfigLoader {
                 schedule == null ? null : ScheduleKind.parse(String.valueOf(schedule)), pipelineCut(m.get("pipelineCut")),
                 integer(m, "", "recomputeEvery"),
                 m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
-                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), integer(m, "", "keepCheckpoints"),
-                bool(m, "", "asyncCheckpoints"), m.get("initFrom") == null ? null : Path.of(m.get("initFrom").toString()));
+                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), bool(m, "", "saveCheckpoints"),
+                integer(m, "", "keepCheckpoints"), bool(m, "", "asyncCheckpoints"),
+                m.get("initFrom") == null ? null : Path.of(m.get("initFrom").toString()));
     }
 
     /**
@@ -286,6 +289,7 @@ public final class ConfigLoader {
         m.put("evalBatches", c.evalBatches());
         m.put("checkpointEvery", c.checkpointEvery());
         m.put("checkpointAtStart", c.checkpointAtStart());
+        m.put("saveCheckpoints", c.saveCheckpoints());
         m.put("runDir", c.runDir().toString());
         m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
         m.put("ranks", c.ranks());

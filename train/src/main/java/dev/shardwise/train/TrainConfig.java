@@ -49,6 +49,7 @@ import java.util.Objects;
  *                         optimizer offload; needs zero >= 1), or null to keep them in memory
  * @param timeline         where to write the last step's executed pipeline schedule as a Chrome trace (one row per
  *                         stage of the first data-parallel replica; Perfetto opens it), or null for none
+ * @param saveCheckpoints  false: no checkpoints at all
  * @param keepCheckpoints  how many of the newest checkpoints to keep (older ones are deleted after each save); 0 keeps all
  * @param asyncCheckpoints save checkpoints in the background (DLRover's flash checkpoint): a rank copies its shard to
  *                         host buffers and trains on while a writer thread persists it; false saves synchronously
@@ -60,8 +61,8 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer, Path timeline, int keepCheckpoints, boolean asyncCheckpoints,
-                          Path initFrom) {
+                          Path offloadOptimizer, Path timeline, boolean saveCheckpoints, int keepCheckpoints,
+                          boolean asyncCheckpoints, Path initFrom) {
 
     /**
      * Checks every field and their combinations.
@@ -76,9 +77,10 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         positive("gradAccumulation", gradAccumulation);
         positive("steps", steps);
         positive("evalBatches", evalBatches);
-        refuseWhatIsNotImplemented(layout);
+        refuseWhatIsNotImplemented(layout, model);
+        // the vocabulary-parallel embedding pads the vocabulary to a multiple of tp itself (rows no token reaches)
         layout.validateFor(new ParallelLayout.ModelDimensions(model.layers(), model.hidden(), model.ffnHidden(),
-                model.heads(), model.kvHeads(), model.vocabSize(), seqLen, 0));
+                model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen, 0));
         if (offloadOptimizer != null && layout.zeroStage() == 0) {
             throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
                     + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
@@ -96,6 +98,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
             throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (the policy "
                     + "applies to every k-th block); use 1 for every block, or recompute: none to recompute nothing");
         }
+        if (checkpointAtStart && !saveCheckpoints) {
+            throw new IllegalArgumentException("checkpointAtStart=true but saveCheckpoints=false; drop one of them");
+        }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
         if (keepCheckpoints < 0) {
@@ -112,14 +117,14 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
     }
 
     /** Parallelisms the layout can describe but the trainer cannot run yet. */
-    private static void refuseWhatIsNotImplemented(ParallelLayout layout) {
-        if (layout.tp() > 1) {
-            throw new IllegalArgumentException("tp=" + layout.tp() + ": tensor parallelism is not implemented yet (it comes "
-                    + "with the tensor-parallel layers, ColumnParallelLinear and RowParallelLinear); use tp=1");
-        }
+    private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
         if (layout.sequenceParallel()) {
-            throw new IllegalArgumentException("sequenceParallel=true: sequence parallelism is not implemented yet (it "
-                    + "comes after tensor parallelism); use sequenceParallel=false");
+            throw new IllegalArgumentException("sequenceParallel=true: the trainer does not run sequence parallelism yet; "
+                    + "use sequenceParallel=false (tensor parallelism alone works: tp >= 2)");
+        }
+        if (layout.tp() > 1 && model.topQueryLayer()) {
+            throw new IllegalArgumentException("tp=" + layout.tp() + ": tensor parallelism does not split PanGu-α's top "
+                    + "query layer yet (model.topQueryLayer: true); use tp=1 or a model without it");
         }
         if (layout.ep() > 1) {
             throw new IllegalArgumentException("ep=" + layout.ep() + ": expert parallelism is not implemented yet (it comes "
@@ -165,6 +170,19 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
 
     private static void positive(String field, int value) {
         if (value <= 0) throw new IllegalArgumentException(field + " must be positive, got " + value);
+    }
+
+    /**
+     * This config with another layout, the pipeline schedule and cut reset to their defaults (they belong to a
+     * layout).
+     *
+     * @throws IllegalArgumentException if the layout does not fit the model
+     */
+    public TrainConfig withLayout(ParallelLayout other) {
+        return new TrainConfig(preset, model, data, seqLen, gradAccumulation, steps, seed, lr, minLr, warmupSteps, weightDecay,
+                beta1, beta2, eps, gradClip, evalEvery, evalBatches, checkpointEvery, checkpointAtStart, runDir, rankMemory,
+                other, null, null, recomputeEvery, offloadOptimizer, timeline, saveCheckpoints, keepCheckpoints, asyncCheckpoints,
+                initFrom);
     }
 
     /** Ranks the run needs: dp·tp·pp (the layout's world size). */

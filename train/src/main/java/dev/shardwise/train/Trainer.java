@@ -25,6 +25,8 @@ import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.Timeline;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.TensorParallel;
+import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -225,14 +227,18 @@ public final class Trainer {
         boolean leader = groups == null || groups.globalRank() == 0;
         Communicator dpGroup = groups == null ? null : groups.dp();
         int pp = config.layout().pp(), vpp = config.layout().vpp(), stage = groups == null ? 0 : groups.coordinates().ppStage();
+        int tpSize = config.layout().tp();
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
-        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1), pool, DType.F32,
+        TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp()) : TensorParallel.NONE;
+        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
-             StageGradients stages = pp > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE;
+             StageGradients stages = pp > 1 || tpSize > 1
+                     ? new StageGradients(pp > 1 ? groups.pp() : null, tpSize > 1 ? groups.tp() : null, params, pool)
+                     : StageGradients.NONE;
              OptimizerState optimizer = optimizer(zero, params, pool, dpGroup, stages);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
-             TrainStep trainStep = new TrainStep(params, chunks(params, spans), pool, config.gradClip(), optimizer.update(),
+             TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
             RunCheckpoints.Place place = groups == null ? RunCheckpoints.Place.SINGLE : new RunCheckpoints.Place(groups.globalRank(),
                     config.layout().worldSize(), rank, dpGroup.size(), writtenElsewhere(stage, groups.coordinates().tpRank(), params),
@@ -297,9 +303,9 @@ public final class Trainer {
         return List.copyOf(mine);
     }
 
-    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans) {
+    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans, TensorParallel tp) {
         return spans.stream().map(span -> new GptPart(config.model(), params, span, config.layout().recompute(),
-                config.recomputeEvery())).toList();
+                config.recomputeEvery(), tp)).toList();
     }
 
     /**
@@ -362,7 +368,7 @@ public final class Trainer {
                     100.0 * (config.layout().pp() - 1) / (config.gradAccumulation() + config.layout().pp() - 1),
                     4 * config.layout().pp() * config.batchSize() * config.layout().dp());
         }
-        if (config.checkpointAtStart() && state.step() == 0) {
+        if (config.saveCheckpoints() && config.checkpointAtStart() && state.step() == 0) {
             saver.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data);
         }
         double checkpointStallMs = Double.NaN;   // the last save's hold-up of training, reported in the next step's row
@@ -420,10 +426,13 @@ public final class Trainer {
                 }
                 boolean last = state.step() == config.steps();
                 boolean evaluateNow = last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0);
-                // Under ZeRO 3 every forward gathers parameters collectively, so every rank evaluates with the leader.
                 // Under ZeRO 3 every forward gathers parameters collectively, and a pipeline's forward runs on every
                 // stage, so then every rank evaluates with the leader.
-                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1)) evaluate(data, pool, trainStep);
+                // Under tensor parallelism every forward runs collectives over the tp group, so the leader's tp group
+                // evaluates with it too.
+                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1 || config.layout().tp() > 1)) {
+                    evaluate(data, pool, trainStep);
+                }
                 if (leader) {
                     trainCurve.add(new LossPlot.Point(state.step(), loss));
                     if (evaluateNow) {
@@ -435,7 +444,7 @@ public final class Trainer {
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN);
                 }
-                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                if (config.saveCheckpoints() && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     // collective under ZeRO and over the pipeline
                     checkpointStallMs = saver.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data) / 1e6;
                 }

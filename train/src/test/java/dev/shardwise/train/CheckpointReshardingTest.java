@@ -20,8 +20,9 @@ import java.util.Map;
 import static org.junit.jupiter.api.Assertions.*;
 
 /**
- * The resharding matrix: a checkpoint saved after 3 steps under dp 4 ZeRO 0, dp 4 ZeRO 3 or pp 2 x dp 2 loads under
- * each of the others (and under one rank, and pp 2 x vpp 2 x dp 2 with ZeRO 1), and the next step's loss is within 1e-6 relative of continuing under the saving layout; under
+ * The resharding matrix: a checkpoint saved after 3 steps under dp 4 ZeRO 0, dp 4 ZeRO 3, pp 2 x dp 2, tp 2 x dp 2 or
+ * tp 2 x pp 2 loads under each of the others (and under one rank, pp 2 x vpp 2 x dp 2 with ZeRO 1, and tp 2 x dp 2 with
+ * ZeRO 3; a vocabulary of 301 gives tp ranks a padding row that belongs to no global element), and the next step's loss is within 1e-6 relative of continuing under the saving layout; under
  * the saving layout it continues bit for bit. A format-1 checkpoint (one file, whole tensors) still resumes.
  */
 class CheckpointReshardingTest {
@@ -30,15 +31,16 @@ class CheckpointReshardingTest {
     static Path data;
 
     /** A layout with 8 sequences per step (batchSize x dp x microBatches). */
-    record Layout(String name, int ranks, int pp, int vpp, int zero, int batchSize, int microBatches) { }
+    record Layout(String name, int ranks, int tp, int pp, int vpp, int zero, int batchSize, int microBatches) { }
 
     /** The layouts that save (and load). */
-    static final List<Layout> LAYOUTS = List.of(new Layout("dp4-zero0", 4, 1, 1, 0, 1, 2), new Layout("dp4-zero3", 4, 1, 1, 3, 1, 2),
-            new Layout("pp2-dp2", 4, 2, 1, 0, 1, 4));
+    static final List<Layout> LAYOUTS = List.of(new Layout("dp4-zero0", 4, 1, 1, 1, 0, 1, 2),
+            new Layout("dp4-zero3", 4, 1, 1, 1, 3, 1, 2), new Layout("pp2-dp2", 4, 1, 2, 1, 0, 1, 4),
+            new Layout("tp2-dp2", 4, 2, 1, 1, 0, 2, 2), new Layout("tp2-pp2", 4, 2, 2, 1, 0, 4, 2));
 
     /** Further layouts that load every saved checkpoint: one rank (another world size), and interleaved chunks with ZeRO 1. */
-    static final List<Layout> LOAD_ONLY = List.of(new Layout("single", 1, 1, 1, 0, 4, 2),
-            new Layout("pp2-vpp2-dp2-zero1", 4, 2, 2, 1, 1, 4));
+    static final List<Layout> LOAD_ONLY = List.of(new Layout("single", 1, 1, 1, 1, 0, 4, 2),
+            new Layout("pp2-vpp2-dp2-zero1", 4, 1, 2, 2, 1, 1, 4), new Layout("tp2-dp2-zero3", 4, 2, 1, 1, 3, 2, 2));
 
     @BeforeAll
     static void prepareTinyData() throws IOException {
@@ -47,13 +49,14 @@ class CheckpointReshardingTest {
 
     static TrainConfig config(Path runDir, Layout layout) {
         Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, layout.ranks(), layout.zero()));
+        flags.put("tp", layout.tp());
         flags.put("pp", layout.pp());
         flags.put("vpp", layout.vpp());
         flags.put("batchSize", layout.batchSize());
         flags.put("gradAccumulation", layout.microBatches());
         flags.put("steps", 4);
         flags.put("evalEvery", 0);
-        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 4, "hidden", 16, "heads", 2,
+        flags.put("model", Map.of("vocabSize", 301, "contextLength", 8, "layers", 4, "hidden", 16, "heads", 2,
                 "kvHeads", 2, "ffnHidden", 64));
         return ConfigLoader.resolve(Map.of(), "test", flags);
     }
@@ -101,17 +104,21 @@ class CheckpointReshardingTest {
 
     @Test
     void eachRankWritesOnlyItsOwnShard() throws IOException {
-        Path run = dir.resolve("shards");
-        new Trainer(config(run, LAYOUTS.get(1)), TrainerResumeTest.quiet()).run(false);
-        Path step = run.resolve("checkpoints/step-000004");
-        CheckpointIndex index = CheckpointIndex.open(step);
-        assertEquals(4, index.files().size(), "one shard file per rank: " + index.files());
-        long total = index.files().values().stream().mapToLong(Long::longValue).sum(), whole = 0;
-        for (CheckpointIndex.TensorInfo t : index.tensors().values()) whole += t.numel() * 4;
-        assertEquals(whole, total, "the shards together hold every tensor exactly once");
-        for (long bytes : index.files().values()) assertTrue(bytes < whole / 2, "a rank's shard is a part, not the whole: " + bytes);
-        assertEquals("{ranks=4, dp=4, tp=1, pp=1, vpp=1, zero=3}", String.valueOf(index.manifest().get("layout")),
-                "the manifest records the layout it was saved under");
+        for (Layout l : List.of(LAYOUTS.get(1), LAYOUTS.get(3))) {   // dp 4 ZeRO 3; tp 2 x dp 2
+            Path run = dir.resolve("shards-" + l.name());
+            new Trainer(config(run, l), TrainerResumeTest.quiet()).run(false);
+            CheckpointIndex index = CheckpointIndex.open(run.resolve("checkpoints/step-000004"));
+            assertEquals(4, index.files().size(), l.name() + ": one shard file per rank: " + index.files());
+            long total = index.files().values().stream().mapToLong(Long::longValue).sum(), whole = 0;
+            for (CheckpointIndex.TensorInfo t : index.tensors().values()) whole += t.numel() * 4;
+            assertEquals(whole, total, l.name() + ": the shards together hold every global element exactly once (no padding, "
+                    + "no tensor twice)");
+            for (long bytes : index.files().values()) {
+                assertTrue(bytes < whole / 2, l.name() + ": a rank's shard is a part, not the whole: " + bytes);
+            }
+            assertEquals("{ranks=4, dp=" + 4 / l.tp() + ", tp=" + l.tp() + ", pp=1, vpp=1, zero=" + l.zero() + "}",
+                    String.valueOf(index.manifest().get("layout")), "the manifest records the layout it was saved under");
+        }
     }
 
     @Test

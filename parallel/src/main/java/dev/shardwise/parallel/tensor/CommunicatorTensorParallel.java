@@ -18,10 +18,26 @@ import java.util.Objects;
  */
 public final class CommunicatorTensorParallel implements TensorParallel {
     private final Communicator tensor;
+    private final boolean sequenceParallel;
 
-    /** Over {@code tensor}, this rank's tensor-parallel group (tp ranks, adjacent in the layout). */
+    /** Over {@code tensor}, this rank's tensor-parallel group (tp ranks, adjacent in the layout); no sequence parallelism. */
     public CommunicatorTensorParallel(Communicator tensor) {
+        this(tensor, false);
+    }
+
+    /**
+     * Over {@code tensor}; with {@code sequenceParallel} (the layout's {@code sequenceParallel()}) the layers split
+     * the replicated regions along the sequence (Korthikanti et al. 2022).
+     *
+     * @throws IllegalArgumentException if sequence parallelism is asked for over a group of one rank
+     */
+    public CommunicatorTensorParallel(Communicator tensor, boolean sequenceParallel) {
         this.tensor = Objects.requireNonNull(tensor, "tensor");
+        if (sequenceParallel && tensor.size() < 2) {
+            throw new IllegalArgumentException("sequence parallelism needs a tensor-parallel group of tp >= 2 ranks, got "
+                    + tensor.name() + " of " + tensor.size() + "; use tp >= 2 or sequenceParallel=false");
+        }
+        this.sequenceParallel = sequenceParallel;
     }
 
     @Override
@@ -45,7 +61,23 @@ public final class CommunicatorTensorParallel implements TensorParallel {
     }
 
     @Override
+    public void allGather(Tensor output, Tensor input) {
+        tensor.allGather(output, input);
+    }
+
+    @Override
+    public void reduceScatterSum(Tensor output, Tensor input) {
+        tensor.reduceScatter(output, input, ReduceOp.SUM);
+    }
+
+    @Override
+    public boolean sequenceParallel() {
+        return sequenceParallel;
+    }
+
+    @Override
     public String toString() {
-        return "tensor parallel over " + tensor.name() + " (tp rank " + tensor.rank() + " of " + tensor.size() + ")";
+        return "tensor parallel over " + tensor.name() + " (tp rank " + tensor.rank() + " of " + tensor.size() + ")"
+                + (sequenceParallel ? ", sequence parallel" : "");
     }
 }
