@@ -1,5 +1,6 @@
 package dev.shardwise.train;
 
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ParameterSet;
 
@@ -78,7 +79,10 @@ final class CheckpointSaver implements AutoCloseable {
         return System.nanoTime() - start;
     }
 
-    /** The holdings copied into the host buffers, at the same flat places. */
+    /** Bytes per piece of the copy to host buffers that one kernel thread takes (4 MiB: many per thread, little overhead). */
+    private static final long COPY_CHUNK_BYTES = 4L << 20;
+
+    /** The holdings copied into the host buffers, at the same flat places, by the rank's kernel threads. */
     private List<OptimizerState.Holding> copy(List<OptimizerState.Holding> held) {
         long bytes = 0;
         for (OptimizerState.Holding h : held) bytes += h.data().numel() * h.data().dtype().byteSize();
@@ -88,15 +92,23 @@ final class CheckpointSaver implements AutoCloseable {
             host = hostArena.allocate(Math.max(1, bytes), 64);
         }
         List<OptimizerState.Holding> copies = new ArrayList<>();
+        List<long[]> chunks = new ArrayList<>();   // {holding, source byte, host byte, bytes}: copied by the rank's kernel threads
         long at = 0;
-        for (OptimizerState.Holding h : held) {
-            Tensor t = h.data();
+        for (int i = 0; i < held.size(); i++) {
+            Tensor t = held.get(i).data();
             long n = t.numel() * t.dtype().byteSize();
-            MemorySegment.copy(t.segment(), t.byteOffset(), host, at, n);
-            copies.add(new OptimizerState.Holding(h.kind(), h.flatStart(), Tensor.wrap(host.asSlice(at, n), t.dtype(),
-                    Math.toIntExact(t.numel()))));
+            for (long done = 0; done < n; done += COPY_CHUNK_BYTES) {
+                chunks.add(new long[]{i, t.byteOffset() + done, at + done, Math.min(COPY_CHUNK_BYTES, n - done)});
+            }
+            copies.add(new OptimizerState.Holding(held.get(i).kind(), held.get(i).flatStart(), Tensor.wrap(host.asSlice(at, n),
+                    t.dtype(), Math.toIntExact(t.numel()))));
             at += n;
         }
+        MemorySegment target = host;
+        ComputePool.current().parallelFor(chunks.size(), c -> {
+            long[] k = chunks.get(c);
+            MemorySegment.copy(held.get((int) k[0]).data().segment(), k[1], target, k[2], k[3]);
+        });
         return copies;
     }
 
