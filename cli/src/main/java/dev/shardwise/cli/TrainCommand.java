@@ -172,6 +172,14 @@ public final class TrainCommand implements Callable<Integer> {
                         + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
                 result.steps(), result.trainLoss(), result.valLoss(), result.tokensPerSecond(), 100 * result.mfu(),
                 MemoryPool.formatBytes(result.peakMemoryBytes()), result.runDir());
+        if (result.rankPeakBytes().size() > 1) {
+            StringBuilder peaks = new StringBuilder("peak memory per rank" + (resolved.rankMemory() == MemoryPool.UNLIMITED ? ""
+                    : " (budget " + MemoryPool.formatBytes(resolved.rankMemory()) + " each)") + ":");
+            for (int r = 0; r < result.rankPeakBytes().size(); r++) {
+                peaks.append(r == 0 ? " " : ", ").append(r).append(": ").append(MemoryPool.formatBytes(result.rankPeakBytes().get(r)));
+            }
+            out.println(peaks);
+        }
         out.flush();
         return 0;
     }

@@ -61,9 +61,21 @@ import java.util.function.Consumer;
  */
 public final class Trainer {
 
-    /** What a finished run reports. */
+    /**
+     * What a finished run reports.
+     *
+     * @param peakMemoryBytes the leader's (rank 0's) pool peak
+     * @param rankPeakBytes   every rank's pool peak in global rank order when the ranks are threads of this JVM; this
+     *                        process's alone when it is one rank of a multi-process job
+     */
     public record Result(Path runDir, long steps, double trainLoss, double valLoss, double tokensPerSecond, double mfu,
-                         long peakMemoryBytes) { }
+                         long peakMemoryBytes, List<Long> rankPeakBytes) {
+        /** This result with every rank's peak from {@code ranks} (the results of all ranks, in global rank order). */
+        Result withRankPeaks(List<Result> ranks) {
+            return new Result(runDir, steps, trainLoss, valLoss, tokensPerSecond, mfu, peakMemoryBytes,
+                    ranks.stream().map(Result::peakMemoryBytes).toList());
+        }
+    }
 
     /** How long the ranks of a multi-process job wait for rank 0 to prepare the bundled corpus (BPE training). */
     private static final Duration DATA_PREPARATION_TIMEOUT = Duration.ofMinutes(30);
@@ -133,7 +145,8 @@ public final class Trainer {
                 return runRank(null, new MemoryPool("rank 0", config.rankMemory()), data, resumeFrom, peak);
             }
             LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
-            return LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak)).getFirst();
+            List<Result> ranks = LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak));
+            return ranks.getFirst().withRankPeaks(ranks);
         }
     }
 
@@ -421,7 +434,7 @@ public final class Trainer {
             }
         }
         peakBytes = Math.max(peakBytes, pool.peakBytes());   // evaluation and checkpoints included
-        return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
+        return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes, List.of(peakBytes));
     }
 
     /**
