@@ -159,17 +159,18 @@ public final class TrainCommand implements Callable<Integer> {
         try {
             result = new Trainer(resolved, job, System.out).run(resume);
         } catch (RuntimeException e) {
-            for (Throwable t = e; t != null; t = t.getCause()) {
-                if (t instanceof MemoryBudgetExceededException && job.rank() == 0) {
-                    spec.commandLine().getErr().println("shardwise: " + FittingLayouts.describe(resolved, 3));
-                    break;
-                }
-            }
-            throw e;
+            if (job.rank() != 0 || !overBudget(e)) throw e;
+            // the error as Main prints it, then the layouts that would fit
+            PrintWriter err = spec.commandLine().getErr();
+            err.println("shardwise: " + e.getMessage()
+                    + (e.getCause() != null && e.getCause().getMessage() != null ? "\n  caused by: " + e.getCause() : ""));
+            err.println("shardwise: " + FittingLayouts.describe(resolved, 3));
+            err.flush();
+            return 1;
         }
         if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
-                        + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
+                        + "run directory: %s (metrics.jsonl, loss.png" + (resolved.saveCheckpoints() ? ", checkpoints/" : "") + ")%n",
                 result.steps(), result.trainLoss(), result.valLoss(), result.tokensPerSecond(), 100 * result.mfu(),
                 MemoryPool.formatBytes(result.peakMemoryBytes()), result.runDir());
         if (result.rankPeakBytes().size() > 1) {
@@ -182,6 +183,12 @@ public final class TrainCommand implements Callable<Integer> {
         }
         out.flush();
         return 0;
+    }
+
+    /** Whether {@code e} or one of its causes is a rank running over its memory budget. */
+    private static boolean overBudget(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) if (t instanceof MemoryBudgetExceededException) return true;
+        return false;
     }
 
     TrainConfig resolve(RankEnvironment job) throws IOException {
