@@ -20,9 +20,10 @@ import java.util.function.IntFunction;
 
 /**
  * A run's state as a layout-independent {@link Checkpoint}: parameters and AdamW moments by global name and shape
- * (however the ranks held them: replicated, or sharded by ZeRO and gathered for saving), plus the step, the data
- * sampler's position and the optimizer's step count, so that {@code --resume} continues bit for bit under any
- * ZeRO stage and rank count.
+ * (however the ranks held them: replicated, sharded by ZeRO and gathered for saving, split by tensor parallelism and
+ * put back together by {@link TensorParallelSlices}, cut into pipeline stages and gathered on stage 0), plus the step,
+ * the data sampler's position and the optimizer's step count, so that {@code --resume} continues bit for bit under
+ * any layout.
  */
 final class RunCheckpoints {
     private final TrainConfig config;
