@@ -86,6 +86,11 @@ public final class TrainCommand implements Callable<Integer> {
             + "embedding and head, split over N adjacent ranks (Megatron); must divide the heads and kv heads.")
     Integer tp;
 
+    @Option(names = "--sequence-parallel", description = "Sequence parallelism (Korthikanti et al. 2022; needs --tp >= 2): the norms, "
+            + "residual sums and embedding output, which tensor parallelism leaves replicated, hold T/tp positions per rank, with an "
+            + "all-gather before and a reduce-scatter after each tensor-parallel region instead of the all-reduces (YAML sequenceParallel).")
+    Boolean sequenceParallel;
+
     @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "
             + "(micro-batches per step m = --global-batch / (--micro-batch × dp); m ≥ 4·pp keeps the bubble small).")
     Integer pp;
@@ -242,6 +247,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);
+        put(flags, "sequenceParallel", sequenceParallel);
         put(flags, "pp", pp);
         put(flags, "vpp", vpp);
         put(flags, "zero", zero);
