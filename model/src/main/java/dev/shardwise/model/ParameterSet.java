@@ -294,6 +294,13 @@ public final class ParameterSet implements AutoCloseable {
             return total;
         }
 
+        /** The largest unit's element count: what ZeRO 2 and 3 hold whole while a unit is reduced or gathered. */
+        public long largestUnit() {
+            Map<String, Long> perUnit = new LinkedHashMap<>();
+            for (Spec s : specs.values()) perUnit.merge(unitOf.get(s.name), s.numel(), Long::sum);
+            return perUnit.values().stream().mapToLong(Long::longValue).max().orElse(0);
+        }
+
         /** Allocates the flat value and gradient buffers (zeroed) and the named views. */
         public ParameterSet allocate(MemoryPool pool, DType dtype) {
             return allocate(pool, dtype, 1);
