@@ -38,7 +38,7 @@ public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp", "sequenceParallel",
             "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
@@ -147,6 +147,7 @@ public final class ConfigLoader {
         m.put("tp", 1);
         m.put("pp", 1);
         m.put("vpp", 1);
+        m.put("sequenceParallel", false);
         m.put("zero", 0);
         m.put("recompute", Recompute.NONE.toString());
         m.put("recomputeEvery", 1);
@@ -233,7 +234,7 @@ public final class ConfigLoader {
             }
         }
         int zero = ZeroStage.of(integer(m, "", "zero")).number();   // refuses a stage outside 0..3, naming the key
-        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, false, zero,
+        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, bool(m, "", "sequenceParallel"), zero,
                 Recompute.parse(String.valueOf(m.get("recompute"))), batchSize);
         if (ranks != null) {
             try {
@@ -292,6 +293,7 @@ public final class ConfigLoader {
         m.put("tp", c.layout().tp());
         m.put("pp", c.layout().pp());
         m.put("vpp", c.layout().vpp());
+        m.put("sequenceParallel", c.layout().sequenceParallel());
         m.put("zero", c.zero());
         m.put("recompute", c.layout().recompute().toString());
         m.put("recomputeEvery", c.recomputeEvery());

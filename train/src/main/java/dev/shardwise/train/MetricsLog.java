@@ -15,7 +15,7 @@ import java.util.Map;
  * mfu, step_ms, mem_peak_bytes}, plus {@code val_loss} on evaluation steps), losses at full double precision
  * so two runs can be compared exactly. Each line is flushed as written.
  */
-public final class MetricsLog implements AutoCloseable {
+final class MetricsLog implements AutoCloseable {
     private final BufferedWriter out;
 
     /**
@@ -43,8 +43,8 @@ public final class MetricsLog implements AutoCloseable {
         out.flush();
     }
 
-    /** Reads back every line as a map (for plots, benchmarks and tests). */
-    public static List<Map<String, Object>> read(Path file) throws IOException {
+    /** Reads back every line as a map (for plots and tests). */
+    static List<Map<String, Object>> read(Path file) throws IOException {
         List<Map<String, Object>> rows = new ArrayList<>();
         for (String line : Files.readAllLines(file)) if (!line.isBlank()) rows.add(Json.readObject(line));
         return rows;

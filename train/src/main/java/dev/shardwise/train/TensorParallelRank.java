@@ -31,4 +31,14 @@ record TensorParallelRank(int size, int tpRank) implements TensorParallel {
     public void allReduceMax(Tensor buffer) {
         throw new UnsupportedOperationException("a declaration-only tensor-parallel rank runs no collectives");
     }
+
+    @Override
+    public void allGather(Tensor output, Tensor input) {
+        throw new UnsupportedOperationException("a declaration-only tensor-parallel rank runs no collectives");
+    }
+
+    @Override
+    public void reduceScatterSum(Tensor output, Tensor input) {
+        throw new UnsupportedOperationException("a declaration-only tensor-parallel rank runs no collectives");
+    }
 }

@@ -225,7 +225,7 @@ public final class Trainer {
         int tpSize = config.layout().tp();
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
-        TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp()) : TensorParallel.NONE;
+        TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
         int padding = zero.paddingMultiple(dpGroup == null ? 1 : dpGroup.size());
         try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
