@@ -13,7 +13,7 @@ import java.util.Locale;
 /**
  * {@code shardwise bench layouts}: one model trained under several layouts in the same run, each beside the first (by
  * default one rank with all the cores): tokens/s and their ratio, the exposed communication (gradient reduction left
- * after backward, pipeline waits) and the leader's pool peak. Rounds go over every layout in turn, so a busy machine
+ * after backward, pipeline waits) and the largest pool peak of any rank. Rounds go over every layout in turn, so a busy machine
  * slows them alike; each layout reports its median over the rounds.
  */
 @Command(name = "layouts", mixinStandardHelpOptions = true,
@@ -71,8 +71,8 @@ public final class BenchLayoutsCommand implements Runnable {
             List<LayoutRun> mine = runs.get(i);
             double tokens = medianTokens(mine);
             double exposed = mine.stream().mapToDouble(LayoutRun::exposedSeconds).sorted().toArray()[mine.size() / 2];
-            long peak = mine.stream().mapToLong(LayoutRun::peakBytes).max().orElse(0);
-            String note = String.format(Locale.ROOT, "exposed comm %.0f ms/step, leader peak %s", 1e3 * exposed, MemoryPool.formatBytes(peak));
+            long peak = mine.stream().mapToLong(LayoutRun::rankPeakBytes).max().orElse(0);
+            String note = String.format(Locale.ROOT, "exposed comm %.0f ms/step, per-rank peak %s", 1e3 * exposed, MemoryPool.formatBytes(peak));
             out.row(i == 0 ? BenchRow.alone("layouts", describe(c), tokens, "tok/s", Double.NaN, note)
                     : new BenchRow("layouts", describe(c), tokens, "tok/s", peer, peerTokens, Double.NaN, note));
         }

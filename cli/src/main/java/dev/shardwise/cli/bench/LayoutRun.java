@@ -27,9 +27,10 @@ import java.util.regex.Pattern;
  * @param stepSeconds      median step time, steps 2..n
  * @param exposedSeconds   median of the step's exposed gradient reduction plus pipeline waits
  * @param peakBytes        the leader's largest pool peak over the timed steps, the final evaluation left out
+ * @param rankPeakBytes    the largest pool peak of any rank over the whole run (the final evaluation included)
  * @param tokensPerStep    tokens one step trains on
  */
-record LayoutRun(double stepSeconds, double exposedSeconds, long peakBytes, long tokensPerStep) {
+record LayoutRun(double stepSeconds, double exposedSeconds, long peakBytes, long rankPeakBytes, long tokensPerStep) {
 
     /** Tokens per second of the median step. */
     double tokensPerSecond() {
@@ -73,9 +74,11 @@ record LayoutRun(double stepSeconds, double exposedSeconds, long peakBytes, long
         flags.put("schedule", choice.schedule().toString());
         flags.put("evalEvery", 0);
         flags.put("evalBatches", 1);
+        flags.put("saveCheckpoints", false);
         flags.put("runDir", runDir.toString());
         try (PrintStream quiet = new PrintStream(OutputStream.nullOutputStream())) {
-            new Trainer(ConfigLoader.resolve(Map.of(), "bench", flags), quiet).run(false);
+            Trainer.Result result = new Trainer(ConfigLoader.resolve(Map.of(), "bench", flags), quiet).run(false);
+            long rankPeak = result.rankPeakBytes().stream().mapToLong(Long::longValue).max().orElse(result.peakMemoryBytes());
             List<String> lines = Files.readAllLines(runDir.resolve("metrics.jsonl"));
             int timed = lines.size() - 1;
             double[] step = new double[timed], exposed = new double[timed];
@@ -87,7 +90,7 @@ record LayoutRun(double stepSeconds, double exposedSeconds, long peakBytes, long
                 // The last step's peak includes the final evaluation; count it only when it is the one timed step.
                 if (i < lines.size() - 1 || timed == 1) peak = Math.max(peak, (long) number(line, "mem_peak_bytes"));
             }
-            return new LayoutRun(median(step), median(exposed), peak, (long) globalBatch * seqLen);
+            return new LayoutRun(median(step), median(exposed), peak, rankPeak, (long) globalBatch * seqLen);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read the metrics of " + runDir, e);
         } finally {
