@@ -94,6 +94,7 @@ public final class GptPart {
     private final TensorParallel tp;
     private final VocabParallelEmbedding vocab;            // tp > 1 only
     private final VocabParallelCrossEntropy crossEntropy;  // tp > 1 only
+    private final MoeRun moe = new MoeRun();               // what the part's MoE blocks share (none: inactive)
     private Gpt.Hooks hooks = Gpt.Hooks.NONE;
 
     /**
@@ -133,7 +134,7 @@ public final class GptPart {
             }
         }
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp);
+            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp, l);
         }
         if (span.head()) {
             if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
@@ -201,7 +202,7 @@ public final class GptPart {
         this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
         this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp));
+            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp, l, moe));
             blockUnits.add(unit(params, "h." + l));
         }
         this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
@@ -228,6 +229,9 @@ public final class GptPart {
 
     /** What this part holds. */
     public Span span() { return span; }
+
+    /** What the part's mixture-of-experts blocks record (their load, their auxiliary losses); inactive without any. */
+    public MoeRun moe() { return moe; }
 
     /** The model this is a part of. */
     public ModelConfig config() { return config; }
@@ -333,12 +337,17 @@ public final class GptPart {
         }
         Tensor partInput = stream;
         List<TransformerBlock.Saved> saved = new ArrayList<>(blocks.size());
-        for (int l = 0; l < blocks.size(); l++) {
-            hooks.beforeForward(blockUnits.get(l));
-            TransformerBlock.Saved s = blocks.get(l).forward(arena, stream, b, t);
-            hooks.afterForward(blockUnits.get(l));
-            saved.add(s);
-            stream = s.out();
+        moe.begin(withGradient, lossScale);
+        try {
+            for (int l = 0; l < blocks.size(); l++) {
+                hooks.beforeForward(blockUnits.get(l));
+                TransformerBlock.Saved s = blocks.get(l).forward(arena, stream, b, t);
+                hooks.afterForward(blockUnits.get(l));
+                saved.add(s);
+                stream = s.out();
+            }
+        } finally {
+            moe.end();
         }
         if (!span.head()) {
             Pass pass = new Pass(b, t, ids, positions, partInput, saved, null, null, null);

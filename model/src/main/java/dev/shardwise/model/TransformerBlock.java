@@ -58,10 +58,15 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
 
     /** Declares rank {@code tp.tpRank()}'s slices of the block (norms whole, replicated over tp). */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
+        declare(builder, name, config, tp, -1);
+    }
+
+    /** As above for block {@code layer} of the model, whose feed-forward is a mixture of experts if the config says so. */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer) {
         Norm.declare(builder, name + ".ln1", config);
         CausalSelfAttention.declare(builder, name + ".attn", config, tp);
         Norm.declare(builder, name + ".ln2", config);
-        FeedForward.declare(builder, name + ".mlp", config, tp);
+        FeedForward.declare(builder, name + ".mlp", config, tp, layer);
     }
 
     /** The block over the parameters declared under {@code name}, keeping what {@code policy} says. */
@@ -74,11 +79,17 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      * and the residual stream replicated; two all-reduces of [B·T, C] forward and two backward per block.
      */
     TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy, TensorParallel tp) {
+        this(params, name, config, policy, tp, -1, null);
+    }
+
+    /** As above for block {@code layer} of the model; an MoE feed-forward shares {@code moe} with the part. */
+    TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy, TensorParallel tp, int layer,
+                     MoeRun moe) {
         this.policy = Objects.requireNonNull(policy, "policy");
         this.norm1 = Norm.create(params, name + ".ln1", config);
         this.attention = new CausalSelfAttention(params, name + ".attn", config, policy == Recompute.SELECTIVE, tp);
         this.norm2 = Norm.create(params, name + ".ln2", config);
-        this.feedForward = FeedForward.create(params, name + ".mlp", config, tp);
+        this.feedForward = FeedForward.create(params, name + ".mlp", config, tp, layer, moe);
         this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
         this.alpha = GptInit.residualAlpha(config);
     }
