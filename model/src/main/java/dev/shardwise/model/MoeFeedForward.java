@@ -172,7 +172,7 @@ final class MoeFeedForward implements FeedForward {
         assignments = 0;
     }
 
-    void updateBias(long[] stepLoad) {
+    void updateBias(double[] stepLoad) {
         router.updateBias(stepLoad);
     }
 }

@@ -190,10 +190,10 @@ final class MoeRouter {
     }
 
     /** DeepSeek-V3: b_e += γ·sign(mean load - load_e), after a step. No-op unless balance is bias. */
-    void updateBias(long[] load) {
+    void updateBias(double[] load) {
         if (bias == null) return;
         double mean = 0;
-        for (long l : load) mean += l;
+        for (double l : load) mean += l;
         mean /= load.length;
         Tensor b = bias.value();
         for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * Math.signum(mean - load[j]), j);

@@ -84,10 +84,12 @@ public final class MoeRun {
      * averaged over the training passes, and the expert load summed over the passes, per layer.
      */
     public MoeStats stats() {
-        List<long[]> loads = new ArrayList<>();
+        List<double[]> loads = new ArrayList<>();
         long dropped = 0, assignments = 0;
         for (MoeFeedForward layer : layers) {
-            loads.add(layer.load().clone());
+            double[] load = new double[layer.load().length];
+            for (int e = 0; e < load.length; e++) load[e] = layer.load()[e];
+            loads.add(load);
             dropped += layer.dropped();
             assignments += layer.assignments();
         }
@@ -106,7 +108,7 @@ public final class MoeRun {
      * - load_e), from {@code loads} (the step's load per layer, {@link MoeStats#loads()} order, summed over the
      * replicas that must stay equal).
      */
-    public void updateBias(List<long[]> loads) {
+    public void updateBias(List<double[]> loads) {
         for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i));
     }
 }
