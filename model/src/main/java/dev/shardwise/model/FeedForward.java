@@ -17,9 +17,15 @@ interface FeedForward extends Layer<Layer.Saved> {
 
     /** As {@link #declare(ParameterSet.Builder, String, ModelConfig, TensorParallel)} for block {@code layer} (-1: dense). */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer) {
+        declare(builder, name, config, tp, layer, ExpertParallel.NONE);
+    }
+
+    /** As above; an MoE block declares rank {@code ep.epRank()}'s experts only. */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer,
+                        ExpertParallel ep) {
         if (layer >= 0 && config.isMoeLayer(layer)) {
             refuseTensorParallel(config, tp);
-            MoeFeedForward.declare(builder, name, config);
+            MoeFeedForward.declare(builder, name, config, ep);
         } else {
             declare(builder, name, config, tp);
         }

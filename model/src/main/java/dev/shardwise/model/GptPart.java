@@ -94,7 +94,7 @@ public final class GptPart {
     private final TensorParallel tp;
     private final VocabParallelEmbedding vocab;            // tp > 1 only
     private final VocabParallelCrossEntropy crossEntropy;  // tp > 1 only
-    private final MoeRun moe = new MoeRun();               // what the part's MoE blocks share (none: inactive)
+    private final MoeRun moe;                              // what the part's MoE blocks share (none: inactive)
     private Gpt.Hooks hooks = Gpt.Hooks.NONE;
 
     /**
@@ -117,6 +117,17 @@ public final class GptPart {
      */
     public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
                                TensorParallel tp) {
+        declare(builder, config, span, splitEmbedding, tp, ExpertParallel.NONE);
+    }
+
+    /**
+     * As {@link #declare(ParameterSet.Builder, ModelConfig, Span, boolean, TensorParallel)}, with only rank
+     * {@code ep.epRank()}'s E/ep experts of each MoE block (under their global numbers) under expert parallelism.
+     *
+     * @throws IllegalArgumentException also if ep does not divide the experts
+     */
+    public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
+                               TensorParallel tp, ExpertParallel ep) {
         if (tp.size() > 1 && config.topQueryLayer()) {
             throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
                     + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
@@ -134,7 +145,7 @@ public final class GptPart {
             }
         }
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp, l);
+            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp, l, ep);
         }
         if (span.head()) {
             if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
@@ -186,6 +197,19 @@ public final class GptPart {
      */
     public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery,
                    TensorParallel tp) {
+        this(config, params, span, recompute, recomputeEvery, tp, ExpertParallel.NONE);
+    }
+
+    /**
+     * As {@link #GptPart(ModelConfig, ParameterSet, Span, Recompute, int, TensorParallel)}, expert-parallel over
+     * {@code ep} (GShard): each MoE block holds this rank's E/ep experts (declared with the same ep) and sends each
+     * token to its experts' rank and back by all-to-alls over the group.
+     *
+     * @throws IllegalArgumentException also if ep does not divide the experts
+     */
+    public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery,
+                   TensorParallel tp, ExpertParallel ep) {
+        this.moe = new MoeRun(ep);
         this.tp = Objects.requireNonNull(tp, "tp");
         if (tp.size() > 1 && config.topQueryLayer()) {
             throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "

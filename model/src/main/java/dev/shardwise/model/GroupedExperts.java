@@ -33,8 +33,13 @@ final class GroupedExperts {
 
     /** Declares {@code count} experts of hidden size {@code hidden} under {@code name.0} ... */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, int count, int hidden) {
+        declare(builder, name, config, 0, count, hidden);
+    }
+
+    /** Declares experts {@code first} .. {@code first + count - 1} (their global numbers) under {@code name.first} ... */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, int first, int count, int hidden) {
         double in = GptInit.branchInput(config), out = GptInit.residualProjection(config);
-        for (int e = 0; e < count; e++) {
+        for (int e = first; e < first + count; e++) {
             String p = name + "." + e;
             if (config.mlp() == ModelConfig.Mlp.SWIGLU) {
                 Linear.declare(builder, p + ".gate", config.hidden(), hidden, config.bias(), in);
@@ -48,6 +53,11 @@ final class GroupedExperts {
     }
 
     GroupedExperts(ParameterSet params, String name, ModelConfig config, int count, int hidden) {
+        this(params, name, config, 0, count, hidden);
+    }
+
+    /** Experts {@code first} .. {@code first + count - 1}; local expert e of this group is global expert first + e. */
+    GroupedExperts(ParameterSet params, String name, ModelConfig config, int first, int count, int hidden) {
         this.swiGlu = config.mlp() == ModelConfig.Mlp.SWIGLU;
         this.bias = config.bias();
         this.hidden = hidden;
@@ -56,8 +66,8 @@ final class GroupedExperts {
         this.biases = new Parameter[count][parts.length];
         for (int e = 0; e < count; e++) {
             for (int i = 0; i < parts.length; i++) {
-                weights[e][i] = params.get(name + "." + e + "." + parts[i] + ".weight");
-                if (bias) biases[e][i] = params.get(name + "." + e + "." + parts[i] + ".bias");
+                weights[e][i] = params.get(name + "." + (first + e) + "." + parts[i] + ".weight");
+                if (bias) biases[e][i] = params.get(name + "." + (first + e) + "." + parts[i] + ".bias");
             }
         }
     }

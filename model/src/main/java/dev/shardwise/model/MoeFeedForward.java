@@ -21,7 +21,8 @@ import dev.shardwise.core.tensor.Tensor;
 final class MoeFeedForward implements FeedForward {
     private final MoeConfig moe;
     private final MoeRouter router;
-    private final GroupedExperts experts;
+    private final GroupedExperts experts;  // this rank's experts: all E, or E/ep under expert parallelism
+    private final ExpertDispatch dispatch; // ep > 1: the all-to-alls to and from the experts' ranks; else null
     private final GroupedExperts shared;   // or null
     private final MoeRun run;
     private final long[] load;             // this step's assignments per expert, summed over recorded passes
@@ -35,27 +36,39 @@ final class MoeFeedForward implements FeedForward {
      * @param tokenOf   the token of each row of xs [M]
      * @param offsets   expert e's rows of xs are [offsets[e], offsets[e+1]) [E + 1]
      * @param xs        the dispatched tokens [M, C]
-     * @param experts   the experts' saved activations, outputs [M, C]
+     * @param experts   the experts' saved activations (ep 1), or null
+     * @param exchanged what the all-to-alls left (ep > 1), or null
+     * @param ys        the experts' outputs for the kept assignments [M, C], in dispatch order
      * @param shared    the shared experts' (over x [N, C]), or null
      * @param scale     the loss scale of the pass, for the auxiliary losses' gradient
      * @param auxLoss   α·balance + β·z-loss of this pass (unscaled)
      * @param out       y [N, C]
      */
     record Saved(MoeRouter.Routing routing, int[] rowOf, int[] tokenOf, int[] offsets, Tensor xs,
-                 GroupedExperts.Saved experts, GroupedExperts.Saved shared, double scale, double auxLoss, Tensor out)
+                 GroupedExperts.Saved experts, ExpertDispatch.Saved exchanged, Tensor ys, GroupedExperts.Saved shared,
+                 double scale, double auxLoss, Tensor out)
             implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+        declare(builder, name, config, ExpertParallel.NONE);
+    }
+
+    /** Declares the router, rank {@code ep.epRank()}'s E/ep experts (by their global numbers) and the shared experts. */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, ExpertParallel ep) {
         MoeConfig moe = config.moe();
+        int perRank = ep.localExperts(moe.experts());
         MoeRouter.declare(builder, name + ".router", config, moe);
-        GroupedExperts.declare(builder, name + ".experts", config, moe.experts(), moe.expertHidden());
+        GroupedExperts.declare(builder, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden());
         if (moe.sharedExperts() > 0) GroupedExperts.declare(builder, name + ".shared", config, 1, moe.sharedExperts() * moe.expertHidden());
     }
 
     MoeFeedForward(ParameterSet params, String name, ModelConfig config, MoeRun run) {
         this.moe = config.moe();
         this.router = new MoeRouter(params, name + ".router", moe);
-        this.experts = new GroupedExperts(params, name + ".experts", config, moe.experts(), moe.expertHidden());
+        ExpertParallel ep = run.expertParallel();
+        int perRank = ep.localExperts(moe.experts());
+        this.experts = new GroupedExperts(params, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden());
+        this.dispatch = ep.size() > 1 ? new ExpertDispatch(experts, ep) : null;
         this.shared = moe.sharedExperts() > 0
                 ? new GroupedExperts(params, name + ".shared", config, 1, moe.sharedExperts() * moe.expertHidden()) : null;
         this.run = run;
@@ -97,12 +110,19 @@ final class MoeFeedForward implements FeedForward {
             rowOf[a] = r;
             tokenOf[r] = a / k;
         }
-        Tensor xs = null;
+        Tensor xs = null, ys = null;
         GroupedExperts.Saved expertsSaved = null;
-        if (m > 0) {
+        ExpertDispatch.Saved exchanged = null;
+        if (dispatch != null) {   // every rank joins the all-to-alls, tokens or not
+            xs = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
+            MoeRows.gather(xs.slice(0, 0, m), x, tokenOf);
+            exchanged = dispatch.forward(arena, xs, m, c, x.dtype(), offsets);
+            ys = exchanged.ys();
+        } else if (m > 0) {
             xs = arena.allocateForOverwrite(x.dtype(), m, c);
             MoeRows.gather(xs, x, tokenOf);
             expertsSaved = experts.forward(arena, xs, offsets);
+            ys = expertsSaved.out();
         }
         Tensor y = arena.allocateForOverwrite(x.dtype(), n, c);
         GroupedExperts.Saved sharedSaved = null;
@@ -114,7 +134,7 @@ final class MoeFeedForward implements FeedForward {
         }
         // combine, in assignment order
         for (int a = 0; a < n * k; a++) {
-            if (rowOf[a] >= 0) MoeRows.addRow(y, a / k, expertsSaved.out(), rowOf[a], routing.gate()[a]);
+            if (rowOf[a] >= 0) MoeRows.addRow(y, a / k, ys, rowOf[a], routing.gate()[a]);
         }
         double aux = router.auxLoss(routing);
         if (run.recording()) {
@@ -123,7 +143,7 @@ final class MoeFeedForward implements FeedForward {
             assignments += (long) n * k;
             run.recordAuxLoss(aux);
         }
-        return new Saved(routing, rowOf, tokenOf, offsets, xs, expertsSaved, sharedSaved, run.lossScale(), aux, y);
+        return new Saved(routing, rowOf, tokenOf, offsets, xs, expertsSaved, exchanged, ys, sharedSaved, run.lossScale(), aux, y);
     }
 
     /**
@@ -138,22 +158,26 @@ final class MoeFeedForward implements FeedForward {
         int n = x.dim(0), c = x.dim(1), k = moe.topK();
         double[] dgate = new double[n * k];
         Tensor dxs = null;
+        int m = saved.tokenOf.length;
         if (saved.xs != null) {
-            int m = saved.xs.dim(0);
             // y_n += g·ys_r: dys_r = g·dy_n, dg = dy_n·ys_r
-            Tensor dys = arena.allocateForOverwrite(x.dtype(), m, c);
+            Tensor dys = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
             for (int a = 0; a < n * k; a++) {
                 int r = saved.rowOf[a];
                 if (r < 0) continue;
                 MoeRows.setRow(dys, r, dy, a / k, routing.gate()[a]);
-                dgate[a] = MoeRows.dot(dy, a / k, saved.experts.out(), r);
+                dgate[a] = MoeRows.dot(dy, a / k, saved.ys, r);
             }
-            dxs = arena.allocateForOverwrite(x.dtype(), m, c);
-            experts.backward(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, weights);
+            if (dispatch != null) {
+                dxs = dispatch.backward(arena, dys, m, c, saved.exchanged, weights);
+            } else {
+                dxs = arena.allocateForOverwrite(x.dtype(), m, c);
+                experts.backward(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, weights);
+            }
         }
         router.backward(arena, dx, x, routing, dgate, saved.scale, weights);   // writes dx
         if (dxs != null) {
-            for (int r = 0; r < dxs.dim(0); r++) MoeRows.addRow(dx, saved.tokenOf[r], dxs, r, 1);
+            for (int r = 0; r < m; r++) MoeRows.addRow(dx, saved.tokenOf[r], dxs, r, 1);
         }
         if (shared != null) {
             Tensor dshared = arena.allocateForOverwrite(x.dtype(), n, c);

@@ -16,6 +16,7 @@ import java.util.List;
  */
 public final class MoeRun {
     private final List<MoeFeedForward> layers = new ArrayList<>();
+    private final ExpertParallel ep;
     private boolean training;
     private double lossScale = 1;
     private boolean recording;
@@ -23,6 +24,21 @@ public final class MoeRun {
     private long noiseSeed = 0x5eedL;
     private int passes;
     private double auxLoss;
+
+    /** A run whose MoE blocks hold every expert. */
+    public MoeRun() {
+        this(ExpertParallel.NONE);
+    }
+
+    /** A run whose MoE blocks hold this rank's E/ep experts and exchange tokens over {@code ep}. */
+    public MoeRun(ExpertParallel ep) {
+        this.ep = java.util.Objects.requireNonNull(ep, "ep");
+    }
+
+    /** The expert-parallel group the part's MoE blocks exchange tokens over. */
+    public ExpertParallel expertParallel() {
+        return ep;
+    }
 
     /** A layer registers itself when built over this run. */
     void register(MoeFeedForward layer) {

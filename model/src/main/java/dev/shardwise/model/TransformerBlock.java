@@ -58,15 +58,19 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
 
     /** Declares rank {@code tp.tpRank()}'s slices of the block (norms whole, replicated over tp). */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
-        declare(builder, name, config, tp, -1);
+        declare(builder, name, config, tp, -1, ExpertParallel.NONE);
     }
 
-    /** As above for block {@code layer} of the model, whose feed-forward is a mixture of experts if the config says so. */
-    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer) {
+    /**
+     * As above for block {@code layer} of the model, whose feed-forward is a mixture of experts if the config says so
+     * (then holding rank {@code ep.epRank()}'s experts).
+     */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer,
+                        ExpertParallel ep) {
         Norm.declare(builder, name + ".ln1", config);
         CausalSelfAttention.declare(builder, name + ".attn", config, tp);
         Norm.declare(builder, name + ".ln2", config);
-        FeedForward.declare(builder, name + ".mlp", config, tp, layer);
+        FeedForward.declare(builder, name + ".mlp", config, tp, layer, ep);
     }
 
     /** The block over the parameters declared under {@code name}, keeping what {@code policy} says. */

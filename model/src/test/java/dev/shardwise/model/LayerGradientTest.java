@@ -112,7 +112,7 @@ class LayerGradientTest {
         }
         ModelConfig block = gpt.withMoe(base.withBalance(MoeConfig.Balance.NONE).withWeights(0, 0).withCapacityFactor(1.0));
         for (Recompute policy : Recompute.values()) {
-            cases.add(new Case("block with moe recompute " + policy, (b, n) -> TransformerBlock.declare(b, n, block, TensorParallel.NONE, 0),
+            cases.add(new Case("block with moe recompute " + policy, (b, n) -> TransformerBlock.declare(b, n, block, TensorParallel.NONE, 0, ExpertParallel.NONE),
                     p -> new TransformerBlock(p, "x", block, policy, TensorParallel.NONE, 0, trainingRun()), block.hidden(), false, 4));
         }
         return cases;
