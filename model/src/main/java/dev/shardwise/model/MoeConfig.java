@@ -100,6 +100,14 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
                 DEFAULT_AUX_WEIGHT, DEFAULT_Z_LOSS_WEIGHT, DEFAULT_BIAS_RATE);
     }
 
+    /**
+     * Whether the parameter named {@code name} belongs to a routed expert ({@code h.l.mlp.experts.e.*}): under expert
+     * parallelism only E/ep ranks hold it, and its gradient is reduced over the expert-data-parallel group.
+     */
+    public static boolean isExpertParameter(String name) {
+        return name.contains(".mlp.experts.");
+    }
+
     /** Whether block {@code layer} (0-based) has a mixture of experts as its feed-forward block. */
     public boolean isMoeLayer(int layer) {
         return layer % every == every - 1;
