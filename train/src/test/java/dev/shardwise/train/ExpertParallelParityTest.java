@@ -16,8 +16,11 @@ import dev.shardwise.model.TensorParallel;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ProcessGroups;
+import dev.shardwise.parallel.ExpertParallelUpdate;
+import dev.shardwise.parallel.GradientReduction;
+import dev.shardwise.parallel.ReplicatedUpdate;
 import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
-import dev.shardwise.parallel.expert.ExpertParallelUpdate;
+import dev.shardwise.model.optim.ParameterUpdate;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -33,7 +36,8 @@ import static org.junit.jupiter.api.Assertions.*;
 /**
  * Expert parallelism through {@link TrainStep} against ep 1 (ARCHITECTURE idea 5): the same routing, no dropping,
  * 20 steps. The reference is one rank running each rank's rows as one micro-batch (so the balance loss sees the same
- * tokens); the expert-parallel run has dp ranks of which ep consecutive ones split the experts. Losses within 1e-5
+ * tokens); the expert-parallel run has dp ranks of which ep consecutive ones split the experts, with ZeRO 0 or 1 (the
+ * non-expert AdamW state sharded over dp, the experts' over the expert-data-parallel group). Losses within 1e-5
  * relative, gradient norms within 1e-4, and every parameter (the experts gathered from the ranks that hold them,
  * replicas checked equal) within ||Δ||/||θ|| <= 1e-5.
  */
@@ -53,23 +57,31 @@ class ExpertParallelParityTest {
 
     /** One rank, the {@code ranks} ranks' rows as its micro-batches. */
     static Outcome reference(int ranks) {
-        return run(MemoryPool.unlimited("reference"), ExpertParallel.NONE, null, 0, ranks);
+        return run(MemoryPool.unlimited("reference"), ExpertParallel.NONE, null, 0, ranks, 0);
     }
 
     /** One rank of the layout dp = ranks, ep. */
-    static Outcome run(MemoryPool pool, ExpertParallel ep, ProcessGroups groups, int dpRank, int microBatches) {
+    static Outcome run(MemoryPool pool, ExpertParallel ep, ProcessGroups groups, int dpRank, int microBatches, int zero) {
         GptPart.Span whole = GptPart.Span.whole(MODEL);
         ParameterSet.Builder builder = ParameterSet.builder();
         GptPart.declare(builder, MODEL, whole, false, TensorParallel.NONE, ep);
         try (ParameterSet params = builder.allocate(pool, DType.F32);
-             AdamWOptimizer optimizer = new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt());
-             ExpertParallelUpdate update = groups == null ? null
-                     : new ExpertParallelUpdate(params, optimizer, groups.dp(), groups.ep(), groups.expertDp(), pool);
+             AdamWOptimizer optimizer = groups != null ? null : new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt());
+             ParameterUpdate update = groups == null ? new ReplicatedUpdate(params, optimizer, GradientReduction.NONE)
+                     : new ExpertParallelUpdate(params, AdamWOptimizer.Settings.gpt(), zero, groups.dp(), groups.ep(), groups.expertDp(), pool);
              TrainStep step = new TrainStep(params, List.of(new GptPart(MODEL, params, whole, Recompute.NONE, 1, TensorParallel.NONE, ep)),
-                     pool, 1.0, update != null ? update : new dev.shardwise.parallel.ReplicatedUpdate(params, optimizer,
-                             dev.shardwise.parallel.GradientReduction.NONE), TrainStep.Pipeline.SINGLE);
+                     pool, 1.0, update, TrainStep.Pipeline.SINGLE);
              Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, ROWS, SEQ + 1)) {
             params.initialize(7);
+            if (groups != null) {   // AdamW's m and v: 2 x 4 bytes per element this rank updates
+                long expert = 0;
+                for (Parameter p : params.parameters()) if (MoeConfig.isExpertParameter(p.name())) expert += p.numel();
+                long dense = params.paddedCount() - expert, bytes = pool.liveBytes(MemoryCategory.OPTIMIZER_STATE);
+                long slack = 8L * 4 * MODEL.layers();   // ⌈len/n⌉ rounding of each run
+                long expected = zero == 0 ? 8 * params.paddedCount() : 8 * (dense / groups.dp().size() + expert / groups.expertDp().size());
+                assertTrue(bytes >= expected && bytes <= expected + slack, "zero " + zero + ": optimizer state " + bytes
+                        + " bytes, expected " + expected + " (non-expert state / dp, expert state / expert dp)");
+            }
             double[] losses = new double[STEPS], norms = new double[STEPS];
             for (int s = 0; s < STEPS; s++) {
                 int stepIndex = s;
@@ -87,17 +99,17 @@ class ExpertParallelParityTest {
         }
     }
 
-    @ParameterizedTest(name = "dp={0} ep={1}")
-    @CsvSource({"2, 2", "4, 2", "4, 4"})
-    void expertParallelMatchesEp1(int dp, int ep) {
+    @ParameterizedTest(name = "dp={0} ep={1} zero={2}")
+    @CsvSource({"2, 2, 0", "4, 2, 1", "4, 4, 1"})
+    void expertParallelMatchesEp1(int dp, int ep, int zero) {
         Outcome expected = reference(dp);
-        ParallelLayout layout = new ParallelLayout(dp, 1, 1, 1, ep, false, 0, Recompute.NONE, ROWS);
+        ParallelLayout layout = new ParallelLayout(dp, 1, 1, 1, ep, false, zero, Recompute.NONE, ROWS);
         List<Outcome> ranks = LocalCluster.run(dp, ctx -> {
             try (ProcessGroups groups = new ProcessGroups(layout, ctx.world())) {
-                return run(ctx.memory(), new CommunicatorExpertParallel(groups.ep()), groups, groups.coordinates().dpRank(), 1);
+                return run(ctx.memory(), new CommunicatorExpertParallel(groups.ep()), groups, groups.coordinates().dpRank(), 1, zero);
             }
         });
-        String name = "dp " + dp + " x ep " + ep;
+        String name = "dp " + dp + " x ep " + ep + " zero " + zero;
         Map<String, double[]> merged = new HashMap<>();
         for (Outcome o : ranks) {
             assertArrayEquals(ranks.getFirst().losses(), o.losses(), 0, name + ": every rank reports the same losses");
