@@ -168,6 +168,19 @@ class MoeFeedForwardTest {
     }
 
     @Test
+    void theBenchmarkRunnerCountsTheSameActiveFlopsForMoeTinyAsForTheDenseMlpPlusTheRouter() {
+        ModelConfig config = ModelConfig.preset("moe-tiny").withMoe(MoeConfig.of(8, 2, 1, 512));
+        try (FeedForwardRunner dense = new FeedForwardRunner(config, false, pool, DType.F32, 1);
+             FeedForwardRunner moe = new FeedForwardRunner(config, true, pool, DType.F32, 1);
+             Tensor x = random(DType.F32, 1, 64, 256); Tensor dy = random(DType.F32, 2, 64, 256)) {
+            assertEquals(dense.trainingFlops(64) + 6.0 * 64 * 256 * 8, moe.trainingFlops(64), 1e-6);
+            moe.forwardBackward(x, dy);
+            assertEquals(64 * 2, moe.stats().assignments(), "one training pass of 64 tokens, top-2");
+        }
+        assertEquals(0, pool.liveBytes(), "everything freed");
+    }
+
+    @Test
     void theBiasMovesTowardsTheUnderloadedExpertsByItsRate() {
         ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(4, 1, 1, 4).withBalance(MoeConfig.Balance.BIAS));
         MoeRun run = new MoeRun();
