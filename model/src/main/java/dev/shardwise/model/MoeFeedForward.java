@@ -115,7 +115,7 @@ final class MoeFeedForward implements FeedForward {
         ExpertDispatch.Saved exchanged = null;
         if (dispatch != null) {   // every rank joins the all-to-alls, tokens or not
             xs = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
-            MoeRows.gather(xs.slice(0, 0, m), x, tokenOf);
+            if (m > 0) MoeRows.gather(xs.slice(0, 0, m), x, tokenOf);
             exchanged = dispatch.forward(arena, xs, m, c, x.dtype(), offsets);
             ys = exchanged.ys();
         } else if (m > 0) {

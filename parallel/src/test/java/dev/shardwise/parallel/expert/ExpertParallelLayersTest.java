@@ -45,6 +45,11 @@ class ExpertParallelLayersTest {
 
     /** Loss and every gradient by name after one forward and backward over rank {@code dataRank}'s batch. */
     static Result run(ModelConfig config, ExpertParallel ep, MemoryPool pool, int dataRank, Recompute recompute) {
+        return run(config, ep, pool, dataRank, recompute, false);
+    }
+
+    /** As above; {@code skewed} (balance bias) sets a routing bias that sends every token to experts 0 and 1. */
+    static Result run(ModelConfig config, ExpertParallel ep, MemoryPool pool, int dataRank, Recompute recompute, boolean skewed) {
         GptPart.Span whole = GptPart.Span.whole(config);
         ParameterSet.Builder builder = ParameterSet.builder();
         GptPart.declare(builder, config, whole, false, TensorParallel.NONE, ep);
@@ -54,6 +59,14 @@ class ExpertParallelLayersTest {
              StepArena arena = new StepArena(pool)) {
             params.initialize(7);
             params.zeroGrads();
+            if (skewed) {
+                for (Parameter p : params.parameters()) {
+                    if (!p.name().endsWith("balance_bias")) continue;
+                    double[] bias = new double[p.value().dim(0)];
+                    bias[0] = bias[1] = 100;
+                    p.value().copyFrom(bias);
+                }
+            }
             GptPart part = new GptPart(config, params, whole, recompute, 1, TensorParallel.NONE, ep);
             GptPart.Pass pass = part.forward(arena, tokens, targets, null, true, 1.0);
             part.backward(arena, pass, null);
@@ -108,5 +121,22 @@ class ExpertParallelLayersTest {
             assertEquals(2L * experts / ep, local, where + ": holds E/ep experts in each of the 2 blocks");
         }
         assertTrue(checkedExperts > 0, "expert gradients were compared");
+    }
+
+    /** Every token routed to experts 0 and 1 (rank 0's): rank 1 receives no rows, sends all, and still joins every all-to-all. */
+    @org.junit.jupiter.api.Test
+    void aRankWhoseExpertsGetNoTokensStillExchangesAndMatches() {
+        ModelConfig config = ModelConfig.gpt(64, 16, 2, 32, 4).withMoe(MoeConfig.of(4, 2, 1, 24).withBalance(MoeConfig.Balance.BIAS));
+        List<Result> reference = List.of(run(config, ExpertParallel.NONE, MemoryPool.unlimited("reference"), 0, Recompute.NONE, true),
+                run(config, ExpertParallel.NONE, MemoryPool.unlimited("reference"), 1, Recompute.NONE, true));
+        List<Result> got = LocalCluster.run(2, ctx -> run(config, new CommunicatorExpertParallel(ctx.world()), ctx.memory(),
+                ctx.world().rank(), Recompute.NONE, true));
+        for (int r = 0; r < 2; r++) {
+            assertEquals(reference.get(r).loss(), got.get(r).loss(), 1e-12 * reference.get(r).loss(), "rank " + r + ": loss");
+        }
+        for (Map.Entry<String, double[]> g : got.get(1).grads().entrySet()) {
+            if (!g.getKey().contains(".experts.")) continue;
+            for (double v : g.getValue()) assertEquals(0.0, v, g.getKey() + ": an expert no token chose gets no gradient");
+        }
     }
 }
