@@ -31,7 +31,7 @@ public final class PlanCommand implements Runnable {
     CommandLine.Model.CommandSpec spec;
 
     @Option(names = "--model", paramLabel = "M",
-            description = "Model preset (gpt3-175b, gpt-1t, gpt-145b, gpt-22b, ...) or a YAML file with layers, hidden, heads, vocab, seq [, ffn_hidden].")
+            description = "Model preset (gpt3-175b, gpt-1t, gpt-145b, gpt-22b, ...) or a YAML file with layers, hidden, heads, vocab, seq [, ffn_hidden, kv_heads (grouped-query attention), experts, top_k, moe_every (mixture of experts)].")
     String model;
 
     @Option(names = "--cluster", paramLabel = "C",
@@ -83,9 +83,12 @@ public final class PlanCommand implements Runnable {
             out.flush();
             return;
         }
-        out.printf(Locale.ROOT, "model %s (%.1fB parameters, L=%d h=%d a=%d s=%d V=%d) on %s: %d x %s, %d per node; global batch %d%n",
-                m.name(), m.parameters() / 1e9, m.layers(), m.hidden(), m.heads(), m.seq(), m.vocab(), c.name(), c.devices(),
-                c.device().name(), c.devicesPerNode(), globalBatch);
+        out.printf(Locale.ROOT, "model %s (%.1fB parameters, L=%d h=%d a=%d%s s=%d V=%d%s) on %s: %d x %s, %d per node; global batch %d%n",
+                m.name(), m.parameters() / 1e9, m.layers(), m.hidden(), m.heads(),
+                m.kvHeads() == m.heads() ? "" : " kv=" + m.kvHeads(), m.seq(), m.vocab(),
+                m.isMoe() ? String.format(Locale.ROOT, "; %d experts, top-%d, every %d block(s): %.1fB active", m.experts(), m.topK(),
+                        m.moeEvery(), m.activeParameters() / 1e9) : "",
+                c.name(), c.devices(), c.device().name(), c.devicesPerNode(), globalBatch);
         if (explain != null) {
             explainOne(out, rows.getFirst());
             out.flush();
@@ -138,8 +141,9 @@ public final class PlanCommand implements Runnable {
         out.printf(Locale.ROOT, "layout %s, schedule %s, %d devices%n", e.layoutText(), e.schedule(), e.devices());
         out.printf(Locale.ROOT, "step %.3f s: %.1f TFLOP/s per device (model), %.1f with recompute, MFU %.1f%%%n", e.stepSeconds(),
                 e.tflopsPerDeviceModel(), e.tflopsPerDeviceHardware(), 100 * e.mfu());
-        out.printf(Locale.ROOT, "  slowest stage: compute %.3f s, tp collectives %.3f s, pipeline sends %.3f s, bubble %.3f s,"
-                + " dp reduction exposed %.3f s, optimizer %.3f s%n", e.computeSeconds(), e.tpCommSeconds(), e.p2pSeconds(),
+        out.printf(Locale.ROOT, "  slowest stage: compute %.3f s, tp collectives %.3f s, ep all-to-all %.3f s, pipeline sends %.3f s,"
+                + " bubble %.3f s, dp reduction exposed %.3f s, optimizer %.3f s%n", e.computeSeconds(), e.tpCommSeconds(),
+                e.epCommSeconds(), e.p2pSeconds(),
                 e.bubbleSeconds(), e.dpSeconds(), e.optimizerSeconds());
         out.printf(Locale.ROOT, "memory per device (stage %d): %.1f GB of %.1f GB%s: weights %.1f, gradients %.1f, optimizer %.1f,"
                 + " activations %.1f, buffers and reserve %.1f%n", mem.stage(), mem.total() / 1e9, e.memoryLimit() / 1e9,
@@ -149,8 +153,10 @@ public final class PlanCommand implements Runnable {
 
     /** The component where {@code e} loses most time against {@code best}. */
     private static String whyLost(Estimate e, Estimate best) {
-        String[] names = {"compute (recompute or GEMM shapes)", "tp collectives", "pipeline sends", "bubble", "dp reduction", "optimizer"};
+        String[] names = {"compute (recompute or GEMM shapes)", "tp collectives", "ep all-to-all", "pipeline sends", "bubble",
+                "dp reduction", "optimizer"};
         double[] delta = {e.computeSeconds() - best.computeSeconds(), e.tpCommSeconds() - best.tpCommSeconds(),
+                e.epCommSeconds() - best.epCommSeconds(),
                 e.p2pSeconds() - best.p2pSeconds(), e.bubbleSeconds() - best.bubbleSeconds(), e.dpSeconds() - best.dpSeconds(),
                 e.optimizerSeconds() - best.optimizerSeconds()};
         int worst = 0;
@@ -159,20 +165,20 @@ public final class PlanCommand implements Runnable {
     }
 
     private static String whyBest(Estimate e) {
-        return String.format(Locale.ROOT, "Of its %.2f s step, %.0f%% is compute, %.0f%% tp collectives, %.0f%% bubble, %.0f%% dp reduction;"
-                        + " it needs %.1f of %.1f GB", e.stepSeconds(), 100 * e.computeSeconds() / e.stepSeconds(),
-                100 * e.tpCommSeconds() / e.stepSeconds(), 100 * e.bubbleSeconds() / e.stepSeconds(), 100 * e.dpSeconds() / e.stepSeconds(),
+        return String.format(Locale.ROOT, "Of its %.2f s step, %.0f%% is compute, %.0f%% tp collectives, %.0f%% ep all-to-all, %.0f%% bubble,"
+                        + " %.0f%% dp reduction; it needs %.1f of %.1f GB", e.stepSeconds(), 100 * e.computeSeconds() / e.stepSeconds(),
+                100 * e.tpCommSeconds() / e.stepSeconds(), 100 * e.epCommSeconds() / e.stepSeconds(), 100 * e.bubbleSeconds() / e.stepSeconds(), 100 * e.dpSeconds() / e.stepSeconds(),
                 e.memory().total() / 1e9, e.memoryLimit() / 1e9);
     }
 
     private static String json(Estimate e) {
         var l = e.layout();
         MemoryBreakdown m = e.memory();
-        return String.format(Locale.ROOT, "{\"dp\":%d,\"tp\":%d,\"pp\":%d,\"vpp\":%d,\"micro_batch\":%d,\"recompute\":\"%s\","
+        return String.format(Locale.ROOT, "{\"dp\":%d,\"tp\":%d,\"pp\":%d,\"vpp\":%d,\"ep\":%d,\"micro_batch\":%d,\"recompute\":\"%s\","
                         + "\"sequence_parallel\":%b,\"zero\":%d,\"schedule\":\"%s\",\"step_s\":%.6g,\"tflops_per_device_model\":%.6g,"
                         + "\"tflops_per_device_hardware\":%.6g,\"mfu\":%.6g,\"mem_bytes_per_device\":%.0f,\"fits\":%b,"
                         + "\"mem_breakdown\":{\"parameters\":%.0f,\"gradients\":%.0f,\"optimizer\":%.0f,\"activations\":%.0f,\"buffers\":%.0f}}",
-                l.dp(), l.tp(), l.pp(), l.vpp(), l.microBatch(), l.recompute(), l.sequenceParallel(), l.zeroStage(), e.schedule(),
+                l.dp(), l.tp(), l.pp(), l.vpp(), l.ep(), l.microBatch(), l.recompute(), l.sequenceParallel(), l.zeroStage(), e.schedule(),
                 e.stepSeconds(), e.tflopsPerDeviceModel(), e.tflopsPerDeviceHardware(), e.mfu(), m.total(), e.fits(),
                 m.parameters(), m.gradients(), m.optimizer(), m.activations(), m.buffers());
     }

@@ -1,10 +1,12 @@
 package dev.shardwise.cli;
 
 import dev.shardwise.comm.RankEnvironment;
+import dev.shardwise.core.memory.MemoryBudgetExceededException;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.train.MemoryReport;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
+import dev.shardwise.train.FittingLayouts;
 import dev.shardwise.train.Trainer;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -89,8 +91,14 @@ public final class TrainCommand implements Callable<Integer> {
             description = "Data-parallel size; default ranks / (tp × pp). Without --ranks, ranks = dp × tp × pp.")
     Integer dp;
 
-    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size (only 1 for now).")
+    @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size: each block's attention heads and MLP features, and the vocabulary of the tied "
+            + "embedding and head, split over N adjacent ranks (Megatron); must divide the heads and kv heads.")
     Integer tp;
+
+    @Option(names = "--sequence-parallel", description = "Sequence parallelism (Korthikanti et al. 2022; needs --tp >= 2): the norms, "
+            + "residual sums and embedding output, which tensor parallelism leaves replicated, hold T/tp positions per rank, with an "
+            + "all-gather before and a reduce-scatter after each tensor-parallel region instead of the all-reduces (YAML sequenceParallel).")
+    Boolean sequenceParallel;
 
     @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "
             + "(micro-batches per step m = --global-batch / (--micro-batch × dp); m ≥ 4·pp keeps the bubble small).")
@@ -133,8 +141,19 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
 
+    @Option(names = "--no-checkpoints", description = "Save no checkpoints (YAML saveCheckpoints: false): today's checkpoint "
+            + "gathers the whole model state on one rank, more than a rank of a model split to fit its budget can hold.")
+    boolean noCheckpoints;
+
     @Option(names = "--rank-memory", paramLabel = "SIZE", description = "Memory budget of the rank, e.g. 8g.")
     String rankMemory;
+
+    @Option(names = "--parallel", paramLabel = "auto",
+            description = "auto: choose dp, pp, vpp, micro-batch, ZeRO stage, recompute and schedule for --ranks from a profile of "
+                    + "the model's pieces on this machine (the planner's local cost model, as 'bench planner' checks it), within "
+                    + "--rank-memory; prints the ranked layouts, then trains the fastest and reports its predicted beside its "
+                    + "measured step time and memory.")
+    String parallel;
 
     @Option(names = "--dry-run", description = "Print the resolved config, its layout and the memory it needs, then stop.")
     boolean dryRun;
@@ -146,7 +165,12 @@ public final class TrainCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         PrintWriter out = spec.commandLine().getOut();
         RankEnvironment job = RankEnvironment.current();   // rank 0 of 1 unless a launcher started this process
-        TrainConfig resolved = resolve(job);
+        AutoLayout auto = "auto".equals(parallel) ? AutoLayout.choose(this, job, out) : null;
+        if (parallel != null && auto == null) {
+            throw new IllegalArgumentException("--parallel " + parallel + ": the only choice is auto; give the layout with --dp, --pp, "
+                    + "--zero, ... instead");
+        }
+        TrainConfig resolved = resolve(job, auto);
         if (!dryRun && resolved.zero() >= 2 && resolved.layout().dp() == 1) {
             out.println("note: ZeRO " + resolved.zero() + " over one data-parallel rank shards nothing; it only adds gathers "
                     + "and copies (use --ranks N to split the model state)");
@@ -157,18 +181,61 @@ public final class TrainCommand implements Callable<Integer> {
             out.flush();
             return 0;
         }
-        Trainer.Result result = new Trainer(resolved, job, System.out).run(resume);
+        Trainer.Result result;
+        try {
+            result = new Trainer(resolved, job, System.out).run(resume);
+        } catch (RuntimeException e) {
+            for (Throwable t = e; t != null; t = t.getCause()) {
+                if (t instanceof MemoryBudgetExceededException && job.rank() == 0) {
+                    spec.commandLine().getErr().println("shardwise: " + FittingLayouts.describe(resolved, 3));
+                    break;
+                }
+            }
+            throw e;
+        }
         if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
                         + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
                 result.steps(), result.trainLoss(), result.valLoss(), result.tokensPerSecond(), 100 * result.mfu(),
                 MemoryPool.formatBytes(result.peakMemoryBytes()), result.runDir());
+        if (auto != null) auto.report(out, resolved, result);
         out.flush();
         return 0;
     }
 
     TrainConfig resolve(RankEnvironment job) throws IOException {
+        return resolve(job, null);
+    }
+
+    /** The config from the YAML file and the flags, with {@code auto}'s layout in place of the layout flags if given. */
+    TrainConfig resolve(RankEnvironment job, AutoLayout auto) throws IOException {
         Map<String, Object> yaml = config == null ? Map.of() : ConfigLoader.readYaml(config);
+        Map<String, Object> flags = flags(job, yaml);
+        if (auto != null) {
+            flags.putAll(auto.flags());
+            return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
+        }
+        if (globalBatch != null) {   // Megatron's rule: global batch = micro-batch × dp × micro-batches per step
+            TrainConfig layoutOnly = ConfigLoader.resolve(yaml, String.valueOf(config), flags);
+            int micro = layoutOnly.batchSize(), dpSize = layoutOnly.layout().dp(), perStep = micro * dpSize;
+            if (globalBatch % perStep != 0) {
+                throw new IllegalArgumentException("--global-batch " + globalBatch + " is not a multiple of micro-batch × dp = "
+                        + micro + " × " + dpSize + " = " + perStep + "; use a multiple such as "
+                        + List.of(perStep, 2 * perStep, 4 * perStep));
+            }
+            flags.put("gradAccumulation", globalBatch / perStep);
+        }
+        return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
+    }
+
+    /** The config from the YAML file and every flag but --global-batch (what {@code --parallel auto} starts from). */
+    TrainConfig resolveWithoutGlobalBatch(RankEnvironment job) throws IOException {
+        Map<String, Object> yaml = config == null ? Map.of() : ConfigLoader.readYaml(config);
+        return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags(job, yaml));
+    }
+
+    /** The flags given, as config keys. */
+    private Map<String, Object> flags(RankEnvironment job, Map<String, Object> yaml) {
         Map<String, Object> flags = new LinkedHashMap<>();
         if (job.isMultiProcess() && ranks == null && dp == null && !yaml.containsKey("ranks") && !yaml.containsKey("dp")) {
             flags.put("ranks", job.size());   // under a launcher, each process is one rank
@@ -185,9 +252,11 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "checkpointEvery", checkpointEvery);
         put(flags, "rankMemory", rankMemory);
         put(flags, "checkpointAtStart", checkpointAtStart);
+        if (noCheckpoints) flags.put("saveCheckpoints", false);
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);
+        put(flags, "sequenceParallel", sequenceParallel);
         put(flags, "pp", pp);
         put(flags, "vpp", vpp);
         put(flags, "zero", zero);
@@ -204,17 +273,7 @@ public final class TrainCommand implements Callable<Integer> {
             }
             flags.put("model", Map.of("moe", Map.of("balance", moeBalance)));
         }
-        if (globalBatch != null) {   // Megatron's rule: global batch = micro-batch × dp × micro-batches per step
-            TrainConfig layoutOnly = ConfigLoader.resolve(yaml, String.valueOf(config), flags);
-            int micro = layoutOnly.batchSize(), dpSize = layoutOnly.layout().dp(), perStep = micro * dpSize;
-            if (globalBatch % perStep != 0) {
-                throw new IllegalArgumentException("--global-batch " + globalBatch + " is not a multiple of micro-batch × dp = "
-                        + micro + " × " + dpSize + " = " + perStep + "; use a multiple such as "
-                        + List.of(perStep, 2 * perStep, 4 * perStep));
-            }
-            flags.put("gradAccumulation", globalBatch / perStep);
-        }
-        return ConfigLoader.resolve(yaml, config == null ? "no config file" : config.toString(), flags);
+        return flags;
     }
 
     private static void put(Map<String, Object> flags, String key, Object value) {

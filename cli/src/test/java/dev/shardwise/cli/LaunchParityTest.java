@@ -33,7 +33,8 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 /**
  * A job of N processes started through mpirun (each process one rank, the {@code mpi} backend) trains exactly
  * like {@code --ranks N} as threads of one JVM (the {@code local} backend): the same losses, validation
- * losses and final weights and moments, bit for bit, over 20 steps. Both backends reduce in rank order and
+ * losses and final weights and moments, bit for bit, over 20 steps; data parallelism under every ZeRO stage, and
+ * pipeline and tensor parallelism each composed with it. Both backends reduce in rank order and
  * give each rank the same number of kernel threads ({@code cores / N}). Skipped without Open MPI.
  */
 class LaunchParityTest {
@@ -121,21 +122,38 @@ class LaunchParityTest {
 
     @Test
     void launchedPipelineTrainsBitForBitLikeLocalRanks() throws IOException {
-        Optional<MpiRun> mpirun = mpirun();
-        assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
         // pp 2 x dp 2, ZeRO 1, 4 micro-batches per step under 1F1B; the model has 2 blocks, one per stage
         Path pipeline = dir.resolve("pipeline.yaml");
         Files.writeString(pipeline, Files.readString(config).replace("layers: 1,", "layers: 2,")
                 .replace("gradAccumulation: 2", "gradAccumulation: 4"));
-        String name = "pp 2 x dp 2, zero 1";
-        Path local = dir.resolve("local-pp"), launched = dir.resolve("mpi-pp");
-        Map<String, Object> flags = new HashMap<>(Map.of("ranks", 4, "pp", 2, "zero", 1, "runDir", local.toString()));
-        new Trainer(ConfigLoader.resolve(ConfigLoader.readYaml(pipeline), pipeline.toString(), flags),
+        assertLaunchedMatchesThreads("pp 2 x dp 2, zero 1", pipeline, "pp", 2);
+    }
+
+    @Test
+    void launchedTensorParallelismTrainsBitForBitLikeLocalRanks() throws IOException {
+        // tp 2 x dp 2, ZeRO 1: adjacent ranks split each block's heads and features and the vocabulary (301: padded)
+        Path tensor = dir.resolve("tensor.yaml");
+        Files.writeString(tensor, Files.readString(config).replace("vocabSize: 300,", "vocabSize: 301,")
+                .replace("batchSize: 1", "batchSize: 2"));
+        assertLaunchedMatchesThreads("tp 2 x dp 2, zero 1", tensor, "tp", 2);
+    }
+
+    /**
+     * 4 ranks, ZeRO 1 and {@code --<flag> <value>} from {@code yaml}, as threads and as mpirun's processes: the same
+     * losses, gradient norms, validation losses and final checkpoint, bit for bit.
+     */
+    private static void assertLaunchedMatchesThreads(String name, Path yaml, String flag, int value) throws IOException {
+        Optional<MpiRun> mpirun = mpirun();
+        assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
+        Path local = dir.resolve("local-" + flag), launched = dir.resolve("mpi-" + flag);
+        Map<String, Object> flags = new HashMap<>(Map.of("ranks", 4, flag, value, "zero", 1, "runDir", local.toString()));
+        new Trainer(ConfigLoader.resolve(ConfigLoader.readYaml(yaml), yaml.toString(), flags),
                 new PrintStream(new ByteArrayOutputStream())).run(false);
 
         ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
         MpiRun.Outcome outcome = mpirun.get().run(4, List.of(), Map.of(), JobCommands.thisJvm(List.of("train",
-                        "--config", pipeline.toString(), "--pp", "2", "--zero", "1", "--run-dir", launched.toString())),
+                        "--config", yaml.toString(), "--" + flag, Integer.toString(value), "--zero", "1", "--run-dir",
+                        launched.toString())),
                 new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8), false);
         String printed = out.toString(StandardCharsets.UTF_8);
         assertTrue(outcome.succeeded(), name + ": " + outcome.describe() + "\n" + printed + err.toString(StandardCharsets.UTF_8));
@@ -149,5 +167,7 @@ class LaunchParityTest {
             }
         }
         assertTrue(field(b.get(STEPS - 1), "val_loss").isPresent(), name + ": the last step is evaluated");
+        assertArrayEquals(Files.readAllBytes(local.resolve("checkpoints/step-000020/tensors.bin")),
+                Files.readAllBytes(launched.resolve("checkpoints/step-000020/tensors.bin")), name + ": final weights and moments");
     }
 }

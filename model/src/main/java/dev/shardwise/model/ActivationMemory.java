@@ -37,6 +37,21 @@ import dev.shardwise.core.tensor.DType;
  * (the T×T softmax, its dropout mask and output per head) becomes our 4·a/h: the FlashAttention-style kernel keeps
  * one log-sum-exp per query and head instead of the scores, so nothing is quadratic in s, and SELECTIVE, which
  * drops att and lse instead of the scores, saves s·b·h·(4 + 4·a/h) bytes here rather than 5·a·s²·b.
+ *
+ * <p>Tensor and sequence parallelism, per rank of tp (Korthikanti et al. 2022, §4.2.2-4.2.3): the tensor-parallel
+ * region (qkv, rotated q and k, att, lse, the feed-forward intermediates) holds NH/tp query heads, NKV' kv heads
+ * (NKV/tp, or 1 when kv heads are replicated because NKV &lt; tp) and F/tp features of all N rows; the sequence region
+ * (the two norms' outputs and statistics, the two branch outputs, the two residual sums) holds N rows without sequence
+ * parallelism and N/tp with it. Korthikanti's s·b·h·(10 + 24/t + 5·a·s/(h·t)) for tensor parallelism becomes
+ * s·b·h·(34/t + 5·a·s/(h·t)) with sequence parallelism (fp16); here, in fp32 for GPT-2 without recompute, the block's
+ * s·b·h·(72 + 4·(a + 4)/h) bytes split as
+ * <pre>
+ *   sequence region   4·(2·(C + 2) + 2·C + 2·C) per row, N or N/t rows  = s·b·h·(24 + 16/h), or that / t
+ *   tensor region     4·(3·C + C + a + 2·4·C) per row / t, N rows        = s·b·h·(48 + 4·a/h) / t
+ * </pre>
+ * so with sequence parallelism the whole block's bytes are 1/t of the single rank's ({@link #sequenceRegionBytes},
+ * {@link #tensorRegionBytes}). The gathered inputs and the partial products before a reduce-scatter live in scratch
+ * arenas closed before forward returns; backward gathers the inputs again instead of keeping them.
  */
 public final class ActivationMemory {
     private ActivationMemory() { }
@@ -48,19 +63,75 @@ public final class ActivationMemory {
      * @throws IllegalArgumentException if b or t is not positive, or dtype is not a float type
      */
     public static long blockBytes(ModelConfig config, int b, int t, Recompute policy, DType dtype) {
+        return blockBytes(config, b, t, policy, dtype, 1, false);
+    }
+
+    /**
+     * As {@link #blockBytes(ModelConfig, int, int, Recompute, DType)}, on one rank of a tensor-parallel group of
+     * {@code tp} ranks, with or without sequence parallelism: {@link #sequenceRegionBytes} + {@link #tensorRegionBytes}.
+     *
+     * @throws IllegalArgumentException as there, or if tp is below 1, sequence parallelism is asked for with tp = 1,
+     *                                  or tp does not divide T under it
+     */
+    public static long blockBytes(ModelConfig config, int b, int t, Recompute policy, DType dtype, int tp,
+                                  boolean sequenceParallel) {
+        return sequenceRegionBytes(config, b, t, policy, dtype, tp, sequenceParallel)
+                + tensorRegionBytes(config, b, t, policy, dtype, tp);
+    }
+
+    /**
+     * The bytes of the block's sequence region on one rank: the norms' outputs and statistics, the branch outputs and
+     * the residual sums (under FULL the output y alone), over N rows, or N/tp under sequence parallelism.
+     *
+     * @throws IllegalArgumentException as {@link #blockBytes(ModelConfig, int, int, Recompute, DType, int, boolean)}
+     */
+    public static long sequenceRegionBytes(ModelConfig config, int b, int t, Recompute policy, DType dtype, int tp,
+                                           boolean sequenceParallel) {
+        check(b, t, dtype, tp, sequenceParallel);
+        long rows = sequenceParallel ? (long) b * t / tp : (long) b * t, c = config.hidden();
+        long elements = switch (policy) {
+            case FULL -> rows * c;
+            case NONE, SELECTIVE -> 2 * normElements(config, rows)
+                    + 2 * rows * c     // the branch outputs A(·) and F(·)
+                    + 2 * rows * c;    // the two residual sums
+        };
+        return elements * dtype.byteSize();
+    }
+
+    /**
+     * The bytes of the block's tensor-parallel region on one rank: qkv, rotated q and k, the attention core's output
+     * and log-sum-exp (unless recomputed) and the feed-forward intermediates, for this rank's heads and features over
+     * all N rows; 0 under FULL.
+     *
+     * @throws IllegalArgumentException as {@link #blockBytes(ModelConfig, int, int, Recompute, DType, int, boolean)}
+     */
+    public static long tensorRegionBytes(ModelConfig config, int b, int t, Recompute policy, DType dtype, int tp) {
+        check(b, t, dtype, tp, false);
+        if (policy == Recompute.FULL) return 0;
+        long n = (long) b * t;
+        long elements = attentionCoreElements(config, n, policy == Recompute.SELECTIVE, tp)
+                + (config.mlp() == ModelConfig.Mlp.GELU ? 2 : 3) * n * (config.ffnHidden() / tp);
+        return elements * dtype.byteSize();
+    }
+
+    private static void check(int b, int t, DType dtype, int tp, boolean sequenceParallel) {
         if (b <= 0 || t <= 0) throw new IllegalArgumentException("B and T must be positive, got B=" + b + ", T=" + t);
         if (dtype != DType.F32 && dtype != DType.F64) {
             throw new IllegalArgumentException("activations are F32 (training) or F64 (checks), got " + dtype);
         }
-        long n = (long) b * t, c = config.hidden();
-        long elements = switch (policy) {
-            case FULL -> n * c;
-            case NONE, SELECTIVE -> 2 * normElements(config, n)
-                    + attentionElements(config, n, policy == Recompute.SELECTIVE)
-                    + feedForwardElements(config, n)
-                    + 2 * n * c;   // the two residual sums
-        };
-        return elements * dtype.byteSize();
+        if (tp < 1) throw new IllegalArgumentException("tp=" + tp + " must be at least 1");
+        if (sequenceParallel && (tp < 2 || t % tp != 0)) {
+            throw new IllegalArgumentException("sequence parallelism needs tp >= 2 dividing T; got tp=" + tp + ", T=" + t);
+        }
+    }
+
+    /** Attention's tensor-parallel tensors on one rank: qkv, rotated q and k (RoPE), att and lse (unless recomputed). */
+    static long attentionCoreElements(ModelConfig config, long n, boolean recomputeCore, int tp) {
+        long hs = config.headSize(), nh = config.heads() / tp, nkv = Math.max(1, config.kvHeads() / tp);
+        long elements = n * (nh + 2 * nkv) * hs;
+        if (config.positions() == ModelConfig.Positions.ROTARY) elements += n * (nh + nkv) * hs;
+        if (!recomputeCore) elements += n * nh * hs + n * nh;
+        return elements;
     }
 
     /** A norm: y [N, C] and its statistics, mean and rstd [N] (RMSNorm: rstd only). */
@@ -68,18 +139,4 @@ public final class ActivationMemory {
         return n * config.hidden() + (config.norm() == ModelConfig.Norm.LAYER_NORM ? 2 * n : n);
     }
 
-    /** Causal self-attention: qkv, rotated q and k (RoPE), att and lse (unless recomputed), and its output [N, C]. */
-    static long attentionElements(ModelConfig config, long n, boolean recomputeCore) {
-        long hs = config.headSize(), nh = config.heads(), nkv = config.kvHeads();
-        long elements = n * (nh + 2 * nkv) * hs + n * config.hidden();
-        if (config.positions() == ModelConfig.Positions.ROTARY) elements += n * (nh + nkv) * hs;
-        if (!recomputeCore) elements += n * nh * hs + n * nh;
-        return elements;
-    }
-
-    /** The feed-forward block: its [N, F] intermediates (two for GELU, three for SwiGLU) and its output [N, C]. */
-    static long feedForwardElements(ModelConfig config, long n) {
-        long intermediates = config.mlp() == ModelConfig.Mlp.GELU ? 2 : 3;
-        return intermediates * n * config.ffnHidden() + n * config.hidden();
-    }
 }

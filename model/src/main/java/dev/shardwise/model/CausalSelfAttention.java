@@ -20,11 +20,23 @@ import dev.shardwise.core.tensor.Tensor;
  * output projection is {@linkplain RowParallelLinear row-parallel}. Communication per layer: forward one all-reduce
  * of y [N, C] (g, in the projection); backward one all-reduce of dx [N, C] (f's backward, after qkv's backward);
  * 2·(tp-1)/tp·N·C elements per rank each. Shapes below are local: NH and NKV stand for NH/tp and NKV/tp.
+ *
+ * <p>Fewer kv heads than ranks (kvHeads &lt; tp, tp a multiple of kvHeads; Megatron's replicated query groups): each
+ * rank holds the one kv head its query heads read, kv head r / (tp/NKV), so tp/NKV consecutive ranks hold the same k
+ * and v rows of W_qkv (the slice's {@linkplain ParameterSet.Slice#replicas replicas}) and compute the same k and v.
+ * Each of them back-propagates only its own query heads' part of dk and dv: dx still comes out right (f's all-reduce
+ * sums every rank's part), and the update sums the replicated rows' dW over the ranks sharing them
+ * ({@code TensorParallelGradients}), so the copies stay equal.
+ *
+ * <p>Sequence parallelism (Korthikanti et al. 2022): x and y are this rank's sequence shard [B·T/tp, C]; x is
+ * all-gathered along the sequence before qkv (and again in backward, for dW_qkv: only the shard is kept) and y is
+ * reduce-scattered after the projection, in place of the two all-reduces ({@link ColumnParallelInput},
+ * {@link RowParallelLinear}); the core between them runs on whole sequences as before.
  */
 final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     private final ColumnParallelLinear qkv;   // C -> (NH + 2·NKV)·HS/tp
     private final RowParallelLinear proj;     // NH·HS/tp -> C
-    private final TensorParallel tp;
+    private final ColumnParallelInput input;
     private final int heads;                  // this rank's query heads, NH/tp
     private final int kvHeads;                // this rank's kv heads, NKV/tp
     private final int headSize;
@@ -45,11 +57,11 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
         tp.divide(config.heads(), "heads", "model.heads, the attention heads");
-        tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads; replicating kv heads over tp is not supported yet");
+        int kvPieces = kvPieces(config, tp);
         // q and k rows at the standard scale; v rows at DeepNet's β when DeepNorm is on (global rows: the init
         // is generated for the whole tensor and sliced).
         ColumnParallelLinear.declare(builder, name + ".qkv", c,
-                new int[]{config.heads() * hs, config.kvHeads() * hs, config.kvHeads() * hs},
+                new int[]{config.heads() * hs, config.kvHeads() * hs, config.kvHeads() * hs}, new int[]{tp.size(), kvPieces, kvPieces},
                 new ParameterSet.Init.SplitNormal(GptInit.STD, qk, GptInit.branchInput(config)), config.bias(), tp,
                 "qkv rows", "the fused qkv projection's q, k and v sections");
         RowParallelLinear.declare(builder, name + ".proj", config.heads() * hs, c, config.bias(),
@@ -57,28 +69,50 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     }
 
     /**
+     * Into how many pieces the kv heads are cut: tp when tp divides kvHeads (each rank its NKV/tp heads), kvHeads when
+     * kvHeads divides tp (one kv head per rank, each held by tp/kvHeads ranks).
+     *
+     * @throws IllegalArgumentException naming tp, kvHeads and the tp values that work, if neither divides the other
+     */
+    static int kvPieces(ModelConfig config, TensorParallel tp) {
+        int nkv = config.kvHeads(), size = tp.size();
+        if (nkv % size == 0) return size;
+        if (size % nkv == 0) return nkv;
+        StringBuilder ok = new StringBuilder();
+        for (int d = 1; d <= config.heads(); d++) {
+            if (config.heads() % d == 0 && (nkv % d == 0 || d % nkv == 0)) ok.append(ok.isEmpty() ? "" : ", ").append(d);
+        }
+        throw new IllegalArgumentException("tp=" + size + " neither divides kvHeads=" + nkv + " (model.kvHeads, the key/value "
+                + "heads) nor is a multiple of it, so the kv heads can be neither split nor replicated evenly over the tp ranks; "
+                + "use tp in {" + ok + "}");
+    }
+
+    /**
      * @param recomputeCore whether forward drops the attention core's output att and log-sum-exp lse and
      *                      backward recomputes them from the saved q, k and v ({@link Recompute#SELECTIVE})
      */
     CausalSelfAttention(ParameterSet params, String name, ModelConfig config, boolean recomputeCore, TensorParallel tp) {
-        this.tp = tp;
+        this.input = new ColumnParallelInput(tp);
         this.qkv = new ColumnParallelLinear(params, name + ".qkv", config.bias());
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
         this.heads = tp.divide(config.heads(), "heads", "model.heads, the attention heads");
-        this.kvHeads = tp.divide(config.kvHeads(), "kvHeads", "model.kvHeads, the key/value heads");
+        this.kvHeads = config.kvHeads() / kvPieces(config, tp);
         this.headSize = config.headSize();
         this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
         this.recomputeCore = recomputeCore;
     }
 
     /**
-     * x [B·T, C] -> y [B·T, C], returned inside what backward needs. When the core is recomputed, att and lse
-     * live in a scratch arena that is closed before forward returns.
+     * x [B·T, C] -> y [B·T, C] (both [B·T/tp, C] under sequence parallelism), returned inside what backward needs.
+     * When the core is recomputed, att and lse live in a scratch arena that is closed before forward returns.
      */
     @Override
     public Saved forward(StepArena arena, Tensor x, Rows rows) {
         int b = rows.b(), t = rows.t();
-        Tensor fused = qkv.forward(arena, x);                                        // [B·T, (NH+2NKV)·HS]
+        Tensor fused;                                                                // [B·T, (NH+2NKV)·HS]
+        try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
+            fused = qkv.forward(arena, input.whole(scratch, x, b));
+        }
         Tensor rotated = null;
         if (rotary) {
             rotated = arena.allocateForOverwrite(x.dtype(), b, t, heads + kvHeads, headSize);
@@ -87,11 +121,11 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         }
         if (!recomputeCore) {
             Core core = core(arena, fused, rotated, b, t);
-            return new Saved(fused, rotated, core.att, core.lse, proj.forward(arena, core.att));
+            return new Saved(fused, rotated, core.att, core.lse, proj.forward(arena, core.att, b));
         }
         try (StepArena scratch = new StepArena(arena.pool())) {
             Core core = core(scratch, fused, rotated, b, t);
-            return new Saved(fused, rotated, null, null, proj.forward(arena, core.att));
+            return new Saved(fused, rotated, null, null, proj.forward(arena, core.att, b));
         }
     }
 
@@ -139,7 +173,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         int b = rows.b(), t = rows.t();
         Tensor att = core.att;
         Tensor datt = arena.allocateForOverwrite(dy.dtype(), b * t, heads * headSize);
-        proj.backward(datt, dy, att, weights);
+        proj.backward(arena, datt, dy, att, b, weights);
         Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());   // zeroed: the attention kernel accumulates
         Tensor q = q(saved.qkv, b, t), k = k(saved.qkv, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
         Tensor drotated = null;
@@ -157,8 +191,9 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
             Rotary.backward(q(dfused, b, t), dq, 0);
             Rotary.backward(k(dfused, b, t), dk, 0);
         }
-        qkv.backward(dx, dfused, x, weights);
-        tp.copyToRegionBackward(dx);
+        Tensor dwhole = input.gradientBuffer(arena, dx);
+        qkv.backward(dwhole, dfused, input.whole(arena, x, b), weights);
+        input.reduceGradient(dx, dwhole, b);
     }
 
     private double scale() {

@@ -10,12 +10,14 @@ import dev.shardwise.core.tensor.Tensor;
  * <p>Tensor parallelism (Shoeybi et al. 2019): fc is {@linkplain ColumnParallelLinear column-parallel} and proj
  * {@linkplain RowParallelLinear row-parallel}, so GELU runs on each rank's F/tp hidden features with no communication
  * between them: forward one all-reduce of y [N, C] (g), backward one of dx [N, C] (f's backward), 2·(tp-1)/tp·N·C
- * elements per rank each. Shapes below are local: F stands for F/tp.
+ * elements per rank each. Shapes below are local: F stands for F/tp. Under sequence parallelism (Korthikanti et al.
+ * 2022) x and y are this rank's sequence shard [N/tp, C]: x is all-gathered before fc (again in backward, for dW_fc)
+ * and y reduce-scattered after proj ({@link ColumnParallelInput}, {@link RowParallelLinear}).
  */
 final class GeluMlp implements FeedForward {
     private final ColumnParallelLinear fc;   // C -> F/tp
     private final RowParallelLinear proj;    // F/tp -> C
-    private final TensorParallel tp;
+    private final ColumnParallelInput input;
 
     /**
      * What backward reads.
@@ -36,16 +38,19 @@ final class GeluMlp implements FeedForward {
     GeluMlp(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {
         this.fc = new ColumnParallelLinear(params, name + ".fc", config.bias());
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
-        this.tp = tp;
+        this.input = new ColumnParallelInput(tp);
     }
 
     /** x [N, C] -> y [N, C]. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
-        Tensor hidden = fc.forward(arena, x);
+        Tensor hidden;
+        try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
+            hidden = fc.forward(arena, input.whole(scratch, x, rows.b()));
+        }
         Tensor gelu = arena.allocateForOverwrite(x.dtype(), hidden.shape());
         Gelu.forward(gelu, hidden);
-        return new Saved(hidden, gelu, proj.forward(arena, gelu));
+        return new Saved(hidden, gelu, proj.forward(arena, gelu, rows.b()));
     }
 
     /**
@@ -57,10 +62,11 @@ final class GeluMlp implements FeedForward {
                          WeightGradients weights) {
         Saved saved = (Saved) s;
         Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
-        proj.backward(dgelu, dy, saved.gelu, weights);
+        proj.backward(arena, dgelu, dy, saved.gelu, rows.b(), weights);
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         Gelu.backwardInto(dhidden, dgelu, saved.hidden);
-        fc.backward(dx, dhidden, x, weights);
-        tp.copyToRegionBackward(dx);
+        Tensor dwhole = input.gradientBuffer(arena, dx);
+        fc.backward(dwhole, dhidden, input.whole(arena, x, rows.b()), weights);
+        input.reduceGradient(dx, dwhole, rows.b());
     }
 }

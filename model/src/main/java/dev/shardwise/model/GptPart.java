@@ -38,7 +38,15 @@ import java.util.Objects;
  * [r·V'/tp, (r+1)·V'/tp) of wte, V' = V rounded up to a multiple of tp), and the residual stream, the norms and wpe
  * are replicated. The head computes only its slice of the logits; the loss reduces per-row maxima, sums of
  * exponentials and target logits over the tp group instead of gathering them. The head's input gradient is
- * all-reduced (f's backward). The top query layer is not split yet (refused).
+ * all-reduced (f's backward). PanGu-α's top query layer splits as the blocks do ({@link TopQueryLayer}).
+ *
+ * <p>Sequence parallelism (Korthikanti et al. 2022; {@link TensorParallel#sequenceParallel}): the residual stream
+ * between the embedding and the head is this rank's T/tp positions of each sequence, [B·T/tp, C] (rank r: positions
+ * [r·T/tp, (r+1)·T/tp)), and so are the activations a pipeline stage sends and receives ({@link #activationRows}).
+ * The embedding reduce-scatters its partial lookups into the shard (instead of all-reducing them) and adds wpe to the
+ * shard's positions; the blocks keep their norms and residual sums on the shard; the final norm runs on the shard and
+ * its output is all-gathered before the vocabulary-parallel head (and again in backward, for dwte); the head's input
+ * gradient is reduce-scattered into the shard. T must be a multiple of tp.
  */
 public final class GptPart {
     static final String EMBEDDINGS = "embeddings", POSITIONS = "positions", FINAL = "final", HEAD = "head";
@@ -95,6 +103,7 @@ public final class GptPart {
     private final VocabParallelEmbedding vocab;            // tp > 1 only
     private final VocabParallelCrossEntropy crossEntropy;  // tp > 1 only
     private final MoeRun moe;                              // what the part's MoE blocks share (none: inactive)
+    private final boolean sequenceParallel;
     private Gpt.Hooks hooks = Gpt.Hooks.NONE;
 
     /**
@@ -112,8 +121,8 @@ public final class GptPart {
      * tensor parallelism: wte's vocabulary rows (padded to ⌈V/tp⌉), the blocks' head and feature slices; every
      * parameter keeps its global name and records its {@link ParameterSet.Slice}.
      *
-     * @throws IllegalArgumentException if tp does not divide the heads, kv heads or MLP hidden size, or the model has a
-     *                                  top query layer and tp > 1
+     * @throws IllegalArgumentException if tp does not divide the heads or MLP hidden size, or neither divides nor
+     *                                  multiplies the kv heads
      */
     public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
                                TensorParallel tp) {
@@ -128,10 +137,6 @@ public final class GptPart {
      */
     public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
                                TensorParallel tp, ExpertParallel ep) {
-        if (tp.size() > 1 && config.topQueryLayer()) {
-            throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
-                    + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
-        }
         if (span.endBlock() > config.layers()) {
             throw new IllegalArgumentException("blocks [" + span.firstBlock() + ", " + span.endBlock() + ") exceed the model's "
                     + config.layers() + " layers");
@@ -149,8 +154,8 @@ public final class GptPart {
         }
         if (span.head()) {
             if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
-            if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config);
-            if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config);
+            if (config.topQueryLayer()) TopQueryLayer.declare(builder, "top", config, tp);
+            if (config.residual() == ModelConfig.Residual.PRE_LN) Norm.declare(builder, "ln_f", config, tp);
             if (!span.embedding()) {
                 builder.unit(HEAD);
                 declareTokenEmbedding(builder, config, tp);
@@ -211,12 +216,9 @@ public final class GptPart {
                    TensorParallel tp, ExpertParallel ep) {
         this.moe = new MoeRun(ep);
         this.tp = Objects.requireNonNull(tp, "tp");
-        if (tp.size() > 1 && config.topQueryLayer()) {
-            throw new IllegalArgumentException("tensor parallelism (tp=" + tp.size() + ") does not split the top query "
-                    + "layer yet (model.topQueryLayer); use tp=1 or a model without it");
-        }
         this.vocab = tp.size() > 1 ? new VocabParallelEmbedding(tp, config.vocabSize()) : null;
         this.crossEntropy = tp.size() > 1 ? new VocabParallelCrossEntropy(tp, vocab) : null;
+        this.sequenceParallel = tp.sequenceParallel();
         if (recomputeEvery < 1) {
             throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (1: every block)");
         }
@@ -229,7 +231,7 @@ public final class GptPart {
             blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp, l, moe));
             blockUnits.add(unit(params, "h." + l));
         }
-        this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config) : null;
+        this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config, tp) : null;
         this.finalNorm = span.head() && config.residual() == ModelConfig.Residual.PRE_LN ? Norm.create(params, "ln_f", config) : null;
         this.embeddingUnit = span.embedding() ? unit(params, EMBEDDINGS) : null;
         this.positionsUnit = span.embedding() ? find(params, POSITIONS) : null;
@@ -257,6 +259,27 @@ public final class GptPart {
     /** What the part's mixture-of-experts blocks record (their load, their auxiliary losses); inactive without any. */
     public MoeRun moe() { return moe; }
 
+    /**
+     * Rows of the activation this part takes as input and gives as output over {@code b} sequences of {@code t}
+     * positions (what a pipeline stage receives and sends): B·T, or under sequence parallelism this rank's shard,
+     * B·T/tp.
+     *
+     * @throws IllegalArgumentException under sequence parallelism, if tp does not divide T
+     */
+    public int activationRows(int b, int t) {
+        return sequenceParallel ? b * shardLength(t) : b * t;
+    }
+
+    /** T/tp, the positions of each sequence this rank holds under sequence parallelism. */
+    private int shardLength(int t) {
+        if (t % tp.size() != 0) {
+            throw new IllegalArgumentException("sequence parallelism splits each sequence of T=" + t + " positions over tp="
+                    + tp.size() + " ranks, and " + tp.size() + " does not divide " + t + "; use a sequence length that is a "
+                    + "multiple of " + tp.size() + " (data.seqLength / model.contextLength) or turn sequenceParallel off");
+        }
+        return t / tp.size();
+    }
+
     /** The model this is a part of. */
     public ModelConfig config() { return config; }
 
@@ -278,7 +301,7 @@ public final class GptPart {
         private final List<TransformerBlock.Saved> blocks;
         private final TopQueryLayer.Saved topQuery;
         private final Norm.Saved finalNorm;
-        private final Tensor headInput;                // [B·T, C], last part only
+        private final Tensor headInput;                // [B·T, C] (sequence parallel: the shard [B·T/tp, C]), last part only
         private Tensor logits;                         // [B·T, V]; after a training forward d(loss·scale)/d(logits)
         private double loss = Double.NaN;
         private int countedTokens;
@@ -298,7 +321,7 @@ public final class GptPart {
             this.headInput = headInput;
         }
 
-        /** The part's output [B·T, C], the next part's input; null on the last part. */
+        /** The part's output [B·T, C] ([B·T/tp, C] under sequence parallelism), the next part's input; null on the last part. */
         public Tensor output() {
             if (headInput != null) return null;
             return blocks.isEmpty() ? input : blocks.getLast().out();
@@ -321,25 +344,29 @@ public final class GptPart {
      * @param tokens    i32 [B, T] input ids (read by the embedding part; its shape gives B and T to every part)
      * @param targets   i32 [B, T] next-token ids, -1 excludes a position; read by the head part only; with a null
      *                  {@code targets} the head part stops at the logits
-     * @param input     the part's input [B·T, C]; null on the embedding part
+     * @param input     the part's input [B·T, C] ({@link #activationRows}: [B·T/tp, C] under sequence
+     *                  parallelism); null on the embedding part
      * @param lossScale multiplies the loss gradient (1/micro-batches under gradient accumulation)
-     * @throws IllegalArgumentException if T exceeds the context length or shapes disagree
+     * @throws IllegalArgumentException if T exceeds the context length, shapes disagree, or tp does not divide T
+     *                                  under sequence parallelism
      */
     public Pass forward(StepArena arena, Tensor tokens, Tensor targets, Tensor input, boolean withGradient, double lossScale) {
         if (tokens.rank() != 2 || tokens.dtype() != DType.I32) {
             throw new IllegalArgumentException("tokens must be i32 [B, T], got " + tokens.describe());
         }
         int b = tokens.dim(0), t = tokens.dim(1), n = b * t, c = config.hidden();
+        int local = activationRows(b, t);   // rows of the residual stream on this rank
         if (t > config.contextLength()) {
             throw new IllegalArgumentException("sequence length T=" + t + " exceeds the model's context length "
                     + config.contextLength() + " (model.contextLength); use T <= " + config.contextLength());
         }
         if (span.embedding() != (input == null)) {
             throw new IllegalArgumentException(span.embedding() ? "the embedding part takes no input activation"
-                    : "part " + span + " needs its input activation [" + n + ", " + c + "]");
+                    : "part " + span + " needs its input activation [" + local + ", " + c + "]");
         }
-        if (input != null && (input.rank() != 2 || input.dim(0) != n || input.dim(1) != c)) {
-            throw new IllegalArgumentException("part " + span + " takes input [" + n + ", " + c + "], got " + input.describe());
+        if (input != null && (input.rank() != 2 || input.dim(0) != local || input.dim(1) != c)) {
+            throw new IllegalArgumentException("part " + span + " takes input [" + local + ", " + c + "]"
+                    + (sequenceParallel ? " (its sequence shard)" : "") + ", got " + input.describe());
         }
         Tensor ids = null, positions = null;
         if (span.embedding()) ids = contiguousCopy(arena, tokens).view(n);
@@ -347,15 +374,22 @@ public final class GptPart {
             positions = arena.allocateForOverwrite(DType.I32, n);
             for (int i = 0; i < n; i++) positions.segment().set(ValueLayout.JAVA_INT, 4L * i, i % t);
         }
+        Tensor streamPositions = positions;   // the positions of the stream's rows: this rank's shard's under SP
+        if (positions != null && sequenceParallel) {
+            int ts = shardLength(t), first = tp.tpRank() * ts;
+            streamPositions = arena.allocateForOverwrite(DType.I32, local);
+            for (int i = 0; i < local; i++) streamPositions.segment().set(ValueLayout.JAVA_INT, 4L * i, first + i % ts);
+        }
         Tensor stream = input;
         VocabParallelEmbedding.Lookup lookup = null;
         if (span.embedding()) {
-            stream = arena.allocateForOverwrite(dtype, n, c);
+            stream = arena.allocateForOverwrite(dtype, local, c);
             hooks.beforeForward(embeddingUnit);
             if (positionsUnit != null) hooks.beforeForward(positionsUnit);
             if (vocab == null) Embedding.forward(stream, ids, tokenEmbedding.value(), false);
-            else lookup = vocab.forward(arena, stream, ids, tokenEmbedding.value());
-            if (positionEmbedding != null) Embedding.forward(stream, positions, positionEmbedding.value(), true);
+            else if (!sequenceParallel) lookup = vocab.forward(arena, stream, ids, tokenEmbedding.value());
+            else lookup = vocab.forwardToSequenceShard(arena, stream, ids, tokenEmbedding.value(), b);
+            if (positionEmbedding != null) Embedding.forward(stream, streamPositions, positionEmbedding.value(), true);
             if (positionsUnit != null) hooks.afterForward(positionsUnit);
             hooks.afterForward(embeddingUnit);
         }
@@ -387,12 +421,14 @@ public final class GptPart {
         }
         Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
         if (finalUnit != null) hooks.afterForward(finalUnit);
-        Tensor headInput = fn != null ? fn.out() : stream;
+        Tensor headInput = fn != null ? fn.out() : stream;   // [B·T, C], or the shard [B·T/tp, C]
         int vocabRows = vocab == null ? config.vocabSize() : VocabParallelEmbedding.rowsPerRank(config.vocabSize(), tp);
         Tensor logits = arena.allocateForOverwrite(dtype, n, vocabRows);   // [B·T, V] or [B·T, ⌈V/tp⌉]
         ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
         hooks.beforeForward(head);
-        Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
+        try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered head input, under sequence parallelism
+            Gemm.matmul(logits, wholeHeadInput(scratch, headInput, b), tokenEmbedding.value(), false, true, 1f, 0f);
+        }
         hooks.afterForward(head);
         Pass pass = new Pass(b, t, ids, positions, partInput, saved, top, fn, headInput);
         pass.lookup = lookup;
@@ -512,7 +548,7 @@ public final class GptPart {
             throw new IllegalArgumentException(span.head() ? "the head part starts backward from the loss; pass no output gradient"
                     : "part " + span + " needs the gradient of its output");
         }
-        int n = pass.b * pass.t, c = config.hidden();
+        int n = pass.b * pass.t, c = config.hidden(), local = activationRows(pass.b, pass.t);
         boolean tied = embeddingUnit != null && span.head();
         if (tied) hooks.beforeBackward(embeddingUnit);   // the tied head starts wte's gradient
         Tensor dstream = dOutput;
@@ -521,18 +557,26 @@ public final class GptPart {
             // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
             Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
             Gemm.matmul(dhead, pass.logits, tokenEmbedding.value(), false, false, 1f, 0f);
-            tp.copyToRegionBackward(dhead);   // the head's input is replicated: sum the vocabulary slices' parts
-            WeightGradients.defer(weights, () -> Gemm.matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f));
+            if (sequenceParallel) {
+                // the head's input was gathered from the shards: reduce-scatter the vocabulary slices' parts into ours
+                Tensor dshard = arena.allocateForOverwrite(dtype, local, c);
+                tp.gatherFromSequenceRegionBackward(dshard, dhead, pass.b);
+                dhead = dshard;
+            } else {
+                tp.copyToRegionBackward(dhead);   // the head's input is replicated: sum the vocabulary slices' parts
+            }
+            Tensor headInput = wholeHeadInput(arena, pass.headInput, pass.b);   // gathered again: dwte reads it
+            WeightGradients.defer(weights, () -> Gemm.matmul(tokenEmbedding.grad(), pass.logits, headInput, true, false, 1f, 1f));
             if (headUnit != null) afterBackward(headUnit, weights);
             Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
             dstream = dhead;
             if (finalUnit != null) hooks.beforeBackward(finalUnit);
             if (finalNorm != null) {
-                dstream = arena.allocateForOverwrite(dtype, n, c);   // backward writes dx
+                dstream = arena.allocateForOverwrite(dtype, local, c);   // backward writes dx
                 finalNorm.backward(dstream, dhead, trunkOutput, pass.finalNorm);
             }
             if (topQuery != null) {
-                Tensor dinput = arena.allocateForOverwrite(dtype, n, c);
+                Tensor dinput = arena.allocateForOverwrite(dtype, local, c);
                 topQuery.backward(arena, dinput, dstream, blockOutput(pass, blocks.size() - 1), pass.positions, pass.b, pass.t,
                         pass.topQuery, weights);
                 dstream = dinput;
@@ -540,7 +584,7 @@ public final class GptPart {
             if (finalUnit != null) afterBackward(finalUnit, weights);
         }
         for (int l = blocks.size() - 1; l >= 0; l--) {
-            Tensor dinput = arena.allocateForOverwrite(dtype, n, c);   // the block writes it
+            Tensor dinput = arena.allocateForOverwrite(dtype, local, c);   // the block writes it
             hooks.beforeBackward(blockUnits.get(l));
             blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l), weights);
             afterBackward(blockUnits.get(l), weights);
@@ -550,14 +594,31 @@ public final class GptPart {
         if (!tied) hooks.beforeBackward(embeddingUnit);
         if (positionsUnit != null) hooks.beforeBackward(positionsUnit);
         Tensor dembedded = dstream;
+        if (sequenceParallel) {
+            // the embedding was reduce-scattered into the shards: gather its gradient whole, which every rank reads
+            dembedded = arena.allocateForOverwrite(dtype, n, c);
+            tp.reduceScatterToSequenceRegionBackward(dembedded, dstream, pass.b);
+        }
+        Tensor dwhole = dembedded;
         WeightGradients.defer(weights, () -> {
-            if (vocab == null) Embedding.backward(tokenEmbedding.grad(), dembedded, pass.ids);
-            else vocab.backward(arena, tokenEmbedding.grad(), dembedded, pass.lookup);
-            if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dembedded, pass.positions);
+            if (vocab == null) Embedding.backward(tokenEmbedding.grad(), dwhole, pass.ids);
+            else vocab.backward(arena, tokenEmbedding.grad(), dwhole, pass.lookup);
+            if (positionEmbedding != null) Embedding.backward(positionEmbedding.grad(), dwhole, pass.positions);
         });
         if (positionsUnit != null) afterBackward(positionsUnit, weights);
         afterBackward(embeddingUnit, weights);
         return null;
+    }
+
+    /**
+     * The head's whole input [B·T, C]: {@code headInput} itself, or under sequence parallelism every rank's shard of
+     * it gathered along the sequence into a new tensor in {@code arena}.
+     */
+    private Tensor wholeHeadInput(StepArena arena, Tensor headInput, int b) {
+        if (!sequenceParallel) return headInput;
+        Tensor whole = arena.allocateForOverwrite(headInput.dtype(), headInput.dim(0) * tp.size(), headInput.dim(1));
+        tp.gatherFromSequenceRegionForward(whole, headInput, b);
+        return whole;
     }
 
     /** The unit's gradients are complete once the work queued so far has run: tells the hooks then (now, if null). */

@@ -60,9 +60,22 @@ interface Norm extends Layer<Norm.Saved> {
 
     /** Declares the parameters of the norm {@code config} asks for under {@code name}. */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        builder.declare(name + ".weight", new ParameterSet.Init.Constant(1), false, config.hidden());
+        declare(builder, name, config, TensorParallel.NONE);
+    }
+
+    /**
+     * As {@link #declare(ParameterSet.Builder, String, ModelConfig)}, whole on every tp rank; under sequence
+     * parallelism the norm runs on each rank's sequence shard, so its γ and β are declared
+     * {@linkplain ParameterSet.Builder#declareSequenceParallel sequence-parallel} (partial gradients, summed over tp).
+     */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
+        ParameterSet.Init one = new ParameterSet.Init.Constant(1), zero = new ParameterSet.Init.Constant(0);
+        boolean sequence = tp.sequenceParallel();
+        if (sequence) builder.declareSequenceParallel(name + ".weight", one, false, config.hidden());
+        else builder.declare(name + ".weight", one, false, config.hidden());
         if (config.norm() == ModelConfig.Norm.LAYER_NORM) {
-            builder.declare(name + ".bias", new ParameterSet.Init.Constant(0), false, config.hidden());
+            if (sequence) builder.declareSequenceParallel(name + ".bias", zero, false, config.hidden());
+            else builder.declare(name + ".bias", zero, false, config.hidden());
         }
     }
 

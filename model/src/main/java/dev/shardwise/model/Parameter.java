@@ -18,6 +18,7 @@ public final class Parameter {
     private final boolean weightDecay;
     private final long offset;
     private final ParameterSet.Slice slice;
+    private final boolean sequenceParallel;
     private Tensor value;
     private Tensor grad;
 
@@ -27,9 +28,11 @@ public final class Parameter {
      * @param weightDecay true for matrices; false for norms, biases and embeddings by default
      * @param offset      where the parameter starts in its set's flat buffers, in elements
      * @param slice       the part of the global tensor held under tensor parallelism, or null for the whole tensor
+     * @param sequenceParallel whether each tp rank's gradient covers only its sequence shard (see {@link #sequenceParallel})
      */
-    Parameter(String name, int[] shape, boolean weightDecay, long offset, ParameterSet.Slice slice) {
+    Parameter(String name, int[] shape, boolean weightDecay, long offset, ParameterSet.Slice slice, boolean sequenceParallel) {
         this.slice = slice;
+        this.sequenceParallel = sequenceParallel;
         this.name = name;
         this.shape = shape.clone();
         this.weightDecay = weightDecay;
@@ -50,6 +53,14 @@ public final class Parameter {
      * then their gradients are equal and a global gradient norm counts the parameter once, not once per rank.
      */
     public boolean replicatedOverTensorParallel() { return slice == null; }
+
+    /**
+     * Whether the parameter is used in the sequence-parallel region (Korthikanti et al. 2022: norms), so each tp
+     * rank's gradient is the partial sum over its T/tp positions and the update sums it over the tp group before
+     * the norm and the step (Megatron's {@code sequence_parallel} attribute). Such a parameter is whole on every
+     * tp rank ({@link #replicatedOverTensorParallel}), counted once in the gradient norm after the sum.
+     */
+    public boolean sequenceParallel() { return sequenceParallel; }
 
     /** The shape of the value and of the gradient. */
     public int[] shape() { return shape.clone(); }

@@ -51,29 +51,56 @@ public final class ParameterSet implements AutoCloseable {
      * q, k and v rows); a column- or row-parallel matrix one. Checkpoints will key a slice by the parameter's
      * global name and these fields, so any layout can read them.
      *
+     * <p>Replicated pieces: piece i is held, with equal values, by {@code replicas[i]} consecutive tp ranks (those
+     * with the same tpRank / replicas[i]), 1 for a piece no other rank holds. Grouped-query attention with fewer kv
+     * heads than tp ranks replicates each kv head's k and v rows this way (Megatron): each of those ranks computes
+     * only a part of the piece's gradient, which the update sums over them ({@code TensorParallelGradients}), and a
+     * gather may take the piece from any of them (they are equal) while a scatter gives it to each.
+     *
      * @param dim         the split dimension of the global tensor
      * @param globalShape the shape of the whole tensor, as the single-rank model declares it
      * @param starts      where each piece starts along {@code dim}, in global indices
      * @param lengths     each piece's length along {@code dim}
      * @param paddingRows zero rows after the pieces, along {@code dim} (only with dim 0)
+     * @param replicas    for each piece, how many consecutive tp ranks hold it (at least 1)
      */
-    public record Slice(int dim, int[] globalShape, int[] starts, int[] lengths, int paddingRows) {
+    public record Slice(int dim, int[] globalShape, int[] starts, int[] lengths, int paddingRows, int[] replicas) {
         /** @throws IllegalArgumentException if a piece leaves the global tensor or the arrays disagree */
         public Slice {
             globalShape = globalShape.clone();
             starts = starts.clone();
             lengths = lengths.clone();
+            replicas = replicas.clone();
             if (dim < 0 || dim >= globalShape.length || starts.length != lengths.length || paddingRows < 0
-                    || (paddingRows > 0 && dim != 0)) {
+                    || (paddingRows > 0 && dim != 0) || replicas.length != starts.length) {
                 throw new IllegalArgumentException("bad slice: dim " + dim + " of " + Arrays.toString(globalShape) + ", starts "
-                        + Arrays.toString(starts) + ", lengths " + Arrays.toString(lengths) + ", padding " + paddingRows);
+                        + Arrays.toString(starts) + ", lengths " + Arrays.toString(lengths) + ", padding " + paddingRows
+                        + ", replicas " + Arrays.toString(replicas));
             }
             for (int i = 0; i < starts.length; i++) {
                 if (starts[i] < 0 || lengths[i] < 0 || starts[i] + lengths[i] > globalShape[dim]) {
                     throw new IllegalArgumentException("slice piece [" + starts[i] + ", " + (starts[i] + lengths[i])
                             + ") leaves dimension " + dim + " of " + Arrays.toString(globalShape));
                 }
+                if (replicas[i] < 1) throw new IllegalArgumentException("slice piece " + i + " has replicas " + replicas[i] + "; at least 1");
             }
+        }
+
+        /** Pieces no other tp rank holds (replicas all 1). */
+        public Slice(int dim, int[] globalShape, int[] starts, int[] lengths, int paddingRows) {
+            this(dim, globalShape, starts, lengths, paddingRows, ones(starts.length));
+        }
+
+        private static int[] ones(int n) {
+            int[] a = new int[n];
+            Arrays.fill(a, 1);
+            return a;
+        }
+
+        /** Whether some piece is held by more than one tp rank. */
+        public boolean replicated() {
+            for (int r : replicas) if (r > 1) return true;
+            return false;
         }
 
         /** One piece [start, start + length) along {@code dim}. */
@@ -113,7 +140,8 @@ public final class ParameterSet implements AutoCloseable {
         @Override
         public String toString() {
             return "dim " + dim + " of " + Arrays.toString(globalShape) + " starts " + Arrays.toString(starts) + " lengths "
-                    + Arrays.toString(lengths) + (paddingRows > 0 ? " + " + paddingRows + " padding rows" : "");
+                    + Arrays.toString(lengths) + (paddingRows > 0 ? " + " + paddingRows + " padding rows" : "")
+                    + (replicated() ? " replicas " + Arrays.toString(replicas) : "");
         }
     }
 
@@ -123,10 +151,17 @@ public final class ParameterSet implements AutoCloseable {
      * @param shape the local shape (the slice's {@link Slice#localShape()} when sliced)
      * @param slice the part of the global tensor this rank holds under tensor parallelism, or null when it holds the
      *              whole tensor (then the parameter is replicated over the tensor-parallel group, if any)
+     * @param sequenceParallel whether each tp rank computes the gradient over its sequence shard only (a whole tensor
+     *              used in the sequence-parallel region: norms; Megatron's {@code sequence_parallel} attribute), so the
+     *              update sums it over the tp group
      */
-    public record Spec(String name, int[] shape, Init init, boolean weightDecay, Slice slice) {
+    public record Spec(String name, int[] shape, Init init, boolean weightDecay, Slice slice, boolean sequenceParallel) {
         public Spec(String name, int[] shape, Init init, boolean weightDecay) {
-            this(name, shape, init, weightDecay, null);
+            this(name, shape, init, weightDecay, null, false);
+        }
+
+        public Spec(String name, int[] shape, Init init, boolean weightDecay, Slice slice) {
+            this(name, shape, init, weightDecay, slice, false);
         }
 
         public long numel() {
@@ -215,6 +250,21 @@ public final class ParameterSet implements AutoCloseable {
         }
 
         /**
+         * Declares a whole parameter that sequence parallelism (Korthikanti et al. 2022) uses on each tp rank's
+         * sequence shard only, so each rank's gradient is a partial sum the update adds up over the tp group
+         * ({@link Parameter#sequenceParallel}).
+         *
+         * @throws IllegalArgumentException if the name was declared before
+         */
+        public Builder declareSequenceParallel(String name, Init init, boolean weightDecay, int... shape) {
+            if (specs.containsKey(name)) throw new IllegalArgumentException("parameter '" + name + "' declared twice");
+            if (unitNames.isEmpty()) unitNames.add("all");
+            specs.put(name, new Spec(name, shape.clone(), init, weightDecay, null, true));
+            unitOf.put(name, unitNames.getLast());
+            return this;
+        }
+
+        /**
          * Declares a tensor-parallel rank's {@code slice} of a parameter: its local shape is
          * {@link Slice#localShape()}, and {@link ParameterSet#initialize} gives it exactly the slice of the values
          * the whole tensor would get (the global tensor is generated from the name's seed, then sliced).
@@ -242,6 +292,13 @@ public final class ParameterSet implements AutoCloseable {
             long total = 0;
             for (long n : perUnit.values()) total += (n + padMultiple - 1) / padMultiple * padMultiple;
             return total;
+        }
+
+        /** The largest unit's element count: what ZeRO 2 and 3 hold whole while a unit is reduced or gathered. */
+        public long largestUnit() {
+            Map<String, Long> perUnit = new LinkedHashMap<>();
+            for (Spec s : specs.values()) perUnit.merge(unitOf.get(s.name), s.numel(), Long::sum);
+            return perUnit.values().stream().mapToLong(Long::longValue).max().orElse(0);
         }
 
         /** Allocates the flat value and gradient buffers (zeroed) and the named views. */
@@ -276,7 +333,7 @@ public final class ParameterSet implements AutoCloseable {
                     extent.put(unit, new int[]{Math.toIntExact(offset), 0});
                     members.put(unit, new ArrayList<>());
                 }
-                Parameter p = new Parameter(s.name, s.shape, s.weightDecay, offset, s.slice);
+                Parameter p = new Parameter(s.name, s.shape, s.weightDecay, offset, s.slice, s.sequenceParallel);
                 byName.put(s.name, p);
                 members.get(unit).add(p);
                 offset += s.numel();

@@ -17,6 +17,12 @@ import dev.shardwise.core.tensor.Tensor;
  * the tp group (2·(tp-1)/tp·N·OUT elements per rank, ring); backward, g's backward is the identity: dy is already
  * whole on every rank, dx_r = dy·W_r is this rank's slice, and db = Σ dy comes out equal on every rank (the bias is
  * {@linkplain Parameter#replicatedOverTensorParallel replicated}). With tp = 1 it is {@link Linear}, bit for bit.
+ *
+ * <p>Sequence parallelism (Korthikanti et al. 2022): forward reduce-scatters the partial products along the sequence
+ * instead ({@link TensorParallel#reduceScatterToSequenceRegionForward}, (tp-1)/tp·N·OUT elements per rank), so y is
+ * this rank's T/tp positions of each sequence [N/tp, OUT] and the bias is added to those rows; backward all-gathers dy
+ * [N/tp, OUT] into the whole [N, OUT] first ({@link TensorParallel#reduceScatterToSequenceRegionBackward}), from
+ * which dx_r, dW_r and db come as above (db whole and complete on every rank: no sum over tp needed).
  */
 final class RowParallelLinear {
     private final Linear local;
@@ -49,18 +55,42 @@ final class RowParallelLinear {
         this.tp = tp;
     }
 
-    /** x [N, IN/tp] -> y [N, OUT] = Σ_r x_r·W_rᵀ + b, in {@code arena}; all-reduces over the tp group. */
-    Tensor forward(StepArena arena, Tensor x) {
+    /**
+     * x [N, IN/tp] -> y [N, OUT] = Σ_r x_r·W_rᵀ + b, in {@code arena}; all-reduces over the tp group. Under sequence
+     * parallelism y is this rank's sequence shard [N/tp, OUT] of it, reduce-scattered over the {@code sequences}
+     * sequences of the N rows (the partial products live in a scratch arena closed before returning).
+     */
+    Tensor forward(StepArena arena, Tensor x, int sequences) {
         if (tp.size() == 1) return local.forward(arena, x);
-        Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0), weight.value().dim(0));
-        Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
-        tp.reduceFromRegionForward(y);
+        int out = weight.value().dim(0);
+        if (!tp.sequenceParallel()) {
+            Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0), out);
+            Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
+            tp.reduceFromRegionForward(y);
+            if (bias != null) Bias.forward(y, bias.value());
+            return y;
+        }
+        Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0) / tp.size(), out);
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            Tensor partial = scratch.allocateForOverwrite(x.dtype(), x.dim(0), out);
+            Gemm.matmul(partial, x, weight.value(), false, true, 1f, 0f);
+            tp.reduceScatterToSequenceRegionForward(y, partial, sequences);
+        }
         if (bias != null) Bias.forward(y, bias.value());
         return y;
     }
 
-    /** Writes dx_r = dy·W_r [N, IN/tp]; dW_r += dyᵀ·x_r, db += Σ dy (queued on {@code weights} if not null). */
-    void backward(Tensor dx, Tensor dy, Tensor x, WeightGradients weights) {
+    /**
+     * Writes dx_r = dy·W_r [N, IN/tp]; dW_r += dyᵀ·x_r, db += Σ dy (queued on {@code weights} if not null). Under
+     * sequence parallelism dy is the shard [N/tp, OUT], all-gathered first into a tensor in {@code arena} (which
+     * the queued dW reads).
+     */
+    void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, int sequences, WeightGradients weights) {
+        if (tp.sequenceParallel()) {
+            Tensor whole = arena.allocateForOverwrite(dy.dtype(), dy.dim(0) * tp.size(), dy.dim(1));
+            tp.reduceScatterToSequenceRegionBackward(whole, dy, sequences);
+            dy = whole;
+        }
         local.backward(dx, dy, x, weights);
     }
 }

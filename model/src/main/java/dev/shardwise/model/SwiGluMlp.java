@@ -10,13 +10,15 @@ import dev.shardwise.core.tensor.Tensor;
  * <p>Tensor parallelism (Shoeybi et al. 2019): gate and up are {@linkplain ColumnParallelLinear column-parallel}
  * over the same F/tp features on each rank, down {@linkplain RowParallelLinear row-parallel}: forward one all-reduce
  * of y [N, C] (g), backward one of dx [N, C] (f's backward, after gate's and up's parts are added), 2·(tp-1)/tp·N·C
- * elements per rank each. Shapes below are local: F stands for F/tp.
+ * elements per rank each. Shapes below are local: F stands for F/tp. Under sequence parallelism (Korthikanti et al.
+ * 2022) x and y are this rank's sequence shard [N/tp, C]: x is all-gathered once for gate and up (again in backward,
+ * for their dW) and y reduce-scattered after down ({@link ColumnParallelInput}, {@link RowParallelLinear}).
  */
 final class SwiGluMlp implements FeedForward {
     private final ColumnParallelLinear gate;   // C -> F/tp
     private final ColumnParallelLinear up;     // C -> F/tp
     private final RowParallelLinear down;      // F/tp -> C
-    private final TensorParallel tp;
+    private final ColumnParallelInput input;
 
     /**
      * What backward reads.
@@ -41,17 +43,21 @@ final class SwiGluMlp implements FeedForward {
         this.gate = new ColumnParallelLinear(params, name + ".gate", config.bias());
         this.up = new ColumnParallelLinear(params, name + ".up", config.bias());
         this.down = new RowParallelLinear(params, name + ".down", config.bias(), tp);
-        this.tp = tp;
+        this.input = new ColumnParallelInput(tp);
     }
 
     /** x [N, C] -> y [N, C]. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
-        Tensor g = gate.forward(arena, x);
-        Tensor u = up.forward(arena, x);
+        Tensor g, u;
+        try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
+            Tensor whole = input.whole(scratch, x, rows.b());
+            g = gate.forward(arena, whole);
+            u = up.forward(arena, whole);
+        }
         Tensor hidden = arena.allocateForOverwrite(x.dtype(), g.shape());
         SwiGlu.forward(hidden, g, u);
-        return new Saved(g, u, hidden, down.forward(arena, hidden));
+        return new Saved(g, u, hidden, down.forward(arena, hidden, rows.b()));
     }
 
     /**
@@ -63,12 +69,13 @@ final class SwiGluMlp implements FeedForward {
                          WeightGradients weights) {
         Saved saved = (Saved) s;
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
-        down.backward(dhidden, dy, saved.hidden, weights);
+        down.backward(arena, dhidden, dy, saved.hidden, rows.b(), weights);
         Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());   // zeroed: the SwiGLU kernel accumulates
         Tensor dup = arena.allocate(dy.dtype(), saved.up.shape());
         SwiGlu.backward(dgate, dup, dhidden, saved.gate, saved.up);
-        gate.backward(dx, dgate, x, weights);   // dx = dgate·W_gate
-        up.backwardAdd(dx, dup, x, weights);    // dx += dup·W_up
-        tp.copyToRegionBackward(dx);            // f's backward, once for both
+        Tensor whole = input.whole(arena, x, rows.b()), dwhole = input.gradientBuffer(arena, dx);
+        gate.backward(dwhole, dgate, whole, weights);   // dx = dgate·W_gate
+        up.backwardAdd(dwhole, dup, whole, weights);    // dx += dup·W_up
+        input.reduceGradient(dx, dwhole, rows.b());     // f's (or g's) backward, once for both
     }
 }

@@ -67,9 +67,9 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer,
                         ExpertParallel ep) {
-        Norm.declare(builder, name + ".ln1", config);
+        Norm.declare(builder, name + ".ln1", config, tp);
         CausalSelfAttention.declare(builder, name + ".attn", config, tp);
-        Norm.declare(builder, name + ".ln2", config);
+        Norm.declare(builder, name + ".ln2", config, tp);
         FeedForward.declare(builder, name + ".mlp", config, tp, layer, ep);
     }
 
@@ -80,7 +80,11 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
 
     /**
      * As above, tensor-parallel over {@code tp} (Shoeybi et al. 2019): attention heads and MLP features split, norms
-     * and the residual stream replicated; two all-reduces of [B·T, C] forward and two backward per block.
+     * and the residual stream replicated; two all-reduces of [B·T, C] forward and two backward per block. Under
+     * sequence parallelism ({@link TensorParallel#sequenceParallel}, Korthikanti et al. 2022) the block's input,
+     * output, norms and residual sums are this rank's sequence shard [B·T/tp, C] instead, and each branch all-gathers
+     * its input and reduce-scatters its output: per block two all-gathers and two reduce-scatters of [B·T, C] forward,
+     * and (with the gathers repeated for the dW's) four all-gathers and two reduce-scatters backward.
      */
     TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy, TensorParallel tp) {
         this(params, name, config, policy, tp, -1, null);

@@ -54,6 +54,28 @@ final class VocabParallelEmbedding {
 
     /** out [N, C] = wte[ids] summed over the tp group (written, not accumulated); the lookup goes in {@code arena}. */
     Lookup forward(StepArena arena, Tensor out, Tensor ids, Tensor table) {
+        Lookup lookup = partial(arena, out, ids, table);
+        tp.reduceFromRegionForward(out);
+        return lookup;
+    }
+
+    /**
+     * Under sequence parallelism (Korthikanti et al. 2022): {@code shard} [N/tp, C] = this rank's positions of
+     * wte[ids] [N, C], the ranks' partial embeddings reduce-scattered along the {@code sequences} sequences in place of
+     * the all-reduce ((tp-1)/tp·N·C elements per rank); the partial embedding [N, C] lives in a scratch arena, the
+     * lookup in {@code arena}. Backward then takes the whole output gradient, all-gathered from the shards.
+     */
+    Lookup forwardToSequenceShard(StepArena arena, Tensor shard, Tensor ids, Tensor table, int sequences) {
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            Tensor partial = scratch.allocateForOverwrite(shard.dtype(), Math.toIntExact(ids.numel()), shard.dim(1));
+            Lookup lookup = partial(arena, partial, ids, table);
+            tp.reduceScatterToSequenceRegionForward(shard, partial, sequences);
+            return lookup;
+        }
+    }
+
+    /** out [N, C] = this rank's rows of wte[ids], zero for the ids other ranks hold. */
+    private Lookup partial(StepArena arena, Tensor out, Tensor ids, Tensor table) {
         int n = Math.toIntExact(ids.numel());
         Tensor local = arena.allocateForOverwrite(DType.I32, n);
         boolean[] mine = new boolean[n];
@@ -64,7 +86,6 @@ final class VocabParallelEmbedding {
         }
         Embedding.forward(out, local, table, false);
         for (int i = 0; i < n; i++) if (!mine[i]) Vectors.zero(out.slice(0, i, 1));
-        tp.reduceFromRegionForward(out);
         return new Lookup(local, mine);
     }
 

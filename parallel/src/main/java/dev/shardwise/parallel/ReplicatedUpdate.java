@@ -45,6 +45,7 @@ public final class ReplicatedUpdate implements ParameterUpdate {
         stages.sumTiedFlat(params.grads(), pool);
         ParameterSet.Unit uncounted = stages.uncountedUnit();
         int all = Math.toIntExact(params.paddedCount());
+        stages.sumPartialGradients(params.grads(), new long[]{0}, new int[]{0}, new int[]{all});
         double sumOfSquares = stages.tensorParallel()
                 ? stages.countedSumOfSquares(params.grads(), new long[]{0}, new int[]{0}, new int[]{all})
                 : uncounted == null ? Vectors.sumOfSquares(params.grads())

@@ -7,6 +7,7 @@ import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ParameterSet;
+import dev.shardwise.parallel.tensor.TensorParallelGradients;
 
 /**
  * What a pipeline stage's update shares with the other stages of its pipeline (Megatron's finalize-model-grads):
@@ -27,7 +28,9 @@ import dev.shardwise.model.ParameterSet;
  * Σg² is summed over the tp group too, while the parameters every tp rank holds whole
  * ({@link dev.shardwise.model.Parameter#replicatedOverTensorParallel}: norms, row-parallel biases, wpe; their
  * gradients are equal on every tp rank) are counted on tp rank 0 only, so each is counted once. One more all-reduce
- * of one float64 per step over the tp group.
+ * of one float64 per step over the tp group. Before the norm, the gradients tp ranks compute only a part of are
+ * summed over the ranks that share them ({@link TensorParallelGradients}: sequence-parallel norms, replicated kv
+ * heads), with the replicated kv pieces counted on the first rank of their group only.
  *
  * <p>One per rank, used by the rank's thread from the update's {@code apply}.
  */
@@ -46,6 +49,7 @@ public final class StageGradients implements AutoCloseable {
     private final ScalarReduction scalar;       // over the pipeline group, or null
     private final ScalarReduction tensorScalar; // over the tensor-parallel group when tp > 1, or null
     private final long[] uncounted;             // flat [from, to) pairs, sorted, left out of this rank's Σg² (tp > 1)
+    private final TensorParallelGradients partials;   // tp > 1, or null
 
     private StageGradients() {
         this.pipeline = null;
@@ -55,6 +59,7 @@ public final class StageGradients implements AutoCloseable {
         this.scalar = null;
         this.tensorScalar = null;
         this.uncounted = new long[0];
+        this.partials = null;
     }
 
     /**
@@ -93,8 +98,10 @@ public final class StageGradients implements AutoCloseable {
         this.scalar = pipeline == null ? null : new ScalarReduction(pipeline, pool);
         boolean tensorParallel = tensor != null && tensor.size() > 1;
         this.tensorScalar = tensorParallel ? new ScalarReduction(tensor, pool) : null;
+        this.partials = tensorParallel ? new TensorParallelGradients(tensor, params, pool) : null;
         java.util.List<long[]> ranges = new java.util.ArrayList<>();
         if (tensorParallel) {
+            ranges.addAll(partials.uncountedReplicas(params));
             if (!countsTied && tiedUnit != null) ranges.add(new long[]{tiedUnit.offset(), tiedUnit.offset() + (long) tiedUnit.size()});
             if (tensor.rank() != 0) {
                 for (dev.shardwise.model.Parameter p : params.parameters()) {
@@ -134,6 +141,16 @@ public final class StageGradients implements AutoCloseable {
             if (from < end) sum += Vectors.sumOfSquares(shard.slice(0, Math.toIntExact(shardOffsets[i] + from - flatStarts[i]), Math.toIntExact(end - from)));
         }
         return sum;
+    }
+
+    /**
+     * Under tensor parallelism: sums over the tp ranks sharing them the gradients each computes only a part of
+     * (sequence-parallel parameters, replicated kv pieces), in a gradient shard laid out as for
+     * {@link #countedSumOfSquares}; call after the data-parallel reduction and before the norm. Collective over the
+     * tp group. Nothing without tensor parallelism.
+     */
+    void sumPartialGradients(Tensor shard, long[] flatStarts, int[] shardOffsets, int[] lengths) {
+        if (partials != null) partials.sum(shard, flatStarts, shardOffsets, lengths);
     }
 
     /**
@@ -187,5 +204,6 @@ public final class StageGradients implements AutoCloseable {
         if (theirs != null) theirs.close();
         if (scalar != null) scalar.close();
         if (tensorScalar != null) tensorScalar.close();
+        if (partials != null) partials.close();
     }
 }

@@ -421,6 +421,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
                 at[i] = u.offset() / dpSize;
                 flat[i] = u.offset() + (long) dpRank * lengths[i];
             }
+            stages.sumPartialGradients(gradShard, flat, at, lengths);
             sumOfSquares = stages.countedSumOfSquares(gradShard, flat, at, lengths);
         } else {
             sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)

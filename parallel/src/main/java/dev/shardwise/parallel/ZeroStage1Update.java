@@ -93,6 +93,7 @@ public final class ZeroStage1Update implements ParameterUpdate {
         long start = System.nanoTime();
         stages.sumTiedFlat(grads, pool);
         dp.reduceScatter(gradShard, grads, ReduceOp.AVG);
+        stages.sumPartialGradients(gradShard, new long[]{shardStart}, new int[]{0}, new int[]{shardSize});
         ParameterSet.Unit uncounted = stages.uncountedUnit();
         double sumOfSquares = stages.tensorParallel()
                 ? stages.countedSumOfSquares(gradShard, new long[]{shardStart}, new int[]{0}, new int[]{shardSize})

@@ -37,6 +37,20 @@ final class Collectives {
                 + ring(bytes / k, n / k, cluster.interNodeBandwidth(), cluster.interNodeLatency());
     }
 
+    /**
+     * All-to-all in which each of n ranks at {@code stride} sends {@code bytes} in all, 1/n to each rank (itself
+     * included): the (k−1)/n that stay in the node cross its links and the (n−k)/n that leave it the network, at
+     * once, so the slower of the two, plus (n−1)·alpha.
+     */
+    double allToAll(double bytes, int n, int stride) {
+        if (n <= 1) return 0;
+        int k = membersPerNode(n, stride);
+        double inside = (k - 1.0) / n * bytes / (efficiency * cluster.intraNodeBandwidth());
+        double outside = (double) (n - k) / n * bytes / (efficiency * cluster.interNodeBandwidth());
+        double latency = k == n ? cluster.intraNodeLatency() : cluster.interNodeLatency();
+        return Math.max(inside, outside) + (n - 1) * latency;
+    }
+
     /** One point-to-point message of {@code bytes} between ranks {@code distance} apart: alpha + bytes/bw. */
     double sendReceive(double bytes, int distance) {
         boolean sameNode = distance < cluster.devicesPerNode();

@@ -13,7 +13,11 @@ import dev.shardwise.parallel.pipeline.ScheduleKind;
  * <p>Compute. A block's forward on one tp rank, micro-batch b, M = b·s tokens, runs the GEMMs (M, 3h/t, h) QKV,
  * (M, h, h/t) projection, (M, f/t, h) and (M, h, f/t) MLP, and b·a/t batched (s, s, h/a) and (s, h/a, s)
  * attention GEMMs: 8Msh... in all 2M(4h² + 2hf)/t + 4bs²h/t FLOPs (Narayanan et al. 2021's 24bsh² + 4bs²h for
- * f = 4h). Each GEMM (M, N, K) runs at {@link CostParameters#gemmEfficiency} of peak; backward runs the data
+ * f = 4h). Grouped-query attention narrows the QKV GEMM to (a + 2kv)·hd/t columns (kv heads replicated, one per
+ * rank, when kv &lt; t); a gated MLP runs its gate and up products as one GEMM of width 2f/t; an MoE block runs a
+ * router GEMM (M, E, h) and, balanced, its E/ep local experts' GEMMs over ep·M·topK/E rows each (thin when experts
+ * are many), and its dispatch and combine all-to-alls over the ep group forward and backward (MoE blocks averaged in
+ * at their fraction of the layers). Each GEMM (M, N, K) runs at {@link CostParameters#gemmEfficiency} of peak; backward runs the data
  * gradient (M, K, N) and weight gradient (K, N, M) of each, twice the forward's FLOPs. Element-wise kernels move
  * twice the activation bytes Korthikanti et al. 2022 count per block forward, four times backward, at the memory
  * bandwidth. Full recompute adds one block forward to each backward, selective the attention core.
@@ -27,7 +31,8 @@ import dev.shardwise.parallel.pipeline.ScheduleKind;
  * and 3 gradients stay sharded, so each micro-batch reduce-scatters them, overlapped with its own backward, and the
  * weights are all-gathered once per step (ZeRO 2) or before each micro-batch's forward and backward (ZeRO 3),
  * exposed. The first and
- * last stages all-reduce the tied embedding's gradient. The optimizer moves 28 bytes per local parameter.
+ * last stages all-reduce the tied embedding's gradient. Expert gradients are reduced over the expert-data-parallel
+ * group (dp/ep ranks at stride t·ep) instead. The optimizer moves 28 bytes per local parameter.
  *
  * <p>Not thread-safe (it caches in-flight counts); make one per thread.
  */
@@ -127,14 +132,16 @@ public final class CostModel {
     private Estimate assemble(Prices pr, ParallelLayout layout, ScheduleKind schedule, long globalBatch, double step,
                               int slowest, double slowestBusy) {
         int p = layout.pp(), v = layout.vpp();
-        double compute = 0, tp = 0;
+        double compute = 0, tp = 0, ep = 0;
         for (int c = 0; c < v; c++) {
             int part = c * p + slowest;
             compute += pr.forward(part) + pr.backward(part);
             tp += pr.layersPerPart * (pr.tpForward + pr.tpBackward) + (part == 0 ? pr.embeddingTp : 0);
+            ep += pr.layersPerPart * (pr.epForward + pr.epBackward);
         }
-        compute = pr.m * (compute - tp);
+        compute = pr.m * (compute - tp - ep);
         tp *= pr.m;
+        ep *= pr.m;
         double p2p = p > 1 ? pr.m * v * 2 * pr.p2p : 0;
         double dp = exposedReduction(pr, layout, slowest);
         double opt = pr.optimizer[slowest];
@@ -143,10 +150,10 @@ public final class CostModel {
         double recomputeFlops = switch (layout.recompute()) {
             case NONE -> 0;
             case SELECTIVE -> (double) globalBatch * model.layers() * 4 * s * s * h;
-            case FULL -> (double) globalBatch * model.layers() * (8 * s * h * h + 4 * s * h * model.ffnHidden() + 4 * s * s * h);
+            case FULL -> (double) globalBatch * model.layers() * model.blockForwardFlops();
         };
         MemoryBreakdown mem = memoryModel.peak(layout, schedule, pr.m);
-        return new Estimate(layout, schedule, step, compute, tp, p2p, dp, opt, Math.max(0, step - slowestBusy),
+        return new Estimate(layout, schedule, step, compute, tp, ep, p2p, dp, opt, Math.max(0, step - slowestBusy),
                 modelFlops, modelFlops + recomputeFlops, devices(layout), cluster.device().flops16(), mem,
                 cluster.device().memoryBytes());
     }
@@ -213,13 +220,24 @@ public final class CostModel {
         double peak = cluster.device().flops16();
         double memBw = cluster.device().memoryBandwidth() * parameters.memoryEfficiency();
 
-        // Weight GEMMs of a block forward, each (M, N, K): their forward, data-gradient and weight-gradient times.
-        double[][] gemms = {{tokens, 3 * h / t, h}, {tokens, h, h / t}, {tokens, f / t, h}, {tokens, h, f / t}};
+        // Weight GEMMs of a block forward, each (M, N, K) with its count per block (MoE blocks averaged in at their
+        // fraction): their forward, data-gradient and weight-gradient times. Key/value heads are split over tp, or
+        // replicated (one per rank) when there are fewer than t. An MoE block routes each token to topK of E experts;
+        // balanced, each expert gets ep·M·topK/E rows and a rank runs its E/ep experts, M·topK rows in all.
+        double kvPerRank = model.kvHeads() >= t ? (double) model.kvHeads() / t : 1;
+        double moe = model.moeFraction(), experts = model.experts();
+        double expertRows = model.isMoe() ? layout.ep() * tokens * model.topK() / experts : 0;
+        // A gated MLP's gate and up products run as one of width 2f.
+        double up = (model.mlpMatrices() - 1) * f / t;
+        double[][] gemms = {{tokens, (a / t + 2 * kvPerRank) * hd, h, 1}, {tokens, h, h / t, 1},
+                {tokens, up, h, 1 - moe}, {tokens, h, f / t, 1 - moe},
+                {tokens, experts, h, moe}, {expertRows, up, h, moe * experts / layout.ep()}, {expertRows, h, f / t, moe * experts / layout.ep()}};
         double gemmForward = 0, gemmData = 0, gemmWeight = 0;
         for (double[] g : gemms) {
-            gemmForward += gemm(g[0], g[1], g[2], peak);
-            gemmData += gemm(g[0], g[2], g[1], peak);
-            gemmWeight += gemm(g[2], g[1], g[0], peak);
+            if (g[3] == 0) continue;
+            gemmForward += g[3] * gemm(g[0], g[1], g[2], peak);
+            gemmData += g[3] * gemm(g[0], g[2], g[1], peak);
+            gemmWeight += g[3] * gemm(g[2], g[1], g[0], peak);
         }
         double attention = b * a / t * (gemm(s, s, hd, peak) + gemm(s, hd, s, peak));
         double softmaxBytes = 5 * a * s * s * b / t;
@@ -230,13 +248,18 @@ public final class CostModel {
         double activation = tokens * h * BYTES16;
         double tpForward = t > 1 ? 2 * collectives.allReduce(activation, t, 1) : 0;
         double tpBackward = tpForward;
-        double forward = gemmForward + attention + elementForward + softmaxForward + tpForward;
+        // Expert parallelism: an MoE block's dispatch and combine all-to-alls, topK copies of each token, forward and
+        // backward; the ep group is ep consecutive dp ranks (stride t).
+        double epForward = model.isMoe() && layout.ep() > 1
+                ? moe * 2 * collectives.allToAll(activation * model.topK(), layout.ep(), t) : 0;
+        double forward = gemmForward + attention + elementForward + softmaxForward + tpForward + epForward;
         double recompute = switch (layout.recompute()) {
             case NONE -> 0;
             case SELECTIVE -> attention + softmaxForward;
             case FULL -> forward;
         };
-        double backward = gemmData + gemmWeight + 2 * attention + 2 * (elementForward + softmaxForward) + tpBackward + recompute;
+        double backward = gemmData + gemmWeight + 2 * attention + 2 * (elementForward + softmaxForward) + tpBackward + epForward
+                + recompute;
 
         // Embedding (first part): gather rows and add positions, dropout; under tp its output is all-reduced.
         double embeddingTp = t > 1 ? collectives.allReduce(activation, t, 1) : 0;
@@ -253,25 +276,31 @@ public final class CostModel {
         double p2p = collectives.sendReceive(activation / t, boundary) + (sp || t == 1 ? 0 : collectives.allGather(activation, t, 1));
 
         double[] reduce = new double[p], gather = new double[p], embeddingReduce = new double[p], optimizer = new double[p];
+        int edp = d / layout.ep();
         for (int stage = 0; stage < p; stage++) {
-            double params = MemoryModel.stageParameters(model, layout, stage);
-            double grads = params * BYTES16;
+            double expertParams = MemoryModel.stageExpertParameters(model, layout, stage);
+            double params = MemoryModel.stageParameters(model, layout, stage) - expertParams;
+            double grads = params * BYTES16, expertGrads = expertParams * BYTES16;
+            // Shared gradients are reduced over dp (stride t), the experts' over their expert-data-parallel group of
+            // dp/ep ranks (stride t·ep).
             if (layout.zeroStage() >= 2) {
                 // Gradients are kept sharded, so each micro-batch's backward reduce-scatters its gradients; the
                 // updated weights are all-gathered once (ZeRO 2) or before each forward and backward (ZeRO 3).
-                reduce[stage] = m * collectives.allGather(grads, d, t);
-                gather[stage] = collectives.allGather(grads, d, t) * (layout.zeroStage() == 3 ? 2.0 * m : 1);
+                double once = collectives.allGather(grads, d, t) + collectives.allGather(expertGrads, edp, t * layout.ep());
+                reduce[stage] = m * once;
+                gather[stage] = once * (layout.zeroStage() == 3 ? 2.0 * m : 1);
             } else {
-                reduce[stage] = collectives.allReduce(grads, d, t);
+                reduce[stage] = collectives.allReduce(grads, d, t) + collectives.allReduce(expertGrads, edp, t * layout.ep());
             }
             if (p > 1 && (stage == 0 || stage == p - 1)) {
                 embeddingReduce[stage] = collectives.allReduce(vocab * h / t * BYTES16, 2, t * d * (p - 1));
             }
-            double local = layout.zeroStage() >= 1 ? params / d : params;
+            double local = layout.zeroStage() >= 1 ? params / d + expertParams / edp : params + expertParams;
             optimizer[stage] = local * OPTIMIZER_BYTES_PER_PARAM / memBw;
         }
         int layersPerPart = model.layers() / (p * v);
         return new Prices(m, layersPerPart, p * v, forward, backward, gemmWeight, tpForward, tpBackward + (layout.recompute() == Recompute.FULL ? tpForward : 0),
+                epForward, epForward + (layout.recompute() == Recompute.FULL ? epForward : 0),
                 embeddingForward, embeddingBackward, embeddingTp, headForward, headBackward, p2p, reduce, gather, embeddingReduce, optimizer);
     }
 
@@ -281,7 +310,7 @@ public final class CostModel {
 
     /** Per-instruction prices of one layout, seconds per micro-batch unless named otherwise. */
     private record Prices(int m, int layersPerPart, int parts, double blockForward, double blockBackward, double weightGradient,
-                          double tpForward, double tpBackward, double embeddingForward, double embeddingBackward,
+                          double tpForward, double tpBackward, double epForward, double epBackward, double embeddingForward, double embeddingBackward,
                           double embeddingTp, double headForward, double headBackward, double p2p, double[] reduce,
                           double[] gather, double[] embeddingReduce, double[] optimizer) {
         double forward(int part) {

@@ -11,6 +11,7 @@ import dev.shardwise.parallel.pipeline.ScheduleKind;
  * @param stepSeconds       the step: the simulated pipeline's latest finish, gradient reduction and optimizer included
  * @param computeSeconds    the slowest stage's compute (GEMMs, element-wise, recompute), all micro-batches
  * @param tpCommSeconds     the slowest stage's tensor-parallel collectives, all micro-batches
+ * @param epCommSeconds     the slowest stage's expert-parallel all-to-alls (dispatch and combine), all micro-batches
  * @param p2pSeconds        the slowest stage's pipeline sends
  * @param dpSeconds         the data-parallel gradient reduction (and ZeRO's gathers) left exposed
  * @param optimizerSeconds  the optimizer step
@@ -23,7 +24,7 @@ import dev.shardwise.parallel.pipeline.ScheduleKind;
  * @param memoryLimit       bytes a device offers
  */
 public record Estimate(ParallelLayout layout, ScheduleKind schedule, double stepSeconds, double computeSeconds,
-                       double tpCommSeconds, double p2pSeconds, double dpSeconds, double optimizerSeconds,
+                       double tpCommSeconds, double epCommSeconds, double p2pSeconds, double dpSeconds, double optimizerSeconds,
                        double bubbleSeconds, double modelFlops, double hardwareFlops, int devices, double peakFlops,
                        MemoryBreakdown memory, double memoryLimit) {
 

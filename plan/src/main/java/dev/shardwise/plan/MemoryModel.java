@@ -24,7 +24,8 @@ import java.util.Map;
  * schedule's own instruction lists (a Forward adds one, a Backward or BackwardWeight frees it), plus the
  * recompute working set of one block, the last stage's fp32 logits, the point-to-point buffers, ZeRO 3's gathered
  * block and the reserve of {@link CostParameters#reservedBytes}. The first and the last stage are checked; the
- * larger is reported.
+ * larger is reported. Expert parameters (E/ep experts per MoE block on a rank) are sharded by ZeRO over their
+ * expert-data-parallel group of dp/ep ranks, the rest over dp.
  */
 final class MemoryModel {
     private static final double WEIGHT_BYTES = 2, GRADIENT_BYTES = 2, OPTIMIZER_BYTES = 12;
@@ -52,10 +53,13 @@ final class MemoryModel {
 
     private MemoryBreakdown stage(ParallelLayout layout, int stage, int liveChunks) {
         int d = layout.dp(), t = layout.tp(), zero = layout.zeroStage();
-        double params = stageParameters(model, layout, stage);
-        double weights = params * WEIGHT_BYTES / (zero >= 3 ? d : 1);
-        double gradients = params * GRADIENT_BYTES / (zero >= 2 ? d : 1);
-        double optimizer = params * OPTIMIZER_BYTES / (zero >= 1 ? d : 1);
+        double experts = stageExpertParameters(model, layout, stage);
+        double shared = stageParameters(model, layout, stage) - experts;
+        // ZeRO shards the shared parameters' state over dp, the experts' over their expert-data-parallel group.
+        double edp = (double) d / layout.ep();
+        double weights = WEIGHT_BYTES * (zero >= 3 ? shared / d + experts / edp : shared + experts);
+        double gradients = GRADIENT_BYTES * (zero >= 2 ? shared / d + experts / edp : shared + experts);
+        double optimizer = OPTIMIZER_BYTES * (zero >= 1 ? shared / d + experts / edp : shared + experts);
         int layersPerChunk = model.layers() / (layout.pp() * layout.vpp());
         double saved = blockActivationBytes(model, layout, layout.recompute());
         double activations = (double) liveChunks * layersPerChunk * saved;
@@ -65,15 +69,25 @@ final class MemoryModel {
         double tokens = (double) layout.microBatch() * model.seq();
         if (stage == layout.pp() - 1) activations += tokens * model.vocab() / t * 4;      // fp32 logits, one micro-batch
         double buffers = parameters.reservedBytes() + 2 * tokens * model.hidden() * WEIGHT_BYTES;  // send + receive
-        if (zero >= 3) buffers += model.blockParameters() / t * WEIGHT_BYTES;           // one gathered block
+        if (zero >= 3) buffers += blockParametersPerRank(model, layout) * WEIGHT_BYTES;   // one gathered block
         return new MemoryBreakdown(weights, gradients, optimizer, activations, buffers, stage);
     }
 
-    /** Bytes one block saves for backward for one micro-batch under {@code recompute} (the table above). */
+    /**
+     * Bytes one block saves for backward for one micro-batch under {@code recompute} (the table above), with two
+     * corrections: grouped-query attention saves K and V for kv of the a heads (4·(1 − kv/a)·s·b·h bytes less, the
+     * 24 counting K and V at 2·s·b·h each), and an MoE block keeps its MLP's two f-wide tensors and its input for each
+     * of the topK copies of a token (topK·(4f/h + 2)·s·b·h in place of 4f/h·s·b·h; the router's E scores per token are
+     * negligible); MoE blocks are averaged in at their fraction 1/moeEvery. A gated (SwiGLU) MLP keeps three f-wide
+     * tensors instead of two (6f/h).
+     */
     static double blockActivationBytes(ModelSpec model, ParallelLayout layout, Recompute recompute) {
         double t = layout.tp(), s = model.seq(), b = layout.microBatch(), h = model.hidden(), a = model.heads();
         double sbh = s * b * h;
-        double split = 8 + 4.0 * model.ffnHidden() / h;        // 24 for f = 4h
+        double mlp = 2.0 * model.mlpMatrices() * model.ffnHidden() / h;     // gated: gate, up and their product
+        double moeMlp = model.topK() * (mlp + 2);
+        double split = 8 + (1 - model.moeFraction()) * mlp + model.moeFraction() * moeMlp    // 24 for f = 4h, dense
+                - 4 * (1 - (double) model.kvHeads() / model.heads());
         double scores = 5 * a * s / h;
         boolean sp = layout.sequenceParallel();
         return switch (recompute) {
@@ -83,28 +97,49 @@ final class MemoryModel {
         };
     }
 
+    /** One block's parameters on one rank: its shared ones over t, its experts over t·ep. */
+    static double blockParametersPerRank(ModelSpec model, ParallelLayout layout) {
+        return model.blockSharedParameters() / layout.tp() + model.blockExpertParameters() / ((double) layout.tp() * layout.ep());
+    }
+
     /**
-     * Parameters one rank of {@code stage} holds before ZeRO: its blocks' /t, plus the token embedding (V·h/t)
-     * and positions (s·h) on the first stage, the tied head's copy (V·h/t) and final norm on the last.
+     * Parameters one rank of {@code stage} holds before ZeRO: its blocks' (shared ones /t, experts /(t·ep)), plus the
+     * token embedding (V·h/t) and positions (s·h) on the first stage, the tied head's copy (V·h/t) and final norm on
+     * the last.
      */
     static double stageParameters(ModelSpec model, ParallelLayout layout, int stage) {
         int p = layout.pp(), t = layout.tp();
-        double params = (double) model.layers() / p * model.blockParameters() / t;
+        double params = (double) model.layers() / p * blockParametersPerRank(model, layout);
         double embedding = (double) model.vocab() * model.hidden() / t;
         if (stage == 0) params += embedding + (double) model.seq() * model.hidden();
         if (stage == p - 1) params += (p > 1 ? embedding : 0) + 2.0 * model.hidden();
         return params;
     }
 
+    /** The part of {@link #stageParameters} that are expert weights, E/ep experts per MoE block, each /t. */
+    static double stageExpertParameters(ModelSpec model, ParallelLayout layout, int stage) {
+        return (double) model.layers() / layout.pp() * model.blockExpertParameters() / ((double) layout.tp() * layout.ep());
+    }
+
     /**
      * @throws IllegalArgumentException naming the sizes and the valid choices if t does not divide heads, ffn
-     *                                  hidden or vocab, or p·v does not divide the layers
+     *                                  hidden or vocab, t and kv_heads do not divide one another, ep does not divide
+     *                                  the experts (or is above 1 for a dense model), or p·v does not divide the layers
      */
     static void checkDivisible(ModelSpec model, ParallelLayout layout) {
         int t = layout.tp();
         if (model.heads() % t != 0 || model.ffnHidden() % t != 0 || model.vocab() % t != 0) {
             throw new IllegalArgumentException("tp=" + t + " must divide heads=" + model.heads() + ", ffn_hidden="
                     + model.ffnHidden() + " and vocab=" + model.vocab() + " of model " + model.name() + "; use a tp that divides all three");
+        }
+        if (model.kvHeads() % t != 0 && t % model.kvHeads() != 0) {
+            throw new IllegalArgumentException("tp=" + t + " and kv_heads=" + model.kvHeads() + " of model " + model.name()
+                    + " do not divide one another: key/value heads are either split over tp or replicated on tp/kv_heads ranks each");
+        }
+        int ep = layout.ep();
+        if (ep > 1 && (!model.isMoe() || model.experts() % ep != 0)) {
+            throw new IllegalArgumentException("ep=" + ep + " must divide experts=" + model.experts() + " of model " + model.name()
+                    + (model.isMoe() ? "; use an ep that divides the experts" : "; a dense model has no experts to spread, use ep=1"));
         }
         int parts = layout.pp() * layout.vpp();
         if (model.layers() % parts != 0) {

@@ -12,8 +12,9 @@ import java.util.List;
  * Searches layouts of a model on a cluster for a global batch: every tp (a power of two up to a node, dividing the
  * heads, ffn and vocab), pp dividing the layers, dp = devices/(tp·pp) dividing the batch, micro-batch a power of
  * two dividing B/dp, vpp (interleaved, when m is a multiple of p), ZeRO stage, recompute policy and sequence
- * parallelism, and schedule (1F1B or ZB-H1 with one chunk per stage, interleaved 1F1B with several), keeping those
- * whose peak memory fits the device.
+ * parallelism, and schedule (1F1B or ZB-H1 with one chunk per stage, interleaved 1F1B with several), and for a
+ * mixture-of-experts model ep (a power of two dividing dp and the experts), keeping those whose peak memory fits the
+ * device.
  *
  * <p>Pruning, each step safe under the cost model: sequence parallelism is always on when tp &gt; 1 (it costs the
  * same communication and saves memory and element-wise time); for each (tp, pp, dp, micro-batch, vpp, schedule)
@@ -46,6 +47,7 @@ public final class Planner {
         List<Estimate> fitting = new ArrayList<>();
         for (int tp = 1; tp <= cluster.devicesPerNode(); tp *= 2) {
             if (model.heads() % tp != 0 || model.ffnHidden() % tp != 0 || model.vocab() % tp != 0) continue;
+            if (model.kvHeads() % tp != 0 && tp % model.kvHeads() != 0) continue;
             for (int pp = 1; pp <= model.layers(); pp++) {
                 if (model.layers() % pp != 0 || devices % (tp * pp) != 0) continue;
                 int dp = devices / (tp * pp);
@@ -56,8 +58,10 @@ public final class Planner {
                     long m = perReplica / mb;
                     for (int vpp = 1; vpp == 1 || (pp > 1 && (model.layers() / pp) % vpp == 0 && m % pp == 0 && vpp <= model.layers() / pp); vpp *= 2) {
                         for (ScheduleKind schedule : vpp == 1 && pp > 1 ? ZERO_BUBBLE_TOO : List.of(ScheduleKind.defaultFor(vpp))) {
-                            Estimate best = bestFitting(dp, tp, pp, vpp, mb, schedule, globalBatch);
-                            if (best != null) fitting.add(best);
+                            for (int ep : expertParallelSizes(dp)) {
+                                Estimate best = bestFitting(dp, tp, pp, vpp, ep, mb, schedule, globalBatch);
+                                if (best != null) fitting.add(best);
+                            }
                         }
                         if (vpp > 1 && (model.layers() / pp) % (vpp * 2) != 0) break;
                     }
@@ -77,13 +81,13 @@ public final class Planner {
      * The fastest fitting (recompute, ZeRO stage) pair by the closed form; null if none fits. Every pair is
      * priced: less recompute saves time but may need a higher ZeRO stage to fit, whose gathers cost time.
      */
-    private Estimate bestFitting(int dp, int tp, int pp, int vpp, int mb, ScheduleKind schedule, long globalBatch) {
+    private Estimate bestFitting(int dp, int tp, int pp, int vpp, int ep, int mb, ScheduleKind schedule, long globalBatch) {
         boolean sp = tp > 1;
         Estimate best = null;
         for (Recompute recompute : Recompute.values()) {
             for (int zero = 0; zero <= (pp > 1 ? 1 : 3); zero++) {
                 if (zero > 0 && dp == 1) break;
-                ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, sp, zero, recompute, mb);
+                ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, ep, sp, zero, recompute, mb);
                 MemoryBreakdown memory;
                 try {
                     memory = costs.memory(layout, schedule, globalBatch);
@@ -97,6 +101,17 @@ public final class Planner {
             }
         }
         return best;
+    }
+
+    /** ep sizes to try: 1 for a dense model; else the powers of two dividing both dp and the experts. */
+    private List<Integer> expertParallelSizes(int dp) {
+        List<Integer> sizes = new ArrayList<>();
+        int experts = costs.model().experts();
+        for (int ep = 1; ep <= dp && (ep == 1 || experts % ep == 0); ep *= 2) {
+            if (dp % ep == 0) sizes.add(ep);
+            if (experts == 0) break;
+        }
+        return sizes;
     }
 
     /** Scores one layout given as text ({@code tp=8,pp=8,dp=24,vpp=2,mb=2,recompute=full,sp=false,zero=0}). */

@@ -78,16 +78,34 @@ public final class Specs {
     }
 
     private static ModelSpec model(String name, Map<String, Object> m, String where) {
-        keys(m, where, name, List.of("layers", "hidden", "heads", "vocab", "seq"), List.of("ffn_hidden", "kv_heads"));
+        keys(m, where, name, List.of("layers", "hidden", "heads", "vocab", "seq"),
+                List.of("ffn_hidden", "kv_heads", "experts", "top_k", "moe_every", "mlp"));
         int hidden = integer(m, "hidden", where);
         int heads = integer(m, "heads", where);
-        if (m.containsKey("kv_heads") && integer(m, "kv_heads", where) != heads) {
-            throw new IllegalArgumentException(where + ": model " + name + ": kv_heads=" + m.get("kv_heads") + " differs from heads="
-                    + heads + "; grouped-query attention is not in the cost model yet; drop kv_heads or set it to heads");
+        int experts = m.containsKey("experts") ? integer(m, "experts", where) : 0;
+        if (experts == 0 && (m.containsKey("top_k") || m.containsKey("moe_every"))) {
+            throw new IllegalArgumentException(where + ": model " + name + ": top_k and moe_every need experts (the experts per "
+                    + "MoE block); add experts or drop them");
+        }
+        if (m.containsKey("experts") && experts < 2) {
+            throw new IllegalArgumentException(where + ": model " + name + ": experts=" + experts + " must be at least 2; drop "
+                    + "experts for a dense model");
         }
         return new ModelSpec(name, integer(m, "layers", where), hidden, heads,
                 m.containsKey("ffn_hidden") ? integer(m, "ffn_hidden", where) : 4 * hidden,
-                integer(m, "vocab", where), integer(m, "seq", where));
+                integer(m, "vocab", where), integer(m, "seq", where),
+                m.containsKey("kv_heads") ? integer(m, "kv_heads", where) : heads, experts,
+                experts == 0 ? 0 : m.containsKey("top_k") ? integer(m, "top_k", where) : 2,
+                experts == 0 ? 0 : m.containsKey("moe_every") ? integer(m, "moe_every", where) : 1, gated(m, name, where));
+    }
+
+    private static boolean gated(Map<String, Object> m, String name, String where) {
+        Object mlp = m.getOrDefault("mlp", "gelu");
+        return switch (String.valueOf(mlp)) {
+            case "gelu" -> false;
+            case "swiglu" -> true;
+            default -> throw new IllegalArgumentException(where + ": model " + name + ": mlp=" + mlp + " must be gelu or swiglu");
+        };
     }
 
     static void positive(String what, String key, double value) {

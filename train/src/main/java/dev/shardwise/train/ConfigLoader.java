@@ -39,7 +39,7 @@ public final class ConfigLoader {
     /** Keys of the top level, in the order a resolved config is written. */
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
-            "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
+            "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp", "sequenceParallel",
             "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
@@ -171,12 +171,14 @@ public final class ConfigLoader {
         m.put("evalBatches", 8);
         m.put("checkpointEvery", 200);
         m.put("checkpointAtStart", false);
+        m.put("saveCheckpoints", true);
         m.put("runDir", "runs/" + preset);
         m.put("rankMemory", "unlimited");
         // ranks and dp are left out: each is derived from the other (Megatron's rule; see build)
         m.put("tp", 1);
         m.put("pp", 1);
         m.put("vpp", 1);
+        m.put("sequenceParallel", false);
         m.put("zero", 0);
         m.put("recompute", Recompute.NONE.toString());
         m.put("recomputeEvery", 1);
@@ -282,7 +284,7 @@ public final class ConfigLoader {
                 schedule == null ? null : ScheduleKind.parse(String.valueOf(schedule)), pipelineCut(m.get("pipelineCut")),
                 integer(m, "", "recomputeEvery"),
                 m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
-                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()));
+                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), bool(m, "", "saveCheckpoints"));
     }
 
     /**
@@ -311,7 +313,7 @@ public final class ConfigLoader {
             }
         }
         int zero = ZeroStage.of(integer(m, "", "zero")).number();   // refuses a stage outside 0..3, naming the key
-        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, false, zero,
+        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, bool(m, "", "sequenceParallel"), zero,
                 Recompute.parse(String.valueOf(m.get("recompute"))), batchSize);
         if (ranks != null) {
             try {
@@ -362,6 +364,7 @@ public final class ConfigLoader {
         m.put("evalBatches", c.evalBatches());
         m.put("checkpointEvery", c.checkpointEvery());
         m.put("checkpointAtStart", c.checkpointAtStart());
+        m.put("saveCheckpoints", c.saveCheckpoints());
         m.put("runDir", c.runDir().toString());
         m.put("rankMemory", c.rankMemory() == MemoryPool.UNLIMITED ? "unlimited" : Long.toString(c.rankMemory()));
         m.put("ranks", c.ranks());
@@ -369,6 +372,7 @@ public final class ConfigLoader {
         m.put("tp", c.layout().tp());
         m.put("pp", c.layout().pp());
         m.put("vpp", c.layout().vpp());
+        m.put("sequenceParallel", c.layout().sequenceParallel());
         m.put("zero", c.zero());
         m.put("recompute", c.layout().recompute().toString());
         m.put("recomputeEvery", c.recomputeEvery());

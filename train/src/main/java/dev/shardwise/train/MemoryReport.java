@@ -13,7 +13,8 @@ import java.util.Locale;
 
 /**
  * A run's layout and its per-rank model-state bytes by category, what Shardwise allocates (every unit padded to a
- * multiple of the dp size N when ZeRO shards) next to ZeRO's formula for Ψ parameters; printed by
+ * multiple of the dp size N when ZeRO shards) next to ZeRO's formula for the Ψ parameters a rank holds (under tensor
+ * parallelism its share, Ψ_split/tp + Ψ_whole); printed by
  * {@code train --dry-run} and at the start of a run.
  */
 public final class MemoryReport {
@@ -38,15 +39,47 @@ public final class MemoryReport {
         return ZeroMemory.of(config.zero(), dp, padded, config.offloadOptimizer() != null);
     }
 
-    /** Ψ of a stage: the parameters its parts hold (the last stage's copy of the tied wte included). */
+    /**
+     * Ψ of a rank of a stage: the parameters its parts hold (the last stage's copy of the tied wte included); under
+     * tensor parallelism its share, Ψ_split/tp + Ψ_whole ({@link TensorParallelShare}).
+     */
     static long stageParameters(TrainConfig config, int stage) {
-        return config.layout().pp() == 1 ? config.model().parameterCount()
-                : declare(config, stage).specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        if (config.layout().pp() == 1 && config.layout().tp() == 1) return config.model().parameterCount();
+        return share(config, stage).perRank();
     }
 
+    /**
+     * How tensor parallelism splits a stage's parameters (Shoeybi et al. 2019): {@code split} counts the elements of
+     * the global tensors tp slices (the blocks' attention and MLP matrices and their column-parallel biases, wte),
+     * {@code whole} those every tp rank holds entire (norms, row-parallel biases, wpe).
+     */
+    record TensorParallelShare(long split, long whole, int tp) {
+        /** Ψ per rank: Ψ_split/tp + Ψ_whole (a vocabulary tp does not divide adds its padding rows on top). */
+        long perRank() {
+            return split / tp + whole;
+        }
+    }
+
+    /** The tensor-parallel split of pipeline stage {@code stage}'s parameters. */
+    static TensorParallelShare share(TrainConfig config, int stage) {
+        long split = 0, whole = 0;
+        for (ParameterSet.Spec spec : declare(config, stage).specs()) {
+            if (spec.slice() == null) {
+                whole += spec.numel();
+            } else {
+                long n = 1;
+                for (int d : spec.slice().globalShape()) n *= d;
+                split += n;
+            }
+        }
+        return new TensorParallelShare(split, whole, config.layout().tp());
+    }
+
+    /** What tp rank 0 of pipeline stage {@code stage} declares (all tp ranks hold the same number of elements). */
     private static ParameterSet.Builder declare(TrainConfig config, int stage) {
-        return config.layout().pp() == 1 ? Gpt.declare(config.model())
-                : Gpt.declare(config.model(), Trainer.stageSpans(config, stage), true);
+        ParallelLayout l = config.layout();
+        if (l.pp() == 1 && l.tp() == 1) return Gpt.declare(config.model());
+        return Gpt.declare(config.model(), Trainer.stageSpans(config, stage), l.pp() > 1, TensorParallelRank.of(l.tp(), 0));
     }
 
     /**
@@ -74,6 +107,15 @@ public final class MemoryReport {
                 sb.append(String.format(Locale.ROOT, "  stage %d: %s; Ψ=%,d; %s allocated%n", s, Trainer.stageSpans(c, s),
                         stageParameters(c, s), MemoryPool.formatBytes(allocated(c, s).total())));
             }
+        }
+        int tp = c.layout().tp();
+        if (tp > 1) {
+            TensorParallelShare share = share(c, 0);
+            sb.append(String.format(Locale.ROOT, "tensor parallelism over tp=%d rank(s)%s: Ψ_split=%,d (attention and MLP "
+                            + "matrices, wte) split, Ψ_whole=%,d (norms, row-parallel biases, wpe) on every tp rank: "
+                            + "Ψ = Ψ_split/tp + Ψ_whole = %,d per rank%s%n", tp, pp > 1 ? ", stage 0" : "", share.split(),
+                    share.whole(), share.perRank(), c.model().vocabSize() % tp != 0 ? " (+ the vocabulary's padding rows, "
+                            + "⌈V/tp⌉·tp - V = " + (Math.ceilDiv(c.model().vocabSize(), tp) * tp - c.model().vocabSize()) + ")" : ""));
         }
         sb.append(String.format(Locale.ROOT, "per-rank model state%s, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
                 + "(fp32 weights, AdamW)%s:%n", pp > 1 ? " of stage 0" : "", stage, c.layout().dp(), stageParameters(c, 0),

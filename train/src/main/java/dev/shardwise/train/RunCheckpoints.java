@@ -32,12 +32,14 @@ final class RunCheckpoints {
     }
 
     /**
-     * Where a rank's parameters sit in a pipeline, for saving: the pipeline group (rank = stage; null when the model
+     * Where a rank's parameters sit in the model, for saving: the pipeline group (rank = stage; null when the model
      * is not cut), whether this rank is its stage's first data-parallel replica (those ranks carry their stage's
-     * tensors to stage 0), and the flat layout of any stage's parameters (names, shapes, offsets; no memory).
+     * tensors to stage 0), the flat layout of any stage's parameters as stage 0 receives them (names, shapes,
+     * offsets; no memory: a stage's global layout under tensor parallelism), and how the stage's tensor-parallel
+     * slices are put together ({@link TensorParallelSlices#NONE} without tensor parallelism).
      */
-    record Stages(Communicator pipeline, boolean firstReplica, IntFunction<ParameterSet> layoutOf) {
-        static final Stages SINGLE = new Stages(null, true, null);
+    record Stages(Communicator pipeline, boolean firstReplica, IntFunction<ParameterSet> layoutOf, TensorParallelSlices tensor) {
+        static final Stages SINGLE = new Stages(null, true, null, TensorParallelSlices.NONE);
     }
 
     private static final int VALUES_TAG = 31_000;
@@ -53,7 +55,17 @@ final class RunCheckpoints {
         Tensor[] moments = optimizer.momentsToSave();
         List<Tensor> received = new ArrayList<>();
         try {
-            Map<String, Tensor> tensors = checkpointTensors(params, values, moments);
+            ParameterSet mine = params;
+            if (stages.tensor().active()) {   // tp rank 0 of the first replica puts its stage's slices together
+                if (!stages.firstReplica()) return;
+                Tensor[] whole = stages.tensor().gather(params, new Tensor[]{values, moments[0], moments[1]}, pool);
+                if (whole == null) return;
+                received.addAll(List.of(whole));
+                mine = stages.tensor().globalLayout();
+                values = whole[0];
+                moments = new Tensor[]{whole[1], whole[2]};
+            }
+            Map<String, Tensor> tensors = checkpointTensors(mine, values, moments);
             if (stages.pipeline() != null && stages.firstReplica()) {
                 Communicator pipeline = stages.pipeline();
                 if (pipeline.rank() != 0) {
@@ -109,10 +121,13 @@ final class RunCheckpoints {
         return tensors;
     }
 
+    /**
+     * Every rank reads the tensors of its own parameters (any layout wrote them: they are keyed by global name); under
+     * tensor parallelism it takes its slices of them ({@code slices}).
+     */
     @SuppressWarnings("unchecked")
-    /** Every rank reads the tensors of its own parameters (any layout wrote them: they are keyed by global name). */
-    void restore(Path dir, ParameterSet params, OptimizerState optimizer, BatchSampler sampler, TrainState state)
-            throws IOException {
+    void restore(Path dir, ParameterSet params, OptimizerState optimizer, BatchSampler sampler, TrainState state,
+                 TensorParallelSlices slices, MemoryPool pool) throws IOException {
         Map<String, Object> manifest = Checkpoint.readManifest(dir);
         Object savedModel = manifest.get("model");
         Map<String, Object> current = ConfigLoader.modelMap(config.model());
@@ -120,7 +135,9 @@ final class RunCheckpoints {
             throw new IllegalArgumentException("checkpoint " + dir + " holds model " + savedModel + " but the config asks for "
                     + current + "; resume with the run's own config.yaml");
         }
-        Checkpoint.read(dir, checkpointTensors(params, optimizer.valuesToLoad(), optimizer.momentsToLoad()));
+        Map<String, Tensor> mine = checkpointTensors(params, optimizer.valuesToLoad(), optimizer.momentsToLoad());
+        if (slices.active()) slices.read(dir, params, mine, pool);
+        else Checkpoint.read(dir, mine);
         Map<String, Object> s = (Map<String, Object>) manifest.get("state");
         optimizer.loaded(((Number) s.get("optimizerSteps")).longValue());
         long epoch = ((Number) s.get("samplerEpoch")).longValue(), index = ((Number) s.get("samplerIndex")).longValue();

@@ -33,8 +33,8 @@ final class StageModel implements StageWork {
     /** What one (micro-batch, chunk) holds while it is in flight. */
     private static final class InFlight {
         final StepArena arena;
-        Tensor input;           // received activation [B·T, C]
-        Tensor outputGradient;  // received d output [B·T, C]
+        Tensor input;           // received activation [B·T, C] ([B·T/tp, C] under sequence parallelism)
+        Tensor outputGradient;  // received d output, shaped as the output
         GptPart.Pass pass;
         Tensor inputGradient;   // d input [B·T, C] to send
 
@@ -157,7 +157,7 @@ final class StageModel implements StageWork {
     @Override
     public Tensor inputBuffer(int mb, int chunk) {
         InFlight f = slot(mb, chunk);
-        if (f.input == null) f.input = f.arena.allocateForOverwrite(dtype, rows(mb), hidden);
+        if (f.input == null) f.input = f.arena.allocateForOverwrite(dtype, rows(mb, chunk), hidden);
         return f.input;
     }
 
@@ -171,13 +171,14 @@ final class StageModel implements StageWork {
     @Override
     public Tensor outputGradientBuffer(int mb, int chunk) {
         InFlight f = slot(mb, chunk);
-        if (f.outputGradient == null) f.outputGradient = f.arena.allocateForOverwrite(dtype, rows(mb), hidden);
+        if (f.outputGradient == null) f.outputGradient = f.arena.allocateForOverwrite(dtype, rows(mb, chunk), hidden);
         return f.outputGradient;
     }
 
-    private int rows(int mb) {
+    /** Rows of the activation chunk {@code chunk} exchanges for micro-batch {@code mb}: B·T (B·T/tp under sequence parallelism). */
+    private int rows(int mb, int chunk) {
         Tensor batch = batches[mb];
-        return batch.dim(0) * (batch.dim(1) - 1);
+        return chunks.get(chunk).activationRows(batch.dim(0), batch.dim(1) - 1);
     }
 
     @Override

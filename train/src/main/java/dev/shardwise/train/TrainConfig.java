@@ -49,13 +49,15 @@ import java.util.Objects;
  *                         optimizer offload; needs zero >= 1), or null to keep them in memory
  * @param timeline         where to write the last step's executed pipeline schedule as a Chrome trace (one row per
  *                         stage of the first data-parallel replica; Perfetto opens it), or null for none
+ * @param saveCheckpoints  false: no checkpoints at all (today's checkpoint gathers the whole model state on one rank,
+ *                         which a model split because it does not fit one rank's budget cannot afford)
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer, Path timeline) {
+                          Path offloadOptimizer, Path timeline, boolean saveCheckpoints) {
 
     /**
      * Checks every field and their combinations.
@@ -70,9 +72,10 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         positive("gradAccumulation", gradAccumulation);
         positive("steps", steps);
         positive("evalBatches", evalBatches);
-        refuseWhatIsNotImplemented(layout);
+        refuseWhatIsNotImplemented(layout, model);
+        // the vocabulary-parallel embedding pads the vocabulary to a multiple of tp itself (rows no token reaches)
         layout.validateFor(new ParallelLayout.ModelDimensions(model.layers(), model.hidden(), model.ffnHidden(),
-                model.heads(), model.kvHeads(), model.vocabSize(), seqLen, 0));
+                model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen, 0));
         if (offloadOptimizer != null && layout.zeroStage() == 0) {
             throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
                     + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
@@ -90,6 +93,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
             throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (the policy "
                     + "applies to every k-th block); use 1 for every block, or recompute: none to recompute nothing");
         }
+        if (checkpointAtStart && !saveCheckpoints) {
+            throw new IllegalArgumentException("checkpointAtStart=true but saveCheckpoints=false; drop one of them");
+        }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
         if (seqLen > model.contextLength()) {
@@ -103,15 +109,7 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
     }
 
     /** Parallelisms the layout can describe but the trainer cannot run yet. */
-    private static void refuseWhatIsNotImplemented(ParallelLayout layout) {
-        if (layout.tp() > 1) {
-            throw new IllegalArgumentException("tp=" + layout.tp() + ": tensor parallelism is not implemented yet (it comes "
-                    + "with the tensor-parallel layers, ColumnParallelLinear and RowParallelLinear); use tp=1");
-        }
-        if (layout.sequenceParallel()) {
-            throw new IllegalArgumentException("sequenceParallel=true: sequence parallelism is not implemented yet (it "
-                    + "comes after tensor parallelism); use sequenceParallel=false");
-        }
+    private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
         if (layout.ep() > 1) {
             throw new IllegalArgumentException("ep=" + layout.ep() + ": expert parallelism is not implemented yet (it comes "
                     + "with the mixture-of-experts layers); use ep=1");
@@ -156,6 +154,18 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
 
     private static void positive(String field, int value) {
         if (value <= 0) throw new IllegalArgumentException(field + " must be positive, got " + value);
+    }
+
+    /**
+     * This config with another layout, the pipeline schedule and cut reset to their defaults (they belong to a
+     * layout).
+     *
+     * @throws IllegalArgumentException if the layout does not fit the model
+     */
+    public TrainConfig withLayout(ParallelLayout other) {
+        return new TrainConfig(preset, model, data, seqLen, gradAccumulation, steps, seed, lr, minLr, warmupSteps, weightDecay,
+                beta1, beta2, eps, gradClip, evalEvery, evalBatches, checkpointEvery, checkpointAtStart, runDir, rankMemory,
+                other, null, null, recomputeEvery, offloadOptimizer, timeline, saveCheckpoints);
     }
 
     /** Ranks the run needs: dp·tp·pp (the layout's world size). */

@@ -254,8 +254,8 @@ public final class TrainStep implements AutoCloseable {
             for (int c = 0; c < chunks.size(); c++) {
                 GptPart part = chunks.get(c);
                 if (!part.span().embedding() && p > 1) {   // the previous part's output, from the previous stage
-                    activation = evaluationArena.allocateForOverwrite(params.dtype(), batch.dim(0) * (batch.dim(1) - 1),
-                            part.config().hidden());
+                    activation = evaluationArena.allocateForOverwrite(params.dtype(),
+                            part.activationRows(batch.dim(0), batch.dim(1) - 1), part.config().hidden());
                     pipeline.group().receive(activation, (stage + p - 1) % p, EVALUATION_TAG + c);
                 }
                 GptPart.Pass pass = part.forward(evaluationArena, inputs(batch), targets(batch), activation, false, 1);

@@ -24,6 +24,8 @@ import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.Timeline;
 import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.TensorParallel;
+import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -203,22 +205,31 @@ public final class Trainer {
         boolean leader = groups == null || groups.globalRank() == 0;
         Communicator dpGroup = groups == null ? null : groups.dp();
         int pp = config.layout().pp(), vpp = config.layout().vpp(), stage = groups == null ? 0 : groups.coordinates().ppStage();
+        int tpSize = config.layout().tp();
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
-        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1), pool, DType.F32,
+        TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
+        int padding = zero.paddingMultiple(dpGroup == null ? 1 : dpGroup.size());
+        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
-             StageGradients stages = pp > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE;
+             StageGradients stages = pp > 1 || tpSize > 1
+                     ? new StageGradients(pp > 1 ? groups.pp() : null, tpSize > 1 ? groups.tp() : null, params, pool)
+                     : StageGradients.NONE;
              OptimizerState optimizer = optimizer(zero, params, pool, dpGroup, stages);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
-             TrainStep trainStep = new TrainStep(params, chunks(params, spans), pool, config.gradClip(), optimizer.update(),
-                     new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
-            RunCheckpoints.Stages stageLayout = pp == 1 ? RunCheckpoints.Stages.SINGLE : new RunCheckpoints.Stages(groups.pp(),
-                    rank == 0, s -> Gpt.declare(config.model(), stageSpans(s), true).allocate(pool, DType.F32,
-                    zero.paddingMultiple(dpGroup.size()), ParameterSet.Residency.NONE));
+             TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp), pool, config.gradClip(), optimizer.update(),
+                     new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp));
+             ParameterSet globalLayout = tpSize > 1 ? layoutOf(stage, TensorParallel.NONE, 1, pool) : null) {
+            // under tp, stage 0 receives each stage's tensors whole (put together by its tp rank 0): padding 1
+            TensorParallelSlices slices = tpSize == 1 ? TensorParallelSlices.NONE : new TensorParallelSlices(groups.tp(),
+                    r -> layoutOf(stage, TensorParallelRank.of(tpSize, r), padding, pool), globalLayout);
+            RunCheckpoints.Stages stageLayout = pp == 1 ? new RunCheckpoints.Stages(null, rank == 0, null, slices)
+                    : new RunCheckpoints.Stages(groups.pp(), rank == 0, s -> tpSize > 1 ? layoutOf(s, TensorParallel.NONE, 1, pool)
+                            : layoutOf(s, TensorParallel.NONE, padding, pool), slices);
             BatchSampler sampler = new BatchSampler(data.train(), config.globalMicroBatch(), config.seqLen(), config.seed());
             TrainState state = new TrainState();
             if (resumeFrom.isPresent()) {
-                checkpoints.restore(resumeFrom.get(), params, optimizer, sampler, state);
+                checkpoints.restore(resumeFrom.get(), params, optimizer, sampler, state, slices, pool);
                 if (leader) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
             }
             Tensor mine = global.slice(0, rank * b, b);
@@ -250,9 +261,18 @@ public final class Trainer {
         return List.copyOf(mine);
     }
 
-    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans) {
+    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans, TensorParallel tp) {
         return spans.stream().map(span -> new GptPart(config.model(), params, span, config.layout().recompute(),
-                config.recomputeEvery())).toList();
+                config.recomputeEvery(), tp)).toList();
+    }
+
+    /**
+     * The flat layout (names, shapes, slices, offsets; no memory) of pipeline stage {@code stage}'s parameters as tp
+     * rank {@code tp} holds them ({@link TensorParallel#NONE}: whole), every unit padded to {@code padding}.
+     */
+    private ParameterSet layoutOf(int stage, TensorParallel tp, int padding, MemoryPool pool) {
+        return Gpt.declare(config.model(), stageSpans(stage), config.layout().pp() > 1, tp)
+                .allocate(pool, DType.F32, padding, ParameterSet.Residency.NONE);
     }
 
     /**
@@ -315,7 +335,7 @@ public final class Trainer {
                     100.0 * (config.layout().pp() - 1) / (config.gradAccumulation() + config.layout().pp() - 1),
                     4 * config.layout().pp() * config.batchSize() * config.layout().dp());
         }
-        if (config.checkpointAtStart() && state.step() == 0) {
+        if (config.saveCheckpoints() && config.checkpointAtStart() && state.step() == 0) {
             checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
         }
         try (MetricsLog metrics = leader ? new MetricsLog(runDir.resolve("metrics.jsonl"), state.step()) : null) {
@@ -375,10 +395,13 @@ public final class Trainer {
                 }
                 boolean last = state.step() == config.steps();
                 boolean evaluateNow = last || (config.evalEvery() > 0 && state.step() % config.evalEvery() == 0);
-                // Under ZeRO 3 every forward gathers parameters collectively, so every rank evaluates with the leader.
                 // Under ZeRO 3 every forward gathers parameters collectively, and a pipeline's forward runs on every
                 // stage, so then every rank evaluates with the leader.
-                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1)) evaluate(data, pool, trainStep);
+                // Under tensor parallelism every forward runs collectives over the tp group, so the leader's tp group
+                // evaluates with it too.
+                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1 || config.layout().tp() > 1)) {
+                    evaluate(data, pool, trainStep);
+                }
                 if (leader) {
                     trainCurve.add(new LossPlot.Point(state.step(), loss));
                     if (evaluateNow) {
@@ -390,7 +413,7 @@ public final class Trainer {
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
                             row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN, moe);
                 }
-                if (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0)) {
+                if (config.saveCheckpoints() && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     // collective under ZeRO and over the pipeline
                     checkpoints.save(leader, runDir.resolve("checkpoints"), params, optimizer, state, data, stages, pool);
                 }

@@ -89,13 +89,22 @@ class ConfigLoaderTest {
     }
 
     @Test
-    void notYetImplementedParallelismsAreRefusedWithTheSettingToUse() {
-        String tp = refusal("ranks", 2, "tp", 2);
-        assertTrue(tp.contains("tensor parallelism is not implemented yet") && tp.contains("use tp=1"), tp);
+    void impossibleSettingsAreRefusedWithTheSettingToUse() {
+        assertEquals(2, flags("ranks", 2, "tp", 2, "model", Map.of("topQueryLayer", true)).layout().tp(),
+                "PanGu-α's top query layer splits over tp");
         String offload = refusal("offloadOptimizer", "/tmp/x");
         assertTrue(offload.contains("needs zero >= 1"), offload);
         String layers = refusal("ranks", 8, "pp", 4, "vpp", 2);   // tiny has 4 layers, 8 chunks asked
         assertTrue(layers.contains("pp·vpp=4·2=8 model chunks but model.layers=4") && layers.contains("use pp·vpp <= 4"), layers);
+    }
+
+    @Test
+    void tensorParallelismSplitsHeadsAndPadsTheVocabulary() {
+        TrainConfig c = flags("ranks", 4, "tp", 2, "model", Map.of("vocabSize", 8193));
+        assertEquals(2, c.layout().tp(), "tp 2");
+        assertEquals(2, c.layout().dp(), "dp = ranks / tp");
+        String heads = refusal("ranks", 3, "tp", 3);   // tiny has 4 heads
+        assertTrue(heads.contains("tp=3 does not divide model.heads=4"), heads);
     }
 
     @Test

@@ -1,5 +1,7 @@
 package dev.shardwise.comm.mpi;
 
+import dev.shardwise.core.foreign.NativeLibraries;
+
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
@@ -11,7 +13,6 @@ import java.lang.invoke.MethodHandle;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 
@@ -119,21 +120,14 @@ final class MpiLibrary {
      * it to global symbol scope and binds it; never throws for a missing library.
      */
     static Loaded load(String configuredPath) {
-        List<String> tried = new ArrayList<>();
         List<String> candidates = configuredPath != null && !configuredPath.isBlank() ? List.of(configuredPath) : LIBRARY_NAMES;
-        for (String name : candidates) {
-            SymbolLookup lib;
+        NativeLibraries.Opened lib = NativeLibraries.openFirst(candidates);
+        if (lib.found()) {
             try {
-                lib = SymbolLookup.libraryLookup(name, Arena.global());
-            } catch (IllegalArgumentException e) {
-                tried.add(name);
-                continue;
-            }
-            try {
-                promoteToGlobal(name);
-                return new Loaded(Optional.of(new MpiLibrary(name, lib)), null);
+                promoteToGlobal(lib.name());
+                return new Loaded(Optional.of(new MpiLibrary(lib.name(), lib.lookup())), null);
             } catch (RuntimeException e) {
-                return new Loaded(Optional.empty(), name + " was found but is not a usable Open MPI 4.x library: " + e.getMessage());
+                return new Loaded(Optional.empty(), lib.name() + " was found but is not a usable Open MPI 4.x library: " + e.getMessage());
             }
         }
         if (candidates != LIBRARY_NAMES) {
@@ -144,7 +138,7 @@ final class MpiLibrary {
                 ? "mpirun is installed but its library is not: install libopenmpi-dev (or set SHARDWISE_LIBMPI to libmpi.so's path)"
                 : "install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev, or scripts/ensure-openmpi.sh), "
                   + "or set SHARDWISE_LIBMPI to libmpi.so's path";
-        return new Loaded(Optional.empty(), "libmpi not found (tried " + String.join(", ", tried) + "): " + hint);
+        return new Loaded(Optional.empty(), "libmpi not found (tried " + String.join(", ", lib.tried()) + "): " + hint);
     }
 
     /** dlopen(name, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL): the loaded copy's symbols become visible to plugins. */

@@ -1,5 +1,6 @@
 package dev.shardwise.parallel.tensor;
 
+import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
@@ -30,7 +31,9 @@ import static org.junit.jupiter.api.Assertions.*;
  * one forward and backward of a whole {@link GptPart} in float64 with tp ranks as threads: the loss and every
  * parameter gradient (each rank's slice against the same slice of the single rank's gradient) agree to round-off;
  * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
- * initialises exactly its slice of the single rank's values.
+ * initialises exactly its slice of the single rank's values. Under sequence parallelism (Korthikanti et al. 2022)
+ * the norms' gradients are each rank's partial sums over its positions, summed over the group here as the update
+ * sums them.
  */
 class TensorParallelLayersTest {
     static final int B = 2, T = 8;
@@ -39,12 +42,18 @@ class TensorParallelLayersTest {
             "gpt post-ln", ModelConfig.gpt(64, 16, 2, 32, 4).withResidual(ModelConfig.Residual.POST_LN),
             "llama gqa", ModelConfig.llama(64, 16, 2, 32, 4, 2, 64),
             "llama mha", ModelConfig.llama(64, 16, 2, 32, 4, 4, 64),
-            "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4));
+            "llama kv 1", ModelConfig.llama(64, 16, 2, 32, 4, 1, 64),
+            "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4),
+            "pangu top query", ModelConfig.gpt(64, 16, 2, 32, 4).withTopQueryLayer(true),
+            "pangu top query gqa", new ModelConfig(64, 16, 2, 32, 4, 1, 64, ModelConfig.Norm.LAYER_NORM, ModelConfig.Mlp.GELU,
+                    ModelConfig.Positions.LEARNED, ModelConfig.Residual.PRE_LN, true, true, 1e-5));
 
     /** A rank of a tp group that performs no collectives: enough to declare and initialise a slice. */
     record Declared(int size, int tpRank) implements TensorParallel {
         @Override public void allReduceSum(Tensor buffer) { throw new UnsupportedOperationException(); }
         @Override public void allReduceMax(Tensor buffer) { throw new UnsupportedOperationException(); }
+        @Override public void allGather(Tensor output, Tensor input) { throw new UnsupportedOperationException(); }
+        @Override public void reduceScatterSum(Tensor output, Tensor input) { throw new UnsupportedOperationException(); }
     }
 
     static Tensor ids(MemoryPool pool, int vocab, long seed) {
@@ -58,6 +67,15 @@ class TensorParallelLayersTest {
     record Result(double loss, Map<String, double[]> grads, Map<String, ParameterSet.Slice> slices) { }
 
     static Result run(ModelConfig config, TensorParallel tp, MemoryPool pool, boolean split, Recompute recompute) {
+        return run(config, tp, null, pool, split, recompute);
+    }
+
+    /**
+     * As above; over {@code tensor} (the tp group, null on one rank) the partial gradients (sequence-parallel norms,
+     * replicated kv heads) are then summed as the update sums them, by {@link TensorParallelGradients}.
+     */
+    static Result run(ModelConfig config, TensorParallel tp, Communicator tensor, MemoryPool pool, boolean split,
+                      Recompute recompute) {
         GptPart.Span whole = GptPart.Span.whole(config);
         try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F64);
              Tensor tokens = ids(pool, config.vocabSize(), 1);
@@ -73,6 +91,15 @@ class TensorParallelLayersTest {
             } else {
                 part.backward(arena, pass, null);
             }
+            if (tensor != null) {
+                try (TensorParallelGradients partials = new TensorParallelGradients(tensor, params, pool)) {
+                    boolean replicated = params.parameters().stream().anyMatch(p -> p.slice() != null && p.slice().replicated());
+                    assertEquals(tp.sequenceParallel() || replicated, partials.active(),
+                            "partial gradients exactly under sequence parallelism or replicated kv heads");
+                    int all = Math.toIntExact(params.paddedCount());
+                    partials.sum(params.grads(), new long[]{0}, new int[]{0}, new int[]{all});
+                }
+            }
             Map<String, double[]> grads = new HashMap<>();
             Map<String, ParameterSet.Slice> slices = new HashMap<>();
             for (Parameter p : params.parameters()) {
@@ -83,16 +110,23 @@ class TensorParallelLayersTest {
         }
     }
 
-    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}, recompute {3}")
-    @CsvSource({"gpt, 2, false, none", "gpt, 4, false, none", "gpt, 2, true, none", "gpt post-ln, 2, false, none",
-            "llama gqa, 2, false, none", "llama gqa, 2, true, none", "llama mha, 4, false, none", "gpt vocab 61, 2, false, none",
-            "gpt vocab 61, 4, false, none", "gpt, 2, false, selective", "gpt, 2, true, selective", "llama gqa, 2, false, full"})
-    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName) {
+    @ParameterizedTest(name = "{0}, tp {1}, split backward {2}, recompute {3}, sequence parallel {4}")
+    @CsvSource({"gpt, 2, false, none, false", "gpt, 4, false, none, false", "gpt, 2, true, none, false",
+            "gpt post-ln, 2, false, none, false", "llama gqa, 2, false, none, false", "llama gqa, 2, true, none, false",
+            "llama mha, 4, false, none, false", "gpt vocab 61, 2, false, none, false", "gpt vocab 61, 4, false, none, false",
+            "gpt, 2, false, selective, false", "gpt, 2, true, selective, false", "llama gqa, 2, false, full, false",
+            "gpt, 2, false, none, true", "gpt, 4, true, none, true", "gpt post-ln, 2, false, selective, true",
+            "llama gqa, 2, true, full, true", "gpt vocab 61, 2, false, full, true",
+            "llama gqa, 4, false, none, false", "llama gqa, 4, true, selective, true", "llama kv 1, 2, false, none, false",
+            "llama kv 1, 4, false, full, true", "pangu top query, 2, false, none, false", "pangu top query, 4, true, none, false",
+            "pangu top query, 2, false, selective, true", "pangu top query, 2, true, none, true",
+            "pangu top query gqa, 2, false, none, true", "pangu top query gqa, 4, true, none, false"})
+    void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
         Result serial = run(config, TensorParallel.NONE, MemoryPool.unlimited("serial"), split, Recompute.NONE);
-        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world()), ctx.memory(),
-                split, recompute));
+        List<Result> ranks = LocalCluster.run(tp, ctx -> run(config, new CommunicatorTensorParallel(ctx.world(), sequence),
+                ctx.world(), ctx.memory(), split, recompute));
         int compared = 0;
         double worst = 0;
         for (int r = 0; r < tp; r++) {
@@ -115,13 +149,13 @@ class TensorParallelLayersTest {
                 compared++;
             }
         }
-        System.out.printf("%s tp %d%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
-                split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
+        System.out.printf("%s tp %d%s%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
+                sequence ? " sequence-parallel" : "", split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
         assertTrue(compared > 0, "no gradient compared");
     }
 
     @ParameterizedTest(name = "{0}, tp {1}")
-    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "gpt vocab 61, 4"})
+    @CsvSource({"gpt, 2", "gpt, 4", "llama gqa, 2", "llama gqa, 4", "llama kv 1, 2", "gpt vocab 61, 4", "pangu top query, 2"})
     void eachRankInitialisesExactlyItsSliceOfTheSingleRankValues(String model, int tp) {
         ModelConfig config = MODELS.get(model);
         MemoryPool pool = MemoryPool.unlimited("init");
@@ -146,11 +180,31 @@ class TensorParallelLayersTest {
     }
 
     @Test
-    void kvHeadsNotDivisibleByTpAreRefusedWithAFix() {
-        ModelConfig config = ModelConfig.llama(64, 16, 2, 32, 4, 2, 64);
+    void aSequenceLengthTpDoesNotDivideIsRefusedUnderSequenceParallelism() {
+        ModelConfig config = MODELS.get("gpt");
+        RuntimeException e = assertThrows(RuntimeException.class, () -> LocalCluster.run(2, ctx -> {
+            TensorParallel tp = new CommunicatorTensorParallel(ctx.world(), true);
+            MemoryPool pool = ctx.memory();
+            GptPart.Span whole = GptPart.Span.whole(config);
+            try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F32);
+                 Tensor tokens = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, B, 7);
+                 StepArena arena = new StepArena(pool)) {
+                return new GptPart(config, params, whole, Recompute.NONE, 1, tp).forward(arena, tokens, tokens, null, true, 1).loss();
+            }
+        }));
+        Throwable cause = e;
+        while (cause.getCause() != null && !(cause instanceof IllegalArgumentException)) cause = cause.getCause();
+        String message = cause.getMessage();
+        assertTrue(cause instanceof IllegalArgumentException && message.contains("T=7") && message.contains("tp=2")
+                && message.contains("multiple of 2"), String.valueOf(message));
+    }
+
+    @Test
+    void kvHeadsTpNeitherDividesNorMultipliesAreRefusedWithAFix() {
+        ModelConfig config = ModelConfig.llama(64, 16, 2, 24, 6, 3, 64);   // 6 heads, 3 kv heads: tp 2 fits neither way
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> Gpt.declare(config, List.of(GptPart.Span.whole(config)), false, new Declared(4, 0)));
-        assertTrue(e.getMessage().contains("tp=4") && e.getMessage().contains("kvHeads=2") && e.getMessage().contains("{1, 2}"),
+                () -> Gpt.declare(config, List.of(GptPart.Span.whole(config)), false, new Declared(2, 0)));
+        assertTrue(e.getMessage().contains("tp=2") && e.getMessage().contains("kvHeads=3") && e.getMessage().contains("{1, 3, 6}"),
                 e.getMessage());
     }
 }

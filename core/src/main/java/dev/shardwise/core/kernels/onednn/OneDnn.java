@@ -1,6 +1,7 @@
 package dev.shardwise.core.kernels.onednn;
 
 import java.lang.foreign.Arena;
+import dev.shardwise.core.foreign.NativeLibraries;
 import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.Linker;
 import java.lang.foreign.MemoryLayout;
@@ -8,7 +9,6 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SymbolLookup;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
-import java.util.ArrayList;
 import java.util.List;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
@@ -151,25 +151,16 @@ public final class OneDnn {
         static {
             OneDnn instance = null;
             String failure = null;
-            List<String> tried = new ArrayList<>();
-            for (String name : LIBRARY_NAMES) {
-                SymbolLookup lib;
+            NativeLibraries.Opened lib = NativeLibraries.openFirst(LIBRARY_NAMES);
+            if (!lib.found()) {
+                failure = "oneDNN not found (tried " + String.join(", ", lib.tried()) + "): " + INSTALL_HINT;
+            } else {
                 try {
-                    lib = SymbolLookup.libraryLookup(name, Arena.global());
-                } catch (IllegalArgumentException e) {
-                    tried.add(name);
-                    continue;
-                }
-                try {
-                    instance = new OneDnn(name, lib);
+                    instance = new OneDnn(lib.name(), lib.lookup());
                 } catch (Throwable t) {
-                    failure = name + " was found but is not a usable oneDNN 2.x library (" + t.getMessage() + "); "
+                    failure = lib.name() + " was found but is not a usable oneDNN 2.x library (" + t.getMessage() + "); "
                             + INSTALL_HINT;
                 }
-                break;
-            }
-            if (instance == null && failure == null) {
-                failure = "oneDNN not found (tried " + String.join(", ", tried) + "): " + INSTALL_HINT;
             }
             INSTANCE = instance;
             FAILURE = failure;

@@ -1,0 +1,218 @@
+package dev.shardwise.plan.local;
+
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.PipelineCut;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.parallel.ZeroStage;
+import dev.shardwise.parallel.pipeline.Instruction;
+import dev.shardwise.parallel.pipeline.PipelineSchedule;
+import dev.shardwise.parallel.pipeline.ScheduleKind;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Predicts a layout's training step on this machine from a {@link LocalProfile}: each stage's parts (the cut the
+ * trainer makes, {@link PipelineCut#balanced}) priced from the profiled embedding, blocks and head, the very
+ * instruction lists the runtime executes simulated ({@link PipelineSchedule#simulate}), and the data-parallel
+ * reduction, ZeRO's gathers and the optimizer added at the step's end, where the local backend runs them (its
+ * collectives use the rank threads' own cores, so they overlap nothing). Memory: the parameters, gradients and AdamW
+ * state exactly as the ranks allocate them ({@link ZeroStage}'s padded shards), plus the step arenas the schedule keeps
+ * in flight, each holding the footprint the profile measured for a pass of the stage's chunk.
+ *
+ * <p>Tensor parallelism is not priced yet (the profile has no tensor-parallel block).
+ */
+public final class LocalCostModel {
+    private final ModelConfig config;
+    private final LocalProfile profile;
+
+    /** A cost model of {@code config} on {@code profile} (its ranks, micro-batch and sequence length). */
+    public LocalCostModel(ModelConfig config, LocalProfile profile) {
+        this.config = config;
+        this.profile = profile;
+    }
+
+    /**
+     * The step time and per-rank peak memory of {@code layout} under {@code schedule} for {@code globalBatch} sequences.
+     *
+     * @throws IllegalArgumentException if the layout does not match the profile (ranks, micro-batch), uses tp, or
+     *                                  dp·micro-batch does not divide the global batch
+     */
+    public LocalEstimate estimate(ParallelLayout layout, ScheduleKind schedule, long globalBatch) {
+        if (layout.tp() != 1) throw new IllegalArgumentException("the local cost model does not price tensor parallelism yet; use tp=1");
+        if (layout.worldSize() != profile.ranks() || layout.microBatch() != profile.microBatch()) {
+            throw new IllegalArgumentException("layout " + layout + " needs a profile of " + layout.worldSize() + " ranks at micro-batch "
+                    + layout.microBatch() + "; this one has " + profile.ranks() + " ranks at micro-batch " + profile.microBatch());
+        }
+        long perReplica = (long) layout.dp() * layout.microBatch();
+        if (globalBatch % perReplica != 0) {
+            throw new IllegalArgumentException("global batch " + globalBatch + " is not a multiple of dp·micro-batch = " + perReplica);
+        }
+        int m = Math.toIntExact(globalBatch / perReplica);
+        int p = layout.pp(), v = layout.vpp();
+        List<GptPart.Span> parts = PipelineCut.balanced(config, profile.seq(), p * v);
+        boolean split = layout.zeroStage() < 2;   // ZeRO 2/3 run ZB-H1's B whole (their unit buffers cannot stay open to W)
+        PipelineSchedule program = PipelineSchedule.build(schedule, p, v, m);
+        double sendSeconds = profile.collectiveLatencySeconds()
+                + (double) layout.microBatch() * profile.seq() * config.hidden() * 4 * profile.sendSecondsPerByte();
+        double[] tail = new double[p], reduce = new double[p], optimizer = new double[p];
+        for (int stage = 0; stage < p; stage++) {
+            long params = stageParameters(layout, stage);
+            reduce[stage] = reduction(layout, params, m) + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap() : 0);
+            long local = layout.zeroStage() >= 1 ? params / layout.dp() : params;
+            optimizer[stage] = local * profile.optimizerSecondsPerParameter();
+            tail[stage] = reduce[stage] + optimizer[stage];
+        }
+        PipelineSchedule.StageCost cost = (stage, instruction) -> switch (instruction) {
+            case Instruction.Forward f -> price(parts.get(f.chunk() * p + stage), layout, Phase.FORWARD, split);
+            case Instruction.Backward b -> price(parts.get(b.chunk() * p + stage), layout, Phase.BACKWARD, split);
+            case Instruction.BackwardInput b -> price(parts.get(b.chunk() * p + stage), layout, Phase.INPUT, split);
+            case Instruction.BackwardWeight w -> price(parts.get(w.chunk() * p + stage), layout, Phase.WEIGHT, split);
+            case Instruction.SendActivation s -> sendSeconds;
+            case Instruction.SendGradient s -> sendSeconds;
+            case Instruction.ReceiveActivation r -> 0.0;
+            case Instruction.ReceiveGradient r -> 0.0;
+            case Instruction.ReduceGradients r -> reduce[stage];
+            case Instruction.OptimizerStep o -> optimizer[stage];
+        };
+        double step = program.simulate(cost);
+        int slowest = 0;
+        double slowestBusy = -1, compute = 0;
+        for (int stage = 0; stage < p; stage++) {
+            double busy = 0, work = 0;
+            for (Instruction i : program.program(stage)) {
+                double d = cost.duration(stage, i);
+                busy += d;
+                if (i instanceof Instruction.Forward || i instanceof Instruction.Backward || i instanceof Instruction.BackwardInput
+                        || i instanceof Instruction.BackwardWeight) work += d;
+            }
+            if (busy > slowestBusy) {
+                slowestBusy = busy;
+                slowest = stage;
+                compute = work;
+            }
+        }
+        long[] state = new long[p], activations = new long[p];
+        for (int stage = 0; stage < p; stage++) {
+            state[stage] = stateBytes(layout, stage);
+            activations[stage] = activationPeak(layout, program, parts, stage);
+        }
+        return new LocalEstimate(layout, schedule, step, compute, Math.max(0, step - slowestBusy), reduce[slowest],
+                optimizer[slowest], state, activations);
+    }
+
+    private enum Phase { FORWARD, BACKWARD, INPUT, WEIGHT }
+
+    /** One part's seconds for one micro-batch in {@code phase}. */
+    private double price(GptPart.Span span, ParallelLayout layout, Phase phase, boolean split) {
+        double total = 0;
+        if (span.embedding()) total += seconds(profile.embedding(), phase, split);
+        total += span.blocks() * seconds(profile.block().get(layout.recompute()), phase, split);
+        if (span.head()) total += seconds(profile.head(), phase, split);
+        return total;
+    }
+
+    private static double seconds(LocalProfile.Part part, Phase phase, boolean split) {
+        return switch (phase) {
+            case FORWARD -> part.forwardSeconds();
+            case BACKWARD -> part.backwardSeconds();
+            case INPUT -> split ? part.backwardInputSeconds() : part.backwardSeconds();
+            case WEIGHT -> split ? part.backwardWeightSeconds() : 0;
+        };
+    }
+
+    /**
+     * The data-parallel reduction of a stage's {@code params} gradients per step: one all-reduce (ZeRO 0 and 1; ZeRO 1's
+     * reduce-scatter and all-gather move the same bytes), or under ZeRO 2 a reduce-scatter per micro-batch and one
+     * all-gather of the updated weights, under ZeRO 3 also an all-gather before each micro-batch's forward and backward
+     * (a reduce-scatter or all-gather moves half an all-reduce's bytes).
+     */
+    private double reduction(ParallelLayout layout, long params, int m) {
+        if (layout.dp() == 1) return 0;
+        double allReduce = 4.0 * params * profile.allReduceSecondsPerByte() + profile.collectiveLatencySeconds();
+        return switch (layout.zeroStage()) {
+            case 0, 1 -> allReduce;
+            case 2 -> (m + 1) * allReduce / 2;
+            default -> (3.0 * m + 1) * allReduce / 2;
+        };
+    }
+
+    /** The first and last stages swap the tied embedding's gradient: one send each way. */
+    private double embeddingSwap() {
+        return 2 * (profile.collectiveLatencySeconds() + 4.0 * config.vocabSize() * config.hidden() * profile.sendSecondsPerByte());
+    }
+
+    /** Parameters a rank of {@code stage} holds before ZeRO's padding. */
+    private long stageParameters(ParallelLayout layout, int stage) {
+        return declare(layout, stage).specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+    }
+
+    /**
+     * Parameters, gradients and AdamW state a rank of {@code stage} allocates (ZeRO's padded shards, as the ranks do),
+     * plus ZeRO 2's and 3's whole-unit buffers: a unit's gradient while it is reduce-scattered and the next unit's
+     * (two), and under ZeRO 3 also the gathered weights of the unit computing and the one prefetched (two more).
+     */
+    private long stateBytes(ParallelLayout layout, int stage) {
+        int dp = layout.dp();
+        ParameterSet.Builder declared = declare(layout, stage);
+        long padded = declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(dp));
+        long unitBuffers = layout.zeroStage() >= 2 ? (layout.zeroStage() == 3 ? 4 : 2) * 4 * declared.largestUnit() : 0;
+        return ZeroMemory.of(layout.zeroStage(), dp, padded, false).total() + unitBuffers;
+    }
+
+    private ParameterSet.Builder declare(ParallelLayout layout, int stage) {
+        int p = layout.pp(), v = layout.vpp();
+        if (p == 1 && v == 1) return Gpt.declare(config);
+        List<GptPart.Span> parts = PipelineCut.balanced(config, profile.seq(), p * v);
+        List<GptPart.Span> mine = new ArrayList<>();
+        for (int c = 0; c < v; c++) mine.add(parts.get(c * p + stage));
+        return Gpt.declare(config, mine, true);
+    }
+
+    /**
+     * The activation bytes a rank of {@code stage} holds at its peak: one arena per (micro-batch, chunk) in flight at
+     * once on its instruction list (a forward opens one, a backward or W closes it; closed arenas are reused), each
+     * holding the largest footprint of the stage's chunks and, in a pipeline, the chunk's input and output-gradient
+     * buffers; plus the largest scratch a piece allocates and frees inside its pass.
+     */
+    private long activationPeak(ParallelLayout layout, PipelineSchedule program, List<GptPart.Span> parts, int stage) {
+        int p = layout.pp();
+        boolean zeroBubble = program.program(stage).stream().anyMatch(i -> i instanceof Instruction.BackwardWeight);
+        boolean split = zeroBubble && layout.zeroStage() < 2;
+        long footprint = 0;
+        for (int c = 0; c < layout.vpp(); c++) footprint = Math.max(footprint, passBytes(parts.get(c * p + stage), layout, split));
+        if (p > 1) footprint += 2L * layout.microBatch() * profile.seq() * config.hidden() * 4;
+        int live = 0, arenas = 0;
+        for (Instruction i : program.program(stage)) {
+            switch (i) {
+                case Instruction.Forward f -> arenas = Math.max(arenas, ++live);
+                case Instruction.Backward b -> live--;
+                case Instruction.BackwardWeight w -> live--;
+                default -> { }
+            }
+        }
+        long scratch = 0;
+        for (int c = 0; c < layout.vpp(); c++) scratch = Math.max(scratch, scratchBytes(parts.get(c * p + stage), layout));
+        return arenas * footprint + scratch;
+    }
+
+    /** The largest scratch any piece of {@code span} allocates and frees within its pass (one at a time). */
+    private long scratchBytes(GptPart.Span span, ParallelLayout layout) {
+        long s = span.blocks() > 0 ? profile.block().get(layout.recompute()).scratchBytes() : 0;
+        if (span.embedding()) s = Math.max(s, profile.embedding().scratchBytes());
+        if (span.head()) s = Math.max(s, profile.head().scratchBytes());
+        return s;
+    }
+
+    /** The bytes one pass of {@code span} allocates: its pieces' footprints, all held until the pass ends. */
+    private long passBytes(GptPart.Span span, ParallelLayout layout, boolean split) {
+        java.util.function.ToLongFunction<LocalProfile.Part> bytes = split ? LocalProfile.Part::splitPassBytes : LocalProfile.Part::passBytes;
+        return (span.embedding() ? bytes.applyAsLong(profile.embedding()) : 0)
+                + span.blocks() * bytes.applyAsLong(profile.block().get(layout.recompute()))
+                + (span.head() ? bytes.applyAsLong(profile.head()) : 0);
+    }
+}

@@ -1,0 +1,218 @@
+package dev.shardwise.plan.local;
+
+import dev.shardwise.comm.Communicator;
+import dev.shardwise.comm.LocalCluster;
+import dev.shardwise.comm.ReduceOp;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.Recompute;
+import dev.shardwise.model.optim.AdamWOptimizer;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+
+/**
+ * Measures a {@link LocalProfile}: runs the model's pieces (the embedding, one block under each recompute policy,
+ * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
+ * cores training would give it ({@link LocalCluster}), plus AdamW over one block and the local backend's all-reduce
+ * and send. Each figure is the median of a few repetitions after a warm-up, taken on the slowest rank, with every rank
+ * starting each repetition together.
+ */
+public final class LocalProfiler {
+    /** Bytes of the all-reduce and send timed for the per-byte costs. */
+    private static final int COLLECTIVE_FLOATS = 2 << 20;
+
+    private LocalProfiler() { }
+
+    /**
+     * Profiles {@code config} at micro-batch {@code microBatch} and sequence length {@code seq} with {@code ranks}
+     * ranks running at once, {@code repeats} timed repetitions of each piece.
+     *
+     * @throws IllegalArgumentException if a size is not positive or seq exceeds the model's context
+     */
+    public static LocalProfile profile(ModelConfig config, int ranks, int microBatch, int seq, int repeats) {
+        if (ranks < 1 || microBatch < 1 || seq < 1 || repeats < 1) {
+            throw new IllegalArgumentException("profile: ranks, micro-batch, seq and repeats must be positive, got " + ranks + ", "
+                    + microBatch + ", " + seq + ", " + repeats);
+        }
+        if (seq > config.contextLength()) {
+            throw new IllegalArgumentException("profile: seq=" + seq + " exceeds the model's context of " + config.contextLength());
+        }
+        List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(),
+                ctx.compute().threads(), microBatch, seq, repeats).run());
+        return slowest(perRank);
+    }
+
+    /** Every figure the largest over the ranks: the slowest rank sets the pace of a synchronous step. */
+    private static LocalProfile slowest(List<LocalProfile> ranks) {
+        LocalProfile first = ranks.getFirst();
+        LocalProfile.Part embedding = first.embedding(), head = first.head();
+        Map<Recompute, LocalProfile.Part> block = new EnumMap<>(first.block());
+        double optimizer = 0, allReduce = 0, latency = 0, send = 0;
+        for (LocalProfile r : ranks) {
+            embedding = embedding.max(r.embedding());
+            head = head.max(r.head());
+            for (Recompute policy : Recompute.values()) block.put(policy, block.get(policy).max(r.block().get(policy)));
+            optimizer = Math.max(optimizer, r.optimizerSecondsPerParameter());
+            allReduce = Math.max(allReduce, r.allReduceSecondsPerByte());
+            latency = Math.max(latency, r.collectiveLatencySeconds());
+            send = Math.max(send, r.sendSecondsPerByte());
+        }
+        return new LocalProfile(first.ranks(), first.threadsPerRank(), first.microBatch(), first.seq(), embedding, block, head,
+                optimizer, allReduce, latency, send);
+    }
+
+    /** One rank's measurements. */
+    private record RankProfiler(ModelConfig config, Communicator world, MemoryPool pool, int threads, int microBatch, int seq,
+                                int repeats) {
+        LocalProfile run() {
+            int rows = microBatch * seq;
+            SplittableRandom random = new SplittableRandom(17 + world.rank());
+            try (Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, microBatch, seq + 1);
+                 Tensor input = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden());
+                 Tensor dOut = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden())) {
+                int[] ids = new int[microBatch * (seq + 1)];
+                for (int i = 0; i < ids.length; i++) ids[i] = random.nextInt(config.vocabSize());
+                MemorySegment.copy(ids, 0, batch.segment(), ValueLayout.JAVA_INT, batch.byteOffset(), ids.length);
+                float[] values = new float[rows * config.hidden()];
+                for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian();
+                input.copyFrom(values);
+                for (int i = 0; i < values.length; i++) values[i] *= 1e-3f;
+                dOut.copyFrom(values);
+                Tensor tokens = batch.slice(1, 0, seq), targets = batch.slice(1, 1, seq);
+
+                LocalProfile.Part embedding = measurePart(new GptPart.Span(true, 0, 0, false), Recompute.NONE, tokens, targets, null, dOut);
+                Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
+                for (Recompute policy : Recompute.values()) {
+                    block.put(policy, measurePart(new GptPart.Span(false, 0, 1, false), policy, tokens, targets, input, dOut));
+                }
+                LocalProfile.Part head = measurePart(new GptPart.Span(false, config.layers(), config.layers(), true), Recompute.NONE,
+                        tokens, targets, input, null);
+                double optimizer = optimizerSecondsPerParameter();
+                double[] collectives = collectives();
+                return new LocalProfile(world.size(), threads, microBatch, seq, embedding, block, head, optimizer,
+                        collectives[0], collectives[1], collectives[2]);
+            }
+        }
+
+        private ParameterSet allocate(GptPart.Span span) {
+            ParameterSet params = Gpt.declare(config, List.of(span), true).allocate(pool, DType.F32);
+            params.initialize(1234);
+            return params;
+        }
+
+        /**
+         * Forward, whole backward, and (where it splits) B then W, timed; the activation bytes the first whole pass and
+         * the first split pass left in their fresh arenas, and how far above that the whole pass peaked (scratch arenas
+         * its layers closed before it ended).
+         */
+        private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, Tensor tokens, Tensor targets, Tensor input, Tensor dOut) {
+            try (ParameterSet params = allocate(span); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
+                GptPart part = new GptPart(config, params, span, policy, 1);
+                double[] forward = new double[repeats], backward = new double[repeats], inputGrad = new double[repeats],
+                        weightGrad = new double[repeats];
+                long passBytes = 0, splitBytes = 0, scratchBytes = 0;
+                for (int r = -1; r < repeats; r++) {
+                    world.barrier();
+                    long before = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+                    pool.resetPeaks();
+                    long t0 = System.nanoTime();
+                    GptPart.Pass pass = part.forward(arena, tokens, targets, input, true, 1.0);
+                    long t1 = System.nanoTime();
+                    part.backward(arena, pass, dOut);
+                    long t2 = System.nanoTime();
+                    if (r < 0) {
+                        passBytes = pool.liveBytes(MemoryCategory.ACTIVATIONS) - before;
+                        scratchBytes = pool.peakBytes(MemoryCategory.ACTIVATIONS) - before - passBytes;
+                    }
+                    arena.reset();
+                    double bInput = (t2 - t1) / 1e9, bWeight = 0;
+                    if (part.canSplitBackward()) {
+                        world.barrier();
+                        long beforeSplit = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+                        pool.resetPeaks();
+                        GptPart.Pass again = part.forward(splitArena, tokens, targets, input, true, 1.0);
+                        long t3 = System.nanoTime();
+                        part.backwardInput(splitArena, again, dOut);
+                        long t4 = System.nanoTime();
+                        part.backwardWeight(again);
+                        long t5 = System.nanoTime();
+                        if (r < 0) splitBytes = pool.liveBytes(MemoryCategory.ACTIVATIONS) - beforeSplit;
+                        splitArena.reset();
+                        bInput = (t4 - t3) / 1e9;
+                        bWeight = (t5 - t4) / 1e9;
+                    } else if (r < 0) {
+                        splitBytes = passBytes;
+                    }
+                    if (r < 0) continue;
+                    forward[r] = (t1 - t0) / 1e9;
+                    backward[r] = (t2 - t1) / 1e9;
+                    inputGrad[r] = bInput;
+                    weightGrad[r] = bWeight;
+                }
+                return new LocalProfile.Part(median(forward), median(backward), median(inputGrad), median(weightGrad), passBytes, splitBytes,
+                        scratchBytes);
+            }
+        }
+
+        private double optimizerSecondsPerParameter() {
+            try (ParameterSet params = allocate(new GptPart.Span(false, 0, 1, false));
+                 AdamWOptimizer adam = new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt())) {
+                double[] seconds = new double[repeats];
+                for (int r = -1; r < repeats; r++) {
+                    world.barrier();
+                    long t0 = System.nanoTime();
+                    adam.step(1e-4);
+                    if (r >= 0) seconds[r] = (System.nanoTime() - t0) / 1e9;
+                }
+                return median(seconds) / params.count();
+            }
+        }
+
+        /** All-reduce seconds per byte, a small collective's seconds, and a send's seconds per byte (0 for one rank). */
+        private double[] collectives() {
+            if (world.size() == 1) return new double[3];
+            try (Tensor big = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, COLLECTIVE_FLOATS);
+                 Tensor small = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 1)) {
+                double[] reduce = new double[repeats], latency = new double[repeats], send = new double[repeats];
+                for (int r = -1; r < repeats; r++) {
+                    world.barrier();
+                    long t0 = System.nanoTime();
+                    world.allReduce(big, ReduceOp.SUM);
+                    long t1 = System.nanoTime();
+                    world.allReduce(small, ReduceOp.SUM);
+                    long t2 = System.nanoTime();
+                    world.barrier();
+                    long t3 = System.nanoTime();
+                    if (world.rank() == 0) world.send(big, 1, 7);
+                    else if (world.rank() == 1) world.receive(big, 0, 7);
+                    long t4 = System.nanoTime();
+                    if (r < 0) continue;
+                    reduce[r] = (t1 - t0) / 1e9 / (4.0 * COLLECTIVE_FLOATS);
+                    latency[r] = (t2 - t1) / 1e9;
+                    send[r] = world.rank() == 1 ? (t4 - t3) / 1e9 / (4.0 * COLLECTIVE_FLOATS) : 0;
+                }
+                return new double[] {median(reduce), median(latency), median(send)};
+            }
+        }
+    }
+
+    private static double median(double[] values) {
+        double[] sorted = values.clone();
+        Arrays.sort(sorted);
+        int n = sorted.length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+}

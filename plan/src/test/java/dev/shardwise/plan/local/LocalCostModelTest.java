@@ -1,0 +1,92 @@
+package dev.shardwise.plan.local;
+
+import dev.shardwise.model.ActivationMemory;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.Recompute;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.parallel.ParallelLayout;
+import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.parallel.pipeline.ScheduleKind;
+import org.junit.jupiter.api.Test;
+
+import java.util.EnumMap;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The local cost model's arithmetic on a hand-made profile, and the profiler on a small model. */
+class LocalCostModelTest {
+    static final ModelConfig SMALL = ModelConfig.gpt(96, 16, 4, 32, 4);
+
+    /** Embedding 1 ms / 2 ms, each block 10 / 20 ms (selective +1, full +10 in backward), head 5 / 10 ms. */
+    static LocalProfile profile(int ranks, int microBatch) {
+        Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
+        block.put(Recompute.NONE, new LocalProfile.Part(0.010, 0.020, 0.012, 0.008, 1000, 1200, 0));
+        block.put(Recompute.SELECTIVE, new LocalProfile.Part(0.010, 0.021, 0.013, 0.008, 900, 1100, 50));
+        block.put(Recompute.FULL, new LocalProfile.Part(0.010, 0.030, 0.030, 0, 300, 300, 700));
+        return new LocalProfile(ranks, 1, microBatch, 16, new LocalProfile.Part(0.001, 0.002, 0.0, 0.002, 100, 100, 0), block,
+                new LocalProfile.Part(0.005, 0.010, 0.006, 0.004, 5000, 5000, 10), 1e-9, 1e-9, 1e-5, 1e-9);
+    }
+
+    @Test
+    void oneRankRunsItsMicroBatchesBackToBackThenTheOptimizer() {
+        LocalCostModel costs = new LocalCostModel(SMALL, profile(1, 2));
+        LocalEstimate e = costs.estimate(new ParallelLayout(1, 1, 1, 1, 1, false, 0, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        double perMicroBatch = 0.001 + 0.002 + 4 * (0.010 + 0.020) + 0.005 + 0.010;
+        double optimizer = SMALL.parameterCount() * 1e-9;
+        assertEquals(4 * perMicroBatch + optimizer, e.stepSeconds(), 1e-9, "4 micro-batches, then AdamW");
+        assertEquals(0, e.bubbleSeconds(), 1e-9);
+        long state = ZeroMemory.of(0, 1, Gpt.declare(SMALL).paddedCount(1), false).total();
+        assertEquals(state, e.stateBytes()[0], "parameters, gradients and moments as the rank allocates them");
+        assertEquals(100 + 4 * 1000 + 5000 + 10, e.activationBytes()[0], "one arena, reused by every micro-batch, and the head's scratch");
+        LocalEstimate full = costs.estimate(new ParallelLayout(1, 1, 1, 1, 1, false, 0, Recompute.FULL, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        assertEquals(100 + 4 * 300 + 5000 + 700, full.activationBytes()[0], "full recompute: outputs kept, one block rebuilt at a time");
+    }
+
+    @Test
+    void aPipelineWaitsItsBubbleAndHoldsAnArenaPerMicroBatchInFlight() {
+        LocalCostModel costs = new LocalCostModel(SMALL, profile(2, 1));
+        ParallelLayout pp2 = new ParallelLayout(1, 1, 2, 1, 1, false, 0, Recompute.NONE, 1);
+        LocalEstimate oneF = costs.estimate(pp2, ScheduleKind.ONE_F_ONE_B, 8);
+        LocalEstimate gpipe = costs.estimate(pp2, ScheduleKind.GPIPE, 8);
+        assertTrue(oneF.bubbleSeconds() > 0, "two stages wait for each other");
+        assertEquals(oneF.stepSeconds(), gpipe.stepSeconds(), 1e-3, "the same bubble, (p-1)(tF+tB)");
+        assertTrue(gpipe.activationBytes()[0] > oneF.activationBytes()[0], "GPipe keeps all 8 micro-batches in flight, 1F1B two");
+        LocalEstimate zb = costs.estimate(pp2, ScheduleKind.ZB_H1, 8);
+        assertTrue(zb.stepSeconds() < oneF.stepSeconds(), "ZB-H1 fills part of the bubble with W: " + zb.stepSeconds() + " vs " + oneF.stepSeconds());
+    }
+
+    @Test
+    void dataParallelismPaysItsReductionAndZeroShardsTheState() {
+        LocalCostModel costs = new LocalCostModel(SMALL, profile(2, 2));
+        LocalEstimate z0 = costs.estimate(new ParallelLayout(2, 1, 1, 1, 1, false, 0, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        LocalEstimate z1 = costs.estimate(new ParallelLayout(2, 1, 1, 1, 1, false, 1, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        LocalEstimate z3 = costs.estimate(new ParallelLayout(2, 1, 1, 1, 1, false, 3, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        assertTrue(z0.dpSeconds() > 0, "two replicas all-reduce their gradients");
+        assertTrue(z1.stateBytes()[0] < z0.stateBytes()[0], "ZeRO 1 shards the moments");
+        assertTrue(z3.dpSeconds() > z1.dpSeconds(), "ZeRO 3 gathers weights every micro-batch");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () ->
+                costs.estimate(new ParallelLayout(1, 1, 1, 1, 1, false, 0, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8));
+        assertTrue(e.getMessage().contains("needs a profile of 1 ranks"), e.getMessage());
+    }
+
+    @Test
+    void theProfilerMeasuresEveryPieceAndTheArenaBytesOfABlock() {
+        LocalProfile p = LocalProfiler.profile(SMALL, 2, 2, 16, 1);
+        assertEquals(2, p.ranks());
+        for (Recompute policy : Recompute.values()) {
+            LocalProfile.Part block = p.block().get(policy);
+            assertTrue(block.forwardSeconds() > 0 && block.backwardSeconds() > 0, policy + ": " + block);
+        }
+        assertTrue(p.allReduceSecondsPerByte() > 0 && p.sendSecondsPerByte() > 0 && p.optimizerSecondsPerParameter() > 0, p.toString());
+        long saved = ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.NONE, DType.F32);
+        long pass = p.block().get(Recompute.NONE).passBytes();
+        assertTrue(pass > saved, "a pass holds what forward saves (" + saved + ") and what backward allocates: " + pass);
+        assertTrue(p.block().get(Recompute.FULL).passBytes() >= ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.FULL, DType.F32),
+                "full recompute still holds the block's output");
+        assertTrue(p.head().passBytes() >= 2L * 16 * 96 * 4, "the head holds at least the logits: " + p.head().passBytes());
+    }
+}
