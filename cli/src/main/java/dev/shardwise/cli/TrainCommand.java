@@ -27,16 +27,25 @@ import java.util.concurrent.Callable;
                 "Without --data it uses the bundled tiny Shakespeare, prepared (tokenizer included) once into "
                         + "~/.cache/shardwise.",
                 "The run directory gets config.yaml, metrics.jsonl (one JSON object per step), loss.png and "
-                        + "checkpoints/; --resume continues a stopped run bit for bit."},
+                        + "checkpoints/; --resume continues a stopped run bit for bit.",
+                "Mixture of experts: --preset moe-tiny, or a YAML model.moe: {experts, topK, every, capacityFactor "
+                        + "(0: dropless), balance: aux|bias|none, sharedExperts, expertHidden, gate: softmax|noisy, "
+                        + "auxWeight, zLossWeight, biasRate}; metrics.jsonl then has aux_loss and the expert load "
+                        + "(moe_load_max, moe_load_mean, moe_load_max_over_mean, moe_dropped)."},
         footer = {"", "Examples:", "  shardwise train --preset tiny --steps 20",
                 "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a",
-                "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a --resume", ""})
+                "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a --resume",
+                "  shardwise train --preset moe-tiny --moe-balance bias --steps 200", ""})
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--config", paramLabel = "FILE", description = "YAML config; flags override its keys.")
     Path config;
 
-    @Option(names = "--preset", paramLabel = "NAME", description = "Model preset: tiny, gpt2-124m, gpt2-350m (default: tiny).")
+    @Option(names = "--preset", paramLabel = "NAME", description = "Model preset: tiny, gpt2-124m, gpt2-350m, llama-tiny, moe-tiny (default: tiny).")
     String preset;
+
+    @Option(names = "--moe-balance", paramLabel = "aux|bias|none", description = "Expert load balancing of a "
+            + "mixture-of-experts model (YAML model.moe.balance): the auxiliary loss, DeepSeek-V3's loss-free bias, or none.")
+    String moeBalance;
 
     @Option(names = "--data", paramLabel = "DIR", description = "Directory written by 'shardwise prepare'.")
     Path data;
@@ -272,6 +281,13 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "pipelineCut", pipelineCut);
         put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
         put(flags, "timeline", timeline == null ? null : timeline.toString());
+        if (moeBalance != null) {
+            if (ConfigLoader.resolve(yaml, String.valueOf(config), flags).model().moe() == null) {
+                throw new IllegalArgumentException("--moe-balance needs a mixture-of-experts model; use --preset moe-tiny or "
+                        + "give model.moe in the YAML config");
+            }
+            flags.put("model", Map.of("moe", Map.of("balance", moeBalance)));
+        }
         return flags;
     }
 

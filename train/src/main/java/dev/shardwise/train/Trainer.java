@@ -392,6 +392,14 @@ public final class Trainer {
                 row.put("optimizer_ms", r.optimizerNs() / 1e6);
                 row.put("pipeline_wait_ms", r.pipelineWaitNs() / 1e6);
                 row.put("bubble", r.bubble());
+                MoeReport moe = trainStep.lastMoe();
+                if (moe != null) {   // the loss above is the cross-entropy; the auxiliary losses are trained on beside it
+                    row.put("aux_loss", moe.auxLoss());
+                    row.put("moe_load_max", moe.maxLoad());
+                    row.put("moe_load_mean", moe.meanLoad());
+                    row.put("moe_load_max_over_mean", moe.maxOverMean());
+                    row.put("moe_dropped", moe.dropped());
+                }
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 Optional<ProcessMemory> process = ProcessMemory.current();   // the whole process beside the pool's tensors (Linux only)
@@ -420,7 +428,7 @@ public final class Trainer {
                     }
                     metrics.write(row);   // before the checkpoint, so a resumed run never lacks this step's line
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
-                            row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN);
+                            row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN, moe);
                 }
                 if (config.saveCheckpoints() && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     // collective under ZeRO and over the pipeline
