@@ -27,16 +27,25 @@ import java.util.concurrent.Callable;
                 "Without --data it uses the bundled tiny Shakespeare, prepared (tokenizer included) once into "
                         + "~/.cache/shardwise.",
                 "The run directory gets config.yaml, metrics.jsonl (one JSON object per step), loss.png and "
-                        + "checkpoints/; --resume continues a stopped run bit for bit."},
+                        + "checkpoints/; --resume continues a stopped run bit for bit.",
+                "Mixture of experts: --preset moe-tiny, or a YAML model.moe: {experts, topK, every, capacityFactor "
+                        + "(0: dropless), balance: aux|bias|none, sharedExperts, expertHidden, gate: softmax|noisy, "
+                        + "auxWeight, zLossWeight, biasRate}; metrics.jsonl then has aux_loss and the expert load "
+                        + "(moe_load_max, moe_load_mean, moe_load_max_over_mean, moe_dropped)."},
         footer = {"", "Examples:", "  shardwise train --preset tiny --steps 20",
                 "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a",
-                "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a --resume", ""})
+                "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a --resume",
+                "  shardwise train --preset moe-tiny --moe-balance bias --steps 200", ""})
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--config", paramLabel = "FILE", description = "YAML config; flags override its keys.")
     Path config;
 
-    @Option(names = "--preset", paramLabel = "NAME", description = "Model preset: tiny, gpt2-124m, gpt2-350m (default: tiny).")
+    @Option(names = "--preset", paramLabel = "NAME", description = "Model preset: tiny, gpt2-124m, gpt2-350m, llama-tiny, moe-tiny (default: tiny).")
     String preset;
+
+    @Option(names = "--moe-balance", paramLabel = "aux|bias|none", description = "Expert load balancing of a "
+            + "mixture-of-experts model (YAML model.moe.balance): the auxiliary loss, DeepSeek-V3's loss-free bias, or none.")
+    String moeBalance;
 
     @Option(names = "--data", paramLabel = "DIR", description = "Directory written by 'shardwise prepare'.")
     Path data;
@@ -101,6 +110,11 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--tp", paramLabel = "N", description = "Tensor-parallel size: each block's attention heads and MLP features, and the vocabulary of the tied "
             + "embedding and head, split over N adjacent ranks (Megatron); must divide the heads and kv heads.")
     Integer tp;
+
+    @Option(names = "--sequence-parallel", description = "Sequence parallelism (Korthikanti et al. 2022; needs --tp >= 2): the norms, "
+            + "residual sums and embedding output, which tensor parallelism leaves replicated, hold T/tp positions per rank, with an "
+            + "all-gather before and a reduce-scatter after each tensor-parallel region instead of the all-reduces (YAML sequenceParallel).")
+    Boolean sequenceParallel;
 
     @Option(names = "--pp", paramLabel = "N", description = "Pipeline stages: the model is cut into N stages that work on different micro-batches at once "
             + "(micro-batches per step m = --global-batch / (--micro-batch × dp); m ≥ 4·pp keeps the bubble small).")
@@ -187,22 +201,37 @@ public final class TrainCommand implements Callable<Integer> {
         try {
             result = new Trainer(resolved, job, System.out).run(resume || resumeFrom != null, resumeFrom);
         } catch (RuntimeException e) {
-            for (Throwable t = e; t != null; t = t.getCause()) {
-                if (t instanceof MemoryBudgetExceededException && job.rank() == 0) {
-                    spec.commandLine().getErr().println("shardwise: " + FittingLayouts.describe(resolved, 3));
-                    break;
-                }
-            }
-            throw e;
+            if (job.rank() != 0 || !overBudget(e)) throw e;
+            // the error as Main prints it, then the layouts that would fit
+            PrintWriter err = spec.commandLine().getErr();
+            err.println("shardwise: " + e.getMessage()
+                    + (e.getCause() != null && e.getCause().getMessage() != null ? "\n  caused by: " + e.getCause() : ""));
+            err.println("shardwise: " + FittingLayouts.describe(resolved, 3));
+            err.flush();
+            return 1;
         }
         if (job.rank() != 0) return 0;   // rank 0 speaks for the job
         out.printf(Locale.ROOT, "done: %d steps, train loss %.4f, validation loss %.4f, %,.0f tokens/s, MFU %.1f%%, peak memory %s%n"
-                        + "run directory: %s (metrics.jsonl, loss.png, checkpoints/)%n",
+                        + "run directory: %s (metrics.jsonl, loss.png" + (resolved.saveCheckpoints() ? ", checkpoints/" : "") + ")%n",
                 result.steps(), result.trainLoss(), result.valLoss(), result.tokensPerSecond(), 100 * result.mfu(),
                 MemoryPool.formatBytes(result.peakMemoryBytes()), result.runDir());
+        if (result.rankPeakBytes().size() > 1) {
+            StringBuilder peaks = new StringBuilder("peak memory per rank" + (resolved.rankMemory() == MemoryPool.UNLIMITED ? ""
+                    : " (budget " + MemoryPool.formatBytes(resolved.rankMemory()) + " each)") + ":");
+            for (int r = 0; r < result.rankPeakBytes().size(); r++) {
+                peaks.append(r == 0 ? " " : ", ").append(r).append(": ").append(MemoryPool.formatBytes(result.rankPeakBytes().get(r)));
+            }
+            out.println(peaks);
+        }
         if (auto != null) auto.report(out, resolved, result);
         out.flush();
         return 0;
+    }
+
+    /** Whether {@code e} or one of its causes is a rank running over its memory budget. */
+    private static boolean overBudget(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) if (t instanceof MemoryBudgetExceededException) return true;
+        return false;
     }
 
     TrainConfig resolve(RankEnvironment job) throws IOException {
@@ -261,6 +290,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "ranks", ranks);
         put(flags, "dp", dp);
         put(flags, "tp", tp);
+        put(flags, "sequenceParallel", sequenceParallel);
         put(flags, "pp", pp);
         put(flags, "vpp", vpp);
         put(flags, "zero", zero);
@@ -270,6 +300,13 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "pipelineCut", pipelineCut);
         put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
         put(flags, "timeline", timeline == null ? null : timeline.toString());
+        if (moeBalance != null) {
+            if (ConfigLoader.resolve(yaml, String.valueOf(config), flags).model().moe() == null) {
+                throw new IllegalArgumentException("--moe-balance needs a mixture-of-experts model; use --preset moe-tiny or "
+                        + "give model.moe in the YAML config");
+            }
+            flags.put("model", Map.of("moe", Map.of("balance", moeBalance)));
+        }
         return flags;
     }
 

@@ -13,7 +13,7 @@ import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
-/** Under a launcher, {@code train}'s rank count defaults to the job's number of processes; the layout flags reach the config. */
+/** Under a launcher, {@code train}'s rank count defaults to the job's number of processes; the layout flags (--tp too) reach the config. */
 class TrainCommandJobTest {
     private static final RankEnvironment FOUR = new RankEnvironment(2, 4, 0, 2, RankEnvironment.Source.SLURM);
 
@@ -44,5 +44,10 @@ class TrainCommandJobTest {
                 + " " + c.pipelineCut());
         assertEquals(2, parse("--preset", "tiny", "--dp", "2").resolve(FOUR).ranks(),
                 "--dp without --ranks gives dp·tp·pp ranks, not the job's size (Trainer refuses the mismatch)");
+        var t = parse("--preset", "tiny", "--ranks", "8", "--tp", "2", "--pp", "2", "--zero", "1", "--no-checkpoints")
+                .resolve(RankEnvironment.SINGLE);
+        assertEquals(List.of(2, 2, 2, 1), List.of(t.layout().dp(), t.layout().tp(), t.layout().pp(), t.layout().zeroStage()),
+                "--tp: dp = ranks / (tp·pp)");
+        assertEquals(false, t.saveCheckpoints(), "--no-checkpoints");
     }
 }

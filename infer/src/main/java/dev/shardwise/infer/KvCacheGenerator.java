@@ -42,7 +42,7 @@ public final class KvCacheGenerator implements TokenGenerator {
     public static boolean supports(ModelConfig config) {
         return config.norm() == ModelConfig.Norm.LAYER_NORM && config.mlp() == ModelConfig.Mlp.GELU
                 && config.positions() == ModelConfig.Positions.LEARNED && config.residual() == ModelConfig.Residual.PRE_LN
-                && config.bias() && !config.topQueryLayer();
+                && config.bias() && !config.topQueryLayer() && config.moe() == null;
     }
 
     public KvCacheGenerator(ModelConfig config, ParameterSet params, MemoryPool pool) {
@@ -50,7 +50,8 @@ public final class KvCacheGenerator implements TokenGenerator {
         if (!supports(config)) {
             throw new IllegalArgumentException("cached generation supports GPT-2-style models (pre-LayerNorm, GELU, learned "
                     + "positions, biases); this model uses " + config.norm() + ", " + config.mlp() + ", " + config.positions()
-                    + ", " + config.residual() + (config.topQueryLayer() ? ", a top query layer" : ""));
+                    + ", " + config.residual() + (config.topQueryLayer() ? ", a top query layer" : "")
+                    + (config.moe() != null ? ", mixture-of-experts blocks" : ""));
         }
         this.config = config;
         this.params = params;

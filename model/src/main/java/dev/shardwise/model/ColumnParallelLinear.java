@@ -18,7 +18,8 @@ import dev.shardwise.core.tensor.Tensor;
  * that owns the input applies f's backward ({@link TensorParallel#copyToRegionBackward}: an all-reduce of
  * dX [N, IN] over the tp group, 2·(tp-1)/tp·N·IN elements per rank) once, after every column-parallel linear
  * that reads the same input has added its part (SwiGLU's gate and up share one all-reduce). Forward, f is the
- * identity.
+ * identity. Under sequence parallelism the owner gathers the input first and reduce-scatters the partial dX instead
+ * ({@link ColumnParallelInput}).
  */
 final class ColumnParallelLinear {
     private final Linear local;

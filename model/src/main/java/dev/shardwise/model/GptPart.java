@@ -102,6 +102,7 @@ public final class GptPart {
     private final TensorParallel tp;
     private final VocabParallelEmbedding vocab;            // tp > 1 only
     private final VocabParallelCrossEntropy crossEntropy;  // tp > 1 only
+    private final MoeRun moe;                              // what the part's MoE blocks share (none: inactive)
     private final boolean sequenceParallel;
     private Gpt.Hooks hooks = Gpt.Hooks.NONE;
 
@@ -125,6 +126,17 @@ public final class GptPart {
      */
     public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
                                TensorParallel tp) {
+        declare(builder, config, span, splitEmbedding, tp, ExpertParallel.NONE);
+    }
+
+    /**
+     * As {@link #declare(ParameterSet.Builder, ModelConfig, Span, boolean, TensorParallel)}, with only rank
+     * {@code ep.epRank()}'s E/ep experts of each MoE block (under their global numbers) under expert parallelism.
+     *
+     * @throws IllegalArgumentException also if ep does not divide the experts
+     */
+    public static void declare(ParameterSet.Builder builder, ModelConfig config, Span span, boolean splitEmbedding,
+                               TensorParallel tp, ExpertParallel ep) {
         if (span.endBlock() > config.layers()) {
             throw new IllegalArgumentException("blocks [" + span.firstBlock() + ", " + span.endBlock() + ") exceed the model's "
                     + config.layers() + " layers");
@@ -138,7 +150,7 @@ public final class GptPart {
             }
         }
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp);
+            TransformerBlock.declare(builder.unit("h." + l), "h." + l, config, tp, l, ep);
         }
         if (span.head()) {
             if (config.topQueryLayer() || config.residual() == ModelConfig.Residual.PRE_LN) builder.unit(FINAL);
@@ -190,6 +202,19 @@ public final class GptPart {
      */
     public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery,
                    TensorParallel tp) {
+        this(config, params, span, recompute, recomputeEvery, tp, ExpertParallel.NONE);
+    }
+
+    /**
+     * As {@link #GptPart(ModelConfig, ParameterSet, Span, Recompute, int, TensorParallel)}, expert-parallel over
+     * {@code ep} (GShard): each MoE block holds this rank's E/ep experts (declared with the same ep) and sends each
+     * token to its experts' rank and back by all-to-alls over the group.
+     *
+     * @throws IllegalArgumentException also if ep does not divide the experts
+     */
+    public GptPart(ModelConfig config, ParameterSet params, Span span, Recompute recompute, int recomputeEvery,
+                   TensorParallel tp, ExpertParallel ep) {
+        this.moe = new MoeRun(ep);
         this.tp = Objects.requireNonNull(tp, "tp");
         this.vocab = tp.size() > 1 ? new VocabParallelEmbedding(tp, config.vocabSize()) : null;
         this.crossEntropy = tp.size() > 1 ? new VocabParallelCrossEntropy(tp, vocab) : null;
@@ -203,7 +228,7 @@ public final class GptPart {
         this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
         this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
         for (int l = span.firstBlock(); l < span.endBlock(); l++) {
-            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp));
+            blocks.add(new TransformerBlock(params, "h." + l, config, l % recomputeEvery == 0 ? recompute : Recompute.NONE, tp, l, moe));
             blockUnits.add(unit(params, "h." + l));
         }
         this.topQuery = span.head() && config.topQueryLayer() ? new TopQueryLayer(params, "top", config, tp) : null;
@@ -230,6 +255,9 @@ public final class GptPart {
 
     /** What this part holds. */
     public Span span() { return span; }
+
+    /** What the part's mixture-of-experts blocks record (their load, their auxiliary losses); inactive without any. */
+    public MoeRun moe() { return moe; }
 
     /**
      * Rows of the activation this part takes as input and gives as output over {@code b} sequences of {@code t}
@@ -367,12 +395,17 @@ public final class GptPart {
         }
         Tensor partInput = stream;
         List<TransformerBlock.Saved> saved = new ArrayList<>(blocks.size());
-        for (int l = 0; l < blocks.size(); l++) {
-            hooks.beforeForward(blockUnits.get(l));
-            TransformerBlock.Saved s = blocks.get(l).forward(arena, stream, b, t);
-            hooks.afterForward(blockUnits.get(l));
-            saved.add(s);
-            stream = s.out();
+        moe.begin(withGradient, lossScale);
+        try {
+            for (int l = 0; l < blocks.size(); l++) {
+                hooks.beforeForward(blockUnits.get(l));
+                TransformerBlock.Saved s = blocks.get(l).forward(arena, stream, b, t);
+                hooks.afterForward(blockUnits.get(l));
+                saved.add(s);
+                stream = s.out();
+            }
+        } finally {
+            moe.end();
         }
         if (!span.head()) {
             Pass pass = new Pass(b, t, ids, positions, partInput, saved, null, null, null);

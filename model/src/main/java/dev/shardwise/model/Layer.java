@@ -34,7 +34,9 @@ interface Layer<S extends Layer.Saved> {
 
     /**
      * The rows a layer runs over: B sequences of T positions, flattened into N = B·T rows in sequence-major
-     * order (row n is position n mod T of sequence n / T).
+     * order (row n is position n mod T of sequence n / T). Under sequence parallelism (Korthikanti et al. 2022) a
+     * layer's x and y hold this rank's T/tp positions of each sequence, [B·T/tp, C] in the same order, while B and T
+     * here (and positions) stay the whole micro-batch's.
      *
      * @param b         B, sequences in the micro-batch
      * @param t         T, positions per sequence

@@ -21,10 +21,19 @@ import java.util.Locale;
  * @param bias          whether linear layers have biases (LayerNorm always has its β)
  * @param topQueryLayer PanGu-α's extra attention layer on top, whose query embeds the position being predicted
  * @param normEps       epsilon inside the norms (1e-5 as in GPT-2)
+ * @param moe           which blocks' feed-forward is a mixture of experts, and how it routes; null for a dense model
  */
 public record ModelConfig(int vocabSize, int contextLength, int layers, int hidden, int heads, int kvHeads,
                           int ffnHidden, Norm norm, Mlp mlp, Positions positions, Residual residual, boolean bias,
-                          boolean topQueryLayer, double normEps) {
+                          boolean topQueryLayer, double normEps, MoeConfig moe) {
+
+    /** A dense model (no mixture of experts). */
+    public ModelConfig(int vocabSize, int contextLength, int layers, int hidden, int heads, int kvHeads,
+                       int ffnHidden, Norm norm, Mlp mlp, Positions positions, Residual residual, boolean bias,
+                       boolean topQueryLayer, double normEps) {
+        this(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden, norm, mlp, positions, residual, bias,
+                topQueryLayer, normEps, null);
+    }
 
     /** Normalisation layer. */
     public enum Norm { LAYER_NORM, RMS_NORM }
@@ -45,7 +54,7 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
     public enum Residual { PRE_LN, POST_LN, DEEPNORM }
 
     /** Names accepted by {@link #preset(String)}. */
-    public static final List<String> PRESETS = List.of("tiny", "gpt2-124m", "gpt2-350m", "llama-tiny");
+    public static final List<String> PRESETS = List.of("tiny", "gpt2-124m", "gpt2-350m", "llama-tiny", "moe-tiny");
 
     public ModelConfig {
         positive("vocabSize", vocabSize);
@@ -89,6 +98,8 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
             case "gpt2-124m" -> gpt(50257, 1024, 12, 768, 12);
             case "gpt2-350m" -> gpt(50257, 1024, 24, 1024, 16);
             case "llama-tiny" -> llama(8192, 256, 4, 256, 8, 4, 688);
+            // tiny with 8 experts of hidden F/2 in every block, top-2: the active FLOPs per token of tiny
+            case "moe-tiny" -> gpt(8192, 256, 4, 256, 4).withMoe(MoeConfig.of(8, 2, 1, 4 * 256 / 2));
             default -> throw new IllegalArgumentException("unknown model preset '" + name + "'; known presets: " + PRESETS);
         };
     }
@@ -112,36 +123,75 @@ public record ModelConfig(int vocabSize, int contextLength, int layers, int hidd
     /** This config with another residual arrangement. */
     public ModelConfig withResidual(Residual value) {
         return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden, norm, mlp,
-                positions, value, bias, topQueryLayer, normEps);
+                positions, value, bias, topQueryLayer, normEps, moe);
     }
 
     /** This config with (or without) PanGu-α's top query layer. */
     public ModelConfig withTopQueryLayer(boolean value) {
         return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden, norm, mlp,
-                positions, residual, bias, value, normEps);
+                positions, residual, bias, value, normEps, moe);
     }
 
-    /** Parameters in the model (the tied head counted once). */
+    /** This config with mixture-of-experts blocks as {@code value} says (null: dense). */
+    public ModelConfig withMoe(MoeConfig value) {
+        return new ModelConfig(vocabSize, contextLength, layers, hidden, heads, kvHeads, ffnHidden, norm, mlp,
+                positions, residual, bias, topQueryLayer, normEps, value);
+    }
+
+    /** Whether block {@code layer}'s feed-forward is a mixture of experts. */
+    public boolean isMoeLayer(int layer) {
+        return moe != null && moe.isMoeLayer(layer);
+    }
+
+    /** Parameters in the model (the tied head counted once; every expert of every MoE block). */
     public long parameterCount() {
+        return parameterCount(false);
+    }
+
+    /**
+     * Parameters a token uses (the tied head counted once): as {@link #parameterCount()}, but an MoE block counts its
+     * router, its k routed experts and its shared experts, not all E.
+     */
+    public long activeParameterCount() {
+        return parameterCount(true);
+    }
+
+    private long parameterCount(boolean active) {
         long c = hidden, kv = (long) kvHeads * headSize();
         long attention = c * (c + 2 * kv) + c * c + (bias ? c + 2 * kv + c : 0);
-        long mlpParams = mlp == Mlp.GELU ? 2 * c * ffnHidden + (bias ? ffnHidden + c : 0)
-                : 3 * c * ffnHidden + (bias ? 2L * ffnHidden + c : 0);
+        long mlpParams = mlpParameters(ffnHidden);
         long normParams = norm == Norm.LAYER_NORM ? 2 * c : c;
         long block = attention + mlpParams + 2 * normParams;
+        long blocks = layers * block;
+        if (moe != null) {
+            int moeLayers = 0;
+            for (int l = 0; l < layers; l++) if (isMoeLayer(l)) moeLayers++;
+            long router = c * moe.experts() * (moe.gate() == MoeConfig.Gate.NOISY ? 2 : 1)
+                    + (moe.balance() == MoeConfig.Balance.BIAS ? moe.experts() : 0);
+            long routed = (active ? moe.topK() : moe.experts()) * mlpParameters(moe.expertHidden());
+            long sharedParams = moe.sharedExperts() > 0 ? mlpParameters((long) moe.sharedExperts() * moe.expertHidden()) : 0;
+            blocks += moeLayers * (router + routed + sharedParams - mlpParams);
+        }
         long embeddings = (long) vocabSize * c + (positions == Positions.LEARNED ? (long) contextLength * c : 0);
         long top = topQueryLayer ? (long) contextLength * c + block : 0;
-        return embeddings + layers * block + top + (residual == Residual.PRE_LN ? normParams : 0);
+        return embeddings + blocks + top + (residual == Residual.PRE_LN ? normParams : 0);
+    }
+
+    /** Parameters of one GELU MLP or SwiGLU of hidden size {@code f}. */
+    private long mlpParameters(long f) {
+        long c = hidden;
+        return mlp == Mlp.GELU ? 2 * c * f + (bias ? f + c : 0) : 3 * c * f + (bias ? 2 * f + c : 0);
     }
 
     /**
      * Training FLOPs per token at sequence length {@code t}, as PaLM (Chowdhery et al. 2022) defines MFU:
      * 6 per weight used in a matrix multiply (forward 2, backward 4; the tied head counts, the position table
-     * does not) plus 12·L·C·T for attention scores and values (the full, non-causal count).
+     * does not; an MoE block counts the weights a token uses, {@link #activeParameterCount()}) plus 12·L·C·T for
+     * attention scores and values (the full, non-causal count).
      */
     public double trainingFlopsPerToken(int t) {
         long tables = (positions == Positions.LEARNED ? (long) contextLength * hidden : 0)
                 + (topQueryLayer ? (long) contextLength * hidden : 0);
-        return 6.0 * (parameterCount() - tables) + 12.0 * (layers + (topQueryLayer ? 1 : 0)) * hidden * t;
+        return 6.0 * (activeParameterCount() - tables) + 12.0 * (layers + (topQueryLayer ? 1 : 0)) * hidden * t;
     }
 }

@@ -58,10 +58,19 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
 
     /** Declares rank {@code tp.tpRank()}'s slices of the block (norms whole, replicated over tp). */
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
+        declare(builder, name, config, tp, -1, ExpertParallel.NONE);
+    }
+
+    /**
+     * As above for block {@code layer} of the model, whose feed-forward is a mixture of experts if the config says so
+     * (then holding rank {@code ep.epRank()}'s experts).
+     */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer,
+                        ExpertParallel ep) {
         Norm.declare(builder, name + ".ln1", config, tp);
         CausalSelfAttention.declare(builder, name + ".attn", config, tp);
         Norm.declare(builder, name + ".ln2", config, tp);
-        FeedForward.declare(builder, name + ".mlp", config, tp);
+        FeedForward.declare(builder, name + ".mlp", config, tp, layer, ep);
     }
 
     /** The block over the parameters declared under {@code name}, keeping what {@code policy} says. */
@@ -78,11 +87,17 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      * and (with the gathers repeated for the dW's) four all-gathers and two reduce-scatters backward.
      */
     TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy, TensorParallel tp) {
+        this(params, name, config, policy, tp, -1, null);
+    }
+
+    /** As above for block {@code layer} of the model; an MoE feed-forward shares {@code moe} with the part. */
+    TransformerBlock(ParameterSet params, String name, ModelConfig config, Recompute policy, TensorParallel tp, int layer,
+                     MoeRun moe) {
         this.policy = Objects.requireNonNull(policy, "policy");
         this.norm1 = Norm.create(params, name + ".ln1", config);
         this.attention = new CausalSelfAttention(params, name + ".attn", config, policy == Recompute.SELECTIVE, tp);
         this.norm2 = Norm.create(params, name + ".ln2", config);
-        this.feedForward = FeedForward.create(params, name + ".mlp", config, tp);
+        this.feedForward = FeedForward.create(params, name + ".mlp", config, tp, layer, moe);
         this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
         this.alpha = GptInit.residualAlpha(config);
     }

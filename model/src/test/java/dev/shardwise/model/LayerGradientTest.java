@@ -80,7 +80,50 @@ class LayerGradientTest {
         ModelConfig top = gpt.withTopQueryLayer(true);
         cases.add(new Case("top query layer", (b, n) -> TopQueryLayer.declare(b, n, top), p -> new TopQueryLayer(p, "x", top),
                 top.hidden(), true));
+        cases.addAll(mixtureOfExperts(gpt, llama));
         return cases;
+    }
+
+    /**
+     * The MoE feed-forward block with each gate (Switch top-1, GShard top-2, noisy top-2), capacity (dropless, and a
+     * factor that drops assignments), balance option (aux, bias, none; z-loss on and off), shared experts, and GELU
+     * and SwiGLU experts; and MoE blocks inside a transformer block under each recompute policy. The discrete top-k
+     * choice stays fixed under the finite-difference steps (random inputs sit far from ties); the noise sample is
+     * keyed by row so perturbing x leaves it fixed. The loss checked is Σ y∘R plus the layer's auxiliary losses.
+     */
+    static List<Case> mixtureOfExperts(ModelConfig gpt, ModelConfig llama) {
+        MoeConfig base = MoeConfig.of(4, 2, 1, 6).withWeights(0.3, 0.05);   // weights large enough to be seen in the check
+        List<Case> cases = new ArrayList<>();
+        record Variant(String name, ModelConfig model, MoeConfig moe) { }
+        List<Variant> variants = List.of(
+                new Variant("switch top-1 dropless aux", gpt, MoeConfig.of(4, 1, 1, 6).withWeights(0.3, 0.05)),
+                new Variant("gshard top-2 capacity 1.0 aux", gpt, base.withCapacityFactor(1.0)),
+                new Variant("noisy top-2 aux", gpt, base.withGate(MoeConfig.Gate.NOISY)),
+                new Variant("noisy top-1 capacity 0.75 none", gpt, MoeConfig.of(4, 1, 1, 6).withGate(MoeConfig.Gate.NOISY)
+                        .withCapacityFactor(0.75).withBalance(MoeConfig.Balance.NONE).withWeights(0, 0)),
+                new Variant("top-2 bias + 2 shared", gpt, base.withBalance(MoeConfig.Balance.BIAS).withSharedExperts(2)),
+                new Variant("swiglu top-2 none z-loss", llama, base.withBalance(MoeConfig.Balance.NONE)),
+                new Variant("swiglu top-3 capacity 1.25 aux + shared", llama, MoeConfig.of(4, 3, 1, 6).withWeights(0.3, 0.05)
+                        .withCapacityFactor(1.25).withSharedExperts(1)));
+        for (Variant v : variants) {
+            ModelConfig config = v.model.withMoe(v.moe);
+            cases.add(new Case("moe " + v.name, (b, n) -> FeedForward.declare(b, n, config, TensorParallel.NONE, 0),
+                    p -> FeedForward.create(p, "x", config, TensorParallel.NONE, 0, trainingRun()), config.hidden(), false, 4));
+        }
+        ModelConfig block = gpt.withMoe(base.withBalance(MoeConfig.Balance.NONE).withWeights(0, 0).withCapacityFactor(1.0));
+        for (Recompute policy : Recompute.values()) {
+            cases.add(new Case("block with moe recompute " + policy, (b, n) -> TransformerBlock.declare(b, n, block, TensorParallel.NONE, 0, ExpertParallel.NONE),
+                    p -> new TransformerBlock(p, "x", block, policy, TensorParallel.NONE, 0, trainingRun()), block.hidden(), false, 4));
+        }
+        return cases;
+    }
+
+    /** A run in a training pass with loss scale 1, its noise keyed by row. */
+    static MoeRun trainingRun() {
+        MoeRun run = new MoeRun();
+        run.keyNoiseByRow();
+        run.begin(true, 1);
+        return run;
     }
 
     @ParameterizedTest(name = "{0}")
@@ -116,8 +159,9 @@ class LayerGradientTest {
             double[] rv = r.toDoubleArray();
             DoubleSupplier loss = () -> {
                 try (StepArena a = new StepArena(pool)) {
-                    double[] y = probe.forward(a, x, rows).out().toDoubleArray();
-                    double s = 0;
+                    S again = probe.forward(a, x, rows);
+                    double[] y = again.out().toDoubleArray();
+                    double s = again instanceof MoeFeedForward.Saved moe ? moe.auxLoss() : 0;   // the layer's own loss terms
                     for (int i = 0; i < y.length; i++) s += y[i] * rv[i];
                     return s;
                 }

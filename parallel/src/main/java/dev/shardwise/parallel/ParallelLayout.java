@@ -183,7 +183,8 @@ public record ParallelLayout(int dp, int tp, int pp, int vpp, int ep, boolean se
     }
 
     /**
-     * Checks that the model can be cut this way: tp divides heads, kvHeads, hidden, ffnHidden and vocab; there are
+     * Checks that the model can be cut this way: tp divides heads, hidden, ffnHidden and vocab, and divides kvHeads
+     * or is a multiple of it (then each kv head is replicated on tp/kvHeads ranks, as Megatron does); there are
      * at least pp·vpp layers, one block or more per model chunk (pp·vpp need not divide layers: a pipeline cut or
      * automatic balancing gives chunks of unequal size; {@link #layersPerChunk} is the even split's); with
      * sequence parallelism tp divides the sequence length; ep divides the experts, and ep &gt; 1 only for a model
@@ -194,7 +195,14 @@ public record ParallelLayout(int dp, int tp, int pp, int vpp, int ep, boolean se
     public void validateFor(ModelDimensions model) {
         List<String> problems = new ArrayList<>();
         check(problems, "model.heads", model.heads(), "tp", tp);
-        check(problems, "model.kvHeads", model.kvHeads(), "tp", tp);
+        if (model.kvHeads() > 0 && model.kvHeads() % tp != 0 && tp % model.kvHeads() != 0) {
+            StringJoiner ok = new StringJoiner(", ", "{", "}");
+            for (int d = 1; d <= Math.max(model.heads(), model.kvHeads()); d++) {
+                if (model.heads() % d == 0 && (model.kvHeads() % d == 0 || d % model.kvHeads() == 0)) ok.add(String.valueOf(d));
+            }
+            problems.add("tp=" + tp + " neither divides model.kvHeads=" + model.kvHeads() + " nor is a multiple of it "
+                    + "(kv heads are split over the tp ranks, or each replicated on tp/kvHeads of them); use tp in " + ok);
+        }
         check(problems, "model.hidden", model.hidden(), "tp", tp);
         check(problems, "model.ffnHidden", model.ffnHidden(), "tp", tp);
         if (model.vocab() % tp != 0) {

@@ -10,6 +10,7 @@ import java.util.Set;
 import java.util.function.Function;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -203,7 +204,12 @@ class ParallelLayoutTest {
         new ParallelLayout(4, 2, 2, 1, 2, false, 1, Recompute.SELECTIVE, 2).validateFor(moe);
         var sp = assertThrows(IllegalArgumentException.class,
                 () -> new ParallelLayout(1, 4, 1, 1, 1, true, 0, Recompute.NONE, 1).validateFor(moe));
-        assertTrue(sp.getMessage().contains("tp=4 does not divide model.kvHeads=2"), sp.getMessage());
+        assertFalse(sp.getMessage().contains("kvHeads"), "2 kv heads replicate over tp 4: " + sp.getMessage());
+        new ParallelLayout(1, 4, 1, 1, 1, false, 0, Recompute.NONE, 1).validateFor(moe);
+        var kv = assertThrows(IllegalArgumentException.class, () -> new ParallelLayout(1, 2, 1, 1, 1, false, 0, Recompute.NONE, 1)
+                .validateFor(new ParallelLayout.ModelDimensions(4, 240, 960, 6, 3, 8192, 256, 0)));
+        assertTrue(kv.getMessage().contains("tp=2 neither divides model.kvHeads=3 nor is a multiple of it")
+                && kv.getMessage().contains("use tp in {1, 3, 6}"), kv.getMessage());
         assertTrue(sp.getMessage().contains("tp=4 does not divide model.sequence (with sequenceParallel)=250"),
                 sp.getMessage());
         var ep = assertThrows(IllegalArgumentException.class,

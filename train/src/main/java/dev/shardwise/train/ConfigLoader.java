@@ -2,6 +2,7 @@ package dev.shardwise.train;
 
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroStage;
@@ -39,11 +40,14 @@ public final class ConfigLoader {
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp",
-            "pp", "vpp", "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline",
-            "keepCheckpoints", "asyncCheckpoints", "initFrom", "model");
+            "pp", "vpp", "sequenceParallel", "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer",
+            "timeline", "keepCheckpoints", "asyncCheckpoints", "initFrom", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
-            "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
+            "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps", "moe");
+    /** Keys under {@code model.moe:} (a missing key takes {@link #moeDefaults}'s value). */
+    static final List<String> MOE_KEYS = List.of("experts", "topK", "every", "capacityFactor", "balance", "sharedExperts",
+            "expertHidden", "gate", "auxWeight", "zLossWeight", "biasRate");
 
     private ConfigLoader() { }
 
@@ -82,8 +86,14 @@ public final class ConfigLoader {
         overlay(merged, flags);
         merged.put("preset", preset);
         try {
-            return build(merged, key -> flags.containsKey(key) ? "command line" : yaml.containsKey(key) ? yamlSource
+            TrainConfig config = build(merged, key -> flags.containsKey(key) ? "command line" : yaml.containsKey(key) ? yamlSource
                     : "preset " + preset);
+            MoeConfig moe = config.model().moe();
+            if (moe != null && moe.balance() == MoeConfig.Balance.BIAS && config.zero() == 3) {
+                throw new IllegalArgumentException("model.moe.balance: bias updates the routing bias on every rank after the "
+                        + "step, but ZeRO 3 (zero=3) keeps no whole parameters between steps; use zero 0-2 or balance: aux");
+            }
+            return config;
         } catch (ClassCastException | NumberFormatException e) {
             throw new IllegalArgumentException("a config value has the wrong type (" + e.getMessage() + "); see "
                     + yamlSource + " and the flags", e);
@@ -102,8 +112,22 @@ public final class ConfigLoader {
                     throw new IllegalArgumentException("unknown key 'model." + key + "' in " + source + "; known: " + MODEL_KEYS);
                 }
             }
+            checkMoeKeys(model.get("moe"), model.containsKey("moe"), source);
         } else if (map.containsKey("model")) {
             throw new IllegalArgumentException("'model' in " + source + " must be a mapping, e.g. model: {layers: 6}");
+        }
+    }
+
+    private static void checkMoeKeys(Object moe, boolean present, String source) {
+        if (moe instanceof Map<?, ?> map) {
+            for (Object key : map.keySet()) {
+                if (!MOE_KEYS.contains(String.valueOf(key))) {
+                    throw new IllegalArgumentException("unknown key 'model.moe." + key + "' in " + source + "; known: " + MOE_KEYS);
+                }
+            }
+        } else if (present && moe != null) {
+            throw new IllegalArgumentException("'model.moe' in " + source + " must be a mapping, e.g. model: {moe: {experts: 8, "
+                    + "topK: 2}}, or null for a dense model");
         }
     }
 
@@ -111,7 +135,14 @@ public final class ConfigLoader {
     private static void overlay(Map<String, Object> into, Map<String, Object> from) {
         from.forEach((key, value) -> {
             if (key.equals("model")) {
-                ((Map<String, Object>) into.get("model")).putAll((Map<String, Object>) value);
+                Map<String, Object> model = (Map<String, Object>) into.get("model");
+                Map<String, Object> moe = model.get("moe") instanceof Map<?, ?> m ? new LinkedHashMap<>((Map<String, Object>) m) : null;
+                model.putAll((Map<String, Object>) value);
+                // model.moe keys overlay one by one, so a config can change one of a preset's MoE settings
+                if (moe != null && model.get("moe") instanceof Map<?, ?> given && given != moe) {
+                    moe.putAll((Map<String, Object>) given);
+                    model.put("moe", moe);
+                }
             } else {
                 into.put(key, value);
             }
@@ -150,6 +181,7 @@ public final class ConfigLoader {
         m.put("tp", 1);
         m.put("pp", 1);
         m.put("vpp", 1);
+        m.put("sequenceParallel", false);
         m.put("zero", 0);
         m.put("recompute", Recompute.NONE.toString());
         m.put("recomputeEvery", 1);
@@ -177,7 +209,54 @@ public final class ConfigLoader {
         m.put("bias", model.bias());
         m.put("topQueryLayer", model.topQueryLayer());
         m.put("normEps", model.normEps());
+        if (model.moe() != null) m.put("moe", moeMap(model.moe()));
         return m;
+    }
+
+    static Map<String, Object> moeMap(MoeConfig moe) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("experts", moe.experts());
+        m.put("topK", moe.topK());
+        m.put("every", moe.every());
+        m.put("capacityFactor", moe.capacityFactor());
+        m.put("balance", moe.balance().key());
+        m.put("sharedExperts", moe.sharedExperts());
+        m.put("expertHidden", moe.expertHidden());
+        m.put("gate", moe.gate().key());
+        m.put("auxWeight", moe.auxWeight());
+        m.put("zLossWeight", moe.zLossWeight());
+        m.put("biasRate", moe.biasRate());
+        return m;
+    }
+
+    /**
+     * The MoE config from {@code model.moe}'s keys; a missing key defaults to 8 experts, top-2, every block,
+     * dropless, balance aux, no shared experts, experts of hidden ffnHidden/topK (the dense model's active FLOPs),
+     * the softmax gate and the default weights.
+     */
+    @SuppressWarnings("unchecked")
+    static MoeConfig moeFromMap(Object value, int ffnHidden) {
+        if (value == null) return null;
+        Map<String, Object> given = (Map<String, Object>) value;
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("experts", 8);
+        m.put("topK", 2);
+        m.put("every", 1);
+        m.put("capacityFactor", 0);
+        m.put("balance", "aux");
+        m.put("sharedExperts", 0);
+        m.put("gate", "softmax");
+        m.put("auxWeight", MoeConfig.DEFAULT_AUX_WEIGHT);
+        m.put("zLossWeight", MoeConfig.DEFAULT_Z_LOSS_WEIGHT);
+        m.put("biasRate", MoeConfig.DEFAULT_BIAS_RATE);
+        m.putAll(given);
+        int topK = integer(m, "model.moe.", "topK");
+        if (!m.containsKey("expertHidden")) m.put("expertHidden", Math.max(1, ffnHidden / Math.max(1, topK)));
+        return new MoeConfig(integer(m, "model.moe.", "experts"), topK, integer(m, "model.moe.", "every"),
+                number(m, "model.moe.", "capacityFactor"), MoeConfig.Balance.parse(String.valueOf(m.get("balance"))),
+                integer(m, "model.moe.", "sharedExperts"), integer(m, "model.moe.", "expertHidden"),
+                MoeConfig.Gate.parse(String.valueOf(m.get("gate"))), number(m, "model.moe.", "auxWeight"),
+                number(m, "model.moe.", "zLossWeight"), number(m, "model.moe.", "biasRate"));
     }
 
     /** A model config from the {@code model:} keys (all of them present). */
@@ -187,7 +266,8 @@ public final class ConfigLoader {
                 integer(mm, "model.", "kvHeads"), integer(mm, "model.", "ffnHidden"),
                 enumValue(ModelConfig.Norm.class, mm, "norm"), enumValue(ModelConfig.Mlp.class, mm, "mlp"),
                 enumValue(ModelConfig.Positions.class, mm, "positions"), enumValue(ModelConfig.Residual.class, mm, "residual"),
-                bool(mm, "model.", "bias"), bool(mm, "model.", "topQueryLayer"), number(mm, "model.", "normEps"));
+                bool(mm, "model.", "bias"), bool(mm, "model.", "topQueryLayer"), number(mm, "model.", "normEps"),
+                moeFromMap(mm.get("moe"), integer(mm, "model.", "ffnHidden")));
     }
 
     @SuppressWarnings("unchecked")
@@ -238,7 +318,7 @@ public final class ConfigLoader {
             }
         }
         int zero = ZeroStage.of(integer(m, "", "zero")).number();   // refuses a stage outside 0..3, naming the key
-        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, false, zero,
+        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, bool(m, "", "sequenceParallel"), zero,
                 Recompute.parse(String.valueOf(m.get("recompute"))), batchSize);
         if (ranks != null) {
             try {
@@ -297,6 +377,7 @@ public final class ConfigLoader {
         m.put("tp", c.layout().tp());
         m.put("pp", c.layout().pp());
         m.put("vpp", c.layout().vpp());
+        m.put("sequenceParallel", c.layout().sequenceParallel());
         m.put("zero", c.zero());
         m.put("recompute", c.layout().recompute().toString());
         m.put("recomputeEvery", c.recomputeEvery());

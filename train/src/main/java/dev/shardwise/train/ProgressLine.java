@@ -31,6 +31,12 @@ final class ProgressLine {
 
     void update(long step, double loss, double lr, double tokensPerSecond, double mfu, MemoryPool memory,
                 Optional<ProcessMemory> process, double stepSeconds, double valLoss, double bubble) {
+        update(step, loss, lr, tokensPerSecond, mfu, memory, process, stepSeconds, valLoss, bubble, null);
+    }
+
+    /** As above, with the step's expert load and auxiliary loss after the loss when {@code moe} is not null. */
+    void update(long step, double loss, double lr, double tokensPerSecond, double mfu, MemoryPool memory,
+                Optional<ProcessMemory> process, double stepSeconds, double valLoss, double bubble, MoeReport moe) {
         // The first steps run before the JIT has compiled the kernels: leave them out of the ETA.
         if (step > WARMUP_STEPS) {
             smoothedStepSeconds = Double.isNaN(smoothedStepSeconds) ? stepSeconds : 0.9 * smoothedStepSeconds + 0.1 * stepSeconds;
@@ -38,8 +44,10 @@ final class ProgressLine {
         long remaining = (long) ((totalSteps - step) * smoothedStepSeconds);
         String eta = Double.isNaN(smoothedStepSeconds) ? "--" : String.format(Locale.ROOT, "%dm%02ds", remaining / 60, remaining % 60);
         String line = String.format(Locale.ROOT,
-                "step %d/%d | loss %.4f%s | lr %.2e | %,.0f tok/s | MFU %.1f%%%s | mem %s | ETA %s",
+                "step %d/%d | loss %.4f%s%s | lr %.2e | %,.0f tok/s | MFU %.1f%%%s | mem %s | ETA %s",
                 step, totalSteps, loss, Double.isNaN(valLoss) ? "" : String.format(Locale.ROOT, " | val %.4f", valLoss),
+                moe == null ? "" : String.format(Locale.ROOT, " | aux %.4f | experts max/mean %.2f%s", moe.auxLoss(), moe.maxOverMean(),
+                        moe.dropped() > 0 ? String.format(Locale.ROOT, " dropped %,.0f", moe.dropped()) : ""),
                 lr, tokensPerSecond, 100 * mfu, Double.isNaN(bubble) ? "" : String.format(Locale.ROOT, " | bubble %.0f%%", 100 * bubble),
                 memory(memory, process), eta);
         long now = System.nanoTime();

@@ -118,14 +118,6 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
 
     /** Parallelisms the layout can describe but the trainer cannot run yet. */
     private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
-        if (layout.sequenceParallel()) {
-            throw new IllegalArgumentException("sequenceParallel=true: the trainer does not run sequence parallelism yet; "
-                    + "use sequenceParallel=false (tensor parallelism alone works: tp >= 2)");
-        }
-        if (layout.tp() > 1 && model.topQueryLayer()) {
-            throw new IllegalArgumentException("tp=" + layout.tp() + ": tensor parallelism does not split PanGu-α's top "
-                    + "query layer yet (model.topQueryLayer: true); use tp=1 or a model without it");
-        }
         if (layout.ep() > 1) {
             throw new IllegalArgumentException("ep=" + layout.ep() + ": expert parallelism is not implemented yet (it comes "
                     + "with the mixture-of-experts layers); use ep=1");

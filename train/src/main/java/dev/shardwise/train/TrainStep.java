@@ -9,6 +9,7 @@ import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
+import dev.shardwise.model.MoeStats;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
@@ -62,6 +63,7 @@ public final class TrainStep implements AutoCloseable {
     private PipelineExecutor executor;
     private StepArena evaluationArena;
     private PipelineExecutor.Step lastStep;     // what the executor did in the last step, for timelines
+    private MoeReport lastMoe;                  // the last step's expert load and auxiliary losses; null without MoE
 
     /**
      * What one step did.
@@ -132,6 +134,7 @@ public final class TrainStep implements AutoCloseable {
         Tensor[] batches = batches(batch, microBatches);
         for (Tensor b : batches) fill.accept(b);
         params.zeroGrads();
+        for (GptPart chunk : chunks) chunk.moe().resetStats();
         double[] loss = new double[1];
         ParameterUpdate.Applied[] applied = new ParameterUpdate.Applied[1];
         stageModel.begin(batches, () -> {
@@ -141,6 +144,7 @@ public final class TrainStep implements AutoCloseable {
         }, () -> applied[0] = update.apply(lr, gradClip));
         PipelineExecutor.Step step = executor(microBatches).run(stageModel);
         lastStep = step;
+        lastMoe = afterMoeStep();
         long reduceNs = step.reduceNs() + applied[0].communicationNs();
         long pipelineNs = step.waitNs() + step.sendNs();
         long pipelined = step.computeNs() + pipelineNs;
@@ -191,11 +195,49 @@ public final class TrainStep implements AutoCloseable {
         return StageSteps.gather(pipeline.group(), schedule, lastStep, pool);
     }
 
+    /**
+     * The step's MoE figures, and DeepSeek-V3's bias update (after the optimizer, so every replica moves its bias
+     * alike): each layer's load is averaged over the data-parallel replicas first (collective over the data-parallel
+     * group, one scalar per expert; then over the pipeline for the figures). Null for a dense model; every rank of a
+     * model with MoE calls the same collectives whether or not its stage holds an MoE block.
+     */
+    private MoeReport afterMoeStep() {
+        if (chunks.getFirst().config().moe() == null) return null;
+        double aux = 0, dropped = 0, worst = 0, maxLoad = 0, meanLoad = 0;
+        for (GptPart chunk : chunks) {
+            MoeStats local = chunk.moe().stats();
+            List<double[]> loads = new ArrayList<>();
+            for (double[] load : local.loads()) {
+                double[] mean = new double[load.length];
+                for (int e = 0; e < load.length; e++) mean[e] = update.mean(load[e]);
+                loads.add(mean);
+            }
+            chunk.moe().updateBias(loads);
+            MoeStats averaged = new MoeStats(update.mean(local.auxLoss()), loads, local.dropped(), local.assignments());
+            aux += averaged.auxLoss();
+            dropped += update.mean(local.dropped());
+            worst = Math.max(worst, averaged.maxOverMean());
+            maxLoad = Math.max(maxLoad, averaged.maxLoad());
+            meanLoad = Math.max(meanLoad, averaged.meanLoad());   // the same in every MoE layer: tokens·k/E
+        }
+        return new MoeReport(sumOverStages(aux), reduceOverStages(worst, ReduceOp.MAX), reduceOverStages(maxLoad, ReduceOp.MAX),
+                reduceOverStages(meanLoad, ReduceOp.MAX), sumOverStages(dropped));
+    }
+
+    /** The last step's expert load and auxiliary losses, or null for a dense model or before the first step. */
+    public MoeReport lastMoe() {
+        return lastMoe;
+    }
+
     /** {@code value} summed over the pipeline's stages (the loss lives on the last). */
     private double sumOverStages(double value) {
+        return reduceOverStages(value, ReduceOp.SUM);
+    }
+
+    private double reduceOverStages(double value, ReduceOp op) {
         if (pipeline.group() == null) return value;
         lossScalar.set(value, 0);
-        pipeline.group().allReduce(lossScalar, ReduceOp.SUM);
+        pipeline.group().allReduce(lossScalar, op);
         return lossScalar.getDouble(0);
     }
 
@@ -212,8 +254,8 @@ public final class TrainStep implements AutoCloseable {
             for (int c = 0; c < chunks.size(); c++) {
                 GptPart part = chunks.get(c);
                 if (!part.span().embedding() && p > 1) {   // the previous part's output, from the previous stage
-                    activation = evaluationArena.allocateForOverwrite(params.dtype(), batch.dim(0) * (batch.dim(1) - 1),
-                            part.config().hidden());
+                    activation = evaluationArena.allocateForOverwrite(params.dtype(),
+                            part.activationRows(batch.dim(0), batch.dim(1) - 1), part.config().hidden());
                     pipeline.group().receive(activation, (stage + p - 1) % p, EVALUATION_TAG + c);
                 }
                 GptPart.Pass pass = part.forward(evaluationArena, inputs(batch), targets(batch), activation, false, 1);

@@ -56,15 +56,31 @@ import java.util.function.Consumer;
  * as this process being one rank of the job (the {@code mpi} backend). Either way each rank runs
  * {@link #runRank} with its own memory pool and kernel threads, and the results are bit-identical.
  *
+ * <p>A rank holds its pipeline stage's model chunks, under tensor parallelism its tp slices of them (Shoeybi et al.
+ * 2019; the layout's tp group carries the layers' collectives), with its ZeRO stage's share of their state over its
+ * data-parallel group; every rank of a data-parallel replica reads the same rows of the global batch.
+ *
  * <p>Each step: zero the gradients; for each micro-batch run forward (fused with the loss gradient) and
  * backward with loss scale 1/micro-batches; clip; update. Timers split the step into forward, backward and
  * optimizer.
  */
 public final class Trainer {
 
-    /** What a finished run reports. */
+    /**
+     * What a finished run reports.
+     *
+     * @param peakMemoryBytes the leader's (rank 0's) pool peak
+     * @param rankPeakBytes   every rank's pool peak in global rank order when the ranks are threads of this JVM; this
+     *                        process's alone when it is one rank of a multi-process job
+     */
     public record Result(Path runDir, long steps, double trainLoss, double valLoss, double tokensPerSecond, double mfu,
-                         long peakMemoryBytes) { }
+                         long peakMemoryBytes, List<Long> rankPeakBytes) {
+        /** This result with every rank's peak from {@code ranks} (the results of all ranks, in global rank order). */
+        Result withRankPeaks(List<Result> ranks) {
+            return new Result(runDir, steps, trainLoss, valLoss, tokensPerSecond, mfu, peakMemoryBytes,
+                    ranks.stream().map(Result::peakMemoryBytes).toList());
+        }
+    }
 
     /** How long the ranks of a multi-process job wait for rank 0 to prepare the bundled corpus (BPE training). */
     private static final Duration DATA_PREPARATION_TIMEOUT = Duration.ofMinutes(30);
@@ -155,7 +171,8 @@ public final class Trainer {
                 return runRank(null, new MemoryPool("rank 0", config.rankMemory()), data, resumeFrom, peak);
             }
             LocalCluster.Options options = LocalCluster.Options.defaults().withMemoryBudget(config.rankMemory());
-            return LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak)).getFirst();
+            List<Result> ranks = LocalCluster.run(config.ranks(), options, ctx -> runRankOfJob(ctx, data, resumeFrom, peak));
+            return ranks.getFirst().withRankPeaks(ranks);
         }
     }
 
@@ -230,7 +247,7 @@ public final class Trainer {
         int tpSize = config.layout().tp();
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
-        TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp()) : TensorParallel.NONE;
+        TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
         try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
              StageGradients stages = pp > 1 || tpSize > 1
@@ -414,6 +431,14 @@ public final class Trainer {
                     row.put("checkpoint_async", config.asyncCheckpoints());
                     checkpointStallMs = Double.NaN;
                 }
+                MoeReport moe = trainStep.lastMoe();
+                if (moe != null) {   // the loss above is the cross-entropy; the auxiliary losses are trained on beside it
+                    row.put("aux_loss", moe.auxLoss());
+                    row.put("moe_load_max", moe.maxLoad());
+                    row.put("moe_load_mean", moe.meanLoad());
+                    row.put("moe_load_max_over_mean", moe.maxOverMean());
+                    row.put("moe_dropped", moe.dropped());
+                }
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));
                 Optional<ProcessMemory> process = ProcessMemory.current();   // the whole process beside the pool's tensors (Linux only)
@@ -442,7 +467,7 @@ public final class Trainer {
                     }
                     metrics.write(row);   // before the checkpoint, so a resumed run never lacks this step's line
                     progress.update(state.step(), loss, lr, lastTokensPerSecond, lastMfu, pool, process, seconds,
-                            row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN);
+                            row.containsKey("val_loss") ? lastVal : Double.NaN, config.layout().pp() > 1 ? r.bubble() : Double.NaN, moe);
                 }
                 if (config.saveCheckpoints() && (last || (config.checkpointEvery() > 0 && state.step() % config.checkpointEvery() == 0))) {
                     // collective under ZeRO and over the pipeline
@@ -465,7 +490,7 @@ public final class Trainer {
             }
         }
         peakBytes = Math.max(peakBytes, pool.peakBytes());   // evaluation and checkpoints included
-        return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes);
+        return new Result(runDir, state.step(), lastLoss, lastVal, lastTokensPerSecond, lastMfu, peakBytes, List.of(peakBytes));
     }
 
     /**

@@ -89,9 +89,9 @@ class ConfigLoaderTest {
     }
 
     @Test
-    void notYetImplementedParallelismsAreRefusedWithTheSettingToUse() {
-        String top = refusal("ranks", 2, "tp", 2, "model", Map.of("topQueryLayer", true));
-        assertTrue(top.contains("does not split PanGu-α's top query layer yet") && top.contains("use tp=1"), top);
+    void impossibleSettingsAreRefusedWithTheSettingToUse() {
+        assertEquals(2, flags("ranks", 2, "tp", 2, "model", Map.of("topQueryLayer", true)).layout().tp(),
+                "PanGu-α's top query layer splits over tp");
         String offload = refusal("offloadOptimizer", "/tmp/x");
         assertTrue(offload.contains("needs zero >= 1"), offload);
         String layers = refusal("ranks", 8, "pp", 4, "vpp", 2);   // tiny has 4 layers, 8 chunks asked

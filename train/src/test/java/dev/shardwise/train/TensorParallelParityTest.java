@@ -49,6 +49,7 @@ class TensorParallelParityTest {
     static final ModelConfig LLAMA = ModelConfig.llama(64, 16, 4, 32, 4, 2, 64);   // GQA: 4 query heads, 2 kv heads
     static final ModelConfig LLAMA_8_4 = ModelConfig.llama(64, 16, 2, 32, 8, 4, 64);   // llama-tiny's 8 heads, 4 kv heads
     static final ModelConfig LLAMA_8_2 = ModelConfig.llama(64, 16, 2, 32, 8, 2, 64);   // 2 kv heads: replicated at tp 4
+    static final ModelConfig LLAMA_4_1 = ModelConfig.llama(64, 16, 2, 32, 4, 1, 64);   // 1 kv head: replicated at tp 2
     static final ModelConfig PANGU = ModelConfig.gpt(64, 16, 4, 32, 4).withTopQueryLayer(true);   // PanGu-α's top query layer
     static final ModelConfig ODD_VOCAB = ModelConfig.gpt(61, 16, 4, 32, 4);        // 61 = prime: padded at tp 2 and 4
     static final int GLOBAL_BATCH = 4, SEQ = 16, STEPS = 20, MICRO_BATCHES = 2;
@@ -246,6 +247,12 @@ class TensorParallelParityTest {
         ModelConfig model = kvHeads == 4 ? LLAMA_8_4 : LLAMA_8_2;
         assertParity(single(model), train(model, layout(1, tp, 1, 0), DType.F32), "llama 8 heads, " + kvHeads + " kv heads"
                 + (kvHeads < tp ? " (replicated over " + tp / kvHeads + " ranks each)" : "") + ", tp " + tp, TOLERANCE);
+    }
+
+    @Test
+    void replicatedKvHeadUnderZero3AndSequenceParallelismMatchesTheSingleRankRun() {
+        assertParity(single(LLAMA_4_1), train(LLAMA_4_1, layout(2, 2, 1, 3, true, Recompute.NONE), DType.F32),
+                "llama 4 heads, 1 kv head replicated, tp 2 x dp 2 zero 3 sequence parallel", TOLERANCE);
     }
 
     @ParameterizedTest(name = "PanGu top query layer, tp {0} x pp {1}, sequence parallel {2}")

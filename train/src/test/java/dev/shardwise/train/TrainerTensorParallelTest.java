@@ -106,6 +106,17 @@ class TrainerTensorParallelTest {
         assertClose(single().get("val_loss"), got.get("val_loss"), "tp 2 x pp 2 x dp 2, ZeRO 1: validation loss");
     }
 
+    /** Sequence parallelism through the trainer (--sequence-parallel): T = 8 positions split 4 + 4 over tp 2. */
+    @Test
+    void tp2xPp2xDp2WithZero3SequenceParallelAndSelectiveRecomputeMatchesTheSingleRankRun() throws IOException {
+        TrainConfig config = config(dir.resolve("tp2pp2dp2-sp"), 2, 2, 2, 3, Map.of("sequenceParallel", true,
+                "recompute", "selective"));
+        assertTrue(config.layout().sequenceParallel(), "sequenceParallel reaches the layout");
+        Map<String, List<Double>> got = run(config);
+        assertClose(single().get("loss"), got.get("loss"), "tp 2 x pp 2 x dp 2, ZeRO 3, sequence parallel, selective: loss");
+        assertClose(single().get("val_loss"), got.get("val_loss"), "tp 2 x pp 2 x dp 2, ZeRO 3, sequence parallel, selective: validation loss");
+    }
+
     /** Every schedule, with recompute, on a 4-block model (vpp 2 needs 4 chunks). */
     @ParameterizedTest(name = "tp 2 x pp 2, {0}, vpp {1}, recompute {2}, ZeRO {3}")
     @CsvSource({"gpipe, 1, full, 0", "interleaved, 2, selective, 1", "zb-h1, 1, none, 0", "zb-h1, 1, selective, 2"})

@@ -12,17 +12,18 @@ import java.util.function.Predicate;
 
 /** {@code shardwise bench kernels}: attention (GFLOP/s, fraction of peak) and memory-bound kernels (GB/s vs a copy). */
 @Command(name = "kernels", mixinStandardHelpOptions = true,
-        description = "Attention, cross-entropy, norms, GELU, softmax, AdamW: GFLOP/s or GB/s beside a memory copy.")
+        description = "Attention, the MoE block (beside the dense MLP), cross-entropy, norms, GELU, softmax, AdamW: GFLOP/s "
+                + "or GB/s beside a memory copy.")
 public final class BenchKernelsCommand implements Runnable {
     @Option(names = "--json", description = "One JSON object per case instead of a table.")
     boolean json;
 
     /** The groups of cases, in the order they run. */
-    static final List<String> GROUPS = List.of("attention", "cross-entropy", "layernorm", "gelu", "softmax", "adamw", "bf16");
+    static final List<String> GROUPS = List.of("attention", "moe", "cross-entropy", "layernorm", "gelu", "softmax", "adamw", "bf16");
 
     @Option(names = "--only", split = ",", paramLabel = "GROUP",
-            description = "Run only these groups (comma-separated): attention, cross-entropy, layernorm, gelu, softmax, "
-                    + "adamw, bf16. Default: all.")
+            description = "Run only these groups (comma-separated): attention, moe (the moe-tiny MoE block beside the "
+                    + "dense MLP of the same active FLOPs), cross-entropy, layernorm, gelu, softmax, adamw, bf16. Default: all.")
     List<String> only;
 
     @Spec
@@ -43,6 +44,7 @@ public final class BenchKernelsCommand implements Runnable {
         CpuPeak peak = CpuPeak.measure();
         out.info(peak.describe());
         if (wanted.test("attention")) AttentionBenchmarks.run(out, peak);
+        if (wanted.test("moe")) MoeBenchmarks.run(out, peak);
         ElementwiseBenchmarks.run(out, peak, wanted);
     }
 }

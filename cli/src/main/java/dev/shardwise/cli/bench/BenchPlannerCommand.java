@@ -8,26 +8,15 @@ import dev.shardwise.plan.local.LocalCostModel;
 import dev.shardwise.plan.local.LocalEstimate;
 import dev.shardwise.plan.local.LocalProfile;
 import dev.shardwise.plan.local.LocalProfiler;
-import dev.shardwise.train.ConfigLoader;
-import dev.shardwise.train.Trainer;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-import java.io.IOException;
-import java.io.OutputStream;
-import java.io.PrintStream;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 /**
  * {@code shardwise bench planner}: the local cost model checked against reality. For each layout it predicts the step
@@ -102,64 +91,14 @@ public final class BenchPlannerCommand implements Runnable {
             for (int i = 0; i < choices.size(); i++) {
                 Candidates.Choice c = choices.get(i);
                 out.info("training " + preset + " " + Candidates.format(c.layout(), c.schedule()) + " for " + steps + " steps");
-                double[] measured = train(preset, c);
-                rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted.get(i), measured[0], (long) measured[1]));
+                LayoutRun measured = LayoutRun.train(preset, c, globalBatch, seqLen, steps);
+                rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted.get(i), measured.stepSeconds(),
+                        measured.peakBytes()));
             }
             print(out, rows);
             all.addAll(rows);
         }
         if (presets.size() > 1) summary(out, "all presets", all);
-    }
-
-    /** Trains one layout; returns its median step seconds (steps 2..n) and the leader's largest pool peak over them. */
-    private double[] train(String preset, Candidates.Choice c) {
-        ParallelLayout l = c.layout();
-        Path runDir;
-        try {
-            runDir = Files.createTempDirectory("shardwise-bench-planner-");
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot create a temporary run directory", e);
-        }
-        Map<String, Object> flags = new LinkedHashMap<>();
-        flags.put("preset", preset);
-        flags.put("steps", steps);
-        flags.put("seqLen", seqLen);
-        flags.put("batchSize", l.microBatch());
-        flags.put("gradAccumulation", Math.toIntExact(globalBatch / ((long) l.dp() * l.microBatch())));
-        flags.put("ranks", l.worldSize());
-        flags.put("dp", l.dp());
-        flags.put("pp", l.pp());
-        flags.put("vpp", l.vpp());
-        flags.put("zero", l.zeroStage());
-        flags.put("recompute", l.recompute().toString());
-        flags.put("schedule", c.schedule().toString());
-        flags.put("evalEvery", 0);
-        flags.put("evalBatches", 1);
-        flags.put("runDir", runDir.toString());
-        try (PrintStream quiet = new PrintStream(OutputStream.nullOutputStream())) {
-            new Trainer(ConfigLoader.resolve(Map.of(), "bench planner", flags), quiet).run(false);
-            List<String> lines = Files.readAllLines(runDir.resolve("metrics.jsonl"));
-            double[] stepMs = new double[lines.size() - 1];
-            long peak = 0;
-            for (int i = 1; i < lines.size(); i++) {
-                stepMs[i - 1] = number(lines.get(i), "step_ms");
-                // The last step's peak includes the final evaluation; count it only when it is the one timed step.
-                if (i < lines.size() - 1 || lines.size() == 2) peak = Math.max(peak, (long) number(lines.get(i), "mem_peak_bytes"));
-            }
-            Arrays.sort(stepMs);
-            return new double[] {stepMs[stepMs.length / 2] / 1e3, peak};
-        } catch (IOException e) {
-            throw new UncheckedIOException("cannot read the metrics of " + runDir, e);
-        } finally {
-            deleteQuietly(runDir);
-        }
-    }
-
-    /** The number after {@code "key":} in one JSON line of metrics.jsonl. */
-    private static double number(String line, String key) {
-        Matcher m = Pattern.compile("\"" + key + "\":(-?[0-9.eE+-]+)").matcher(line);
-        if (!m.find()) throw new IllegalStateException("metrics line has no " + key + ": " + line);
-        return Double.parseDouble(m.group(1));
     }
 
     /** One row per layout: predicted step seconds beside the measured ones (ratio = predicted / measured), memory in the note. */
@@ -214,13 +153,5 @@ public final class BenchPlannerCommand implements Runnable {
             ranks[i] = below + (equal + 1) / 2.0;
         }
         return ranks;
-    }
-
-    private static void deleteQuietly(Path dir) {
-        try (var paths = Files.walk(dir)) {
-            paths.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
-        } catch (IOException ignored) {
-            // a leftover temporary directory is harmless
-        }
     }
 }

@@ -10,8 +10,10 @@ import java.util.Objects;
 /**
  * The model's {@link TensorParallel} collectives (Shoeybi et al. 2019's f and g, and the vocabulary-parallel
  * cross-entropy's reductions) over a tensor-parallel group's {@link Communicator}, the one
- * {@code ProcessGroups.tp()} built from the layout. Sums and maxima are all-reduces of the whole buffer, which the
- * communicator reduces in rank order, so every rank receives the same bits and a run repeats bit for bit.
+ * {@code ProcessGroups.tp()} built from the layout, and sequence parallelism's all-gathers and reduce-scatters
+ * (Korthikanti et al. 2022) when the layout asks for it. Sums and maxima are all-reduces (or reduce-scatters) of the
+ * whole buffer, which the communicator reduces in rank order, so every rank receives the same bits and a run repeats
+ * bit for bit.
  *
  * <p>Used by one rank's training thread; every call blocks until the group's other ranks make it. The communicator
  * belongs to the caller.

@@ -1,0 +1,155 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.Bias;
+import dev.shardwise.core.kernels.Gelu;
+import dev.shardwise.core.kernels.Gemm;
+import dev.shardwise.core.kernels.SwiGlu;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.Tensor;
+
+/**
+ * E expert MLPs run as one grouped product over uneven token counts (the grouped GEMM of dropless MoE, Gale et al.
+ * 2022's MegaBlocks): the tokens come sorted by expert, expert e owning rows [offsets[e], offsets[e+1]) of
+ * xs [M, C], and each expert's GEMMs run over its contiguous rows only, so no token is padded or dropped.
+ * Each expert is a GELU MLP (fc C -> F_e, proj F_e -> C) or a SwiGLU (gate, up C -> F_e, down F_e -> C), named
+ * {@code name.e.fc} and so on, ordinary parameters of the block's unit.
+ */
+final class GroupedExperts {
+    private final boolean swiGlu;
+    private final boolean bias;
+    private final Parameter[][] weights;   // [E][3 (GELU: fc, proj) or 3 (SwiGLU: gate, up, down)]
+    private final Parameter[][] biases;    // same, null entries without biases
+    private final int hidden;
+
+    /**
+     * What backward reads, over M routed rows.
+     *
+     * @param first  GELU: fc's pre-activation [M, F_e]; SwiGLU: x·W_gateᵀ [M, F_e]
+     * @param second GELU: GELU(first) [M, F_e]; SwiGLU: x·W_upᵀ [M, F_e]
+     * @param third  SwiGLU only: silu(gate) ∘ up [M, F_e]; null for GELU
+     * @param out    the experts' outputs [M, C]
+     */
+    record Saved(Tensor first, Tensor second, Tensor third, Tensor out) { }
+
+    /** Declares {@code count} experts of hidden size {@code hidden} under {@code name.0} ... */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, int count, int hidden) {
+        declare(builder, name, config, 0, count, hidden);
+    }
+
+    /** Declares experts {@code first} .. {@code first + count - 1} (their global numbers) under {@code name.first} ... */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, int first, int count, int hidden) {
+        double in = GptInit.branchInput(config), out = GptInit.residualProjection(config);
+        for (int e = first; e < first + count; e++) {
+            String p = name + "." + e;
+            if (config.mlp() == ModelConfig.Mlp.SWIGLU) {
+                Linear.declare(builder, p + ".gate", config.hidden(), hidden, config.bias(), in);
+                Linear.declare(builder, p + ".up", config.hidden(), hidden, config.bias(), in);
+                Linear.declare(builder, p + ".down", hidden, config.hidden(), config.bias(), out);
+            } else {
+                Linear.declare(builder, p + ".fc", config.hidden(), hidden, config.bias(), in);
+                Linear.declare(builder, p + ".proj", hidden, config.hidden(), config.bias(), out);
+            }
+        }
+    }
+
+    GroupedExperts(ParameterSet params, String name, ModelConfig config, int count, int hidden) {
+        this(params, name, config, 0, count, hidden);
+    }
+
+    /** Experts {@code first} .. {@code first + count - 1}; local expert e of this group is global expert first + e. */
+    GroupedExperts(ParameterSet params, String name, ModelConfig config, int first, int count, int hidden) {
+        this.swiGlu = config.mlp() == ModelConfig.Mlp.SWIGLU;
+        this.bias = config.bias();
+        this.hidden = hidden;
+        String[] parts = swiGlu ? new String[]{"gate", "up", "down"} : new String[]{"fc", "proj"};
+        this.weights = new Parameter[count][parts.length];
+        this.biases = new Parameter[count][parts.length];
+        for (int e = 0; e < count; e++) {
+            for (int i = 0; i < parts.length; i++) {
+                weights[e][i] = params.get(name + "." + (first + e) + "." + parts[i] + ".weight");
+                if (bias) biases[e][i] = params.get(name + "." + (first + e) + "." + parts[i] + ".bias");
+            }
+        }
+    }
+
+    int count() {
+        return weights.length;
+    }
+
+    /** xs [M, C] sorted by expert, rows [offsets[e], offsets[e+1]) for expert e -> out [M, C]. */
+    Saved forward(StepArena arena, Tensor xs, int[] offsets) {
+        int m = xs.dim(0), c = xs.dim(1);
+        Tensor first = arena.allocateForOverwrite(xs.dtype(), m, hidden);
+        Tensor second = arena.allocateForOverwrite(xs.dtype(), m, hidden);
+        Tensor third = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
+        Tensor out = arena.allocateForOverwrite(xs.dtype(), m, c);
+        for (int e = 0; e < count(); e++) {
+            int from = offsets[e], rows = offsets[e + 1] - from;
+            if (rows == 0) continue;
+            Tensor x = xs.slice(0, from, rows), f = first.slice(0, from, rows), s = second.slice(0, from, rows), y = out.slice(0, from, rows);
+            if (swiGlu) {
+                Tensor h = third.slice(0, from, rows);
+                linear(f, x, e, 0);
+                linear(s, x, e, 1);
+                SwiGlu.forward(h, f, s);
+                linear(y, h, e, 2);
+            } else {
+                linear(f, x, e, 0);
+                Gelu.forward(s, f);
+                linear(y, s, e, 1);
+            }
+        }
+        return new Saved(first, second, third, out);
+    }
+
+    /** y = x·Wᵀ + b for expert e's linear i. */
+    private void linear(Tensor y, Tensor x, int e, int i) {
+        if (bias) {
+            Bias.broadcast(y, biases[e][i].value());
+            Gemm.matmul(y, x, weights[e][i].value(), false, true, 1f, 1f);
+        } else {
+            Gemm.matmul(y, x, weights[e][i].value(), false, true, 1f, 0f);
+        }
+    }
+
+    /**
+     * Writes dxs [M, C] (rows of experts with no tokens stay as they were: none) and accumulates every expert's
+     * gradients (queued on {@code weightQueue} when not null), from dys [M, C]; reads xs and {@code saved}.
+     */
+    void backward(StepArena arena, Tensor dxs, Tensor dys, Tensor xs, int[] offsets, Saved saved, WeightGradients weightQueue) {
+        int m = xs.dim(0);
+        Tensor dFirst = arena.allocate(xs.dtype(), m, hidden);    // zeroed: SwiGLU's kernel accumulates
+        Tensor dSecond = arena.allocate(xs.dtype(), m, hidden);
+        for (int e = 0; e < count(); e++) {
+            int from = offsets[e], rows = offsets[e + 1] - from;
+            if (rows == 0) continue;
+            Tensor x = xs.slice(0, from, rows), dx = dxs.slice(0, from, rows), dy = dys.slice(0, from, rows);
+            Tensor f = saved.first.slice(0, from, rows), s = saved.second.slice(0, from, rows);
+            Tensor df = dFirst.slice(0, from, rows), ds = dSecond.slice(0, from, rows);
+            if (swiGlu) {
+                // y = h·W_downᵀ, h = silu(f) ∘ s, f = x·W_gateᵀ, s = x·W_upᵀ
+                Tensor h = saved.third.slice(0, from, rows);
+                Tensor dh = arena.allocateForOverwrite(xs.dtype(), rows, hidden);
+                linearBackward(dh, dy, h, e, 2, false, weightQueue);
+                SwiGlu.backward(df, ds, dh, f, s);
+                linearBackward(dx, df, x, e, 0, false, weightQueue);
+                linearBackward(dx, ds, x, e, 1, true, weightQueue);
+            } else {
+                // y = GELU(f)·W_projᵀ, f = x·W_fcᵀ
+                linearBackward(ds, dy, s, e, 1, false, weightQueue);
+                Gelu.backwardInto(df, ds, f);
+                linearBackward(dx, df, x, e, 0, false, weightQueue);
+            }
+        }
+    }
+
+    /** dx = dy·W (or += with {@code add}); dW += dyᵀ·x and db += Σ dy, queued on {@code weightQueue}. */
+    private void linearBackward(Tensor dx, Tensor dy, Tensor x, int e, int i, boolean add, WeightGradients weightQueue) {
+        Parameter w = weights[e][i], b = biases[e][i];
+        WeightGradients.defer(weightQueue, () -> {
+            Gemm.matmul(w.grad(), dy, x, true, false, 1f, 1f);
+            if (b != null) Bias.backward(b.grad(), dy);
+        });
+        Gemm.matmul(dx, dy, w.value(), false, false, 1f, add ? 1f : 0f);
+    }
+}

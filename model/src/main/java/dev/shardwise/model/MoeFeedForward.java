@@ -1,0 +1,202 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.kernels.Vectors;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.Tensor;
+
+/**
+ * A mixture-of-experts feed-forward block (Shazeer et al. 2017; GShard, Lepikhin et al. 2020; Switch, Fedus et al.
+ * 2021): y_n = Σ_{j kept} g_{n,j}·Expert_{e_{n,j}}(x_n) + Shared(x_n), x [N, C] -> y [N, C]. The {@link MoeRouter}
+ * picks each token's k experts and gates; with a capacity factor each expert keeps at most
+ * {@link MoeConfig#capacity} assignments, first choices of every token before second choices (GShard), and the
+ * dropped ones add nothing (the residual carries the token); dropless keeps all. Dispatch gathers the kept
+ * assignments sorted by expert (token order within an expert), the {@link GroupedExperts} run each expert over its
+ * contiguous rows, and combine adds g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
+ * of S·F_e hidden features that every token passes through.
+ *
+ * <p>The auxiliary losses enter the objective through backward: their gradient, scaled by the pass's loss scale
+ * ({@link MoeRun#lossScale}), is added to the router's; their value goes to {@link MoeRun} for the metrics.
+ * Not split by tensor parallelism (refused by {@link FeedForward}).
+ */
+final class MoeFeedForward implements FeedForward {
+    private final MoeConfig moe;
+    private final MoeRouter router;
+    private final GroupedExperts experts;  // this rank's experts: all E, or E/ep under expert parallelism
+    private final ExpertDispatch dispatch; // ep > 1: the all-to-alls to and from the experts' ranks; else null
+    private final GroupedExperts shared;   // or null
+    private final MoeRun run;
+    private final long[] load;             // this step's assignments per expert, summed over recorded passes
+    private long dropped, assignments;
+
+    /**
+     * What backward reads.
+     *
+     * @param routing   the router's choice, gates and probabilities
+     * @param rowOf     where assignment a = n·k + j sits in xs, or -1 when capacity dropped it [N·k]
+     * @param tokenOf   the token of each row of xs [M]
+     * @param offsets   expert e's rows of xs are [offsets[e], offsets[e+1]) [E + 1]
+     * @param xs        the dispatched tokens [M, C]
+     * @param experts   the experts' saved activations (ep 1), or null
+     * @param exchanged what the all-to-alls left (ep > 1), or null
+     * @param ys        the experts' outputs for the kept assignments [M, C], in dispatch order
+     * @param shared    the shared experts' (over x [N, C]), or null
+     * @param scale     the loss scale of the pass, for the auxiliary losses' gradient
+     * @param auxLoss   α·balance + β·z-loss of this pass (unscaled)
+     * @param out       y [N, C]
+     */
+    record Saved(MoeRouter.Routing routing, int[] rowOf, int[] tokenOf, int[] offsets, Tensor xs,
+                 GroupedExperts.Saved experts, ExpertDispatch.Saved exchanged, Tensor ys, GroupedExperts.Saved shared,
+                 double scale, double auxLoss, Tensor out)
+            implements Layer.Saved { }
+
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
+        declare(builder, name, config, ExpertParallel.NONE);
+    }
+
+    /** Declares the router, rank {@code ep.epRank()}'s E/ep experts (by their global numbers) and the shared experts. */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, ExpertParallel ep) {
+        MoeConfig moe = config.moe();
+        int perRank = ep.localExperts(moe.experts());
+        MoeRouter.declare(builder, name + ".router", config, moe);
+        GroupedExperts.declare(builder, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden());
+        if (moe.sharedExperts() > 0) GroupedExperts.declare(builder, name + ".shared", config, 1, moe.sharedExperts() * moe.expertHidden());
+    }
+
+    MoeFeedForward(ParameterSet params, String name, ModelConfig config, MoeRun run) {
+        this.moe = config.moe();
+        this.router = new MoeRouter(params, name + ".router", moe);
+        ExpertParallel ep = run.expertParallel();
+        int perRank = ep.localExperts(moe.experts());
+        this.experts = new GroupedExperts(params, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden());
+        this.dispatch = ep.size() > 1 ? new ExpertDispatch(experts, ep) : null;
+        this.shared = moe.sharedExperts() > 0
+                ? new GroupedExperts(params, name + ".shared", config, 1, moe.sharedExperts() * moe.expertHidden()) : null;
+        this.run = run;
+        this.load = new long[moe.experts()];
+        run.register(this);
+    }
+
+    /** x [N, C] -> y [N, C]. */
+    @Override
+    public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
+        if (!x.isContiguous()) throw new IllegalArgumentException("the MoE layer needs a contiguous input, got " + x.describe());
+        int n = x.dim(0), c = x.dim(1), e = moe.experts(), k = moe.topK();
+        MoeRouter.Routing routing = router.route(arena, x, run);
+
+        // capacity: first choices of every token, then second choices, ... (GShard's priority)
+        int capacity = moe.capacity(n);
+        int[] kept = new int[e], rowOf = new int[n * k];
+        int dropsNow = 0;
+        for (int j = 0; j < k; j++) {
+            for (int i = 0; i < n; i++) {
+                int a = i * k + j, expert = routing.choice()[a];
+                if (kept[expert] < capacity) {
+                    kept[expert]++;
+                    rowOf[a] = 0;
+                } else {
+                    rowOf[a] = -1;
+                    dropsNow++;
+                }
+            }
+        }
+        // dispatch order: by expert, then by token
+        int[] offsets = new int[e + 1];
+        for (int j = 0; j < e; j++) offsets[j + 1] = offsets[j] + kept[j];
+        int m = offsets[e];
+        int[] next = offsets.clone(), tokenOf = new int[m];
+        for (int a = 0; a < n * k; a++) {
+            if (rowOf[a] < 0) continue;
+            int r = next[routing.choice()[a]]++;
+            rowOf[a] = r;
+            tokenOf[r] = a / k;
+        }
+        Tensor xs = null, ys = null;
+        GroupedExperts.Saved expertsSaved = null;
+        ExpertDispatch.Saved exchanged = null;
+        if (dispatch != null) {   // every rank joins the all-to-alls, tokens or not
+            xs = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
+            if (m > 0) MoeRows.gather(xs.slice(0, 0, m), x, tokenOf);
+            exchanged = dispatch.forward(arena, xs, m, c, x.dtype(), offsets);
+            ys = exchanged.ys();
+        } else if (m > 0) {
+            xs = arena.allocateForOverwrite(x.dtype(), m, c);
+            MoeRows.gather(xs, x, tokenOf);
+            expertsSaved = experts.forward(arena, xs, offsets);
+            ys = expertsSaved.out();
+        }
+        Tensor y = arena.allocateForOverwrite(x.dtype(), n, c);
+        GroupedExperts.Saved sharedSaved = null;
+        if (shared != null) {
+            sharedSaved = shared.forward(arena, x, new int[]{0, n});
+            Vectors.copy(y, sharedSaved.out());
+        } else {
+            Vectors.zero(y);
+        }
+        // combine, in assignment order
+        for (int a = 0; a < n * k; a++) {
+            if (rowOf[a] >= 0) MoeRows.addRow(y, a / k, ys, rowOf[a], routing.gate()[a]);
+        }
+        double aux = router.auxLoss(routing);
+        if (run.recording()) {
+            for (int j = 0; j < e; j++) load[j] += routing.counts()[j];
+            dropped += dropsNow;
+            assignments += (long) n * k;
+            run.recordAuxLoss(aux);
+        }
+        return new Saved(routing, rowOf, tokenOf, offsets, xs, expertsSaved, exchanged, ys, sharedSaved, run.lossScale(), aux, y);
+    }
+
+    /**
+     * Writes dx [N, C] and accumulates the router's, the experts' and the shared experts' gradients (queued on
+     * {@code weights} when not null) from dy [N, C], plus the auxiliary losses' gradient times the pass's loss scale.
+     */
+    @Override
+    public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s,
+                         WeightGradients weights) {
+        Saved saved = (Saved) s;
+        MoeRouter.Routing routing = saved.routing;
+        int n = x.dim(0), c = x.dim(1), k = moe.topK();
+        double[] dgate = new double[n * k];
+        Tensor dxs = null;
+        int m = saved.tokenOf.length;
+        if (saved.xs != null) {
+            // y_n += g·ys_r: dys_r = g·dy_n, dg = dy_n·ys_r
+            Tensor dys = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
+            for (int a = 0; a < n * k; a++) {
+                int r = saved.rowOf[a];
+                if (r < 0) continue;
+                MoeRows.setRow(dys, r, dy, a / k, routing.gate()[a]);
+                dgate[a] = MoeRows.dot(dy, a / k, saved.ys, r);
+            }
+            if (dispatch != null) {
+                dxs = dispatch.backward(arena, dys, m, c, saved.exchanged, weights);
+            } else {
+                dxs = arena.allocateForOverwrite(x.dtype(), m, c);
+                experts.backward(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, weights);
+            }
+        }
+        router.backward(arena, dx, x, routing, dgate, saved.scale, weights);   // writes dx
+        if (dxs != null) {
+            for (int r = 0; r < m; r++) MoeRows.addRow(dx, saved.tokenOf[r], dxs, r, 1);
+        }
+        if (shared != null) {
+            Tensor dshared = arena.allocateForOverwrite(x.dtype(), n, c);
+            shared.backward(arena, dshared, dy, x, new int[]{0, n}, saved.shared, weights);
+            Vectors.accumulate(dx, dshared);
+        }
+    }
+
+    long[] load() { return load; }
+    long dropped() { return dropped; }
+    long assignments() { return assignments; }
+
+    void resetLoad() {
+        java.util.Arrays.fill(load, 0);
+        dropped = 0;
+        assignments = 0;
+    }
+
+    void updateBias(double[] stepLoad) {
+        router.updateBias(stepLoad);
+    }
+}

@@ -1,0 +1,195 @@
+package dev.shardwise.model;
+
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.util.List;
+import java.util.SplittableRandom;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/**
+ * The MoE block against a plain reference: each token's experts computed one by one in float64 from the router's own
+ * choice and gates (dispatch, grouped products and combine must reproduce Σ g·Expert(x)), on odd shapes in f32;
+ * capacity limits, the noise's training-only determinism and the loss-free bias rule.
+ */
+class MoeFeedForwardTest {
+    private final MemoryPool pool = MemoryPool.unlimited("rank 0");
+
+    private ParameterSet parameters(ModelConfig config, DType dtype) {
+        ParameterSet.Builder builder = ParameterSet.builder();
+        FeedForward.declare(builder, "m", config, TensorParallel.NONE, 0);
+        ParameterSet params = builder.allocate(pool, dtype);
+        params.initialize(5);
+        double[] v = params.values().toDoubleArray();   // router and experts far enough from init to spread the choice
+        for (int i = 0; i < v.length; i++) v[i] = v[i] * 20 + 0.05 * Math.sin(i);
+        params.values().copyFrom(v);
+        return params;
+    }
+
+    private Tensor random(DType dtype, long seed, int rows, int cols) {
+        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, dtype, rows, cols);
+        SplittableRandom r = new SplittableRandom(seed);
+        double[] v = new double[rows * cols];
+        for (int i = 0; i < v.length; i++) v[i] = r.nextGaussian();
+        return t.copyFrom(v);
+    }
+
+    /** Σ_{kept j} g_j·Expert_{e_j}(x_n) + Shared(x_n), one token and one expert at a time, in float64. */
+    private static double[] reference(ParameterSet params, ModelConfig config, double[] x, int n, MoeFeedForward.Saved saved) {
+        int c = config.hidden(), k = config.moe().topK();
+        double[] y = new double[n * c];
+        for (int i = 0; i < n; i++) {
+            double[] row = new double[c];
+            System.arraycopy(x, i * c, row, 0, c);
+            if (config.moe().sharedExperts() > 0) add(y, i, mlp(params, config, "m.shared.0", row), 1);
+            for (int j = 0; j < k; j++) {
+                int a = i * k + j;
+                if (saved.rowOf()[a] < 0) continue;
+                add(y, i, mlp(params, config, "m.experts." + saved.routing().choice()[a], row), saved.routing().gate()[a]);
+            }
+        }
+        return y;
+    }
+
+    private static void add(double[] y, int i, double[] v, double g) {
+        for (int j = 0; j < v.length; j++) y[i * v.length + j] += g * v[j];
+    }
+
+    private static double[] mlp(ParameterSet params, ModelConfig config, String name, double[] x) {
+        if (config.mlp() == ModelConfig.Mlp.GELU) {
+            double[] h = linear(params, name + ".fc", x, config.bias());
+            for (int j = 0; j < h.length; j++) {
+                double u = Math.sqrt(2 / Math.PI) * (h[j] + 0.044715 * h[j] * h[j] * h[j]);
+                h[j] = 0.5 * h[j] * (1 + Math.tanh(u));
+            }
+            return linear(params, name + ".proj", h, config.bias());
+        }
+        double[] g = linear(params, name + ".gate", x, config.bias()), u = linear(params, name + ".up", x, config.bias());
+        for (int j = 0; j < g.length; j++) g[j] = g[j] / (1 + Math.exp(-g[j])) * u[j];
+        return linear(params, name + ".down", g, config.bias());
+    }
+
+    private static double[] linear(ParameterSet params, String name, double[] x, boolean bias) {
+        Tensor w = params.get(name + ".weight").value();
+        int out = w.dim(0), in = w.dim(1);
+        double[] wv = w.toDoubleArray(), b = bias ? params.get(name + ".bias").value().toDoubleArray() : new double[out];
+        double[] y = new double[out];
+        for (int o = 0; o < out; o++) {
+            double s = b[o];
+            for (int i = 0; i < in; i++) s += wv[o * in + i] * x[i];
+            y[o] = s;
+        }
+        return y;
+    }
+
+    @ParameterizedTest(name = "{0}: N={1} C={2} E={3} k={4} F_e={5} capacity {6} shared {7}")
+    @CsvSource({
+            "gelu,   37, 24, 5, 2, 13, 0,    0",
+            "gelu,   33, 8,  7, 1, 3,  1.0,  1",
+            "swiglu, 29, 16, 3, 3, 7,  0.75, 2",
+            "swiglu, 1,  8,  4, 2, 5,  0,    0"})
+    void groupedProductsMatchThePerTokenReferenceInF32(String mlp, int n, int c, int e, int k, int hidden, double capacity, int shared) {
+        ModelConfig base = mlp.equals("gelu") ? ModelConfig.gpt(11, 8, 1, c, 2) : ModelConfig.llama(11, 8, 1, c, 2, 2, 4 * c);
+        ModelConfig config = base.withMoe(MoeConfig.of(e, k, 1, hidden).withCapacityFactor(capacity).withSharedExperts(shared));
+        MoeRun run = new MoeRun();
+        try (ParameterSet params = parameters(config, DType.F32); Tensor x = random(DType.F32, 3, n, c);
+             StepArena arena = new StepArena(pool)) {
+            MoeFeedForward layer = (MoeFeedForward) FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
+            MoeFeedForward.Saved saved = layer.forward(arena, x, Layer.Rows.of(1, n));
+            double[] expected = reference(params, config, x.toDoubleArray(), n, saved), got = saved.out().toDoubleArray();
+            double worst = 0, scale = 0;
+            for (int i = 0; i < got.length; i++) {
+                worst = Math.max(worst, Math.abs(got[i] - expected[i]));
+                scale = Math.max(scale, Math.abs(expected[i]));
+            }
+            assertTrue(scale > 0, "the reference output is not all zero");
+            assertTrue(worst <= 2e-5 * scale, mlp + " N=" + n + ": max abs diff " + worst + " > 2e-5 x " + scale);
+            int kept = 0;
+            for (int r : saved.rowOf()) if (r >= 0) kept++;
+            int cap = config.moe().capacity(n);
+            int[] perExpert = new int[e];
+            for (int a = 0; a < n * k; a++) if (saved.rowOf()[a] >= 0) perExpert[saved.routing().choice()[a]]++;
+            for (int j = 0; j < e; j++) assertTrue(perExpert[j] <= cap, "expert " + j + " keeps at most its capacity " + cap);
+            if (capacity == 0) assertEquals(n * k, kept, "dropless keeps every assignment");
+        }
+        assertEquals(0, pool.liveBytes(), "everything freed");
+    }
+
+    @Test
+    void aTightCapacityDropsSecondChoicesBeforeFirstChoices() {
+        ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(4, 2, 1, 4).withCapacityFactor(0.5));
+        MoeRun run = new MoeRun();
+        run.begin(true, 1);
+        try (ParameterSet params = parameters(config, DType.F64); Tensor x = random(DType.F64, 4, 40, 8);
+             StepArena arena = new StepArena(pool)) {
+            MoeFeedForward layer = (MoeFeedForward) FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
+            MoeFeedForward.Saved saved = layer.forward(arena, x, Layer.Rows.of(1, 40));
+            run.end();
+            int cap = config.moe().capacity(40);   // ⌈0.5·40·2/4⌉ = 10 of the 80 assignments per expert
+            assertEquals(10, cap);
+            int[] firstKept = new int[4];
+            for (int i = 0; i < 40; i++) if (saved.rowOf()[i * 2] >= 0) firstKept[saved.routing().choice()[i * 2]]++;
+            for (int i = 0; i < 40; i++) {
+                int a = i * 2 + 1, expert = saved.routing().choice()[a];
+                if (saved.rowOf()[a] >= 0) assertTrue(firstKept[expert] < cap, "a second choice only takes a slot first choices left free");
+            }
+            MoeStats stats = run.stats();
+            assertTrue(stats.dropped() > 0, "some assignments dropped");
+            assertEquals(80, stats.assignments());
+            assertEquals(80, stats.meanLoad() * 4, 1e-12, "loads count every assignment, dropped or not");
+        }
+    }
+
+    @Test
+    void noiseIsOnOnlyWhileTrainingAndTheSameForTheSameTokens() {
+        ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(6, 2, 1, 4).withGate(MoeConfig.Gate.NOISY));
+        MoeRun run = new MoeRun();
+        try (ParameterSet params = parameters(config, DType.F64); Tensor x = random(DType.F64, 6, 30, 8);
+             StepArena arena = new StepArena(pool)) {
+            MoeFeedForward layer = (MoeFeedForward) FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
+            run.begin(true, 1);
+            double[] train1 = layer.forward(arena, x, Layer.Rows.of(1, 30)).out().toDoubleArray();
+            double[] train2 = layer.forward(arena, x, Layer.Rows.of(1, 30)).out().toDoubleArray();
+            run.end();
+            run.begin(false, 1);
+            MoeFeedForward.Saved eval = layer.forward(arena, x, Layer.Rows.of(1, 30));
+            run.end();
+            assertArrayEquals(train1, train2, 0.0, "the noise is a function of the tokens: the same twice (recompute reruns it)");
+            assertFalse(java.util.Arrays.equals(train1, eval.out().toDoubleArray()), "training adds noise, evaluation does not");
+            for (double eps : eval.routing().eps()) assertEquals(0.0, eps, "no noise sample outside training");
+        }
+    }
+
+    @Test
+    void theBenchmarkRunnerCountsTheSameActiveFlopsForMoeTinyAsForTheDenseMlpPlusTheRouter() {
+        ModelConfig config = ModelConfig.preset("moe-tiny").withMoe(MoeConfig.of(8, 2, 1, 512));
+        try (FeedForwardRunner dense = new FeedForwardRunner(config, false, pool, DType.F32, 1);
+             FeedForwardRunner moe = new FeedForwardRunner(config, true, pool, DType.F32, 1);
+             Tensor x = random(DType.F32, 1, 64, 256); Tensor dy = random(DType.F32, 2, 64, 256)) {
+            assertEquals(dense.trainingFlops(64) + 6.0 * 64 * 256 * 8, moe.trainingFlops(64), 1e-6);
+            moe.forwardBackward(x, dy);
+            assertEquals(64 * 2, moe.stats().assignments(), "one training pass of 64 tokens, top-2");
+        }
+        assertEquals(0, pool.liveBytes(), "everything freed");
+    }
+
+    @Test
+    void theBiasMovesTowardsTheUnderloadedExpertsByItsRate() {
+        ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(4, 1, 1, 4).withBalance(MoeConfig.Balance.BIAS));
+        MoeRun run = new MoeRun();
+        try (ParameterSet params = parameters(config, DType.F32)) {
+            FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
+            params.get("m.router.balance_bias").value().copyFrom(new double[]{0, 0, 0, 0});
+            run.updateBias(List.of(new double[]{10, 2, 4, 0}));   // mean 4
+            assertArrayEquals(new double[]{-0.001, 0.001, 0, 0.001}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-9,
+                    "b_e += 0.001·sign(mean - load_e)");
+        }
+    }
+}

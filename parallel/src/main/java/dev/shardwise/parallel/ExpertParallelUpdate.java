@@ -1,0 +1,172 @@
+package dev.shardwise.parallel;
+
+import dev.shardwise.comm.Communicator;
+import dev.shardwise.comm.ReduceOp;
+import dev.shardwise.core.kernels.Vectors;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.MoeConfig;
+import dev.shardwise.model.Parameter;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.model.optim.GradientClipping;
+import dev.shardwise.model.optim.ParameterUpdate;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+
+/**
+ * The update of an expert-parallel rank (GShard; Megatron-Core's expert-data-parallel reduction): the flat
+ * gradients split into runs of non-expert parameters, averaged over the data-parallel group (every rank holds them),
+ * and runs of this rank's experts, averaged over the expert-data-parallel group (the dp/ep ranks holding the same
+ * experts) and scaled by 1/ep, since each already sums the contributions of the ep ranks whose tokens it served: so
+ * every gradient is the mean over all dp ranks' micro-batches, as without expert parallelism. The global norm adds
+ * the non-expert squares once and the expert squares summed over the expert-parallel group (each expert once).
+ *
+ * <p>ZeRO stage 1 (Rajbhandari et al. 2020) shards the AdamW state of each run over the run's group: rank j of n owns
+ * chunk j of ⌈len/n⌉ elements, updates it, and broadcasts it to the group (non-expert state over dp, expert state
+ * over the expert-data-parallel group: 8 bytes per element ÷ n). Stage 0 owns every run whole. Per step: an
+ * all-reduce of every run over its group, two scalars, and at stage 1 n broadcasts of each run's chunks. Stages 2
+ * and 3 are refused.
+ *
+ * <p>One rank's training thread; the communicators belong to the caller.
+ */
+public final class ExpertParallelUpdate implements ParameterUpdate {
+    /** A run [offset, offset + length) of the flat buffers and the group that reduces it. */
+    private record Run(int offset, int length, boolean expert) { }
+
+    private final ParameterSet params;
+    private final Communicator dp, ep, expertDp;
+    private final boolean sharded;
+    private final ScalarReduction dpScalar, epScalar;
+    private final ShardAdamW adamW;
+    private final ShardMoments moments;
+    private final List<Run> runs = new ArrayList<>();
+    private long steps;
+
+    /**
+     * @param params   this rank's parameters: the non-expert ones and its E/ep experts of each MoE block
+     * @param zero     ZeRO stage, 0 or 1
+     * @param dp       the data-parallel group (every rank of a stage's replicas)
+     * @param ep       the expert-parallel group
+     * @param expertDp the expert-data-parallel group (ranks holding the same experts)
+     * @throws IllegalArgumentException if zero is not 0 or 1
+     */
+    public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
+                                Communicator ep, Communicator expertDp, MemoryPool pool) {
+        if (zero != 0 && zero != 1) {
+            throw new IllegalArgumentException("expert parallelism runs with ZeRO 0 or 1, got zero=" + zero
+                    + "; use --zero 1 (stages 2 and 3 do not shard expert gradients yet)");
+        }
+        this.params = params;
+        this.dp = dp;
+        this.ep = ep;
+        this.expertDp = expertDp;
+        this.sharded = zero == 1;
+        this.dpScalar = new ScalarReduction(dp, pool);
+        this.epScalar = new ScalarReduction(ep, pool);
+        List<Parameter> byOffset = new ArrayList<>(params.parameters());
+        byOffset.sort(Comparator.comparingLong(params::offsetOf));
+        int at = 0;
+        for (Parameter p : byOffset) {
+            if (!MoeConfig.isExpertParameter(p.name())) continue;
+            int offset = Math.toIntExact(params.offsetOf(p)), n = Math.toIntExact(p.numel());
+            if (offset > at) add(at, offset - at, false);
+            add(offset, n, true);
+            at = offset + n;
+        }
+        int all = Math.toIntExact(params.paddedCount());
+        if (all > at) add(at, all - at, false);
+        this.adamW = new ShardAdamW(settings);
+        int shard = 0;
+        for (Run r : runs) {
+            Communicator group = group(r);
+            int chunk = chunk(r, group), from = Math.min(r.length(), sharded ? group.rank() * chunk : 0);
+            int length = Math.min(r.length() - from, sharded ? chunk : r.length());
+            adamW.addRange(params, params.parameters(), r.offset() + from, length, shard);
+            shard += length;
+        }
+        try {
+            this.moments = ShardMoments.resident().create(pool, params.dtype(), Math.max(shard, 1));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e.getMessage(), e);
+        }
+    }
+
+    private void add(int offset, int length, boolean expert) {
+        if (!runs.isEmpty() && runs.getLast().expert() == expert && runs.getLast().offset() + runs.getLast().length() == offset) {
+            Run last = runs.removeLast();
+            runs.add(new Run(last.offset(), last.length() + length, expert));
+        } else {
+            runs.add(new Run(offset, length, expert));
+        }
+    }
+
+    private Communicator group(Run r) {
+        return r.expert() ? expertDp : dp;
+    }
+
+    /** Elements per owner of a run: ⌈length / n⌉ when sharded, else the whole run. */
+    private int chunk(Run r, Communicator group) {
+        return sharded ? (r.length() + group.size() - 1) / group.size() : r.length();
+    }
+
+    @Override
+    public Applied apply(double lr, double maxNorm) {
+        Tensor grads = params.grads(), values = params.values();
+        long start = System.nanoTime();
+        double dense = 0, experts = 0;
+        for (Run r : runs) {
+            Tensor g = grads.slice(0, r.offset(), r.length());
+            Communicator group = group(r);
+            if (group.size() > 1) group.allReduce(g, ReduceOp.AVG);
+            if (r.expert()) {
+                Vectors.scale(g, 1.0 / ep.size());
+                experts += Vectors.sumOfSquares(g);
+            } else {
+                dense += Vectors.sumOfSquares(g);
+            }
+        }
+        double norm = Math.sqrt(dense + (ep.size() > 1 ? epScalar.reduce(experts, ReduceOp.SUM) : experts));
+        long communication = System.nanoTime() - start;
+        if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
+        double scale = GradientClipping.scaleFor(norm, maxNorm);
+        if (scale != 1.0) Vectors.scale(grads, scale);
+        steps++;
+        adamW.step(moments, values, true, grads, true, lr, steps);
+        if (sharded) {
+            long gather = System.nanoTime();
+            for (Run r : runs) {
+                Communicator group = group(r);
+                int chunk = chunk(r, group);
+                for (int owner = 0; owner < group.size(); owner++) {
+                    int from = Math.min(r.length(), owner * chunk), length = Math.min(r.length() - from, chunk);
+                    if (length > 0 && group.size() > 1) group.broadcast(values.slice(0, r.offset() + from, length), owner);
+                }
+            }
+            communication += System.nanoTime() - gather;
+        }
+        return new Applied(norm, communication);
+    }
+
+    @Override
+    public double mean(double value) {
+        return dp.size() > 1 ? dpScalar.reduce(value, ReduceOp.AVG) : value;
+    }
+
+    @Override
+    public long steps() {
+        return steps;
+    }
+
+    /** Frees the moments and scalar buffers; the communicators belong to the caller. */
+    @Override
+    public void close() {
+        moments.close();
+        dpScalar.close();
+        epScalar.close();
+    }
+}

@@ -1,0 +1,14 @@
+package dev.shardwise.train;
+
+/**
+ * A step's mixture-of-experts figures for metrics and the progress line, over the whole model (every pipeline stage)
+ * and averaged over data-parallel replicas (Switch, Fedus et al. 2021, reports the same load figures).
+ *
+ * @param auxLoss     the auxiliary losses added to the training objective (α·balance + β·z-loss, summed over the MoE
+ *                    layers, averaged over micro-batches); the reported loss is the cross-entropy alone
+ * @param maxOverMean the worst layer's largest expert load over its mean load (1 is perfect balance)
+ * @param maxLoad     the largest number of tokens any expert took in the step (per replica)
+ * @param meanLoad    mean tokens per expert in the step (per replica)
+ * @param dropped     assignments dropped by capacity limits in the step (per replica, all layers)
+ */
+public record MoeReport(double auxLoss, double maxOverMean, double maxLoad, double meanLoad, double dropped) { }

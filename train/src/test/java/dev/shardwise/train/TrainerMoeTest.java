@@ -1,0 +1,122 @@
+package dev.shardwise.train;
+
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.tensor.DType;
+import dev.shardwise.model.Gpt;
+import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.MoeConfig;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/**
+ * The trainer with mixture-of-experts blocks: the auxiliary losses and the expert load reach metrics.jsonl, a run
+ * matches the single rank under data parallelism with ZeRO 1 and under a pipeline (expert parameters are ordinary
+ * parameters at ep 1), and the routing bias of loss-free balancing is saved with the model config and resumed.
+ */
+class TrainerMoeTest {
+    @TempDir
+    static Path dir;
+    static Path data;
+
+    @BeforeAll
+    static void prepareTinyData() throws IOException {
+        data = TrainerResumeTest.tinyData(dir);
+    }
+
+    /** A 2-block model with 4 experts of hidden 32, top-2, in every block; micro-batches of 2 rows. */
+    static TrainConfig config(Path runDir, int ranks, int pp, int zero, String balance) {
+        Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, zero));
+        flags.put("pp", pp);
+        flags.put("batchSize", 2 * pp / ranks);
+        flags.put("gradAccumulation", 4);
+        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2,
+                "kvHeads", 2, "ffnHidden", 64, "moe", Map.of("experts", 4, "topK", 2, "balance", balance)));
+        return ConfigLoader.resolve(Map.of(), "test", flags);
+    }
+
+    static void assertSameLosses(List<Double> expected, List<Double> got, String name) {
+        assertEquals(expected.size(), got.size(), name + ": steps");
+        for (int i = 0; i < expected.size(); i++) {
+            assertEquals(expected.get(i), got.get(i), 1e-5 * Math.abs(expected.get(i)), name + ": loss of step " + (i + 1));
+        }
+    }
+
+    /**
+     * The balance loss is computed per micro-batch, so a layout keeps each micro-batch whole to match: a pipeline of
+     * two stages runs the single rank's micro-batches; its balance loss is summed over the stages' layers.
+     */
+    @Test
+    void auxBalanceTrainsAndAPipelineMatchesTheSingleRank() throws IOException {
+        Path single = dir.resolve("aux-1"), pipeline = dir.resolve("aux-pp2");
+        new Trainer(config(single, 1, 1, 0, "aux"), TrainerResumeTest.quiet()).run(false);
+        new Trainer(config(pipeline, 2, 2, 0, "aux"), TrainerResumeTest.quiet()).run(false);
+        assertSameLosses(TrainerResumeTest.losses(single), TrainerResumeTest.losses(pipeline), "pp 2 vs one rank");
+        List<Map<String, Object>> rows = MetricsLog.read(single.resolve("metrics.jsonl"));
+        List<Map<String, Object>> piped = MetricsLog.read(pipeline.resolve("metrics.jsonl"));
+        for (int i = 0; i < rows.size(); i++) {
+            Map<String, Object> row = rows.get(i);
+            double aux = ((Number) row.get("aux_loss")).doubleValue();
+            // 2 layers of 0.01·balance (about 0.01 each: E·Σ f·P is near 1 when the top-k choice follows P) + 0.001·z-loss
+            assertTrue(aux > 0.02, "step " + (i + 1) + ": aux_loss " + aux + " holds both layers' balance and z-loss terms");
+            assertEquals(aux, ((Number) piped.get(i).get("aux_loss")).doubleValue(), 1e-5 * aux,
+                    "step " + (i + 1) + ": the balance loss is the same under pp 1 and pp 2");
+            // 4 micro-batches of 2·8 tokens, k = 2, over 4 experts: 4·16·2/4 = 32 per expert on average per layer
+            assertEquals(32.0, ((Number) row.get("moe_load_mean")).doubleValue(), 1e-12, "mean tokens per expert");
+            assertTrue(((Number) row.get("moe_load_max")).doubleValue() >= 32, "max load at least the mean");
+            assertTrue(((Number) row.get("moe_load_max_over_mean")).doubleValue() >= 1, "max/mean at least 1");
+            assertEquals(0.0, ((Number) row.get("moe_dropped")).doubleValue(), "dropless drops nothing");
+        }
+    }
+
+    /**
+     * Loss-free balancing under dp 2 with ZeRO 1 matches the single rank (the bias moves by the sign of the load
+     * error, the same whether loads are summed or averaged over replicas; the z-loss is a mean over tokens like the
+     * cross-entropy); the bias is a saved tensor, so a resumed run continues bit for bit, and the manifest carries
+     * the MoE config.
+     */
+    @Test
+    void biasBalanceMatchesUnderDataParallelZero1AndResumesBitForBit() throws IOException {
+        Path single = dir.resolve("bias-1"), dp = dir.resolve("bias-dp2"), resumed = dir.resolve("bias-resumed");
+        TrainConfig config = config(single, 1, 1, 0, "bias");
+        new Trainer(config, TrainerResumeTest.quiet()).run(false);
+        new Trainer(config(dp, 2, 1, 1, "bias"), TrainerResumeTest.quiet()).run(false);
+        assertSameLosses(TrainerResumeTest.losses(single), TrainerResumeTest.losses(dp), "dp 2 ZeRO 1 vs one rank");
+
+        Path last = single.resolve("checkpoints").resolve(Checkpoint.directoryName(6));
+        ModelConfig saved = Checkpoint.modelConfig(last);
+        assertEquals(config.model(), saved, "the manifest's model config, MoE included");
+        assertEquals(MoeConfig.Balance.BIAS, saved.moe().balance());
+        try (ParameterSet params = Gpt.declare(saved).allocate(MemoryPool.unlimited("check"), DType.F32)) {
+            Checkpoint.loadParameters(last, params);
+            double[] bias = params.get("h.0.mlp.router.balance_bias").value().toDoubleArray();
+            double moved = 0;
+            for (double b : bias) moved += Math.abs(b);
+            // 6 steps of ±0.001 (0 where a load equals the mean)
+            assertTrue(moved > 0 && moved <= 4 * 6 * 0.001 + 1e-9, "the saved routing bias moved by the sign rule: " + java.util.Arrays.toString(bias));
+        }
+
+        new Trainer(config(resumed, 1, 1, 0, "bias"), TrainerResumeTest.quiet()).run(false);
+        Checkpoint.deleteRecursively(resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(6)));
+        new Trainer(config(resumed, 1, 1, 0, "bias"), TrainerResumeTest.quiet()).run(true);
+        assertEquals(TrainerResumeTest.losses(single), TrainerResumeTest.losses(resumed), "losses of the resumed run");
+        CheckpointContents.assertSame(last, resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(6)),
+                "final weights, routing bias and moments identical");
+    }
+
+    @Test
+    void biasBalanceUnderZero3IsRefusedWithTheFix() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> config(dir.resolve("z3"), 2, 1, 3, "bias"));
+        assertTrue(e.getMessage().contains("use zero 0-2 or balance: aux"), e.getMessage());
+    }
+}
