@@ -81,7 +81,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         Tensor fused = qkv.forward(arena, x);                                        // [B·T, (NH+2NKV)·HS]
         Tensor rotated = null;
         if (rotary) {
-            rotated = arena.allocateForOverwrite(x.dtype(), b, t, heads + kvHeads, headSize);
+            rotated = arena.allocateForOverwrite(fused.dtype(), b, t, heads + kvHeads, headSize);
             Rotary.forward(rotated.slice(2, 0, heads), q(fused, b, t), 0);
             Rotary.forward(rotated.slice(2, heads, kvHeads), k(fused, b, t), 0);
         }

@@ -16,12 +16,13 @@ final class GeluMlp implements FeedForward {
     private final ColumnParallelLinear fc;   // C -> F/tp
     private final RowParallelLinear proj;    // F/tp -> C
     private final TensorParallel tp;
+    private final ParameterSet params;   // whose precision keeps proj's input
 
     /**
      * What backward reads.
      *
      * @param hidden pre-activation x·W_fcᵀ + b_fc [N, F]
-     * @param gelu   GELU(hidden) [N, F]
+     * @param gelu   GELU(hidden) [N, F], as the precision keeps proj's input (bf16 under bf16)
      * @param out    the block's output y [N, C]
      */
     record Saved(Tensor hidden, Tensor gelu, Tensor out) implements Layer.Saved { }
@@ -37,15 +38,17 @@ final class GeluMlp implements FeedForward {
         this.fc = new ColumnParallelLinear(params, name + ".fc", config.bias());
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
         this.tp = tp;
+        this.params = params;
     }
 
     /** x [N, C] -> y [N, C]. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
         Tensor hidden = fc.forward(arena, x);
-        Tensor gelu = arena.allocateForOverwrite(x.dtype(), hidden.shape());
+        Tensor gelu = params.precision().staging(arena, hidden);
         Gelu.forward(gelu, hidden);
-        return new Saved(hidden, gelu, proj.forward(arena, gelu));
+        Tensor kept = params.precision().keep(arena, gelu);   // proj's input: bf16 under bf16 precision
+        return new Saved(hidden, kept, proj.forward(arena, kept));
     }
 
     /**

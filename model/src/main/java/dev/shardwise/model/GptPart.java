@@ -2,7 +2,6 @@ package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.CrossEntropy;
 import dev.shardwise.core.kernels.Embedding;
-import dev.shardwise.core.kernels.Gemm;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
@@ -81,6 +80,7 @@ public final class GptPart {
     private final ModelConfig config;
     private final Span span;
     private final DType dtype;
+    private final ParameterSet params;   // whose precision runs the head's products
     private final Parameter tokenEmbedding;      // wte [V, C]: the embedding's, the head's, or both; null if neither
     private final Parameter positionEmbedding;   // wpe [contextLength, C] on the embedding part, or null
     private final List<TransformerBlock> blocks = new ArrayList<>();
@@ -197,6 +197,7 @@ public final class GptPart {
         }
         this.config = config;
         this.dtype = params.dtype();
+        this.params = params;
         this.span = span;
         this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
         this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
@@ -359,7 +360,8 @@ public final class GptPart {
         Tensor logits = arena.allocateForOverwrite(dtype, n, vocabRows);   // [B·T, V] or [B·T, ⌈V/tp⌉]
         ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
         hooks.beforeForward(head);
-        Gemm.matmul(logits, headInput, tokenEmbedding.value(), false, true, 1f, 0f);
+        MatmulPrecision precision = params.precision();
+        precision.matmul(logits, headInput, precision.operand(tokenEmbedding), false, true, 1f, 0f);
         hooks.afterForward(head);
         Pass pass = new Pass(b, t, ids, positions, partInput, saved, top, fn, headInput);
         pass.lookup = lookup;
@@ -487,9 +489,10 @@ public final class GptPart {
             if (headUnit != null) hooks.beforeBackward(headUnit);
             // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
             Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
-            Gemm.matmul(dhead, pass.logits, tokenEmbedding.value(), false, false, 1f, 0f);
+            MatmulPrecision precision = params.precision();
+            precision.matmul(dhead, pass.logits, precision.operand(tokenEmbedding), false, false, 1f, 0f);
             tp.copyToRegionBackward(dhead);   // the head's input is replicated: sum the vocabulary slices' parts
-            WeightGradients.defer(weights, () -> Gemm.matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f));
+            WeightGradients.defer(weights, () -> params.precision().matmul(tokenEmbedding.grad(), pass.logits, pass.headInput, true, false, 1f, 1f));
             if (headUnit != null) afterBackward(headUnit, weights);
             Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
             dstream = dhead;

@@ -1,7 +1,6 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Bias;
-import dev.shardwise.core.kernels.Gemm;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
@@ -23,6 +22,7 @@ final class RowParallelLinear {
     private final Parameter weight;   // [OUT, IN/tp]
     private final Parameter bias;     // [OUT], whole, or null
     private final TensorParallel tp;
+    private final ParameterSet params;   // whose precision runs the product
 
     /**
      * Declares rank {@code tp.tpRank()}'s columns of {@code name.weight} [out, in] ~ N(0, std²) and, if {@code bias},
@@ -47,13 +47,15 @@ final class RowParallelLinear {
         this.weight = params.get(name + ".weight");
         this.bias = bias ? params.get(name + ".bias") : null;
         this.tp = tp;
+        this.params = params;
     }
 
     /** x [N, IN/tp] -> y [N, OUT] = Σ_r x_r·W_rᵀ + b, in {@code arena}; all-reduces over the tp group. */
     Tensor forward(StepArena arena, Tensor x) {
         if (tp.size() == 1) return local.forward(arena, x);
-        Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0), weight.value().dim(0));
-        Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
+        Tensor y = arena.allocateForOverwrite(Linear.outputType(x), x.dim(0), weight.value().dim(0));
+        MatmulPrecision precision = params.precision();
+        precision.matmul(y, x, precision.operand(weight), false, true, 1f, 0f);
         tp.reduceFromRegionForward(y);
         if (bias != null) Bias.forward(y, bias.value());
         return y;

@@ -17,6 +17,7 @@ final class SwiGluMlp implements FeedForward {
     private final ColumnParallelLinear up;     // C -> F/tp
     private final RowParallelLinear down;      // F/tp -> C
     private final TensorParallel tp;
+    private final ParameterSet params;   // whose precision keeps down's input
 
     /**
      * What backward reads.
@@ -42,6 +43,7 @@ final class SwiGluMlp implements FeedForward {
         this.up = new ColumnParallelLinear(params, name + ".up", config.bias());
         this.down = new RowParallelLinear(params, name + ".down", config.bias(), tp);
         this.tp = tp;
+        this.params = params;
     }
 
     /** x [N, C] -> y [N, C]. */
@@ -49,9 +51,10 @@ final class SwiGluMlp implements FeedForward {
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
         Tensor g = gate.forward(arena, x);
         Tensor u = up.forward(arena, x);
-        Tensor hidden = arena.allocateForOverwrite(x.dtype(), g.shape());
+        Tensor hidden = params.precision().staging(arena, g);
         SwiGlu.forward(hidden, g, u);
-        return new Saved(g, u, hidden, down.forward(arena, hidden));
+        Tensor kept = params.precision().keep(arena, hidden);   // down's input: bf16 under bf16 precision
+        return new Saved(g, u, kept, down.forward(arena, kept));
     }
 
     /**

@@ -39,7 +39,7 @@ public final class ConfigLoader {
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "runDir", "rankMemory", "ranks", "dp", "tp", "pp", "vpp",
-            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "model");
+            "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer", "timeline", "precision", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps");
@@ -153,6 +153,7 @@ public final class ConfigLoader {
         m.put("pipelineCut", null);   // automatic balancing
         m.put("offloadOptimizer", null);
         m.put("timeline", null);
+        m.put("precision", "fp32");
         m.put("model", modelMap(model));
         return m;
     }
@@ -203,7 +204,8 @@ public final class ConfigLoader {
                 schedule == null ? null : ScheduleKind.parse(String.valueOf(schedule)), pipelineCut(m.get("pipelineCut")),
                 integer(m, "", "recomputeEvery"),
                 m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
-                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()));
+                m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()),
+                String.valueOf(m.get("precision")));
     }
 
     /**
@@ -297,6 +299,7 @@ public final class ConfigLoader {
         m.put("pipelineCut", c.pipelineCut());
         m.put("offloadOptimizer", c.offloadOptimizer() == null ? null : c.offloadOptimizer().toString());
         m.put("timeline", c.timeline() == null ? null : c.timeline().toString());
+        m.put("precision", c.precision());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

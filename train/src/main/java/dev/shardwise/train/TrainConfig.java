@@ -49,13 +49,16 @@ import java.util.Objects;
  *                         optimizer offload; needs zero >= 1), or null to keep them in memory
  * @param timeline         where to write the last step's executed pipeline schedule as a Chrome trace (one row per
  *                         stage of the first data-parallel replica; Perfetto opens it), or null for none
+ * @param precision        how the weight products run: {@code fp32}, or {@code bf16} (bf16 operands through oneDNN
+ *                         with fp32 accumulation, fp32 master weights, gradients and AdamW; matmul inputs kept for
+ *                         backward in bf16); checkpoints hold the fp32 masters either way
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
                           double beta1, double beta2, double eps, double gradClip, int evalEvery, int evalBatches,
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
-                          Path offloadOptimizer, Path timeline) {
+                          Path offloadOptimizer, Path timeline, String precision) {
 
     /**
      * Checks every field and their combinations.
@@ -89,6 +92,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         if (recomputeEvery < 1) {
             throw new IllegalArgumentException("recomputeEvery=" + recomputeEvery + " must be at least 1 (the policy "
                     + "applies to every k-th block); use 1 for every block, or recompute: none to recompute nothing");
+        }
+        if (!"fp32".equals(precision) && !"bf16".equals(precision)) {
+            throw new IllegalArgumentException("precision=" + precision + " must be fp32 or bf16 (--precision)");
         }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);

@@ -23,6 +23,8 @@ import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.Timeline;
+import dev.shardwise.core.kernels.onednn.OneDnn;
+import dev.shardwise.model.MatmulPrecision;
 import dev.shardwise.model.ParameterSet;
 
 import java.io.IOException;
@@ -102,6 +104,10 @@ public final class Trainer {
             throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
                     + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
                     + "set ranks to " + job.size() + " or leave it out");
+        }
+        if (config.precision().equals("bf16") && !OneDnn.isAvailable()) {
+            throw new IllegalArgumentException("precision=bf16 needs oneDNN 2.x, which is not installed: apt-get install "
+                    + "libdnnl2 (or scripts/ensure-onednn.sh), or train with --precision fp32");
         }
         Path runDir = config.runDir();
         Optional<Path> latest = Checkpoint.latest(runDir.resolve("checkpoints"));
@@ -207,11 +213,13 @@ public final class Trainer {
         ZeroStage zero = ZeroStage.of(config.zero());
         try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
+             MatmulPrecision precision = MatmulPrecision.of(config.precision(), pool);
              StageGradients stages = pp > 1 ? new StageGradients(groups.pp(), params, pool) : StageGradients.NONE;
              OptimizerState optimizer = optimizer(zero, params, pool, dpGroup, stages);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(params, chunks(params, spans), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
+            params.usePrecision(precision);
             RunCheckpoints.Stages stageLayout = pp == 1 ? RunCheckpoints.Stages.SINGLE : new RunCheckpoints.Stages(groups.pp(),
                     rank == 0, s -> Gpt.declare(config.model(), stageSpans(s), true).allocate(pool, DType.F32,
                     zero.paddingMultiple(dpGroup.size()), ParameterSet.Residency.NONE));
