@@ -22,15 +22,17 @@ import java.util.Map;
  * are charged to the pool as PARAMETERS (2 bytes per weight element, on top of the fp32 masters).
  *
  * <p>Activations: f32 operands are rounded into two reused conversion buffers (BUFFERS) per product; a layer that
- * {@linkplain #keep keeps} a matmul input keeps it as bf16 (half the bytes), and its backward's weight-gradient
- * product reads that copy directly. Gradients stay fp32: dW is accumulated into the fp32 gradient by the product's
+ * {@linkplain #keep keeps} an activation for backward keeps it as bf16 (half the bytes), computed in fp32 in a
+ * {@linkplain #staging staging buffer} (BUFFERS, two of them, reused) that never reaches the step arena; the
+ * weight-gradient products read the bf16 copies directly, other readers widen them back to fp32. Gradients stay fp32: dW is accumulated into the fp32 gradient by the product's
  * beta = 1 sum, so micro-batch accumulation and the data-parallel reduction run in fp32.
  */
 public final class Bf16Precision implements MatmulPrecision {
     private final MemoryPool pool;
     private final Bf16Matmul matmul;
     private final Map<Parameter, Copy> copies = new IdentityHashMap<>();
-    private final Buffer left = new Buffer(DType.BF16), right = new Buffer(DType.BF16), staging = new Buffer(DType.F32);
+    private final Buffer left = new Buffer(DType.BF16), right = new Buffer(DType.BF16);
+    private final Buffer[] staging = {new Buffer(DType.F32), new Buffer(DType.F32)};
     private long generation;
 
     /** A weight's bf16 copy, made from {@code source} at {@code generation}. */
@@ -85,9 +87,18 @@ public final class Bf16Precision implements MatmulPrecision {
     }
 
     @Override
-    public Tensor staging(StepArena arena, Tensor like) {
-        requireF32(like, "staging");
-        return staging.take(like.shape());
+    public Tensor staging(StepArena arena, int slot, DType dtype, int... shape) {
+        if (dtype != DType.F32) {
+            throw new IllegalArgumentException("bf16 precision: activations must be f32, got " + dtype.label()
+                    + " (float64 checks run under MatmulPrecision.FP32)");
+        }
+        return staging[slot].take(shape);
+    }
+
+    @Override
+    public Tensor asKept(Tensor staged, Tensor kept) {
+        if (kept != staged) Bf16Convert.toFloat(staged, kept);
+        return staged;
     }
 
     @Override
@@ -123,7 +134,7 @@ public final class Bf16Precision implements MatmulPrecision {
         copies.clear();
         left.close();
         right.close();
-        staging.close();
+        for (Buffer b : staging) b.close();
         matmul.close();
     }
 

@@ -2,6 +2,7 @@ package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Gelu;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -17,13 +18,14 @@ final class GeluMlp implements FeedForward {
     private final RowParallelLinear proj;    // F/tp -> C
     private final TensorParallel tp;
     private final ParameterSet params;   // whose precision keeps proj's input
+    private final int features;          // F/tp
 
     /**
      * What backward reads.
      *
-     * @param hidden pre-activation x·W_fcᵀ + b_fc [N, F]
-     * @param gelu   GELU(hidden) [N, F], as the precision keeps proj's input (bf16 under bf16)
-     * @param out    the block's output y [N, C]
+     * @param hidden pre-activation x·W_fcᵀ + b_fc [N, F] (bf16 under bf16 precision)
+     * @param gelu   GELU(hidden) [N, F] (bf16 under bf16 precision)
+     * @param out    the block's output y [N, C] (under bf16 in a staging buffer: read it before the next layer runs)
      */
     record Saved(Tensor hidden, Tensor gelu, Tensor out) implements Layer.Saved { }
 
@@ -39,16 +41,23 @@ final class GeluMlp implements FeedForward {
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
         this.tp = tp;
         this.params = params;
+        this.features = tp.divide(config.ffnHidden(), "ffnHidden", "model.ffnHidden, the MLP's hidden size");
     }
 
     /** x [N, C] -> y [N, C]. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
-        Tensor hidden = fc.forward(arena, x);
-        Tensor gelu = params.precision().staging(arena, hidden);
-        Gelu.forward(gelu, hidden);
-        Tensor kept = params.precision().keep(arena, gelu);   // proj's input: bf16 under bf16 precision
-        return new Saved(hidden, kept, proj.forward(arena, kept));
+        // Under bf16 the pre-activation and GELU are kept in bf16 (GELU runs on the rounded pre-activation, the values
+        // its backward reads), their fp32 forms and the output live in the precision's staging buffers.
+        MatmulPrecision precision = params.precision();
+        DType dtype = Linear.outputType(x);
+        int n = x.dim(0);
+        Tensor staged = fc.forwardInto(precision.staging(arena, 0, dtype, n, features), x);   // [N, F]
+        Tensor hidden = precision.keep(arena, staged);
+        Tensor gelu = precision.staging(arena, 1, dtype, n, features);
+        Gelu.forward(gelu, precision.asKept(staged, hidden));
+        Tensor kept = precision.keep(arena, gelu);   // proj's input
+        return new Saved(hidden, kept, proj.forwardInto(precision.staging(arena, 0, dtype, n, x.dim(1)), kept));
     }
 
     /**
@@ -62,7 +71,7 @@ final class GeluMlp implements FeedForward {
         Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
         proj.backward(dgelu, dy, saved.gelu, weights);
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
-        Gelu.backwardInto(dhidden, dgelu, saved.hidden);
+        Gelu.backwardInto(dhidden, dgelu, params.precision().widen(arena, saved.hidden));
         fc.backward(dx, dhidden, x, weights);
         tp.copyToRegionBackward(dx);
     }

@@ -37,8 +37,12 @@ final class Linear {
      * {@linkplain MatmulPrecision#keep kept} input); y is f32 either way.
      */
     Tensor forward(StepArena arena, Tensor x) {
+        return forwardInto(arena.allocateForOverwrite(outputType(x), x.dim(0), outFeatures()), x);
+    }
+
+    /** As {@link #forward}, writing y [N, OUT] (not read) into {@code y}; returns it. */
+    Tensor forwardInto(Tensor y, Tensor x) {
         MatmulPrecision precision = params.precision();
-        Tensor y = arena.allocateForOverwrite(outputType(x), x.dim(0), outFeatures());
         if (bias != null) {
             // y = b, then y += x·Wᵀ: the GEMM adds onto the bias rows (no separate zeroing and bias passes over y)
             Bias.broadcast(y, bias.value());

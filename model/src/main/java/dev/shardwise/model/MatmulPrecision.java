@@ -1,6 +1,7 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -10,7 +11,7 @@ import dev.shardwise.core.tensor.Tensor;
  * so the serial and the tensor-parallel linears read the same choice. Norms, softmax, the loss and the optimizer
  * are fp32 whatever this says.
  *
- * <p>Contract of a forward that keeps a matmul input for backward: it fills {@code t = staging(arena, like)},
+ * <p>Contract of a forward that keeps a matmul input for backward: it fills {@code t = staging(arena, slot, dtype, shape)},
  * then keeps {@code keep(arena, t)} (in fp32 that is t itself, allocated in the arena; in bf16 a rounded copy in
  * the arena, t being a reused buffer valid only until the next {@code staging} call) and passes the kept tensor to
  * the linear, forward and backward. {@link #widen} turns a kept tensor back into fp32 for a non-matmul reader.
@@ -34,10 +35,16 @@ public sealed interface MatmulPrecision extends AutoCloseable permits MatmulPrec
     void matmul(Tensor c, Tensor a, Tensor b, boolean transA, boolean transB, float alpha, float beta);
 
     /**
-     * A tensor of {@code like}'s dtype and shape for forward to fill and then {@link #keep}: in the arena (fp32), or
-     * a reused staging buffer valid until the next call (bf16).
+     * A tensor for forward to fill and then {@link #keep} (or use at once): in the arena (fp32), or staging buffer
+     * {@code slot} (0 or 1), reused and valid until the next call for the same slot (bf16, where dtype must be f32).
      */
-    Tensor staging(StepArena arena, Tensor like);
+    Tensor staging(StepArena arena, int slot, DType dtype, int... shape);
+
+    /**
+     * {@code staged} holding exactly the values of {@code kept} (its {@link #keep} copy), so that forward computes
+     * from what backward will read: staged itself in fp32, staged overwritten with the widened bf16 values in bf16.
+     */
+    Tensor asKept(Tensor staged, Tensor kept);
 
     /** What backward keeps of a matmul input x: x itself (fp32), or its bf16 rounding, allocated in {@code arena}. */
     Tensor keep(StepArena arena, Tensor x);
@@ -81,9 +88,11 @@ public sealed interface MatmulPrecision extends AutoCloseable permits MatmulPrec
         }
 
         @Override
-        public Tensor staging(StepArena arena, Tensor like) {
-            return arena.allocateForOverwrite(like.dtype(), like.shape());
+        public Tensor staging(StepArena arena, int slot, DType dtype, int... shape) {
+            return arena.allocateForOverwrite(dtype, shape);
         }
+
+        @Override public Tensor asKept(Tensor staged, Tensor kept) { return staged; }
 
         @Override public Tensor keep(StepArena arena, Tensor x) { return x; }
 

@@ -52,8 +52,12 @@ final class RowParallelLinear {
 
     /** x [N, IN/tp] -> y [N, OUT] = Σ_r x_r·W_rᵀ + b, in {@code arena}; all-reduces over the tp group. */
     Tensor forward(StepArena arena, Tensor x) {
-        if (tp.size() == 1) return local.forward(arena, x);
-        Tensor y = arena.allocateForOverwrite(Linear.outputType(x), x.dim(0), weight.value().dim(0));
+        return forwardInto(arena.allocateForOverwrite(Linear.outputType(x), x.dim(0), weight.value().dim(0)), x);
+    }
+
+    /** As {@link #forward}, into {@code y} [N, OUT] (not read); returns it. */
+    Tensor forwardInto(Tensor y, Tensor x) {
+        if (tp.size() == 1) return local.forwardInto(y, x);
         MatmulPrecision precision = params.precision();
         precision.matmul(y, x, precision.operand(weight), false, true, 1f, 0f);
         tp.reduceFromRegionForward(y);

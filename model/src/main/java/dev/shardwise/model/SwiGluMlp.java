@@ -51,10 +51,11 @@ final class SwiGluMlp implements FeedForward {
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
         Tensor g = gate.forward(arena, x);
         Tensor u = up.forward(arena, x);
-        Tensor hidden = params.precision().staging(arena, g);
+        MatmulPrecision precision = params.precision();
+        Tensor hidden = precision.staging(arena, 0, g.dtype(), g.shape());
         SwiGlu.forward(hidden, g, u);
-        Tensor kept = params.precision().keep(arena, hidden);   // down's input: bf16 under bf16 precision
-        return new Saved(g, u, kept, down.forward(arena, kept));
+        Tensor kept = precision.keep(arena, hidden);   // down's input: bf16 under bf16 precision
+        return new Saved(g, u, kept, down.forwardInto(precision.staging(arena, 0, g.dtype(), x.dim(0), x.dim(1)), kept));
     }
 
     /**

@@ -129,7 +129,7 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      */
     private Norm.Saved normForMatmul(StepArena arena, Norm norm, Tensor x) {
         MatmulPrecision precision = params.precision();
-        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, x));
+        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, 0, x.dtype(), x.shape()));
         Tensor kept = precision.keep(arena, s.out());
         return kept == s.out() ? s : new Norm.Saved(kept, s.mean(), s.rstd());
     }

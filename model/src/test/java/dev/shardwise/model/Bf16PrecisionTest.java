@@ -122,6 +122,40 @@ class Bf16PrecisionTest {
         }
     }
 
+    /**
+     * What a GPT-2 block's forward leaves in the arena for backward (Korthikanti et al.'s activation memory, measured
+     * on the pool): under bf16 at most 0.6x the fp32 bytes. bf16 keeps the matmul inputs (N1, N2 outputs, att, GELU),
+     * qkv and the GELU's pre-activation at 2 bytes and the branch outputs nowhere (they are read at once); the
+     * residual stream and the norms' and softmax's statistics stay fp32.
+     */
+    @Test
+    void bf16BlockKeepsAtMostSixTenthsOfTheFp32ActivationBytes() {
+        ModelConfig config = ModelConfig.gpt(101, 32, 1, 64, 4);
+        long fp32 = blockActivationBytes(config, MatmulPrecision.FP32);
+        long bf16;
+        try (Bf16Precision precision = new Bf16Precision(pool)) {
+            bf16 = blockActivationBytes(config, precision);
+        }
+        double ratio = (double) bf16 / fp32;
+        System.out.printf("activation bytes per GPT-2 block, B=2 T=32 C=64: fp32 %d, bf16 %d (%.3fx)%n", fp32, bf16, ratio);
+        assertEquals(ActivationMemory.blockBytes(config, 2, 32, Recompute.NONE, DType.F32), fp32, "fp32 as ActivationMemory counts");
+        assertTrue(ratio <= 0.6, "bf16 block activations " + bf16 + " bytes are " + ratio + "x fp32's " + fp32 + " (bar: 0.6x)");
+    }
+
+    private long blockActivationBytes(ModelConfig config, MatmulPrecision precision) {
+        int b = 2, t = 32, c = config.hidden();
+        try (ParameterSet params = Gpt.declare(config).allocate(pool, DType.F32); StepArena arena = new StepArena(pool);
+             Tensor x = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, b * t, c)) {
+            params.initialize(1);
+            params.usePrecision(precision);
+            x.copyFrom(random(b * t * c, 3));
+            TransformerBlock block = new TransformerBlock(params, "h.0", config, Recompute.NONE);
+            long before = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+            block.forward(arena, x, b, t);
+            return pool.liveBytes(MemoryCategory.ACTIVATIONS) - before;
+        }
+    }
+
     private static ParameterSet.Builder linear(int in, int out) {
         ParameterSet.Builder builder = ParameterSet.builder();
         Linear.declare(builder, "l", in, out, true, 0.3);
