@@ -123,6 +123,11 @@ public final class Bf16Precision implements MatmulPrecision {
         generation++;
     }
 
+    /** The oneDNN implementations the products ran on so far, e.g. {@code brg:avx512_core_amx}. */
+    public java.util.List<String> implementations() {
+        return matmul.implementations();
+    }
+
     /** How many weights have a bf16 copy now (tests). */
     int cachedWeights() {
         return copies.size();
