@@ -18,8 +18,9 @@ import java.util.Map;
  *
  * <p>Weights: {@link #operand} hands out a bf16 copy of a weight, made on its first use after
  * {@link #weightsChanged()} (once per step, however many micro-batches and products read it) or after the weight
- * was rebound to new storage (ZeRO stage 3 gathers a unit's values for each use: then once per gather). The copies
- * are charged to the pool as PARAMETERS (2 bytes per weight element, on top of the fp32 masters).
+ * was rebound to new storage (ZeRO stage 3 gathers a unit's values for each use: then once per gather, and the
+ * copies of units whose values were released are freed as the next copy is made). The copies are charged to the
+ * pool as PARAMETERS (2 bytes per weight element, on top of the fp32 masters).
  *
  * <p>Activations: f32 operands are rounded into two reused conversion buffers (BUFFERS) per product; a layer that
  * {@linkplain #keep keeps} an activation for backward keeps it as bf16 (half the bytes), computed in fp32 in a
@@ -58,12 +59,28 @@ public final class Bf16Precision implements MatmulPrecision {
         Tensor value = weight.value();
         Copy copy = copies.get(weight);
         if (copy != null && copy.source == value && copy.generation == generation) return copy.bf16;
+        dropUnbound();
         Tensor bf16 = copy != null && copy.source.numel() == value.numel() ? copy.bf16
                 : Tensor.allocate(pool, MemoryCategory.PARAMETERS, DType.BF16, value.shape());
         if (copy != null && bf16 != copy.bf16) copy.bf16.close();
         Bf16Convert.fromFloat(bf16, value);
         copies.put(weight, new Copy(value, generation, bf16));
         return bf16;
+    }
+
+    /**
+     * Frees the copies of weights whose values are no longer on this rank (ZeRO stage 3 released their unit), so
+     * the copies held at once are those of the units gathered now, not the whole model's. Runs when a copy is made.
+     */
+    private void dropUnbound() {
+        var entries = copies.entrySet().iterator();
+        while (entries.hasNext()) {
+            var e = entries.next();
+            if (!e.getKey().hasValue()) {
+                e.getValue().bf16.close();
+                entries.remove();
+            }
+        }
     }
 
     @Override

@@ -156,6 +156,37 @@ class Bf16PrecisionTest {
         }
     }
 
+    @Test
+    void weightCopiesAreMadeOncePerStepAndFreedWithTheirUnitsValues() {
+        try (ParameterSet params = linear(9, 5).allocate(pool, DType.F32); Bf16Precision bf16 = new Bf16Precision(pool)) {
+            params.initialize(1);
+            params.usePrecision(bf16);
+            Parameter w = params.get("l.weight");
+            Tensor first = bf16.operand(w);
+            assertSame(first, bf16.operand(w), "one copy per step, however many products read it");
+            w.value().fill(0.5);
+            assertNotEquals(0.5, first.toDoubleArray()[0], "the copy is of the step's weights until told otherwise");
+            bf16.weightsChanged();
+            assertEquals(0.5, bf16.operand(w).toDoubleArray()[0], "remade after the update");
+            Tensor master = w.value();
+            w.bindValue(null);                       // ZeRO 3 released the unit
+            params.get("l.bias").bindValue(null);
+            try (Tensor other = Tensor.allocate(pool, MemoryCategory.PARAMETERS, DType.F32, 5, 9)) {
+                w.bindValue(other.fill(0.25));       // gathered again into new storage: a new copy, the old one freed
+                assertEquals(0.25, bf16.operand(w).toDoubleArray()[0]);
+                assertEquals(1, bf16.cachedWeights());
+                w.bindValue(null);
+                ParameterSet.Builder b = ParameterSet.builder();
+                Linear.declare(b, "m", 3, 2, false, 0.1);
+                try (ParameterSet more = b.allocate(pool, DType.F32)) {
+                    bf16.operand(more.get("m.weight"));
+                    assertEquals(1, bf16.cachedWeights(), "the released weight's copy was freed when the next was made");
+                }
+            }
+            w.bindValue(master);
+        }
+    }
+
     private static ParameterSet.Builder linear(int in, int out) {
         ParameterSet.Builder builder = ParameterSet.builder();
         Linear.declare(builder, "l", in, out, true, 0.3);
