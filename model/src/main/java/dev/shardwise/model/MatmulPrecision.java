@@ -13,13 +13,14 @@ import dev.shardwise.core.tensor.Tensor;
  *
  * <p>Contract of a forward that keeps a matmul input for backward: it fills {@code t = staging(arena, slot, dtype, shape)},
  * then keeps {@code keep(arena, t)} (in fp32 that is t itself, allocated in the arena; in bf16 a rounded copy in
- * the arena, t being a reused buffer valid only until the next {@code staging} call) and passes the kept tensor to
- * the linear, forward and backward. {@link #widen} turns a kept tensor back into fp32 for a non-matmul reader.
+ * the arena, t being a reused buffer valid only until the next {@code staging} call for its slot), forward computes
+ * on from {@code asKept(t, kept)} (the values backward will read) and the kept tensor goes to the linear, forward
+ * and backward. A layer output written into a staging buffer must be read before the next layer runs. {@link #widen} turns a kept tensor back into fp32 for a non-matmul reader.
  * Not thread-safe: one rank's training thread (and the helper threads it hands its passes to, one at a time).
  */
 public sealed interface MatmulPrecision extends AutoCloseable permits MatmulPrecision.Fp32, Bf16Precision {
 
-    /** fp32 operands and activations: {@link dev.shardwise.core.kernels.Gemm} as before, nothing cached. */
+    /** fp32 (or, for float64 checks, f64) operands and activations through {@link dev.shardwise.core.kernels.Gemm}; nothing cached. */
     MatmulPrecision FP32 = new Fp32();
 
     /** {@code fp32} or {@code bf16}, as configs spell it. */
