@@ -128,9 +128,9 @@ public final class Bf16Precision implements MatmulPrecision {
     }
 
     @Override
-    public Tensor widen(StepArena arena, Tensor kept) {
+    public Tensor widen(int slot, Tensor kept) {
         if (kept.dtype() != DType.BF16) return kept;
-        Tensor wide = arena.allocateForOverwrite(DType.F32, kept.shape());
+        Tensor wide = staging[slot].take(kept.shape());
         Bf16Convert.toFloat(wide, kept);
         return wide;
     }

@@ -143,9 +143,9 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         }
     }
 
-    /** att and lse again, in {@code arena}, from the saved qkv (widened to f32 first under bf16). */
+    /** att and lse again, in {@code arena}, from the saved qkv (widened to f32 in staging slot 0 under bf16). */
     private Core recomputedCore(StepArena arena, Saved saved, Rows rows) {
-        Tensor fused = params.precision().widen(arena, saved.qkv);
+        Tensor fused = params.precision().widen(0, saved.qkv);
         Tensor att = arena.allocateForOverwrite(fused.dtype(), rows.n(), heads * headSize);
         return core(arena, att, fused, saved.rotated, rows.b(), rows.t());
     }
@@ -156,7 +156,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         MatmulPrecision precision = params.precision();
         Tensor datt = arena.allocateForOverwrite(dy.dtype(), b * t, heads * headSize);
         proj.backward(datt, dy, core.att, weights);   // dW_o reads att as kept (bf16 under bf16)
-        Tensor att = precision.widen(arena, core.att), fused = precision.widen(arena, saved.qkv);
+        Tensor att = precision.widen(1, core.att), fused = precision.widen(0, saved.qkv);   // staging under bf16
         Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());   // zeroed: the attention kernel accumulates
         Tensor q = q(fused, b, t), k = k(fused, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
         Tensor drotated = null;

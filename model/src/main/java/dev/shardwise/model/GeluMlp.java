@@ -71,7 +71,7 @@ final class GeluMlp implements FeedForward {
         Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
         proj.backward(dgelu, dy, saved.gelu, weights);
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
-        Gelu.backwardInto(dhidden, dgelu, params.precision().widen(arena, saved.hidden));
+        Gelu.backwardInto(dhidden, dgelu, params.precision().widen(0, saved.hidden));
         fc.backward(dx, dhidden, x, weights);
         tp.copyToRegionBackward(dx);
     }

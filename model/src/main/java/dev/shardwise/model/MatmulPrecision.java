@@ -50,8 +50,12 @@ public sealed interface MatmulPrecision extends AutoCloseable permits MatmulPrec
     /** What backward keeps of a matmul input x: x itself (fp32), or its bf16 rounding, allocated in {@code arena}. */
     Tensor keep(StepArena arena, Tensor x);
 
-    /** A kept tensor as f32 for a reader other than a product: itself if it is f32 or f64, else widened into {@code arena}. */
-    Tensor widen(StepArena arena, Tensor kept);
+    /**
+     * A kept tensor as f32 for a reader other than a product (backward's attention, GELU): itself if it is f32 or
+     * f64, else widened into staging buffer {@code slot}, valid until the next use of that slot, so that backward's
+     * widened copies never pile up in the step arena.
+     */
+    Tensor widen(int slot, Tensor kept);
 
     /** Says the master weights changed (an optimizer step, a checkpoint load): cached bf16 copies are remade on next use. */
     void weightsChanged();
@@ -97,7 +101,7 @@ public sealed interface MatmulPrecision extends AutoCloseable permits MatmulPrec
 
         @Override public Tensor keep(StepArena arena, Tensor x) { return x; }
 
-        @Override public Tensor widen(StepArena arena, Tensor kept) { return kept; }
+        @Override public Tensor widen(int slot, Tensor kept) { return kept; }
 
         @Override public void weightsChanged() { }
 
