@@ -6,6 +6,9 @@ A small GPT with Shardwise's parameter names is built in PyTorch from a seed; th
 float32 weights. The Java test loads the weights, runs its own forward and backward, and compares.
 
 Run with Debian's python3-torch:  /usr/bin/python3 tools/pytorch/golden_gpt.py
+With the argument `bf16` it writes only gpt2-bf16-case.bin: the loss and every gradient of the gpt2 case's weights and
+batch (read back from gpt2-small-case.bin, so they are the same bits) under PyTorch's own bf16 mixed precision,
+torch.autocast("cpu", dtype=torch.bfloat16) with float32 weights, for the bf16 golden check.
 File format (little-endian): b"SWGOLD1\\n", int32 count, then per tensor: int32 name length, UTF-8 name,
 int32 dtype (0 = float32, 1 = int32, 2 = float64), int32 rank, int32 dims[rank], raw data.
 """
@@ -158,6 +161,44 @@ def write_golden(path, tensors):
     os.replace(tmp, path)
 
 
+def read_golden(path):
+    """The tensors of a file write_golden wrote, by name."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"SWGOLD1\n", path
+    pos = 8
+    (count,) = struct.unpack_from("<i", data, pos)
+    pos += 4
+    out = {}
+    for _ in range(count):
+        (n,) = struct.unpack_from("<i", data, pos)
+        name = data[pos + 4:pos + 4 + n].decode("utf-8")
+        pos += 4 + n
+        code, rank = struct.unpack_from("<ii", data, pos)
+        pos += 8
+        shape = struct.unpack_from(f"<{rank}i", data, pos)
+        pos += 4 * rank
+        dtype, size = {0: (torch.float32, 4), 1: (torch.int32, 4), 2: (torch.float64, 8)}[code]
+        numel = math.prod(shape)
+        out[name] = torch.frombuffer(bytearray(data[pos:pos + numel * size]), dtype=dtype).reshape(shape)
+        pos += numel * size
+    return out
+
+
+def gpt2_bf16_case():
+    """The gpt2 case under torch.autocast("cpu", bfloat16): its products in bf16, weights and gradients float32."""
+    base = read_golden(os.path.join(OUT_DIR, "gpt2-small-case.bin"))
+    vocab, context, layers, hidden, heads = (int(v) for v in base["config"].tolist())
+    leaves = {k[len("param."):]: v.clone().requires_grad_(True) for k, v in base.items() if k.startswith("param.")}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = gpt_loss(leaves, base["tokens"].long(), base["targets"].long(), layers, heads)
+    loss.float().backward()
+    out = {"loss": loss.detach().double().reshape(1)}
+    for k, v in leaves.items():
+        out["grad." + k] = v.grad.detach().float()
+    return out
+
+
 def gpt2_case():
     vocab, context, layers, hidden, heads, b, t = 67, 16, 2, 32, 4, 2, 12
     gen = torch.Generator().manual_seed(1234)
@@ -199,7 +240,10 @@ def llama_case():
 
 def main():
     os.makedirs(OUT_DIR, exist_ok=True)
-    for name, case in [("gpt2-small-case.bin", gpt2_case), ("llama-small-case.bin", llama_case)]:
+    cases = [("gpt2-small-case.bin", gpt2_case), ("llama-small-case.bin", llama_case), ("gpt2-bf16-case.bin", gpt2_bf16_case)]
+    if sys.argv[1:] == ["bf16"]:
+        cases = cases[2:]
+    for name, case in cases:
         path = os.path.join(OUT_DIR, name)
         tensors = case()
         write_golden(path, tensors)

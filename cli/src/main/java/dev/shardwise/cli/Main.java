@@ -12,7 +12,7 @@ import picocli.CommandLine.Command;
 @Command(name = "shardwise",
         mixinStandardHelpOptions = true,
         version = "shardwise 0.1.0-SNAPSHOT",
-        description = {"Large-model training for the JVM. Today: GPT- and LLaMA-style models trained on the CPU in fp32, "
+        description = {"Large-model training for the JVM. Today: GPT- and LLaMA-style models trained on the CPU in fp32 or bf16 mixed precision, "
                 + "checked against PyTorch, on one rank or data-parallel with ZeRO 1-3 over threads of this JVM "
                 + "(--ranks) or MPI processes (launch); tensor and pipeline parallelism are next."},
         subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, CkptCommand.class, PrepareCommand.class, PlanCommand.class, BenchCommand.class,

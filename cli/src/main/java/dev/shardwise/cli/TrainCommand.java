@@ -154,6 +154,13 @@ public final class TrainCommand implements Callable<Integer> {
                     + "(open it in https://ui.perfetto.dev or chrome://tracing).")
     Path timeline;
 
+    @Option(names = "--precision", paramLabel = "P",
+            description = {"Weight products in fp32 (default) or bf16: bf16 operands through oneDNN (libdnnl2) with fp32",
+                    "accumulation, fp32 master weights, gradients and AdamW, matmul inputs kept in bf16 for backward;",
+                    "norms, softmax and the loss stay fp32 (Megatron's bf16 recipe, no loss scaling). Checkpoints keep",
+                    "the fp32 masters, so a run resumes in either precision. YAML key precision."})
+    String precision;
+
     @Option(names = "--checkpoint-at-start", description = "Also save the initial weights as checkpoint step 0.")
     Boolean checkpointAtStart;
 
@@ -300,6 +307,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "pipelineCut", pipelineCut);
         put(flags, "offloadOptimizer", offloadOptimizer == null ? null : offloadOptimizer.toString());
         put(flags, "timeline", timeline == null ? null : timeline.toString());
+        put(flags, "precision", precision);
         if (moeBalance != null) {
             if (ConfigLoader.resolve(yaml, String.valueOf(config), flags).model().moe() == null) {
                 throw new IllegalArgumentException("--moe-balance needs a mixture-of-experts model; use --preset moe-tiny or "

@@ -9,7 +9,9 @@ import dev.shardwise.core.tensor.DType;
  * our layers save, term by term, so a pool's measured live bytes can be predicted (and are, exactly, by the tests).
  *
  * <p>With N = B·T rows, every tensor [N, ·] unless said, in elements (times the dtype's size; all activations
- * have the parameters' dtype):
+ * have the parameters' dtype under fp32 {@link MatmulPrecision}; under bf16 a pre-LN block keeps the norms' outputs,
+ * qkv, att, GELU's pre-activation and output (SwiGLU: only silu(gate)∘up) in bf16, RoPE's rotated q and k in fp32,
+ * and the branch outputs not at all: 0.50x of this for GPT-2, measured by {@code Bf16PrecisionTest}):
  * <pre>
  *   layer         what forward saves                              elements
  *   N1            y [N, C]; mean, rstd [N] (RMSNorm: rstd only)   N·C + 2·N        (RMSNorm: N·C + N)

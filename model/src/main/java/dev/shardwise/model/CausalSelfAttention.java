@@ -3,6 +3,7 @@ package dev.shardwise.model;
 import dev.shardwise.core.kernels.Attention;
 import dev.shardwise.core.kernels.Rotary;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -42,15 +43,16 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     private final int headSize;
     private final boolean rotary;
     private final boolean recomputeCore;
+    private final ParameterSet params;        // whose precision keeps qkv and att
 
     /**
      * What backward reads.
      *
-     * @param qkv     fused projections [B·T, (NH + 2·NKV)·HS]
+     * @param qkv     fused projections [B·T, (NH + 2·NKV)·HS] (bf16 under bf16 precision)
      * @param rotated q and k after RoPE [B, T, NH + NKV, HS], or null without rotary positions
-     * @param att     attention output before the projection [B·T, NH·HS], or null when it is recomputed
+     * @param att     attention output before the projection [B·T, NH·HS] (bf16 under bf16), or null when recomputed
      * @param lse     log-sum-exp of each query's scores [B, NH, T], or null when it is recomputed
-     * @param out     the layer's output y [B·T, C]
+     * @param out     the layer's output y [B·T, C] (under bf16 in a staging buffer: read it before the next layer runs)
      */
     record Saved(Tensor qkv, Tensor rotated, Tensor att, Tensor lse, Tensor out) implements Layer.Saved { }
 
@@ -100,6 +102,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         this.headSize = config.headSize();
         this.rotary = config.positions() == ModelConfig.Positions.ROTARY;
         this.recomputeCore = recomputeCore;
+        this.params = params;
     }
 
     /**
@@ -108,23 +111,34 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
      */
     @Override
     public Saved forward(StepArena arena, Tensor x, Rows rows) {
-        int b = rows.b(), t = rows.t();
-        Tensor fused;                                                                // [B·T, (NH+2NKV)·HS]
+        // Under bf16 qkv and att are kept in bf16 (the core runs on the rounded qkv, the values its backward reads);
+        // their fp32 forms and the output live in the precision's staging buffers. Under sequence parallelism the input
+        // is gathered whole first and the output is this rank's sequence shard.
+        MatmulPrecision precision = params.precision();
+        DType dtype = Linear.outputType(x);
+        int b = rows.b(), t = rows.t(), width = (heads + 2 * kvHeads) * headSize;
+        Tensor staged;                                                               // [B·T, (NH+2NKV)·HS]
         try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
-            fused = qkv.forward(arena, input.whole(scratch, x, b));
+            staged = qkv.forwardInto(precision.staging(arena, 0, dtype, b * t, width), input.whole(scratch, x, b));
         }
+        Tensor fused = precision.keep(arena, staged);
+        Tensor wide = precision.asKept(staged, fused);
         Tensor rotated = null;
         if (rotary) {
-            rotated = arena.allocateForOverwrite(x.dtype(), b, t, heads + kvHeads, headSize);
-            Rotary.forward(rotated.slice(2, 0, heads), q(fused, b, t), 0);
-            Rotary.forward(rotated.slice(2, heads, kvHeads), k(fused, b, t), 0);
+            rotated = arena.allocateForOverwrite(dtype, b, t, heads + kvHeads, headSize);
+            Rotary.forward(rotated.slice(2, 0, heads), q(wide, b, t), 0);
+            Rotary.forward(rotated.slice(2, heads, kvHeads), k(wide, b, t), 0);
         }
         if (!recomputeCore) {
-            Core core = core(arena, fused, rotated, b, t);
-            return new Saved(fused, rotated, core.att, core.lse, proj.forward(arena, core.att, b));
+            Tensor att = precision.staging(arena, 1, dtype, b * t, heads * headSize);
+            Core core = core(arena, att, wide, rotated, b, t);
+            Tensor keptAtt = precision.keep(arena, core.att);   // proj's input and Attention.backward's out
+            Tensor out = input.sharded() ? proj.forward(arena, keptAtt, b)
+                    : proj.forwardInto(precision.staging(arena, 0, dtype, b * t, x.dim(1)), keptAtt);
+            return new Saved(fused, rotated, keptAtt, core.lse, out);
         }
         try (StepArena scratch = new StepArena(arena.pool())) {
-            Core core = core(scratch, fused, rotated, b, t);
+            Core core = core(scratch, scratch.allocateForOverwrite(dtype, b * t, heads * headSize), wide, rotated, b, t);
             return new Saved(fused, rotated, null, null, proj.forward(arena, core.att, b));
         }
     }
@@ -133,13 +147,12 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     private record Core(Tensor att, Tensor lse) { }
 
     /**
-     * The attention core, o = softmax(q·kᵀ/√HS + causal mask)·v per head: att [B·T, NH·HS] and lse [B, NH, T],
-     * allocated in {@code arena}, from the saved fused projections (q and k rotated when RoPE is on).
+     * The attention core, o = softmax(q·kᵀ/√HS + causal mask)·v per head: writes att [B·T, NH·HS] (not read) and
+     * lse [B, NH, T], allocated in {@code arena}, from the f32 fused projections (q and k rotated when RoPE is on).
      */
-    private Core core(StepArena arena, Tensor fused, Tensor rotated, int b, int t) {
+    private Core core(StepArena arena, Tensor att, Tensor fused, Tensor rotated, int b, int t) {
         Tensor q = rotary ? rotated.slice(2, 0, heads) : q(fused, b, t);
         Tensor k = rotary ? rotated.slice(2, heads, kvHeads) : k(fused, b, t);
-        Tensor att = arena.allocateForOverwrite(fused.dtype(), b * t, heads * headSize);  // [B·T, NH·HS]
         Tensor lse = arena.allocateForOverwrite(fused.dtype(), b, heads, t);              // [B, NH, T]
         Attention.forward(att.view(b, t, heads, headSize), lse, q, k, v(fused, b, t), scale());
         return new Core(att, lse);
@@ -158,24 +171,30 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
             return;
         }
         if (weights != null) {
-            Core core = core(arena, saved.qkv, saved.rotated, rows.b(), rows.t());   // the same kernel on the same q, k, v
-            backward(arena, dx, dy, x, rows, saved, core, weights);
+            backward(arena, dx, dy, x, rows, saved, recomputedCore(arena, saved, rows), weights);   // the same kernel on the same q, k, v
             return;
         }
         try (StepArena scratch = new StepArena(arena.pool())) {
-            Core core = core(scratch, saved.qkv, saved.rotated, rows.b(), rows.t());
-            backward(scratch, dx, dy, x, rows, saved, core, null);
+            backward(scratch, dx, dy, x, rows, saved, recomputedCore(scratch, saved, rows), null);
         }
+    }
+
+    /** att and lse again, in {@code arena}, from the saved qkv (widened to f32 in staging slot 0 under bf16). */
+    private Core recomputedCore(StepArena arena, Saved saved, Rows rows) {
+        Tensor fused = params.precision().widen(0, saved.qkv);
+        Tensor att = arena.allocateForOverwrite(fused.dtype(), rows.n(), heads * headSize);
+        return core(arena, att, fused, saved.rotated, rows.b(), rows.t());
     }
 
     private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, Core core,
                           WeightGradients weights) {
         int b = rows.b(), t = rows.t();
-        Tensor att = core.att;
+        MatmulPrecision precision = params.precision();
         Tensor datt = arena.allocateForOverwrite(dy.dtype(), b * t, heads * headSize);
-        proj.backward(arena, datt, dy, att, b, weights);
+        proj.backward(arena, datt, dy, core.att, b, weights);   // dW_o reads att as kept (bf16 under bf16)
+        Tensor att = precision.widen(1, core.att), fused = precision.widen(0, saved.qkv);   // staging under bf16
         Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());   // zeroed: the attention kernel accumulates
-        Tensor q = q(saved.qkv, b, t), k = k(saved.qkv, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
+        Tensor q = q(fused, b, t), k = k(fused, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
         Tensor drotated = null;
         if (rotary) {
             q = saved.rotated.slice(2, 0, heads);
@@ -185,7 +204,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
             dk = drotated.slice(2, heads, kvHeads);
         }
         Attention.backward(dq, dk, v(dfused, b, t), datt.view(b, t, heads, headSize), att.view(b, t, heads, headSize),
-                core.lse, q, k, v(saved.qkv, b, t), scale());
+                core.lse, q, k, v(fused, b, t), scale());
         if (rotary) {
             // q_rot = R·q: dq = Rᵀ·dq_rot (the rotation by the opposite angle)
             Rotary.backward(q(dfused, b, t), dq, 0);

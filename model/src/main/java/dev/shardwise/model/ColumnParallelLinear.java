@@ -85,6 +85,11 @@ final class ColumnParallelLinear {
         return local.forward(arena, x);
     }
 
+    /** As {@link #forward}, into {@code y} [N, OUT/tp] (not read); returns it. */
+    Tensor forwardInto(Tensor y, Tensor x) {
+        return local.forwardInto(y, x);
+    }
+
     /** Writes this rank's partial dx = dy·W_r [N, IN]; dW_r += dyᵀ·x, db_r += Σ dy (queued on {@code weights} if not null). */
     void backward(Tensor dx, Tensor dy, Tensor x, WeightGradients weights) {
         local.backward(dx, dy, x, weights);

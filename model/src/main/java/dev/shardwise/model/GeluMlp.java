@@ -2,6 +2,7 @@ package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Gelu;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -18,13 +19,16 @@ final class GeluMlp implements FeedForward {
     private final ColumnParallelLinear fc;   // C -> F/tp
     private final RowParallelLinear proj;    // F/tp -> C
     private final ColumnParallelInput input;
+    private final TensorParallel tp;
+    private final ParameterSet params;   // whose precision keeps proj's input
+    private final int features;          // F/tp
 
     /**
      * What backward reads.
      *
-     * @param hidden pre-activation x·W_fcᵀ + b_fc [N, F]
-     * @param gelu   GELU(hidden) [N, F]
-     * @param out    the block's output y [N, C]
+     * @param hidden pre-activation x·W_fcᵀ + b_fc [N, F] (bf16 under bf16 precision)
+     * @param gelu   GELU(hidden) [N, F] (bf16 under bf16 precision)
+     * @param out    the block's output y [N, C] (under bf16 in a staging buffer: read it before the next layer runs)
      */
     record Saved(Tensor hidden, Tensor gelu, Tensor out) implements Layer.Saved { }
 
@@ -39,18 +43,32 @@ final class GeluMlp implements FeedForward {
         this.fc = new ColumnParallelLinear(params, name + ".fc", config.bias());
         this.proj = new RowParallelLinear(params, name + ".proj", config.bias(), tp);
         this.input = new ColumnParallelInput(tp);
+        this.tp = tp;
+        this.params = params;
+        this.features = tp.divide(config.ffnHidden(), "ffnHidden", "model.ffnHidden, the MLP's hidden size");
     }
 
     /** x [N, C] -> y [N, C]. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
-        Tensor hidden;
+        // Under bf16 the pre-activation and GELU are kept in bf16 (GELU runs on the rounded pre-activation, the values
+        // its backward reads), their fp32 forms and the output live in the precision's staging buffers. Under sequence
+        // parallelism the input is gathered whole first and the output is this rank's sequence shard.
+        MatmulPrecision precision = params.precision();
+        DType dtype = Linear.outputType(x);
+        Tensor staged;
         try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
-            hidden = fc.forward(arena, input.whole(scratch, x, rows.b()));
+            Tensor whole = input.whole(scratch, x, rows.b());
+            staged = fc.forwardInto(precision.staging(arena, 0, dtype, whole.dim(0), features), whole);   // [N, F]
         }
-        Tensor gelu = arena.allocateForOverwrite(x.dtype(), hidden.shape());
-        Gelu.forward(gelu, hidden);
-        return new Saved(hidden, gelu, proj.forward(arena, gelu, rows.b()));
+        int n = staged.dim(0);
+        Tensor hidden = precision.keep(arena, staged);
+        Tensor gelu = precision.staging(arena, 1, dtype, n, features);
+        Gelu.forward(gelu, precision.asKept(staged, hidden));
+        Tensor kept = precision.keep(arena, gelu);   // proj's input
+        Tensor y = tp.sequenceParallel() ? proj.forward(arena, kept, rows.b())
+                : proj.forwardInto(precision.staging(arena, 0, dtype, n, x.dim(1)), kept);
+        return new Saved(hidden, kept, y);
     }
 
     /**
@@ -64,7 +82,7 @@ final class GeluMlp implements FeedForward {
         Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
         proj.backward(arena, dgelu, dy, saved.gelu, rows.b(), weights);
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
-        Gelu.backwardInto(dhidden, dgelu, saved.hidden);
+        Gelu.backwardInto(dhidden, dgelu, params.precision().widen(0, saved.hidden));
         Tensor dwhole = input.gradientBuffer(arena, dx);
         fc.backward(dwhole, dhidden, input.whole(arena, x, rows.b()), weights);
         input.reduceGradient(dx, dwhole, rows.b());

@@ -2,7 +2,7 @@ package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.CrossEntropy;
 import dev.shardwise.core.kernels.Embedding;
-import dev.shardwise.core.kernels.Gemm;
+import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
@@ -89,6 +89,8 @@ public final class GptPart {
     private final ModelConfig config;
     private final Span span;
     private final DType dtype;
+    private final ParameterSet params;   // whose precision runs the head's products
+    private boolean fuseHead = true;     // see fuseHead(boolean)
     private final Parameter tokenEmbedding;      // wte [V, C]: the embedding's, the head's, or both; null if neither
     private final Parameter positionEmbedding;   // wpe [contextLength, C] on the embedding part, or null
     private final List<TransformerBlock> blocks = new ArrayList<>();
@@ -224,6 +226,7 @@ public final class GptPart {
         }
         this.config = config;
         this.dtype = params.dtype();
+        this.params = params;
         this.span = span;
         this.tokenEmbedding = span.embedding() || span.head() ? params.get("wte") : null;
         this.positionEmbedding = span.embedding() && config.positions() == ModelConfig.Positions.LEARNED ? params.get("wpe") : null;
@@ -302,7 +305,9 @@ public final class GptPart {
         private final TopQueryLayer.Saved topQuery;
         private final Norm.Saved finalNorm;
         private final Tensor headInput;                // [B·T, C] (sequence parallel: the shard [B·T/tp, C]), last part only
-        private Tensor logits;                         // [B·T, V]; after a training forward d(loss·scale)/d(logits)
+        private Tensor logits;                         // [B·T, V]; after a training forward d(loss·scale)/d(logits); null when fused
+        private Tensor dhead;                          // [B·T, C], d(loss·scale)/d(head input), fused training forward only
+        private Tensor dEmbedding;                     // [V, C], the head's wte gradient when wte's was not resident, or null
         private double loss = Double.NaN;
         private int countedTokens;
         private BackwardState backward = BackwardState.NOT_STARTED;
@@ -422,12 +427,23 @@ public final class GptPart {
         Norm.Saved fn = finalNorm != null ? finalNorm.forward(arena, stream) : null;
         if (finalUnit != null) hooks.afterForward(finalUnit);
         Tensor headInput = fn != null ? fn.out() : stream;   // [B·T, C], or the shard [B·T/tp, C]
+        if (targets != null && crossEntropy == null && fuseHead) {
+            // the loss straight from the head, chunk by chunk: the [B·T, V] logits never exist
+            ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
+            Pass pass = new Pass(b, t, ids, positions, partInput, saved, top, fn, headInput);
+            pass.lookup = lookup;
+            hooks.beforeForward(head);
+            fusedLoss(arena, pass, targets, withGradient, lossScale);
+            hooks.afterForward(head);
+            return pass;
+        }
         int vocabRows = vocab == null ? config.vocabSize() : VocabParallelEmbedding.rowsPerRank(config.vocabSize(), tp);
         Tensor logits = arena.allocateForOverwrite(dtype, n, vocabRows);   // [B·T, V] or [B·T, ⌈V/tp⌉]
         ParameterSet.Unit head = headUnit != null ? headUnit : embeddingUnit;
         hooks.beforeForward(head);
+        MatmulPrecision precision = params.precision();
         try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered head input, under sequence parallelism
-            Gemm.matmul(logits, wholeHeadInput(scratch, headInput, b), tokenEmbedding.value(), false, true, 1f, 0f);
+            precision.matmul(logits, wholeHeadInput(scratch, headInput, b), precision.operand(tokenEmbedding), false, true, 1f, 0f);
         }
         hooks.afterForward(head);
         Pass pass = new Pass(b, t, ids, positions, partInput, saved, top, fn, headInput);
@@ -435,6 +451,58 @@ public final class GptPart {
         pass.logits = logits;
         if (targets != null) loss(arena, pass, targets, withGradient, lossScale);
         return pass;
+    }
+
+    /**
+     * The head and the loss fused ({@link FusedHeadLoss}); with the gradient, also dh [B·T, C] for backward and wte's
+     * head gradient: accumulated into wte's gradient now when it is resident, else (ZeRO 2 and 3, whose gradient
+     * exists only inside backward) into a [V, C] buffer that backward adds on.
+     */
+    private void fusedLoss(StepArena arena, Pass pass, Tensor targets, boolean withGradient, double lossScale) {
+        int n = pass.b * pass.t;
+        Tensor flatTargets = flatTargets(arena, pass, targets);
+        int counted = counted(flatTargets, n);
+        Tensor losses = arena.allocateForOverwrite(dtype, n);
+        Tensor dhead = null, dEmbedding = null;
+        boolean resident = tokenEmbedding.hasGrad();
+        if (withGradient) {
+            dhead = arena.allocateForOverwrite(dtype, n, config.hidden());
+            dEmbedding = resident ? tokenEmbedding.grad() : arena.allocate(dtype, tokenEmbedding.shape());   // zeroed
+        }
+        FusedHeadLoss.run(arena.pool(), params.precision(), losses, dhead, dEmbedding, pass.headInput, tokenEmbedding, flatTargets,
+                lossScale / Math.max(counted, 1));
+        pass.dhead = dhead;
+        pass.dEmbedding = resident ? null : dEmbedding;
+        lossOf(pass, losses, counted);
+    }
+
+    private static Tensor flatTargets(StepArena arena, Pass pass, Tensor targets) {
+        if (targets.dtype() != DType.I32 || targets.rank() != 2 || targets.dim(0) != pass.b || targets.dim(1) != pass.t) {
+            throw new IllegalArgumentException("targets must be i32 [" + pass.b + ", " + pass.t + "], got " + targets.describe());
+        }
+        return contiguousCopy(arena, targets).view(pass.b * pass.t);
+    }
+
+    private static int counted(Tensor flatTargets, int n) {
+        int counted = 0;
+        for (int i = 0; i < n; i++) if (flatTargets.segment().get(ValueLayout.JAVA_INT, 4L * i) >= 0) counted++;
+        return counted;
+    }
+
+    /** The mean over counted targets, summed in row order. */
+    private static void lossOf(Pass pass, Tensor losses, int counted) {
+        double sum = 0;
+        for (int i = 0; i < losses.numel(); i++) sum += losses.getDouble(i);   // fixed order
+        pass.loss = counted == 0 ? 0 : sum / counted;
+        pass.countedTokens = counted;
+    }
+
+    /**
+     * Makes the head part compute the loss with the logits materialised whole (false) or fused in row chunks (true,
+     * the default; tp = 1 only). For the tests comparing the two.
+     */
+    void fuseHead(boolean fuse) {
+        this.fuseHead = fuse;
     }
 
     /** Cross-entropy of the pass's logits against {@code targets}; with the gradient, the logits become d(loss·scale)/d(logits). */
@@ -555,18 +623,26 @@ public final class GptPart {
         if (span.head()) {
             if (headUnit != null) hooks.beforeBackward(headUnit);
             // logits = h·wteᵀ: dh = dlogits·wte, dwte += dlogitsᵀ·h
-            Tensor dhead = arena.allocateForOverwrite(dtype, n, c);
-            Gemm.matmul(dhead, pass.logits, tokenEmbedding.value(), false, false, 1f, 0f);
-            if (sequenceParallel) {
-                // the head's input was gathered from the shards: reduce-scatter the vocabulary slices' parts into ours
-                Tensor dshard = arena.allocateForOverwrite(dtype, local, c);
-                tp.gatherFromSequenceRegionBackward(dshard, dhead, pass.b);
-                dhead = dshard;
+            Tensor dhead;
+            if (pass.dhead != null) {   // fused (tp 1 only): forward made dh and wte's head gradient
+                dhead = pass.dhead;
+                Tensor dEmbedding = pass.dEmbedding;
+                if (dEmbedding != null) WeightGradients.defer(weights, () -> Vectors.accumulate(tokenEmbedding.grad(), dEmbedding));
             } else {
-                tp.copyToRegionBackward(dhead);   // the head's input is replicated: sum the vocabulary slices' parts
+                dhead = arena.allocateForOverwrite(dtype, n, c);
+                MatmulPrecision precision = params.precision();
+                precision.matmul(dhead, pass.logits, precision.operand(tokenEmbedding), false, false, 1f, 0f);
+                if (sequenceParallel) {
+                    // the head's input was gathered from the shards: reduce-scatter the vocabulary slices' parts into ours
+                    Tensor dshard = arena.allocateForOverwrite(dtype, local, c);
+                    tp.gatherFromSequenceRegionBackward(dshard, dhead, pass.b);
+                    dhead = dshard;
+                } else {
+                    tp.copyToRegionBackward(dhead);   // the head's input is replicated: sum the vocabulary slices' parts
+                }
+                Tensor headInput = wholeHeadInput(arena, pass.headInput, pass.b);   // gathered again: dwte reads it
+                WeightGradients.defer(weights, () -> params.precision().matmul(tokenEmbedding.grad(), pass.logits, headInput, true, false, 1f, 1f));
             }
-            Tensor headInput = wholeHeadInput(arena, pass.headInput, pass.b);   // gathered again: dwte reads it
-            WeightGradients.defer(weights, () -> Gemm.matmul(tokenEmbedding.grad(), pass.logits, headInput, true, false, 1f, 1f));
             if (headUnit != null) afterBackward(headUnit, weights);
             Tensor trunkOutput = pass.topQuery != null ? pass.topQuery.out() : blockOutput(pass, blocks.size() - 1);
             dstream = dhead;

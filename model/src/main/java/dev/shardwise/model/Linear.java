@@ -1,19 +1,21 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Bias;
-import dev.shardwise.core.kernels.Gemm;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
  * Fully connected layer, y = x·Wᵀ + b (PyTorch's nn.Linear layout: W is [out, in]).
  * Forward is one NT GEMM; backward is an NN GEMM for dx and a TN GEMM for dW, the latter queued for the
- * weight-gradient half when backward is split ({@link WeightGradients}). A helper inside layers, not a
+ * weight-gradient half when backward is split ({@link WeightGradients}). The products run in the set's
+ * {@link ParameterSet#precision() precision} (fp32, or bf16 operands with fp32 accumulation). A helper inside layers, not a
  * {@link Layer}: its backward writes dx as a layer's does, and {@link #backwardAdd} adds onto it instead.
  */
 final class Linear {
     private final Parameter weight;   // [OUT, IN]
     private final Parameter bias;     // [OUT], or null
+    private final ParameterSet params; // whose precision runs the products
 
     /** Declares {@code name.weight} [out, in] ~ N(0, std²) and, if {@code bias}, {@code name.bias} [out] = 0. */
     static void declare(ParameterSet.Builder builder, String name, int in, int out, boolean bias, double std) {
@@ -24,22 +26,36 @@ final class Linear {
     Linear(ParameterSet params, String name, boolean bias) {
         this.weight = params.get(name + ".weight");
         this.bias = bias ? params.get(name + ".bias") : null;
+        this.params = params;
     }
 
     int inFeatures() { return weight.value().dim(1); }
     int outFeatures() { return weight.value().dim(0); }
 
-    /** x [N, IN] -> y [N, OUT], allocated in {@code arena}. */
+    /**
+     * x [N, IN] -> y [N, OUT], allocated in {@code arena}. Under bf16 {@link MatmulPrecision} x may be bf16 (a
+     * {@linkplain MatmulPrecision#keep kept} input); y is f32 either way.
+     */
     Tensor forward(StepArena arena, Tensor x) {
-        Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0), outFeatures());
+        return forwardInto(arena.allocateForOverwrite(outputType(x), x.dim(0), outFeatures()), x);
+    }
+
+    /** As {@link #forward}, writing y [N, OUT] (not read) into {@code y}; returns it. */
+    Tensor forwardInto(Tensor y, Tensor x) {
+        MatmulPrecision precision = params.precision();
         if (bias != null) {
             // y = b, then y += x·Wᵀ: the GEMM adds onto the bias rows (no separate zeroing and bias passes over y)
             Bias.broadcast(y, bias.value());
-            Gemm.matmul(y, x, weight.value(), false, true, 1f, 1f);
+            precision.matmul(y, x, precision.operand(weight), false, true, 1f, 1f);
         } else {
-            Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
+            precision.matmul(y, x, precision.operand(weight), false, true, 1f, 0f);
         }
         return y;
+    }
+
+    /** The dtype of outputs and input gradients: x's, or f32 when x is a bf16 kept input. */
+    static DType outputType(Tensor x) {
+        return x.dtype() == DType.BF16 ? DType.F32 : x.dtype();
     }
 
     /**
@@ -56,7 +72,7 @@ final class Linear {
      */
     void backward(Tensor dx, Tensor dy, Tensor x, WeightGradients weights) {
         WeightGradients.defer(weights, () -> parameterGradients(dy, x));
-        if (dx != null) Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 0f);
+        if (dx != null) params.precision().matmul(dx, dy, params.precision().operand(weight), false, false, 1f, 0f);
     }
 
     /**
@@ -70,12 +86,12 @@ final class Linear {
     /** As {@link #backwardAdd(Tensor, Tensor, Tensor)}, with dW and db queued on {@code weights} (null: now). */
     void backwardAdd(Tensor dx, Tensor dy, Tensor x, WeightGradients weights) {
         WeightGradients.defer(weights, () -> parameterGradients(dy, x));
-        Gemm.matmul(dx, dy, weight.value(), false, false, 1f, 1f);
+        params.precision().matmul(dx, dy, params.precision().operand(weight), false, false, 1f, 1f);
     }
 
     /** dW += dyᵀ·x, db += Σ_rows dy. */
     private void parameterGradients(Tensor dy, Tensor x) {
-        Gemm.matmul(weight.grad(), dy, x, true, false, 1f, 1f);
+        params.precision().matmul(weight.grad(), dy, x, true, false, 1f, 1f);   // fp32 accumulation either way
         if (bias != null) Bias.backward(bias.grad(), dy);
     }
 }

@@ -201,6 +201,7 @@ public final class ParameterSet implements AutoCloseable {
     private final List<Unit> units;
     private final long count;
     private final long padded;
+    private MatmulPrecision precision = MatmulPrecision.FP32;
 
     private ParameterSet(DType dtype, Tensor values, Tensor grads, Map<String, Parameter> byName, List<Spec> specs,
                          List<Unit> units, long count, long padded) {
@@ -469,6 +470,29 @@ public final class ParameterSet implements AutoCloseable {
             }
             t.copyFrom(s.slice == null ? data : s.slice.take(data));
         }
+    }
+
+    /**
+     * How the layers over this set run their weight products ({@link MatmulPrecision#FP32} unless
+     * {@link #usePrecision} said otherwise). Layers read it at each product, so every layer of the set shares one
+     * choice and one cache of bf16 weight copies.
+     */
+    public MatmulPrecision precision() {
+        return precision;
+    }
+
+    /**
+     * Makes {@code precision} the set's (before a pass; the caller keeps ownership and closes it). Under bf16 the
+     * set's dtype must be F32 (fp32 master weights).
+     *
+     * @throws IllegalArgumentException if bf16 is asked for a set that is not F32
+     */
+    public void usePrecision(MatmulPrecision precision) {
+        if (precision != MatmulPrecision.FP32 && dtype != DType.F32) {
+            throw new IllegalArgumentException("precision " + precision.label() + " needs f32 master weights, the set is " + dtype.label());
+        }
+        this.precision = java.util.Objects.requireNonNull(precision, "precision");
+        precision.weightsChanged();
     }
 
     /** Sets every gradient to zero; nothing when this set holds no flat gradients (their owner zeroes them). */

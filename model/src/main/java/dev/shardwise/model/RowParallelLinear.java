@@ -1,7 +1,6 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Bias;
-import dev.shardwise.core.kernels.Gemm;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.Tensor;
 
@@ -29,6 +28,7 @@ final class RowParallelLinear {
     private final Parameter weight;   // [OUT, IN/tp]
     private final Parameter bias;     // [OUT], whole, or null
     private final TensorParallel tp;
+    private final ParameterSet params;   // whose precision runs the product
 
     /**
      * Declares rank {@code tp.tpRank()}'s columns of {@code name.weight} [out, in] ~ N(0, std²) and, if {@code bias},
@@ -53,6 +53,7 @@ final class RowParallelLinear {
         this.weight = params.get(name + ".weight");
         this.bias = bias ? params.get(name + ".bias") : null;
         this.tp = tp;
+        this.params = params;
     }
 
     /**
@@ -61,21 +62,27 @@ final class RowParallelLinear {
      * sequences of the N rows (the partial products live in a scratch arena closed before returning).
      */
     Tensor forward(StepArena arena, Tensor x, int sequences) {
-        if (tp.size() == 1) return local.forward(arena, x);
         int out = weight.value().dim(0);
-        if (!tp.sequenceParallel()) {
-            Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0), out);
-            Gemm.matmul(y, x, weight.value(), false, true, 1f, 0f);
-            tp.reduceFromRegionForward(y);
-            if (bias != null) Bias.forward(y, bias.value());
-            return y;
+        if (tp.size() == 1 || !tp.sequenceParallel()) {
+            return forwardInto(arena.allocateForOverwrite(Linear.outputType(x), x.dim(0), out), x);
         }
-        Tensor y = arena.allocateForOverwrite(x.dtype(), x.dim(0) / tp.size(), out);
+        Tensor y = arena.allocateForOverwrite(Linear.outputType(x), x.dim(0) / tp.size(), out);
         try (StepArena scratch = new StepArena(arena.pool())) {
-            Tensor partial = scratch.allocateForOverwrite(x.dtype(), x.dim(0), out);
-            Gemm.matmul(partial, x, weight.value(), false, true, 1f, 0f);
+            Tensor partial = scratch.allocateForOverwrite(Linear.outputType(x), x.dim(0), out);
+            MatmulPrecision precision = params.precision();
+            precision.matmul(partial, x, precision.operand(weight), false, true, 1f, 0f);
             tp.reduceScatterToSequenceRegionForward(y, partial, sequences);
         }
+        if (bias != null) Bias.forward(y, bias.value());
+        return y;
+    }
+
+    /** As {@link #forward} without sequence parallelism, into {@code y} [N, OUT] (not read); returns it. */
+    Tensor forwardInto(Tensor y, Tensor x) {
+        if (tp.size() == 1) return local.forwardInto(y, x);
+        MatmulPrecision precision = params.precision();
+        precision.matmul(y, x, precision.operand(weight), false, true, 1f, 0f);
+        tp.reduceFromRegionForward(y);
         if (bias != null) Bias.forward(y, bias.value());
         return y;
     }

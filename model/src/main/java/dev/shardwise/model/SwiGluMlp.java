@@ -19,6 +19,8 @@ final class SwiGluMlp implements FeedForward {
     private final ColumnParallelLinear up;     // C -> F/tp
     private final RowParallelLinear down;      // F/tp -> C
     private final ColumnParallelInput input;
+    private final TensorParallel tp;
+    private final ParameterSet params;   // whose precision keeps down's input
 
     /**
      * What backward reads.
@@ -44,6 +46,8 @@ final class SwiGluMlp implements FeedForward {
         this.up = new ColumnParallelLinear(params, name + ".up", config.bias());
         this.down = new RowParallelLinear(params, name + ".down", config.bias(), tp);
         this.input = new ColumnParallelInput(tp);
+        this.tp = tp;
+        this.params = params;
     }
 
     /** x [N, C] -> y [N, C]. */
@@ -55,9 +59,13 @@ final class SwiGluMlp implements FeedForward {
             g = gate.forward(arena, whole);
             u = up.forward(arena, whole);
         }
-        Tensor hidden = arena.allocateForOverwrite(x.dtype(), g.shape());
+        MatmulPrecision precision = params.precision();
+        Tensor hidden = precision.staging(arena, 0, g.dtype(), g.shape());
         SwiGlu.forward(hidden, g, u);
-        return new Saved(g, u, hidden, down.forward(arena, hidden, rows.b()));
+        Tensor kept = precision.keep(arena, hidden);   // down's input: bf16 under bf16 precision
+        Tensor y = tp.sequenceParallel() ? down.forward(arena, kept, rows.b())
+                : down.forwardInto(precision.staging(arena, 0, g.dtype(), g.dim(0), x.dim(1)), kept);
+        return new Saved(g, u, kept, y);
     }
 
     /**

@@ -30,6 +30,7 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     private final boolean preNorm;
     private final double alpha;
     private final Recompute policy;
+    private final ParameterSet params;   // whose precision keeps the branches' matmul inputs
 
     /** What a block's forward leaves for its backward: everything ({@link Kept}) or the output alone ({@link Dropped}). */
     sealed interface Saved extends Layer.Saved permits Kept, Dropped { }
@@ -100,6 +101,7 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
         this.feedForward = FeedForward.create(params, name + ".mlp", config, tp, layer, moe);
         this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
         this.alpha = GptInit.residualAlpha(config);
+        this.params = params;
     }
 
     /** x [B·T, C] -> y [B·T, C]: {@link #forward(StepArena, Tensor, Rows)} over B·T rows. */
@@ -122,10 +124,10 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     /** The block's forward: every activation in {@code arena} except y, which goes in {@code outArena}. */
     private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows) {
         if (preNorm) {
-            Norm.Saved n1 = norm1.forward(arena, x);
+            Norm.Saved n1 = normForMatmul(arena, norm1, x);
             CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), rows);
             Tensor x1 = residual(arena, x, a.out());
-            Norm.Saved n2 = norm2.forward(arena, x1);
+            Norm.Saved n2 = normForMatmul(arena, norm2, x1);
             Layer.Saved f = feedForward.forward(arena, n2.out(), rows);
             Tensor y = residual(outArena, x1, f.out());
             return new Kept(n1, a, x1, x1, n2, f, y, y);
@@ -137,6 +139,18 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
         Tensor sum2 = residual(arena, n1.out(), f.out());
         Norm.Saved n2 = norm2.forwardInto(arena, sum2, outArena.allocateForOverwrite(sum2.dtype(), sum2.shape()));
         return new Kept(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
+    }
+
+    /**
+     * N(x) for a pre-LN branch, whose only reader of N(x) is the branch's first product: computed in x's dtype, kept
+     * as the set's precision keeps a matmul input (bf16 under bf16; the norm's backward reads x and its statistics,
+     * never its output).
+     */
+    private Norm.Saved normForMatmul(StepArena arena, Norm norm, Tensor x) {
+        MatmulPrecision precision = params.precision();
+        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, 0, x.dtype(), x.shape()));
+        Tensor kept = precision.keep(arena, s.out());
+        return kept == s.out() ? s : new Norm.Saved(kept, s.mean(), s.rstd());
     }
 
     /** α·stream + branch, in a new tensor. */

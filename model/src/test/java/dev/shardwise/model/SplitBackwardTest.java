@@ -159,11 +159,17 @@ class SplitBackwardTest {
             part.backwardInput(arena, pass, null);
             List<String> b = List.copyOf(hooks.calls);
             hooks.calls.clear();
-            for (String deferred : List.of("wte", "wpe", "top.qe", "h.0.attn.qkv.weight", "h.1.mlp.proj.bias", "top.attn.q.weight")) {
+            // wte's head gradient is not among them: the fused head and loss accumulate it in forward (its lookup
+            // gradient still waits for W, checked below)
+            double wteAfterB = maxAbs(model.parameters().get("wte").grad());
+            for (String deferred : List.of("wpe", "top.qe", "h.0.attn.qkv.weight", "h.1.mlp.proj.bias", "top.attn.q.weight")) {
                 assertEquals(0, maxAbs(model.parameters().get(deferred).grad()), deferred + "'s gradient waits for W");
             }
             assertNotEquals(0, maxAbs(model.parameters().get("h.0.ln1.weight").grad()), "a norm's dγ comes in B");
+            Tensor wte = model.parameters().get("wte").grad();
+            double[] wteBeforeW = wte.toDoubleArray();
             part.backwardWeight(pass);
+            assertFalse(java.util.Arrays.equals(wteBeforeW, wte.toDoubleArray()), "wte's lookup gradient comes in W (B left " + wteAfterB + ")");
             List<String> w = List.copyOf(hooks.calls);
             for (String deferred : List.of("wte", "wpe", "top.qe", "h.0.attn.qkv.weight", "h.1.mlp.proj.bias", "top.attn.q.weight")) {
                 assertNotEquals(0, maxAbs(model.parameters().get(deferred).grad()), deferred + "'s gradient after W");

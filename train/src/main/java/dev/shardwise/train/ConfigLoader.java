@@ -41,7 +41,7 @@ public final class ConfigLoader {
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp",
             "pp", "vpp", "sequenceParallel", "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer",
-            "timeline", "keepCheckpoints", "asyncCheckpoints", "initFrom", "model");
+            "timeline", "keepCheckpoints", "asyncCheckpoints", "initFrom", "precision", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps", "moe");
@@ -189,6 +189,7 @@ public final class ConfigLoader {
         m.put("pipelineCut", null);   // automatic balancing
         m.put("offloadOptimizer", null);
         m.put("timeline", null);
+        m.put("precision", "fp32");
         m.put("model", modelMap(model));
         return m;
     }
@@ -289,7 +290,7 @@ public final class ConfigLoader {
                 m.get("offloadOptimizer") == null ? null : Path.of(m.get("offloadOptimizer").toString()),
                 m.get("timeline") == null ? null : Path.of(m.get("timeline").toString()), bool(m, "", "saveCheckpoints"),
                 integer(m, "", "keepCheckpoints"), bool(m, "", "asyncCheckpoints"),
-                m.get("initFrom") == null ? null : Path.of(m.get("initFrom").toString()));
+                m.get("initFrom") == null ? null : Path.of(m.get("initFrom").toString()), String.valueOf(m.get("precision")));
     }
 
     /**
@@ -388,6 +389,7 @@ public final class ConfigLoader {
         m.put("keepCheckpoints", c.keepCheckpoints());
         m.put("asyncCheckpoints", c.asyncCheckpoints());
         m.put("initFrom", c.initFrom() == null ? null : c.initFrom().toString());
+        m.put("precision", c.precision());
         m.put("model", modelMap(c.model()));
         org.yaml.snakeyaml.DumperOptions options = new org.yaml.snakeyaml.DumperOptions();
         options.setDefaultFlowStyle(org.yaml.snakeyaml.DumperOptions.FlowStyle.BLOCK);

@@ -55,6 +55,9 @@ import java.util.Objects;
  *                         host buffers and trains on while a writer thread persists it; false saves synchronously
  * @param initFrom         a Hugging Face GPT-2 directory (model.safetensors + config.json) whose weights start the run
  *                         (fine-tuning), or null to initialise from the seed
+ * @param precision        how the weight products run: {@code fp32}, or {@code bf16} (bf16 operands through oneDNN
+ *                         with fp32 accumulation, fp32 master weights, gradients and AdamW; matmul inputs kept for
+ *                         backward in bf16); checkpoints hold the fp32 masters either way
  */
 public record TrainConfig(String preset, ModelConfig model, Path data, int seqLen, int gradAccumulation,
                           int steps, long seed, double lr, double minLr, int warmupSteps, double weightDecay,
@@ -62,7 +65,7 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
                           int checkpointEvery, boolean checkpointAtStart, Path runDir, long rankMemory,
                           ParallelLayout layout, ScheduleKind schedule, List<Integer> pipelineCut, int recomputeEvery,
                           Path offloadOptimizer, Path timeline, boolean saveCheckpoints, int keepCheckpoints,
-                          boolean asyncCheckpoints, Path initFrom) {
+                          boolean asyncCheckpoints, Path initFrom, String precision) {
 
     /**
      * Checks every field and their combinations.
@@ -100,6 +103,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         }
         if (checkpointAtStart && !saveCheckpoints) {
             throw new IllegalArgumentException("checkpointAtStart=true but saveCheckpoints=false; drop one of them");
+        }
+        if (!"fp32".equals(precision) && !"bf16".equals(precision)) {
+            throw new IllegalArgumentException("precision=" + precision + " must be fp32 or bf16 (--precision)");
         }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);
@@ -174,7 +180,7 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         return new TrainConfig(preset, model, data, seqLen, gradAccumulation, steps, seed, lr, minLr, warmupSteps, weightDecay,
                 beta1, beta2, eps, gradClip, evalEvery, evalBatches, checkpointEvery, checkpointAtStart, runDir, rankMemory,
                 other, null, null, recomputeEvery, offloadOptimizer, timeline, saveCheckpoints, keepCheckpoints, asyncCheckpoints,
-                initFrom);
+                initFrom, precision);
     }
 
     /** Ranks the run needs: dp·tp·pp (the layout's world size). */

@@ -135,6 +135,7 @@ public final class TrainStep implements AutoCloseable {
         for (Tensor b : batches) fill.accept(b);
         params.zeroGrads();
         for (GptPart chunk : chunks) chunk.moe().resetStats();
+        params.precision().weightsChanged();   // the last update moved the masters: bf16 copies are remade once, at first use
         double[] loss = new double[1];
         ParameterUpdate.Applied[] applied = new ParameterUpdate.Applied[1];
         stageModel.begin(batches, () -> {
@@ -247,6 +248,7 @@ public final class TrainStep implements AutoCloseable {
      */
     public double evaluate(Tensor batch) {
         if (evaluationArena == null) evaluationArena = new StepArena(pool);
+        params.precision().weightsChanged();
         int p = pipeline.stages(), stage = pipeline.stage();
         double loss = 0;
         try {

@@ -24,6 +24,8 @@ import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.Timeline;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.core.kernels.onednn.OneDnn;
+import dev.shardwise.model.MatmulPrecision;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.TensorParallel;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
@@ -132,6 +134,10 @@ public final class Trainer {
             throw new IllegalArgumentException("the config asks for ranks=" + config.ranks() + " but this process is one of "
                     + job.size() + " started by " + job.source().description() + "; each process of a job is one rank: "
                     + "set ranks to " + job.size() + " or leave it out");
+        }
+        if (config.precision().equals("bf16") && !OneDnn.isAvailable()) {
+            throw new IllegalArgumentException("precision=bf16 needs oneDNN 2.x, which is not installed: apt-get install "
+                    + "libdnnl2 (or scripts/ensure-onednn.sh), or train with --precision fp32");
         }
         Path runDir = config.runDir();
         List<Path> existing = ResumeChoice.steps(runDir.resolve("checkpoints"));
@@ -250,6 +256,7 @@ public final class Trainer {
         TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
         try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
+             MatmulPrecision precision = MatmulPrecision.of(config.precision(), pool);
              StageGradients stages = pp > 1 || tpSize > 1
                      ? new StageGradients(pp > 1 ? groups.pp() : null, tpSize > 1 ? groups.tp() : null, params, pool)
                      : StageGradients.NONE;
@@ -257,6 +264,7 @@ public final class Trainer {
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
+            params.usePrecision(precision);
             RunCheckpoints.Place place = groups == null ? RunCheckpoints.Place.SINGLE : new RunCheckpoints.Place(groups.globalRank(),
                     config.layout().worldSize(), rank, dpGroup.size(), writtenElsewhere(stage, groups.coordinates().tpRank(), params),
                     () -> {

@@ -5,7 +5,10 @@ import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.core.kernels.onednn.OneDnn;
+import dev.shardwise.model.Bf16Precision;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.MatmulPrecision;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.train.TrainStep;
@@ -31,10 +34,12 @@ import java.util.regex.Pattern;
 
 /**
  * {@code shardwise bench train}: tokens/s of a full training step (forward, backward, clipping, AdamW) beside
- * the same model in PyTorch (Debian's python3-torch) measured in the same run.
+ * the same model in PyTorch (Debian's python3-torch) measured in the same run; with {@code --precision bf16} our
+ * bf16 step beside PyTorch under bf16 autocast and beside our own fp32 step. Prints which BLAS, oneDNN and thread
+ * settings the peer ran with, and no ratio against a PyTorch on the reference BLAS.
  */
 @Command(name = "train", mixinStandardHelpOptions = true,
-        description = "Training-step tokens/s beside PyTorch (same model, fp32, same thread count) in the same run.")
+        description = "Training-step tokens/s beside PyTorch (same model, same precision, same thread count) in the same run.")
 public final class BenchTrainCommand implements Runnable {
     @Option(names = "--preset", split = ",", defaultValue = "tiny,gpt2-124m",
             description = "Model presets to measure (default: ${DEFAULT-VALUE}).")
@@ -52,6 +57,11 @@ public final class BenchTrainCommand implements Runnable {
     @Option(names = "--python", defaultValue = "/usr/bin/python3", description = "Python with torch (default: ${DEFAULT-VALUE}).")
     String python;
 
+    @Option(names = "--precision", defaultValue = "fp32",
+            description = {"fp32 (default) or bf16: with bf16 our bf16 step (oneDNN bf16 products, fp32 masters) is timed",
+                    "beside our fp32 step and beside PyTorch under bf16 autocast, all in this run (needs libdnnl2)."})
+    String precision;
+
     @Option(names = "--no-peer", description = "Skip the PyTorch run.")
     boolean noPeer;
 
@@ -68,22 +78,37 @@ public final class BenchTrainCommand implements Runnable {
 
     @Override
     public void run() {
+        if (!precision.equals("fp32") && !precision.equals("bf16")) {
+            throw new IllegalArgumentException("--precision must be fp32 or bf16, got '" + precision + "'");
+        }
+        boolean bf16 = precision.equals("bf16");
+        if (bf16 && !OneDnn.isAvailable()) {
+            throw new IllegalArgumentException("bench train --precision bf16 needs oneDNN 2.x, which is not installed: "
+                    + "apt-get install libdnnl2 (or scripts/ensure-onednn.sh)");
+        }
         BenchOutput out = new BenchOutput(System.out, json);
         CpuPeak peak = CpuPeak.measure();
         out.info(peak.describe());
         for (String preset : presets) {
             ModelConfig config = ModelConfig.preset(preset);
             int b = microBatch != null ? microBatch : (config.hidden() <= 512 ? 8 : 4);
-            Measured measured = measureShardwise(config, b);
+            Measured fp32 = bf16 ? measureShardwise(config, b, "fp32") : null;
+            Measured measured = measureShardwise(config, b, precision);
             double ours = measured.tokensPerSecond();
             double flopsPerToken = config.trainingFlopsPerToken(seqLen);
-            String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step", preset, b, seqLen);
+            String caseName = String.format(Locale.ROOT, "%s B=%d T=%d step%s", preset, b, seqLen, bf16 ? " bf16" : "");
             double theirs = noPeer ? Double.NaN : measurePyTorch(config, b, measured.warmupSteps(), out);
             String note = String.format(Locale.ROOT, "MFU %.1f%%%s; median forward %.0f ms, backward %.0f ms, optimizer %.0f ms",
                     100 * flopsPerToken * ours / peak.measuredFlops(),
                     Double.isNaN(theirs) ? "" : String.format(Locale.ROOT, " (PyTorch %.1f%%)", 100 * flopsPerToken * theirs / peak.measuredFlops()),
                     measured.forwardMs(), measured.backwardMs(), measured.optimizerMs());
             out.row(row(caseName, ours, theirs, flopsPerToken * ours / peak.measuredFlops(), note));
+            if (bf16) {
+                out.row(new BenchRow("train", String.format(Locale.ROOT, "%s B=%d T=%d step bf16 vs our fp32", preset, b, seqLen),
+                        ours, "tokens/s", "shardwise-fp32", fp32.tokensPerSecond(), flopsPerToken * ours / peak.measuredFlops(),
+                        "our bf16 step beside our fp32 step, same run; MFU against the fp32 peak; bf16 products on "
+                                + String.join(", ", measured.implementations())));
+            }
             out.row(gemmCeiling(config, preset, b, theirs, peak));
         }
     }
@@ -109,15 +134,18 @@ public final class BenchTrainCommand implements Runnable {
     }
 
     /** Median tokens/s and phase times of the timed steps, and how many warm-up steps preceded them. */
-    record Measured(double tokensPerSecond, int warmupSteps, double forwardMs, double backwardMs, double optimizerMs) { }
+    record Measured(double tokensPerSecond, int warmupSteps, double forwardMs, double backwardMs, double optimizerMs,
+                    List<String> implementations) { }
 
-    private Measured measureShardwise(ModelConfig config, int b) {
+    private Measured measureShardwise(ModelConfig config, int b, String precisionLabel) {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         SplittableRandom random = new SplittableRandom(1);
         try (Gpt model = Gpt.create(config, pool, DType.F32, 1);
+             MatmulPrecision matmuls = MatmulPrecision.of(precisionLabel, pool);
              AdamWOptimizer optimizer = new AdamWOptimizer(model.parameters(), pool, AdamWOptimizer.Settings.gpt());
              Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, seqLen + 1);
              TrainStep step = new TrainStep(model, optimizer, pool, 1.0)) {
+            model.parameters().usePrecision(matmuls);
             int[] tokens = new int[b * (seqLen + 1)];
             double[] seconds = new double[steps];
             double[][] phaseMs = new double[3][steps];
@@ -141,7 +169,9 @@ public final class BenchTrainCommand implements Runnable {
             for (double[] ms : phaseMs) Arrays.sort(ms);
             Arrays.sort(seconds);
             int mid = steps / 2;
-            return new Measured(b * seqLen / seconds[mid], warmupSteps, phaseMs[0][mid], phaseMs[1][mid], phaseMs[2][mid]);
+            List<String> implementations = matmuls instanceof Bf16Precision p ? p.implementations() : List.of("fp32 GEMM");
+            return new Measured(b * seqLen / seconds[mid], warmupSteps, phaseMs[0][mid], phaseMs[1][mid], phaseMs[2][mid],
+                    implementations);
         }
     }
 
@@ -158,6 +188,7 @@ public final class BenchTrainCommand implements Runnable {
         }
         PeerBlas blas = PeerBlas.parse(output);
         out.info("PyTorch peer BLAS: " + blas.describe());
+        out.info(PeerSettings.parse(output).describe());
         String refusal = blas.refusal();
         if (refusal != null) {
             out.info(refusal);
@@ -180,7 +211,7 @@ public final class BenchTrainCommand implements Runnable {
                     "--layers", "" + config.layers(), "--hidden", "" + config.hidden(), "--heads", "" + config.heads(),
                     "--vocab", "" + config.vocabSize(), "--context", "" + config.contextLength(), "--seq", "" + seqLen,
                     "--batch", "" + b, "--steps", "" + steps, "--warmup", "" + warmupSteps,
-                    "--threads", "" + dev.shardwise.core.exec.ComputePool.current().threads()));
+                    "--threads", "" + dev.shardwise.core.exec.ComputePool.current().threads(), "--precision", precision));
             ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
             builder.environment().put("OMP_WAIT_POLICY", "PASSIVE");   // OpenMP threads must not spin against ours
             Process process = builder.start();

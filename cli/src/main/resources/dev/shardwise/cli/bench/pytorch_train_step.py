@@ -2,10 +2,12 @@
 """PyTorch peer for `shardwise bench train`: times training steps of the same GPT that Shardwise trains.
 
 Pre-LayerNorm GPT-2 blocks (learned positions, tanh-GELU MLP of width 4C, tied head), AdamW with weight decay
-on matrices only, fp32, random tokens from a seed. Written the way a PyTorch user tuning CPU speed would: 2-D
-activations so every linear is one addmm, the causal mask built once, multi-tensor (foreach) AdamW. Prints two
+on matrices only, fp32 (or, with --precision bf16, forward and loss under torch.autocast("cpu", dtype=bfloat16):
+oneDNN's bf16 matmuls, fp32 weights, gradients and AdamW), random tokens from a seed. Written the way a PyTorch user tuning CPU speed would: 2-D
+activations so every linear is one addmm, the causal mask built once, multi-tensor (foreach) AdamW. Prints three
 lines the Java side parses:
     BLAS loaded=<paths of the BLAS libraries mapped into this process, comma-separated> build=<torch's BLAS_INFO> mkldnn=<bool>
+    PEER threads=<torch.get_num_threads()> interop=<torch.get_num_interop_threads()> omp_num_threads=<env or unset> onednn=<version from torch.__config__.show()> cpu_capability=<ISA torch dispatches to> precision=<fp32|bf16>
     RESULT tokens_per_s=<float> median_ms=<float> steps=<int> threads=<int> torch=<version>
 Debian's torch calls whatever libblas.so.3 the alternatives system points at; with only libblas3 installed that is
 the unoptimized reference BLAS, which makes PyTorch several times slower than it can be, so the Java side refuses
@@ -82,14 +84,29 @@ def blas_report():
                                                   torch.backends.mkldnn.is_available())
 
 
+def config_report(precision):
+    """The peer's thread settings and oneDNN, from torch itself (torch.__config__.show() and the thread queries)."""
+    show = torch.__config__.show()
+    onednn = re.search(r"(?:MKL-DNN|oneDNN)[^v\n]*v([0-9][0-9.]*)", show)
+    capability = re.search(r"CPU capability usage:\s*(\S+)", show)
+    return "PEER threads=%d interop=%d omp_num_threads=%s onednn=%s cpu_capability=%s precision=%s" % (
+        torch.get_num_threads(), torch.get_num_interop_threads(), os.environ.get("OMP_NUM_THREADS", "unset"),
+        onednn.group(1) if onednn else "none", capability.group(1) if capability else "unknown", precision)
+
+
 def main():
     ap = argparse.ArgumentParser()
     for name, default in [("layers", 4), ("hidden", 256), ("heads", 4), ("vocab", 8192), ("context", 256),
                           ("seq", 256), ("batch", 8), ("steps", 5), ("warmup", 2), ("threads", 2), ("seed", 1)]:
         ap.add_argument("--" + name, type=int, default=default)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(blas_report(), flush=True)
+    print(config_report(a.precision), flush=True)
+    bf16 = a.precision == "bf16"
+    if bf16 and not torch.backends.mkldnn.is_available():
+        raise SystemExit("this torch has no oneDNN (mkldnn): bf16 autocast on the CPU would not use bf16 matmuls")
     gen = torch.Generator().manual_seed(a.seed)
     params = build(a.layers, a.hidden, a.heads, a.vocab, a.context, gen)
     decay = [v for k, v in params.items() if v.dim() >= 2 and k not in ("wte", "wpe")]
@@ -103,7 +120,8 @@ def main():
         x, y = data[step, :, :-1], data[step, :, 1:]
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(params, x, y, a.layers, a.heads, causal_mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(params, x, y, a.layers, a.heads, causal_mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
@@ -111,8 +129,8 @@ def main():
         if step >= a.warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    print("RESULT tokens_per_s=%.3f median_ms=%.3f steps=%d threads=%d torch=%s"
-          % (a.batch * a.seq / median, median * 1e3, len(times), torch.get_num_threads(), torch.__version__))
+    print("RESULT tokens_per_s=%.3f median_ms=%.3f steps=%d threads=%d torch=%s precision=%s"
+          % (a.batch * a.seq / median, median * 1e3, len(times), torch.get_num_threads(), torch.__version__, a.precision))
 
 
 if __name__ == "__main__":

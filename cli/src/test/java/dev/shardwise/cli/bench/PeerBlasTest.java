@@ -51,6 +51,18 @@ class PeerBlasTest {
         assertEquals(PeerBlas.Kind.MKL, PeerBlas.parse("BLAS loaded=none build=mkl mkldnn=True\n").kind());
     }
 
+    @Test
+    void thePeersThreadsOneDnnAndPrecisionArePrintedBesideItsFigure() {
+        StringBuilder printed = new StringBuilder();
+        String output = report("/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3")
+                + "PEER threads=2 interop=2 omp_num_threads=unset onednn=2.6.3 cpu_capability=AVX512 precision=bf16\n";
+        assertEquals(186.5, run(output, printed), 1e-9);
+        String text = printed.toString();
+        assertTrue(text.contains("2 intra-op threads") && text.contains("oneDNN 2.6.3") && text.contains("CPU capability AVX512")
+                && text.contains("precision bf16 (torch.autocast"), text);
+        assertTrue(PeerSettings.parse(RESULT).describe().contains("not reported"));
+    }
+
     private static double run(String output, StringBuilder printed) {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         BenchOutput out = new BenchOutput(new PrintStream(bytes, true, StandardCharsets.UTF_8), false);
