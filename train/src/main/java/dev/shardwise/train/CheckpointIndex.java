@@ -224,11 +224,14 @@ final class CheckpointIndex implements TensorSource {
         List<Span> wanted = new ArrayList<>(spans);
         wanted.sort(Comparator.comparingLong(Span::globalStart));
         for (Span s : wanted) {
-            long from = s.globalStart(), end = s.globalStart() + s.length(), covered = 0;
+            long from = s.globalStart(), end = s.globalStart() + s.length(), covered = 0, next = from;
+            // Pieces a tp group holds replicated (kv heads shared by several tp ranks) are stored once per holder: the
+            // copies are equal, so each element is read from the first run that covers it.
             for (int k = firstEndingAfter(saved, from); k < saved.size() && saved.get(k).globalStart() < end; k++) {
                 Stored r = saved.get(k);
-                long a = Math.max(from, r.globalStart()), b = Math.min(end, r.globalStart() + r.length());
+                long a = Math.max(next, r.globalStart()), b = Math.min(end, r.globalStart() + r.length());
                 if (a >= b) continue;
+                next = b;
                 FileChannel in = open.get(r.file());
                 if (in == null) {
                     in = FileChannel.open(dir.resolve(r.file()), StandardOpenOption.READ);
@@ -250,7 +253,7 @@ final class CheckpointIndex implements TensorSource {
         }
     }
 
-    /** The first stored run (sorted by start, disjoint) that ends after {@code element}. */
+    /** The first stored run (sorted by start; disjoint, or equal copies of one piece) that ends after {@code element}. */
     private static int firstEndingAfter(List<Stored> saved, long element) {
         int lo = 0, hi = saved.size();
         while (lo < hi) {
