@@ -22,6 +22,7 @@ import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * Measures a {@link LocalProfile}: runs the model's pieces (the embedding, one block under each recompute policy,
@@ -33,6 +34,9 @@ import java.util.SplittableRandom;
 public final class LocalProfiler {
     /** Bytes of the all-reduce and send timed for the per-byte costs. */
     private static final int COLLECTIVE_FLOATS = 2 << 20;
+
+    /** Whether this JVM has run the pieces once (see {@link #profile}). */
+    private static final AtomicBoolean warmedUp = new AtomicBoolean();
 
     private LocalProfiler() { }
 
@@ -49,6 +53,12 @@ public final class LocalProfiler {
         }
         if (seq > config.contextLength()) {
             throw new IllegalArgumentException("profile: seq=" + seq + " exceeds the model's context of " + config.contextLength());
+        }
+        if (!warmedUp.getAndSet(true)) {
+            // The first profile in a JVM would time code the JIT has not compiled yet (the kernels take seconds of
+            // calls to reach their compiled form): run every piece once untimed first.
+            LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq,
+                    1).run());
         }
         List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(),
                 ctx.compute().threads(), microBatch, seq, repeats).run());
