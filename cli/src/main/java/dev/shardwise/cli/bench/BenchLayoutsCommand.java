@@ -3,6 +3,7 @@ package dev.shardwise.cli.bench;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.plan.Candidates;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.util.ArrayList;
@@ -31,14 +32,8 @@ public final class BenchLayoutsCommand implements Runnable {
     @Option(names = "--layouts", split = ";", description = "Layouts, separated by ';'; the first is the peer (default: 7 layouts of 1 and 2 ranks).")
     List<String> layouts;
 
-    @Option(names = "--global-batch", defaultValue = "8", description = "Sequences per step (default: ${DEFAULT-VALUE}).")
-    int globalBatch;
-
-    @Option(names = "--seq-len", defaultValue = "256", description = "Tokens per sequence (default: ${DEFAULT-VALUE}).")
-    int seqLen;
-
-    @Option(names = "--steps", defaultValue = "5", description = "Training steps per layout and round; the first is not counted (default: ${DEFAULT-VALUE}).")
-    int steps;
+    @Mixin
+    LayoutRunOptions run;
 
     @Option(names = "--rounds", defaultValue = "1", description = "Rounds over all layouts (default: ${DEFAULT-VALUE}).")
     int rounds;
@@ -52,15 +47,15 @@ public final class BenchLayoutsCommand implements Runnable {
         BenchOutput out = new BenchOutput(System.out, json);
         List<Candidates.Choice> choices = (layouts == null ? DEFAULT_LAYOUTS : layouts).stream().map(t -> Candidates.parse(t, 0)).toList();
         out.info("layouts of " + preset + " on " + dev.shardwise.core.machine.CpuModel.read().describe() + ", "
-                + Runtime.getRuntime().availableProcessors() + " cores; global batch " + globalBatch + ", seq " + seqLen + ", "
-                + rounds + " round(s) of " + steps + " steps");
+                + Runtime.getRuntime().availableProcessors() + " cores; global batch " + run.globalBatch + ", seq " + run.seqLen + ", "
+                + rounds + " round(s) of " + run.steps + " steps");
         List<List<LayoutRun>> runs = new ArrayList<>();
         for (int i = 0; i < choices.size(); i++) runs.add(new ArrayList<>());
         for (int r = 0; r < rounds; r++) {
             for (int i = 0; i < choices.size(); i++) {
                 Candidates.Choice c = choices.get(i);
                 out.info("round " + (r + 1) + ": " + Candidates.format(c.layout(), c.schedule()));
-                runs.get(i).add(LayoutRun.train(preset, c, globalBatch, seqLen, steps));
+                runs.get(i).add(run.train(preset, c));
             }
         }
         Candidates.Choice first = choices.getFirst();

@@ -9,6 +9,7 @@ import dev.shardwise.plan.local.LocalEstimate;
 import dev.shardwise.plan.local.LocalProfile;
 import dev.shardwise.plan.local.LocalProfiler;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 import java.util.ArrayList;
@@ -40,14 +41,8 @@ public final class BenchPlannerCommand implements Runnable {
     @Option(names = "--layouts", split = ";", description = "Layouts, separated by ';' (default: 13 layouts of 1 and 2 ranks).")
     List<String> layouts;
 
-    @Option(names = "--global-batch", defaultValue = "8", description = "Sequences per step (default: ${DEFAULT-VALUE}).")
-    int globalBatch;
-
-    @Option(names = "--seq-len", defaultValue = "256", description = "Tokens per sequence (default: ${DEFAULT-VALUE}).")
-    int seqLen;
-
-    @Option(names = "--steps", defaultValue = "5", description = "Training steps per layout; the first is not counted (default: ${DEFAULT-VALUE}).")
-    int steps;
+    @Mixin
+    LayoutRunOptions run;
 
     @Option(names = "--repeats", defaultValue = "3", description = "Timed repetitions of each profiled piece (default: ${DEFAULT-VALUE}).")
     int repeats;
@@ -68,10 +63,10 @@ public final class BenchPlannerCommand implements Runnable {
 
     @Override
     public void run() {
-        if (steps < 2) throw new IllegalArgumentException("--steps=" + steps + " must be at least 2 (the first step is not counted)");
+        if (run.steps < 2) throw new IllegalArgumentException("--steps=" + run.steps + " must be at least 2 (the first step is not counted)");
         BenchOutput out = new BenchOutput(System.out, json);
         out.info("planner check on " + dev.shardwise.core.machine.CpuModel.read().describe() + ", "
-                + Runtime.getRuntime().availableProcessors() + " cores; global batch " + globalBatch + ", seq " + seqLen);
+                + Runtime.getRuntime().availableProcessors() + " cores; global batch " + run.globalBatch + ", seq " + run.seqLen);
         List<Row> all = new ArrayList<>();
         for (String preset : presets) {
             ModelConfig config = ModelConfig.preset(preset);
@@ -83,15 +78,15 @@ public final class BenchPlannerCommand implements Runnable {
                 ParallelLayout l = c.layout();
                 LocalProfile profile = profiles.computeIfAbsent(List.of(l.worldSize(), l.microBatch()), k -> {
                     out.info("profiling " + preset + " on " + k.get(0) + " rank(s) at micro-batch " + k.get(1));
-                    return LocalProfiler.profile(config, k.get(0), k.get(1), seqLen, repeats);
+                    return LocalProfiler.profile(config, k.get(0), k.get(1), run.seqLen, repeats);
                 });
-                predicted.add(new LocalCostModel(config, profile).estimate(l, c.schedule(), globalBatch));
+                predicted.add(new LocalCostModel(config, profile).estimate(l, c.schedule(), run.globalBatch));
             }
             List<Row> rows = new ArrayList<>();
             for (int i = 0; i < choices.size(); i++) {
                 Candidates.Choice c = choices.get(i);
-                out.info("training " + preset + " " + Candidates.format(c.layout(), c.schedule()) + " for " + steps + " steps");
-                LayoutRun measured = LayoutRun.train(preset, c, globalBatch, seqLen, steps);
+                out.info("training " + preset + " " + Candidates.format(c.layout(), c.schedule()) + " for " + run.steps + " steps");
+                LayoutRun measured = run.train(preset, c);
                 rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted.get(i), measured.stepSeconds(),
                         measured.peakBytes()));
             }
