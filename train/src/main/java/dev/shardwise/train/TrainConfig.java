@@ -32,7 +32,7 @@ import java.util.Objects;
  * @param eps              AdamW ε
  * @param gradClip         global gradient-norm clip (0 disables)
  * @param evalEvery        steps between validation evaluations (0: only at the end)
- * @param evalBatches      validation batches per evaluation
+ * @param evalBatches      validation batches per evaluation, each a global batch of sequences (the same under any layout)
  * @param checkpointEvery  steps between checkpoints (0: only at the end)
  * @param checkpointAtStart also save the initial weights as checkpoint step 0 (for comparisons with other trainers)
  * @param runDir           where config, metrics, checkpoints and plots go

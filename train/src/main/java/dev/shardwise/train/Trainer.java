@@ -507,8 +507,11 @@ public final class Trainer {
      * evaluation needs no more activation memory than a training step however many ranks share the global batch.
      */
     private double evaluate(TrainingData data, MemoryPool pool, TrainStep trainStep) {
+        // Each validation batch is a global batch (micro-batch × dp × micro-batches per step), so the sequences a run is
+        // evaluated on depend on its global batch alone, not on how its layout splits it.
         int row = config.seqLen() + 1, micro = config.batchSize();
-        Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.globalMicroBatch(), config.seqLen());
+        Iterator<int[]> batches = BatchSampler.sequential(data.val(), config.globalMicroBatch() * config.gradAccumulation(),
+                config.seqLen());
         double sum = 0;
         int count = 0;
         while (batches.hasNext() && count < config.evalBatches()) {
