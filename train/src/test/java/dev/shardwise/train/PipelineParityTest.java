@@ -179,7 +179,8 @@ class PipelineParityTest {
 
     @ParameterizedTest(name = "pp 2 x dp {0}, ZeRO {1}, {2}, recompute {3}")
     @CsvSource({"1, 0, 1f1b, selective", "1, 0, 1f1b, full", "1, 0, interleaved, full", "1, 0, gpipe, selective",
-            "1, 0, zb-h1, selective", "2, 1, 1f1b, selective", "2, 1, 1f1b, full", "2, 3, 1f1b, selective", "2, 3, 1f1b, full"})
+            "1, 0, zb-h1, selective", "2, 1, 1f1b, selective", "2, 1, 1f1b, full", "2, 3, 1f1b, selective", "2, 3, 1f1b, full",
+            "2, 2, interleaved, full"})
     void recomputeUnderEveryScheduleAndZeroStagePreservesParity(int dp, int zero, String schedule, String recompute) {
         int vpp = schedule.equals("interleaved") ? 2 : 1;
         Outcome got = train(layout(dp, 2, vpp, zero), ScheduleKind.parse(schedule), Recompute.parse(recompute));
