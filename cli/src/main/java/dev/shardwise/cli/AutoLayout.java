@@ -64,7 +64,7 @@ final class AutoLayout {
         out.printf(Locale.ROOT, "--parallel auto: %s on %d rank(s), global batch %d, seq %d, rank memory %s%n", base.preset(), ranks,
                 batch, base.seqLen(), base.rankMemory() == Long.MAX_VALUE ? "unlimited" : MemoryPool.formatBytes(base.rankMemory()));
         out.flush();
-        List<LocalEstimate> ranked = new LocalPlanner(base.model(), ranks, base.seqLen(), 3, line -> {
+        List<LocalEstimate> ranked = new LocalPlanner(base.model(), ranks, base.seqLen(), 5, line -> {
             out.println("  " + line);
             out.flush();
         }).search(batch, base.rankMemory());

@@ -44,7 +44,7 @@ public final class BenchPlannerCommand implements Runnable {
     @Mixin
     LayoutRunOptions run;
 
-    @Option(names = "--repeats", defaultValue = "3", description = "Timed repetitions of each profiled piece (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--repeats", defaultValue = "5", description = "Timed repetitions of each profiled piece (default: ${DEFAULT-VALUE}).")
     int repeats;
 
     @Option(names = "--json", description = "One JSON object per layout instead of a table.")
