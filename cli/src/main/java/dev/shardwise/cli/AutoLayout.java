@@ -2,10 +2,10 @@ package dev.shardwise.cli;
 
 import dev.shardwise.comm.RankEnvironment;
 import dev.shardwise.core.memory.MemoryPool;
-import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.plan.Candidates;
 import dev.shardwise.plan.local.LocalEstimate;
 import dev.shardwise.plan.local.LocalPlanner;
+import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.TrainConfig;
 import dev.shardwise.train.Trainer;
 
@@ -86,19 +86,7 @@ final class AutoLayout {
 
     /** The config keys of the chosen layout. */
     Map<String, Object> flags() {
-        ParallelLayout l = choice.layout();
-        Map<String, Object> flags = new LinkedHashMap<>();
-        flags.put("ranks", l.worldSize());
-        flags.put("dp", l.dp());
-        flags.put("tp", l.tp());
-        flags.put("pp", l.pp());
-        flags.put("vpp", l.vpp());
-        flags.put("zero", l.zeroStage());
-        flags.put("recompute", l.recompute().toString());
-        flags.put("schedule", choice.schedule().toString());
-        flags.put("batchSize", l.microBatch());
-        flags.put("gradAccumulation", Math.toIntExact(globalBatch / ((long) l.dp() * l.microBatch())));
-        return flags;
+        return ConfigLoader.layoutKeys(choice.layout(), choice.schedule(), globalBatch);
     }
 
     /** The prediction beside the run's last step and the leader's peak memory. */

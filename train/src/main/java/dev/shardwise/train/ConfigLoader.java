@@ -69,6 +69,34 @@ public final class ConfigLoader {
     }
 
     /**
+     * The config keys that set {@code layout} run under {@code schedule} with {@code globalBatch} sequences per step:
+     * ranks, dp, tp, pp, vpp, sequenceParallel, zero, recompute, schedule, batchSize (the micro-batch) and
+     * gradAccumulation (the micro-batches per step), for a caller that chose a layout itself ({@code --parallel auto},
+     * the layout benchmarks).
+     *
+     * @throws IllegalArgumentException if dp·micro-batch does not divide the global batch
+     */
+    public static Map<String, Object> layoutKeys(ParallelLayout layout, ScheduleKind schedule, long globalBatch) {
+        long perReplica = (long) layout.dp() * layout.microBatch();
+        if (globalBatch % perReplica != 0) {
+            throw new IllegalArgumentException("dp·micro-batch = " + perReplica + " does not divide the global batch " + globalBatch);
+        }
+        Map<String, Object> keys = new LinkedHashMap<>();
+        keys.put("ranks", layout.worldSize());
+        keys.put("dp", layout.dp());
+        keys.put("tp", layout.tp());
+        keys.put("pp", layout.pp());
+        keys.put("vpp", layout.vpp());
+        keys.put("sequenceParallel", layout.sequenceParallel());
+        keys.put("zero", layout.zeroStage());
+        keys.put("recompute", layout.recompute().toString());
+        keys.put("schedule", schedule.toString());
+        keys.put("batchSize", layout.microBatch());
+        keys.put("gradAccumulation", Math.toIntExact(globalBatch / perReplica));
+        return keys;
+    }
+
+    /**
      * Resolves the config: the preset named by {@code flags}, else by {@code yaml}, else "tiny"; then yaml's
      * keys; then flags' keys.
      *

@@ -1,6 +1,5 @@
 package dev.shardwise.cli.bench;
 
-import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.plan.Candidates;
 import dev.shardwise.train.ConfigLoader;
 import dev.shardwise.train.Trainer;
@@ -45,12 +44,7 @@ record LayoutRun(double stepSeconds, double exposedSeconds, long peakBytes, long
      */
     static LayoutRun train(String preset, Candidates.Choice choice, int globalBatch, int seqLen, int steps) {
         if (steps < 2) throw new IllegalArgumentException("steps=" + steps + " must be at least 2 (the first step is not counted)");
-        ParallelLayout l = choice.layout();
-        long perReplica = (long) l.dp() * l.microBatch();
-        if (globalBatch % perReplica != 0) {
-            throw new IllegalArgumentException("layout " + Candidates.format(l, choice.schedule()) + ": dp·mb = " + perReplica
-                    + " does not divide the global batch " + globalBatch);
-        }
+        Map<String, Object> layoutKeys = ConfigLoader.layoutKeys(choice.layout(), choice.schedule(), globalBatch);
         Path runDir;
         try {
             runDir = Files.createTempDirectory("shardwise-bench-layout-");
@@ -61,17 +55,7 @@ record LayoutRun(double stepSeconds, double exposedSeconds, long peakBytes, long
         flags.put("preset", preset);
         flags.put("steps", steps);
         flags.put("seqLen", seqLen);
-        flags.put("batchSize", l.microBatch());
-        flags.put("gradAccumulation", Math.toIntExact(globalBatch / perReplica));
-        flags.put("ranks", l.worldSize());
-        flags.put("dp", l.dp());
-        flags.put("tp", l.tp());
-        flags.put("pp", l.pp());
-        flags.put("vpp", l.vpp());
-        flags.put("sequenceParallel", l.sequenceParallel());
-        flags.put("zero", l.zeroStage());
-        flags.put("recompute", l.recompute().toString());
-        flags.put("schedule", choice.schedule().toString());
+        flags.putAll(layoutKeys);
         flags.put("evalEvery", 0);
         flags.put("evalBatches", 1);
         flags.put("saveCheckpoints", false);
