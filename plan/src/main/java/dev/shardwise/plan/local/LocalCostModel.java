@@ -59,13 +59,14 @@ public final class LocalCostModel {
         PipelineSchedule program = PipelineSchedule.build(schedule, p, v, m);
         double sendSeconds = profile.collectiveLatencySeconds()
                 + (double) layout.microBatch() * profile.seq() * config.hidden() * 4 * profile.sendSecondsPerByte();
-        double[] tail = new double[p], reduce = new double[p], optimizer = new double[p];
+        double[] reduce = new double[p], optimizer = new double[p];
+        ParameterSet.Builder[] declared = new ParameterSet.Builder[p];
         for (int stage = 0; stage < p; stage++) {
-            long params = stageParameters(layout, stage);
+            declared[stage] = declare(layout, parts, stage);
+            long params = declared[stage].specs().stream().mapToLong(ParameterSet.Spec::numel).sum();   // before padding
             reduce[stage] = reduction(layout, params, m) + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap() : 0);
             long local = layout.zeroStage() >= 1 ? params / layout.dp() : params;
             optimizer[stage] = local * profile.optimizerSecondsPerParameter();
-            tail[stage] = reduce[stage] + optimizer[stage];
         }
         PipelineSchedule.StageCost cost = (stage, instruction) -> switch (instruction) {
             case Instruction.Forward f -> price(parts.get(f.chunk() * p + stage), layout, Phase.FORWARD, split);
@@ -98,7 +99,7 @@ public final class LocalCostModel {
         }
         long[] state = new long[p], activations = new long[p];
         for (int stage = 0; stage < p; stage++) {
-            state[stage] = stateBytes(layout, stage);
+            state[stage] = stateBytes(layout, declared[stage]);
             activations[stage] = activationPeak(layout, program, parts, stage);
         }
         return new LocalEstimate(layout, schedule, step, compute, Math.max(0, step - slowestBusy), reduce[slowest],
@@ -146,28 +147,22 @@ public final class LocalCostModel {
         return 2 * (profile.collectiveLatencySeconds() + 4.0 * config.vocabSize() * config.hidden() * profile.sendSecondsPerByte());
     }
 
-    /** Parameters a rank of {@code stage} holds before ZeRO's padding. */
-    private long stageParameters(ParallelLayout layout, int stage) {
-        return declare(layout, stage).specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
-    }
-
     /**
-     * Parameters, gradients and AdamW state a rank of {@code stage} allocates (ZeRO's padded shards, as the ranks do),
+     * Parameters, gradients and AdamW state a rank holding {@code declared} allocates (ZeRO's padded shards, as the ranks do),
      * plus ZeRO 2's and 3's whole-unit buffers: a unit's gradient while it is reduce-scattered and the next unit's
      * (two), and under ZeRO 3 also the gathered weights of the unit computing and the one prefetched (two more).
      */
-    private long stateBytes(ParallelLayout layout, int stage) {
+    private long stateBytes(ParallelLayout layout, ParameterSet.Builder declared) {
         int dp = layout.dp();
-        ParameterSet.Builder declared = declare(layout, stage);
         long padded = declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(dp));
         long unitBuffers = layout.zeroStage() >= 2 ? (layout.zeroStage() == 3 ? 4 : 2) * 4 * declared.largestUnit() : 0;
         return ZeroMemory.of(layout.zeroStage(), dp, padded, false).total() + unitBuffers;
     }
 
-    private ParameterSet.Builder declare(ParallelLayout layout, int stage) {
+    /** The parameters of pipeline stage {@code stage}: chunk c is part c·pp + stage of {@code parts}. */
+    private ParameterSet.Builder declare(ParallelLayout layout, List<GptPart.Span> parts, int stage) {
         int p = layout.pp(), v = layout.vpp();
         if (p == 1 && v == 1) return Gpt.declare(config);
-        List<GptPart.Span> parts = PipelineCut.balanced(config, profile.seq(), p * v);
         List<GptPart.Span> mine = new ArrayList<>();
         for (int c = 0; c < v; c++) mine.add(parts.get(c * p + stage));
         return Gpt.declare(config, mine, true);
