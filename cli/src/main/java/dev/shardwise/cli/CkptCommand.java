@@ -15,7 +15,7 @@ import java.util.concurrent.Callable;
 
 /** {@code shardwise ckpt}: look into a checkpoint, or export it for other tools. */
 @Command(name = "ckpt", mixinStandardHelpOptions = true,
-        description = "Inspect a checkpoint (tensors, layout, sizes, checksums) or export it (Hugging Face GPT-2 safetensors).",
+        description = "Inspect a checkpoint (tensors, layout, sizes, checksums) or export it (Hugging Face GPT-2 or LLaMA safetensors).",
         subcommands = {CkptCommand.Inspect.class, CkptCommand.Export.class},
         footer = {"", "Examples:", "  shardwise ckpt inspect runs/a/checkpoints/step-000200",
                 "  shardwise ckpt export --format safetensors runs/a -o runs/a/hf", ""})
@@ -70,9 +70,10 @@ public final class CkptCommand implements Runnable {
 
     /** {@code ckpt export --format safetensors DIR -o OUT}. */
     @Command(name = "export", mixinStandardHelpOptions = true,
-            description = {"Write a checkpoint's weights for other tools: --format safetensors writes Hugging Face GPT-2 "
-                    + "(GPT2LMHeadModel names, Conv1D weights as [in, out], head tied to wte) as OUT/model.safetensors and "
-                    + "OUT/config.json; train --init-from OUT starts a run from it."})
+            description = {"Write a checkpoint's weights for other tools: --format safetensors writes a GPT-2 as Hugging Face's "
+                    + "GPT2LMHeadModel (Conv1D weights as [in, out]) and a LLaMA-style model as LlamaForCausalLM (q_proj, k_proj, "
+                    + "v_proj split from our fused qkv), the head tied to the embedding, as OUT/model.safetensors and OUT/config.json; "
+                    + "train --init-from OUT starts a run from it."})
     static final class Export implements Callable<Integer> {
         @Parameters(paramLabel = "DIR", description = "A checkpoint (checkpoints/step-NNNNNN) or a run directory (its newest).")
         Path dir;

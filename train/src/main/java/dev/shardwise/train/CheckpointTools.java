@@ -11,7 +11,7 @@ import java.util.Optional;
 
 /**
  * What {@code shardwise ckpt} does with a checkpoint: {@link #inspect} (its tensors, the layout it was saved under,
- * its files and whether every checksum holds) and {@link #exportSafetensors} (Hugging Face GPT-2 layout).
+ * its files and whether every checksum holds) and {@link #exportSafetensors} (Hugging Face GPT-2 or LLaMA layout).
  */
 public final class CheckpointTools {
     private CheckpointTools() { }
@@ -59,17 +59,17 @@ public final class CheckpointTools {
 
     /**
      * Writes the weights of checkpoint {@code path} (or a run directory's newest) into {@code out} as a Hugging Face
-     * GPT-2: {@code model.safetensors} and {@code config.json}. Checksums are verified first.
+     * GPT-2 or LLaMA: {@code model.safetensors} and {@code config.json}. Checksums are verified first.
      *
      * @throws IOException              if the checkpoint is damaged or unreadable, or {@code out} cannot be written
-     * @throws IllegalArgumentException if its model is not a GPT-2
+     * @throws IllegalArgumentException if its model is neither a GPT-2 nor a LLaMA
      */
     public static Path exportSafetensors(Path path, Path out) throws IOException {
         Path dir = Checkpoint.resolve(path);
         CheckpointIndex index = Checkpoint.index(dir);
         Optional<String> problem = ResumeChoice.problem(dir);
         if (problem.isPresent()) throw new IOException("checkpoint " + dir + " is damaged (" + problem.get() + "); export another one");
-        SafetensorsGpt2.export(index, Checkpoint.modelConfig(dir), out);
+        SafetensorsModel.export(index, Checkpoint.modelConfig(dir), out);
         return out;
     }
 }

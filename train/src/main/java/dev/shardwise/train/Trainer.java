@@ -149,8 +149,8 @@ public final class Trainer {
                 ? ResumeChoice.choose(runDir.resolve("checkpoints"), from, line -> { if (job.rank() == 0) log.println(line); })
                 : Optional.empty();
         if (config.initFrom() != null && resumeFrom.isEmpty()) {
-            ModelConfig imported = SafetensorsGpt2.open(config.initFrom()).model();
-            SafetensorsGpt2.requireGpt2(config.model(), "the config's model");
+            ModelConfig imported = SafetensorsModel.open(config.initFrom()).model();
+            HfArchitecture.of(config.model(), "the config's model");
             if (!imported.equals(config.model())) {
                 throw new IllegalArgumentException("--init-from " + config.initFrom() + " holds " + imported + " but the config asks for "
                         + config.model() + "; set the model keys to match its config.json");
@@ -277,7 +277,7 @@ public final class Trainer {
                 checkpoints.restore(resumeFrom.get(), params, optimizer, sampler, state);
                 if (leader) log.printf("resumed from %s (step %d)%n", resumeFrom.get(), state.step());
             } else if (config.initFrom() != null) {   // the weights of a model the user has, the moments zero
-                SafetensorsGpt2 source = SafetensorsGpt2.open(config.initFrom());
+                SafetensorsModel source = SafetensorsModel.open(config.initFrom());
                 optimizer.forLoad(held -> RunCheckpoints.read(source, params,
                         held.stream().filter(h -> h.kind() == OptimizerState.Kind.VALUES).toList()), 0);
                 if (leader) log.printf("initialised the weights from %s%n", config.initFrom());
