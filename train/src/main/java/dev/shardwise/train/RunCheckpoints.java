@@ -11,6 +11,7 @@ import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -81,6 +82,22 @@ final class RunCheckpoints {
     }
 
     static final String PARTIAL = ".partial";
+
+    /**
+     * Deletes the {@code step-N.partial} directories under {@code checkpoints}: saves a stopped run began but never
+     * committed (never read, they would stay until that step was saved again). Call before this run saves anything.
+     *
+     * @return the directories removed
+     */
+    static List<Path> removeUnfinished(Path checkpoints) throws IOException {
+        List<Path> stale = new ArrayList<>();
+        if (!Files.isDirectory(checkpoints)) return stale;
+        try (DirectoryStream<Path> dirs = Files.newDirectoryStream(checkpoints, "step-*" + PARTIAL)) {
+            for (Path d : dirs) if (Files.isDirectory(d)) stale.add(d);
+        }
+        for (Path d : stale) Checkpoint.deleteRecursively(d);
+        return stale;
+    }
 
     /**
      * Writes rank {@code globalRank}'s pieces of {@code held} into {@code tmp}: its shard file, fsynced, then its

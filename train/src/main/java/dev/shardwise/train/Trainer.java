@@ -159,6 +159,9 @@ public final class Trainer {
         if (job.rank() == 0) {
             Files.createDirectories(runDir);
             writeAtomically(runDir.resolve("config.yaml"), ConfigLoader.toYaml(config));
+            for (Path stale : RunCheckpoints.removeUnfinished(runDir.resolve("checkpoints"))) {
+                log.printf("removed %s: a checkpoint an earlier run began but never committed%n", stale.getFileName());
+            }
         }
         if (!job.isMultiProcess()) return runRanksAsThreads(resumeFrom);
         return ProcessRank.run(job, config.rankMemory(), ctx -> {   // this process is one rank of the job (mpi backend)

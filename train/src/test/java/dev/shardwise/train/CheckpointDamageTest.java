@@ -111,6 +111,20 @@ class CheckpointDamageTest {
     }
 
     @Test
+    void anUnfinishedCheckpointOfAStoppedRunIsRemovedWhenTheRunResumes() throws IOException {
+        Path run = dir.resolve("stopped-while-saving");
+        new Trainer(config(run), TrainerResumeTest.quiet()).run(false);
+        Path partial = run.resolve("checkpoints/step-000009" + RunCheckpoints.PARTIAL);
+        Files.createDirectories(partial);
+        Files.write(partial.resolve("shard-00000.bin"), new byte[]{1, 2, 3});
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        new Trainer(config(run), new PrintStream(out, true)).run(true, "step-000003");
+        assertFalse(Files.exists(partial), "the stale step-000009.partial is gone");
+        assertTrue(out.toString().contains("removed step-000009.partial"), out.toString());
+        assertEquals(TrainerResumeTest.losses(uninterrupted), TrainerResumeTest.losses(run), "the resumed run is unaffected");
+    }
+
+    @Test
     void keepCheckpointsDeletesAllButTheNewest() throws IOException {
         Path run = dir.resolve("kept");
         var flags = TrainerResumeTest.flags(data, run, 1, 0);
