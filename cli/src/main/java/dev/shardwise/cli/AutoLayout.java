@@ -46,6 +46,7 @@ final class AutoLayout {
         Map<String, Object> fixed = new LinkedHashMap<>();
         fixed.put("--dp", train.dp);
         fixed.put("--tp", train.tp);
+        fixed.put("--sequence-parallel", train.sequenceParallel);
         fixed.put("--pp", train.pp);
         fixed.put("--vpp", train.vpp);
         fixed.put("--zero", train.zero);

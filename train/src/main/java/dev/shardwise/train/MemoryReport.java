@@ -4,6 +4,7 @@ import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ParameterSet;
+import dev.shardwise.model.TensorParallelRank;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroStage;

@@ -14,32 +14,47 @@ import picocli.CommandLine.Option;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Comparator;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.stream.Collectors;
 
 /**
  * {@code shardwise bench planner}: the local cost model checked against reality. For each layout it predicts the step
  * time and the leader's peak memory from a profile of the model's pieces ({@link LocalProfiler}, {@link LocalCostModel}),
  * then trains the layout for a few steps with the real trainer and reads the measured median step and pool peak from
- * its metrics; it prints both, the errors, and the Spearman rank correlation of predicted against measured step times.
+ * its metrics, in rounds over all layouts (a slow spell of a shared machine then slows every layout alike) of which each
+ * layout keeps its median; it prints both, the errors, and the Spearman rank correlation of predicted against measured
+ * step times.
  */
 @Command(name = "planner", mixinStandardHelpOptions = true,
         description = {"The planner's local cost model against measured training: predicted and measured step time and peak "
                 + "memory per layout, their errors and the rank correlation.",
                 "Layouts are written as for plan --explain (dp defaults to 1): e.g. \"dp=2,mb=4,zero=1\" or \"pp=2,mb=2,schedule=zb-h1\"."})
 public final class BenchPlannerCommand implements Runnable {
-    /** Layouts that fit 2 cores (1 or 2 ranks) at global batch 8: recompute, dp with each ZeRO stage, pp with each schedule. */
+    /**
+     * Layouts that fit 2 cores (1 or 2 ranks) at global batch 8: recompute, dp with each ZeRO stage, tp with and
+     * without sequence parallelism, pp with each schedule.
+     */
     static final List<String> DEFAULT_LAYOUTS = List.of("mb=4", "mb=4,recompute=selective", "mb=4,recompute=full", "mb=8",
             "dp=2,mb=4", "dp=2,mb=4,zero=1", "dp=2,mb=4,zero=2", "dp=2,mb=4,zero=3", "dp=2,mb=2",
+            "tp=2,mb=4", "tp=2,mb=4,sp=true", "tp=2,mb=2,recompute=full",
             "pp=2,mb=2", "pp=2,mb=2,schedule=gpipe", "pp=2,mb=2,schedule=zb-h1", "pp=2,mb=2,recompute=full");
 
     @Option(names = "--preset", split = ",", defaultValue = "tiny", description = "Model presets (default: ${DEFAULT-VALUE}).")
     List<String> presets;
 
-    @Option(names = "--layouts", split = ";", description = "Layouts, separated by ';' (default: 13 layouts of 1 and 2 ranks).")
+    @Option(names = "--layouts", split = ";", description = "Layouts, separated by ';' (default: 16 layouts of 1 and 2 ranks).")
     List<String> layouts;
+
+    @Option(names = "--rounds", defaultValue = "1", description = "Training rounds over all layouts; each layout keeps its median "
+            + "(default: ${DEFAULT-VALUE}).")
+    int rounds;
 
     @Mixin
     LayoutRunOptions run;
@@ -64,6 +79,7 @@ public final class BenchPlannerCommand implements Runnable {
     @Override
     public void run() {
         if (run.steps < 2) throw new IllegalArgumentException("--steps=" + run.steps + " must be at least 2 (the first step is not counted)");
+        if (rounds < 1) throw new IllegalArgumentException("--rounds=" + rounds + " must be at least 1");
         BenchOutput out = new BenchOutput(System.out, json);
         out.info("planner check on " + dev.shardwise.core.machine.CpuModel.read().describe() + ", "
                 + Runtime.getRuntime().availableProcessors() + " cores; global batch " + run.globalBatch + ", seq " + run.seqLen);
@@ -72,23 +88,39 @@ public final class BenchPlannerCommand implements Runnable {
             ModelConfig config = ModelConfig.preset(preset);
             List<Candidates.Choice> choices = (layouts == null ? DEFAULT_LAYOUTS : layouts).stream()
                     .map(text -> Candidates.parse(text, 0)).toList();
+            Map<List<Integer>, Set<LocalProfile.TensorSplit>> splits = new TreeMap<>(Comparator.comparing(List::toString));
+            for (Candidates.Choice c : choices) {
+                splits.computeIfAbsent(List.of(c.layout().worldSize(), c.layout().microBatch()), k -> new HashSet<>())
+                        .add(LocalProfile.TensorSplit.of(c.layout()));
+            }
             Map<List<Integer>, LocalProfile> profiles = new HashMap<>();
+            splits.forEach((k, wanted) -> {
+                out.info("profiling " + preset + " on " + k.get(0) + " rank(s) at micro-batch " + k.get(1) + " (" + wanted.stream().sorted()
+                        .map(LocalProfile.TensorSplit::toString).collect(Collectors.joining("; ")) + ")");
+                profiles.put(k, LocalProfiler.profile(config, k.get(0), k.get(1), run.seqLen, repeats, wanted));
+            });
             List<LocalEstimate> predicted = new ArrayList<>();
             for (Candidates.Choice c : choices) {
                 ParallelLayout l = c.layout();
-                LocalProfile profile = profiles.computeIfAbsent(List.of(l.worldSize(), l.microBatch()), k -> {
-                    out.info("profiling " + preset + " on " + k.get(0) + " rank(s) at micro-batch " + k.get(1));
-                    return LocalProfiler.profile(config, k.get(0), k.get(1), run.seqLen, repeats);
-                });
-                predicted.add(new LocalCostModel(config, profile).estimate(l, c.schedule(), run.globalBatch));
+                predicted.add(new LocalCostModel(config, profiles.get(List.of(l.worldSize(), l.microBatch())))
+                        .estimate(l, c.schedule(), run.globalBatch));
+            }
+            double[][] seconds = new double[choices.size()][rounds];
+            long[] peaks = new long[choices.size()];
+            for (int r = 0; r < rounds; r++) {
+                for (int i = 0; i < choices.size(); i++) {
+                    Candidates.Choice c = choices.get(i);
+                    out.info("round " + (r + 1) + "/" + rounds + ": training " + preset + " " + Candidates.format(c.layout(), c.schedule())
+                            + " for " + run.steps + " steps");
+                    LayoutRun measured = run.train(preset, c);
+                    seconds[i][r] = measured.stepSeconds();
+                    peaks[i] = Math.max(peaks[i], measured.peakBytes());
+                }
             }
             List<Row> rows = new ArrayList<>();
             for (int i = 0; i < choices.size(); i++) {
                 Candidates.Choice c = choices.get(i);
-                out.info("training " + preset + " " + Candidates.format(c.layout(), c.schedule()) + " for " + run.steps + " steps");
-                LayoutRun measured = run.train(preset, c);
-                rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted.get(i), measured.stepSeconds(),
-                        measured.peakBytes()));
+                rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted.get(i), median(seconds[i]), peaks[i]));
             }
             print(out, rows);
             all.addAll(rows);
@@ -122,6 +154,13 @@ public final class BenchPlannerCommand implements Runnable {
         out.info(String.format(Locale.ROOT, "%s: step time |error| mean %.1f%%, worst %.1f%%, %d of %d layouts within 15%%; "
                         + "Spearman %.2f; peak memory |error| mean %.1f%%, worst %.1f%%", what, 100 * meanTime, 100 * worstTime,
                 within, rows.size(), spearman(predicted, measured), 100 * meanMemory, 100 * worstMemory));
+    }
+
+    private static double median(double[] values) {
+        double[] sorted = values.clone();
+        Arrays.sort(sorted);
+        int n = sorted.length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 
     /** Spearman's rank correlation: Pearson's of the ranks (ties share their mean rank). */

@@ -5,6 +5,7 @@ import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.PipelineCut;
+import dev.shardwise.model.TensorParallelRank;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.ZeroStage;
@@ -22,9 +23,9 @@ import java.util.List;
  * reduction, ZeRO's gathers and the optimizer added at the step's end, where the local backend runs them (its
  * collectives use the rank threads' own cores, so they overlap nothing). Memory: the parameters, gradients and AdamW
  * state exactly as the ranks allocate them ({@link ZeroStage}'s padded shards), plus the step arenas the schedule keeps
- * in flight, each holding the footprint the profile measured for a pass of the stage's chunk.
- *
- * <p>Tensor parallelism is not priced yet (the profile has no tensor-parallel block).
+ * in flight, each holding the footprint the profile measured for a pass of the stage's chunk. Under tensor parallelism
+ * the pieces are those the profile measured split the same way (their collectives inside), the parameters a tp rank's
+ * slices, and what a stage sends a sequence-parallel shard.
  */
 public final class LocalCostModel {
     private final ModelConfig config;
@@ -39,11 +40,10 @@ public final class LocalCostModel {
     /**
      * The step time and per-rank peak memory of {@code layout} under {@code schedule} for {@code globalBatch} sequences.
      *
-     * @throws IllegalArgumentException if the layout does not match the profile (ranks, micro-batch), uses tp, or
-     *                                  dp·micro-batch does not divide the global batch
+     * @throws IllegalArgumentException if the layout does not match the profile (ranks, micro-batch, a tensor-parallel
+     *                                  split it did not profile), or dp·micro-batch does not divide the global batch
      */
     public LocalEstimate estimate(ParallelLayout layout, ScheduleKind schedule, long globalBatch) {
-        if (layout.tp() != 1) throw new IllegalArgumentException("the local cost model does not price tensor parallelism yet; use tp=1");
         if (layout.worldSize() != profile.ranks() || layout.microBatch() != profile.microBatch()) {
             throw new IllegalArgumentException("layout " + layout + " needs a profile of " + layout.worldSize() + " ranks at micro-batch "
                     + layout.microBatch() + "; this one has " + profile.ranks() + " ranks at micro-batch " + profile.microBatch());
@@ -53,26 +53,26 @@ public final class LocalCostModel {
             throw new IllegalArgumentException("global batch " + globalBatch + " is not a multiple of dp·micro-batch = " + perReplica);
         }
         int m = Math.toIntExact(globalBatch / perReplica);
+        LocalProfile.Pieces pieces = profile.pieces(layout);
         int p = layout.pp(), v = layout.vpp();
         List<GptPart.Span> parts = PipelineCut.balanced(config, profile.seq(), p * v);
         boolean split = layout.zeroStage() < 2;   // ZeRO 2/3 run ZB-H1's B whole (their unit buffers cannot stay open to W)
         PipelineSchedule program = PipelineSchedule.build(schedule, p, v, m);
-        double sendSeconds = profile.collectiveLatencySeconds()
-                + (double) layout.microBatch() * profile.seq() * config.hidden() * 4 * profile.sendSecondsPerByte();
+        double sendSeconds = profile.collectiveLatencySeconds() + stageOutputBytes(layout) * profile.sendSecondsPerByte();
         double[] reduce = new double[p], optimizer = new double[p];
         ParameterSet.Builder[] declared = new ParameterSet.Builder[p];
         for (int stage = 0; stage < p; stage++) {
             declared[stage] = declare(layout, parts, stage);
             long params = declared[stage].specs().stream().mapToLong(ParameterSet.Spec::numel).sum();   // before padding
-            reduce[stage] = reduction(layout, params, m) + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap() : 0);
+            reduce[stage] = reduction(layout, params, m) + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
             long local = layout.zeroStage() >= 1 ? params / layout.dp() : params;
             optimizer[stage] = local * profile.optimizerSecondsPerParameter();
         }
         PipelineSchedule.StageCost cost = (stage, instruction) -> switch (instruction) {
-            case Instruction.Forward f -> price(parts.get(f.chunk() * p + stage), layout, Phase.FORWARD, split);
-            case Instruction.Backward b -> price(parts.get(b.chunk() * p + stage), layout, Phase.BACKWARD, split);
-            case Instruction.BackwardInput b -> price(parts.get(b.chunk() * p + stage), layout, Phase.INPUT, split);
-            case Instruction.BackwardWeight w -> price(parts.get(w.chunk() * p + stage), layout, Phase.WEIGHT, split);
+            case Instruction.Forward f -> price(parts.get(f.chunk() * p + stage), pieces, layout, Phase.FORWARD, split);
+            case Instruction.Backward b -> price(parts.get(b.chunk() * p + stage), pieces, layout, Phase.BACKWARD, split);
+            case Instruction.BackwardInput b -> price(parts.get(b.chunk() * p + stage), pieces, layout, Phase.INPUT, split);
+            case Instruction.BackwardWeight w -> price(parts.get(w.chunk() * p + stage), pieces, layout, Phase.WEIGHT, split);
             case Instruction.SendActivation s -> sendSeconds;
             case Instruction.SendGradient s -> sendSeconds;
             case Instruction.ReceiveActivation r -> 0.0;
@@ -100,7 +100,7 @@ public final class LocalCostModel {
         long[] state = new long[p], activations = new long[p];
         for (int stage = 0; stage < p; stage++) {
             state[stage] = stateBytes(layout, declared[stage]);
-            activations[stage] = activationPeak(layout, program, parts, stage);
+            activations[stage] = activationPeak(layout, pieces, program, parts, stage);
         }
         return new LocalEstimate(layout, schedule, step, compute, Math.max(0, step - slowestBusy), reduce[slowest],
                 optimizer[slowest], state, activations);
@@ -109,12 +109,18 @@ public final class LocalCostModel {
     private enum Phase { FORWARD, BACKWARD, INPUT, WEIGHT }
 
     /** One part's seconds for one micro-batch in {@code phase}. */
-    private double price(GptPart.Span span, ParallelLayout layout, Phase phase, boolean split) {
+    private static double price(GptPart.Span span, LocalProfile.Pieces pieces, ParallelLayout layout, Phase phase, boolean split) {
         double total = 0;
-        if (span.embedding()) total += seconds(profile.embedding(), phase, split);
-        total += span.blocks() * seconds(profile.block().get(layout.recompute()), phase, split);
-        if (span.head()) total += seconds(profile.head(), phase, split);
+        if (span.embedding()) total += seconds(pieces.embedding(), phase, split);
+        total += span.blocks() * seconds(pieces.block().get(layout.recompute()), phase, split);
+        if (span.head()) total += seconds(pieces.head(), phase, split);
         return total;
+    }
+
+    /** The activations a stage sends per micro-batch: [B·T, C] in fp32, a tp rank's T/tp positions under sequence parallelism. */
+    private double stageOutputBytes(ParallelLayout layout) {
+        double rows = (double) layout.microBatch() * profile.seq() / (layout.sequenceParallel() ? layout.tp() : 1);
+        return rows * config.hidden() * 4;
     }
 
     private static double seconds(LocalProfile.Part part, Phase phase, boolean split) {
@@ -142,9 +148,10 @@ public final class LocalCostModel {
         };
     }
 
-    /** The first and last stages swap the tied embedding's gradient: one send each way. */
-    private double embeddingSwap() {
-        return 2 * (profile.collectiveLatencySeconds() + 4.0 * config.vocabSize() * config.hidden() * profile.sendSecondsPerByte());
+    /** The first and last stages swap the tied embedding's gradient (a tp rank's vocabulary slice): one send each way. */
+    private double embeddingSwap(ParallelLayout layout) {
+        long rows = Math.ceilDiv(config.vocabSize(), layout.tp());
+        return 2 * (profile.collectiveLatencySeconds() + 4.0 * rows * config.hidden() * profile.sendSecondsPerByte());
     }
 
     /**
@@ -159,13 +166,12 @@ public final class LocalCostModel {
         return ZeroMemory.of(layout.zeroStage(), dp, padded, false).total() + unitBuffers;
     }
 
-    /** The parameters of pipeline stage {@code stage}: chunk c is part c·pp + stage of {@code parts}. */
+    /** The parameters of pipeline stage {@code stage} (tp rank 0's slices): chunk c is part c·pp + stage of {@code parts}. */
     private ParameterSet.Builder declare(ParallelLayout layout, List<GptPart.Span> parts, int stage) {
         int p = layout.pp(), v = layout.vpp();
-        if (p == 1 && v == 1) return Gpt.declare(config);
         List<GptPart.Span> mine = new ArrayList<>();
         for (int c = 0; c < v; c++) mine.add(parts.get(c * p + stage));
-        return Gpt.declare(config, mine, true);
+        return Gpt.declare(config, mine, p * v > 1, TensorParallelRank.of(layout.tp(), 0));
     }
 
     /**
@@ -174,13 +180,14 @@ public final class LocalCostModel {
      * holding the largest footprint of the stage's chunks and, in a pipeline, the chunk's input and output-gradient
      * buffers; plus the largest scratch a piece allocates and frees inside its pass.
      */
-    private long activationPeak(ParallelLayout layout, PipelineSchedule program, List<GptPart.Span> parts, int stage) {
+    private long activationPeak(ParallelLayout layout, LocalProfile.Pieces pieces, PipelineSchedule program, List<GptPart.Span> parts,
+                                int stage) {
         int p = layout.pp();
         boolean zeroBubble = program.program(stage).stream().anyMatch(i -> i instanceof Instruction.BackwardWeight);
         boolean split = zeroBubble && layout.zeroStage() < 2;
         long footprint = 0;
-        for (int c = 0; c < layout.vpp(); c++) footprint = Math.max(footprint, passBytes(parts.get(c * p + stage), layout, split));
-        if (p > 1) footprint += 2L * layout.microBatch() * profile.seq() * config.hidden() * 4;
+        for (int c = 0; c < layout.vpp(); c++) footprint = Math.max(footprint, passBytes(parts.get(c * p + stage), pieces, layout, split));
+        if (p > 1) footprint += 2L * (long) stageOutputBytes(layout);
         int live = 0, arenas = 0;
         for (Instruction i : program.program(stage)) {
             switch (i) {
@@ -191,23 +198,23 @@ public final class LocalCostModel {
             }
         }
         long scratch = 0;
-        for (int c = 0; c < layout.vpp(); c++) scratch = Math.max(scratch, scratchBytes(parts.get(c * p + stage), layout));
+        for (int c = 0; c < layout.vpp(); c++) scratch = Math.max(scratch, scratchBytes(parts.get(c * p + stage), pieces, layout));
         return arenas * footprint + scratch;
     }
 
     /** The largest scratch any piece of {@code span} allocates and frees within its pass (one at a time). */
-    private long scratchBytes(GptPart.Span span, ParallelLayout layout) {
-        long s = span.blocks() > 0 ? profile.block().get(layout.recompute()).scratchBytes() : 0;
-        if (span.embedding()) s = Math.max(s, profile.embedding().scratchBytes());
-        if (span.head()) s = Math.max(s, profile.head().scratchBytes());
+    private static long scratchBytes(GptPart.Span span, LocalProfile.Pieces pieces, ParallelLayout layout) {
+        long s = span.blocks() > 0 ? pieces.block().get(layout.recompute()).scratchBytes() : 0;
+        if (span.embedding()) s = Math.max(s, pieces.embedding().scratchBytes());
+        if (span.head()) s = Math.max(s, pieces.head().scratchBytes());
         return s;
     }
 
     /** The bytes one pass of {@code span} allocates: its pieces' footprints, all held until the pass ends. */
-    private long passBytes(GptPart.Span span, ParallelLayout layout, boolean split) {
+    private static long passBytes(GptPart.Span span, LocalProfile.Pieces pieces, ParallelLayout layout, boolean split) {
         java.util.function.ToLongFunction<LocalProfile.Part> bytes = split ? LocalProfile.Part::splitPassBytes : LocalProfile.Part::passBytes;
-        return (span.embedding() ? bytes.applyAsLong(profile.embedding()) : 0)
-                + span.blocks() * bytes.applyAsLong(profile.block().get(layout.recompute()))
-                + (span.head() ? bytes.applyAsLong(profile.head()) : 0);
+        return (span.embedding() ? bytes.applyAsLong(pieces.embedding()) : 0)
+                + span.blocks() * bytes.applyAsLong(pieces.block().get(layout.recompute()))
+                + (span.head() ? bytes.applyAsLong(pieces.head()) : 0);
     }
 }

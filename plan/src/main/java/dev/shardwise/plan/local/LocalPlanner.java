@@ -10,14 +10,16 @@ import java.util.Comparator;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.function.Consumer;
 
 /**
- * Chooses the layout of a run on this machine ({@code train --parallel auto}): every dp·pp = ranks (tp = 1 until the
- * local cost model prices tensor parallelism), micro-batch a power of two dividing the global batch per replica, ZeRO
- * stage 0-3, recompute policy and pipeline schedule (1F1B and ZB-H1; interleaved 1F1B with two chunks where the
- * blocks and micro-batches allow), each priced by {@link LocalCostModel} on a {@link LocalProfile} measured once per
- * micro-batch size; layouts whose predicted peak exceeds the rank budget are dropped.
+ * Chooses the layout of a run on this machine ({@code train --parallel auto}): every dp·tp·pp = ranks (tp where the
+ * model splits that way, with and without sequence parallelism), micro-batch a power of two dividing the global batch
+ * per replica, ZeRO stage 0-3, recompute policy and pipeline schedule (1F1B and ZB-H1; interleaved 1F1B with two
+ * chunks where the blocks and micro-batches allow), each priced by {@link LocalCostModel} on a {@link LocalProfile}
+ * measured once per micro-batch size (every tensor-parallel split in it); layouts whose predicted peak exceeds the rank
+ * budget are dropped.
  */
 public final class LocalPlanner {
     private final ModelConfig config;
@@ -47,24 +49,27 @@ public final class LocalPlanner {
     public List<LocalEstimate> search(long globalBatch, long rankBudgetBytes) {
         List<LocalEstimate> fitting = new ArrayList<>();
         boolean any = false;
-        for (int pp = 1; pp <= Math.min(ranks, config.layers()); pp++) {
-            if (ranks % pp != 0) continue;
-            int dp = ranks / pp;
-            if (globalBatch % dp != 0) continue;
-            long perReplica = globalBatch / dp;
-            for (int mb = 1; mb <= perReplica; mb *= 2) {
-                if (perReplica % mb != 0) continue;
-                long m = perReplica / mb;
-                if (m < pp) continue;   // fewer micro-batches than stages leaves a stage idle the whole step
-                any = true;
-                LocalCostModel costs = new LocalCostModel(config, profile(mb));
-                for (ScheduleKind schedule : schedules(pp, m)) {
-                    int vpp = schedule == ScheduleKind.INTERLEAVED ? 2 : 1;
-                    for (int zero = 0; zero <= (dp > 1 ? 3 : 0); zero++) {
-                        for (Recompute recompute : Recompute.values()) {
-                            ParallelLayout layout = new ParallelLayout(dp, 1, pp, vpp, 1, false, zero, recompute, mb);
-                            LocalEstimate e = costs.estimate(layout, schedule, globalBatch);
-                            if (e.peakBytes() <= rankBudgetBytes) fitting.add(e);
+        for (LocalProfile.TensorSplit split : LocalProfile.TensorSplit.possible(config, ranks, seq)) {
+            for (int pp = 1; pp <= Math.min(ranks / split.tp(), config.layers()); pp++) {
+                if (ranks / split.tp() % pp != 0) continue;
+                int dp = ranks / split.tp() / pp;
+                if (globalBatch % dp != 0) continue;
+                long perReplica = globalBatch / dp;
+                for (int mb = 1; mb <= perReplica; mb *= 2) {
+                    if (perReplica % mb != 0) continue;
+                    long m = perReplica / mb;
+                    if (m < pp) continue;   // fewer micro-batches than stages leaves a stage idle the whole step
+                    any = true;
+                    LocalCostModel costs = new LocalCostModel(config, profile(mb));
+                    for (ScheduleKind schedule : schedules(pp, m)) {
+                        int vpp = schedule == ScheduleKind.INTERLEAVED ? 2 : 1;
+                        for (int zero = 0; zero <= (dp > 1 ? 3 : 0); zero++) {
+                            for (Recompute recompute : Recompute.values()) {
+                                ParallelLayout layout = new ParallelLayout(dp, split.tp(), pp, vpp, 1, split.sequenceParallel(), zero,
+                                        recompute, mb);
+                                LocalEstimate e = costs.estimate(layout, schedule, globalBatch);
+                                if (e.peakBytes() <= rankBudgetBytes) fitting.add(e);
+                            }
                         }
                     }
                 }
@@ -88,7 +93,7 @@ public final class LocalPlanner {
     private LocalProfile profile(int microBatch) {
         return profiles.computeIfAbsent(microBatch, mb -> {
             progress.accept("profiling " + ranks + " rank(s) at micro-batch " + mb);
-            return LocalProfiler.profile(config, ranks, mb, seq, repeats);
+            return LocalProfiler.profile(config, ranks, mb, seq, repeats, Set.copyOf(LocalProfile.TensorSplit.possible(config, ranks, seq)));
         });
     }
 }

@@ -1,7 +1,12 @@
 package dev.shardwise.plan.local;
 
+import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.Recompute;
+import dev.shardwise.parallel.ParallelLayout;
 
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -13,21 +18,115 @@ import java.util.Map;
  * which keeps every block until the pass ends and then keeps it for the next pass of the same shapes, so a part's cost
  * is the bytes its whole pass allocates (its footprint), charged once per arena the schedule keeps in flight. Galvatron (Miao et al. 2022) and Alpa price layouts from such per-layer profiles.
  *
+ * <p>Under tensor parallelism (Shoeybi et al. 2019) the pieces are profiled split: the ranks run as tp groups, each
+ * rank its slice of every piece with the group's collectives inside the timed passes, so a tensor-parallel piece's
+ * seconds include its all-reduces (or sequence parallelism's all-gathers and reduce-scatters) as the runtime runs them.
+ *
  * @param ranks          ranks that ran at once, each with {@code threadsPerRank} kernel threads
  * @param threadsPerRank kernel threads per rank
  * @param microBatch     sequences per micro-batch
  * @param seq            tokens per sequence
- * @param embedding      the embedding part
- * @param block          one block, by recompute policy
- * @param head           the final layers, tied head and loss
+ * @param pieces         the embedding, block and head, by tensor-parallel split profiled (tp 1 always)
  * @param optimizerSecondsPerParameter AdamW's update time per parameter a rank updates
  * @param allReduceSecondsPerByte      ring all-reduce over all {@code ranks}, per byte reduced (0 for one rank)
  * @param collectiveLatencySeconds     one small collective over all ranks
  * @param sendSecondsPerByte           one point-to-point message, per byte
  */
-public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int seq, Part embedding, Map<Recompute, Part> block,
-                           Part head, double optimizerSecondsPerParameter, double allReduceSecondsPerByte,
+public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int seq, Map<TensorSplit, Pieces> pieces,
+                           double optimizerSecondsPerParameter, double allReduceSecondsPerByte,
                            double collectiveLatencySeconds, double sendSecondsPerByte) {
+
+    /** @throws IllegalArgumentException if the pieces lack tp 1 */
+    public LocalProfile {
+        pieces = Map.copyOf(pieces);
+        if (!pieces.containsKey(TensorSplit.NONE)) throw new IllegalArgumentException("a profile needs the unsplit pieces (tp=1)");
+    }
+
+    /**
+     * The pieces as {@code layout} splits them.
+     *
+     * @throws IllegalArgumentException naming the splits profiled, if this one was not
+     */
+    public Pieces pieces(ParallelLayout layout) {
+        TensorSplit split = TensorSplit.of(layout);
+        Pieces p = pieces.get(split);
+        if (p == null) {
+            throw new IllegalArgumentException("this profile has no pieces for " + split + " (it has " + pieces.keySet().stream().sorted()
+                    .map(TensorSplit::toString).toList() + "); profile the layout's split too");
+        }
+        return p;
+    }
+
+    /**
+     * How tensor parallelism splits the pieces.
+     *
+     * @param tp               ranks in a tensor-parallel group
+     * @param sequenceParallel whether the replicated regions are split along the sequence too
+     */
+    public record TensorSplit(int tp, boolean sequenceParallel) implements Comparable<TensorSplit> {
+        /** One rank holds every piece whole. */
+        public static final TensorSplit NONE = new TensorSplit(1, false);
+
+        /** @throws IllegalArgumentException if tp is below 1, or sequence parallelism is asked for at tp 1 */
+        public TensorSplit {
+            if (tp < 1 || (tp == 1 && sequenceParallel)) {
+                throw new IllegalArgumentException("tensor split tp=" + tp + ", sp=" + sequenceParallel + ": tp must be positive and "
+                        + "sequence parallelism needs tp > 1");
+            }
+        }
+
+        /** The split of {@code layout}. */
+        public static TensorSplit of(ParallelLayout layout) {
+            return new TensorSplit(layout.tp(), layout.sequenceParallel());
+        }
+
+        /**
+         * Every split of {@code config} over groups of {@code ranks} at sequence length {@code seq}: tp dividing the
+         * ranks, the heads and the MLP's hidden size, and dividing or a multiple of the kv heads; with and without
+         * sequence parallelism where tp divides seq. A mixture of experts is not split (the trainer does not run MoE
+         * blocks tensor-parallel).
+         */
+        public static List<TensorSplit> possible(ModelConfig config, int ranks, int seq) {
+            List<TensorSplit> splits = new ArrayList<>();
+            for (int tp = 1; tp <= (config.moe() == null ? ranks : 1); tp++) {
+                if (ranks % tp != 0 || config.heads() % tp != 0 || config.ffnHidden() % tp != 0) continue;
+                if (config.kvHeads() % tp != 0 && tp % config.kvHeads() != 0) continue;
+                splits.add(new TensorSplit(tp, false));
+                if (tp > 1 && seq % tp == 0) splits.add(new TensorSplit(tp, true));
+            }
+            return splits;
+        }
+
+        @Override
+        public int compareTo(TensorSplit o) {
+            return tp != o.tp ? Integer.compare(tp, o.tp) : Boolean.compare(sequenceParallel, o.sequenceParallel);
+        }
+
+        @Override
+        public String toString() {
+            return "tp=" + tp + (sequenceParallel ? ",sp=true" : "");
+        }
+    }
+
+    /**
+     * One tensor-parallel rank's pieces (a whole model's at tp 1), per micro-batch.
+     *
+     * @param embedding the embedding part
+     * @param block     one block, by recompute policy
+     * @param head      the final layers, tied head and loss
+     */
+    public record Pieces(Part embedding, Map<Recompute, Part> block, Part head) {
+        public Pieces {
+            block = Map.copyOf(block);
+        }
+
+        /** Each figure the larger of this and {@code other}'s. */
+        Pieces max(Pieces other) {
+            Map<Recompute, Part> blocks = new EnumMap<>(Recompute.class);
+            for (Recompute policy : Recompute.values()) blocks.put(policy, block.get(policy).max(other.block.get(policy)));
+            return new Pieces(embedding.max(other.embedding), blocks, head.max(other.head));
+        }
+    }
 
     /**
      * One part's cost for one micro-batch.

@@ -13,23 +13,29 @@ import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.Recompute;
+import dev.shardwise.model.TensorParallel;
 import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.EnumMap;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.SplittableRandom;
+import java.util.TreeSet;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * Measures a {@link LocalProfile}: runs the model's pieces (the embedding, one block under each recompute policy,
  * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
- * cores training would give it ({@link LocalCluster}), plus AdamW over one block and the local backend's all-reduce
- * and send. Each figure is the median of a few repetitions after a warm-up, taken on the slowest rank, with every rank
- * starting each repetition together.
+ * cores training would give it ({@link LocalCluster}), whole and under each tensor-parallel split asked for (the
+ * ranks then form tp groups and run their slices with the group's collectives), plus AdamW over one block and the
+ * local backend's all-reduce and send. Each figure is the median of a few repetitions after a warm-up, taken on the
+ * slowest rank, with every rank starting each repetition together.
  */
 public final class LocalProfiler {
     /** Bytes of the all-reduce and send timed for the per-byte costs. */
@@ -42,11 +48,29 @@ public final class LocalProfiler {
 
     /**
      * Profiles {@code config} at micro-batch {@code microBatch} and sequence length {@code seq} with {@code ranks}
-     * ranks running at once, {@code repeats} timed repetitions of each piece.
+     * ranks running at once, {@code repeats} timed repetitions of each piece, unsplit only.
      *
      * @throws IllegalArgumentException if a size is not positive or seq exceeds the model's context
      */
     public static LocalProfile profile(ModelConfig config, int ranks, int microBatch, int seq, int repeats) {
+        return profile(config, ranks, microBatch, seq, repeats, Set.of(LocalProfile.TensorSplit.NONE));
+    }
+
+    /**
+     * As {@link #profile(ModelConfig, int, int, int, int)}, the pieces also under each tensor-parallel split of
+     * {@code splits} (tp 1 is always profiled).
+     *
+     * @throws IllegalArgumentException also if a split's tp does not divide the ranks
+     */
+    public static LocalProfile profile(ModelConfig config, int ranks, int microBatch, int seq, int repeats,
+                                       Set<LocalProfile.TensorSplit> splits) {
+        Set<LocalProfile.TensorSplit> all = new TreeSet<>(splits);
+        all.add(LocalProfile.TensorSplit.NONE);
+        for (LocalProfile.TensorSplit split : all) {
+            if (ranks % split.tp() != 0) {
+                throw new IllegalArgumentException("profile: " + split + " does not divide " + ranks + " ranks into tensor-parallel groups");
+            }
+        }
         if (ranks < 1 || microBatch < 1 || seq < 1 || repeats < 1) {
             throw new IllegalArgumentException("profile: ranks, micro-batch, seq and repeats must be positive, got " + ranks + ", "
                     + microBatch + ", " + seq + ", " + repeats);
@@ -58,67 +82,76 @@ public final class LocalProfiler {
             // The first profile in a JVM would time code the JIT has not compiled yet (the kernels take seconds of
             // calls to reach their compiled form): run every piece once untimed first.
             LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq,
-                    1).run());
+                    1, Set.of(LocalProfile.TensorSplit.NONE)).run());
         }
         List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(),
-                ctx.compute().threads(), microBatch, seq, repeats).run());
+                ctx.compute().threads(), microBatch, seq, repeats, all).run());
         return slowest(perRank);
     }
 
     /** Every figure the largest over the ranks: the slowest rank sets the pace of a synchronous step. */
     private static LocalProfile slowest(List<LocalProfile> ranks) {
         LocalProfile first = ranks.getFirst();
-        LocalProfile.Part embedding = first.embedding(), head = first.head();
-        Map<Recompute, LocalProfile.Part> block = new EnumMap<>(first.block());
+        Map<LocalProfile.TensorSplit, LocalProfile.Pieces> pieces = new HashMap<>(first.pieces());
         double optimizer = 0, allReduce = 0, latency = 0, send = 0;
         for (LocalProfile r : ranks) {
-            embedding = embedding.max(r.embedding());
-            head = head.max(r.head());
-            for (Recompute policy : Recompute.values()) block.put(policy, block.get(policy).max(r.block().get(policy)));
+            r.pieces().forEach((split, p) -> pieces.merge(split, p, LocalProfile.Pieces::max));
             optimizer = Math.max(optimizer, r.optimizerSecondsPerParameter());
             allReduce = Math.max(allReduce, r.allReduceSecondsPerByte());
             latency = Math.max(latency, r.collectiveLatencySeconds());
             send = Math.max(send, r.sendSecondsPerByte());
         }
-        return new LocalProfile(first.ranks(), first.threadsPerRank(), first.microBatch(), first.seq(), embedding, block, head,
-                optimizer, allReduce, latency, send);
+        return new LocalProfile(first.ranks(), first.threadsPerRank(), first.microBatch(), first.seq(), pieces, optimizer, allReduce,
+                latency, send);
     }
 
     /** One rank's measurements. */
     private record RankProfiler(ModelConfig config, Communicator world, MemoryPool pool, int threads, int microBatch, int seq,
-                                int repeats) {
+                                int repeats, Set<LocalProfile.TensorSplit> splits) {
         LocalProfile run() {
-            int rows = microBatch * seq;
             SplittableRandom random = new SplittableRandom(17 + world.rank());
-            try (Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, microBatch, seq + 1);
-                 Tensor input = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden());
-                 Tensor dOut = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden())) {
+            try (Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, microBatch, seq + 1)) {
                 int[] ids = new int[microBatch * (seq + 1)];
                 for (int i = 0; i < ids.length; i++) ids[i] = random.nextInt(config.vocabSize());
                 MemorySegment.copy(ids, 0, batch.segment(), ValueLayout.JAVA_INT, batch.byteOffset(), ids.length);
-                float[] values = new float[rows * config.hidden()];
-                for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian();
-                input.copyFrom(values);
-                for (int i = 0; i < values.length; i++) values[i] *= 1e-3f;
-                dOut.copyFrom(values);
-                Tensor tokens = batch.slice(1, 0, seq), targets = batch.slice(1, 1, seq);
-
-                LocalProfile.Part embedding = measurePart(new GptPart.Span(true, 0, 0, false), Recompute.NONE, tokens, targets, null, dOut);
-                Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
-                for (Recompute policy : Recompute.values()) {
-                    block.put(policy, measurePart(new GptPart.Span(false, 0, 1, false), policy, tokens, targets, input, dOut));
-                }
-                LocalProfile.Part head = measurePart(new GptPart.Span(false, config.layers(), config.layers(), true), Recompute.NONE,
-                        tokens, targets, input, null);
+                Map<LocalProfile.TensorSplit, LocalProfile.Pieces> pieces = new HashMap<>();
+                for (LocalProfile.TensorSplit split : splits) pieces.put(split, pieces(split, batch, random));
                 double optimizer = optimizerSecondsPerParameter();
                 double[] collectives = collectives();
-                return new LocalProfile(world.size(), threads, microBatch, seq, embedding, block, head, optimizer,
-                        collectives[0], collectives[1], collectives[2]);
+                return new LocalProfile(world.size(), threads, microBatch, seq, pieces, optimizer, collectives[0], collectives[1],
+                        collectives[2]);
             }
         }
 
-        private ParameterSet allocate(GptPart.Span span) {
-            ParameterSet params = Gpt.declare(config, List.of(span), true).allocate(pool, DType.F32);
+        /** The pieces under {@code split}: the ranks split into tp groups of consecutive ranks, each timing its slices. */
+        private LocalProfile.Pieces pieces(LocalProfile.TensorSplit split, Tensor batch, SplittableRandom random) {
+            int tpSize = split.tp();
+            try (Communicator group = tpSize == 1 ? null : world.split(world.rank() / tpSize, world.rank() % tpSize, "tp")) {
+                TensorParallel tp = group == null ? TensorParallel.NONE : new CommunicatorTensorParallel(group, split.sequenceParallel());
+                int rows = split.sequenceParallel() ? microBatch * seq / tpSize : microBatch * seq;
+                try (Tensor input = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden());
+                     Tensor dOut = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden())) {
+                    float[] values = new float[rows * config.hidden()];
+                    for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian();
+                    input.copyFrom(values);
+                    for (int i = 0; i < values.length; i++) values[i] *= 1e-3f;
+                    dOut.copyFrom(values);
+                    Tensor tokens = batch.slice(1, 0, seq), targets = batch.slice(1, 1, seq);
+                    LocalProfile.Part embedding = measurePart(new GptPart.Span(true, 0, 0, false), Recompute.NONE, tp, tokens, targets,
+                            null, dOut);
+                    Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
+                    for (Recompute policy : Recompute.values()) {
+                        block.put(policy, measurePart(new GptPart.Span(false, 0, 1, false), policy, tp, tokens, targets, input, dOut));
+                    }
+                    LocalProfile.Part head = measurePart(new GptPart.Span(false, config.layers(), config.layers(), true), Recompute.NONE,
+                            tp, tokens, targets, input, null);
+                    return new LocalProfile.Pieces(embedding, block, head);
+                }
+            }
+        }
+
+        private ParameterSet allocate(GptPart.Span span, TensorParallel tp) {
+            ParameterSet params = Gpt.declare(config, List.of(span), true, tp).allocate(pool, DType.F32);
             params.initialize(1234);
             return params;
         }
@@ -128,9 +161,10 @@ public final class LocalProfiler {
          * the first split pass left in their fresh arenas, and how far above that the whole pass peaked (scratch arenas
          * its layers closed before it ended).
          */
-        private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, Tensor tokens, Tensor targets, Tensor input, Tensor dOut) {
-            try (ParameterSet params = allocate(span); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
-                GptPart part = new GptPart(config, params, span, policy, 1);
+        private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, TensorParallel tp, Tensor tokens, Tensor targets,
+                                              Tensor input, Tensor dOut) {
+            try (ParameterSet params = allocate(span, tp); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
+                GptPart part = new GptPart(config, params, span, policy, 1, tp);
                 double[] forward = new double[repeats], backward = new double[repeats], inputGrad = new double[repeats],
                         weightGrad = new double[repeats];
                 long passBytes = 0, splitBytes = 0, scratchBytes = 0;
@@ -178,7 +212,7 @@ public final class LocalProfiler {
         }
 
         private double optimizerSecondsPerParameter() {
-            try (ParameterSet params = allocate(new GptPart.Span(false, 0, 1, false));
+            try (ParameterSet params = allocate(new GptPart.Span(false, 0, 1, false), TensorParallel.NONE);
                  AdamWOptimizer adam = new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt())) {
                 double[] seconds = new double[repeats];
                 for (int r = -1; r < repeats; r++) {

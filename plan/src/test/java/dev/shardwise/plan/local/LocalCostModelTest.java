@@ -2,8 +2,10 @@ package dev.shardwise.plan.local;
 
 import dev.shardwise.model.ActivationMemory;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.Recompute;
+import dev.shardwise.model.TensorParallelRank;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
@@ -11,7 +13,9 @@ import dev.shardwise.parallel.pipeline.ScheduleKind;
 import org.junit.jupiter.api.Test;
 
 import java.util.EnumMap;
+import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -21,14 +25,28 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class LocalCostModelTest {
     static final ModelConfig SMALL = ModelConfig.gpt(96, 16, 4, 32, 4);
 
-    /** Embedding 1 ms / 2 ms, each block 10 / 20 ms (selective +1, full +10 in backward), head 5 / 10 ms. */
+    /**
+     * Embedding 1 ms / 2 ms, each block 10 / 20 ms (selective +1, full +10 in backward), head 5 / 10 ms; at tp 2 every
+     * piece takes 0.6 of that time (its slice plus its collectives) and half the bytes.
+     */
     static LocalProfile profile(int ranks, int microBatch) {
+        return new LocalProfile(ranks, 1, microBatch, 16, Map.of(LocalProfile.TensorSplit.NONE, pieces(1, 1),
+                new LocalProfile.TensorSplit(2, false), pieces(0.6, 0.5)), 1e-9, 1e-9, 1e-5, 1e-9);
+    }
+
+    private static LocalProfile.Pieces pieces(double time, double bytes) {
         Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
-        block.put(Recompute.NONE, new LocalProfile.Part(0.010, 0.020, 0.012, 0.008, 1000, 1200, 0));
-        block.put(Recompute.SELECTIVE, new LocalProfile.Part(0.010, 0.021, 0.013, 0.008, 900, 1100, 50));
-        block.put(Recompute.FULL, new LocalProfile.Part(0.010, 0.030, 0.030, 0, 300, 300, 700));
-        return new LocalProfile(ranks, 1, microBatch, 16, new LocalProfile.Part(0.001, 0.002, 0.0, 0.002, 100, 100, 0), block,
-                new LocalProfile.Part(0.005, 0.010, 0.006, 0.004, 5000, 5000, 10), 1e-9, 1e-9, 1e-5, 1e-9);
+        block.put(Recompute.NONE, part(time, bytes, 0.010, 0.020, 0.012, 0.008, 1000, 1200, 0));
+        block.put(Recompute.SELECTIVE, part(time, bytes, 0.010, 0.021, 0.013, 0.008, 900, 1100, 50));
+        block.put(Recompute.FULL, part(time, bytes, 0.010, 0.030, 0.030, 0, 300, 300, 700));
+        return new LocalProfile.Pieces(part(time, bytes, 0.001, 0.002, 0.0, 0.002, 100, 100, 0), block,
+                part(time, bytes, 0.005, 0.010, 0.006, 0.004, 5000, 5000, 10));
+    }
+
+    private static LocalProfile.Part part(double time, double bytes, double f, double b, double bIn, double bW, long pass, long split,
+                                          long scratch) {
+        return new LocalProfile.Part(time * f, time * b, time * bIn, time * bW, (long) (bytes * pass), (long) (bytes * split),
+                (long) (bytes * scratch));
     }
 
     @Test
@@ -74,19 +92,53 @@ class LocalCostModelTest {
     }
 
     @Test
+    void tensorParallelismIsPricedFromTheSplitPiecesAndHoldsEachRanksSlices() {
+        LocalCostModel costs = new LocalCostModel(SMALL, profile(2, 2));
+        LocalEstimate tp = costs.estimate(new ParallelLayout(1, 2, 1, 1, 1, false, 0, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        long slices = Gpt.declare(SMALL, List.of(GptPart.Span.whole(SMALL)), false, new TensorParallelRank(2, 0)).paddedCount(1);
+        double perMicroBatch = 0.6 * (0.001 + 0.002 + 4 * (0.010 + 0.020) + 0.005 + 0.010);
+        assertEquals(4 * perMicroBatch + slices * 1e-9, tp.stepSeconds(), 1e-9, "4 micro-batches of the split pieces, AdamW over the slices");
+        assertEquals(ZeroMemory.of(0, 1, slices, false).total(), tp.stateBytes()[0], "a tp rank holds its slices' state");
+        assertTrue(slices < Gpt.declare(SMALL).paddedCount(1) * 0.6, "the blocks' matrices and the vocabulary are halved: " + slices);
+        assertEquals(50 + 4 * 500 + 2500 + 5, tp.activationBytes()[0], "the split pieces' arena bytes");
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> costs.estimate(
+                new ParallelLayout(1, 2, 1, 1, 1, true, 0, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8));
+        assertTrue(e.getMessage().contains("no pieces for tp=2,sp=true"), e.getMessage());
+    }
+
+    @Test
+    void theProfilerMeasuresEachTensorParallelSplit() {
+        Set<LocalProfile.TensorSplit> splits = Set.of(new LocalProfile.TensorSplit(2, false), new LocalProfile.TensorSplit(2, true));
+        LocalProfile p = LocalProfiler.profile(SMALL, 2, 2, 16, 1, splits);
+        assertEquals(Set.of(LocalProfile.TensorSplit.NONE, new LocalProfile.TensorSplit(2, false), new LocalProfile.TensorSplit(2, true)),
+                p.pieces().keySet(), "tp 1 is always profiled");
+        long whole = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(Recompute.NONE).passBytes();
+        for (LocalProfile.TensorSplit split : splits) {
+            LocalProfile.Pieces pieces = p.pieces().get(split);
+            assertTrue(pieces.head().forwardSeconds() > 0 && pieces.block().get(Recompute.FULL).backwardSeconds() > 0, split + ": " + pieces);
+            assertTrue(pieces.block().get(Recompute.NONE).passBytes() < whole, split + ": a rank's slice of a block keeps fewer bytes ("
+                    + pieces.block().get(Recompute.NONE).passBytes() + ") than the whole block (" + whole + ")");
+        }
+        assertEquals(List.of(LocalProfile.TensorSplit.NONE, new LocalProfile.TensorSplit(2, false), new LocalProfile.TensorSplit(2, true),
+                new LocalProfile.TensorSplit(4, false), new LocalProfile.TensorSplit(4, true)), LocalProfile.TensorSplit.possible(SMALL, 4, 16),
+                "tp dividing the ranks and the 4 heads, sp where tp divides the sequence");
+    }
+
+    @Test
     void theProfilerMeasuresEveryPieceAndTheArenaBytesOfABlock() {
         LocalProfile p = LocalProfiler.profile(SMALL, 2, 2, 16, 1);
         assertEquals(2, p.ranks());
         for (Recompute policy : Recompute.values()) {
-            LocalProfile.Part block = p.block().get(policy);
+            LocalProfile.Part block = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(policy);
             assertTrue(block.forwardSeconds() > 0 && block.backwardSeconds() > 0, policy + ": " + block);
         }
         assertTrue(p.allReduceSecondsPerByte() > 0 && p.sendSecondsPerByte() > 0 && p.optimizerSecondsPerParameter() > 0, p.toString());
         long saved = ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.NONE, DType.F32);
-        long pass = p.block().get(Recompute.NONE).passBytes();
+        LocalProfile.Pieces pieces = p.pieces().get(LocalProfile.TensorSplit.NONE);
+        long pass = pieces.block().get(Recompute.NONE).passBytes();
         assertTrue(pass > saved, "a pass holds what forward saves (" + saved + ") and what backward allocates: " + pass);
-        assertTrue(p.block().get(Recompute.FULL).passBytes() >= ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.FULL, DType.F32),
+        assertTrue(pieces.block().get(Recompute.FULL).passBytes() >= ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.FULL, DType.F32),
                 "full recompute still holds the block's output");
-        assertTrue(p.head().passBytes() >= 2L * 16 * 96 * 4, "the head holds at least the logits: " + p.head().passBytes());
+        assertTrue(pieces.head().passBytes() >= 2L * 16 * 96 * 4, "the head holds at least the logits: " + pieces.head().passBytes());
     }
 }
