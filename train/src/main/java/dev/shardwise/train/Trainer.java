@@ -29,6 +29,9 @@ import dev.shardwise.model.MatmulPrecision;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.TensorParallel;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
+import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
+import dev.shardwise.parallel.ExpertParallelUpdate;
+import dev.shardwise.model.ExpertParallel;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -257,15 +260,19 @@ public final class Trainer {
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
         TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
-        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
+        ExpertParallel ep = config.layout().ep() > 1 ? new CommunicatorExpertParallel(groups.ep()) : ExpertParallel.NONE;
+        // the expert-parallel update splits its runs unevenly itself: no padding, whole values and gradients (ZeRO 0 or 1)
+        ZeroStage allocation = ep.size() > 1 ? ZeroStage.REPLICATED : zero;
+        try (ParameterSet params = allocation.allocate(Gpt.declare(config.model(), spans, pp > 1, tp, ep), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
              MatmulPrecision precision = MatmulPrecision.of(config.precision(), pool);
              StageGradients stages = pp > 1 || tpSize > 1
                      ? new StageGradients(pp > 1 ? groups.pp() : null, tpSize > 1 ? groups.tp() : null, params, pool)
                      : StageGradients.NONE;
-             OptimizerState optimizer = optimizer(zero, params, pool, dpGroup, stages);
+             OptimizerState optimizer = ep.size() > 1 ? expertParallelOptimizer(params, pool, groups, stages)
+                     : optimizer(zero, params, pool, dpGroup, stages);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
-             TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp), pool, config.gradClip(), optimizer.update(),
+             TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp, ep), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
             params.usePrecision(precision);
             RunCheckpoints.Place place = groups == null ? RunCheckpoints.Place.SINGLE : new RunCheckpoints.Place(groups.globalRank(),
@@ -331,9 +338,27 @@ public final class Trainer {
         return List.copyOf(mine);
     }
 
-    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans, TensorParallel tp) {
+    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans, TensorParallel tp, ExpertParallel ep) {
         return spans.stream().map(span -> new GptPart(config.model(), params, span, config.layout().recompute(),
-                config.recomputeEvery(), tp)).toList();
+                config.recomputeEvery(), tp, ep)).toList();
+    }
+
+    /**
+     * Expert parallelism's update (GShard) at the config's ZeRO stage (0 or 1): the dense gradients averaged over the
+     * dp group, the experts' over the ranks holding the same experts; the parameters initialised by global name, so
+     * every expert starts as it would on one rank.
+     */
+    private OptimizerState expertParallelOptimizer(ParameterSet params, MemoryPool pool, ProcessGroups groups,
+                                                   StageGradients stages) {
+        ExpertParallelUpdate update = new ExpertParallelUpdate(params, config.optimizer(), config.zero(), groups.dp(), groups.ep(),
+                groups.expertDp(), pool, stages);
+        try {
+            params.initialize(config.seed());
+            return OptimizerState.expertParallel(update, params, pool);
+        } catch (RuntimeException e) {
+            update.close();
+            throw e;
+        }
     }
 
     /**
@@ -466,7 +491,9 @@ public final class Trainer {
                 // stage, so then every rank evaluates with the leader.
                 // Under tensor parallelism every forward runs collectives over the tp group, so the leader's tp group
                 // evaluates with it too.
-                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1 || config.layout().tp() > 1)) {
+                // Under expert parallelism every MoE block's forward runs all-to-alls over the ep group: every rank evaluates.
+                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1 || config.layout().tp() > 1
+                        || config.layout().ep() > 1)) {
                     evaluate(data, pool, trainStep);
                 }
                 if (leader) {

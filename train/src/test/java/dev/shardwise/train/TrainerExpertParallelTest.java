@@ -1,0 +1,184 @@
+package dev.shardwise.train;
+
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/**
+ * The trainer under expert parallelism (GShard; {@code train --ep N}) against the same layout at ep 1: the same
+ * routing (every rank routes its own micro-batch's tokens, dropless), so over 20 steps the training and validation
+ * losses agree within 1e-5 relative, only the reduction order differing. Checkpoints hold each expert once under its
+ * global name, so an ep 2 run resumes bit for bit and its checkpoint loads at ep 1 (and an ep 1 one at ep 2).
+ */
+class TrainerExpertParallelTest {
+    @TempDir
+    static Path dir;
+    static Path data;
+
+    @BeforeAll
+    static void prepareTinyData() throws IOException {
+        data = TrainerResumeTest.tinyData(dir);
+    }
+
+    /**
+     * {@code ranks} ranks as dp = ranks/pp replicas of {@code pp} stages, ep of them splitting the experts: a 2-block
+     * model with 4 experts of hidden 32, top-2, in every block; micro-batches of 2 rows, 2 per step per replica.
+     */
+    static Map<String, Object> flags(Path runDir, int ranks, int pp, int ep, int zero, int steps) {
+        Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, zero));
+        flags.put("pp", pp);
+        flags.put("ep", ep);
+        flags.put("batchSize", 2);
+        flags.put("gradAccumulation", 2);
+        flags.put("steps", steps);
+        flags.put("evalEvery", 5);
+        flags.put("checkpointEvery", 10);
+        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2,
+                "kvHeads", 2, "ffnHidden", 64, "moe", Map.of("experts", 4, "topK", 2, "expertHidden", 32)));
+        return flags;
+    }
+
+    static TrainConfig config(Path runDir, int ranks, int pp, int ep, int zero) {
+        return ConfigLoader.resolve(Map.of(), "test", flags(runDir, ranks, pp, ep, zero, 20));
+    }
+
+    static List<Double> column(Path runDir, String key) throws IOException {
+        return MetricsLog.read(runDir.resolve("metrics.jsonl")).stream().filter(row -> row.get(key) instanceof Number)
+                .map(row -> ((Number) row.get(key)).doubleValue()).toList();
+    }
+
+    static void assertClose(List<Double> expected, List<Double> got, double relative, String name) {
+        assertEquals(expected.size(), got.size(), name + ": entries");
+        assertFalse(expected.isEmpty(), name + ": nothing to compare");
+        for (int i = 0; i < expected.size(); i++) {
+            assertEquals(expected.get(i), got.get(i), relative * Math.abs(expected.get(i)), name + " " + (i + 1));
+        }
+    }
+
+    @ParameterizedTest(name = "ranks={0} pp={1} ep={2} zero={3}")
+    @CsvSource({"2, 1, 2, 0", "4, 1, 4, 1", "4, 1, 2, 1", "4, 2, 2, 0"})
+    void expertParallelTrainsLikeEp1(int ranks, int pp, int ep, int zero) throws IOException {
+        String name = "ranks " + ranks + " pp " + pp + " ep " + ep + " zero " + zero;
+        Path reference = dir.resolve("ep1-" + ranks + "-" + pp + "-" + zero), run = dir.resolve("ep" + ep + "-" + ranks + "-" + pp + "-" + zero);
+        if (!Files.exists(reference)) {   // ep 2 and ep 4 over dp 4 at ZeRO 1 share their reference
+            new Trainer(config(reference, ranks, pp, 1, zero), TrainerResumeTest.quiet()).run(false);
+        }
+        new Trainer(config(run, ranks, pp, ep, zero), TrainerResumeTest.quiet()).run(false);
+        assertClose(column(reference, "loss"), column(run, "loss"), 1e-5, name + ": loss of step");
+        assertClose(column(reference, "val_loss"), column(run, "val_loss"), 1e-5, name + ": validation loss");
+        assertEquals(20, column(run, "loss").size(), name + ": 20 steps");
+        assertEquals(4, column(run, "val_loss").size(), name + ": every 5 steps");
+        List<Double> loss = column(reference, "loss");
+        assertTrue(loss.getLast() < loss.getFirst(), name + ": the reference trains");
+    }
+
+    /**
+     * An ep 2 × dp 2 run with ZeRO 1 (each expert's AdamW state sharded over the two ranks holding it) resumed from
+     * its step-10 checkpoint ends bit for bit like the uninterrupted run; its checkpoint holds every expert once by
+     * global name, and loads at ep 1 (one rank holding all experts) with the next loss within 1e-6.
+     */
+    @Test
+    void anEp2CheckpointResumesBitForBitAndLoadsAtEp1() throws IOException {
+        Path whole = dir.resolve("ckpt-ep2"), resumed = dir.resolve("ckpt-ep2-resumed");
+        new Trainer(config(whole, 4, 1, 2, 1), TrainerResumeTest.quiet()).run(false);
+        Path ten = whole.resolve("checkpoints").resolve(Checkpoint.directoryName(10));
+        CheckpointIndex index = Checkpoint.index(ten);
+        for (int e = 0; e < 4; e++) {
+            for (String kind : List.of("param/", "adam_m/", "adam_v/")) {
+                String tensor = kind + "h.1.mlp.experts." + e + ".fc.weight";
+                assertTrue(index.manifest().get("tensors") instanceof Map<?, ?> t && t.containsKey(tensor), tensor + " saved");
+            }
+        }
+
+        new Trainer(config(resumed, 4, 1, 2, 1), TrainerResumeTest.quiet()).run(false);
+        Checkpoint.deleteRecursively(resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(20)));
+        new Trainer(config(resumed, 4, 1, 2, 1), TrainerResumeTest.quiet()).run(true, "10");
+        assertEquals(column(whole, "loss"), column(resumed, "loss"), "losses of the resumed ep 2 run");
+        CheckpointContents.assertSame(whole.resolve("checkpoints").resolve(Checkpoint.directoryName(20)),
+                resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(20)), "final weights and moments identical");
+
+        record Layout(int ranks, int ep, int zero) { }
+        List<Double> expected = column(whole, "loss");
+        for (Layout l : List.of(new Layout(4, 1, 1), new Layout(4, 1, 0), new Layout(2, 1, 0))) {
+            String name = "the ep 2 checkpoint resumed at ranks " + l.ranks() + ", ep " + l.ep() + ", zero " + l.zero();
+            Path run = dir.resolve("ckpt-as-" + l.ranks() + "-" + l.ep() + "-" + l.zero());
+            copyStep(whole, run, 10);
+            Map<String, Object> flags = flags(run, l.ranks(), 1, l.ep(), l.zero(), 11);
+            flags.put("batchSize", 8 / l.ranks());   // the same global batch of 8 rows per micro-batch step
+            new Trainer(ConfigLoader.resolve(Map.of(), "test", flags), TrainerResumeTest.quiet()).run(true);
+            List<Double> got = column(run, "loss");
+            assertEquals(11, got.size(), name);
+            assertEquals(expected.get(10), got.get(10), 1e-6 * expected.get(10), name + ": loss of step 11");
+        }
+    }
+
+    /** A dp 2 run at ep 1 resumes at ep 2 (each rank reading only its two experts) with the next loss within 1e-6. */
+    @Test
+    void anEp1CheckpointLoadsAtEp2() throws IOException {
+        Path whole = dir.resolve("ckpt-ep1"), run = dir.resolve("ckpt-ep1-as-ep2");
+        new Trainer(config(whole, 2, 1, 1, 0), TrainerResumeTest.quiet()).run(false);
+        copyStep(whole, run, 10);
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(run, 2, 1, 2, 1, 11)), TrainerResumeTest.quiet()).run(true);
+        double expected = column(whole, "loss").get(10), got = column(run, "loss").get(10);
+        assertEquals(expected, got, 1e-6 * expected, "loss of step 11 at ep 2 from an ep 1 checkpoint");
+    }
+
+    @Test
+    void badExpertParallelLayoutsAreRefusedWithTheFix() {
+        Map<String, Object> three = flags(dir.resolve("bad"), 4, 1, 3, 0, 20);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", three));
+        assertTrue(e.getMessage().contains("ep=3") && e.getMessage().contains("dp=4"), e.getMessage());
+
+        Map<String, Object> experts = flags(dir.resolve("bad"), 8, 1, 8, 0, 20);
+        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", experts));
+        assertTrue(e.getMessage().contains("model.experts=4") && e.getMessage().contains("ep"), e.getMessage());
+
+        Map<String, Object> dense = flags(dir.resolve("bad"), 2, 1, 2, 0, 20);
+        dense.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2, "kvHeads", 2, "ffnHidden", 64));
+        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", dense));
+        assertTrue(e.getMessage().contains("dense model") && e.getMessage().contains("use ep=1"), e.getMessage());
+
+        Map<String, Object> zero2 = flags(dir.resolve("bad"), 2, 1, 2, 2, 20);
+        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", zero2));
+        assertTrue(e.getMessage().contains("zero=2") && e.getMessage().contains("--zero 1"), e.getMessage());
+    }
+
+    /** The dry run's table: every rank holds the dense parameters and 2 of the 4 experts of each block. */
+    @Test
+    void memoryReportDividesTheExpertsByEp() {
+        TrainConfig ep1 = config(dir.resolve("mem"), 2, 1, 1, 0), ep2 = config(dir.resolve("mem"), 2, 1, 2, 0);
+        MemoryReport.ExpertShare share = MemoryReport.expertShare(ep2, 0);
+        // 2 blocks × 4 experts × (fc 16·32 + 32, proj 32·16 + 16) = 8 · 1072 parameters, half on each rank
+        assertEquals(4 * 1072, share.experts());
+        assertEquals(ep1.model().parameterCount() - 8 * 1072, share.dense());
+        assertEquals(4L * (share.dense() + share.experts()), MemoryReport.allocated(ep2, 0).parameters());
+        assertEquals(MemoryReport.allocated(ep1, 0).parameters() - 4L * 4 * 1072, MemoryReport.allocated(ep2, 0).parameters());
+        TrainConfig zero1 = config(dir.resolve("mem"), 4, 1, 2, 1);
+        long expertDp = 2;
+        assertEquals(8 * ((share.dense() + 3) / 4) + 8 * (share.experts() / expertDp),
+                MemoryReport.allocated(zero1, 0).optimizerState(), "ZeRO 1: dense state / dp, expert state / (dp/ep)");
+        String table = MemoryReport.table(ep2);
+        assertTrue(table.contains("ep 2") && table.contains("expert parallelism over ep=2"), table);
+    }
+
+    static void copyStep(Path from, Path to, int step) throws IOException {
+        Path source = from.resolve("checkpoints").resolve(Checkpoint.directoryName(step));
+        Path target = to.resolve("checkpoints").resolve(Checkpoint.directoryName(step));
+        Files.createDirectories(target);
+        try (var files = Files.list(source)) {
+            for (Path f : files.toList()) Files.copy(f, target.resolve(f.getFileName()));
+        }
+        Files.copy(from.resolve("metrics.jsonl"), to.resolve("metrics.jsonl"));
+    }
+}
