@@ -46,7 +46,7 @@ final class ExpertDispatch {
         Tensor recvCounts = arena.allocateForOverwrite(DType.I32, p * perRank);
         int[] each = new int[p];
         java.util.Arrays.fill(each, perRank);
-        ep.allToAll(recvCounts, each, sendCounts, each);
+        ep.allToAll(ExpertParallel.Exchange.COUNTS, recvCounts, each, sendCounts, each);
         int[] sendRows = new int[p], recvRows = new int[p];
         int[][] received = new int[p][perRank];   // [source][local expert]
         for (int r = 0; r < p; r++) {
@@ -71,7 +71,7 @@ final class ExpertDispatch {
             }
             localOffsets[l + 1] = at;
         }
-        Tensor xr = exchange(arena, xs, sendRows, recvRows, rows, c, dtype);
+        Tensor xr = exchange(ExpertParallel.Exchange.DISPATCH, arena, xs, sendRows, recvRows, rows, c, dtype);
         Tensor xe = null, ye = null;
         GroupedExperts.Saved saved = null;
         if (rows > 0) {
@@ -80,7 +80,8 @@ final class ExpertDispatch {
             saved = local.forward(arena, xe, localOffsets);
             ye = saved.out();
         }
-        Tensor ys = exchange(arena, sourceMajor(arena, ye, order, rows, c, dtype), recvRows, sendRows, m, c, dtype);
+        Tensor ys = exchange(ExpertParallel.Exchange.COMBINE, arena, sourceMajor(arena, ye, order, rows, c, dtype), recvRows,
+                sendRows, m, c, dtype);
         return new Saved(sendRows, recvRows, order, localOffsets, xe, saved, ys);
     }
 
@@ -88,7 +89,7 @@ final class ExpertDispatch {
     Tensor backward(StepArena arena, Tensor dys, int m, int c, Saved saved, WeightGradients weights) {
         int rows = saved.order.length;
         DType dtype = dys.dtype();
-        Tensor dyr = exchange(arena, dys, saved.sendRows, saved.recvRows, rows, c, dtype);
+        Tensor dyr = exchange(ExpertParallel.Exchange.COMBINE_GRADIENT, arena, dys, saved.sendRows, saved.recvRows, rows, c, dtype);
         Tensor dxe = null;
         if (rows > 0) {
             Tensor dye = arena.allocateForOverwrite(dtype, rows, c);
@@ -96,7 +97,8 @@ final class ExpertDispatch {
             dxe = arena.allocateForOverwrite(dtype, rows, c);
             local.backward(arena, dxe, dye, saved.xe, saved.offsets, saved.experts, weights);
         }
-        return exchange(arena, sourceMajor(arena, dxe, saved.order, rows, c, dtype), saved.recvRows, saved.sendRows, m, c, dtype);
+        return exchange(ExpertParallel.Exchange.DISPATCH_GRADIENT, arena, sourceMajor(arena, dxe, saved.order, rows, c, dtype),
+                saved.recvRows, saved.sendRows, m, c, dtype);
     }
 
     /** Expert-major rows back to source-major: out[order[i]] = in[i]; a 1-row placeholder when there are none. */
@@ -107,14 +109,15 @@ final class ExpertDispatch {
     }
 
     /** One uneven all-to-all of rows: sends[r] rows of {@code in} to rank r, receives[r] from it; returns [max(total, 1), C]. */
-    private Tensor exchange(StepArena arena, Tensor in, int[] sends, int[] receives, int total, int c, DType dtype) {
+    private Tensor exchange(ExpertParallel.Exchange what, StepArena arena, Tensor in, int[] sends, int[] receives, int total,
+                            int c, DType dtype) {
         Tensor out = arena.allocateForOverwrite(dtype, Math.max(total, 1), c);
         int[] sendElements = new int[sends.length], receiveElements = new int[receives.length];
         for (int r = 0; r < sends.length; r++) {
             sendElements[r] = sends[r] * c;
             receiveElements[r] = receives[r] * c;
         }
-        ep.allToAll(out, receiveElements, in, sendElements);
+        ep.allToAll(what, out, receiveElements, in, sendElements);
         return out;
     }
 }

@@ -30,6 +30,7 @@ import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.TensorParallel;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
+import dev.shardwise.parallel.expert.TimedExpertParallel;
 import dev.shardwise.parallel.ExpertParallelUpdate;
 import dev.shardwise.model.ExpertParallel;
 
@@ -260,7 +261,11 @@ public final class Trainer {
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
         TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
-        ExpertParallel ep = config.layout().ep() > 1 ? new CommunicatorExpertParallel(groups.ep()) : ExpertParallel.NONE;
+        // with --timeline, the all-to-alls are timed so the last step's show as spans of their own
+        TimedExpertParallel timedExchanges = config.layout().ep() > 1 && config.timeline() != null
+                ? new TimedExpertParallel(new CommunicatorExpertParallel(groups.ep())) : null;
+        ExpertParallel ep = timedExchanges != null ? timedExchanges
+                : config.layout().ep() > 1 ? new CommunicatorExpertParallel(groups.ep()) : ExpertParallel.NONE;
         // the expert-parallel update splits its runs unevenly itself: no padding, whole values and gradients (ZeRO 0 or 1)
         ZeroStage allocation = ep.size() > 1 ? ZeroStage.REPLICATED : zero;
         try (ParameterSet params = allocation.allocate(Gpt.declare(config.model(), spans, pp > 1, tp, ep), pool, DType.F32,
@@ -300,7 +305,7 @@ public final class Trainer {
             try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row);
                  CheckpointSaver saver = new CheckpointSaver(checkpoints, place, config.asyncCheckpoints())) {
                 return loop(leader, data, pool, params, saver, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
-                        state, trainStep, peak);
+                        state, trainStep, peak, timedExchanges);
             }
         }
     }
@@ -389,7 +394,8 @@ public final class Trainer {
     private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, CheckpointSaver saver,
                         OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
-                        CpuPeak peak) throws IOException {
+                        CpuPeak peak, TimedExpertParallel timedExchanges) throws IOException {
+        List<TimedExpertParallel.Span> lastExchanges = List.of();   // the last step's all-to-alls (with --timeline under ep)
         Path runDir = config.runDir();
         LearningRateSchedule schedule = config.learningRateSchedule();
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
@@ -434,6 +440,7 @@ public final class Trainer {
                 TrainStep.Result r;
                 try {
                     r = trainStep.run(batch, config.gradAccumulation(), fill, lr);
+                    if (timedExchanges != null) lastExchanges = timedExchanges.drain();   // before evaluation adds its own
                 } catch (IllegalStateException e) {
                     throw new IllegalStateException(String.format("training diverged at step %d (%s); lower lr (now %g) "
                             + "or raise warmupSteps, and resume from the last checkpoint", step + 1, e.getMessage(), config.lr()), e);
@@ -522,8 +529,9 @@ public final class Trainer {
         }
         if (config.timeline() != null && state.step() > 0) {
             List<PipelineExecutor.Step> steps = trainStep.gatherLastSteps();   // collective over the pipeline group
+            List<Timeline.Span> exchanges = timedExchanges == null ? List.of() : trainStep.gatherLastExchanges(lastExchanges);
             if (leader) {
-                Timeline.write(config.timeline(), steps);
+                Timeline.write(config.timeline(), steps, exchanges);
                 log.println("timeline of the last step: " + config.timeline() + " (open it in https://ui.perfetto.dev)");
             }
         }

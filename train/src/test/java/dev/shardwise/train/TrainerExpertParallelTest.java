@@ -32,12 +32,13 @@ class TrainerExpertParallelTest {
     }
 
     /**
-     * {@code ranks} ranks as dp = ranks/pp replicas of {@code pp} stages, ep of them splitting the experts: a 2-block
+     * {@code ranks} ranks as dp = ranks/pp replicas of {@code pp} stages (1 or 2, a block each), ep of them splitting the experts: a 2-block
      * model with 4 experts of hidden 32, top-2, in every block; micro-batches of 2 rows, 2 per step per replica.
      */
     static Map<String, Object> flags(Path runDir, int ranks, int pp, int ep, int zero, int steps) {
         Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, zero));
         flags.put("pp", pp);
+        if (pp == 2) flags.put("pipelineCut", List.of(0, 1));   // one MoE block per stage (balancing would give stage 0 both)
         flags.put("ep", ep);
         flags.put("batchSize", 2);
         flags.put("gradAccumulation", 2);
@@ -170,6 +171,42 @@ class TrainerExpertParallelTest {
                 MemoryReport.allocated(zero1, 0).optimizerState(), "ZeRO 1: dense state / dp, expert state / (dp/ep)");
         String table = MemoryReport.table(ep2);
         assertTrue(table.contains("ep 2") && table.contains("expert parallelism over ep=2"), table);
+    }
+
+    /**
+     * {@code --timeline} under ep 2 × pp 2: each stage's row holds its MoE block's all-to-alls (dispatch and combine
+     * in forward, their gradients in backward) as spans of their own, each inside the forward or backward that ran it.
+     */
+    @Test
+    void timelineShowsTheAllToAllsInsideTheirPasses() throws IOException {
+        Path run = dir.resolve("ep-timeline"), trace = dir.resolve("ep-timeline.json");
+        Map<String, Object> flags = flags(run, 4, 2, 2, 0, 2);
+        flags.put("timeline", trace.toString());
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags), TrainerResumeTest.quiet()).run(false);
+        String json = Files.readString(trace);
+        record Event(String name, int stage, double start, double end) { }
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile(
+                "\\{\"name\":\"([^\"]+)\",\"cat\":\"[^\"]+\",\"ph\":\"X\",\"pid\":(\\d+),\"tid\":\\d+,\"ts\":([0-9.]+),\"dur\":([0-9.]+)")
+                .matcher(json);
+        List<Event> events = new java.util.ArrayList<>();
+        while (m.find()) {
+            double ts = Double.parseDouble(m.group(3));
+            events.add(new Event(m.group(1), Integer.parseInt(m.group(2)), ts, ts + Double.parseDouble(m.group(4))));
+        }
+        for (int stage = 0; stage < 2; stage++) {
+            for (String exchange : List.of("counts", "dispatch", "combine", "combine-grad", "dispatch-grad")) {
+                int s = stage;
+                // 2 micro-batches through the stage's one MoE block: one of each per micro-batch
+                List<Event> spans = events.stream().filter(e -> e.stage() == s && e.name().equals("a2a " + exchange)).toList();
+                assertEquals(2, spans.size(), "stage " + stage + ": a2a " + exchange + " once per micro-batch:\n" + json);
+                for (Event a : spans) {
+                    String pass = exchange.endsWith("grad") ? "B" : "F";
+                    assertTrue(events.stream().anyMatch(e -> e.stage() == s && e.name().startsWith(pass)
+                            && e.start() <= a.start() + 0.002 && a.end() <= e.end() + 0.002),   // µs printed to 3 decimals
+                            "stage " + stage + ": " + a + " lies inside a " + pass + " instruction");
+                }
+            }
+        }
     }
 
     static void copyStep(Path from, Path to, int step) throws IOException {
