@@ -120,6 +120,8 @@ final class GroupedExperts {
         int m = xs.dim(0);
         Tensor dFirst = arena.allocate(xs.dtype(), m, hidden);    // zeroed: SwiGLU's kernel accumulates
         Tensor dSecond = arena.allocate(xs.dtype(), m, hidden);
+        // one buffer for every expert's slice (per-expert sizes change with the routing; an arena reuses same sizes only)
+        Tensor dHidden = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
         for (int e = 0; e < count(); e++) {
             int from = offsets[e], rows = offsets[e + 1] - from;
             if (rows == 0) continue;
@@ -129,7 +131,7 @@ final class GroupedExperts {
             if (swiGlu) {
                 // y = h·W_downᵀ, h = silu(f) ∘ s, f = x·W_gateᵀ, s = x·W_upᵀ
                 Tensor h = saved.third.slice(0, from, rows);
-                Tensor dh = arena.allocateForOverwrite(xs.dtype(), rows, hidden);
+                Tensor dh = dHidden.slice(0, from, rows);
                 linearBackward(dh, dy, h, e, 2, false, weightQueue);
                 SwiGlu.backward(df, ds, dh, f, s);
                 linearBackward(dx, df, x, e, 0, false, weightQueue);

@@ -188,7 +188,7 @@ public final class MemoryReport {
         sb.append(String.format(Locale.ROOT, "per-rank model state%s, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
                 + "(fp32 weights, AdamW)%s:%n", pp > 1 ? " of stage 0" : "", stage, c.layout().dp(), stageParameters(c, 0),
                 offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : ""));
-        String row = "  %-16s %12s   %-12s %12s%n";
+        String row = ep > 1 && stage == 1 ? "  %-16s %12s   %-15s %12s%n" : "  %-16s %12s   %-12s %12s%n";
         sb.append(String.format(Locale.ROOT, row, "category", "allocated", "ZeRO formula", "= bytes"));
         for (MemoryCategory cat : MODEL_STATE) {
             sb.append(String.format(Locale.ROOT, row, cat.label(), MemoryPool.formatBytes(allocated.bytes(cat)),
