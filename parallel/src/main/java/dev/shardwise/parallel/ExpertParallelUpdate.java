@@ -35,6 +35,9 @@ import java.util.function.BiConsumer;
  *
  * <p>Under pipeline parallelism ({@link StageGradients}) the tied embedding's gradient is summed with the other end
  * stage's first, the head's copy of it is left out of the norm, and the squares are summed over the stages too.
+ * Under tensor parallelism (each expert keeps the tp split of its linears; the ep and expert-data-parallel groups
+ * are made of ranks of one tp rank) each rank's squares count its slices and, on tp rank 0 only, what every tp rank
+ * holds whole, and are summed over the tp group.
  *
  * <p>One rank's training thread; the communicators belong to the caller.
  */
@@ -74,16 +77,11 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     }
 
     /**
-     * As above for one pipeline stage's parameters: the tied embedding summed with the other end's, the norm over
-     * every stage ({@code stages}, which must not be tensor-parallel).
-     *
-     * @throws IllegalArgumentException also if {@code stages} spans a tensor-parallel group
+     * As above for one pipeline stage's parameters, or one tensor-parallel rank's slices: the tied embedding summed
+     * with the other end's, the norm over every stage and tp rank, each element counted once ({@code stages}).
      */
     public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
                                 Communicator ep, Communicator expertDp, MemoryPool pool, StageGradients stages) {
-        if (stages.tensorParallel()) {
-            throw new IllegalArgumentException("expert parallelism does not combine with tensor parallelism yet; use tp=1");
-        }
         if (zero != 0 && zero != 1) {
             throw new IllegalArgumentException("expert parallelism runs with ZeRO 0 or 1, got zero=" + zero
                     + "; use --zero 1 (stages 2 and 3 do not shard expert gradients yet)");
@@ -154,18 +152,24 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         long start = System.nanoTime();
         double dense = 0, experts = 0;
         stages.sumTiedFlat(grads, pool);
-        ParameterSet.Unit uncounted = stages.uncountedUnit();   // the last stage's copy of the tied wte, or null
         for (Run r : runs) {
             Tensor g = grads.slice(0, r.offset(), r.length());
             Communicator group = group(r);
             if (group.size() > 1) group.allReduce(g, ReduceOp.AVG);
-            if (r.expert()) {
-                Vectors.scale(g, 1.0 / ep.size());
-                experts += Vectors.sumOfSquares(g);
-            } else {
-                dense += uncounted == null ? Vectors.sumOfSquares(g)
-                        : StageGradients.sumOfSquaresWithout(g, uncounted.offset() - r.offset(), uncounted.size());
-            }
+            if (r.expert()) Vectors.scale(g, 1.0 / ep.size());
+        }
+        int all = Math.toIntExact(params.paddedCount());
+        stages.sumPartialGradients(grads, new long[]{0}, new int[]{0}, new int[]{all});   // tp: replicated kv pieces
+        ParameterSet.Unit uncounted = stages.uncountedUnit();   // the last stage's copy of the tied wte, or null
+        for (Run r : runs) {
+            Tensor g = grads.slice(0, r.offset(), r.length());
+            // under tp, this rank's share: its slices, and what every tp rank holds whole on tp rank 0 only
+            double squares = stages.tensorParallel()
+                    ? stages.countedSumOfSquares(g, new long[]{r.offset()}, new int[]{0}, new int[]{r.length()})
+                    : uncounted == null ? Vectors.sumOfSquares(g)
+                    : StageGradients.sumOfSquaresWithout(g, uncounted.offset() - r.offset(), uncounted.size());
+            if (r.expert()) experts += squares;
+            else dense += squares;
         }
         double norm = Math.sqrt(stages.sumOverStages(dense + (ep.size() > 1 ? epScalar.reduce(experts, ReduceOp.SUM) : experts)));
         long communication = System.nanoTime() - start;

@@ -126,17 +126,13 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
 
     /**
      * Combinations the layout can describe but the trainer cannot run yet: expert parallelism (its update,
-     * {@code ExpertParallelUpdate}, shards the AdamW state at ZeRO 0 and 1 only, in memory, without tensor parallelism).
+     * {@code ExpertParallelUpdate}, shards the AdamW state at ZeRO 0 and 1 only, in memory).
      */
     private static void refuseWhatIsNotImplemented(ParallelLayout layout, Path offloadOptimizer) {
         if (layout.ep() == 1) return;
         if (layout.zeroStage() > 1) {
             throw new IllegalArgumentException("ep=" + layout.ep() + " with zero=" + layout.zeroStage() + ": expert parallelism "
                     + "runs with ZeRO 0 or 1 (stages 2 and 3 do not shard the experts' gradients yet); use --zero 1");
-        }
-        if (layout.tp() > 1) {
-            throw new IllegalArgumentException("ep=" + layout.ep() + " with tp=" + layout.tp() + ": expert parallelism does not "
-                    + "combine with tensor parallelism yet; use tp=1 (or ep=1)");
         }
         if (offloadOptimizer != null) {
             throw new IllegalArgumentException("ep=" + layout.ep() + " with offloadOptimizer=" + offloadOptimizer + ": the "
