@@ -153,6 +153,19 @@ class TrainerExpertParallelTest {
         assertEquals(expected, got, 1e-6 * expected, "loss of step 11 at ep 2 from an ep 1 checkpoint");
     }
 
+    /** An ep 2 × tp 2 checkpoint (expert slices by global name) loads at dp 2 without either: the next loss within 1e-6. */
+    @Test
+    void anEp2Tp2CheckpointLoadsWithoutEitherParallelism() throws IOException {
+        Path whole = dir.resolve("ckpt-ep2-tp2"), run = dir.resolve("ckpt-ep2-tp2-as-dp2");
+        Map<String, Object> flags = flags(whole, 4, 1, 2, 1, 11);
+        flags.put("tp", 2);
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags), TrainerResumeTest.quiet()).run(false);
+        copyStep(whole, run, 10);
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(run, 2, 1, 1, 0, 11)), TrainerResumeTest.quiet()).run(true);
+        double expected = column(whole, "loss").get(10), got = column(run, "loss").get(10);
+        assertEquals(expected, got, 1e-6 * expected, "loss of step 11 at dp 2 from an ep 2 x tp 2 checkpoint");
+    }
+
     @Test
     void badExpertParallelLayoutsAreRefusedWithTheFix() {
         Map<String, Object> three = flags(dir.resolve("bad"), 4, 1, 3, 0, 20);
@@ -167,6 +180,12 @@ class TrainerExpertParallelTest {
         dense.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2, "kvHeads", 2, "ffnHidden", 64));
         e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", dense));
         assertTrue(e.getMessage().contains("dense model") && e.getMessage().contains("use ep=1"), e.getMessage());
+
+        Map<String, Object> sequence = flags(dir.resolve("bad"), 2, 1, 1, 0, 20);
+        sequence.put("tp", 2);
+        sequence.put("sequenceParallel", true);
+        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", sequence));
+        assertTrue(e.getMessage().contains("drop --sequence-parallel"), e.getMessage());
 
         Map<String, Object> zero2 = flags(dir.resolve("bad"), 2, 1, 2, 2, 20);
         e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", zero2));
