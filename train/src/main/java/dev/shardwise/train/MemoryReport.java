@@ -178,10 +178,12 @@ public final class MemoryReport {
         int ep = c.layout().ep();
         if (ep > 1) {
             ExpertShare e = expertShare(c, 0);
+            String per = tp > 1 ? "/(ep·tp)" : "/ep", dense = tp > 1 ? "this tp rank's share of " : "";
             sb.append(String.format(Locale.ROOT, "expert parallelism over ep=%d rank(s)%s: each holds %d of the %d experts of every "
-                            + "MoE block: Ψ_dense=%,d (attention, norms, routers, embeddings) on every rank, Ψ_expert/ep=%,d; "
-                            + "Ψ = Ψ_dense + Ψ_expert/ep = %,d per rank%s%n", ep, pp > 1 ? ", stage 0" : "",
-                    c.model().moe().experts() / ep, c.model().moe().experts(), e.dense(), e.experts(), e.dense() + e.experts(),
+                            + "MoE block: Ψ_dense=%,d (%sattention, norms, routers, embeddings) on every ep rank, Ψ_expert%s=%,d; "
+                            + "Ψ = Ψ_dense + Ψ_expert%s = %,d per rank%s%n", ep, pp > 1 ? ", stage 0" : "",
+                    c.model().moe().experts() / ep, c.model().moe().experts(), e.dense(), dense, per, e.experts(), per,
+                    e.dense() + e.experts(),
                     stage == 1 ? "; ZeRO 1 shards the dense AdamW state over dp=" + c.layout().dp() + " and the experts' over the "
                             + c.layout().expertDp() + " rank(s) holding the same experts (8Ψ_dense/N + 8Ψ_expert/N)" : ""));
         }
