@@ -104,7 +104,8 @@ class TrainerExpertParallelTest {
 
     /**
      * An ep 2 × dp 2 run with ZeRO 1 (each expert's AdamW state sharded over the two ranks holding it) resumed from
-     * its step-10 checkpoint ends bit for bit like the uninterrupted run; its checkpoint holds every expert once by
+     * its step-10 checkpoint ends bit for bit like the uninterrupted run (its checkpoints saved asynchronously, the
+     * other's synchronously: the same contents); its checkpoint holds every expert once by
      * global name, and loads at ep 1 (one rank holding all experts) with the next loss within 1e-6.
      */
     @Test
@@ -120,9 +121,12 @@ class TrainerExpertParallelTest {
             }
         }
 
-        new Trainer(config(resumed, 4, 1, 2, 1), TrainerResumeTest.quiet()).run(false);
+        // this copy saves asynchronously (each rank's pieces copied to host buffers, written in the background)
+        Map<String, Object> async = flags(resumed, 4, 1, 2, 1, 20);
+        async.put("asyncCheckpoints", true);
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", async), TrainerResumeTest.quiet()).run(false);
         Checkpoint.deleteRecursively(resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(20)));
-        new Trainer(config(resumed, 4, 1, 2, 1), TrainerResumeTest.quiet()).run(true, "10");
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", async), TrainerResumeTest.quiet()).run(true, "10");
         assertEquals(column(whole, "loss"), column(resumed, "loss"), "losses of the resumed ep 2 run");
         CheckpointContents.assertSame(whole.resolve("checkpoints").resolve(Checkpoint.directoryName(20)),
                 resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(20)), "final weights and moments identical");
