@@ -156,7 +156,8 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--timeline", paramLabel = "FILE",
             description = "Write the last step's executed schedule, one row per pipeline stage, as a Chrome trace "
-                    + "(open it in https://ui.perfetto.dev or chrome://tracing).")
+                    + "(open it in https://ui.perfetto.dev or chrome://tracing); under --ep each MoE all-to-all (dispatch, "
+                    + "combine and their gradients) is a span of its own.")
     Path timeline;
 
     @Option(names = "--precision", paramLabel = "P",
