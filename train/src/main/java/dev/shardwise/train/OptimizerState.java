@@ -21,7 +21,7 @@ import java.util.List;
  * moments as whole flat [P'] tensors for layout-independent checkpoints, however they are held (replicated, or
  * sharded by ZeRO and gathered for a checkpoint). Every rank calls {@link #valuesToSave} and {@link #momentsToSave}
  * at the same step (they are collective under ZeRO). {@link #of} adapts whichever update {@link ZeroStage#build}
- * chose; closing the state closes that update and what it owns.
+ * chose, {@link #expertParallel} the expert-parallel update; closing the state closes that update and what it owns.
  */
 interface OptimizerState extends AutoCloseable {
 

@@ -63,8 +63,10 @@ import java.util.function.Consumer;
  * {@link #runRank} with its own memory pool and kernel threads, and the results are bit-identical.
  *
  * <p>A rank holds its pipeline stage's model chunks, under tensor parallelism its tp slices of them (Shoeybi et al.
- * 2019; the layout's tp group carries the layers' collectives), with its ZeRO stage's share of their state over its
- * data-parallel group; every rank of a data-parallel replica reads the same rows of the global batch.
+ * 2019; the layout's tp group carries the layers' collectives), under expert parallelism only its E/ep experts of
+ * each MoE block (GShard; its ep group exchanges tokens by all-to-alls, {@link ExpertParallelUpdate} reduces), with
+ * its ZeRO stage's share of their state over its data-parallel group; every rank of a data-parallel replica reads
+ * the same rows of the global batch.
  *
  * <p>Each step: zero the gradients; for each micro-batch run forward (fused with the loss gradient) and
  * backward with loss scale 1/micro-batches; clip; update. Timers split the step into forward, backward and

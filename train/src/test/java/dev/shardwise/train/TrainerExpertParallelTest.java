@@ -82,6 +82,10 @@ class TrainerExpertParallelTest {
         assertEquals(4, column(run, "val_loss").size(), name + ": every 5 steps");
         List<Double> loss = column(reference, "loss");
         assertTrue(loss.getLast() < loss.getFirst(), name + ": the reference trains");
+        CheckpointIndex index = Checkpoint.index(run.resolve("checkpoints").resolve(Checkpoint.directoryName(20)));
+        long stored = index.files().values().stream().mapToLong(Long::longValue).sum(), elements = 0;
+        for (CheckpointIndex.TensorInfo t : index.tensors().values()) elements += t.numel();
+        assertEquals(4 * elements, stored, name + ": the shards hold every element of every tensor exactly once");
     }
 
     /**
