@@ -13,8 +13,8 @@ import picocli.CommandLine.Command;
         mixinStandardHelpOptions = true,
         version = "shardwise 0.1.0-SNAPSHOT",
         description = {"Large-model training for the JVM. Today: GPT-, LLaMA-style and mixture-of-experts models trained on the "
-                + "CPU in fp32 or bf16 mixed precision, checked against PyTorch, with data (ZeRO 1-3), tensor, sequence and "
-                + "pipeline parallelism in any combination, over threads of this JVM (--ranks) or MPI processes (launch); "
+                + "CPU in fp32 or bf16 mixed precision, checked against PyTorch, with data (ZeRO 1-3), tensor, sequence, "
+                + "pipeline and expert parallelism combined, over threads of this JVM (--ranks) or MPI processes (launch); "
                 + "sharded checkpoints that load under any layout; a planner that picks the layout (plan, train --parallel auto)."},
         subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, CkptCommand.class, PrepareCommand.class, PlanCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class},

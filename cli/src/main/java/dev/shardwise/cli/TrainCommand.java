@@ -123,6 +123,11 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--vpp", paramLabel = "N", description = "Model chunks per pipeline stage (interleaved 1F1B); needs --pp 2 or more.")
     Integer vpp;
 
+    @Option(names = "--ep", paramLabel = "N", description = "Expert-parallel size (GShard): N consecutive data-parallel ranks split "
+            + "each MoE block's experts (E/N each) and send every token to its experts' rank and back by all-to-alls; must "
+            + "divide dp and the experts; ZeRO 0 or 1 (YAML key ep).")
+    Integer ep;
+
     @Option(names = "--schedule", paramLabel = "NAME",
             description = "Pipeline schedule: gpipe, 1f1b, interleaved, zb-h1 (default: interleaved with --vpp 2+, else 1f1b).")
     String schedule;
@@ -151,7 +156,8 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--timeline", paramLabel = "FILE",
             description = "Write the last step's executed schedule, one row per pipeline stage, as a Chrome trace "
-                    + "(open it in https://ui.perfetto.dev or chrome://tracing).")
+                    + "(open it in https://ui.perfetto.dev or chrome://tracing); under --ep each MoE all-to-all (dispatch, "
+                    + "combine and their gradients) is a span of its own.")
     Path timeline;
 
     @Option(names = "--precision", paramLabel = "P",
@@ -300,6 +306,7 @@ public final class TrainCommand implements Callable<Integer> {
         put(flags, "sequenceParallel", sequenceParallel);
         put(flags, "pp", pp);
         put(flags, "vpp", vpp);
+        put(flags, "ep", ep);
         put(flags, "zero", zero);
         put(flags, "recompute", recompute);
         put(flags, "recomputeEvery", recomputeEvery);

@@ -34,7 +34,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
  * A job of N processes started through mpirun (each process one rank, the {@code mpi} backend) trains exactly
  * like {@code --ranks N} as threads of one JVM (the {@code local} backend): the same losses, validation
  * losses and final weights and moments, bit for bit, over 20 steps; data parallelism under every ZeRO stage, and
- * pipeline and tensor parallelism each composed with it. Both backends reduce in rank order and
+ * pipeline, tensor and expert parallelism each composed with it. Both backends reduce in rank order and
  * give each rank the same number of kernel threads ({@code cores / N}). Skipped without Open MPI.
  */
 class LaunchParityTest {
@@ -135,6 +135,17 @@ class LaunchParityTest {
         Files.writeString(tensor, Files.readString(config).replace("vocabSize: 300,", "vocabSize: 301,")
                 .replace("batchSize: 1", "batchSize: 2"));
         assertLaunchedMatchesThreads("tp 2 x dp 2, zero 1", tensor, "tp", 2);
+    }
+
+    @Test
+    void launchedExpertParallelismTrainsBitForBitLikeLocalRanks() throws IOException {
+        // ep 2 x dp 2, ZeRO 1: two blocks of 4 experts, top-2; rank pairs (0, 1) and (2, 3) each split the experts and
+        // exchange tokens by all-to-alls (MPI_Ialltoallv across processes), the expert state sharded over (0, 2), (1, 3)
+        Path experts = dir.resolve("experts.yaml");
+        Files.writeString(experts, Files.readString(config).replace("layers: 1,", "layers: 2,")
+                .replace("batchSize: 1", "batchSize: 2")
+                .replace("ffnHidden: 64}", "ffnHidden: 64, moe: {experts: 4, topK: 2, expertHidden: 32}}"));
+        assertLaunchedMatchesThreads("ep 2 x dp 2, zero 1", experts, "ep", 2);
     }
 
     /**

@@ -46,7 +46,7 @@ final class ExpertDispatch {
         Tensor recvCounts = arena.allocateForOverwrite(DType.I32, p * perRank);
         int[] each = new int[p];
         java.util.Arrays.fill(each, perRank);
-        ep.allToAll(recvCounts, each, sendCounts, each);
+        ep.allToAll(ExpertParallel.Exchange.COUNTS, recvCounts, each, sendCounts, each);
         int[] sendRows = new int[p], recvRows = new int[p];
         int[][] received = new int[p][perRank];   // [source][local expert]
         for (int r = 0; r < p; r++) {
@@ -71,50 +71,64 @@ final class ExpertDispatch {
             }
             localOffsets[l + 1] = at;
         }
-        Tensor xr = exchange(arena, xs, sendRows, recvRows, rows, c, dtype);
+        int capacity = bufferRows(rows);
+        Tensor xr = exchange(ExpertParallel.Exchange.DISPATCH, arena, xs, sendRows, recvRows, capacity, c, dtype);
         Tensor xe = null, ye = null;
         GroupedExperts.Saved saved = null;
         if (rows > 0) {
-            xe = arena.allocateForOverwrite(dtype, rows, c);
-            MoeRows.gather(xe, xr.slice(0, 0, rows), order);
+            xe = arena.allocateForOverwrite(dtype, capacity, c);   // rows past `rows` belong to no expert: never read
+            MoeRows.gather(xe.slice(0, 0, rows), xr.slice(0, 0, rows), order);
             saved = local.forward(arena, xe, localOffsets);
             ye = saved.out();
         }
-        Tensor ys = exchange(arena, sourceMajor(arena, ye, order, rows, c, dtype), recvRows, sendRows, m, c, dtype);
+        Tensor ys = exchange(ExpertParallel.Exchange.COMBINE, arena, sourceMajor(arena, ye, order, rows, capacity, c, dtype),
+                recvRows, sendRows, m, c, dtype);
         return new Saved(sendRows, recvRows, order, localOffsets, xe, saved, ys);
     }
 
     /** dys [M, C] in dispatch order -> dxs [M, C]; accumulates the local experts' gradients (queued on {@code weights}). */
     Tensor backward(StepArena arena, Tensor dys, int m, int c, Saved saved, WeightGradients weights) {
-        int rows = saved.order.length;
+        int rows = saved.order.length, capacity = bufferRows(rows);
         DType dtype = dys.dtype();
-        Tensor dyr = exchange(arena, dys, saved.sendRows, saved.recvRows, rows, c, dtype);
+        Tensor dyr = exchange(ExpertParallel.Exchange.COMBINE_GRADIENT, arena, dys, saved.sendRows, saved.recvRows, capacity, c, dtype);
         Tensor dxe = null;
         if (rows > 0) {
-            Tensor dye = arena.allocateForOverwrite(dtype, rows, c);
-            MoeRows.gather(dye, dyr.slice(0, 0, rows), saved.order);
-            dxe = arena.allocateForOverwrite(dtype, rows, c);
+            Tensor dye = arena.allocateForOverwrite(dtype, capacity, c);
+            MoeRows.gather(dye.slice(0, 0, rows), dyr.slice(0, 0, rows), saved.order);
+            dxe = arena.allocateForOverwrite(dtype, capacity, c);
             local.backward(arena, dxe, dye, saved.xe, saved.offsets, saved.experts, weights);
         }
-        return exchange(arena, sourceMajor(arena, dxe, saved.order, rows, c, dtype), saved.recvRows, saved.sendRows, m, c, dtype);
+        return exchange(ExpertParallel.Exchange.DISPATCH_GRADIENT, arena,
+                sourceMajor(arena, dxe, saved.order, rows, capacity, c, dtype), saved.recvRows, saved.sendRows, m, c, dtype);
     }
 
-    /** Expert-major rows back to source-major: out[order[i]] = in[i]; a 1-row placeholder when there are none. */
-    private static Tensor sourceMajor(StepArena arena, Tensor in, int[] order, int rows, int c, DType dtype) {
-        Tensor out = arena.allocateForOverwrite(dtype, Math.max(rows, 1), c);
+    /**
+     * Rows of a buffer for {@code rows} received rows: the next power of two (at least 1). The count changes with the
+     * routing from step to step, and an arena reuses blocks of the same size only, so buffers sized exactly would
+     * leave the (micro-batch, chunk) arenas a new block for every count seen; powers of two keep them to
+     * log2(ep·M·k) sizes, at most twice the rows.
+     */
+    static int bufferRows(int rows) {
+        return rows <= 1 ? 1 : Integer.highestOneBit(rows - 1) << 1;
+    }
+
+    /** Expert-major rows back to source-major: out[order[i]] = in[i], in a buffer of {@code capacity} rows. */
+    private static Tensor sourceMajor(StepArena arena, Tensor in, int[] order, int rows, int capacity, int c, DType dtype) {
+        Tensor out = arena.allocateForOverwrite(dtype, capacity, c);
         for (int i = 0; i < rows; i++) MoeRows.setRow(out, order[i], in, i, 1);
         return out;
     }
 
-    /** One uneven all-to-all of rows: sends[r] rows of {@code in} to rank r, receives[r] from it; returns [max(total, 1), C]. */
-    private Tensor exchange(StepArena arena, Tensor in, int[] sends, int[] receives, int total, int c, DType dtype) {
+    /** One uneven all-to-all of rows: sends[r] rows of {@code in} to rank r, receives[r] from it, into [max(total, 1), C]. */
+    private Tensor exchange(ExpertParallel.Exchange what, StepArena arena, Tensor in, int[] sends, int[] receives, int total,
+                            int c, DType dtype) {
         Tensor out = arena.allocateForOverwrite(dtype, Math.max(total, 1), c);
         int[] sendElements = new int[sends.length], receiveElements = new int[receives.length];
         for (int r = 0; r < sends.length; r++) {
             sendElements[r] = sends[r] * c;
             receiveElements[r] = receives[r] * c;
         }
-        ep.allToAll(out, receiveElements, in, sendElements);
+        ep.allToAll(what, out, receiveElements, in, sendElements);
         return out;
     }
 }

@@ -36,6 +36,29 @@ public interface ExpertParallel {
     void allToAll(Tensor output, int[] receiveCounts, Tensor input, int[] sendCounts);
 
     /**
+     * Which of an MoE block's all-to-alls a call is (GShard's dispatch and combine; timelines draw each as its own
+     * span): the per-expert token counts; in forward the dispatch of tokens to their experts' ranks and the combine of
+     * the experts' outputs back; in backward the combine's gradient (output gradients to the experts' ranks) and the
+     * dispatch's gradient (input gradients back).
+     */
+    enum Exchange {
+        COUNTS("counts"), DISPATCH("dispatch"), COMBINE("combine"), COMBINE_GRADIENT("combine-grad"),
+        DISPATCH_GRADIENT("dispatch-grad");
+
+        private final String label;
+
+        Exchange(String label) { this.label = label; }
+
+        /** How timelines name it: counts, dispatch, combine, combine-grad, dispatch-grad. */
+        public String label() { return label; }
+    }
+
+    /** {@link #allToAll(Tensor, int[], Tensor, int[])}, saying which exchange it is; by default just that all-to-all. */
+    default void allToAll(Exchange exchange, Tensor output, int[] receiveCounts, Tensor input, int[] sendCounts) {
+        allToAll(output, receiveCounts, input, sendCounts);
+    }
+
+    /**
      * E / ep, the experts per rank.
      *
      * @throws IllegalArgumentException naming the fix, if ep does not divide the experts

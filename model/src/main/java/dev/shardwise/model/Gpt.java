@@ -112,8 +112,19 @@ public final class Gpt implements AutoCloseable {
      */
     public static ParameterSet.Builder declare(ModelConfig config, List<GptPart.Span> spans, boolean splitEmbedding,
                                                TensorParallel tp) {
+        return declare(config, spans, splitEmbedding, tp, ExpertParallel.NONE);
+    }
+
+    /**
+     * As {@link #declare(ModelConfig, List, boolean, TensorParallel)}, with only rank {@code ep.epRank()}'s E/ep experts
+     * of each MoE block (GShard), under their global numbers.
+     *
+     * @throws IllegalArgumentException also if ep does not divide the experts
+     */
+    public static ParameterSet.Builder declare(ModelConfig config, List<GptPart.Span> spans, boolean splitEmbedding,
+                                               TensorParallel tp, ExpertParallel ep) {
         ParameterSet.Builder builder = ParameterSet.builder();
-        for (GptPart.Span span : spans) GptPart.declare(builder, config, span, splitEmbedding, tp);
+        for (GptPart.Span span : spans) GptPart.declare(builder, config, span, splitEmbedding, tp, ep);
         return builder;
     }
 

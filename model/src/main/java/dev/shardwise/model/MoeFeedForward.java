@@ -16,7 +16,9 @@ import dev.shardwise.core.tensor.Tensor;
  *
  * <p>The auxiliary losses enter the objective through backward: their gradient, scaled by the pass's loss scale
  * ({@link MoeRun#lossScale}), is added to the router's; their value goes to {@link MoeRun} for the metrics.
- * Not split by tensor parallelism (refused by {@link FeedForward}).
+ * Under tensor parallelism the router is whole on every tp rank (the same tokens, the same routing) and each expert,
+ * routed or shared, keeps the tp split of its linears ({@link GroupedExperts}); sequence parallelism is refused by
+ * {@link FeedForward}.
  */
 final class MoeFeedForward implements FeedForward {
     private final MoeConfig moe;
@@ -50,27 +52,36 @@ final class MoeFeedForward implements FeedForward {
             implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
-        declare(builder, name, config, ExpertParallel.NONE);
+        declare(builder, name, config, TensorParallel.NONE, ExpertParallel.NONE);
     }
 
-    /** Declares the router, rank {@code ep.epRank()}'s E/ep experts (by their global numbers) and the shared experts. */
-    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, ExpertParallel ep) {
+    /**
+     * Declares the router, rank {@code ep.epRank()}'s E/ep experts (by their global numbers) and the shared experts,
+     * each expert's tp slice under tensor parallelism.
+     */
+    static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, ExpertParallel ep) {
         MoeConfig moe = config.moe();
         int perRank = ep.localExperts(moe.experts());
         MoeRouter.declare(builder, name + ".router", config, moe);
-        GroupedExperts.declare(builder, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden());
-        if (moe.sharedExperts() > 0) GroupedExperts.declare(builder, name + ".shared", config, 1, moe.sharedExperts() * moe.expertHidden());
+        GroupedExperts.declare(builder, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden(), tp);
+        if (moe.sharedExperts() > 0) {
+            GroupedExperts.declare(builder, name + ".shared", config, 0, 1, moe.sharedExperts() * moe.expertHidden(), tp);
+        }
     }
 
     MoeFeedForward(ParameterSet params, String name, ModelConfig config, MoeRun run) {
+        this(params, name, config, TensorParallel.NONE, run);
+    }
+
+    MoeFeedForward(ParameterSet params, String name, ModelConfig config, TensorParallel tp, MoeRun run) {
         this.moe = config.moe();
         this.router = new MoeRouter(params, name + ".router", moe);
         ExpertParallel ep = run.expertParallel();
         int perRank = ep.localExperts(moe.experts());
-        this.experts = new GroupedExperts(params, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden());
+        this.experts = new GroupedExperts(params, name + ".experts", config, ep.epRank() * perRank, perRank, moe.expertHidden(), tp);
         this.dispatch = ep.size() > 1 ? new ExpertDispatch(experts, ep) : null;
         this.shared = moe.sharedExperts() > 0
-                ? new GroupedExperts(params, name + ".shared", config, 1, moe.sharedExperts() * moe.expertHidden()) : null;
+                ? new GroupedExperts(params, name + ".shared", config, 0, 1, moe.sharedExperts() * moe.expertHidden(), tp) : null;
         this.run = run;
         this.load = new long[moe.experts()];
         run.register(this);

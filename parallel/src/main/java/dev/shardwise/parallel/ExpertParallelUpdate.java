@@ -17,6 +17,7 @@ import java.io.UncheckedIOException;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
+import java.util.function.BiConsumer;
 
 /**
  * The update of an expert-parallel rank (GShard; Megatron-Core's expert-data-parallel reduction): the flat
@@ -32,19 +33,34 @@ import java.util.List;
  * all-reduce of every run over its group, two scalars, and at stage 1 n broadcasts of each run's chunks. Stages 2
  * and 3 are refused.
  *
+ * <p>Under pipeline parallelism ({@link StageGradients}) the tied embedding's gradient is summed with the other end
+ * stage's first, the head's copy of it is left out of the norm, and the squares are summed over the stages too.
+ * Under tensor parallelism (each expert keeps the tp split of its linears; the ep and expert-data-parallel groups
+ * are made of ranks of one tp rank) each rank's squares count its slices and, on tp rank 0 only, what every tp rank
+ * holds whole, and are summed over the tp group.
+ *
  * <p>One rank's training thread; the communicators belong to the caller.
  */
 public final class ExpertParallelUpdate implements ParameterUpdate {
     /** A run [offset, offset + length) of the flat buffers and the group that reduces it. */
     private record Run(int offset, int length, boolean expert) { }
 
+    /**
+     * Elements [flatStart, flatStart + length) of the flat buffers, whose AdamW moments sit at
+     * [momentOffset, momentOffset + length) of the moments {@link #readMoments} shows.
+     */
+    public record Range(int flatStart, int momentOffset, int length) { }
+
     private final ParameterSet params;
+    private final MemoryPool pool;
+    private final StageGradients stages;
     private final Communicator dp, ep, expertDp;
     private final boolean sharded;
     private final ScalarReduction dpScalar, epScalar;
     private final ShardAdamW adamW;
     private final ShardMoments moments;
     private final List<Run> runs = new ArrayList<>();
+    private final List<Range> held = new ArrayList<>(), saved = new ArrayList<>();
     private long steps;
 
     /**
@@ -57,11 +73,22 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
      */
     public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
                                 Communicator ep, Communicator expertDp, MemoryPool pool) {
+        this(params, settings, zero, dp, ep, expertDp, pool, StageGradients.NONE);
+    }
+
+    /**
+     * As above for one pipeline stage's parameters, or one tensor-parallel rank's slices: the tied embedding summed
+     * with the other end's, the norm over every stage and tp rank, each element counted once ({@code stages}).
+     */
+    public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
+                                Communicator ep, Communicator expertDp, MemoryPool pool, StageGradients stages) {
         if (zero != 0 && zero != 1) {
             throw new IllegalArgumentException("expert parallelism runs with ZeRO 0 or 1, got zero=" + zero
                     + "; use --zero 1 (stages 2 and 3 do not shard expert gradients yet)");
         }
         this.params = params;
+        this.pool = pool;
+        this.stages = stages;
         this.dp = dp;
         this.ep = ep;
         this.expertDp = expertDp;
@@ -87,6 +114,11 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
             int chunk = chunk(r, group), from = Math.min(r.length(), sharded ? group.rank() * chunk : 0);
             int length = Math.min(r.length() - from, sharded ? chunk : r.length());
             adamW.addRange(params, params.parameters(), r.offset() + from, length, shard);
+            if (length > 0) held.add(new Range(r.offset() + from, shard, length));
+            // a checkpoint takes each element from one rank of the run's group: its ⌈len/n⌉ chunk (the one it owns at ZeRO 1)
+            int share = (r.length() + group.size() - 1) / group.size(), first = Math.min(r.length(), group.rank() * share);
+            int count = Math.min(r.length() - first, share);
+            if (count > 0) saved.add(new Range(r.offset() + first, sharded ? shard : r.offset() + first, count));
             shard += length;
         }
         try {
@@ -119,18 +151,27 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         Tensor grads = params.grads(), values = params.values();
         long start = System.nanoTime();
         double dense = 0, experts = 0;
+        stages.sumTiedFlat(grads, pool);
         for (Run r : runs) {
             Tensor g = grads.slice(0, r.offset(), r.length());
             Communicator group = group(r);
             if (group.size() > 1) group.allReduce(g, ReduceOp.AVG);
-            if (r.expert()) {
-                Vectors.scale(g, 1.0 / ep.size());
-                experts += Vectors.sumOfSquares(g);
-            } else {
-                dense += Vectors.sumOfSquares(g);
-            }
+            if (r.expert()) Vectors.scale(g, 1.0 / ep.size());
         }
-        double norm = Math.sqrt(dense + (ep.size() > 1 ? epScalar.reduce(experts, ReduceOp.SUM) : experts));
+        int all = Math.toIntExact(params.paddedCount());
+        stages.sumPartialGradients(grads, new long[]{0}, new int[]{0}, new int[]{all});   // tp: replicated kv pieces
+        ParameterSet.Unit uncounted = stages.uncountedUnit();   // the last stage's copy of the tied wte, or null
+        for (Run r : runs) {
+            Tensor g = grads.slice(0, r.offset(), r.length());
+            // under tp, this rank's share: its slices, and what every tp rank holds whole on tp rank 0 only
+            double squares = stages.tensorParallel()
+                    ? stages.countedSumOfSquares(g, new long[]{r.offset()}, new int[]{0}, new int[]{r.length()})
+                    : uncounted == null ? Vectors.sumOfSquares(g)
+                    : StageGradients.sumOfSquaresWithout(g, uncounted.offset() - r.offset(), uncounted.size());
+            if (r.expert()) experts += squares;
+            else dense += squares;
+        }
+        double norm = Math.sqrt(stages.sumOverStages(dense + (ep.size() > 1 ? epScalar.reduce(experts, ReduceOp.SUM) : experts)));
         long communication = System.nanoTime() - start;
         if (!Double.isFinite(norm)) throw new IllegalStateException("gradient norm " + norm);
         double scale = GradientClipping.scaleFor(norm, maxNorm);
@@ -139,17 +180,74 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         adamW.step(moments, values, true, grads, true, lr, steps);
         if (sharded) {
             long gather = System.nanoTime();
-            for (Run r : runs) {
-                Communicator group = group(r);
-                int chunk = chunk(r, group);
-                for (int owner = 0; owner < group.size(); owner++) {
-                    int from = Math.min(r.length(), owner * chunk), length = Math.min(r.length() - from, chunk);
-                    if (length > 0 && group.size() > 1) group.broadcast(values.slice(0, r.offset() + from, length), owner);
-                }
-            }
+            broadcastChunks(values);
             communication += System.nanoTime() - gather;
         }
         return new Applied(norm, communication);
+    }
+
+    /** ZeRO 1: every owner of a run's chunk broadcasts that chunk of {@code flat} [P'] over the run's group. */
+    private void broadcastChunks(Tensor flat) {
+        for (Run r : runs) {
+            Communicator group = group(r);
+            int chunk = chunk(r, group);
+            for (int owner = 0; owner < group.size(); owner++) {
+                int from = Math.min(r.length(), owner * chunk), length = Math.min(r.length() - from, chunk);
+                if (length > 0 && group.size() > 1) group.broadcast(flat.slice(0, r.offset() + from, length), owner);
+            }
+        }
+    }
+
+    /**
+     * Collective over the dp and expert-data-parallel groups at ZeRO 1: fills full first and second moments, flat
+     * [P'], from the ranks that hold each chunk.
+     */
+    public void gatherMoments(Tensor fullM, Tensor fullV) {
+        moments.read((m, v) -> {
+            for (Range h : held) {
+                Vectors.copy(fullM.slice(0, h.flatStart(), h.length()), m.slice(0, h.momentOffset(), h.length()));
+                Vectors.copy(fullV.slice(0, h.flatStart(), h.length()), v.slice(0, h.momentOffset(), h.length()));
+            }
+        });
+        if (sharded) {
+            broadcastChunks(fullM);
+            broadcastChunks(fullV);
+        }
+    }
+
+    /** Takes this rank's {@link #held} ranges of full moments, flat [P'] (read from a checkpoint), and the step count. */
+    public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
+        moments.write((m, v) -> {
+            for (Range h : held) {
+                Vectors.copy(m.slice(0, h.momentOffset(), h.length()), fullM.slice(0, h.flatStart(), h.length()));
+                Vectors.copy(v.slice(0, h.momentOffset(), h.length()), fullV.slice(0, h.flatStart(), h.length()));
+            }
+        });
+        this.steps = steps;
+    }
+
+    /** The ranges whose AdamW state this rank holds: every run whole at ZeRO 0, its ⌈len/n⌉ chunk of each at ZeRO 1. */
+    public List<Range> held() {
+        return List.copyOf(held);
+    }
+
+    /**
+     * The ranges this rank writes to a checkpoint: its ⌈len/n⌉ chunk of each run over the run's group (dense runs over
+     * dp, experts over the expert-data-parallel group), so every element of every rank's state is written once.
+     */
+    public List<Range> saved() {
+        return List.copyOf(saved);
+    }
+
+    /** Runs {@code body} with the moments m, v of the {@link #held} ranges, to read. */
+    public void readMoments(BiConsumer<Tensor, Tensor> body) {
+        moments.read(body);
+    }
+
+    /** As {@link #readMoments}, the moments to overwrite from a checkpoint; then {@code steps} updates count as applied. */
+    public void writeMoments(BiConsumer<Tensor, Tensor> body, long steps) {
+        moments.write(body);
+        this.steps = steps;
     }
 
     @Override

@@ -218,7 +218,7 @@ public record ParallelLayout(int dp, int tp, int pp, int vpp, int ep, boolean se
             check(problems, "model.sequence (with sequenceParallel)", model.sequence(), "tp", tp);
         }
         if (ep > 1 && model.experts() == 0) {
-            problems.add("ep=" + ep + " but model.experts=0 (a dense model); use ep=1");
+            problems.add("ep=" + ep + " but model.experts=0 (a dense model); use ep=1, or a mixture-of-experts model (model.moe, e.g. --preset moe-tiny)");
         } else {
             check(problems, "model.experts", model.experts(), "ep", ep);
         }

@@ -28,7 +28,7 @@ import java.util.function.Function;
  * Resolves a {@link TrainConfig}: preset defaults, then a YAML file's keys, then flags. Keys are the record's
  * component names (camelCase), with the model's under {@code model:}, except that the layout's fields are keys of
  * their own: {@code batchSize} (the micro-batch), {@code ranks}, {@code dp}, {@code tp}, {@code pp}, {@code vpp},
- * {@code zero} and {@code recompute}. Unknown keys and values of the wrong type are errors that name the key, the
+ * {@code ep}, {@code zero} and {@code recompute}. Unknown keys and values of the wrong type are errors that name the key, the
  * source and the accepted keys (nanoGPT's configurator does the same).
  *
  * <p>The world size and dp follow Megatron's rule: without {@code dp}, dp = ranks / (tp·pp) (ranks defaults to 1);
@@ -40,7 +40,7 @@ public final class ConfigLoader {
     static final List<String> KEYS = List.of("preset", "data", "batchSize", "seqLen", "gradAccumulation", "steps",
             "seed", "lr", "minLr", "warmupSteps", "weightDecay", "beta1", "beta2", "eps", "gradClip", "evalEvery",
             "evalBatches", "checkpointEvery", "checkpointAtStart", "saveCheckpoints", "runDir", "rankMemory", "ranks", "dp", "tp",
-            "pp", "vpp", "sequenceParallel", "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer",
+            "pp", "vpp", "ep", "sequenceParallel", "zero", "recompute", "recomputeEvery", "schedule", "pipelineCut", "offloadOptimizer",
             "timeline", "keepCheckpoints", "asyncCheckpoints", "initFrom", "precision", "model");
     /** Keys under {@code model:}. */
     static final List<String> MODEL_KEYS = List.of("vocabSize", "contextLength", "layers", "hidden", "heads",
@@ -70,7 +70,7 @@ public final class ConfigLoader {
 
     /**
      * The config keys that set {@code layout} run under {@code schedule} with {@code globalBatch} sequences per step:
-     * ranks, dp, tp, pp, vpp, sequenceParallel, zero, recompute, schedule, batchSize (the micro-batch) and
+     * ranks, dp, tp, pp, vpp, ep, sequenceParallel, zero, recompute, schedule, batchSize (the micro-batch) and
      * gradAccumulation (the micro-batches per step), for a caller that chose a layout itself ({@code --parallel auto},
      * the layout benchmarks).
      *
@@ -87,6 +87,7 @@ public final class ConfigLoader {
         keys.put("tp", layout.tp());
         keys.put("pp", layout.pp());
         keys.put("vpp", layout.vpp());
+        keys.put("ep", layout.ep());
         keys.put("sequenceParallel", layout.sequenceParallel());
         keys.put("zero", layout.zeroStage());
         keys.put("recompute", layout.recompute().toString());
@@ -209,6 +210,7 @@ public final class ConfigLoader {
         m.put("tp", 1);
         m.put("pp", 1);
         m.put("vpp", 1);
+        m.put("ep", 1);
         m.put("sequenceParallel", false);
         m.put("zero", 0);
         m.put("recompute", Recompute.NONE.toString());
@@ -347,8 +349,17 @@ public final class ConfigLoader {
             }
         }
         int zero = ZeroStage.of(integer(m, "", "zero")).number();   // refuses a stage outside 0..3, naming the key
-        ParallelLayout layout = new ParallelLayout(dp, tp, pp, vpp, 1, bool(m, "", "sequenceParallel"), zero,
-                Recompute.parse(String.valueOf(m.get("recompute"))), batchSize);
+        int ep = integer(m, "", "ep");
+        ParallelLayout layout;
+        try {
+            layout = new ParallelLayout(dp, tp, pp, vpp, ep, bool(m, "", "sequenceParallel"), zero,
+                    Recompute.parse(String.valueOf(m.get("recompute"))), batchSize);
+        } catch (IllegalArgumentException e) {
+            if (ep == 1 || ep < 1 || dp % ep == 0) throw e;
+            throw new IllegalArgumentException("ep=" + ep + " (" + sourceOf.apply("ep") + ") and dp=" + dp + " ("
+                    + (m.get("dp") == null ? "ranks / (tp·pp)" : sourceOf.apply("dp")) + "): " + e.getMessage()
+                    + "; or make dp a multiple of ep (--ranks)", e);
+        }
         if (ranks != null) {
             try {
                 layout.requireWorldSize(ranks);
@@ -406,6 +417,7 @@ public final class ConfigLoader {
         m.put("tp", c.layout().tp());
         m.put("pp", c.layout().pp());
         m.put("vpp", c.layout().vpp());
+        m.put("ep", c.layout().ep());
         m.put("sequenceParallel", c.layout().sequenceParallel());
         m.put("zero", c.zero());
         m.put("recompute", c.layout().recompute().toString());

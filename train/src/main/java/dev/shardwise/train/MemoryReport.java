@@ -3,6 +3,7 @@ package dev.shardwise.train;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.TensorParallelRank;
 import dev.shardwise.parallel.ParallelLayout;
@@ -27,26 +28,78 @@ public final class MemoryReport {
 
     /**
      * ZeRO's formula for a rank of pipeline stage {@code stage} (0, the leader's, when the model is not cut): per-rank
-     * bytes of parameters, gradients and optimizer state for the Ψ parameters the stage holds.
+     * bytes of parameters, gradients and optimizer state for the Ψ parameters the stage holds. Under expert parallelism
+     * a rank holds Ψ_dense + Ψ_expert/ep, and ZeRO 1 shards the dense state over dp and the experts' over the dp/ep ranks
+     * holding the same experts: 8Ψ_dense/N + 8Ψ_expert/N.
      */
     public static ZeroMemory formula(TrainConfig config, int stage) {
+        if (config.layout().ep() > 1) {
+            ExpertShare e = expertShare(config, stage);
+            long psi = e.dense() + e.experts(), n = config.layout().dp(), expertDp = config.layout().expertDp();
+            return new ZeroMemory(4 * psi, 4 * psi, config.zero() == 0 ? 8 * psi : 8 * e.dense() / n + 8 * e.experts() / expertDp);
+        }
         return ZeroMemory.of(config.zero(), config.layout().dp(), stageParameters(config, stage), config.offloadOptimizer() != null);
     }
 
-    /** The bytes a rank of {@code stage} will allocate for model state (exact: the padded flat layout's shards). */
+    /**
+     * The bytes a rank of {@code stage} will allocate for model state (exact: the padded flat layout's shards; under
+     * expert parallelism, rank 0's ⌈run/n⌉ chunk of each run of dense parameters and of experts at ZeRO 1).
+     */
     public static ZeroMemory allocated(TrainConfig config, int stage) {
         int dp = config.layout().dp();
+        if (config.layout().ep() > 1) {
+            long psi = 0, state = 0, run = 0;
+            boolean expert = false;
+            for (ParameterSet.Spec spec : declare(config, stage).specs()) {   // padding 1: the flat layout is declaration order
+                boolean e = MoeConfig.isExpertParameter(spec.name());
+                if (run > 0 && e != expert) {
+                    state += chunk(run, expert ? config.layout().expertDp() : dp, config.zero());
+                    run = 0;
+                }
+                expert = e;
+                run += spec.numel();
+                psi += spec.numel();
+            }
+            state += chunk(run, expert ? config.layout().expertDp() : dp, config.zero());
+            return new ZeroMemory(4 * psi, 4 * psi, 8 * state);
+        }
         long padded = declare(config, stage).paddedCount(ZeroStage.of(config.zero()).paddingMultiple(dp));
         return ZeroMemory.of(config.zero(), dp, padded, config.offloadOptimizer() != null);
     }
 
+    /** Elements of a run of {@code length} whose AdamW state the first of {@code n} ranks holds: all at ZeRO 0, else ⌈length/n⌉. */
+    private static long chunk(long length, int n, int zero) {
+        return zero == 0 ? length : (length + n - 1) / n;
+    }
+
     /**
      * Ψ of a rank of a stage: the parameters its parts hold (the last stage's copy of the tied wte included); under
-     * tensor parallelism its share, Ψ_split/tp + Ψ_whole ({@link TensorParallelShare}).
+     * tensor parallelism its share, Ψ_split/tp + Ψ_whole ({@link TensorParallelShare}); under expert parallelism
+     * Ψ_dense + Ψ_expert/ep ({@link ExpertShare}).
      */
     static long stageParameters(TrainConfig config, int stage) {
+        if (config.layout().ep() > 1) {
+            ExpertShare e = expertShare(config, stage);
+            return e.dense() + e.experts();
+        }
         if (config.layout().pp() == 1 && config.layout().tp() == 1) return config.model().parameterCount();
         return share(config, stage).perRank();
+    }
+
+    /**
+     * How expert parallelism splits a stage's parameters on a rank (GShard): {@code dense} every rank holds (attention,
+     * norms, routers, shared experts, embeddings), {@code experts} the routed experts of its E/ep (Ψ_expert/ep).
+     */
+    record ExpertShare(long dense, long experts) { }
+
+    /** The expert-parallel split of pipeline stage {@code stage}'s parameters on ep rank 0 (every ep rank holds as many). */
+    static ExpertShare expertShare(TrainConfig config, int stage) {
+        long dense = 0, experts = 0;
+        for (ParameterSet.Spec spec : declare(config, stage).specs()) {
+            if (MoeConfig.isExpertParameter(spec.name())) experts += spec.numel();
+            else dense += spec.numel();
+        }
+        return new ExpertShare(dense, experts);
     }
 
     /**
@@ -76,11 +129,15 @@ public final class MemoryReport {
         return new TensorParallelShare(split, whole, config.layout().tp());
     }
 
-    /** What tp rank 0 of pipeline stage {@code stage} declares (all tp ranks hold the same number of elements). */
+    /**
+     * What tp rank 0 and ep rank 0 of pipeline stage {@code stage} declare (all tp ranks hold the same number of
+     * elements, and so do all ep ranks).
+     */
     private static ParameterSet.Builder declare(TrainConfig config, int stage) {
         ParallelLayout l = config.layout();
-        if (l.pp() == 1 && l.tp() == 1) return Gpt.declare(config.model());
-        return Gpt.declare(config.model(), Trainer.stageSpans(config, stage), l.pp() > 1, TensorParallelRank.of(l.tp(), 0));
+        if (l.pp() == 1 && l.tp() == 1 && l.ep() == 1) return Gpt.declare(config.model());
+        return Gpt.declare(config.model(), Trainer.stageSpans(config, stage), l.pp() > 1, TensorParallelRank.of(l.tp(), 0),
+                ExpertParallelRank.of(l.ep(), 0));
     }
 
     /**
@@ -89,8 +146,9 @@ public final class MemoryReport {
      */
     public static String layout(TrainConfig c) {
         ParallelLayout l = c.layout();
-        return String.format(Locale.ROOT, "layout: %d rank(s) = dp %d × tp %d × pp %d, vpp %d, zero %d, recompute %s%s, "
-                        + "schedule %s, pipelineCut %s%n", l.worldSize(), l.dp(), l.tp(), l.pp(), l.vpp(), l.zeroStage(),
+        return String.format(Locale.ROOT, "layout: %d rank(s) = dp %d × tp %d × pp %d, vpp %d,%s zero %d, recompute %s%s, "
+                        + "schedule %s, pipelineCut %s%n", l.worldSize(), l.dp(), l.tp(), l.pp(), l.vpp(),
+                l.ep() > 1 ? " ep " + l.ep() + " (expert dp " + l.expertDp() + ")," : "", l.zeroStage(),
                 l.recompute(), c.recomputeEvery() > 1 ? " (every " + c.recomputeEvery() + " blocks)" : "", c.schedule(),
                 c.pipelineCut() == null ? "auto" : c.pipelineCut());
     }
@@ -118,17 +176,30 @@ public final class MemoryReport {
                     share.whole(), share.perRank(), c.model().vocabSize() % tp != 0 ? " (+ the vocabulary's padding rows, "
                             + "⌈V/tp⌉·tp - V = " + (Math.ceilDiv(c.model().vocabSize(), tp) * tp - c.model().vocabSize()) + ")" : ""));
         }
+        int ep = c.layout().ep();
+        if (ep > 1) {
+            ExpertShare e = expertShare(c, 0);
+            String per = tp > 1 ? "/(ep·tp)" : "/ep", dense = tp > 1 ? "this tp rank's share of " : "";
+            sb.append(String.format(Locale.ROOT, "expert parallelism over ep=%d rank(s)%s: each holds %d of the %d experts of every "
+                            + "MoE block: Ψ_dense=%,d (%sattention, norms, routers, embeddings) on every ep rank, Ψ_expert%s=%,d; "
+                            + "Ψ = Ψ_dense + Ψ_expert%s = %,d per rank%s%n", ep, pp > 1 ? ", stage 0" : "",
+                    c.model().moe().experts() / ep, c.model().moe().experts(), e.dense(), dense, per, e.experts(), per,
+                    e.dense() + e.experts(),
+                    stage == 1 ? "; ZeRO 1 shards the dense AdamW state over dp=" + c.layout().dp() + " and the experts' over the "
+                            + c.layout().expertDp() + " rank(s) holding the same experts (8Ψ_dense/N + 8Ψ_expert/N)" : ""));
+        }
         sb.append(String.format(Locale.ROOT, "per-rank model state%s, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
                 + "(fp32 weights, AdamW)%s:%n", pp > 1 ? " of stage 0" : "", stage, c.layout().dp(), stageParameters(c, 0),
                 offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : ""));
-        String row = "  %-16s %12s   %-12s %12s%n";
+        String row = ep > 1 && stage == 1 ? "  %-16s %12s   %-15s %12s%n" : "  %-16s %12s   %-12s %12s%n";
         sb.append(String.format(Locale.ROOT, row, "category", "allocated", "ZeRO formula", "= bytes"));
         for (MemoryCategory cat : MODEL_STATE) {
             sb.append(String.format(Locale.ROOT, row, cat.label(), MemoryPool.formatBytes(allocated.bytes(cat)),
-                    ZeroMemory.formula(stage, cat, offload), MemoryPool.formatBytes(formula.bytes(cat))));
+                    ep > 1 && stage == 1 && cat == MemoryCategory.OPTIMIZER_STATE ? "8Ψd/N+8Ψe/N" : ZeroMemory.formula(stage, cat, offload),
+                    MemoryPool.formatBytes(formula.bytes(cat))));
         }
         sb.append(String.format(Locale.ROOT, row, "total", MemoryPool.formatBytes(allocated.total()),
-                ZeroMemory.totalFormula(stage, offload), MemoryPool.formatBytes(formula.total())));
+                ep > 1 && stage == 1 ? "8Ψ+8Ψd/N+8Ψe/N" : ZeroMemory.totalFormula(stage, offload), MemoryPool.formatBytes(formula.total())));
         sb.append(String.format(Locale.ROOT, "  (not counted: activations, and buffers%s)%n",
                 stage >= 2 ? " such as the transient unit gradients" + (stage == 3 ? " and gathered unit parameters" : "")
                         : offload ? " such as the optimizer's staging buffer" : ""));

@@ -6,6 +6,7 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
+import dev.shardwise.parallel.ExpertParallelUpdate;
 import dev.shardwise.parallel.ZeroShardedUpdate;
 import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.ZeroStage1Update;
@@ -20,7 +21,7 @@ import java.util.List;
  * moments as whole flat [P'] tensors for layout-independent checkpoints, however they are held (replicated, or
  * sharded by ZeRO and gathered for a checkpoint). Every rank calls {@link #valuesToSave} and {@link #momentsToSave}
  * at the same step (they are collective under ZeRO). {@link #of} adapts whichever update {@link ZeroStage#build}
- * chose; closing the state closes that update and what it owns.
+ * chose, {@link #expertParallel} the expert-parallel update; closing the state closes that update and what it owns.
  */
 interface OptimizerState extends AutoCloseable {
 
@@ -195,6 +196,82 @@ interface OptimizerState extends AutoCloseable {
             public void close() {
                 release();
                 built.close();
+            }
+        };
+    }
+
+    /**
+     * Expert parallelism (GShard) at ZeRO 0 or 1: whole values of this rank's parameters (the dense ones and its E/ep
+     * experts, under their global names), the AdamW state of each run of dense parameters and of experts whole or
+     * sharded over the run's group ({@link ExpertParallelUpdate}). A checkpoint takes each run's elements from one
+     * rank of its group ({@link ExpertParallelUpdate#saved}); full moments exist only around checkpoints.
+     */
+    static OptimizerState expertParallel(ExpertParallelUpdate update, ParameterSet params, MemoryPool pool) {
+        int padded = Math.toIntExact(params.values().numel());
+        return new OptimizerState() {
+            private Tensor fullM, fullV;   // BUFFERS, allocated for checkpoints only
+
+            public ParameterUpdate update() { return update; }
+            public ParameterSet parameters() { return params; }
+
+            public Tensor[] momentsToSave() {
+                Tensor[] full = buffers();
+                update.gatherMoments(full[0], full[1]);
+                return full;
+            }
+
+            public void saved() { release(); }
+
+            public Tensor[] momentsToLoad() { return buffers(); }
+
+            public void loaded(long steps) {
+                update.loadMoments(fullM, fullV, steps);
+                release();
+            }
+
+            public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
+                untunnel(() -> update.readMoments((m, v) -> {
+                    List<Holding> held = new ArrayList<>();
+                    for (ExpertParallelUpdate.Range r : update.saved()) {
+                        held.add(new Holding(Kind.VALUES, r.flatStart(), params.values().slice(0, r.flatStart(), r.length())));
+                        held.add(new Holding(Kind.FIRST_MOMENTS, r.flatStart(), m.slice(0, r.momentOffset(), r.length())));
+                        held.add(new Holding(Kind.SECOND_MOMENTS, r.flatStart(), v.slice(0, r.momentOffset(), r.length())));
+                    }
+                    tunnel(body, held);
+                }));
+            }
+
+            public void forLoad(HoldingsBody body, long steps) throws IOException {
+                untunnel(() -> update.writeMoments((m, v) -> {
+                    List<Holding> held = new ArrayList<>();
+                    held.add(new Holding(Kind.VALUES, 0, params.values()));
+                    for (ExpertParallelUpdate.Range r : update.held()) {
+                        held.add(new Holding(Kind.FIRST_MOMENTS, r.flatStart(), m.slice(0, r.momentOffset(), r.length())));
+                        held.add(new Holding(Kind.SECOND_MOMENTS, r.flatStart(), v.slice(0, r.momentOffset(), r.length())));
+                    }
+                    tunnel(body, held);
+                }, steps));
+            }
+
+            private Tensor[] buffers() {
+                if (fullM == null) {
+                    fullM = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
+                    fullV = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
+                }
+                return new Tensor[]{fullM, fullV};
+            }
+
+            private void release() {
+                if (fullM != null) {
+                    fullM.close();
+                    fullV.close();
+                    fullM = fullV = null;
+                }
+            }
+
+            public void close() {
+                release();
+                update.close();
             }
         };
     }

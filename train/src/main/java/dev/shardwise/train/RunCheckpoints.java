@@ -175,6 +175,7 @@ final class RunCheckpoints {
         layout.put("tp", config.layout().tp());
         layout.put("pp", config.layout().pp());
         layout.put("vpp", config.layout().vpp());
+        layout.put("ep", config.layout().ep());
         layout.put("zero", config.zero());
         Map<String, Object> metadata = new LinkedHashMap<>();
         metadata.put("state", stateMap);

@@ -38,7 +38,8 @@ import java.util.Objects;
  * @param runDir           where config, metrics, checkpoints and plots go
  * @param rankMemory       the rank's memory budget in bytes (Long.MAX_VALUE: unlimited)
  * @param layout           how the run is cut across ranks: dp·tp·pp ranks (run as threads of this JVM, or one per
- *                         process of a job), the ZeRO stage over the dp group, activation recompute, and the
+ *                         process of a job), ep of the dp ranks splitting each MoE block's experts, the ZeRO stage over
+ *                         the dp group, activation recompute, and the
  *                         micro-batch B (sequences per micro-batch on each dp rank, so the global batch grows with dp)
  * @param schedule         the pipeline schedule (used when pp &gt; 1); null gives {@link ScheduleKind#defaultFor}(vpp)
  * @param pipelineCut      where the pp·vpp model chunks start, in blocks, in model order (chunk i on stage i mod pp,
@@ -80,10 +81,11 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         positive("gradAccumulation", gradAccumulation);
         positive("steps", steps);
         positive("evalBatches", evalBatches);
-        refuseWhatIsNotImplemented(layout, model);
         // the vocabulary-parallel embedding pads the vocabulary to a multiple of tp itself (rows no token reaches)
         layout.validateFor(new ParallelLayout.ModelDimensions(model.layers(), model.hidden(), model.ffnHidden(),
-                model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen, 0));
+                model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen,
+                model.moe() == null ? 0 : model.moe().experts()));
+        refuseWhatIsNotImplemented(layout, offloadOptimizer, model);
         if (offloadOptimizer != null && layout.zeroStage() == 0) {
             throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
                     + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
@@ -122,11 +124,24 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         new AdamWOptimizer.Settings(beta1, beta2, eps, weightDecay);
     }
 
-    /** Parallelisms the layout can describe but the trainer cannot run yet. */
-    private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
-        if (layout.ep() > 1) {
-            throw new IllegalArgumentException("ep=" + layout.ep() + ": expert parallelism is not implemented yet (it comes "
-                    + "with the mixture-of-experts layers); use ep=1");
+    /**
+     * Combinations the layout can describe but the trainer cannot run yet: sequence parallelism over MoE blocks;
+     * expert parallelism (its update,
+     * {@code ExpertParallelUpdate}, shards the AdamW state at ZeRO 0 and 1 only, in memory).
+     */
+    private static void refuseWhatIsNotImplemented(ParallelLayout layout, Path offloadOptimizer, ModelConfig model) {
+        if (layout.sequenceParallel() && model.moe() != null) {
+            throw new IllegalArgumentException("sequenceParallel=true with a mixture-of-experts model (model.moe): sequence "
+                    + "parallelism does not reach MoE blocks yet; drop --sequence-parallel (tensor parallelism alone splits the experts)");
+        }
+        if (layout.ep() == 1) return;
+        if (layout.zeroStage() > 1) {
+            throw new IllegalArgumentException("ep=" + layout.ep() + " with zero=" + layout.zeroStage() + ": expert parallelism "
+                    + "runs with ZeRO 0 or 1 (stages 2 and 3 do not shard the experts' gradients yet); use --zero 1");
+        }
+        if (offloadOptimizer != null) {
+            throw new IllegalArgumentException("ep=" + layout.ep() + " with offloadOptimizer=" + offloadOptimizer + ": the "
+                    + "expert-parallel update keeps its AdamW state in memory; drop the offload (or use ep=1)");
         }
     }
 

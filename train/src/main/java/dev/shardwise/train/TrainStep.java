@@ -18,6 +18,8 @@ import dev.shardwise.parallel.ReplicatedUpdate;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
 import dev.shardwise.parallel.pipeline.PipelineSchedule;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
+import dev.shardwise.parallel.pipeline.Timeline;
+import dev.shardwise.parallel.expert.TimedExpertParallel;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -63,6 +65,7 @@ public final class TrainStep implements AutoCloseable {
     private PipelineExecutor executor;
     private StepArena evaluationArena;
     private PipelineExecutor.Step lastStep;     // what the executor did in the last step, for timelines
+    private long lastStepStartNs;               // System.nanoTime() as the executor began it
     private MoeReport lastMoe;                  // the last step's expert load and auxiliary losses; null without MoE
 
     /**
@@ -143,7 +146,9 @@ public final class TrainStep implements AutoCloseable {
             loss[0] = sumOverStages(update.mean(stageModel.lossSum() / microBatches));
             if (!Double.isFinite(loss[0])) throw new IllegalStateException("loss " + loss[0]);
         }, () -> applied[0] = update.apply(lr, gradClip));
-        PipelineExecutor.Step step = executor(microBatches).run(stageModel);
+        PipelineExecutor executor = executor(microBatches);
+        PipelineExecutor.Step step = executor.run(stageModel);
+        lastStepStartNs = executor.lastOriginNs();
         lastStep = step;
         lastMoe = afterMoeStep();
         long reduceNs = step.reduceNs() + applied[0].communicationNs();
@@ -194,6 +199,18 @@ public final class TrainStep implements AutoCloseable {
     public List<PipelineExecutor.Step> gatherLastSteps() {
         if (lastStep == null) throw new IllegalStateException("no step has run yet");
         return StageSteps.gather(pipeline.group(), schedule, lastStep, pool);
+    }
+
+    /**
+     * The expert-parallel all-to-alls {@code mine} that this rank timed in its last step, with those of every other
+     * stage of its pipeline, as timeline spans on stage 0 (empty on the others): collective over the pipeline group
+     * (see {@link StageSteps#gatherExchanges}).
+     *
+     * @throws IllegalStateException if no step has run
+     */
+    public List<Timeline.Span> gatherLastExchanges(List<TimedExpertParallel.Span> mine) {
+        if (lastStep == null) throw new IllegalStateException("no step has run yet");
+        return StageSteps.gatherExchanges(pipeline.group(), mine, lastStepStartNs, pool);
     }
 
     /**

@@ -29,6 +29,10 @@ import dev.shardwise.model.MatmulPrecision;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.TensorParallel;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
+import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
+import dev.shardwise.parallel.expert.TimedExpertParallel;
+import dev.shardwise.parallel.ExpertParallelUpdate;
+import dev.shardwise.model.ExpertParallel;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -59,8 +63,10 @@ import java.util.function.Consumer;
  * {@link #runRank} with its own memory pool and kernel threads, and the results are bit-identical.
  *
  * <p>A rank holds its pipeline stage's model chunks, under tensor parallelism its tp slices of them (Shoeybi et al.
- * 2019; the layout's tp group carries the layers' collectives), with its ZeRO stage's share of their state over its
- * data-parallel group; every rank of a data-parallel replica reads the same rows of the global batch.
+ * 2019; the layout's tp group carries the layers' collectives), under expert parallelism only its E/ep experts of
+ * each MoE block (GShard; its ep group exchanges tokens by all-to-alls, {@link ExpertParallelUpdate} reduces), with
+ * its ZeRO stage's share of their state over its data-parallel group; every rank of a data-parallel replica reads
+ * the same rows of the global batch.
  *
  * <p>Each step: zero the gradients; for each micro-batch run forward (fused with the loss gradient) and
  * backward with loss scale 1/micro-batches; clip; update. Timers split the step into forward, backward and
@@ -257,15 +263,23 @@ public final class Trainer {
         List<GptPart.Span> spans = stageSpans(stage);
         ZeroStage zero = ZeroStage.of(config.zero());
         TensorParallel tp = tpSize > 1 ? new CommunicatorTensorParallel(groups.tp(), config.layout().sequenceParallel()) : TensorParallel.NONE;
-        try (ParameterSet params = zero.allocate(Gpt.declare(config.model(), spans, pp > 1, tp), pool, DType.F32,
+        // with --timeline, the all-to-alls are timed so the last step's show as spans of their own
+        TimedExpertParallel timedExchanges = config.layout().ep() > 1 && config.timeline() != null
+                ? new TimedExpertParallel(new CommunicatorExpertParallel(groups.ep())) : null;
+        ExpertParallel ep = timedExchanges != null ? timedExchanges
+                : config.layout().ep() > 1 ? new CommunicatorExpertParallel(groups.ep()) : ExpertParallel.NONE;
+        // the expert-parallel update splits its runs unevenly itself: no padding, whole values and gradients (ZeRO 0 or 1)
+        ZeroStage allocation = ep.size() > 1 ? ZeroStage.REPLICATED : zero;
+        try (ParameterSet params = allocation.allocate(Gpt.declare(config.model(), spans, pp > 1, tp, ep), pool, DType.F32,
                      dpGroup == null ? 1 : dpGroup.size());
              MatmulPrecision precision = MatmulPrecision.of(config.precision(), pool);
              StageGradients stages = pp > 1 || tpSize > 1
                      ? new StageGradients(pp > 1 ? groups.pp() : null, tpSize > 1 ? groups.tp() : null, params, pool)
                      : StageGradients.NONE;
-             OptimizerState optimizer = optimizer(zero, params, pool, dpGroup, stages);
+             OptimizerState optimizer = ep.size() > 1 ? expertParallelOptimizer(params, pool, groups, stages)
+                     : optimizer(zero, params, pool, dpGroup, stages);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
-             TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp), pool, config.gradClip(), optimizer.update(),
+             TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp, ep), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
             params.usePrecision(precision);
             RunCheckpoints.Place place = groups == null ? RunCheckpoints.Place.SINGLE : new RunCheckpoints.Place(groups.globalRank(),
@@ -293,7 +307,7 @@ public final class Trainer {
             try (Tensor batch = config.ranks() == 1 ? null : Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, b, row);
                  CheckpointSaver saver = new CheckpointSaver(checkpoints, place, config.asyncCheckpoints())) {
                 return loop(leader, data, pool, params, saver, optimizer, sampler, config.ranks() == 1 ? global : batch, fill,
-                        state, trainStep, peak);
+                        state, trainStep, peak, timedExchanges);
             }
         }
     }
@@ -331,9 +345,27 @@ public final class Trainer {
         return List.copyOf(mine);
     }
 
-    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans, TensorParallel tp) {
+    private List<GptPart> chunks(ParameterSet params, List<GptPart.Span> spans, TensorParallel tp, ExpertParallel ep) {
         return spans.stream().map(span -> new GptPart(config.model(), params, span, config.layout().recompute(),
-                config.recomputeEvery(), tp)).toList();
+                config.recomputeEvery(), tp, ep)).toList();
+    }
+
+    /**
+     * Expert parallelism's update (GShard) at the config's ZeRO stage (0 or 1): the dense gradients averaged over the
+     * dp group, the experts' over the ranks holding the same experts; the parameters initialised by global name, so
+     * every expert starts as it would on one rank.
+     */
+    private OptimizerState expertParallelOptimizer(ParameterSet params, MemoryPool pool, ProcessGroups groups,
+                                                   StageGradients stages) {
+        ExpertParallelUpdate update = new ExpertParallelUpdate(params, config.optimizer(), config.zero(), groups.dp(), groups.ep(),
+                groups.expertDp(), pool, stages);
+        try {
+            params.initialize(config.seed());
+            return OptimizerState.expertParallel(update, params, pool);
+        } catch (RuntimeException e) {
+            update.close();
+            throw e;
+        }
     }
 
     /**
@@ -364,7 +396,8 @@ public final class Trainer {
     private Result loop(boolean leader, TrainingData data, MemoryPool pool, ParameterSet params, CheckpointSaver saver,
                         OptimizerState optimizer,
                         BatchSampler sampler, Tensor batch, Consumer<Tensor> fill, TrainState state, TrainStep trainStep,
-                        CpuPeak peak) throws IOException {
+                        CpuPeak peak, TimedExpertParallel timedExchanges) throws IOException {
+        List<TimedExpertParallel.Span> lastExchanges = List.of();   // the last step's all-to-alls (with --timeline under ep)
         Path runDir = config.runDir();
         LearningRateSchedule schedule = config.learningRateSchedule();
         double flopsPerStep = config.model().trainingFlopsPerToken(config.seqLen()) * config.tokensPerStep();
@@ -409,6 +442,7 @@ public final class Trainer {
                 TrainStep.Result r;
                 try {
                     r = trainStep.run(batch, config.gradAccumulation(), fill, lr);
+                    if (timedExchanges != null) lastExchanges = timedExchanges.drain();   // before evaluation adds its own
                 } catch (IllegalStateException e) {
                     throw new IllegalStateException(String.format("training diverged at step %d (%s); lower lr (now %g) "
                             + "or raise warmupSteps, and resume from the last checkpoint", step + 1, e.getMessage(), config.lr()), e);
@@ -466,7 +500,9 @@ public final class Trainer {
                 // stage, so then every rank evaluates with the leader.
                 // Under tensor parallelism every forward runs collectives over the tp group, so the leader's tp group
                 // evaluates with it too.
-                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1 || config.layout().tp() > 1)) {
+                // Under expert parallelism every MoE block's forward runs all-to-alls over the ep group: every rank evaluates.
+                if (evaluateNow && !leader && (config.zero() == 3 || config.layout().pp() > 1 || config.layout().tp() > 1
+                        || config.layout().ep() > 1)) {
                     evaluate(data, pool, trainStep);
                 }
                 if (leader) {
@@ -495,8 +531,9 @@ public final class Trainer {
         }
         if (config.timeline() != null && state.step() > 0) {
             List<PipelineExecutor.Step> steps = trainStep.gatherLastSteps();   // collective over the pipeline group
+            List<Timeline.Span> exchanges = timedExchanges == null ? List.of() : trainStep.gatherLastExchanges(lastExchanges);
             if (leader) {
-                Timeline.write(config.timeline(), steps);
+                Timeline.write(config.timeline(), steps, exchanges);
                 log.println("timeline of the last step: " + config.timeline() + " (open it in https://ui.perfetto.dev)");
             }
         }

@@ -116,7 +116,7 @@ class CheckpointReshardingTest {
             for (long bytes : index.files().values()) {
                 assertTrue(bytes < whole / 2, l.name() + ": a rank's shard is a part, not the whole: " + bytes);
             }
-            assertEquals("{ranks=4, dp=" + 4 / l.tp() + ", tp=" + l.tp() + ", pp=1, vpp=1, zero=" + l.zero() + "}",
+            assertEquals("{ranks=4, dp=" + 4 / l.tp() + ", tp=" + l.tp() + ", pp=1, vpp=1, ep=1, zero=" + l.zero() + "}",
                     String.valueOf(index.manifest().get("layout")), "the manifest records the layout it was saved under");
         }
     }

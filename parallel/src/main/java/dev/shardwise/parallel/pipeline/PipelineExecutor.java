@@ -44,6 +44,7 @@ public final class PipelineExecutor {
     private final int[] tags;
     /** Per instruction: the (mb, chunk) pairs, flattened, whose last touch it is. */
     private final int[][] releases;
+    private long lastOriginNs;   // System.nanoTime() as the last run began
 
     /**
      * @param pipelineGroup the group of the schedule's p stages, rank = stage; may be null when p = 1
@@ -139,6 +140,7 @@ public final class PipelineExecutor {
         long[] phase = new long[Phase.values().length];
         List<Event> events = new ArrayList<>(program.size());
         long origin = System.nanoTime();
+        lastOriginNs = origin;
         for (int i = 0; i < program.size(); i++) {
             Instruction instruction = program.get(i);
             long start = System.nanoTime();
@@ -153,6 +155,14 @@ public final class PipelineExecutor {
         return new Step(stage, wall, phase[Phase.FORWARD.ordinal()], phase[Phase.BACKWARD.ordinal()],
                 phase[Phase.SEND.ordinal()], phase[Phase.WAIT.ordinal()], phase[Phase.REDUCE.ordinal()],
                 phase[Phase.OPTIMIZER.ordinal()], Collections.unmodifiableList(events));
+    }
+
+    /**
+     * {@link System#nanoTime} when the last {@link #run} began: the origin of its events' times, for spans timed
+     * inside them (such as expert-parallel all-to-alls) to be drawn beside them.
+     */
+    public long lastOriginNs() {
+        return lastOriginNs;
     }
 
     /** Where an instruction's time is counted. */

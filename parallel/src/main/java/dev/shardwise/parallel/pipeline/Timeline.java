@@ -30,23 +30,40 @@ import java.util.Locale;
  * {@code W3.0}, {@code recv-act 3.0}, {@code recv-grad 3.0}, {@code send-act 3.0}, {@code send-grad 3.0},
  * {@code reduce}, {@code optimizer}; the category is the phase (forward-compute, backward-compute, pipeline-wait,
  * pipeline-send, grads-reduce, optimizer). Times are microseconds since each rank's step began, so ranks that start
- * the step together (a barrier before it) line up.
+ * the step together (a barrier before it) line up. Finer {@link Span}s (an MoE block's all-to-alls) are drawn on
+ * their stage's row too, nested inside the instruction that ran them.
  */
 public final class Timeline {
     private Timeline() { }
 
     /**
-     * Writes {@code steps} (one per rank, any order) to {@code file}: to a temporary file beside it, forced to disk,
+     * A span inside a stage's step that no instruction names, such as an expert-parallel all-to-all.
+     *
+     * @param stage    the stage whose row it is drawn on
+     * @param name     the event's name, e.g. {@code a2a dispatch}
+     * @param category its phase, e.g. {@code expert-all-to-all}
+     * @param startNs  when it started, in nanoseconds since the stage's step began
+     * @param endNs    when it ended, same origin
+     */
+    public record Span(int stage, String name, String category, long startNs, long endNs) { }
+
+    /** {@link #write(Path, List, List)} without finer spans. */
+    public static void write(Path file, List<PipelineExecutor.Step> steps) throws IOException {
+        write(file, steps, List.of());
+    }
+
+    /**
+     * Writes {@code steps} (one per rank, any order) and {@code spans} to {@code file}: to a temporary file beside it, forced to disk,
      * then renamed over it, so a reader sees the old file or the whole new one.
      *
      * @throws IOException if the directory cannot be written; the message names the file
      */
-    public static void write(Path file, List<PipelineExecutor.Step> steps) throws IOException {
+    public static void write(Path file, List<PipelineExecutor.Step> steps, List<Span> spans) throws IOException {
         Path target = file.toAbsolutePath();
         Path temp = Files.createTempFile(target.getParent(), "." + target.getFileName(), ".tmp");
         try {
             try (FileChannel out = FileChannel.open(temp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
-                ByteBuffer bytes = ByteBuffer.wrap(json(steps).getBytes(StandardCharsets.UTF_8));
+                ByteBuffer bytes = ByteBuffer.wrap(json(steps, spans).getBytes(StandardCharsets.UTF_8));
                 while (bytes.hasRemaining()) out.write(bytes);
                 out.force(true);
             }
@@ -59,6 +76,11 @@ public final class Timeline {
 
     /** The trace as JSON: {@code {"traceEvents":[...],"displayTimeUnit":"ms"}}, one line per event. */
     static String json(List<PipelineExecutor.Step> steps) {
+        return json(steps, List.of());
+    }
+
+    /** As {@link #json(List)}, with {@code spans} after the instructions. */
+    static String json(List<PipelineExecutor.Step> steps, List<Span> spans) {
         StringBuilder out = new StringBuilder("{\"traceEvents\":[\n");
         boolean first = true;
         for (PipelineExecutor.Step step : steps) {
@@ -75,6 +97,11 @@ public final class Timeline {
                         .append(",\"ts\":").append(micros(e.startNs())).append(",\"dur\":").append(micros(e.endNs() - e.startNs()))
                         .append(",\"args\":{\"instruction\":\"").append(e.instruction()).append("\"}}");
             }
+        }
+        for (Span s : spans) {
+            out.append(",\n{\"name\":\"").append(s.name()).append("\",\"cat\":\"").append(s.category())
+                    .append("\",\"ph\":\"X\",\"pid\":").append(s.stage()).append(",\"tid\":").append(s.stage())
+                    .append(",\"ts\":").append(micros(s.startNs())).append(",\"dur\":").append(micros(s.endNs() - s.startNs())).append("}");
         }
         return out.append("\n],\"displayTimeUnit\":\"ms\"}\n").toString();
     }

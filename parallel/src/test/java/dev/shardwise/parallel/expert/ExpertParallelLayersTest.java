@@ -139,4 +139,43 @@ class ExpertParallelLayersTest {
             for (double v : g.getValue()) assertEquals(0.0, v, g.getKey() + ": an expert no token chose gets no gradient");
         }
     }
+
+    /**
+     * A (micro-batch, chunk) arena is reset and reused step after step while the rows each rank receives change with
+     * the routing; its buffers of received rows come in power-of-two sizes, so what the arena keeps stays bounded
+     * instead of gaining blocks of every row count seen (a leak a long run would grow without end).
+     */
+    @org.junit.jupiter.api.Test
+    void anArenaReusedOverChangingRoutingsStaysBounded() {
+        ModelConfig config = ModelConfig.gpt(64, 16, 2, 32, 4).withMoe(MoeConfig.of(4, 2, 1, 24));
+        List<long[]> kept = LocalCluster.run(2, ctx -> {
+            ExpertParallel ep = new CommunicatorExpertParallel(ctx.world());
+            GptPart.Span whole = GptPart.Span.whole(config);
+            ParameterSet.Builder builder = ParameterSet.builder();
+            GptPart.declare(builder, config, whole, false, TensorParallel.NONE, ep);
+            MemoryPool pool = ctx.memory();
+            try (ParameterSet params = builder.allocate(pool, DType.F32); StepArena arena = new StepArena(pool)) {
+                params.initialize(7);
+                GptPart part = new GptPart(config, params, whole, Recompute.NONE, 1, TensorParallel.NONE, ep);
+                long[] bytes = new long[2];
+                for (int pass = 0; pass < 24; pass++) {
+                    try (Tensor tokens = ids(pool, config.vocabSize(), 100 * pass + ctx.world().rank());
+                         Tensor targets = ids(pool, config.vocabSize(), 100 * pass + 50 + ctx.world().rank())) {
+                        params.zeroGrads();
+                        part.backward(arena, part.forward(arena, tokens, targets, null, true, 1.0), null);
+                        arena.reset();
+                    }
+                    if (pass == 0) bytes[0] = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+                }
+                bytes[1] = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+                return bytes;
+            }
+        });
+        for (int r = 0; r < 2; r++) {
+            long first = kept.get(r)[0], last = kept.get(r)[1];
+            assertTrue(first > 0, "rank " + r + ": the arena holds the first pass's activations");
+            assertTrue(last <= 2 * first, "rank " + r + ": after 24 passes over different routings the arena keeps " + last
+                    + " bytes, more than twice the " + first + " of the first pass");
+        }
+    }
 }

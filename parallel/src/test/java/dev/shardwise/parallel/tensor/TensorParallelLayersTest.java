@@ -10,6 +10,7 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.Recompute;
@@ -33,7 +34,7 @@ import static org.junit.jupiter.api.Assertions.*;
  * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
  * initialises exactly its slice of the single rank's values. Under sequence parallelism (Korthikanti et al. 2022)
  * the norms' gradients are each rank's partial sums over its positions, summed over the group here as the update
- * sums them.
+ * sums them. Mixture-of-experts blocks keep each expert's tp split (Megatron's expert tensor parallelism).
  */
 class TensorParallelLayersTest {
     static final int B = 2, T = 8;
@@ -46,7 +47,10 @@ class TensorParallelLayersTest {
             "gpt vocab 61", ModelConfig.gpt(61, 16, 2, 32, 4),
             "pangu top query", ModelConfig.gpt(64, 16, 2, 32, 4).withTopQueryLayer(true),
             "pangu top query gqa", new ModelConfig(64, 16, 2, 32, 4, 1, 64, ModelConfig.Norm.LAYER_NORM, ModelConfig.Mlp.GELU,
-                    ModelConfig.Positions.LEARNED, ModelConfig.Residual.PRE_LN, true, true, 1e-5));
+                    ModelConfig.Positions.LEARNED, ModelConfig.Residual.PRE_LN, true, true, 1e-5),
+            // mixtures of experts: each expert (routed or shared) split like an MLP, the router whole
+            "gpt moe", ModelConfig.gpt(64, 16, 2, 32, 4).withMoe(MoeConfig.of(4, 2, 1, 24)),
+            "llama moe shared", ModelConfig.llama(64, 16, 2, 32, 4, 2, 64).withMoe(MoeConfig.of(4, 2, 1, 24).withSharedExperts(1)));
 
     /** A rank of a tp group that performs no collectives: enough to declare and initialise a slice. */
     record Declared(int size, int tpRank) implements TensorParallel {
@@ -120,7 +124,9 @@ class TensorParallelLayersTest {
             "llama gqa, 4, false, none, false", "llama gqa, 4, true, selective, true", "llama kv 1, 2, false, none, false",
             "llama kv 1, 4, false, full, true", "pangu top query, 2, false, none, false", "pangu top query, 4, true, none, false",
             "pangu top query, 2, false, selective, true", "pangu top query, 2, true, none, true",
-            "pangu top query gqa, 2, false, none, true", "pangu top query gqa, 4, true, none, false"})
+            "pangu top query gqa, 2, false, none, true", "pangu top query gqa, 4, true, none, false",
+            "gpt moe, 2, false, none, false", "gpt moe, 4, true, full, false", "llama moe shared, 2, true, selective, false",
+            "llama moe shared, 4, false, none, false"})
     void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
