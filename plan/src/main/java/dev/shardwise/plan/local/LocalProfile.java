@@ -83,16 +83,16 @@ public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int se
         /**
          * Every split of {@code config} over groups of {@code ranks} at sequence length {@code seq}: tp dividing the
          * ranks, the heads and the MLP's hidden size, and dividing or a multiple of the kv heads; with and without
-         * sequence parallelism where tp divides seq. A mixture of experts is not split (the trainer does not run MoE
-         * blocks tensor-parallel).
+         * sequence parallelism where tp divides seq (not for a mixture of experts, which the trainer refuses to run
+         * sequence-parallel).
          */
         public static List<TensorSplit> possible(ModelConfig config, int ranks, int seq) {
             List<TensorSplit> splits = new ArrayList<>();
-            for (int tp = 1; tp <= (config.moe() == null ? ranks : 1); tp++) {
+            for (int tp = 1; tp <= ranks; tp++) {
                 if (ranks % tp != 0 || config.heads() % tp != 0 || config.ffnHidden() % tp != 0) continue;
                 if (config.kvHeads() % tp != 0 && tp % config.kvHeads() != 0) continue;
                 splits.add(new TensorSplit(tp, false));
-                if (tp > 1 && seq % tp == 0) splits.add(new TensorSplit(tp, true));
+                if (tp > 1 && seq % tp == 0 && config.moe() == null) splits.add(new TensorSplit(tp, true));
             }
             return splits;
         }
