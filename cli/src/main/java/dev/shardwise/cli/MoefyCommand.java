@@ -65,6 +65,10 @@ public final class MoefyCommand implements Callable<Integer> {
             description = "Validation batches per evaluation; 0 is the run's evalBatches (default: ${DEFAULT-VALUE}).")
     int evalBatches;
 
+    @Option(names = "--oracle", description = "Also evaluate ground-truth expert selection (the K experts of largest actual "
+            + "activation, found by computing the whole FFN): the bound the routers aim at.")
+    boolean oracle;
+
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
@@ -93,7 +97,7 @@ public final class MoefyCommand implements Callable<Integer> {
         try (MoefiedModel moefied = MoefiedModel.load(target, pool)) {
             log.printf("validation loss of %s with K of %d experts per token:%n", target, moefied.experts());
             int[] ks = active == null ? null : active.stream().mapToInt(Integer::intValue).toArray();
-            MoefyEvaluation.run(moefied, ks, evalBatches, target, pool, log);
+            MoefyEvaluation.run(moefied, ks, evalBatches, oracle, target, pool, log);
         }
         return 0;
     }

@@ -55,17 +55,17 @@ class MoefyCommandTest {
         assertEquals(0, r.code(), r.err());
     }
 
-    /** The rows of moefy.tsv after its header: active, experts, ffn_compute, val_loss, dense_val_loss. */
+    /** The rows of moefy.tsv after its header: active, experts, ffn_compute, val_loss, oracle_val_loss, dense_val_loss. */
     private static List<String[]> table(Path tsv) throws IOException {
         List<String> lines = Files.readAllLines(tsv);
-        assertEquals("active\texperts\tffn_compute\tval_loss\tdense_val_loss", lines.getFirst());
+        assertEquals("active\texperts\tffn_compute\tval_loss\toracle_val_loss\tdense_val_loss", lines.getFirst());
         return lines.subList(1, lines.size()).stream().map(l -> l.split("\t")).toList();
     }
 
     @Test
     void moefyThenEvaluateThenSample() throws IOException {
         Run r = run("moefy", "--checkpoint", run.toString(), "--experts", "4", "--router-steps", "40", "--router-tokens", "512",
-                "--router-batch", "64", "--eval");
+                "--router-batch", "64", "--eval", "--oracle");
         assertEquals(0, r.code(), r.err());
         Path out = run.resolve("moefied");
         for (String f : List.of("manifest.json", "tensors.bin", "config.yaml", "tokenizer.bpe", "moefy.png", "moefy.tsv", "moefy.json")) {
@@ -73,12 +73,13 @@ class MoefyCommandTest {
         }
         List<String[]> rows = table(out.resolve("moefy.tsv"));
         assertEquals(4, rows.size(), "K = 1..4");
-        double dense = Double.parseDouble(rows.getFirst()[4]);
+        double dense = Double.parseDouble(rows.getFirst()[5]);
         for (int k = 1; k <= 4; k++) {
             assertEquals(String.valueOf(k), rows.get(k - 1)[0]);
             assertEquals(k / 4.0, Double.parseDouble(rows.get(k - 1)[2]), 1e-12);
         }
         assertEquals(dense, Double.parseDouble(rows.get(3)[3]), 1e-5, "K = E matches the dense loss (f32)");
+        assertEquals(dense, Double.parseDouble(rows.get(3)[4]), 1e-5, "K = E ground truth matches the dense loss (f32)");
         // the dense loss is the one training measured at its last step, on the same validation batches
         String last = Files.readAllLines(run.resolve("metrics.jsonl")).getLast();
         double trained = Double.parseDouble(last.replaceAll(".*\"val_loss\": ?([0-9.eE+-]+).*", "$1"));
@@ -86,7 +87,9 @@ class MoefyCommandTest {
 
         Run again = run("moefy", "--checkpoint", out.toString(), "--active", "1,4", "--eval-batches", "1");
         assertEquals(0, again.code(), again.err());
-        assertEquals(2, table(out.resolve("moefy.tsv")).size());
+        List<String[]> two = table(out.resolve("moefy.tsv"));
+        assertEquals(2, two.size());
+        assertEquals("NaN", two.getFirst()[4], "no --oracle, no ground-truth column");
 
         Run sparse = run("generate", "--checkpoint", out.toString(), "--active", "2", "--max-tokens", "6", "--prompt", "the");
         assertEquals(0, sparse.code(), sparse.err());

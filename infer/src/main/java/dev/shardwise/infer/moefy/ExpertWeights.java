@@ -158,18 +158,20 @@ final class ExpertWeights {
      * activations under SwiGLU (whose product is as likely to matter negative as positive).
      */
     void massOf(Tensor mass, Tensor a) {
-        int n = a.dim(0);
+        int n = a.dim(0), f = a.dim(1);
         boolean positive = mlp == ModelConfig.Mlp.GELU;
+        double[] av = a.toDoubleArray(), sums = new double[n * experts];
         for (int r = 0; r < n; r++) {
             for (int e = 0; e < experts; e++) {
                 double sum = 0;
                 for (int j = e * size; j < (e + 1) * size; j++) {
-                    double v = a.getDouble(r, j);
+                    double v = av[r * f + j];
                     sum += positive ? Math.max(v, 0) : Math.abs(v);
                 }
-                mass.set(sum, r, e);
+                sums[r * experts + e] = sum;
             }
         }
+        mass.copyFrom(sums);
     }
 
     /** The rows {@code rows} of x [N, C], in that order, as a new [rows, C] tensor. */

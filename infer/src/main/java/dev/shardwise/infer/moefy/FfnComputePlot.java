@@ -16,11 +16,12 @@ import java.util.Locale;
 
 /**
  * Draws MoEfication's trade-off into a PNG (Java2D, headless; a sibling of train's loss plot): validation loss
- * against the fraction of FFN compute K/E, one marker per K, and the dense model's loss as a dashed line.
+ * against the fraction of FFN compute K/E, one marker per K (the routers' choice, and the ground-truth choice when
+ * it was measured), and the dense model's loss as a dashed line.
  */
 final class FfnComputePlot {
     private static final int WIDTH = 900, HEIGHT = 540, LEFT = 70, RIGHT = 20, TOP = 40, BOTTOM = 55;
-    private static final Color SPARSE = new Color(0x1f77b4), DENSE = new Color(0xd62728);
+    private static final Color SPARSE = new Color(0x1f77b4), DENSE = new Color(0xd62728), ORACLE = new Color(0x2ca02c);
 
     private FfnComputePlot() { }
 
@@ -44,10 +45,14 @@ final class FfnComputePlot {
         g.setColor(Color.WHITE);
         g.fillRect(0, 0, WIDTH, HEIGHT);
         double lo = r.denseLoss(), hi = r.denseLoss();
+        boolean oracle = false;
         for (MoefyEvaluation.Point p : r.points()) {
-            if (!Double.isFinite(p.loss())) continue;
-            lo = Math.min(lo, p.loss());
-            hi = Math.max(hi, p.loss());
+            for (double v : new double[]{p.loss(), p.oracleLoss()}) {
+                if (!Double.isFinite(v)) continue;
+                lo = Math.min(lo, v);
+                hi = Math.max(hi, v);
+            }
+            oracle |= Double.isFinite(p.oracleLoss());
         }
         if (!Double.isFinite(lo) || !Double.isFinite(hi)) { lo = 0; hi = 1; }
         double pad = Math.max(1e-3, (hi - lo) * 0.08);
@@ -79,19 +84,9 @@ final class FfnComputePlot {
             g.setStroke(new BasicStroke(1.5f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 10f, new float[]{8f, 6f}, 0f));
             g.drawLine(LEFT, y, LEFT + plotW, y);
         }
-        g.setColor(SPARSE);
         g.setStroke(new BasicStroke(1.8f));
-        Path2D.Double path = new Path2D.Double();
-        boolean started = false;
-        for (MoefyEvaluation.Point p : r.points()) {
-            if (!Double.isFinite(p.loss())) continue;
-            double x = LEFT + p.computeFraction() * plotW, y = TOP + plotH - (p.loss() - lo) * yScale;
-            if (!started) path.moveTo(x, y);
-            else path.lineTo(x, y);
-            started = true;
-            g.fillOval((int) x - 4, (int) y - 4, 9, 9);
-        }
-        g.draw(path);
+        series(g, r, false, SPARSE, plotW, plotH, lo, yScale);
+        if (oracle) series(g, r, true, ORACLE, plotW, plotH, lo, yScale);
 
         g.setFont(new Font(Font.SANS_SERIF, Font.PLAIN, 12));
         int lx = LEFT + plotW - 230, ly = TOP + 16;
@@ -103,5 +98,30 @@ final class FfnComputePlot {
         g.fillRect(lx, ly + 8, 14, 3);
         g.setColor(Color.DARK_GRAY);
         g.drawString(String.format(Locale.ROOT, "dense model (%.4f)", r.denseLoss()), lx + 20, ly + 14);
+        if (oracle) {
+            g.setColor(ORACLE);
+            g.fillRect(lx + 3, ly + 22, 8, 8);
+            g.setColor(Color.DARK_GRAY);
+            g.drawString("ground-truth top-K experts (bound)", lx + 20, ly + 30);
+        }
+    }
+
+    /** One curve through the points: the routers' losses, or the ground-truth ones (square markers). */
+    private static void series(Graphics2D g, MoefyEvaluation.Result r, boolean oracle, Color color, int plotW, int plotH,
+                               double lo, double yScale) {
+        g.setColor(color);
+        Path2D.Double path = new Path2D.Double();
+        boolean started = false;
+        for (MoefyEvaluation.Point p : r.points()) {
+            double loss = oracle ? p.oracleLoss() : p.loss();
+            if (!Double.isFinite(loss)) continue;
+            double x = LEFT + p.computeFraction() * plotW, y = TOP + plotH - (loss - lo) * yScale;
+            if (!started) path.moveTo(x, y);
+            else path.lineTo(x, y);
+            started = true;
+            if (oracle) g.fillRect((int) x - 4, (int) y - 4, 8, 8);
+            else g.fillOval((int) x - 4, (int) y - 4, 9, 9);
+        }
+        g.draw(path);
     }
 }

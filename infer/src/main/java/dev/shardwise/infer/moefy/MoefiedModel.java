@@ -140,6 +140,14 @@ public final class MoefiedModel implements AutoCloseable {
         model.substituteFeedForward(new SparseExpertFeedForward(blocks, routers, active));
     }
 
+    /**
+     * Makes the model run, per token, the K = {@code active} experts of largest actual activation mass (ground-truth
+     * selection: the whole FFN is computed to find them), the bound for {@link #useActive}'s router.
+     */
+    public void useOracle(int active) {
+        model.substituteFeedForward(new OracleExpertFeedForward(blocks, active));
+    }
+
     @Override
     public void close() {
         for (ExpertRouter r : routers) r.close();

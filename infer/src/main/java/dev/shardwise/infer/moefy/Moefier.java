@@ -103,13 +103,14 @@ public final class Moefier {
                     RouterTrainer.Report rep = RouterTrainer.train(router, collected.inputs(l), collected.masses(l),
                             new RouterTrainer.Settings(s.routerSteps(), s.routerBatch(), s.lr(), 0.1, s.seed() + 1000L * l), pool);
                     log.printf(Locale.ROOT, "  router %d: loss %.4f -> %.4f over %d steps; held-out recall of the true top-%d "
-                                    + "experts %.3f, top-%d %.3f (%.1f s)%n", l, rep.meanLoss(false), rep.meanLoss(true),
-                            s.routerSteps(), rep.kQuarter(), rep.recallQuarter(), rep.kHalf(), rep.recallHalf(),
-                            (System.nanoTime() - t0) / 1e9);
+                                    + "experts %.3f, top-%d %.3f (a fixed choice: %.3f, %.3f) (%.1f s)%n", l, rep.meanLoss(false),
+                            rep.meanLoss(true), s.routerSteps(), rep.kQuarter(), rep.recallQuarter(), rep.kHalf(), rep.recallHalf(),
+                            rep.staticQuarter(), rep.staticHalf(), (System.nanoTime() - t0) / 1e9);
                     Map<String, Object> row = new LinkedHashMap<>();
                     row.put("block", l);
                     row.put("k", List.of(rep.kQuarter(), rep.kHalf()));
                     row.put("recall", List.of(rep.recallQuarter(), rep.recallHalf()));
+                    row.put("fixedChoiceRecall", List.of(rep.staticQuarter(), rep.staticHalf()));
                     row.put("loss", List.of(rep.meanLoss(false), rep.meanLoss(true)));
                     recall.add(row);
                 }

@@ -33,8 +33,11 @@ import java.util.Map;
  * {@code moefy.tsv} and {@code moefy.json} of the points.
  */
 public final class MoefyEvaluation {
-    /** One measured point: K of E experts, K/E of the FFN's multiply-adds, the mean validation loss (nats/token). */
-    public record Point(int active, int experts, double loss) {
+    /**
+     * One measured point: K of E experts, K/E of the FFN's multiply-adds, the mean validation loss (nats/token) with
+     * the routers' choice, and with the ground-truth choice ({@link OracleExpertFeedForward}; NaN if not measured).
+     */
+    public record Point(int active, int experts, double loss, double oracleLoss) {
         public double computeFraction() { return (double) active / experts; }
     }
 
@@ -45,12 +48,14 @@ public final class MoefyEvaluation {
 
     /**
      * Evaluates {@code moefied} at each K of {@code actives} (null: 1..E) over {@code evalBatches} validation batches
-     * (0: the run's evalBatches) and writes the plot and tables into {@code outDir}.
+     * (0: the run's evalBatches), with {@code oracle} also under ground-truth selection, and writes the plot and tables
+     * into {@code outDir}.
      *
      * @throws IOException              if the run's config or data cannot be read, or the files not written
      * @throws IllegalArgumentException if a K is outside [1, E]
      */
-    public static Result run(MoefiedModel moefied, int[] actives, int evalBatches, Path outDir, MemoryPool pool, PrintStream log)
+    public static Result run(MoefiedModel moefied, int[] actives, int evalBatches, boolean oracle, Path outDir, MemoryPool pool,
+                             PrintStream log)
             throws IOException {
         int e = moefied.experts();
         if (actives == null) {
@@ -67,15 +72,25 @@ public final class MoefyEvaluation {
         double dense;
         try (TrainingData data = TrainingData.open(train.data(), moefied.model().config().vocabSize(), log)) {
             moefied.useActive(0);
+            long t0 = System.nanoTime();
             dense = loss(moefied.model(), data.val(), train, batches, pool);
-            log.printf(Locale.ROOT, "  dense         FFN compute 100.0%%  val loss %.4f%n", dense);
+            log.printf(Locale.ROOT, "  dense         FFN compute 100.0%%  val loss %.4f            (%.1f s)%n", dense,
+                    (System.nanoTime() - t0) / 1e9);
             try {
                 for (int k : actives) {
                     moefied.useActive(k);
-                    Point p = new Point(k, e, loss(moefied.model(), data.val(), train, batches, pool));
+                    long start = System.nanoTime();
+                    double routed = loss(moefied.model(), data.val(), train, batches, pool);
+                    double seconds = (System.nanoTime() - start) / 1e9, truth = Double.NaN;
+                    if (oracle) {
+                        moefied.useOracle(k);
+                        truth = loss(moefied.model(), data.val(), train, batches, pool);
+                    }
+                    Point p = new Point(k, e, routed, truth);
                     points.add(p);
-                    log.printf(Locale.ROOT, "  K = %2d of %2d  FFN compute %5.1f%%  val loss %.4f (%+.4f)%n", k, e,
-                            100 * p.computeFraction(), p.loss(), p.loss() - dense);
+                    log.printf(Locale.ROOT, "  K = %2d of %2d  FFN compute %5.1f%%  val loss %.4f (%+.4f)  (%.1f s)%s%n", k, e,
+                            100 * p.computeFraction(), p.loss(), p.loss() - dense, seconds,
+                            oracle ? String.format(Locale.ROOT, "  ground-truth experts %.4f (%+.4f)", truth, truth - dense) : "");
                 }
             } finally {
                 moefied.useActive(0);
@@ -122,10 +137,10 @@ public final class MoefyEvaluation {
     }
 
     static String tsv(Result r) {
-        StringBuilder s = new StringBuilder("active\texperts\tffn_compute\tval_loss\tdense_val_loss\n");
+        StringBuilder s = new StringBuilder("active\texperts\tffn_compute\tval_loss\toracle_val_loss\tdense_val_loss\n");
         for (Point p : r.points()) {
-            s.append(String.format(Locale.ROOT, "%d\t%d\t%.6f\t%s\t%s%n", p.active(), p.experts(), p.computeFraction(),
-                    Double.toString(p.loss()), Double.toString(r.denseLoss())));
+            s.append(String.format(Locale.ROOT, "%d\t%d\t%.6f\t%s\t%s\t%s%n", p.active(), p.experts(), p.computeFraction(),
+                    Double.toString(p.loss()), Double.toString(p.oracleLoss()), Double.toString(r.denseLoss())));
         }
         return s.toString();
     }
@@ -136,7 +151,8 @@ public final class MoefyEvaluation {
         for (int i = 0; i < r.points().size(); i++) {
             Point p = r.points().get(i);
             s.append(i == 0 ? "" : ", ").append(String.format(Locale.ROOT, "{\"active\": %d, \"experts\": %d, \"ffn_compute\": %s, "
-                    + "\"val_loss\": %s}", p.active(), p.experts(), p.computeFraction(), p.loss()));
+                    + "\"val_loss\": %s, \"oracle_val_loss\": %s}", p.active(), p.experts(), p.computeFraction(), p.loss(),
+                    Double.isNaN(p.oracleLoss()) ? "null" : Double.toString(p.oracleLoss())));
         }
         return s.append("]}\n").toString();
     }

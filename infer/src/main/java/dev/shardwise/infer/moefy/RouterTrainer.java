@@ -31,9 +31,11 @@ final class RouterTrainer {
 
     /**
      * What training did: the loss of each step (on its batch), and the recall at K = E/4 and E/2 (at least 1) on the
-     * held-out rows.
+     * held-out rows, beside that of a static choice (every token the K experts of largest mean mass over the training
+     * rows), the baseline a router must beat to be worth its cost.
      */
-    record Report(double[] losses, int kQuarter, double recallQuarter, int kHalf, double recallHalf) {
+    record Report(double[] losses, int kQuarter, double recallQuarter, int kHalf, double recallHalf, double staticQuarter,
+                  double staticHalf) {
         /** Mean loss of the first (or last) tenth of the steps. */
         double meanLoss(boolean last) {
             int w = Math.max(1, losses.length / 10), from = last ? losses.length - w : 0;
@@ -107,11 +109,18 @@ final class RouterTrainer {
             Tensor scores = router.scores(arena, ExpertWeights.gather(arena, x, heldRows));
             Tensor truth = ExpertWeights.gather(arena, mass, heldRows);
             int kq = Math.max(1, e / 4), kh = Math.max(1, e / 2);
-            return new Report(losses, kq, recall(scores, truth, kq), kh, recall(scores, truth, kh));
+            Tensor fixed = arena.allocateForOverwrite(DType.F64, held, e);   // every row: the mean mass of the training rows
+            double[] mean = new double[e];
+            for (int i = 0; i < fit; i++) for (int j = 0; j < e; j++) mean[j] += target[i * e + j];
+            double[] rowsOfMean = new double[held * e];
+            for (int i = 0; i < held; i++) System.arraycopy(mean, 0, rowsOfMean, i * e, e);
+            fixed.copyFrom(rowsOfMean);
+            return new Report(losses, kq, recall(scores, truth, kq), kh, recall(scores, truth, kh), recall(fixed, truth, kq),
+                    recall(fixed, truth, kh));
         }
     }
 
-    /** Mean over rows [from, to) of the router's top-k experts that are among the true top k, divided by k. */
+    /** Mean over rows of the router's top-k experts that are among the true top k, divided by k. */
     static double recall(Tensor scores, Tensor truth, int k) {
         int[][] predicted = ExpertRouter.topK(scores, k), actual = ExpertRouter.topK(truth, k);
         double hits = 0;
