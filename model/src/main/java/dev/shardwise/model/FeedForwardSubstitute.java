@@ -13,8 +13,8 @@ public interface FeedForwardSubstitute {
 
     /**
      * x [N, C] -> y [N, C] for block {@code layer}: x is what the block's feed-forward would read (the normed stream
-     * under pre-LN, the block's middle stream under post-LN), in the parameters' dtype. y is allocated in
-     * {@code arena}; x must not be changed.
+     * under pre-LN, the block's middle stream under post-LN), in the parameters' dtype (bf16 when the parameter set
+     * keeps matmul inputs in bf16). y is allocated in {@code arena}, in x's dtype's float type; x must not be changed.
      */
     Tensor forward(StepArena arena, int layer, Tensor x);
 }

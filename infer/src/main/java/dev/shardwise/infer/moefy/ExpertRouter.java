@@ -8,7 +8,6 @@ import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -115,6 +114,6 @@ final class ExpertRouter implements AutoCloseable {
     /** Frees the tensors. */
     @Override
     public void close() {
-        for (Tensor t : new ArrayList<>(parameters())) t.close();
+        for (Tensor t : parameters()) t.close();
     }
 }
