@@ -36,6 +36,11 @@ public final class MoefyCommand implements Callable<Integer> {
     @Option(names = {"-o", "--output"}, paramLabel = "OUT", description = "Where to write the MoEfied checkpoint (default: RUN/moefied).")
     Path output;
 
+    @Option(names = "--split", paramLabel = "HOW", defaultValue = "kmeans",
+            description = "How neurons form experts: kmeans (MoEfication's parameter clustering) or random (its baseline) "
+                    + "(default: ${DEFAULT-VALUE}).")
+    String split;
+
     @Option(names = "--router-steps", paramLabel = "N", defaultValue = "1000", description = "Adam steps per router (default: ${DEFAULT-VALUE}).")
     int routerSteps;
 
@@ -89,7 +94,12 @@ public final class MoefyCommand implements Callable<Integer> {
                         + "to evaluate, pass a MoEfied checkpoint (moefy's output)");
             }
             Path out = output != null ? output : checkpoint.resolve("moefied");
-            target = Moefier.run(checkpoint, out, new Moefier.Settings(experts, routerHidden, routerSteps, routerBatch,
+            Moefier.Split how = switch (split) {
+                case "kmeans" -> Moefier.Split.KMEANS;
+                case "random" -> Moefier.Split.RANDOM;
+                default -> throw new IllegalArgumentException("--split " + split + " is not known; use kmeans or random");
+            };
+            target = Moefier.run(checkpoint, out, new Moefier.Settings(experts, how, routerHidden, routerSteps, routerBatch,
                     routerTokens, routerLr, seed), log);
         }
         if (!eval) return 0;

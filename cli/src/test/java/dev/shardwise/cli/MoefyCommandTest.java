@@ -105,6 +105,7 @@ class MoefyCommandTest {
         oneLine(run("moefy", "--checkpoint", run.toString(), "--experts", "3", "-o", dir.resolve("x").toString()),
                 "--experts 3", "ffnHidden");
         oneLine(run("moefy", "--checkpoint", run.toString()), "--experts E is required");
+        oneLine(run("moefy", "--checkpoint", run.toString(), "--experts", "4", "--split", "spectral"), "--split spectral", "kmeans");
         oneLine(run("generate", "--checkpoint", run.toString(), "--active", "2"), "not MoEfied", "shardwise moefy");
         oneLine(run("moefy", "--checkpoint", dir.resolve("nothing").toString(), "--experts", "2"), "no checkpoint");
         assertFalse(Files.exists(dir.resolve("x")), "a refused moefy writes nothing");

@@ -27,7 +27,7 @@ import java.util.Map;
 
 /**
  * MoEfication of a trained dense run (Zhang et al. 2022): splits every block's FFN into E experts by balanced
- * k-means on the neurons' input weights ({@link BalancedKMeans}), permutes the neurons into expert order
+ * k-means on the neurons' input weights ({@link BalancedKMeans}; or at random, {@link RandomSplit}), permutes the neurons into expert order
  * ({@link ExpertPermutation}), runs the dense model over the run's training tokens to record each block's FFN inputs
  * and its experts' activation mass ({@link HiddenStateCollector}), fits one router per block ({@link RouterTrainer})
  * and writes the result as a {@link MoefiedModel}. Prints its progress to {@code log}.
@@ -37,6 +37,7 @@ public final class Moefier {
      * What to build.
      *
      * @param experts      E, experts per block (must divide the FFN's F neurons)
+     * @param split        how neurons are grouped into experts
      * @param routerHidden R, the router's hidden width (0: the model's C)
      * @param routerSteps  Adam steps per router
      * @param routerBatch  rows per router step
@@ -44,8 +45,10 @@ public final class Moefier {
      * @param lr           the routers' learning rate
      * @param seed         k-means, router init, token sampling and batches
      */
-    public record Settings(int experts, int routerHidden, int routerSteps, int routerBatch, int routerTokens, double lr, long seed) {
+    public record Settings(int experts, Split split, int routerHidden, int routerSteps, int routerBatch, int routerTokens, double lr,
+                           long seed) {
         public Settings {
+            java.util.Objects.requireNonNull(split, "split");
             if (routerHidden < 0) throw new IllegalArgumentException("--router-hidden " + routerHidden + " must be 0 (= C) or positive");
             if (routerSteps < 1) throw new IllegalArgumentException("--router-steps " + routerSteps + " must be at least 1");
             if (routerBatch < 1) throw new IllegalArgumentException("router batch " + routerBatch + " must be at least 1");
@@ -53,6 +56,9 @@ public final class Moefier {
             if (!(lr > 0)) throw new IllegalArgumentException("router learning rate " + lr + " must be positive");
         }
     }
+
+    /** How the neurons are grouped: MoEfication's parameter clustering, or its random-split baseline. */
+    public enum Split { KMEANS, RANDOM }
 
     /** k-means rounds at most (it stops earlier once no neuron moves). */
     private static final int KMEANS_ROUNDS = 50;
@@ -85,12 +91,21 @@ public final class Moefier {
             List<ExpertWeights> blocks = new ArrayList<>();
             for (int l = 0; l < config.layers(); l++) {
                 long t0 = System.nanoTime();
-                BalancedKMeans.Result k = BalancedKMeans.cluster(ExpertPermutation.neuronVectors(model.parameters(), config, l), e,
-                        s.seed() + l, KMEANS_ROUNDS);
-                ExpertPermutation.apply(model.parameters(), config, l, ExpertPermutation.orderOf(k.assignment(), e));
+                int[] assignment;
+                String how;
+                if (s.split() == Split.KMEANS) {
+                    BalancedKMeans.Result k = BalancedKMeans.cluster(ExpertPermutation.neuronVectors(model.parameters(), config, l),
+                            e, s.seed() + l, KMEANS_ROUNDS);
+                    assignment = k.assignment();
+                    how = String.format(Locale.ROOT, "balanced k-means in %d rounds (inertia %.4g)", k.rounds(), k.inertia());
+                } else {
+                    assignment = RandomSplit.assign(f, e, s.seed() + l);
+                    how = "random split";
+                }
+                ExpertPermutation.apply(model.parameters(), config, l, ExpertPermutation.orderOf(assignment, e));
                 blocks.add(ExpertWeights.of(model.parameters(), config, l, e));
-                log.printf(Locale.ROOT, "  block %d: balanced k-means in %d rounds (inertia %.4g), neurons permuted into "
-                        + "expert order (%.1f s)%n", l, k.rounds(), k.inertia(), (System.nanoTime() - t0) / 1e9);
+                log.printf(Locale.ROOT, "  block %d: %s, neurons permuted into expert order (%.1f s)%n", l, how,
+                        (System.nanoTime() - t0) / 1e9);
             }
             List<ExpertRouter> routers = new ArrayList<>();
             try (TrainingData data = TrainingData.open(train.data(), config.vocabSize(), log);
@@ -116,6 +131,7 @@ public final class Moefier {
                 }
                 Map<String, Object> info = new LinkedHashMap<>();
                 info.put("experts", e);
+                info.put("split", s.split().name().toLowerCase(Locale.ROOT));
                 info.put("routerHidden", r);
                 info.put("routerSteps", s.routerSteps());
                 info.put("routerTokens", collected.rows());

@@ -214,6 +214,11 @@ class MoefyTest {
             }
         }
         assertThrows(IllegalArgumentException.class, () -> BalancedKMeans.cluster(v, 5, 3, 50));
+        int[] shuffled = RandomSplit.assign(24, 4, 9);
+        int[] randomSizes = new int[4];
+        for (int a : shuffled) randomSizes[a]++;
+        assertArrayEquals(new int[]{6, 6, 6, 6}, randomSizes, "random split sizes");
+        assertFalse(Arrays.equals(shuffled, RandomSplit.assign(24, 4, 10)), "the seed changes the split");
     }
 
     @Test
