@@ -130,14 +130,17 @@ public final class MoefiedModel implements AutoCloseable {
      * Makes the model run K = {@code active} of its E experts per token in every block from now on; 0 restores the
      * dense FFN.
      *
+     * @return the installed FFN (its {@link SparseExpertFeedForward#seconds} times it), or null for 0
      * @throws IllegalArgumentException unless 0 <= active <= E
      */
-    public void useActive(int active) {
+    public SparseExpertFeedForward useActive(int active) {
         if (active == 0) {
             model.substituteFeedForward(null);
-            return;
+            return null;
         }
-        model.substituteFeedForward(new SparseExpertFeedForward(blocks, routers, active));
+        SparseExpertFeedForward sparse = new SparseExpertFeedForward(blocks, routers, active);
+        model.substituteFeedForward(sparse);
+        return sparse;
     }
 
     /**

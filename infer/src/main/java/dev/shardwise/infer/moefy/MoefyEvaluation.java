@@ -78,7 +78,7 @@ public final class MoefyEvaluation {
                     (System.nanoTime() - t0) / 1e9);
             try {
                 for (int k : actives) {
-                    moefied.useActive(k);
+                    SparseExpertFeedForward sparse = moefied.useActive(k);
                     long start = System.nanoTime();
                     double routed = loss(moefied.model(), data.val(), train, batches, pool);
                     double seconds = (System.nanoTime() - start) / 1e9, truth = Double.NaN;
@@ -88,8 +88,8 @@ public final class MoefyEvaluation {
                     }
                     Point p = new Point(k, e, routed, truth);
                     points.add(p);
-                    log.printf(Locale.ROOT, "  K = %2d of %2d  FFN compute %5.1f%%  val loss %.4f (%+.4f)  (%.1f s)%s%n", k, e,
-                            100 * p.computeFraction(), p.loss(), p.loss() - dense, seconds,
+                    log.printf(Locale.ROOT, "  K = %2d of %2d  FFN compute %5.1f%%  val loss %.4f (%+.4f)  (%.1f s, %.2f s in the "
+                                    + "FFNs)%s%n", k, e, 100 * p.computeFraction(), p.loss(), p.loss() - dense, seconds, sparse.seconds(),
                             oracle ? String.format(Locale.ROOT, "  ground-truth experts %.4f (%+.4f)", truth, truth - dense) : "");
                 }
             } finally {

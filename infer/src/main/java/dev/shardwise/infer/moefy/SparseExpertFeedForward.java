@@ -16,6 +16,7 @@ public final class SparseExpertFeedForward implements FeedForwardSubstitute {
     private final List<ExpertWeights> blocks;
     private final List<ExpertRouter> routers;
     private final int active;
+    private long nanos;   // wall time spent in forward, routers included
 
     /**
      * @param blocks  each block's experts, by block index
@@ -39,10 +40,16 @@ public final class SparseExpertFeedForward implements FeedForwardSubstitute {
     /** K. */
     public int active() { return active; }
 
+    /** Seconds spent in {@link #forward} so far (routers and experts, all blocks). */
+    public double seconds() { return nanos / 1e9; }
+
     /** x [N, C] -> y [N, C]: each row through its top-K experts by block {@code layer}'s router. */
     @Override
     public Tensor forward(StepArena arena, int layer, Tensor x) {
+        long start = System.nanoTime();
         int[][] chosen = ExpertRouter.topK(routers.get(layer).scores(arena, x), active);
-        return blocks.get(layer).forwardSparse(arena, x, chosen);
+        Tensor y = blocks.get(layer).forwardSparse(arena, x, chosen);
+        nanos += System.nanoTime() - start;
+        return y;
     }
 }
