@@ -8,6 +8,8 @@ import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -70,10 +72,19 @@ final class ExpertRouter implements AutoCloseable {
         Tensor z = arena.allocateForOverwrite(x.dtype(), x.dim(0), routerHidden());
         Gemm.matmul(z, x, w1, false, true, 1f, 0f);
         Bias.forward(z, b1);
-        double[] v = z.toDoubleArray();
-        for (int i = 0; i < v.length; i++) if (v[i] < 0) v[i] = 0;
-        z.copyFrom(v);
+        relu(z);
         return z;
+    }
+
+    /** z = max(z, 0) in place (z contiguous, as the arena allocates it). */
+    private static void relu(Tensor z) {
+        MemorySegment seg = z.segment();
+        long n = z.numel(), at = z.byteOffset();
+        if (z.dtype() == DType.F32) {
+            for (long i = 0; i < n; i++) if (seg.get(ValueLayout.JAVA_FLOAT, at + 4 * i) < 0) seg.set(ValueLayout.JAVA_FLOAT, at + 4 * i, 0f);
+        } else {
+            for (long i = 0; i < n; i++) if (seg.get(ValueLayout.JAVA_DOUBLE, at + 8 * i) < 0) seg.set(ValueLayout.JAVA_DOUBLE, at + 8 * i, 0d);
+        }
     }
 
     /** Scores s [N, E] of x [N, C], in {@code arena}. */

@@ -10,8 +10,12 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.ParameterSet;
 
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorSpecies;
+
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
 
 /**
  * The feed-forward weights of one block read as E experts of S = F/E consecutive neurons (MoEfication, Zhang et al.
@@ -26,6 +30,7 @@ import java.lang.foreign.ValueLayout;
  * [C, S] with row stride F, which the GEMM takes as they are. Not thread-safe.
  */
 final class ExpertWeights {
+    private static final VectorSpecies<Float> FLOATS = FloatVector.SPECIES_PREFERRED;
     private final ModelConfig.Mlp mlp;
     private final int experts, size, hidden;   // E, S = F/E, C
     private final Tensor in, inBias, up, upBias, out, outBias;   // [F, C], [F], [F, C] | null, [F] | null, [C, F], [C]
@@ -116,14 +121,22 @@ final class ExpertWeights {
         for (int r = 0; r < n; r++) for (int e : chosen[r]) rowsOf[e][fill[e]++] = r;
 
         Tensor y = arena.allocate(x.dtype(), n, hidden);   // zeroed
-        for (int e = 0; e < experts; e++) {
-            int rows = count[e];
-            if (rows == 0) continue;
-            try (StepArena scratch = new StepArena(arena.pool())) {
-                Tensor xe = gather(scratch, x, rowsOf[e]);                               // [n_e, C]
-                Tensor a = activation(scratch, xe, e * size, size);                      // [n_e, S]
-                Tensor ye = scratch.allocateForOverwrite(x.dtype(), rows, hidden);
-                Gemm.matmul(ye, a, out.slice(1, e * size, size), false, true, 1f, 0f);  // [n_e, S]·[C, S]ᵀ
+        int most = 0;
+        for (int c : count) most = Math.max(most, c);
+        DType dt = x.dtype();
+        // One set of buffers for the largest expert's rows; each expert works in their first n_e rows.
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            Tensor xs = scratch.allocateForOverwrite(dt, most, hidden), hs = scratch.allocateForOverwrite(dt, most, size);
+            Tensor us = up != null ? scratch.allocateForOverwrite(dt, most, size) : null;
+            Tensor as = up != null ? scratch.allocateForOverwrite(dt, most, size) : hs;
+            Tensor ys = scratch.allocateForOverwrite(dt, most, hidden);
+            for (int e = 0; e < experts; e++) {
+                int rows = count[e];
+                if (rows == 0) continue;
+                Tensor xe = xs.slice(0, 0, rows), a = as.slice(0, 0, rows), ye = ys.slice(0, 0, rows);
+                gatherInto(xe, x, rowsOf[e]);                                                     // [n_e, C]
+                activationInto(a, hs.slice(0, 0, rows), us == null ? null : us.slice(0, 0, rows), xe, e * size, size);
+                Gemm.matmul(ye, a, out.slice(1, e * size, size), false, true, 1f, 0f);            // [n_e, S]·[C, S]ᵀ
                 scatterAdd(y, ye, rowsOf[e]);
             }
         }
@@ -134,22 +147,33 @@ final class ExpertWeights {
     /** The activations [N, width] of neurons [first, first + width) on x [N, C]: GELU(h), or silu(g) ∘ u. */
     private Tensor activation(StepArena arena, Tensor x, int first, int width) {
         int n = x.dim(0);
-        Tensor h = linear(arena, x, in, inBias, first, width);
-        if (mlp == ModelConfig.Mlp.GELU) {
-            Gelu.forward(h, h);
+        Tensor h = arena.allocateForOverwrite(x.dtype(), n, width);
+        if (up == null) {
+            activationInto(h, h, null, x, first, width);
             return h;
         }
-        Tensor u = linear(arena, x, up, upBias, first, width);
         Tensor a = arena.allocateForOverwrite(x.dtype(), n, width);
-        SwiGlu.forward(a, h, u);
+        activationInto(a, h, arena.allocateForOverwrite(x.dtype(), n, width), x, first, width);
         return a;
     }
 
-    private static Tensor linear(StepArena arena, Tensor x, Tensor w, Tensor b, int first, int width) {
-        Tensor h = arena.allocateForOverwrite(x.dtype(), x.dim(0), width);
+    /**
+     * a [N, width] = the activations of neurons [first, first + width) on x [N, C], using h (and u, SwiGLU's up
+     * product) [N, width] as workspace; under GELU a may be h.
+     */
+    private void activationInto(Tensor a, Tensor h, Tensor u, Tensor x, int first, int width) {
+        linearInto(h, x, in, inBias, first, width);
+        if (mlp == ModelConfig.Mlp.GELU) {
+            Gelu.forward(a, h);
+            return;
+        }
+        linearInto(u, x, up, upBias, first, width);
+        SwiGlu.forward(a, h, u);
+    }
+
+    private static void linearInto(Tensor h, Tensor x, Tensor w, Tensor b, int first, int width) {
         Gemm.matmul(h, x, w.slice(0, first, width), false, true, 1f, 0f);
         if (b != null) Bias.forward(h, b.slice(0, first, width));
-        return h;
     }
 
     /**
@@ -176,13 +200,18 @@ final class ExpertWeights {
 
     /** The rows {@code rows} of x [N, C], in that order, as a new [rows, C] tensor. */
     static Tensor gather(StepArena arena, Tensor x, int[] rows) {
-        long rowBytes = (long) x.dim(1) * x.dtype().byteSize();
         Tensor g = arena.allocateForOverwrite(x.dtype(), rows.length, x.dim(1));
-        for (int i = 0; i < rows.length; i++) {
-            MemorySegment.copy(x.segment(), x.byteOffset() + rows[i] * x.stride(0) * x.dtype().byteSize(),
-                    g.segment(), g.byteOffset() + i * rowBytes, rowBytes);
-        }
+        gatherInto(g, x, rows);
         return g;
+    }
+
+    /** g[i] = x[rows[i]] for every i; g [rows, C] with contiguous rows. */
+    private static void gatherInto(Tensor g, Tensor x, int[] rows) {
+        long element = x.dtype().byteSize(), rowBytes = x.dim(1) * element;
+        for (int i = 0; i < rows.length; i++) {
+            MemorySegment.copy(x.segment(), x.byteOffset() + rows[i] * x.stride(0) * element,
+                    g.segment(), g.byteOffset() + i * g.stride(0) * element, rowBytes);
+        }
     }
 
     /** y[rows[i]] += part[i] for every i. */
@@ -190,9 +219,16 @@ final class ExpertWeights {
         int c = y.dim(1);
         MemorySegment ys = y.segment(), ps = part.segment();
         if (y.dtype() == DType.F32) {
+            int lanes = FLOATS.length(), whole = c - c % lanes;
             for (int i = 0; i < rows.length; i++) {
                 long yo = y.byteOffset() + 4L * rows[i] * y.stride(0), po = part.byteOffset() + 4L * i * part.stride(0);
-                for (int j = 0; j < c; j++) {
+                int j = 0;
+                for (; j < whole; j += lanes) {
+                    FloatVector.fromMemorySegment(FLOATS, ys, yo + 4L * j, ByteOrder.nativeOrder())
+                            .add(FloatVector.fromMemorySegment(FLOATS, ps, po + 4L * j, ByteOrder.nativeOrder()))
+                            .intoMemorySegment(ys, yo + 4L * j, ByteOrder.nativeOrder());
+                }
+                for (; j < c; j++) {
                     ys.set(ValueLayout.JAVA_FLOAT, yo + 4L * j,
                             ys.get(ValueLayout.JAVA_FLOAT, yo + 4L * j) + ps.get(ValueLayout.JAVA_FLOAT, po + 4L * j));
                 }

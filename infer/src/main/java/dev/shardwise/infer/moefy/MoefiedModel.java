@@ -120,6 +120,12 @@ public final class MoefiedModel implements AutoCloseable {
     /** E. */
     public int experts() { return blocks.getFirst().experts(); }
 
+    /** Block {@code layer}'s experts (views of the model's FFN parameters). */
+    ExpertWeights block(int layer) { return blocks.get(layer); }
+
+    /** Block {@code layer}'s router. */
+    ExpertRouter router(int layer) { return routers.get(layer); }
+
     /** What moefy recorded (experts, router size, source run, router recall). */
     public Map<String, Object> info() { return info; }
 

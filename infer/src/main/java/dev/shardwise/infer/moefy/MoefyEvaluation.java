@@ -96,6 +96,14 @@ public final class MoefyEvaluation {
                 moefied.useActive(0);
             }
         }
+        int rows = train.batchSize() * train.seqLen();
+        FfnTiming.Medians t = FfnTiming.measure(moefied, actives, rows, 7, pool);
+        StringBuilder line = new StringBuilder(String.format(Locale.ROOT, "  block 0's FFN on %d rows, median of 7 interleaved "
+                + "rounds: dense %.2f ms", rows, t.denseMs()));
+        for (int i = 0; i < actives.length; i++) {
+            line.append(String.format(Locale.ROOT, ", K=%d %.2f ms (%.2fx)", actives[i], t.sparseMs()[i], t.sparseMs()[i] / t.denseMs()));
+        }
+        log.println(line);
         Result result = new Result(dense, points, batches);
         Files.createDirectories(outDir);
         FfnComputePlot.write(outDir.resolve("moefy.png"), "MoEfication: " + e + " experts per block, validation loss", result);
