@@ -44,7 +44,7 @@ public final class MoefyCommand implements Callable<Integer> {
     @Option(names = "--router-steps", paramLabel = "N", defaultValue = "1000", description = "Adam steps per router (default: ${DEFAULT-VALUE}).")
     int routerSteps;
 
-    @Option(names = "--router-hidden", paramLabel = "R", defaultValue = "0", description = "Router hidden width; 0 is the model's C (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--router-hidden", paramLabel = "R", defaultValue = "0", description = "Router hidden width; 0 is C/4 (default: ${DEFAULT-VALUE}).")
     int routerHidden;
 
     @Option(names = "--router-tokens", paramLabel = "N", defaultValue = "32768",

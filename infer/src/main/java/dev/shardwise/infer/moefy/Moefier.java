@@ -38,7 +38,9 @@ public final class Moefier {
      *
      * @param experts      E, experts per block (must divide the FFN's F neurons)
      * @param split        how neurons are grouped into experts
-     * @param routerHidden R, the router's hidden width (0: the model's C)
+     * @param routerHidden R, the router's hidden width (0: C/4, at least 1; per token the router costs R·(C + E)
+     *                     multiply-adds against the FFN's 2·C·F = 8·C², so at R = C it alone costs as much as one of
+     *                     8 experts; on tiny, R = C/4 gave the same losses as R = C)
      * @param routerSteps  Adam steps per router
      * @param routerBatch  rows per router step
      * @param routerTokens FFN inputs recorded per block (the last 10% held out to measure the router's recall)
@@ -49,7 +51,7 @@ public final class Moefier {
                            long seed) {
         public Settings {
             java.util.Objects.requireNonNull(split, "split");
-            if (routerHidden < 0) throw new IllegalArgumentException("--router-hidden " + routerHidden + " must be 0 (= C) or positive");
+            if (routerHidden < 0) throw new IllegalArgumentException("--router-hidden " + routerHidden + " must be 0 (= C/4) or positive");
             if (routerSteps < 1) throw new IllegalArgumentException("--router-steps " + routerSteps + " must be at least 1");
             if (routerBatch < 1) throw new IllegalArgumentException("router batch " + routerBatch + " must be at least 1");
             if (routerTokens < 20) throw new IllegalArgumentException("--router-tokens " + routerTokens + " must be at least 20");
@@ -81,7 +83,7 @@ public final class Moefier {
                     + config.moe().experts() + " experts); MoEfication splits dense FFNs, so pass a dense run");
         }
         ExpertWeights.checkExperts(config, s.experts());
-        int e = s.experts(), f = config.ffnHidden(), c = config.hidden(), r = s.routerHidden() == 0 ? c : s.routerHidden();
+        int e = s.experts(), f = config.ffnHidden(), c = config.hidden(), r = s.routerHidden() == 0 ? Math.max(1, c / 4) : s.routerHidden();
         MemoryPool pool = MemoryPool.unlimited("moefy");
         Map<String, Object> metadata = Checkpoint.metadata(checkpoint);
         log.printf(Locale.ROOT, "moefy: %s (step %s), %d blocks, %s FFN of %d neurons -> %d experts of %d%n", checkpoint,
