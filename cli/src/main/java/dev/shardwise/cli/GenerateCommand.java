@@ -7,6 +7,7 @@ import dev.shardwise.infer.KvCacheGenerator;
 import dev.shardwise.infer.RecomputingGenerator;
 import dev.shardwise.infer.TokenGenerator;
 import dev.shardwise.infer.TokenSampler;
+import dev.shardwise.infer.moefy.MoefiedModel;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.train.Checkpoint;
@@ -48,14 +49,25 @@ public final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--seed", paramLabel = "S", defaultValue = "1", description = "Sampling seed (default: ${DEFAULT-VALUE}).")
     long seed;
 
+    @Option(names = "--active", paramLabel = "K",
+            description = "With a MoEfied checkpoint (shardwise moefy): run K of its E experts per token in every FFN.")
+    Integer active;
+
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
     @Override
     public Integer call() throws IOException {
         PrintWriter out = spec.commandLine().getOut();
+        TokenSampler sampler = new TokenSampler(temperature, topK, topP, seed);
+        if (active != null) {
+            sampleMoefied(checkpoint, active, sampler, out);
+            out.println();
+            out.flush();
+            return 0;
+        }
         out.print(prompt);
-        out.print(sample(checkpoint, prompt, maxTokens, new TokenSampler(temperature, topK, topP, seed), out::print));
+        out.print(sample(checkpoint, prompt, maxTokens, sampler, out::print));
         out.println();
         out.flush();
         return 0;
@@ -74,28 +86,49 @@ public final class GenerateCommand implements Callable<Integer> {
         }
     }
 
+    /** Samples from a MoEfied checkpoint with K = {@code k} experts per token (recomputing decoder: it runs the blocks). */
+    private void sampleMoefied(Path path, int k, TokenSampler sampler, PrintWriter out) throws IOException {
+        MemoryPool pool = MemoryPool.unlimited("rank 0");
+        try (MoefiedModel moefied = MoefiedModel.load(path, pool)) {
+            moefied.useActive(k);
+            Tokenizer tokenizer = Checkpoint.tokenizer(moefied.directory());
+            out.print(prompt);
+            String rest;
+            try (TokenGenerator generator = new RecomputingGenerator(moefied.model(), pool)) {
+                rest = generate(generator, tokenizer, prompt, maxTokens, sampler, out::print);
+            }
+            out.print(rest);
+        }
+    }
+
     /** The KV-cache decoder where the model allows it, else recomputation over the context. */
     private static String sample(Gpt model, Tokenizer tokenizer, MemoryPool pool, String prompt, int maxTokens,
                                  TokenSampler sampler, java.util.function.Consumer<String> stream) {
         ModelConfig config = model.config();
         try (TokenGenerator generator = KvCacheGenerator.supports(config)
                 ? new KvCacheGenerator(config, model.parameters(), pool) : new RecomputingGenerator(model, pool)) {
-            int[] promptTokens = tokenizer.encode(prompt);
-            if (promptTokens.length == 0) promptTokens = new int[]{tokenizer.endOfText()};
-            List<Integer> generated = new ArrayList<>();
-            StringBuilder text = new StringBuilder();
-            generator.generate(promptTokens, maxTokens, sampler, tokenizer.endOfText(), token -> {
-                generated.add(token);
-                String decoded = tokenizer.decode(generated.stream().mapToInt(Integer::intValue).toArray());
-                // Print only whole characters: a token may end inside a multi-byte UTF-8 sequence.
-                if (!decoded.endsWith("\uFFFD") && decoded.length() > text.length()) {
-                    stream.accept(decoded.substring(text.length()));
-                    text.setLength(0);
-                    text.append(decoded);
-                }
-            });
-            String all = tokenizer.decode(generated.stream().mapToInt(Integer::intValue).toArray());
-            return all.length() > text.length() ? all.substring(text.length()) : "";
+            return generate(generator, tokenizer, prompt, maxTokens, sampler, stream);
         }
+    }
+
+    /** Feeds the prompt, streams whole characters of the continuation, returns what was not streamed yet. */
+    private static String generate(TokenGenerator generator, Tokenizer tokenizer, String prompt, int maxTokens,
+                                   TokenSampler sampler, java.util.function.Consumer<String> stream) {
+        int[] promptTokens = tokenizer.encode(prompt);
+        if (promptTokens.length == 0) promptTokens = new int[]{tokenizer.endOfText()};
+        List<Integer> generated = new ArrayList<>();
+        StringBuilder text = new StringBuilder();
+        generator.generate(promptTokens, maxTokens, sampler, tokenizer.endOfText(), token -> {
+            generated.add(token);
+            String decoded = tokenizer.decode(generated.stream().mapToInt(Integer::intValue).toArray());
+            // Print only whole characters: a token may end inside a multi-byte UTF-8 sequence.
+            if (!decoded.endsWith("\uFFFD") && decoded.length() > text.length()) {
+                stream.accept(decoded.substring(text.length()));
+                text.setLength(0);
+                text.append(decoded);
+            }
+        });
+        String all = tokenizer.decode(generated.stream().mapToInt(Integer::intValue).toArray());
+        return all.length() > text.length() ? all.substring(text.length()) : "";
     }
 }

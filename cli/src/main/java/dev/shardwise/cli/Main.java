@@ -16,7 +16,7 @@ import picocli.CommandLine.Command;
                 + "CPU in fp32 or bf16 mixed precision, checked against PyTorch, with data (ZeRO 1-3), tensor, sequence, "
                 + "pipeline and expert parallelism combined, over threads of this JVM (--ranks) or MPI processes (launch); "
                 + "sharded checkpoints that load under any layout; a planner that picks the layout (plan, train --parallel auto)."},
-        subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, CkptCommand.class, PrepareCommand.class, PlanCommand.class, BenchCommand.class,
+        subcommands = {DemoCommand.class, TrainCommand.class, LaunchCommand.class, GenerateCommand.class, MoefyCommand.class, CkptCommand.class, PrepareCommand.class, PlanCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class},
         footer = {"", "Start with:  ./shardwise demo     (train a small GPT on Shakespeare for ~3 minutes, then sample)",
                 "Each command has its own help:  ./shardwise help bench", ""})

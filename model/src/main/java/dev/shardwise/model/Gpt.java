@@ -159,6 +159,14 @@ public final class Gpt implements AutoCloseable {
         whole.useHooks(Objects.requireNonNull(hooks, "hooks"));
     }
 
+    /**
+     * Makes later forwards run {@code substitute} in place of every block's feed-forward branch, null restoring the
+     * model's own (inference only: {@link #backward} refuses a pass that used one).
+     */
+    public void substituteFeedForward(FeedForwardSubstitute substitute) {
+        whole.substituteFeedForward(substitute);
+    }
+
     public ModelConfig config() { return config; }
     public ParameterSet parameters() { return params; }
 

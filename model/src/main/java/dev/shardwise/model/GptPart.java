@@ -291,6 +291,14 @@ public final class GptPart {
         this.hooks = Objects.requireNonNull(hooks, "hooks");
     }
 
+    /**
+     * Makes later forwards of this part's blocks run {@code substitute} in place of their feed-forward branch (null:
+     * their own again); see {@link FeedForwardSubstitute}.
+     */
+    public void substituteFeedForward(FeedForwardSubstitute substitute) {
+        for (TransformerBlock block : blocks) block.substituteFeedForward(substitute);
+    }
+
     /** How far a pass's backward has run: whole backward and W end in DONE, B alone in INPUT_DONE. */
     private enum BackwardState { NOT_STARTED, INPUT_DONE, DONE }
 

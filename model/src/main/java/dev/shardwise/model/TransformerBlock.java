@@ -31,6 +31,8 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     private final double alpha;
     private final Recompute policy;
     private final ParameterSet params;   // whose precision keeps the branches' matmul inputs
+    private final int layer;             // the block's index in the model (-1: a block built on its own)
+    private FeedForwardSubstitute substitute;   // null: the block's own feed-forward
 
     /** What a block's forward leaves for its backward: everything ({@link Kept}) or the output alone ({@link Dropped}). */
     sealed interface Saved extends Layer.Saved permits Kept, Dropped { }
@@ -52,6 +54,13 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      * @param out block output y [N, C]
      */
     record Dropped(Tensor out) implements Saved { }
+
+    /**
+     * What a {@link FeedForwardSubstitute} leaves: its output alone (it runs forward only).
+     *
+     * @param out the branch's output y [N, C]
+     */
+    record Substituted(Tensor out) implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         declare(builder, name, config, TensorParallel.NONE);
@@ -102,6 +111,18 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
         this.preNorm = config.residual() == ModelConfig.Residual.PRE_LN;
         this.alpha = GptInit.residualAlpha(config);
         this.params = params;
+        this.layer = layer;
+    }
+
+    /** Makes later forwards run {@code substitute} instead of the block's feed-forward (null: its own again). */
+    void substituteFeedForward(FeedForwardSubstitute substitute) {
+        this.substitute = substitute;
+    }
+
+    /** The feed-forward branch on its input x [N, C]: the block's own, or the substitute when one is installed. */
+    private Layer.Saved feedForward(StepArena arena, Tensor x, Rows rows) {
+        if (substitute == null) return feedForward.forward(arena, x, rows);
+        return new Substituted(substitute.forward(arena, layer, x));
     }
 
     /** x [B·T, C] -> y [B·T, C]: {@link #forward(StepArena, Tensor, Rows)} over B·T rows. */
@@ -128,14 +149,14 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
             CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), rows);
             Tensor x1 = residual(arena, x, a.out());
             Norm.Saved n2 = normForMatmul(arena, norm2, x1);
-            Layer.Saved f = feedForward.forward(arena, n2.out(), rows);
+            Layer.Saved f = feedForward(arena, n2.out(), rows);
             Tensor y = residual(outArena, x1, f.out());
             return new Kept(n1, a, x1, x1, n2, f, y, y);
         }
         CausalSelfAttention.Saved a = attention.forward(arena, x, rows);
         Tensor sum1 = residual(arena, x, a.out());
         Norm.Saved n1 = norm1.forward(arena, sum1);
-        Layer.Saved f = feedForward.forward(arena, n1.out(), rows);
+        Layer.Saved f = feedForward(arena, n1.out(), rows);
         Tensor sum2 = residual(arena, n1.out(), f.out());
         Norm.Saved n2 = norm2.forwardInto(arena, sum2, outArena.allocateForOverwrite(sum2.dtype(), sum2.shape()));
         return new Kept(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
@@ -194,6 +215,10 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     }
 
     private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Kept saved, WeightGradients weights) {
+        if (saved.feedForward instanceof Substituted) {
+            throw new IllegalStateException("block h." + layer + " ran a substituted feed-forward, which has no backward; "
+                    + "remove the substitute (Gpt.substituteFeedForward(null)) before training");
+        }
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
             Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());

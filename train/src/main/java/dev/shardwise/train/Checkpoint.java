@@ -54,8 +54,70 @@ public final class Checkpoint {
     static Path write(Path checkpointsDir, long step, Map<String, Tensor> tensors, Map<String, Object> metadata,
                       List<Path> attachments) throws IOException {
         Files.createDirectories(checkpointsDir);
-        Path target = checkpointsDir.resolve(directoryName(step));
-        Path tmp = checkpointsDir.resolve(directoryName(step) + ".tmp-" + ProcessHandle.current().pid());
+        return writeAt(checkpointsDir.resolve(directoryName(step)), step, tensors, metadata, attachments);
+    }
+
+    /**
+     * Writes the parameters of a model, {@code extra} tensors (names must not start with {@code param/}) and
+     * {@code metadata} (its {@code step} becomes the manifest's) as one checkpoint in directory {@code dir} itself,
+     * atomically (a temporary sibling directory, fsynced, renamed into place); an existing {@code dir} is replaced.
+     * {@link #loadParameters} reads the parameters back and ignores the extras; {@link #readTensors} reads any.
+     *
+     * @throws IllegalArgumentException if an extra's name collides with a parameter's
+     */
+    public static Path writeModel(Path dir, dev.shardwise.model.ParameterSet params, Map<String, Tensor> extra,
+                                  Map<String, Object> metadata, List<Path> attachments) throws IOException {
+        Map<String, Tensor> tensors = parameterTensors(params);
+        for (Map.Entry<String, Tensor> e : extra.entrySet()) {
+            if (tensors.putIfAbsent(e.getKey(), e.getValue()) != null || e.getKey().startsWith("param/")) {
+                throw new IllegalArgumentException("extra checkpoint tensor '" + e.getKey() + "' collides with the "
+                        + "parameters' names (param/...); give it another prefix");
+            }
+        }
+        Map<String, Object> rest = new LinkedHashMap<>(metadata);
+        Object step = rest.remove("step");
+        Path parent = dir.toAbsolutePath().getParent();
+        if (parent != null) Files.createDirectories(parent);
+        return writeAt(dir, step instanceof Number n ? n.longValue() : 0, tensors, rest, attachments);
+    }
+
+    /** The manifest of checkpoint {@code dir} beside its tensor list: step, state, model, tokenizer, and any others. */
+    public static Map<String, Object> metadata(Path dir) throws IOException {
+        Map<String, Object> m = new LinkedHashMap<>(readManifest(dir));
+        m.remove("format");
+        m.remove("tensors");
+        m.remove("shards");
+        return m;
+    }
+
+    /**
+     * Fills each tensor of {@code into} (contiguous, of the saved dtype and shape) with the checkpoint tensor of
+     * {@code dir} its key names, after checking every checksum of the checkpoint.
+     *
+     * @throws IOException naming the tensor if it is missing, of another dtype or shape, or damaged
+     */
+    public static void readTensors(Path dir, Map<String, Tensor> into) throws IOException {
+        CheckpointIndex index = index(dir);
+        index.verify();
+        Map<String, FileChannel> open = new java.util.HashMap<>();
+        try {
+            for (Map.Entry<String, Tensor> e : into.entrySet()) {
+                Tensor t = e.getValue();
+                if (!t.isContiguous()) throw new IllegalArgumentException("readTensors needs contiguous tensors, got " + t.describe());
+                index.read(e.getKey(), t.dtype().label(), t.shape(),
+                        List.of(new CheckpointIndex.Span(0, t.numel(), t.segment(), t.byteOffset())), open);
+            }
+        } finally {
+            for (FileChannel c : open.values()) c.close();
+        }
+    }
+
+    /** Writes the checkpoint files into a temporary sibling of {@code target}, then renames it to {@code target}. */
+    private static Path writeAt(Path target, long step, Map<String, Tensor> tensors, Map<String, Object> metadata,
+                                List<Path> attachments) throws IOException {
+        Path parentDir = target.toAbsolutePath().getParent();
+        String base = target.getFileName().toString();
+        Path tmp = parentDir.resolve(base + ".tmp-" + ProcessHandle.current().pid());
         deleteRecursively(tmp);
         Files.createDirectory(tmp);
         List<Map<String, Object>> entries = new ArrayList<>();
@@ -93,7 +155,7 @@ public final class Checkpoint {
         }
         Path old = null;
         if (Files.exists(target)) {
-            old = checkpointsDir.resolve(directoryName(step) + ".old-" + ProcessHandle.current().pid());
+            old = parentDir.resolve(base + ".old-" + ProcessHandle.current().pid());
             Files.move(target, old);
         }
         try {
