@@ -194,29 +194,44 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     }
 
     private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Kept saved, WeightGradients weights) {
+        // Each branch's backward runs inside an arena scope (whole backward only: a split one's queued dW's read the
+        // branches' temporaries later), so the two branches' temporaries share memory.
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
-            Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward, weights);
             Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
+            try (StepArena.Scope temporaries = branchScope(arena, weights)) {   // dn2 too
+                Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+                feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward, weights);
+                norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
+            }
             // x1 = x + A(N1(x)): dx = dx1 + N1ᵀ(Aᵀ(dx1))
-            Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention, weights);
-            norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
+            try (StepArena.Scope temporaries = branchScope(arena, weights)) {   // dn1 too
+                Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+                attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention, weights);
+                norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
+            }
             return;
         }
         // y = N2(sum2), sum2 = α·x1 + F(x1): dsum2 = N2ᵀ(dy); dx1 = Fᵀ(dsum2) + α·dsum2
         Tensor dsum2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm2.backward(dsum2, dy, saved.sum2, saved.n2);
         Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward, weights);
+        try (StepArena.Scope temporaries = branchScope(arena, weights)) {
+            feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward, weights);
+        }
         addScaled(arena, dx1, dsum2, weights);
         // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx = Aᵀ(dsum1) + α·dsum1
         Tensor dsum1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm1.backward(dsum1, dx1, saved.sum1, saved.n1);
-        attention.backward(arena, dx, dsum1, x, rows, saved.attention, weights);
+        try (StepArena.Scope temporaries = branchScope(arena, weights)) {
+            attention.backward(arena, dx, dsum1, x, rows, saved.attention, weights);
+        }
         addScaled(arena, dx, dsum1, weights);
+    }
+
+    /** A scope for one branch's backward temporaries, or null (no scope) when {@code weights} queues dW's that read them. */
+    private static StepArena.Scope branchScope(StepArena arena, WeightGradients weights) {
+        return weights == null ? arena.scope() : null;
     }
 
     /**
