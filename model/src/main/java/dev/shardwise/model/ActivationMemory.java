@@ -10,8 +10,9 @@ import dev.shardwise.core.tensor.DType;
  *
  * <p>With N = B·T rows, every tensor [N, ·] unless said, in elements (times the dtype's size; all activations
  * have the parameters' dtype under fp32 {@link MatmulPrecision}; under bf16 a pre-LN block keeps the norms' outputs,
- * qkv, att, GELU's pre-activation and output (SwiGLU: gate, up and silu(gate)∘up) in bf16 and the branch outputs not
- * at all: 0.50x of this for GPT-2, measured by {@code Bf16PrecisionTest}):
+ * qkv, att, GELU's pre-activation and output (SwiGLU: gate, up and silu(gate)∘up) and the mid-block residual x1 (N2's
+ * input) in bf16 and the branch outputs not at all: 0.48x of this for GPT-2 and LLaMA, measured by
+ * {@code Bf16PrecisionTest}):
  * <pre>
  *   layer         what forward saves                              elements
  *   N1            y [N, C]; mean, rstd [N] (RMSNorm: rstd only)   N·C + 2·N        (RMSNorm: N·C + N)

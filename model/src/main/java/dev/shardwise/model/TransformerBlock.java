@@ -124,38 +124,42 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     /** The block's forward: every activation in {@code arena} except y, which goes in {@code outArena}. */
     private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows) {
         if (preNorm) {
-            Norm.Saved n1 = normForMatmul(arena, norm1, x);
+            MatmulPrecision precision = params.precision();
+            Norm.Saved n1 = normForMatmul(arena, norm1, x, 0);
             CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), rows);
-            Tensor x1 = residual(arena, x, a.out());
-            Norm.Saved n2 = normForMatmul(arena, norm2, x1);
+            // x1 = x + A(·) in fp32 (in the arena, or under bf16 in staging slot 2, read again for y below); N2's only
+            // other reader, its backward, gets x1 as the precision keeps it (bf16 under bf16, as Megatron's bf16 recipe
+            // keeps a norm's input), and N2's forward reads those same values, so its statistics are of what backward reads
+            Tensor x1 = residual(precision.staging(arena, 2, x.dtype(), x.shape()), x, a.out());
+            Tensor keptX1 = precision.keep(arena, x1);
+            Norm.Saved n2 = normForMatmul(arena, norm2, precision.widen(0, keptX1), 1);
             Layer.Saved f = feedForward.forward(arena, n2.out(), rows);
-            Tensor y = residual(outArena, x1, f.out());
-            return new Kept(n1, a, x1, x1, n2, f, y, y);
+            Tensor y = residual(outArena.allocateForOverwrite(x1.dtype(), x1.shape()), x1, f.out());
+            return new Kept(n1, a, keptX1, keptX1, n2, f, y, y);
         }
         CausalSelfAttention.Saved a = attention.forward(arena, x, rows);
-        Tensor sum1 = residual(arena, x, a.out());
+        Tensor sum1 = residual(arena.allocateForOverwrite(x.dtype(), x.shape()), x, a.out());
         Norm.Saved n1 = norm1.forward(arena, sum1);
         Layer.Saved f = feedForward.forward(arena, n1.out(), rows);
-        Tensor sum2 = residual(arena, n1.out(), f.out());
+        Tensor sum2 = residual(arena.allocateForOverwrite(x.dtype(), x.shape()), n1.out(), f.out());
         Norm.Saved n2 = norm2.forwardInto(arena, sum2, outArena.allocateForOverwrite(sum2.dtype(), sum2.shape()));
         return new Kept(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
     }
 
     /**
-     * N(x) for a pre-LN branch, whose only reader of N(x) is the branch's first product: computed in x's dtype, kept
-     * as the set's precision keeps a matmul input (bf16 under bf16; the norm's backward reads x and its statistics,
-     * never its output).
+     * N(x) for a pre-LN branch, whose only reader of N(x) is the branch's first product: computed in x's dtype (into
+     * staging slot {@code slot}, which x must not be in), kept as the set's precision keeps a matmul input (bf16 under
+     * bf16; the norm's backward reads x and its statistics, never its output).
      */
-    private Norm.Saved normForMatmul(StepArena arena, Norm norm, Tensor x) {
+    private Norm.Saved normForMatmul(StepArena arena, Norm norm, Tensor x, int slot) {
         MatmulPrecision precision = params.precision();
-        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, 0, x.dtype(), x.shape()));
+        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, slot, x.dtype(), x.shape()));
         Tensor kept = precision.keep(arena, s.out());
         return kept == s.out() ? s : new Norm.Saved(kept, s.mean(), s.rstd());
     }
 
-    /** α·stream + branch, in a new tensor. */
-    private Tensor residual(StepArena arena, Tensor stream, Tensor branch) {
-        Tensor out = arena.allocateForOverwrite(stream.dtype(), stream.shape());
+    /** out = α·stream + branch (out is not read); returns out. */
+    private Tensor residual(Tensor out, Tensor stream, Tensor branch) {
         if (alpha == 1.0) {
             Vectors.add(out, stream, branch);
         } else {
@@ -202,7 +206,7 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
             try (StepArena.Scope temporaries = branchScope(arena, weights)) {   // dn2 too
                 Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
                 feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward, weights);
-                norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
+                norm2.backwardOnto(dx1, dy, dn2, params.precision().widen(0, saved.x1), saved.n2);   // staging under bf16
             }
             // x1 = x + A(N1(x)): dx = dx1 + N1ᵀ(Aᵀ(dx1))
             try (StepArena.Scope temporaries = branchScope(arena, weights)) {   // dn1 too

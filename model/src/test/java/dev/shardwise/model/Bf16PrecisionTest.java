@@ -127,8 +127,9 @@ class Bf16PrecisionTest {
      * What a block's forward leaves in the arena for backward (Korthikanti et al.'s activation memory, measured on the
      * pool), GPT-2's and LLaMA's: under bf16 at most 0.6x the fp32 bytes. bf16 keeps the matmul inputs (N1, N2
      * outputs, att, GELU; SwiGLU's silu(gate)∘up), qkv (its q and k rotated under RoPE), the GELU's pre-activation or
-     * SwiGLU's gate and up at 2 bytes and the branch outputs nowhere (they are read at once); the residual stream and
-     * the norms' and softmax's statistics stay fp32.
+     * SwiGLU's gate and up and the mid-block residual x1 (N2's input) at 2 bytes and the branch outputs nowhere (they
+     * are read at once); the block's output y (the next block's N1 input) and the norms' and softmax's statistics stay
+     * fp32.
      */
     @Test
     void bf16BlockKeepsAtMostSixTenthsOfTheFp32ActivationBytes() {
