@@ -87,10 +87,10 @@ final class SwiGluMlp implements FeedForward {
         Saved saved = (Saved) s;
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         down.backward(arena, dhidden, dy, saved.hidden, rows.b(), weights);
-        Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());   // zeroed: the SwiGLU kernel accumulates
-        Tensor dup = arena.allocate(dy.dtype(), saved.up.shape());
+        Tensor dgate = dhidden;   // in place: down's dW reads dy and hidden, never dhidden
+        Tensor dup = arena.allocateForOverwrite(dy.dtype(), saved.up.shape());
         MatmulPrecision precision = params.precision();
-        SwiGlu.backward(dgate, dup, dhidden, precision.widen(0, saved.gate), precision.widen(1, saved.up));
+        SwiGlu.backwardInto(dgate, dup, dhidden, precision.widen(0, saved.gate), precision.widen(1, saved.up));
         Tensor whole = input.whole(arena, x, rows.b()), dwhole = input.gradientBuffer(arena, dx);
         gate.backward(dwhole, dgate, whole, weights);   // dx = dgate·W_gate
         up.backwardAdd(dwhole, dup, whole, weights);    // dx += dup·W_up
