@@ -40,7 +40,8 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      * n2 = N2(x1), sum2 = y. Post-LN and DeepNorm: sum1 = α·x + A(x), n1 = N1(sum1) = x1, sum2 = α·x1 + F(x1),
      * n2 = N2(sum2) = y.
      *
-     * @param x1  residual stream between the two branches [N, C]
+     * @param x1  residual stream between the two branches [N, C] (pre-LN under bf16: its bf16 rounding, N2's backward
+     *            being its only reader here)
      * @param out block output y [N, C]
      */
     record Kept(Norm.Saved n1, CausalSelfAttention.Saved attention, Tensor sum1, Tensor x1,
