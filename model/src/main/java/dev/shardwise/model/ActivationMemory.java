@@ -10,13 +10,13 @@ import dev.shardwise.core.tensor.DType;
  *
  * <p>With N = B·T rows, every tensor [N, ·] unless said, in elements (times the dtype's size; all activations
  * have the parameters' dtype under fp32 {@link MatmulPrecision}; under bf16 a pre-LN block keeps the norms' outputs,
- * qkv, att, GELU's pre-activation and output (SwiGLU: only silu(gate)∘up) in bf16, RoPE's rotated q and k in fp32,
- * and the branch outputs not at all: 0.50x of this for GPT-2, measured by {@code Bf16PrecisionTest}):
+ * qkv, att, GELU's pre-activation and output (SwiGLU: gate, up and silu(gate)∘up) and the mid-block residual x1 (N2's
+ * input) in bf16 and the branch outputs not at all: 0.48x of this for GPT-2 and LLaMA, measured by
+ * {@code Bf16PrecisionTest}):
  * <pre>
  *   layer         what forward saves                              elements
  *   N1            y [N, C]; mean, rstd [N] (RMSNorm: rstd only)   N·C + 2·N        (RMSNorm: N·C + N)
- *   attention     qkv [N, (NH + 2·NKV)·HS]                        N·(NH + 2·NKV)·HS
- *                 q, k after RoPE [B, T, NH + NKV, HS]            N·(NH + NKV)·HS  (rotary positions only)
+ *   attention     qkv [N, (NH + 2·NKV)·HS], q, k after RoPE        N·(NH + 2·NKV)·HS
  *                 att, the core's output [N, NH·HS]               N·NH·HS          (dropped by SELECTIVE)
  *                 lse, log-sum-exp [B, NH, T]                     N·NH             (dropped by SELECTIVE)
  *                 A(·), the projection's output [N, C]            N·C
@@ -41,7 +41,7 @@ import dev.shardwise.core.tensor.DType;
  * drops att and lse instead of the scores, saves s·b·h·(4 + 4·a/h) bytes here rather than 5·a·s²·b.
  *
  * <p>Tensor and sequence parallelism, per rank of tp (Korthikanti et al. 2022, §4.2.2-4.2.3): the tensor-parallel
- * region (qkv, rotated q and k, att, lse, the feed-forward intermediates) holds NH/tp query heads, NKV' kv heads
+ * region (qkv, att, lse, the feed-forward intermediates) holds NH/tp query heads, NKV' kv heads
  * (NKV/tp, or 1 when kv heads are replicated because NKV &lt; tp) and F/tp features of all N rows; the sequence region
  * (the two norms' outputs and statistics, the two branch outputs, the two residual sums) holds N rows without sequence
  * parallelism and N/tp with it. Korthikanti's s·b·h·(10 + 24/t + 5·a·s/(h·t)) for tensor parallelism becomes
@@ -101,7 +101,7 @@ public final class ActivationMemory {
     }
 
     /**
-     * The bytes of the block's tensor-parallel region on one rank: qkv, rotated q and k, the attention core's output
+     * The bytes of the block's tensor-parallel region on one rank: qkv, the attention core's output
      * and log-sum-exp (unless recomputed) and the feed-forward intermediates, for this rank's heads and features over
      * all N rows; 0 under FULL.
      *
@@ -127,11 +127,10 @@ public final class ActivationMemory {
         }
     }
 
-    /** Attention's tensor-parallel tensors on one rank: qkv, rotated q and k (RoPE), att and lse (unless recomputed). */
+    /** Attention's tensor-parallel tensors on one rank: qkv (q and k rotated in place under RoPE), att and lse (unless recomputed). */
     static long attentionCoreElements(ModelConfig config, long n, boolean recomputeCore, int tp) {
         long hs = config.headSize(), nh = config.heads() / tp, nkv = Math.max(1, config.kvHeads() / tp);
         long elements = n * (nh + 2 * nkv) * hs;
-        if (config.positions() == ModelConfig.Positions.ROTARY) elements += n * (nh + nkv) * hs;
         if (!recomputeCore) elements += n * nh * hs + n * nh;
         return elements;
     }

@@ -24,7 +24,7 @@ import java.util.Map;
  *
  * <p>Activations: f32 operands are rounded into two reused conversion buffers (BUFFERS) per product; a layer that
  * {@linkplain #keep keeps} an activation for backward keeps it as bf16 (half the bytes), computed in fp32 in a
- * {@linkplain #staging staging buffer} (BUFFERS, two of them, reused) that never reaches the step arena; the
+ * {@linkplain #staging staging buffer} (BUFFERS, three of them, reused) that never reaches the step arena; the
  * weight-gradient products read the bf16 copies directly, other readers widen them back to fp32. Gradients stay fp32: dW is accumulated into the fp32 gradient by the product's
  * beta = 1 sum, so micro-batch accumulation and the data-parallel reduction run in fp32.
  */
@@ -33,7 +33,7 @@ public final class Bf16Precision implements MatmulPrecision {
     private final Bf16Matmul matmul;
     private final Map<Parameter, Copy> copies = new IdentityHashMap<>();
     private final Buffer left = new Buffer(DType.BF16), right = new Buffer(DType.BF16);
-    private final Buffer[] staging = {new Buffer(DType.F32), new Buffer(DType.F32)};
+    private final Buffer[] staging = {new Buffer(DType.F32), new Buffer(DType.F32), new Buffer(DType.F32)};
     private long generation;
 
     /** A weight's bf16 copy, made from {@code source} at {@code generation}. */

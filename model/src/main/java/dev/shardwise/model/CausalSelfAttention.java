@@ -48,13 +48,13 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     /**
      * What backward reads.
      *
-     * @param qkv     fused projections [B·T, (NH + 2·NKV)·HS] (bf16 under bf16 precision)
-     * @param rotated q and k after RoPE [B, T, NH + NKV, HS], or null without rotary positions
+     * @param qkv     fused projections [B·T, (NH + 2·NKV)·HS], q and k rotated by RoPE when it is on (bf16 under bf16
+     *                precision)
      * @param att     attention output before the projection [B·T, NH·HS] (bf16 under bf16), or null when recomputed
      * @param lse     log-sum-exp of each query's scores [B, NH, T], or null when it is recomputed
      * @param out     the layer's output y [B·T, C] (under bf16 in a staging buffer: read it before the next layer runs)
      */
-    record Saved(Tensor qkv, Tensor rotated, Tensor att, Tensor lse, Tensor out) implements Layer.Saved { }
+    record Saved(Tensor qkv, Tensor att, Tensor lse, Tensor out) implements Layer.Saved { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp) {
         int c = config.hidden(), hs = config.headSize(), qk = (config.heads() + config.kvHeads()) * hs;
@@ -111,9 +111,10 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
      */
     @Override
     public Saved forward(StepArena arena, Tensor x, Rows rows) {
-        // Under bf16 qkv and att are kept in bf16 (the core runs on the rounded qkv, the values its backward reads);
-        // their fp32 forms and the output live in the precision's staging buffers. Under sequence parallelism the input
-        // is gathered whole first and the output is this rank's sequence shard.
+        // q and k are rotated in place before qkv is kept: backward reads only the rotated q and k. Under bf16 qkv and
+        // att are kept in bf16 (the core runs on the rounded qkv, the values its backward reads); their fp32 forms and
+        // the output live in the precision's staging buffers. Under sequence parallelism the input is gathered whole
+        // first and the output is this rank's sequence shard.
         MatmulPrecision precision = params.precision();
         DType dtype = Linear.outputType(x);
         int b = rows.b(), t = rows.t(), width = (heads + 2 * kvHeads) * headSize;
@@ -121,25 +122,23 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
             staged = qkv.forwardInto(precision.staging(arena, 0, dtype, b * t, width), input.whole(scratch, x, b));
         }
+        if (rotary) {
+            Rotary.forward(q(staged, b, t), q(staged, b, t), 0);
+            Rotary.forward(k(staged, b, t), k(staged, b, t), 0);
+        }
         Tensor fused = precision.keep(arena, staged);
         Tensor wide = precision.asKept(staged, fused);
-        Tensor rotated = null;
-        if (rotary) {
-            rotated = arena.allocateForOverwrite(dtype, b, t, heads + kvHeads, headSize);
-            Rotary.forward(rotated.slice(2, 0, heads), q(wide, b, t), 0);
-            Rotary.forward(rotated.slice(2, heads, kvHeads), k(wide, b, t), 0);
-        }
         if (!recomputeCore) {
             Tensor att = precision.staging(arena, 1, dtype, b * t, heads * headSize);
-            Core core = core(arena, att, wide, rotated, b, t);
+            Core core = core(arena, att, wide, b, t);
             Tensor keptAtt = precision.keep(arena, core.att);   // proj's input and Attention.backward's out
             Tensor out = input.sharded() ? proj.forward(arena, keptAtt, b)
                     : proj.forwardInto(precision.staging(arena, 0, dtype, b * t, x.dim(1)), keptAtt);
-            return new Saved(fused, rotated, keptAtt, core.lse, out);
+            return new Saved(fused, keptAtt, core.lse, out);
         }
         try (StepArena scratch = new StepArena(arena.pool())) {
-            Core core = core(scratch, scratch.allocateForOverwrite(dtype, b * t, heads * headSize), wide, rotated, b, t);
-            return new Saved(fused, rotated, null, null, proj.forward(arena, core.att, b));
+            Core core = core(scratch, scratch.allocateForOverwrite(dtype, b * t, heads * headSize), wide, b, t);
+            return new Saved(fused, null, null, proj.forward(arena, core.att, b));
         }
     }
 
@@ -150,16 +149,14 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
      * The attention core, o = softmax(q·kᵀ/√HS + causal mask)·v per head: writes att [B·T, NH·HS] (not read) and
      * lse [B, NH, T], allocated in {@code arena}, from the f32 fused projections (q and k rotated when RoPE is on).
      */
-    private Core core(StepArena arena, Tensor att, Tensor fused, Tensor rotated, int b, int t) {
-        Tensor q = rotary ? rotated.slice(2, 0, heads) : q(fused, b, t);
-        Tensor k = rotary ? rotated.slice(2, heads, kvHeads) : k(fused, b, t);
+    private Core core(StepArena arena, Tensor att, Tensor fused, int b, int t) {
         Tensor lse = arena.allocateForOverwrite(fused.dtype(), b, heads, t);              // [B, NH, T]
-        Attention.forward(att.view(b, t, heads, headSize), lse, q, k, v(fused, b, t), scale());
+        Attention.forward(att.view(b, t, heads, headSize), lse, q(fused, b, t), k(fused, b, t), v(fused, b, t), scale());
         return new Core(att, lse);
     }
 
     /**
-     * Writes dx [B·T, C] and accumulates the parameter gradients from dy [B·T, C]; reads qkv, rotated, att and
+     * Writes dx [B·T, C] and accumulates the parameter gradients from dy [B·T, C]; reads qkv, att and
      * lse (recomputing att and lse first when forward dropped them: in a scratch arena that also holds this
      * backward's temporaries and is closed before returning, or, when {@code weights} is not null, in
      * {@code arena}, since the queued dW_o and dW_qkv read att and dqkv).
@@ -183,7 +180,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
     private Core recomputedCore(StepArena arena, Saved saved, Rows rows) {
         Tensor fused = params.precision().widen(0, saved.qkv);
         Tensor att = arena.allocateForOverwrite(fused.dtype(), rows.n(), heads * headSize);
-        return core(arena, att, fused, saved.rotated, rows.b(), rows.t());
+        return core(arena, att, fused, rows.b(), rows.t());
     }
 
     private void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Rows rows, Saved saved, Core core,
@@ -194,17 +191,14 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         proj.backward(arena, datt, dy, core.att, b, weights);   // dW_o reads att as kept (bf16 under bf16)
         Tensor att = precision.widen(1, core.att), fused = precision.widen(0, saved.qkv);   // staging under bf16
         Tensor dfused = arena.allocate(dy.dtype(), saved.qkv.shape());   // zeroed: the attention kernel accumulates
-        Tensor q = q(fused, b, t), k = k(fused, b, t), dq = q(dfused, b, t), dk = k(dfused, b, t);
-        Tensor drotated = null;
-        if (rotary) {
-            q = saved.rotated.slice(2, 0, heads);
-            k = saved.rotated.slice(2, heads, kvHeads);
-            drotated = arena.allocate(dy.dtype(), saved.rotated.shape());
+        Tensor dq = q(dfused, b, t), dk = k(dfused, b, t);
+        if (rotary) {   // the kernel's dq and dk are the rotated q's and k's: a tensor of their own, rotated back below
+            Tensor drotated = arena.allocate(dy.dtype(), b, t, heads + kvHeads, headSize);
             dq = drotated.slice(2, 0, heads);
             dk = drotated.slice(2, heads, kvHeads);
         }
         Attention.backward(dq, dk, v(dfused, b, t), datt.view(b, t, heads, headSize), att.view(b, t, heads, headSize),
-                core.lse, q, k, v(fused, b, t), scale());
+                core.lse, q(fused, b, t), k(fused, b, t), v(fused, b, t), scale());
         if (rotary) {
             // q_rot = R·q: dq = Rᵀ·dq_rot (the rotation by the opposite angle)
             Rotary.backward(q(dfused, b, t), dq, 0);

@@ -81,7 +81,7 @@ final class GeluMlp implements FeedForward {
         Saved saved = (Saved) s;
         Tensor dgelu = arena.allocateForOverwrite(dy.dtype(), saved.gelu.shape());
         proj.backward(arena, dgelu, dy, saved.gelu, rows.b(), weights);
-        Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
+        Tensor dhidden = dgelu;   // in place: proj's dW reads dy and gelu, never dgelu
         Gelu.backwardInto(dhidden, dgelu, params.precision().widen(0, saved.hidden));
         Tensor dwhole = input.gradientBuffer(arena, dx);
         fc.backward(dwhole, dhidden, input.whole(arena, x, rows.b()), weights);

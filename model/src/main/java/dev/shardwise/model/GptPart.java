@@ -667,10 +667,17 @@ public final class GptPart {
             }
             if (finalUnit != null) afterBackward(finalUnit, weights);
         }
+        // A whole backward (weights null) runs each block's backward inside an arena scope, so the blocks' gradient
+        // temporaries reuse one block's worth of memory, and the blocks' input gradients alternate between two tensors.
+        // A split one keeps them all: its queued dW's read them after the last block.
+        Tensor[] dinputs = weights == null
+                ? new Tensor[]{arena.allocateForOverwrite(dtype, local, c), arena.allocateForOverwrite(dtype, local, c)} : null;
         for (int l = blocks.size() - 1; l >= 0; l--) {
-            Tensor dinput = arena.allocateForOverwrite(dtype, local, c);   // the block writes it
+            Tensor dinput = dinputs != null ? dinputs[l % 2] : arena.allocateForOverwrite(dtype, local, c);   // the block writes it
             hooks.beforeBackward(blockUnits.get(l));
-            blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l), weights);
+            try (StepArena.Scope temporaries = dinputs != null ? arena.scope() : null) {   // null: no scope (split)
+                blocks.get(l).backward(arena, dinput, dstream, blockOutput(pass, l - 1), pass.b, pass.t, pass.blocks.get(l), weights);
+            }
             afterBackward(blockUnits.get(l), weights);
             dstream = dinput;
         }

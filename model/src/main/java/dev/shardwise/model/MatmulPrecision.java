@@ -37,7 +37,8 @@ public sealed interface MatmulPrecision extends AutoCloseable permits MatmulPrec
 
     /**
      * A tensor for forward to fill and then {@link #keep} (or use at once): in the arena (fp32), or staging buffer
-     * {@code slot} (0 or 1), reused and valid until the next call for the same slot (bf16, where dtype must be f32).
+     * {@code slot} (0 or 1 for a layer's own tensors, 2 for a block's mid-block residual stream), reused and valid until
+     * the next call for the same slot (bf16, where dtype must be f32).
      */
     Tensor staging(StepArena arena, int slot, DType dtype, int... shape);
 

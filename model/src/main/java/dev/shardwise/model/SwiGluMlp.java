@@ -2,6 +2,7 @@ package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.SwiGlu;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -20,15 +21,16 @@ final class SwiGluMlp implements FeedForward {
     private final RowParallelLinear down;      // F/tp -> C
     private final ColumnParallelInput input;
     private final TensorParallel tp;
-    private final ParameterSet params;   // whose precision keeps down's input
+    private final ParameterSet params;   // whose precision keeps gate, up and down's input
+    private final int features;          // F/tp
 
     /**
      * What backward reads.
      *
-     * @param gate   x·W_gateᵀ [N, F]
-     * @param up     x·W_upᵀ [N, F]
-     * @param hidden silu(gate) ∘ up [N, F]
-     * @param out    the block's output y [N, C]
+     * @param gate   x·W_gateᵀ [N, F] (bf16 under bf16 precision)
+     * @param up     x·W_upᵀ [N, F] (bf16 under bf16 precision)
+     * @param hidden silu(gate) ∘ up [N, F] (bf16 under bf16 precision)
+     * @param out    the block's output y [N, C] (under bf16 in a staging buffer: read it before the next layer runs)
      */
     record Saved(Tensor gate, Tensor up, Tensor hidden, Tensor out) implements Layer.Saved { }
 
@@ -48,24 +50,31 @@ final class SwiGluMlp implements FeedForward {
         this.input = new ColumnParallelInput(tp);
         this.tp = tp;
         this.params = params;
+        this.features = tp.divide(config.ffnHidden(), "ffnHidden", "model.ffnHidden, the MLP's hidden size");
     }
 
     /** x [N, C] -> y [N, C]. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
+        // Under bf16 gate, up and hidden are kept in bf16 (hidden is computed from the rounded gate and up, the values
+        // backward reads); their fp32 forms and the output live in the precision's staging buffers, hidden over gate's.
+        MatmulPrecision precision = params.precision();
+        DType dtype = Linear.outputType(x);
         Tensor g, u;
         try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
             Tensor whole = input.whole(scratch, x, rows.b());
-            g = gate.forward(arena, whole);
-            u = up.forward(arena, whole);
+            int n = whole.dim(0);
+            g = gate.forwardInto(precision.staging(arena, 0, dtype, n, features), whole);   // [N, F]
+            u = up.forwardInto(precision.staging(arena, 1, dtype, n, features), whole);     // [N, F]
         }
-        MatmulPrecision precision = params.precision();
-        Tensor hidden = precision.staging(arena, 0, g.dtype(), g.shape());
-        SwiGlu.forward(hidden, g, u);
-        Tensor kept = precision.keep(arena, hidden);   // down's input: bf16 under bf16 precision
+        Tensor keptGate = precision.keep(arena, g), keptUp = precision.keep(arena, u);
+        Tensor gateWide = precision.asKept(g, keptGate), upWide = precision.asKept(u, keptUp);
+        Tensor hidden = precision.staging(arena, 0, dtype, g.shape());   // under bf16 gate's own buffer: computed in place
+        SwiGlu.forward(hidden, gateWide, upWide);
+        Tensor kept = precision.keep(arena, hidden);   // down's input
         Tensor y = tp.sequenceParallel() ? down.forward(arena, kept, rows.b())
-                : down.forwardInto(precision.staging(arena, 0, g.dtype(), g.dim(0), x.dim(1)), kept);
-        return new Saved(g, u, kept, y);
+                : down.forwardInto(precision.staging(arena, 0, dtype, g.dim(0), x.dim(1)), kept);
+        return new Saved(keptGate, keptUp, kept, y);
     }
 
     /**
@@ -78,9 +87,10 @@ final class SwiGluMlp implements FeedForward {
         Saved saved = (Saved) s;
         Tensor dhidden = arena.allocateForOverwrite(dy.dtype(), saved.hidden.shape());
         down.backward(arena, dhidden, dy, saved.hidden, rows.b(), weights);
-        Tensor dgate = arena.allocate(dy.dtype(), saved.gate.shape());   // zeroed: the SwiGLU kernel accumulates
-        Tensor dup = arena.allocate(dy.dtype(), saved.up.shape());
-        SwiGlu.backward(dgate, dup, dhidden, saved.gate, saved.up);
+        Tensor dgate = dhidden;   // in place: down's dW reads dy and hidden, never dhidden
+        Tensor dup = arena.allocateForOverwrite(dy.dtype(), saved.up.shape());
+        MatmulPrecision precision = params.precision();
+        SwiGlu.backwardInto(dgate, dup, dhidden, precision.widen(0, saved.gate), precision.widen(1, saved.up));
         Tensor whole = input.whole(arena, x, rows.b()), dwhole = input.gradientBuffer(arena, dx);
         gate.backward(dwhole, dgate, whole, weights);   // dx = dgate·W_gate
         up.backwardAdd(dwhole, dup, whole, weights);    // dx += dup·W_up

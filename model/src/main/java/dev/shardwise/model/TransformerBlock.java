@@ -42,7 +42,8 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      * n2 = N2(x1), sum2 = y. Post-LN and DeepNorm: sum1 = α·x + A(x), n1 = N1(sum1) = x1, sum2 = α·x1 + F(x1),
      * n2 = N2(sum2) = y.
      *
-     * @param x1  residual stream between the two branches [N, C]
+     * @param x1  residual stream between the two branches [N, C] (pre-LN under bf16: its bf16 rounding, N2's backward
+     *            being its only reader here)
      * @param out block output y [N, C]
      */
     record Kept(Norm.Saved n1, CausalSelfAttention.Saved attention, Tensor sum1, Tensor x1,
@@ -145,38 +146,42 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
     /** The block's forward: every activation in {@code arena} except y, which goes in {@code outArena}. */
     private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows) {
         if (preNorm) {
-            Norm.Saved n1 = normForMatmul(arena, norm1, x);
+            MatmulPrecision precision = params.precision();
+            Norm.Saved n1 = normForMatmul(arena, norm1, x, 0);
             CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), rows);
-            Tensor x1 = residual(arena, x, a.out());
-            Norm.Saved n2 = normForMatmul(arena, norm2, x1);
+            // x1 = x + A(·) in fp32 (in the arena, or under bf16 in staging slot 2, read again for y below); N2's only
+            // other reader, its backward, gets x1 as the precision keeps it (bf16 under bf16, as Megatron's bf16 recipe
+            // keeps a norm's input), and N2's forward reads those same values, so its statistics are of what backward reads
+            Tensor x1 = residual(precision.staging(arena, 2, x.dtype(), x.shape()), x, a.out());
+            Tensor keptX1 = precision.keep(arena, x1);
+            Norm.Saved n2 = normForMatmul(arena, norm2, precision.widen(0, keptX1), 1);
             Layer.Saved f = feedForward(arena, n2.out(), rows);
-            Tensor y = residual(outArena, x1, f.out());
-            return new Kept(n1, a, x1, x1, n2, f, y, y);
+            Tensor y = residual(outArena.allocateForOverwrite(x1.dtype(), x1.shape()), x1, f.out());
+            return new Kept(n1, a, keptX1, keptX1, n2, f, y, y);
         }
         CausalSelfAttention.Saved a = attention.forward(arena, x, rows);
-        Tensor sum1 = residual(arena, x, a.out());
+        Tensor sum1 = residual(arena.allocateForOverwrite(x.dtype(), x.shape()), x, a.out());
         Norm.Saved n1 = norm1.forward(arena, sum1);
         Layer.Saved f = feedForward(arena, n1.out(), rows);
-        Tensor sum2 = residual(arena, n1.out(), f.out());
+        Tensor sum2 = residual(arena.allocateForOverwrite(x.dtype(), x.shape()), n1.out(), f.out());
         Norm.Saved n2 = norm2.forwardInto(arena, sum2, outArena.allocateForOverwrite(sum2.dtype(), sum2.shape()));
         return new Kept(n1, a, sum1, n1.out(), n2, f, sum2, n2.out());
     }
 
     /**
-     * N(x) for a pre-LN branch, whose only reader of N(x) is the branch's first product: computed in x's dtype, kept
-     * as the set's precision keeps a matmul input (bf16 under bf16; the norm's backward reads x and its statistics,
-     * never its output).
+     * N(x) for a pre-LN branch, whose only reader of N(x) is the branch's first product: computed in x's dtype (into
+     * staging slot {@code slot}, which x must not be in), kept as the set's precision keeps a matmul input (bf16 under
+     * bf16; the norm's backward reads x and its statistics, never its output).
      */
-    private Norm.Saved normForMatmul(StepArena arena, Norm norm, Tensor x) {
+    private Norm.Saved normForMatmul(StepArena arena, Norm norm, Tensor x, int slot) {
         MatmulPrecision precision = params.precision();
-        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, 0, x.dtype(), x.shape()));
+        Norm.Saved s = norm.forwardInto(arena, x, precision.staging(arena, slot, x.dtype(), x.shape()));
         Tensor kept = precision.keep(arena, s.out());
         return kept == s.out() ? s : new Norm.Saved(kept, s.mean(), s.rstd());
     }
 
-    /** α·stream + branch, in a new tensor. */
-    private Tensor residual(StepArena arena, Tensor stream, Tensor branch) {
-        Tensor out = arena.allocateForOverwrite(stream.dtype(), stream.shape());
+    /** out = α·stream + branch (out is not read); returns out. */
+    private Tensor residual(Tensor out, Tensor stream, Tensor branch) {
         if (alpha == 1.0) {
             Vectors.add(out, stream, branch);
         } else {
@@ -219,29 +224,44 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
             throw new IllegalStateException("block h." + layer + " ran a substituted feed-forward, which has no backward; "
                     + "remove the substitute (Gpt.substituteFeedForward(null)) before training");
         }
+        // Each branch's backward runs inside an arena scope (whole backward only: a split one's queued dW's read the
+        // branches' temporaries later), so the two branches' temporaries share memory.
         if (preNorm) {
             // y = x1 + F(N2(x1)): dx1 = dy + N2ᵀ(Fᵀ(dy))
-            Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward, weights);
             Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            norm2.backwardOnto(dx1, dy, dn2, saved.x1, saved.n2);
+            try (StepArena.Scope temporaries = branchScope(arena, weights)) {   // dn2 too
+                Tensor dn2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+                feedForward.backward(arena, dn2, dy, saved.n2.out(), rows, saved.feedForward, weights);
+                norm2.backwardOnto(dx1, dy, dn2, params.precision().widen(0, saved.x1), saved.n2);   // staging under bf16
+            }
             // x1 = x + A(N1(x)): dx = dx1 + N1ᵀ(Aᵀ(dx1))
-            Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-            attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention, weights);
-            norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
+            try (StepArena.Scope temporaries = branchScope(arena, weights)) {   // dn1 too
+                Tensor dn1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
+                attention.backward(arena, dn1, dx1, saved.n1.out(), rows, saved.attention, weights);
+                norm1.backwardOnto(dx, dx1, dn1, x, saved.n1);
+            }
             return;
         }
         // y = N2(sum2), sum2 = α·x1 + F(x1): dsum2 = N2ᵀ(dy); dx1 = Fᵀ(dsum2) + α·dsum2
         Tensor dsum2 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm2.backward(dsum2, dy, saved.sum2, saved.n2);
         Tensor dx1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
-        feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward, weights);
+        try (StepArena.Scope temporaries = branchScope(arena, weights)) {
+            feedForward.backward(arena, dx1, dsum2, saved.x1, rows, saved.feedForward, weights);
+        }
         addScaled(arena, dx1, dsum2, weights);
         // x1 = N1(sum1), sum1 = α·x + A(x): dsum1 = N1ᵀ(dx1); dx = Aᵀ(dsum1) + α·dsum1
         Tensor dsum1 = arena.allocateForOverwrite(dy.dtype(), dy.shape());
         norm1.backward(dsum1, dx1, saved.sum1, saved.n1);
-        attention.backward(arena, dx, dsum1, x, rows, saved.attention, weights);
+        try (StepArena.Scope temporaries = branchScope(arena, weights)) {
+            attention.backward(arena, dx, dsum1, x, rows, saved.attention, weights);
+        }
         addScaled(arena, dx, dsum1, weights);
+    }
+
+    /** A scope for one branch's backward temporaries, or null (no scope) when {@code weights} queues dW's that read them. */
+    private static StepArena.Scope branchScope(StepArena arena, WeightGradients weights) {
+        return weights == null ? arena.scope() : null;
     }
 
     /**

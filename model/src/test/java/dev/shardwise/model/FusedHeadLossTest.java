@@ -16,8 +16,8 @@ import static org.junit.jupiter.api.Assertions.*;
 /**
  * The fused head and loss ({@link FusedHeadLoss}) against the head that materialises the [B·T, V] logits: the same
  * loss and gradients to round-off, in float64, fp32 and bf16, over several chunks with a ragged last one; and the
- * fp32 step's memory peak lower by at least the logits' bytes (the one chunk lives only during forward, whose
- * peak the backward's temporaries exceed).
+ * fp32 step's memory peak lower by at least the logits' bytes less one chunk's (the chunk lives only during forward,
+ * but with backward's temporaries held to one block's worth a step's peak can be forward's, chunk included).
  */
 class FusedHeadLossTest {
     private static final ModelConfig CONFIG = ModelConfig.gpt(997, 128, 2, 48, 4);
@@ -72,14 +72,15 @@ class FusedHeadLossTest {
     }
 
     @Test
-    void fusedHeadLowersTheFp32StepPeakByAtLeastTheLogits() {
-        long logits = 4L * B * T * CONFIG.vocabSize();
+    void fusedHeadLowersTheFp32StepPeakByAtLeastTheLogitsLessOneChunk() {
+        long logits = 4L * B * T * CONFIG.vocabSize(), chunk = 4L * FusedHeadLoss.CHUNK_ROWS * CONFIG.vocabSize();
         Run whole = run(MemoryPool.unlimited("whole"), DType.F32, false, p -> MatmulPrecision.FP32);
         Run fused = run(MemoryPool.unlimited("fused"), DType.F32, true, p -> MatmulPrecision.FP32);
         System.out.printf("activation peak of a step, V=%d, B·T=%d: materialised logits %d bytes, fused %d (logits %d)%n",
                 CONFIG.vocabSize(), B * T, whole.peakActivations, fused.peakActivations, logits);
-        assertTrue(whole.peakActivations - fused.peakActivations >= logits, "the fused head's peak " + fused.peakActivations
-                + " is not at least the logits' " + logits + " bytes below the materialised head's " + whole.peakActivations);
+        assertTrue(whole.peakActivations - fused.peakActivations >= logits - chunk, "the fused head's peak " + fused.peakActivations
+                + " is not at least the logits' " + logits + " bytes less a chunk's " + chunk + " below the materialised head's "
+                + whole.peakActivations);
         whole.params.close();
         fused.params.close();
     }

@@ -67,7 +67,8 @@ public final class Gelu {
 
     /**
      * {@code dx = dout · gelu'(x)}, overwriting dx without reading it (for a gradient buffer nothing else writes,
-     * which then needs no zeroing); the same values as {@link #backward} into a zeroed dx.
+     * which then needs no zeroing); the same values as {@link #backward} into a zeroed dx. {@code dx} may be
+     * {@code dout} (elementwise: each element is read before it is written).
      *
      * @throws IllegalArgumentException if shapes or dtypes disagree
      */

@@ -70,7 +70,21 @@ public final class SwiGlu {
      * @throws IllegalArgumentException if shapes or dtypes disagree
      */
     public static void backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
-        String op = "SwiGlu.backward";
+        backward("SwiGlu.backward", dgate, dup, dout, gate, up, true);
+    }
+
+    /**
+     * As {@link #backward}, overwriting dgate and dup without reading them (gradient buffers nothing else writes, which
+     * then need no zeroing): the bits {@link #backward} gives into zeros. {@code dgate} may be {@code dout}
+     * (elementwise: each element of dout is read before dgate's is written), so a backward needs no third buffer.
+     *
+     * @throws IllegalArgumentException if shapes or dtypes disagree
+     */
+    public static void backwardInto(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
+        backward("SwiGlu.backwardInto", dgate, dup, dout, gate, up, false);
+    }
+
+    private static void backward(String op, Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up, boolean accumulate) {
         DType dt = Kernels.floatType(op, new String[]{"dgate", "dup", "dout", "gate", "up"}, dgate, dup, dout, gate, up);
         for (Object[] p : new Object[][]{{"dgate", dgate}, {"dup", dup}, {"dout", dout}, {"up", up}}) {
             Kernels.sameShape(op, (String) p[0], (Tensor) p[1], "gate", gate);
@@ -81,23 +95,25 @@ public final class SwiGlu {
         if (dt == DType.F32) {
             Kernels.forStrips((dgo, duo, dOff, go, uo, len) -> {
                 int i = 0;
-                FloatVector one = FloatVector.broadcast(F, 1f);
+                FloatVector one = FloatVector.broadcast(F, 1f), zero = FloatVector.zero(F);
                 for (; i <= len - L; i += L) {
                     FloatVector gv = load(gs, go + 4L * i), dv = load(ds, dOff + 4L * i);
                     FloatVector sig = one.div(VecOps.exp(gv.neg()).add(one));
                     FloatVector silu = gv.mul(sig);
                     // d silu / dg = sig + g·sig·(1 - sig) = sig + silu·(1 - sig)
                     FloatVector dsilu = silu.fma(one.sub(sig), sig);
-                    dv.mul(load(us, uo + 4L * i)).fma(dsilu, load(dgs, dgo + 4L * i)).intoMemorySegment(dgs, dgo + 4L * i, LE);
-                    dv.fma(silu, load(dus, duo + 4L * i)).intoMemorySegment(dus, duo + 4L * i, LE);
+                    FloatVector baseGate = accumulate ? load(dgs, dgo + 4L * i) : zero, baseUp = accumulate ? load(dus, duo + 4L * i) : zero;
+                    dv.mul(load(us, uo + 4L * i)).fma(dsilu, baseGate).intoMemorySegment(dgs, dgo + 4L * i, LE);
+                    dv.fma(silu, baseUp).intoMemorySegment(dus, duo + 4L * i, LE);
                 }
                 for (; i < len; i++) {
                     float gv = get(gs, go + 4L * i), dv = get(ds, dOff + 4L * i);
                     float sig = (float) (1 / (1 + Math.exp(-gv)));
                     float silu = gv * sig;
                     float dsilu = Math.fma(silu, 1 - sig, sig);
-                    put(dgs, dgo + 4L * i, Math.fma(dv * get(us, uo + 4L * i), dsilu, get(dgs, dgo + 4L * i)));
-                    put(dus, duo + 4L * i, Math.fma(dv, silu, get(dus, duo + 4L * i)));
+                    float baseGate = accumulate ? get(dgs, dgo + 4L * i) : 0f, baseUp = accumulate ? get(dus, duo + 4L * i) : 0f;
+                    put(dgs, dgo + 4L * i, Math.fma(dv * get(us, uo + 4L * i), dsilu, baseGate));
+                    put(dus, duo + 4L * i, Math.fma(dv, silu, baseUp));
                 }
             }, dg, du, d, g, u);
         } else {
@@ -106,8 +122,9 @@ public final class SwiGlu {
                 for (int i = 0; i < len; i++) {
                     double gv = gs.get(D, go + 8L * i), uv = us.get(D, uo + 8L * i), dv = ds.get(D, dOff + 8L * i);
                     double sig = 1 / (1 + Math.exp(-gv));
-                    dgs.set(D, dgo + 8L * i, dgs.get(D, dgo + 8L * i) + dv * uv * sig * (1 + gv * (1 - sig)));
-                    dus.set(D, duo + 8L * i, dus.get(D, duo + 8L * i) + dv * gv * sig);
+                    double baseGate = accumulate ? dgs.get(D, dgo + 8L * i) : 0, baseUp = accumulate ? dus.get(D, duo + 8L * i) : 0;
+                    dgs.set(D, dgo + 8L * i, baseGate + dv * uv * sig * (1 + gv * (1 - sig)));
+                    dus.set(D, duo + 8L * i, baseUp + dv * gv * sig);
                 }
             }, dg, du, d, g, u);
         }

@@ -22,6 +22,13 @@ import java.util.Map;
  * activations, some 350 MB on GPT-2-small-like shapes, is memory traffic nothing reads. {@link #close()} frees
  * everything.
  *
+ * <p>A {@link Scope} ends the life of the tensors handed out inside it early. Activations requested inside a scope
+ * are carved from a stack (a bump allocator over chunks charged to the pool as ACTIVATIONS, rewound when the scope
+ * closes), so temporaries of any sizes share memory: a backward that opens a scope per block holds the deepest
+ * block's temporaries, not every block's. The first pass may leave the stack in several chunks; the next
+ * {@link #reset()} replaces them by one chunk of the stack's high-water mark, which later passes of the same shapes
+ * fill exactly. Other categories requested inside a scope go back to the arena's free blocks when it closes.
+ *
  * <p>Tensors from {@link #allocate} are views: do not close them. Not thread-safe: one arena belongs to one
  * rank's training thread.
  */
@@ -35,6 +42,12 @@ public final class StepArena implements AutoCloseable {
     private final List<Tensor> owned = new ArrayList<>();                 // every block this arena holds
     private final List<Map.Entry<Key, Tensor>> inUse = new ArrayList<>();
     private final Map<Key, ArrayDeque<Tensor>> free = new HashMap<>();
+    private final ArrayDeque<Scope> scopes = new ArrayDeque<>();           // open scopes, innermost first
+    private final List<Tensor> chunks = new ArrayList<>();                // the scope stack's memory, F32-typed bytes
+    private int chunk;                                                     // the chunk the stack's top is in
+    private long top;                                                      // the top's byte offset in that chunk
+    private long depth;                                                    // bytes on the stack, as one chunk holds them
+    private long highWater;                                                // the most depth reached
 
     public StepArena(MemoryPool pool) {
         this.pool = pool;
@@ -63,6 +76,7 @@ public final class StepArena implements AutoCloseable {
     private Tensor take(MemoryCategory category, DType dtype, int[] shape, boolean zeroed) {
         long numel = 1;
         for (int s : shape) numel *= s;
+        if (!scopes.isEmpty() && category == MemoryCategory.ACTIVATIONS) return carve(dtype, shape, numel, zeroed);
         Key key = new Key(category, dtype, numel);
         ArrayDeque<Tensor> reusable = free.get(key);
         Tensor block;
@@ -77,6 +91,27 @@ public final class StepArena implements AutoCloseable {
         return block.view(shape);
     }
 
+    /** A tensor from the scope stack: the next aligned bytes of the current chunk, or of a later or new chunk. */
+    private Tensor carve(DType dtype, int[] shape, long numel, boolean zeroed) {
+        long bytes = aligned(numel * dtype.byteSize());
+        while (chunk < chunks.size() && top + bytes > chunks.get(chunk).numel() * 4) {
+            chunk++;
+            top = 0;
+        }
+        if (chunk == chunks.size()) chunks.add(Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, Math.toIntExact(bytes / 4)));
+        MemorySegment memory = chunks.get(chunk).segment().asSlice(top, numel * dtype.byteSize());
+        if (zeroed) zero(memory);
+        top += bytes;
+        depth += bytes;
+        highWater = Math.max(highWater, depth);
+        return Tensor.wrap(memory, dtype, shape);
+    }
+
+    /** {@code bytes} rounded up to the pool's alignment (64 bytes: every carved tensor starts on a cache line). */
+    private static long aligned(long bytes) {
+        return Math.max(MemoryPool.ALIGNMENT, (bytes + MemoryPool.ALIGNMENT - 1) / MemoryPool.ALIGNMENT * MemoryPool.ALIGNMENT);
+    }
+
     /** Zeroes {@code segment} on the current compute pool's threads, in 1 MiB pieces. */
     private static void zero(MemorySegment segment) {
         long size = segment.byteSize();
@@ -87,10 +122,68 @@ public final class StepArena implements AutoCloseable {
         });
     }
 
-    /** Ends a pass: every tensor handed out becomes invalid and its memory is kept for the next pass. */
+    /**
+     * Opens a scope: the tensors handed out from now until it closes become invalid when it does (their memory is
+     * kept for the arena's next requests); those handed out before stay valid. Scopes nest and close innermost first.
+     */
+    public Scope scope() {
+        Scope scope = new Scope(inUse.size(), chunk, top, depth);
+        scopes.push(scope);
+        return scope;
+    }
+
+    /** A nested lifetime inside the arena ({@link #scope()}); closing it twice does nothing. */
+    public final class Scope implements AutoCloseable {
+        private final int mark;   // tensors inUse[mark..] were handed out inside it
+        private final int chunk;  // the stack's top when it opened
+        private final long top, depth;
+        private boolean open = true;
+
+        private Scope(int mark, int chunk, long top, long depth) {
+            this.mark = mark;
+            this.chunk = chunk;
+            this.top = top;
+            this.depth = depth;
+        }
+
+        /**
+         * Returns the tensors handed out inside this scope to the arena's free blocks.
+         *
+         * @throws IllegalStateException if a scope opened inside this one is still open
+         */
+        @Override
+        public void close() {
+            if (!open) return;
+            if (scopes.peek() != this) {
+                throw new IllegalStateException("a step-arena scope opened inside this one is still open: close scopes innermost first");
+            }
+            scopes.pop();
+            open = false;
+            for (int i = inUse.size() - 1; i >= mark; i--) release(inUse.remove(i));
+            StepArena.this.chunk = chunk;
+            StepArena.this.top = top;
+            StepArena.this.depth = depth;
+        }
+    }
+
+    private void release(Map.Entry<Key, Tensor> entry) {
+        free.computeIfAbsent(entry.getKey(), k -> new ArrayDeque<>()).push(entry.getValue());
+    }
+
+    /**
+     * Ends a pass: every tensor handed out becomes invalid and its memory is kept for the next pass.
+     *
+     * @throws IllegalStateException if a {@link Scope} is still open
+     */
     public void reset() {
-        for (Map.Entry<Key, Tensor> e : inUse) free.computeIfAbsent(e.getKey(), k -> new ArrayDeque<>()).push(e.getValue());
+        if (!scopes.isEmpty()) throw new IllegalStateException("step arena reset inside an open scope: close the scope first");
+        for (Map.Entry<Key, Tensor> e : inUse) release(e);
         inUse.clear();
+        if (chunks.size() > 1) {   // one chunk of the high-water mark from now on
+            for (Tensor c : chunks) c.close();
+            chunks.clear();
+            chunks.add(Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, DType.F32, Math.toIntExact(highWater / 4)));
+        }
     }
 
     /** Frees every block this arena holds. */
@@ -100,5 +193,10 @@ public final class StepArena implements AutoCloseable {
         owned.clear();
         inUse.clear();
         free.clear();
+        scopes.clear();
+        for (Tensor c : chunks) c.close();
+        chunks.clear();
+        chunk = 0;
+        top = depth = highWater = 0;
     }
 }

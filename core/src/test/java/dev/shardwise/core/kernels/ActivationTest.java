@@ -65,6 +65,19 @@ class ActivationTest {
         SwiGlu.backward(dgate64, dup64, fx.f64(dout), gate64, up64);
         assertClose(cs + " dgate", dgate, dgate64, 2e-6, 1e-5);
         assertClose(cs + " dup", dup, dup64, 2e-6, 1e-5);
+        // backwardInto overwrites (NaN must not leak), with dgate over dout itself: the bits backward gives into zeros
+        Tensor zerosGate = fx.zeros(DType.F32, n, h), zerosUp = fx.zeros(DType.F32, n, h);
+        SwiGlu.backward(zerosGate, zerosUp, dout, gate, up);
+        Tensor inPlace = fx.copy(dout, DType.F32), intoUp = fx.zeros(DType.F32, n, h).fill(Double.NaN);
+        SwiGlu.backwardInto(inPlace, intoUp, inPlace, gate, up);
+        assertArrayEquals(zerosGate.toFloatArray(), inPlace.toFloatArray(), cs + " backwardInto dgate over dout");
+        assertArrayEquals(zerosUp.toFloatArray(), intoUp.toFloatArray(), cs + " backwardInto dup");
+        Tensor inPlace64 = fx.f64(dout), intoUp64 = fx.zeros(DType.F64, n, h).fill(Double.NaN);
+        Tensor zerosGate64 = fx.zeros(DType.F64, n, h), zerosUp64 = fx.zeros(DType.F64, n, h);
+        SwiGlu.backward(zerosGate64, zerosUp64, fx.f64(dout), gate64, up64);
+        SwiGlu.backwardInto(inPlace64, intoUp64, inPlace64, gate64, up64);
+        assertClose(cs + " backwardInto f64 dgate", inPlace64, zerosGate64, 0, 0);
+        assertClose(cs + " backwardInto f64 dup", intoUp64, zerosUp64, 0, 0);
     }
 
     @Test
