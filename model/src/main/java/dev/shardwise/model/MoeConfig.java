@@ -20,11 +20,17 @@ import java.util.Locale;
  * @param gate           softmax scores (Switch, GShard) or noisy top-k (Shazeer et al. 2017)
  * @param auxWeight      α of the load-balancing loss α·E·Σ_e f_e·P_e (0.01 as in Switch); used with balance aux
  * @param zLossWeight    β of the router z-loss β·mean_n(logsumexp(z_n))² (ST-MoE, Zoph et al. 2022); 0 turns it off
+ * @param routedScale    s, a factor on the routed experts' gates (DeepSeek-V2/V3's routed scaling factor): y_n =
+ *                       s·Σ_j g_{n,j}·Expert_j(x_n) + Shared(x_n); 1 in Switch and GShard. GShard's k gates sum to 1,
+ *                       so with s = 1 k experts of F/k output about half of what a dense MLP of F does and their
+ *                       weights move the output half as fast under Adam; s = k makes them add up like the dense
+ *                       MLP's k slices when the gates are even
  * @param biasRate       γ of balance bias: after each optimizer step b_e += γ·(mean load - load_e)/mean load, b_e in
  *                       logits (0.1: see {@link #DEFAULT_BIAS_RATE})
  */
 public record MoeConfig(int experts, int topK, int every, double capacityFactor, Balance balance, int sharedExperts,
-                        int expertHidden, Gate gate, double auxWeight, double zLossWeight, double biasRate) {
+                        int expertHidden, Gate gate, double routedScale, double auxWeight, double zLossWeight,
+                        double biasRate) {
 
     /** Load balancing. */
     public enum Balance {
@@ -93,6 +99,9 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
         if (gate == null) throw new IllegalArgumentException("moe.gate must be softmax or noisy");
         if (sharedExperts < 0) throw new IllegalArgumentException("moe.sharedExperts must be 0 or more, got " + sharedExperts);
         if (expertHidden < 1) throw new IllegalArgumentException("moe.expertHidden must be positive, got " + expertHidden);
+        if (!(routedScale > 0) || Double.isInfinite(routedScale)) {
+            throw new IllegalArgumentException("moe.routedScale must be positive (1: gates as the router gives them), got " + routedScale);
+        }
         if (!(auxWeight >= 0)) throw new IllegalArgumentException("moe.auxWeight must be 0 or more, got " + auxWeight);
         if (!(zLossWeight >= 0)) throw new IllegalArgumentException("moe.zLossWeight must be 0 or more, got " + zLossWeight);
         if (!(biasRate >= 0)) throw new IllegalArgumentException("moe.biasRate must be 0 or more, got " + biasRate);
@@ -100,10 +109,10 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
 
     /**
      * E experts, top-k softmax gate, MoE in every {@code every}-th block, no capacity limit, the auxiliary loss,
-     * no shared experts, default weights.
+     * no shared experts, gates unscaled, default weights.
      */
     public static MoeConfig of(int experts, int topK, int every, int expertHidden) {
-        return new MoeConfig(experts, topK, every, 0, Balance.AUX, 0, expertHidden, Gate.SOFTMAX,
+        return new MoeConfig(experts, topK, every, 0, Balance.AUX, 0, expertHidden, Gate.SOFTMAX, 1,
                 DEFAULT_AUX_WEIGHT, DEFAULT_Z_LOSS_WEIGHT, DEFAULT_BIAS_RATE);
     }
 
@@ -135,22 +144,26 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
     }
 
     public MoeConfig withCapacityFactor(double value) {
-        return new MoeConfig(experts, topK, every, value, balance, sharedExperts, expertHidden, gate, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, value, balance, sharedExperts, expertHidden, gate, routedScale, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withBalance(Balance value) {
-        return new MoeConfig(experts, topK, every, capacityFactor, value, sharedExperts, expertHidden, gate, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, value, sharedExperts, expertHidden, gate, routedScale, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withSharedExperts(int value) {
-        return new MoeConfig(experts, topK, every, capacityFactor, balance, value, expertHidden, gate, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, value, expertHidden, gate, routedScale, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withGate(Gate value) {
-        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, value, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, value, routedScale, auxWeight, zLossWeight, biasRate);
+    }
+
+    public MoeConfig withRoutedScale(double value) {
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, gate, value, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withWeights(double aux, double zLoss) {
-        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, gate, aux, zLoss, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, gate, routedScale, aux, zLoss, biasRate);
     }
 }

@@ -41,7 +41,7 @@ class MoeFeedForwardTest {
         return t.copyFrom(v);
     }
 
-    /** Σ_{kept j} g_j·Expert_{e_j}(x_n) + Shared(x_n), one token and one expert at a time, in float64. */
+    /** s·Σ_{kept j} g_j·Expert_{e_j}(x_n) + Shared(x_n), one token and one expert at a time, in float64. */
     private static double[] reference(ParameterSet params, ModelConfig config, double[] x, int n, MoeFeedForward.Saved saved) {
         int c = config.hidden(), k = config.moe().topK();
         double[] y = new double[n * c];
@@ -52,7 +52,8 @@ class MoeFeedForwardTest {
             for (int j = 0; j < k; j++) {
                 int a = i * k + j;
                 if (saved.rowOf()[a] < 0) continue;
-                add(y, i, mlp(params, config, "m.experts." + saved.routing().choice()[a], row), saved.routing().gate()[a]);
+                add(y, i, mlp(params, config, "m.experts." + saved.routing().choice()[a], row),
+                        config.moe().routedScale() * saved.routing().gate()[a]);
             }
         }
         return y;
@@ -89,15 +90,17 @@ class MoeFeedForwardTest {
         return y;
     }
 
-    @ParameterizedTest(name = "{0}: N={1} C={2} E={3} k={4} F_e={5} capacity {6} shared {7}")
+    @ParameterizedTest(name = "{0}: N={1} C={2} E={3} k={4} F_e={5} capacity {6} shared {7} routed scale {8}")
     @CsvSource({
-            "gelu,   37, 24, 5, 2, 13, 0,    0",
-            "gelu,   33, 8,  7, 1, 3,  1.0,  1",
-            "swiglu, 29, 16, 3, 3, 7,  0.75, 2",
-            "swiglu, 1,  8,  4, 2, 5,  0,    0"})
-    void groupedProductsMatchThePerTokenReferenceInF32(String mlp, int n, int c, int e, int k, int hidden, double capacity, int shared) {
+            "gelu,   37, 24, 5, 2, 13, 0,    0, 2",
+            "gelu,   33, 8,  7, 1, 3,  1.0,  1, 1",
+            "swiglu, 29, 16, 3, 3, 7,  0.75, 2, 2.5",
+            "swiglu, 1,  8,  4, 2, 5,  0,    0, 1"})
+    void groupedProductsMatchThePerTokenReferenceInF32(String mlp, int n, int c, int e, int k, int hidden, double capacity, int shared,
+                                                       double routedScale) {
         ModelConfig base = mlp.equals("gelu") ? ModelConfig.gpt(11, 8, 1, c, 2) : ModelConfig.llama(11, 8, 1, c, 2, 2, 4 * c);
-        ModelConfig config = base.withMoe(MoeConfig.of(e, k, 1, hidden).withCapacityFactor(capacity).withSharedExperts(shared));
+        ModelConfig config = base.withMoe(MoeConfig.of(e, k, 1, hidden).withCapacityFactor(capacity).withSharedExperts(shared)
+                .withRoutedScale(routedScale));
         MoeRun run = new MoeRun();
         try (ParameterSet params = parameters(config, DType.F32); Tensor x = random(DType.F32, 3, n, c);
              StepArena arena = new StepArena(pool)) {

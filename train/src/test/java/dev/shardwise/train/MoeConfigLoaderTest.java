@@ -24,9 +24,10 @@ class MoeConfigLoaderTest {
     @Test
     void yamlOverridesOneMoeKeyOfThePresetAndTheResolvedConfigRoundTrips() {
         TrainConfig c = ConfigLoader.resolve(Map.of("preset", "moe-tiny", "model", Map.of("moe",
-                Map.of("balance", "bias", "capacityFactor", 1.25, "sharedExperts", 1))), "x.yaml", Map.of());
+                Map.of("balance", "bias", "capacityFactor", 1.25, "sharedExperts", 1, "routedScale", 2.5))), "x.yaml", Map.of());
         MoeConfig moe = c.model().moe();
         assertEquals(MoeConfig.Balance.BIAS, moe.balance());
+        assertEquals(2.5, moe.routedScale());
         assertEquals(1.25, moe.capacityFactor());
         assertEquals(1, moe.sharedExperts());
         assertEquals(8, moe.experts(), "the preset's other keys stay");
@@ -39,6 +40,7 @@ class MoeConfigLoaderTest {
         MoeConfig moe = c.model().moe();
         assertEquals(c.model().ffnHidden(), moe.expertHidden(), "top-1: one expert as wide as the dense MLP");
         assertEquals(MoeConfig.Balance.AUX, moe.balance());
+        assertEquals(1.0, moe.routedScale(), "gates as the router gives them");
         assertTrue(moe.dropless());
         assertNull(ConfigLoader.resolve(Map.of(), "x.yaml", Map.of()).model().moe(), "tiny stays dense");
     }
@@ -54,5 +56,8 @@ class MoeConfigLoaderTest {
         IllegalArgumentException balance = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(
                 Map.of("model", Map.of("moe", Map.of("balance", "loss"))), "x.yaml", Map.of()));
         assertTrue(balance.getMessage().contains("aux, bias or none"), balance.getMessage());
+        IllegalArgumentException scale = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(
+                Map.of("model", Map.of("moe", Map.of("routedScale", 0))), "x.yaml", Map.of()));
+        assertTrue(scale.getMessage().contains("moe.routedScale must be positive"), scale.getMessage());
     }
 }
