@@ -11,14 +11,18 @@ import static org.junit.jupiter.api.Assertions.*;
 /** {@code model.moe} in configs: the moe-tiny preset, key-by-key overrides, defaults, round trips and refusals. */
 class MoeConfigLoaderTest {
     @Test
-    void moeTinyHasEightExpertsTopTwoAndTinysActiveFlopsPerToken() {
+    void moeTinyHasASharedHalfEightExpertsTopTwoAndTinysActiveFlopsPerToken() {
         ModelConfig tiny = ModelConfig.preset("tiny"), moe = ModelConfig.preset("moe-tiny");
         assertEquals(8, moe.moe().experts());
         assertEquals(2, moe.moe().topK());
-        assertEquals(tiny.ffnHidden() / 2, moe.moe().expertHidden());
-        // the active extras: per layer the router's C·E weights and the second expert's output bias (C)
-        assertEquals(tiny.trainingFlopsPerToken(256) + 6.0 * 4 * (256 * 8 + 256), moe.trainingFlopsPerToken(256), 1e-6);
+        assertEquals(tiny.ffnHidden() / 4, moe.moe().expertHidden());
+        assertEquals(tiny.ffnHidden() / 2, moe.moe().sharedExperts() * moe.moe().expertHidden(), "the shared MLP: F/2");
+        // matrix weights per token: F/2 + 2·F/4 = F, as tiny; the extras per layer: the router's C·E weights and the
+        // output biases (C) of the 2 routed experts and the shared MLP beside the dense MLP's one, and the routed
+        // experts' hidden biases (2·F/4 + F/2 = F, as tiny's)
+        assertEquals(tiny.trainingFlopsPerToken(256) + 6.0 * 4 * (256 * 8 + 2 * 256), moe.trainingFlopsPerToken(256), 1e-6);
         assertTrue(moe.parameterCount() > 3 * tiny.parameterCount() / 2, "all 8 experts are parameters");
+        assertEquals(MoeConfig.Balance.AUX, moe.moe().balance());
     }
 
     @Test
