@@ -78,10 +78,11 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
     public static final double DEFAULT_Z_LOSS_WEIGHT = 0.001;
     /**
      * Bias step per unit of relative load error, in logits. DeepSeek-V3 moves a bias on sigmoid scores by
-     * 0.001·sign(error) over many thousands of steps; on softmax logits that reach a few units within a few hundred
-     * steps, 0.1·(relative error) converges: it moves an overloaded expert of 4x the mean load down by 0.3 a step and
-     * an idle one up by 0.1, its time constant is ~10 steps, and at balance its steps shrink with the error instead of
-     * chattering by ±γ (moe-tiny, 200 steps: worst layer's max/mean 1.18, see the README).
+     * 0.001·sign(error) over many thousands of steps; on softmax logits that spread by units within a few hundred
+     * steps, that rule (on the probabilities, as we had it) left moe-tiny's worst layer at max/mean 2.36 after 200
+     * steps. 0.1·(relative error) moves an expert at 4x the mean load down by 0.3 a step and an idle one up by 0.1,
+     * and its steps shrink with the error instead of chattering by ±γ: 1.20 (worst layer, steps 151-200); 0.3
+     * overshoots while the logits are still small (1.24), 0.05 is too slow (1.24; see the README).
      */
     public static final double DEFAULT_BIAS_RATE = 0.1;
 
