@@ -22,9 +22,9 @@ import java.util.Locale;
  * @param zLossWeight    β of the router z-loss β·mean_n(logsumexp(z_n))² (ST-MoE, Zoph et al. 2022); 0 turns it off
  * @param routedScale    s, a factor on the routed experts' gates (DeepSeek-V2/V3's routed scaling factor): y_n =
  *                       s·Σ_j g_{n,j}·Expert_j(x_n) + Shared(x_n); 1 in Switch and GShard. GShard's k gates sum to 1,
- *                       so with s = 1 k experts of F/k output about half of what a dense MLP of F does and their
- *                       weights move the output half as fast under Adam; s = k makes them add up like the dense
- *                       MLP's k slices when the gates are even
+ *                       so at even gates and s = 1, k experts of F/k output about 1/k of what a dense MLP of F does
+ *                       at the same init; s = k makes them add up like the dense MLP's k slices (on the old moe-tiny,
+ *                       8 experts of F/2, s = 2 changed the validation loss at step 100 by only -0.005)
  * @param biasRate       γ of balance bias: after each optimizer step b_e += γ·(mean load - load_e)/mean load, b_e in
  *                       logits (0.1: see {@link #DEFAULT_BIAS_RATE})
  */
