@@ -74,7 +74,13 @@ class TrainerMoeTest {
             // 4 micro-batches of 2·8 tokens, k = 2, over 4 experts: 4·16·2/4 = 32 per expert on average per layer
             assertEquals(32.0, ((Number) row.get("moe_load_mean")).doubleValue(), 1e-12, "mean tokens per expert");
             assertTrue(((Number) row.get("moe_load_max")).doubleValue() >= 32, "max load at least the mean");
-            assertTrue(((Number) row.get("moe_load_max_over_mean")).doubleValue() >= 1, "max/mean at least 1");
+            double worst = ((Number) row.get("moe_load_max_over_mean")).doubleValue();
+            double layerMean = ((Number) row.get("moe_load_max_over_mean_layers")).doubleValue();
+            assertTrue(worst >= 1, "max/mean at least 1");
+            assertTrue(layerMean >= 1 && layerMean <= worst, "the mean over layers " + layerMean + " in [1, worst " + worst + "]");
+            // pp 2 holds one MoE layer per stage: the stages' sums and counts make the same mean
+            assertEquals(layerMean, ((Number) piped.get(i).get("moe_load_max_over_mean_layers")).doubleValue(), 1e-6,
+                    "step " + (i + 1) + ": the mean over layers is the same under pp 1 and pp 2");
             assertEquals(0.0, ((Number) row.get("moe_dropped")).doubleValue(), "dropless drops nothing");
         }
     }
