@@ -20,16 +20,23 @@ import java.util.Locale;
  * @param gate           softmax scores (Switch, GShard) or noisy top-k (Shazeer et al. 2017)
  * @param auxWeight      α of the load-balancing loss α·E·Σ_e f_e·P_e (0.01 as in Switch); used with balance aux
  * @param zLossWeight    β of the router z-loss β·mean_n(logsumexp(z_n))² (ST-MoE, Zoph et al. 2022); 0 turns it off
- * @param biasRate       γ, the bias step of balance bias per optimizer step (0.001 as in DeepSeek-V3)
+ * @param routedScale    s, a factor on the routed experts' gates (DeepSeek-V2/V3's routed scaling factor): y_n =
+ *                       s·Σ_j g_{n,j}·Expert_j(x_n) + Shared(x_n); 1 in Switch and GShard. GShard's k gates sum to 1,
+ *                       so at even gates and s = 1, k experts of F/k output about 1/k of what a dense MLP of F does
+ *                       at the same init; s = k makes them add up like the dense MLP's k slices (on the old moe-tiny,
+ *                       8 experts of F/2, s = 2 changed the validation loss at step 100 by only -0.005)
+ * @param biasRate       γ of balance bias: after each optimizer step b_e += γ·(mean load - load_e)/mean load, b_e in
+ *                       logits (0.1: see {@link #DEFAULT_BIAS_RATE})
  */
 public record MoeConfig(int experts, int topK, int every, double capacityFactor, Balance balance, int sharedExperts,
-                        int expertHidden, Gate gate, double auxWeight, double zLossWeight, double biasRate) {
+                        int expertHidden, Gate gate, double routedScale, double auxWeight, double zLossWeight,
+                        double biasRate) {
 
     /** Load balancing. */
     public enum Balance {
         /** The Switch/GShard auxiliary loss α·E·Σ_e f_e·P_e added to the training loss. */
         AUX,
-        /** DeepSeek-V3's auxiliary-loss-free balancing: a per-expert bias on the selection scores, nudged after each step. */
+        /** Loss-free balancing (Wang et al. 2024; DeepSeek-V3): a per-expert bias on the selection logits, nudged after each step. */
         BIAS,
         /** None. */
         NONE;
@@ -69,8 +76,15 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
     public static final double DEFAULT_AUX_WEIGHT = 0.01;
     /** Router z-loss weight of ST-MoE (Zoph et al. 2022). */
     public static final double DEFAULT_Z_LOSS_WEIGHT = 0.001;
-    /** Bias update speed of DeepSeek-V3. */
-    public static final double DEFAULT_BIAS_RATE = 0.001;
+    /**
+     * Bias step per unit of relative load error, in logits. DeepSeek-V3 moves a bias on sigmoid scores by
+     * 0.001·sign(error) over many thousands of steps; on softmax logits that spread by units within a few hundred
+     * steps, that rule (on the probabilities, as we had it) left moe-tiny's worst layer at max/mean 2.36 after 200
+     * steps. 0.1·(relative error) moves an expert at 4x the mean load down by 0.3 a step and an idle one up by 0.1,
+     * and its steps shrink with the error instead of chattering by ±γ: 1.20 (worst layer, steps 151-200); 0.3
+     * overshoots while the logits are still small (1.24), 0.05 is too slow (1.24; see the README).
+     */
+    public static final double DEFAULT_BIAS_RATE = 0.1;
 
     /** @throws IllegalArgumentException naming the field, its value and the fix */
     public MoeConfig {
@@ -86,6 +100,9 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
         if (gate == null) throw new IllegalArgumentException("moe.gate must be softmax or noisy");
         if (sharedExperts < 0) throw new IllegalArgumentException("moe.sharedExperts must be 0 or more, got " + sharedExperts);
         if (expertHidden < 1) throw new IllegalArgumentException("moe.expertHidden must be positive, got " + expertHidden);
+        if (!(routedScale > 0) || Double.isInfinite(routedScale)) {
+            throw new IllegalArgumentException("moe.routedScale must be positive (1: gates as the router gives them), got " + routedScale);
+        }
         if (!(auxWeight >= 0)) throw new IllegalArgumentException("moe.auxWeight must be 0 or more, got " + auxWeight);
         if (!(zLossWeight >= 0)) throw new IllegalArgumentException("moe.zLossWeight must be 0 or more, got " + zLossWeight);
         if (!(biasRate >= 0)) throw new IllegalArgumentException("moe.biasRate must be 0 or more, got " + biasRate);
@@ -93,10 +110,10 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
 
     /**
      * E experts, top-k softmax gate, MoE in every {@code every}-th block, no capacity limit, the auxiliary loss,
-     * no shared experts, default weights.
+     * no shared experts, gates unscaled, default weights.
      */
     public static MoeConfig of(int experts, int topK, int every, int expertHidden) {
-        return new MoeConfig(experts, topK, every, 0, Balance.AUX, 0, expertHidden, Gate.SOFTMAX,
+        return new MoeConfig(experts, topK, every, 0, Balance.AUX, 0, expertHidden, Gate.SOFTMAX, 1,
                 DEFAULT_AUX_WEIGHT, DEFAULT_Z_LOSS_WEIGHT, DEFAULT_BIAS_RATE);
     }
 
@@ -128,22 +145,26 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
     }
 
     public MoeConfig withCapacityFactor(double value) {
-        return new MoeConfig(experts, topK, every, value, balance, sharedExperts, expertHidden, gate, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, value, balance, sharedExperts, expertHidden, gate, routedScale, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withBalance(Balance value) {
-        return new MoeConfig(experts, topK, every, capacityFactor, value, sharedExperts, expertHidden, gate, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, value, sharedExperts, expertHidden, gate, routedScale, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withSharedExperts(int value) {
-        return new MoeConfig(experts, topK, every, capacityFactor, balance, value, expertHidden, gate, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, value, expertHidden, gate, routedScale, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withGate(Gate value) {
-        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, value, auxWeight, zLossWeight, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, value, routedScale, auxWeight, zLossWeight, biasRate);
+    }
+
+    public MoeConfig withRoutedScale(double value) {
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, gate, value, auxWeight, zLossWeight, biasRate);
     }
 
     public MoeConfig withWeights(double aux, double zLoss) {
-        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, gate, aux, zLoss, biasRate);
+        return new MoeConfig(experts, topK, every, capacityFactor, balance, sharedExperts, expertHidden, gate, routedScale, aux, zLoss, biasRate);
     }
 }

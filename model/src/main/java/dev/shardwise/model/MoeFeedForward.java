@@ -6,12 +6,13 @@ import dev.shardwise.core.tensor.Tensor;
 
 /**
  * A mixture-of-experts feed-forward block (Shazeer et al. 2017; GShard, Lepikhin et al. 2020; Switch, Fedus et al.
- * 2021): y_n = Σ_{j kept} g_{n,j}·Expert_{e_{n,j}}(x_n) + Shared(x_n), x [N, C] -> y [N, C]. The {@link MoeRouter}
+ * 2021): y_n = s·Σ_{j kept} g_{n,j}·Expert_{e_{n,j}}(x_n) + Shared(x_n), x [N, C] -> y [N, C], s the
+ * routed scale ({@link MoeConfig#routedScale}, 1 unless set). The {@link MoeRouter}
  * picks each token's k experts and gates; with a capacity factor each expert keeps at most
  * {@link MoeConfig#capacity} assignments, first choices of every token before second choices (GShard), and the
  * dropped ones add nothing (the residual carries the token); dropless keeps all. Dispatch gathers the kept
  * assignments sorted by expert (token order within an expert), the {@link GroupedExperts} run each expert over its
- * contiguous rows, and combine adds g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
+ * contiguous rows, and combine adds s·g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
  * of S·F_e hidden features that every token passes through.
  *
  * <p>The auxiliary losses enter the objective through backward: their gradient, scaled by the pass's loss scale
@@ -145,7 +146,7 @@ final class MoeFeedForward implements FeedForward {
         }
         // combine, in assignment order
         for (int a = 0; a < n * k; a++) {
-            if (rowOf[a] >= 0) MoeRows.addRow(y, a / k, ys, rowOf[a], routing.gate()[a]);
+            if (rowOf[a] >= 0) MoeRows.addRow(y, a / k, ys, rowOf[a], moe.routedScale() * routing.gate()[a]);
         }
         double aux = router.auxLoss(routing);
         if (run.recording()) {
@@ -171,13 +172,13 @@ final class MoeFeedForward implements FeedForward {
         Tensor dxs = null;
         int m = saved.tokenOf.length;
         if (saved.xs != null) {
-            // y_n += g·ys_r: dys_r = g·dy_n, dg = dy_n·ys_r
+            // y_n += s·g·ys_r: dys_r = s·g·dy_n, dg = s·dy_n·ys_r
             Tensor dys = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
             for (int a = 0; a < n * k; a++) {
                 int r = saved.rowOf[a];
                 if (r < 0) continue;
-                MoeRows.setRow(dys, r, dy, a / k, routing.gate()[a]);
-                dgate[a] = MoeRows.dot(dy, a / k, saved.ys, r);
+                MoeRows.setRow(dys, r, dy, a / k, moe.routedScale() * routing.gate()[a]);
+                dgate[a] = moe.routedScale() * MoeRows.dot(dy, a / k, saved.ys, r);
             }
             if (dispatch != null) {
                 dxs = dispatch.backward(arena, dys, m, c, saved.exchanged, weights);

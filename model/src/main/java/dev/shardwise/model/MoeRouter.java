@@ -14,9 +14,12 @@ import java.util.SplittableRandom;
  * g_j = p_j / Σ_selected p; noisy top-k, Shazeer et al. 2017: h = z + ε·softplus(x·W_noiseᵀ) with ε ~ N(0, 1) while
  * training, top-k of h, g = softmax over the kept h), and the auxiliary losses: the load-balancing loss
  * α·E·Σ_e f_e·P_e (f_e: share of the N·k assignments that chose e; P_e: mean p_e) and the z-loss
- * β·mean_n(logsumexp(z_n))² (Zoph et al. 2022). With DeepSeek-V3's loss-free balancing a per-expert bias
- * {@code name.balance_bias} [E] is added to the scores for the choice only; it is no trainable parameter (its
- * gradient stays 0, so AdamW leaves it alone) but lives in the parameter set so checkpoints and pipelines carry it.
+ * β·mean_n(logsumexp(z_n))² (Zoph et al. 2022). With loss-free balancing (Wang et al. 2024; DeepSeek-V3) a
+ * per-expert bias {@code name.balance_bias} [E] is added to the logits for the choice only (top-k of z + b, gates
+ * from the unbiased p): b_e multiplies every token's p_e by exp(b_e) alike, whatever the token's confidence, where a
+ * bias on the probabilities would sway a token with flat p and not one with a peaked p. It is no trainable parameter
+ * (its gradient stays 0, so AdamW leaves it alone) but lives in the parameter set so checkpoints and pipelines carry
+ * it.
  *
  * <p>The routing arithmetic runs in float64 on the heap over [N, E] (E is small); only the two GEMMs touch tensors.
  * The noise sample of a token is keyed by its row's contents (so it is the same when a full-recompute block reruns
@@ -78,7 +81,7 @@ final class MoeRouter {
             for (int j = 0; j < e; j++) p[i * e + j] = Math.exp(z[i * e + j] - max) / sum;
             lse[i] = max + Math.log(sum);
         }
-        double[] u = null, eps = null, h = p;
+        double[] u = null, eps = null, h = z;   // the choice scores: the logits (plus the noise under the noisy gate)
         if (noise != null) {
             u = noise.forward(arena, x).toDoubleArray();
             eps = new double[n * e];
@@ -189,14 +192,19 @@ final class MoeRouter {
         if (noise != null) noise.backwardAdd(dx, arena.allocateForOverwrite(x.dtype(), n, e).copyFrom(du), x, weights);
     }
 
-    /** DeepSeek-V3: b_e += γ·sign(mean load - load_e), after a step. No-op unless balance is bias. */
+    /**
+     * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·(mean load - load_e) / mean
+     * load, a step proportional to each expert's relative load error. No-op unless balance is bias, or when no token
+     * was routed.
+     */
     void updateBias(double[] load) {
         if (bias == null) return;
         double mean = 0;
         for (double l : load) mean += l;
         mean /= load.length;
+        if (mean == 0) return;
         Tensor b = bias.value();
-        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * Math.signum(mean - load[j]), j);
+        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * (mean - load[j]) / mean, j);
     }
 
     /** A hash of row i's bits. */

@@ -120,8 +120,8 @@ public final class MoeRun {
     }
 
     /**
-     * DeepSeek-V3's auxiliary-loss-free update after a step, for layers with balance bias: b_e += γ·sign(mean load
-     * - load_e), from {@code loads} (the step's load per layer, {@link MoeStats#loads()} order, summed over the
+     * Loss-free balancing's update after a step, for layers with balance bias: b_e += γ·(mean load - load_e) / mean
+     * load, from {@code loads} (the step's load per layer, {@link MoeStats#loads()} order, summed over the
      * replicas that must stay equal).
      */
     public void updateBias(List<double[]> loads) {

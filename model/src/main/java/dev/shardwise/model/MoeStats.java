@@ -19,15 +19,33 @@ public record MoeStats(double auxLoss, List<double[]> loads, long dropped, long 
     /** The largest load of any expert of any layer over that layer's mean load; 0 without MoE layers. */
     public double maxOverMean() {
         double worst = 0;
-        for (double[] load : loads) {
-            double sum = 0, max = 0;
-            for (double l : load) {
-                sum += l;
-                max = Math.max(max, l);
-            }
-            if (sum > 0) worst = Math.max(worst, max * (double) load.length / sum);
-        }
+        for (double[] load : loads) worst = Math.max(worst, maxOverMean(load));
         return worst;
+    }
+
+    /**
+     * Each layer's largest expert load over its mean load, summed over the layers (divide by {@link #layers()} for
+     * the mean over layers; a sum so that pipeline stages can add theirs); 0 without MoE layers.
+     */
+    public double sumOfMaxOverMean() {
+        double sum = 0;
+        for (double[] load : loads) sum += maxOverMean(load);
+        return sum;
+    }
+
+    /** The MoE layers recorded. */
+    public int layers() {
+        return loads.size();
+    }
+
+    /** max_e load_e / mean_e load_e of one layer; 0 for a layer that took no tokens. */
+    static double maxOverMean(double[] load) {
+        double sum = 0, max = 0;
+        for (double l : load) {
+            sum += l;
+            max = Math.max(max, l);
+        }
+        return sum > 0 ? max * load.length / sum : 0;
     }
 
     /** The largest number of tokens any expert of any layer took. */

@@ -86,7 +86,8 @@ class LayerGradientTest {
 
     /**
      * The MoE feed-forward block with each gate (Switch top-1, GShard top-2, noisy top-2), capacity (dropless, and a
-     * factor that drops assignments), balance option (aux, bias, none; z-loss on and off), shared experts, and GELU
+     * factor that drops assignments), balance option (aux, bias, none; z-loss on and off), shared experts, a routed
+     * scale, and GELU
      * and SwiGLU experts; and MoE blocks inside a transformer block under each recompute policy. The discrete top-k
      * choice stays fixed under the finite-difference steps (random inputs sit far from ties); the noise sample is
      * keyed by row so perturbing x leaves it fixed. The loss checked is Σ y∘R plus the layer's auxiliary losses.
@@ -101,7 +102,8 @@ class LayerGradientTest {
                 new Variant("noisy top-2 aux", gpt, base.withGate(MoeConfig.Gate.NOISY)),
                 new Variant("noisy top-1 capacity 0.75 none", gpt, MoeConfig.of(4, 1, 1, 6).withGate(MoeConfig.Gate.NOISY)
                         .withCapacityFactor(0.75).withBalance(MoeConfig.Balance.NONE).withWeights(0, 0)),
-                new Variant("top-2 bias + 2 shared", gpt, base.withBalance(MoeConfig.Balance.BIAS).withSharedExperts(2)),
+                new Variant("top-2 bias + 2 shared, routed scale 2.5", gpt,
+                        base.withBalance(MoeConfig.Balance.BIAS).withSharedExperts(2).withRoutedScale(2.5)),
                 new Variant("swiglu top-2 none z-loss", llama, base.withBalance(MoeConfig.Balance.NONE)),
                 new Variant("swiglu top-3 capacity 1.25 aux + shared", llama, MoeConfig.of(4, 3, 1, 6).withWeights(0.3, 0.05)
                         .withCapacityFactor(1.25).withSharedExperts(1)));

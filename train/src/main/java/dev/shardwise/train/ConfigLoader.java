@@ -47,7 +47,7 @@ public final class ConfigLoader {
             "kvHeads", "ffnHidden", "norm", "mlp", "positions", "residual", "bias", "topQueryLayer", "normEps", "moe");
     /** Keys under {@code model.moe:} (a missing key takes {@link #moeDefaults}'s value). */
     static final List<String> MOE_KEYS = List.of("experts", "topK", "every", "capacityFactor", "balance", "sharedExperts",
-            "expertHidden", "gate", "auxWeight", "zLossWeight", "biasRate");
+            "expertHidden", "gate", "routedScale", "auxWeight", "zLossWeight", "biasRate");
 
     private ConfigLoader() { }
 
@@ -254,6 +254,7 @@ public final class ConfigLoader {
         m.put("sharedExperts", moe.sharedExperts());
         m.put("expertHidden", moe.expertHidden());
         m.put("gate", moe.gate().key());
+        m.put("routedScale", moe.routedScale());
         m.put("auxWeight", moe.auxWeight());
         m.put("zLossWeight", moe.zLossWeight());
         m.put("biasRate", moe.biasRate());
@@ -263,7 +264,7 @@ public final class ConfigLoader {
     /**
      * The MoE config from {@code model.moe}'s keys; a missing key defaults to 8 experts, top-2, every block,
      * dropless, balance aux, no shared experts, experts of hidden ffnHidden/topK (the dense model's active FLOPs),
-     * the softmax gate and the default weights.
+     * the softmax gate, gates unscaled (routedScale 1) and the default weights.
      */
     @SuppressWarnings("unchecked")
     static MoeConfig moeFromMap(Object value, int ffnHidden) {
@@ -277,6 +278,7 @@ public final class ConfigLoader {
         m.put("balance", "aux");
         m.put("sharedExperts", 0);
         m.put("gate", "softmax");
+        m.put("routedScale", 1);
         m.put("auxWeight", MoeConfig.DEFAULT_AUX_WEIGHT);
         m.put("zLossWeight", MoeConfig.DEFAULT_Z_LOSS_WEIGHT);
         m.put("biasRate", MoeConfig.DEFAULT_BIAS_RATE);
@@ -286,7 +288,8 @@ public final class ConfigLoader {
         return new MoeConfig(integer(m, "model.moe.", "experts"), topK, integer(m, "model.moe.", "every"),
                 number(m, "model.moe.", "capacityFactor"), MoeConfig.Balance.parse(String.valueOf(m.get("balance"))),
                 integer(m, "model.moe.", "sharedExperts"), integer(m, "model.moe.", "expertHidden"),
-                MoeConfig.Gate.parse(String.valueOf(m.get("gate"))), number(m, "model.moe.", "auxWeight"),
+                MoeConfig.Gate.parse(String.valueOf(m.get("gate"))), number(m, "model.moe.", "routedScale"),
+                number(m, "model.moe.", "auxWeight"),
                 number(m, "model.moe.", "zLossWeight"), number(m, "model.moe.", "biasRate"));
     }
 

@@ -7,8 +7,9 @@ package dev.shardwise.train;
  * @param auxLoss     the auxiliary losses added to the training objective (α·balance + β·z-loss, summed over the MoE
  *                    layers, averaged over micro-batches); the reported loss is the cross-entropy alone
  * @param maxOverMean the worst layer's largest expert load over its mean load (1 is perfect balance)
+ * @param meanOverLayers each MoE layer's largest expert load over its mean load, averaged over the layers
  * @param maxLoad     the largest number of tokens any expert took in the step (per replica)
  * @param meanLoad    mean tokens per expert in the step (per replica)
  * @param dropped     assignments dropped by capacity limits in the step (per replica, all layers)
  */
-public record MoeReport(double auxLoss, double maxOverMean, double maxLoad, double meanLoad, double dropped) { }
+public record MoeReport(double auxLoss, double maxOverMean, double meanOverLayers, double maxLoad, double meanLoad, double dropped) { }

@@ -221,7 +221,7 @@ public final class TrainStep implements AutoCloseable {
      */
     private MoeReport afterMoeStep() {
         if (chunks.getFirst().config().moe() == null) return null;
-        double aux = 0, dropped = 0, worst = 0, maxLoad = 0, meanLoad = 0;
+        double aux = 0, dropped = 0, worst = 0, sumOfRatios = 0, layers = 0, maxLoad = 0, meanLoad = 0;
         for (GptPart chunk : chunks) {
             MoeStats local = chunk.moe().stats();
             List<double[]> loads = new ArrayList<>();
@@ -235,10 +235,13 @@ public final class TrainStep implements AutoCloseable {
             aux += averaged.auxLoss();
             dropped += update.mean(local.dropped());
             worst = Math.max(worst, averaged.maxOverMean());
+            sumOfRatios += averaged.sumOfMaxOverMean();
+            layers += averaged.layers();
             maxLoad = Math.max(maxLoad, averaged.maxLoad());
             meanLoad = Math.max(meanLoad, averaged.meanLoad());   // the same in every MoE layer: tokens·k/E
         }
-        return new MoeReport(sumOverStages(aux), reduceOverStages(worst, ReduceOp.MAX), reduceOverStages(maxLoad, ReduceOp.MAX),
+        double meanOverLayers = sumOverStages(sumOfRatios) / Math.max(1, sumOverStages(layers));
+        return new MoeReport(sumOverStages(aux), reduceOverStages(worst, ReduceOp.MAX), meanOverLayers, reduceOverStages(maxLoad, ReduceOp.MAX),
                 reduceOverStages(meanLoad, ReduceOp.MAX), sumOverStages(dropped));
     }
 

@@ -482,6 +482,7 @@ public final class Trainer {
                     row.put("moe_load_max", moe.maxLoad());
                     row.put("moe_load_mean", moe.meanLoad());
                     row.put("moe_load_max_over_mean", moe.maxOverMean());
+                    row.put("moe_load_max_over_mean_layers", moe.meanOverLayers());
                     row.put("moe_dropped", moe.dropped());
                 }
                 row.put("mem_peak_bytes", pool.peakBytes());

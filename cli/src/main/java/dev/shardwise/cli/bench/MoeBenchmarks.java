@@ -13,11 +13,12 @@ import java.util.Locale;
 import java.util.SplittableRandom;
 
 /**
- * The {@code moe} case of {@code bench kernels}: the dropless mixture-of-experts block of {@code moe-tiny} (8 experts
- * of hidden 512, top-2: router, dispatch, grouped expert products, combine) forward and backward over one micro-batch
+ * The {@code moe} case of {@code bench kernels}: the dropless mixture-of-experts block of {@code moe-tiny} (a shared
+ * MLP of hidden 512 and 8 experts of hidden 256, top-2: router, dispatch, grouped expert products, combine) forward
+ * and backward over one micro-batch
  * of the tiny preset (B·T = 8·256 tokens, C = 256), beside tiny's dense GELU MLP (hidden 1024), which has the same
  * active FLOPs per token, measured in the same run. GFLOP/s count the matrix products a token uses (the dense MLP's;
- * the router's and two experts'), so the ratio is the MoE block's efficiency against the dense one.
+ * the router's, two experts' and the shared MLP's), so the ratio is the MoE block's efficiency against the dense one.
  */
 final class MoeBenchmarks {
     private static final int TOKENS = 8 * 256;
