@@ -212,9 +212,8 @@ public final class LocalCostModel {
 
     /** The bytes one pass of {@code span} allocates: its pieces' footprints, all held until the pass ends. */
     private static long passBytes(GptPart.Span span, LocalProfile.Pieces pieces, ParallelLayout layout, boolean split) {
-        java.util.function.ToLongFunction<LocalProfile.Part> bytes = split ? LocalProfile.Part::splitPassBytes : LocalProfile.Part::passBytes;
-        return (span.embedding() ? bytes.applyAsLong(pieces.embedding()) : 0)
-                + span.blocks() * bytes.applyAsLong(pieces.block().get(layout.recompute()))
-                + (span.head() ? bytes.applyAsLong(pieces.head()) : 0);
+        return pieces.embedding().bytesOf(span.embedding() ? 1 : 0, split)
+                + pieces.block().get(layout.recompute()).bytesOf(span.blocks(), split)
+                + pieces.head().bytesOf(span.head() ? 1 : 0, split);
     }
 }

@@ -135,18 +135,29 @@ public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int se
      * @param backwardSeconds       the whole backward (recompute included)
      * @param backwardInputSeconds  ZB-H1's B: the input gradient alone (the whole backward where B and W do not split)
      * @param backwardWeightSeconds ZB-H1's W: the deferred weight gradients (0 where they do not split)
-     * @param passBytes             activation bytes a forward and whole backward allocate in a fresh arena
+     * @param passBytes             activation bytes a forward and whole backward allocate in a fresh arena (for a block: what
+     *                              each further block adds)
      * @param splitPassBytes        the same for a forward, B and W (ZB-H1); {@code passBytes} where they do not split
      * @param scratchBytes          how far above {@code passBytes} the pass peaked: scratch its layers freed before it ended
+     * @param sharedPassBytes       bytes a pass of any number of blocks holds once on top of {@code passBytes} per block: the
+     *                              arena's stack that each block's backward temporaries rewind (0 for the embedding and head)
+     * @param sharedSplitPassBytes  the same for a split pass
      */
     public record Part(double forwardSeconds, double backwardSeconds, double backwardInputSeconds, double backwardWeightSeconds,
-                       long passBytes, long splitPassBytes, long scratchBytes) {
+                       long passBytes, long splitPassBytes, long scratchBytes, long sharedPassBytes, long sharedSplitPassBytes) {
         /** Each figure the larger of this part's and {@code other}'s. */
         public Part max(Part other) {
             return new Part(Math.max(forwardSeconds, other.forwardSeconds), Math.max(backwardSeconds, other.backwardSeconds),
                     Math.max(backwardInputSeconds, other.backwardInputSeconds), Math.max(backwardWeightSeconds, other.backwardWeightSeconds),
                     Math.max(passBytes, other.passBytes), Math.max(splitPassBytes, other.splitPassBytes),
-                    Math.max(scratchBytes, other.scratchBytes));
+                    Math.max(scratchBytes, other.scratchBytes), Math.max(sharedPassBytes, other.sharedPassBytes),
+                    Math.max(sharedSplitPassBytes, other.sharedSplitPassBytes));
+        }
+
+        /** The activation bytes a pass of {@code blocks} such blocks (or of this embedding or head: 1) holds, split or whole. */
+        public long bytesOf(int blocks, boolean split) {
+            if (blocks == 0) return 0;
+            return split ? blocks * splitPassBytes + sharedSplitPassBytes : blocks * passBytes + sharedPassBytes;
         }
     }
 }

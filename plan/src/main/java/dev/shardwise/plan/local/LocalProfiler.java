@@ -138,13 +138,13 @@ public final class LocalProfiler {
                     dOut.copyFrom(values);
                     Tensor tokens = batch.slice(1, 0, seq), targets = batch.slice(1, 1, seq);
                     LocalProfile.Part embedding = measurePart(new GptPart.Span(true, 0, 0, false), Recompute.NONE, tp, tokens, targets,
-                            null, dOut);
+                            null, dOut, repeats);
                     Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
                     for (Recompute policy : Recompute.values()) {
-                        block.put(policy, measurePart(new GptPart.Span(false, 0, 1, false), policy, tp, tokens, targets, input, dOut));
+                        block.put(policy, measureBlock(policy, tp, tokens, targets, input, dOut));
                     }
                     LocalProfile.Part head = measurePart(new GptPart.Span(false, config.layers(), config.layers(), true), Recompute.NONE,
-                            tp, tokens, targets, input, null);
+                            tp, tokens, targets, input, null, repeats);
                     return new LocalProfile.Pieces(embedding, block, head);
                 }
             }
@@ -157,18 +157,34 @@ public final class LocalProfiler {
         }
 
         /**
-         * Forward, whole backward, and (where it splits) B then W, timed; the activation bytes the first whole pass and
+         * One block timed, and its bytes split into what each block of a pass adds and what a pass holds once however many
+         * blocks it has (each block's backward temporaries come from one stack in the arena, rewound after the block):
+         * the difference between an untimed pass of two blocks and the timed one of one block.
+         */
+        private LocalProfile.Part measureBlock(Recompute policy, TensorParallel tp, Tensor tokens, Tensor targets, Tensor input,
+                                               Tensor dOut) {
+            LocalProfile.Part one = measurePart(new GptPart.Span(false, 0, 1, false), policy, tp, tokens, targets, input, dOut, repeats);
+            if (config.layers() < 2) return one;
+            LocalProfile.Part two = measurePart(new GptPart.Span(false, 0, 2, false), policy, tp, tokens, targets, input, dOut, 0);
+            long perBlock = Math.min(one.passBytes(), two.passBytes() - one.passBytes());
+            long perSplitBlock = Math.min(one.splitPassBytes(), two.splitPassBytes() - one.splitPassBytes());
+            return new LocalProfile.Part(one.forwardSeconds(), one.backwardSeconds(), one.backwardInputSeconds(), one.backwardWeightSeconds(),
+                    perBlock, perSplitBlock, one.scratchBytes(), one.passBytes() - perBlock, one.splitPassBytes() - perSplitBlock);
+        }
+
+        /**
+         * Forward, whole backward, and (where it splits) B then W, timed {@code timed} times (0: bytes only); the activation bytes the first whole pass and
          * the first split pass left in their fresh arenas, and how far above that the whole pass peaked (scratch arenas
          * its layers closed before it ended).
          */
         private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, TensorParallel tp, Tensor tokens, Tensor targets,
-                                              Tensor input, Tensor dOut) {
+                                              Tensor input, Tensor dOut, int timed) {
             try (ParameterSet params = allocate(span, tp); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
                 GptPart part = new GptPart(config, params, span, policy, 1, tp);
-                double[] forward = new double[repeats], backward = new double[repeats], inputGrad = new double[repeats],
-                        weightGrad = new double[repeats];
+                double[] forward = new double[timed], backward = new double[timed], inputGrad = new double[timed],
+                        weightGrad = new double[timed];
                 long passBytes = 0, splitBytes = 0, scratchBytes = 0;
-                for (int r = -1; r < repeats; r++) {
+                for (int r = -1; r < timed; r++) {
                     world.barrier();
                     long before = pool.liveBytes(MemoryCategory.ACTIVATIONS);
                     pool.resetPeaks();
@@ -207,7 +223,7 @@ public final class LocalProfiler {
                     weightGrad[r] = bWeight;
                 }
                 return new LocalProfile.Part(median(forward), median(backward), median(inputGrad), median(weightGrad), passBytes, splitBytes,
-                        scratchBytes);
+                        scratchBytes, 0, 0);
             }
         }
 
@@ -253,7 +269,9 @@ public final class LocalProfiler {
         }
     }
 
+    /** The median; 0 for no values. */
     private static double median(double[] values) {
+        if (values.length == 0) return 0;
         double[] sorted = values.clone();
         Arrays.sort(sorted);
         int n = sorted.length;

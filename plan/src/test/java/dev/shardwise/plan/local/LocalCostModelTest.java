@@ -6,7 +6,12 @@ import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.TensorParallelRank;
+import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
+import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.ParameterSet;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
@@ -46,7 +51,7 @@ class LocalCostModelTest {
     private static LocalProfile.Part part(double time, double bytes, double f, double b, double bIn, double bW, long pass, long split,
                                           long scratch) {
         return new LocalProfile.Part(time * f, time * b, time * bIn, time * bW, (long) (bytes * pass), (long) (bytes * split),
-                (long) (bytes * scratch));
+                (long) (bytes * scratch), 0, 0);
     }
 
     @Test
@@ -125,6 +130,35 @@ class LocalCostModelTest {
     }
 
     @Test
+    void aBlockPartsBytesGrowByThePerBlockBytesOverWhatAPassHoldsOnce() {
+        LocalProfile.Part block = new LocalProfile.Part(0, 0, 0, 0, 1000, 1200, 0, 300, 0);
+        assertEquals(0, block.bytesOf(0, false));
+        assertEquals(4 * 1000 + 300, block.bytesOf(4, false), "one backward stack per pass, whatever its blocks");
+        assertEquals(4 * 1200, block.bytesOf(4, true));
+    }
+
+    @Test
+    void theProfiledBlockBytesPredictAWholeStacksPass() {
+        LocalProfile p = LocalProfiler.profile(SMALL, 1, 2, 16, 1);
+        MemoryPool pool = MemoryPool.unlimited("test");
+        GptPart.Span blocks = new GptPart.Span(false, 0, SMALL.layers(), false);
+        try (ParameterSet params = Gpt.declare(SMALL, List.of(blocks), true).allocate(pool, DType.F32);
+             StepArena arena = new StepArena(pool);
+             Tensor input = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 2 * 16, SMALL.hidden());
+             Tensor dOut = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 2 * 16, SMALL.hidden());
+             Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, 2, 17)) {
+            params.initialize(3);
+            input.copyFrom(new float[2 * 16 * SMALL.hidden()]);
+            dOut.copyFrom(new float[2 * 16 * SMALL.hidden()]);
+            GptPart part = new GptPart(SMALL, params, blocks);
+            part.backward(arena, part.forward(arena, batch.slice(1, 0, 16), batch.slice(1, 1, 16), input, true, 1.0), dOut);
+            long measured = pool.liveBytes(MemoryCategory.ACTIVATIONS);
+            long predicted = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(Recompute.NONE).bytesOf(SMALL.layers(), false);
+            assertEquals(measured, predicted, "a pass of " + SMALL.layers() + " blocks");
+        }
+    }
+
+    @Test
     void theProfilerMeasuresEveryPieceAndTheArenaBytesOfABlock() {
         LocalProfile p = LocalProfiler.profile(SMALL, 2, 2, 16, 1);
         assertEquals(2, p.ranks());
@@ -135,8 +169,9 @@ class LocalCostModelTest {
         assertTrue(p.allReduceSecondsPerByte() > 0 && p.sendSecondsPerByte() > 0 && p.optimizerSecondsPerParameter() > 0, p.toString());
         long saved = ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.NONE, DType.F32);
         LocalProfile.Pieces pieces = p.pieces().get(LocalProfile.TensorSplit.NONE);
-        long pass = pieces.block().get(Recompute.NONE).passBytes();
-        assertTrue(pass > saved, "a pass holds what forward saves (" + saved + ") and what backward allocates: " + pass);
+        LocalProfile.Part block = pieces.block().get(Recompute.NONE);
+        assertTrue(block.passBytes() >= saved, "each block of a pass holds what its forward saves (" + saved + "): " + block.passBytes());
+        assertTrue(block.sharedPassBytes() > 0, "and a pass holds backward's rewound temporaries once: " + block);
         assertTrue(pieces.block().get(Recompute.FULL).passBytes() >= ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.FULL, DType.F32),
                 "full recompute still holds the block's output");
         assertTrue(pieces.head().passBytes() >= 2L * 16 * 96 * 4, "the head holds at least the logits: " + pieces.head().passBytes());
