@@ -28,8 +28,9 @@ import java.util.stream.Collectors;
  * {@code shardwise bench planner}: the local cost model checked against reality. For each layout it predicts the step
  * time and the leader's peak memory from a profile of the model's pieces ({@link LocalProfiler}, {@link LocalCostModel}),
  * then trains the layout for a few steps with the real trainer and reads the measured median step and pool peak from
- * its metrics, in rounds over all layouts (a slow spell of a shared machine then slows every layout alike) of which each
- * layout keeps its median; it prints both, the errors, and the Spearman rank correlation of predicted against measured
+ * its metrics. It works in rounds, each profiling again and training every layout, and each layout keeps its fastest
+ * prediction and its fastest measured round (a shared machine's noise only ever slows a run down, and profiling in
+ * every round samples the machine's slow and fast spells as training does); it prints both, the errors, and the Spearman rank correlation of predicted against measured
  * step times.
  */
 @Command(name = "planner", mixinStandardHelpOptions = true,
@@ -52,8 +53,8 @@ public final class BenchPlannerCommand implements Runnable {
     @Option(names = "--layouts", split = ";", description = "Layouts, separated by ';' (default: 16 layouts of 1 and 2 ranks).")
     List<String> layouts;
 
-    @Option(names = "--rounds", defaultValue = "1", description = "Training rounds over all layouts; each layout keeps its median "
-            + "(default: ${DEFAULT-VALUE}).")
+    @Option(names = "--rounds", defaultValue = "1", description = "Training rounds over all layouts; each layout keeps its fastest "
+            + "round's median step (default: ${DEFAULT-VALUE}).")
     int rounds;
 
     @Mixin
@@ -93,34 +94,34 @@ public final class BenchPlannerCommand implements Runnable {
                 splits.computeIfAbsent(List.of(c.layout().worldSize(), c.layout().microBatch()), k -> new HashSet<>())
                         .add(LocalProfile.TensorSplit.of(c.layout()));
             }
-            Map<List<Integer>, LocalProfile> profiles = new HashMap<>();
-            splits.forEach((k, wanted) -> {
-                out.info("profiling " + preset + " on " + k.get(0) + " rank(s) at micro-batch " + k.get(1) + " (" + wanted.stream().sorted()
-                        .map(LocalProfile.TensorSplit::toString).collect(Collectors.joining("; ")) + ")");
-                profiles.put(k, LocalProfiler.profile(config, k.get(0), k.get(1), run.seqLen, repeats, wanted));
-            });
-            List<LocalEstimate> predicted = new ArrayList<>();
-            for (Candidates.Choice c : choices) {
-                ParallelLayout l = c.layout();
-                predicted.add(new LocalCostModel(config, profiles.get(List.of(l.worldSize(), l.microBatch())))
-                        .estimate(l, c.schedule(), run.globalBatch));
-            }
-            double[][] seconds = new double[choices.size()][rounds];
+            LocalEstimate[] predicted = new LocalEstimate[choices.size()];
+            double[] seconds = new double[choices.size()];
+            Arrays.fill(seconds, Double.POSITIVE_INFINITY);
             long[] peaks = new long[choices.size()];
-            for (int r = 0; r < rounds; r++) {
+            for (int r = 0; r < rounds; r++) {   // each round profiles and trains again: both sample the machine's spells alike
+                String round = "round " + (r + 1) + "/" + rounds + ": ";
+                Map<List<Integer>, LocalProfile> profiles = new HashMap<>();
+                splits.forEach((k, wanted) -> {
+                    out.info(round + "profiling " + preset + " on " + k.get(0) + " rank(s) at micro-batch " + k.get(1) + " ("
+                            + wanted.stream().sorted().map(LocalProfile.TensorSplit::toString).collect(Collectors.joining("; ")) + ")");
+                    profiles.put(k, LocalProfiler.profile(config, k.get(0), k.get(1), run.seqLen, repeats, wanted));
+                });
                 for (int i = 0; i < choices.size(); i++) {
                     Candidates.Choice c = choices.get(i);
-                    out.info("round " + (r + 1) + "/" + rounds + ": training " + preset + " " + Candidates.format(c.layout(), c.schedule())
-                            + " for " + run.steps + " steps");
+                    ParallelLayout l = c.layout();
+                    LocalEstimate e = new LocalCostModel(config, profiles.get(List.of(l.worldSize(), l.microBatch())))
+                            .estimate(l, c.schedule(), run.globalBatch);
+                    if (predicted[i] == null || e.stepSeconds() < predicted[i].stepSeconds()) predicted[i] = e;
+                    out.info(round + "training " + preset + " " + Candidates.format(l, c.schedule()) + " for " + run.steps + " steps");
                     LayoutRun measured = run.train(preset, c);
-                    seconds[i][r] = measured.stepSeconds();
+                    seconds[i] = Math.min(seconds[i], measured.stepSeconds());
                     peaks[i] = Math.max(peaks[i], measured.peakBytes());
                 }
             }
             List<Row> rows = new ArrayList<>();
             for (int i = 0; i < choices.size(); i++) {
                 Candidates.Choice c = choices.get(i);
-                rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted.get(i), median(seconds[i]), peaks[i]));
+                rows.add(new Row(preset, Candidates.format(c.layout(), c.schedule()), predicted[i], seconds[i], peaks[i]));
             }
             print(out, rows);
             all.addAll(rows);
@@ -154,13 +155,6 @@ public final class BenchPlannerCommand implements Runnable {
         out.info(String.format(Locale.ROOT, "%s: step time |error| mean %.1f%%, worst %.1f%%, %d of %d layouts within 15%%; "
                         + "Spearman %.2f; peak memory |error| mean %.1f%%, worst %.1f%%", what, 100 * meanTime, 100 * worstTime,
                 within, rows.size(), spearman(predicted, measured), 100 * meanMemory, 100 * worstMemory));
-    }
-
-    private static double median(double[] values) {
-        double[] sorted = values.clone();
-        Arrays.sort(sorted);
-        int n = sorted.length;
-        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     }
 
     /** Spearman's rank correlation: Pearson's of the ranks (ties share their mean rank). */

@@ -34,8 +34,9 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
  * cores training would give it ({@link LocalCluster}), whole and under each tensor-parallel split asked for (the
  * ranks then form tp groups and run their slices with the group's collectives), plus AdamW over one block and the
- * local backend's all-reduce and send. Each figure is the median of a few repetitions after a warm-up, taken on the
- * slowest rank, with every rank starting each repetition together.
+ * local backend's all-reduce and send. Each time is the fastest of a few repetitions after a warm-up (a shared
+ * machine's noise only ever slows a repetition down; {@code bench planner} compares it with each layout's fastest
+ * round), taken on the slowest rank, with every rank starting each repetition together.
  */
 public final class LocalProfiler {
     /** Bytes of the all-reduce and send timed for the per-byte costs. */
@@ -222,7 +223,7 @@ public final class LocalProfiler {
                     inputGrad[r] = bInput;
                     weightGrad[r] = bWeight;
                 }
-                return new LocalProfile.Part(median(forward), median(backward), median(inputGrad), median(weightGrad), passBytes, splitBytes,
+                return new LocalProfile.Part(fastest(forward), fastest(backward), fastest(inputGrad), fastest(weightGrad), passBytes, splitBytes,
                         scratchBytes, 0, 0);
             }
         }
@@ -237,7 +238,7 @@ public final class LocalProfiler {
                     adam.step(1e-4);
                     if (r >= 0) seconds[r] = (System.nanoTime() - t0) / 1e9;
                 }
-                return median(seconds) / params.count();
+                return fastest(seconds) / params.count();
             }
         }
 
@@ -264,17 +265,13 @@ public final class LocalProfiler {
                     latency[r] = (t2 - t1) / 1e9;
                     send[r] = world.rank() == 1 ? (t4 - t3) / 1e9 / (4.0 * COLLECTIVE_FLOATS) : 0;
                 }
-                return new double[] {median(reduce), median(latency), median(send)};
+                return new double[] {fastest(reduce), fastest(latency), fastest(send)};
             }
         }
     }
 
-    /** The median; 0 for no values. */
-    private static double median(double[] values) {
-        if (values.length == 0) return 0;
-        double[] sorted = values.clone();
-        Arrays.sort(sorted);
-        int n = sorted.length;
-        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    /** The smallest value; 0 for none. */
+    private static double fastest(double[] values) {
+        return Arrays.stream(values).min().orElse(0);
     }
 }
