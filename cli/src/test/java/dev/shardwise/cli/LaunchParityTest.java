@@ -88,7 +88,8 @@ class LaunchParityTest {
         assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
         record Case(int ranks, int zero) { }
         int ran = 0;
-        for (Case c : List.of(new Case(4, 0), new Case(4, 1), new Case(4, 2), new Case(4, 3))) {
+        // ZeRO 1 runs in the pipeline, tensor- and expert-parallel cases below
+        for (Case c : List.of(new Case(4, 0), new Case(4, 2), new Case(4, 3))) {
             String name = "ranks " + c.ranks() + ", zero " + c.zero();
             Path local = dir.resolve("local-" + c.ranks() + "-" + c.zero()), launched = dir.resolve("mpi-" + c.ranks() + "-" + c.zero());
 
@@ -116,7 +117,7 @@ class LaunchParityTest {
             assertSameShards(local, launched, name);
             ran++;
         }
-        assertEquals(4, ran);
+        assertEquals(3, ran);
     }
 
     @Test
