@@ -144,20 +144,20 @@ interface OptimizerState extends AutoCloseable {
         ZeroStage1Update update = built.update();
         int padded = Math.toIntExact(params.values().numel());
         return new OptimizerState() {
-            private Tensor fullM, fullV;   // BUFFERS, allocated for checkpoints only
+            private final FullMoments full = new FullMoments(pool, params.dtype(), padded);
 
             public ParameterUpdate update() { return update; }
             public ParameterSet parameters() { return params; }
 
             public Tensor[] momentsToSave() {
-                Tensor[] full = buffers();
-                update.gatherMoments(full[0], full[1]);
-                return full;
+                Tensor[] moments = full.allocate();
+                update.gatherMoments(moments[0], moments[1]);
+                return moments;
             }
 
-            public void saved() { release(); }
+            public void saved() { full.release(); }
 
-            public Tensor[] momentsToLoad() { return buffers(); }
+            public Tensor[] momentsToLoad() { return full.allocate(); }
 
             public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
                 int start = update.shardStart(), n = update.shardSize();
@@ -173,28 +173,12 @@ interface OptimizerState extends AutoCloseable {
             }
 
             public void loaded(long steps) {
-                update.loadMoments(fullM, fullV, steps);
-                release();
-            }
-
-            private Tensor[] buffers() {
-                if (fullM == null) {
-                    fullM = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                    fullV = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                }
-                return new Tensor[]{fullM, fullV};
-            }
-
-            private void release() {
-                if (fullM != null) {
-                    fullM.close();
-                    fullV.close();
-                    fullM = fullV = null;
-                }
+                update.loadMoments(full.m(), full.v(), steps);
+                full.release();
             }
 
             public void close() {
-                release();
+                full.release();
                 built.close();
             }
         };
@@ -209,24 +193,24 @@ interface OptimizerState extends AutoCloseable {
     static OptimizerState expertParallel(ExpertParallelUpdate update, ParameterSet params, MemoryPool pool) {
         int padded = Math.toIntExact(params.values().numel());
         return new OptimizerState() {
-            private Tensor fullM, fullV;   // BUFFERS, allocated for checkpoints only
+            private final FullMoments full = new FullMoments(pool, params.dtype(), padded);
 
             public ParameterUpdate update() { return update; }
             public ParameterSet parameters() { return params; }
 
             public Tensor[] momentsToSave() {
-                Tensor[] full = buffers();
-                update.gatherMoments(full[0], full[1]);
-                return full;
+                Tensor[] moments = full.allocate();
+                update.gatherMoments(moments[0], moments[1]);
+                return moments;
             }
 
-            public void saved() { release(); }
+            public void saved() { full.release(); }
 
-            public Tensor[] momentsToLoad() { return buffers(); }
+            public Tensor[] momentsToLoad() { return full.allocate(); }
 
             public void loaded(long steps) {
-                update.loadMoments(fullM, fullV, steps);
-                release();
+                update.loadMoments(full.m(), full.v(), steps);
+                full.release();
             }
 
             public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
@@ -253,24 +237,8 @@ interface OptimizerState extends AutoCloseable {
                 }, steps));
             }
 
-            private Tensor[] buffers() {
-                if (fullM == null) {
-                    fullM = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                    fullV = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                }
-                return new Tensor[]{fullM, fullV};
-            }
-
-            private void release() {
-                if (fullM != null) {
-                    fullM.close();
-                    fullV.close();
-                    fullM = fullV = null;
-                }
-            }
-
             public void close() {
-                release();
+                full.release();
                 update.close();
             }
         };
@@ -284,7 +252,8 @@ interface OptimizerState extends AutoCloseable {
         ZeroShardedUpdate update = built.update();
         int padded = Math.toIntExact(params.paddedCount());
         return new OptimizerState() {
-            private Tensor fullValues, fullM, fullV;   // BUFFERS, allocated for checkpoints only
+            private final FullMoments full = new FullMoments(pool, params.dtype(), padded);
+            private Tensor fullValues;   // BUFFERS, allocated for checkpoints only (stage 3)
 
             public ParameterUpdate update() { return update; }
             public ParameterSet parameters() { return params; }
@@ -303,9 +272,9 @@ interface OptimizerState extends AutoCloseable {
             }
 
             public Tensor[] momentsToSave() {
-                moments();
-                update.gatherMoments(fullM, fullV);
-                return new Tensor[]{fullM, fullV};
+                Tensor[] moments = full.allocate();
+                update.gatherMoments(moments[0], moments[1]);
+                return moments;
             }
 
             public void saved() { release(); }
@@ -333,27 +302,18 @@ interface OptimizerState extends AutoCloseable {
                 return held;
             }
 
-            public Tensor[] momentsToLoad() {
-                moments();
-                return new Tensor[]{fullM, fullV};
-            }
+            public Tensor[] momentsToLoad() { return full.allocate(); }
 
             public void loaded(long steps) {
                 if (fullValues != null) update.loadValues(fullValues);
-                update.loadMoments(fullM, fullV, steps);
+                update.loadMoments(full.m(), full.v(), steps);
                 release();
             }
 
-            private void moments() {
-                if (fullM == null) {
-                    fullM = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                    fullV = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                }
-            }
-
             private void release() {
-                for (Tensor t : new Tensor[]{fullValues, fullM, fullV}) if (t != null) t.close();
-                fullValues = fullM = fullV = null;
+                if (fullValues != null) fullValues.close();
+                fullValues = null;
+                full.release();
             }
 
             public void close() {
