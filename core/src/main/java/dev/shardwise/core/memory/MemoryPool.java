@@ -14,7 +14,8 @@ import java.util.StringJoiner;
  *
  * <p>An allocation that would take live bytes past the budget fails with
  * {@link MemoryBudgetExceededException}, naming the rank, the category and the sizes; nothing is allocated
- * then. Memory is 64-byte aligned and zero-filled. Each {@link Allocation} is freed exactly once by its owner
+ * then. Memory is 64-byte aligned and zero-filled; from 2 MiB up it is mapped on transparent huge pages
+ * ({@link HugePageMemory}). Each {@link Allocation} is freed exactly once by its owner
  * (normally through {@code Tensor.close()}); the pool itself holds no memory.
  *
  * <p>Thread-safe: kernel worker threads of the owning rank may allocate and free concurrently.
@@ -61,11 +62,14 @@ public final class MemoryPool {
             throw new IllegalArgumentException(rankName + ": negative allocation of " + bytes + " bytes");
         }
         reserve(category, bytes);
+        Arena arena = null;
         try {
-            Arena arena = Arena.ofShared();
-            MemorySegment segment = arena.allocate(Math.max(bytes, 1), ALIGNMENT);
-            return new Allocation(this, category, bytes, arena, segment.asSlice(0, bytes));
+            Arena owner = arena = Arena.ofShared();
+            MemorySegment segment = HugePageMemory.allocate(owner, bytes)
+                    .orElseGet(() -> owner.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes));
+            return new Allocation(this, category, bytes, owner, segment);
         } catch (OutOfMemoryError | RuntimeException e) {
+            if (arena != null) arena.close();
             release(category, bytes);
             throw e;
         }

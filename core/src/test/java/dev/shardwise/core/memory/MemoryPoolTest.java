@@ -28,6 +28,30 @@ class MemoryPoolTest {
     }
 
     @Test
+    void largeAllocationsAreZeroedWholeAndReusableAfterFree() {
+        // From 2 MiB up the pool maps huge pages (on Linux): each fresh mapping must read as zeros over its whole
+        // length, even where an earlier, freed one of the same size was written, and hold what is written to it.
+        MemoryPool pool = MemoryPool.unlimited("rank 0");
+        long bytes = HugePageMemory.THRESHOLD + 4096 + 3;   // not a multiple of any page size
+        for (int round = 0; round < 3; round++) {
+            try (MemoryPool.Allocation a = pool.allocate(MemoryCategory.BUFFERS, bytes)) {
+                java.lang.foreign.MemorySegment s = a.segment();
+                assertEquals(bytes, s.byteSize());
+                assertEquals(0, s.address() % MemoryPool.ALIGNMENT);
+                if (HugePageMemory.available()) assertEquals(0, s.address() % HugePageMemory.THRESHOLD, "2 MiB-aligned for huge pages");
+                for (long i = 0; i < bytes; i += 8) {
+                    long at = Math.min(i, bytes - 8);
+                    assertEquals(0, s.get(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, at), "byte " + at + " in round " + round);
+                }
+                s.fill((byte) 0x5A);
+                assertEquals((byte) 0x5A, s.get(java.lang.foreign.ValueLayout.JAVA_BYTE, bytes - 1));
+                assertEquals(bytes, pool.liveBytes(MemoryCategory.BUFFERS));
+            }
+            assertEquals(0, pool.liveBytes());
+        }
+    }
+
+    @Test
     void allocationsAreZeroedAndAligned() {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         try (MemoryPool.Allocation a = pool.allocate(MemoryCategory.BUFFERS, 4096 + 3)) {
