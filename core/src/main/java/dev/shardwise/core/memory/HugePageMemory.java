@@ -18,11 +18,12 @@ import java.util.Optional;
  * The pages come zeroed from the kernel, so nothing is written at allocation. PyTorch's CPU allocator offers the
  * same for large tensors (THP_MEM_ALLOC_ENABLE).
  *
- * <p>Only on Linux and from {@link #THRESHOLD} bytes up; {@link #allocate} answers empty when it does not apply or
+ * <p>{@link MemoryPool} allocates through it, and so do the local backend's staging buffers for messages (a pipeline's
+ * tied-embedding gradient is one 150 MB message a step). Only on Linux and from {@link #THRESHOLD} bytes up; {@link #allocate} answers empty when it does not apply or
  * the kernel refuses the mapping, and the caller allocates ordinary memory. Without transparent huge pages (the
  * kernel's setting {@code never}) the mapping still works with 4 KiB pages.
  */
-final class HugePageMemory {
+public final class HugePageMemory {
     /** Allocations from this size up are mapped: one huge page. */
     static final long THRESHOLD = 2L << 20;
     private static final long HUGE_PAGE = 2L << 20;
@@ -44,7 +45,7 @@ final class HugePageMemory {
      * {@code bytes} zeroed bytes at a 2 MiB boundary whose lifetime is {@code arena} (closing it unmaps them), or
      * empty when {@code bytes} is below {@link #THRESHOLD}, the platform is not Linux, or the mapping failed.
      */
-    static Optional<MemorySegment> allocate(Arena arena, long bytes) {
+    public static Optional<MemorySegment> allocate(Arena arena, long bytes) {
         if (NATIVE == null || bytes < THRESHOLD) return Optional.empty();
         long length = roundUp(bytes, 4096);
         try {
