@@ -49,7 +49,9 @@ import java.util.Objects;
  * gradient is reduce-scattered into the shard. T must be a multiple of tp.
  */
 public final class GptPart {
-    static final String EMBEDDINGS = "embeddings", POSITIONS = "positions", FINAL = "final", HEAD = "head";
+    /** The unit of the token embedding (and the positions', unless split off), which a tied head reads again. */
+    public static final String EMBEDDINGS = "embeddings";
+    static final String POSITIONS = "positions", FINAL = "final", HEAD = "head";
 
     /**
      * Which pieces of the model a part holds.

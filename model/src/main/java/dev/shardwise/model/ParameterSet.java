@@ -297,9 +297,14 @@ public final class ParameterSet implements AutoCloseable {
 
         /** The largest unit's element count: what ZeRO 2 and 3 hold whole while a unit is reduced or gathered. */
         public long largestUnit() {
+            return unitSizes().values().stream().mapToLong(Long::longValue).max().orElse(0);
+        }
+
+        /** Each unit's element count (before padding), by unit name in declaration order. */
+        public Map<String, Long> unitSizes() {
             Map<String, Long> perUnit = new LinkedHashMap<>();
             for (Spec s : specs.values()) perUnit.merge(unitOf.get(s.name), s.numel(), Long::sum);
-            return perUnit.values().stream().mapToLong(Long::longValue).max().orElse(0);
+            return perUnit;
         }
 
         /** Allocates the flat value and gradient buffers (zeroed) and the named views. */

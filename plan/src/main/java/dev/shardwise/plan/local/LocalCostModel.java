@@ -64,7 +64,11 @@ public final class LocalCostModel {
         for (int stage = 0; stage < p; stage++) {
             declared[stage] = declare(layout, parts, stage);
             long params = declared[stage].specs().stream().mapToLong(ParameterSet.Spec::numel).sum();   // before padding
-            reduce[stage] = reduction(layout, params, m) + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
+            boolean embeddingAndHead = false;   // the stage's forward gathers the tied embeddings for its head again
+            for (int c = 0; c < v; c++) embeddingAndHead |= parts.get(c * p + stage).head();
+            embeddingAndHead &= stage == 0;
+            reduce[stage] = reduction(layout, declared[stage], params, m, embeddingAndHead)
+                    + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
             long local = layout.zeroStage() >= 1 ? params / layout.dp() : params;
             optimizer[stage] = local * profile.optimizerSecondsPerParameter();
         }
@@ -133,18 +137,27 @@ public final class LocalCostModel {
     }
 
     /**
-     * The data-parallel reduction of a stage's {@code params} gradients per step: one all-reduce (ZeRO 0 and 1; ZeRO 1's
-     * reduce-scatter and all-gather move the same bytes), or under ZeRO 2 a reduce-scatter per micro-batch and one
-     * all-gather of the updated weights, under ZeRO 3 also an all-gather before each micro-batch's forward and backward
-     * (a reduce-scatter or all-gather moves half an all-reduce's bytes).
+     * The data-parallel reduction of a stage's {@code params} gradients per step, at the rates the profile measured:
+     * one all-reduce (ZeRO 0 and 1; ZeRO 1's reduce-scatter and all-gather move the same bytes); under ZeRO 2 a
+     * reduce-scatter of every unit per micro-batch and one all-gather of the updated weights; under ZeRO 3 per
+     * micro-batch an all-gather of every unit before forward (the embeddings' twice where the stage's tied head reads
+     * them again) and before backward, and the reduce-scatter. Each unit's collective also pays the latency.
      */
-    private double reduction(ParallelLayout layout, long params, int m) {
+    private double reduction(ParallelLayout layout, ParameterSet.Builder declared, long params, int m, boolean embeddingAndHead) {
         if (layout.dp() == 1) return 0;
-        double allReduce = 4.0 * params * profile.allReduceSecondsPerByte() + profile.collectiveLatencySeconds();
+        double latency = profile.collectiveLatencySeconds();
+        int units = declared.unitSizes().size();
+        double bytes = 4.0 * params;
+        double reduceScatter = bytes * profile.reduceScatterSecondsPerByte() + units * latency;
+        double allGather = bytes * profile.allGatherSecondsPerByte() + units * latency;
         return switch (layout.zeroStage()) {
-            case 0, 1 -> allReduce;
-            case 2 -> (m + 1) * allReduce / 2;
-            default -> (3.0 * m + 1) * allReduce / 2;
+            case 0, 1 -> bytes * profile.allReduceSecondsPerByte() + latency;
+            case 2 -> m * reduceScatter + allGather;
+            default -> {
+                double again = embeddingAndHead
+                        ? 4.0 * declared.unitSizes().get(GptPart.EMBEDDINGS) * profile.allGatherSecondsPerByte() + latency : 0;
+                yield m * (2 * allGather + again + reduceScatter);
+            }
         };
     }
 

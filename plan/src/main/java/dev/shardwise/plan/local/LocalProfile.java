@@ -29,12 +29,16 @@ import java.util.Map;
  * @param pieces         the embedding, block and head, by tensor-parallel split profiled (tp 1 always)
  * @param optimizerSecondsPerParameter AdamW's update time per parameter a rank updates
  * @param allReduceSecondsPerByte      ring all-reduce over all {@code ranks}, per byte reduced (0 for one rank)
+ * @param allGatherSecondsPerByte      ZeRO 3's gather of a unit over all ranks into a freshly allocated buffer, per byte
+ *                                     of the whole unit (0 for one rank)
+ * @param reduceScatterSecondsPerByte  ZeRO 2's and 3's reduce-scatter of a unit's gradients from a freshly allocated and
+ *                                     written buffer, per byte of the whole unit (0 for one rank)
  * @param collectiveLatencySeconds     one small collective over all ranks
  * @param sendSecondsPerByte           one point-to-point message, per byte
  */
 public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int seq, Map<TensorSplit, Pieces> pieces,
-                           double optimizerSecondsPerParameter, double allReduceSecondsPerByte,
-                           double collectiveLatencySeconds, double sendSecondsPerByte) {
+                           double optimizerSecondsPerParameter, double allReduceSecondsPerByte, double allGatherSecondsPerByte,
+                           double reduceScatterSecondsPerByte, double collectiveLatencySeconds, double sendSecondsPerByte) {
 
     /** @throws IllegalArgumentException if the pieces lack tp 1 */
     public LocalProfile {

@@ -34,7 +34,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
  * cores training would give it ({@link LocalCluster}), whole and under each tensor-parallel split asked for (the
  * ranks then form tp groups and run their slices with the group's collectives), plus AdamW over one block and the
- * local backend's all-reduce and send. Each time is the fastest of a few repetitions after a warm-up (a shared
+ * local backend's all-reduce, ZeRO's unit all-gather and reduce-scatter (fresh buffers, as the ZeRO 2/3 hooks
+ * allocate them), and send. Each time is the fastest of a few repetitions after a warm-up (a shared
  * machine's noise only ever slows a repetition down; {@code bench planner} compares it with each layout's fastest
  * round), taken on the slowest rank, with every rank starting each repetition together.
  */
@@ -94,16 +95,18 @@ public final class LocalProfiler {
     private static LocalProfile slowest(List<LocalProfile> ranks) {
         LocalProfile first = ranks.getFirst();
         Map<LocalProfile.TensorSplit, LocalProfile.Pieces> pieces = new HashMap<>(first.pieces());
-        double optimizer = 0, allReduce = 0, latency = 0, send = 0;
+        double optimizer = 0, allReduce = 0, allGather = 0, reduceScatter = 0, latency = 0, send = 0;
         for (LocalProfile r : ranks) {
             r.pieces().forEach((split, p) -> pieces.merge(split, p, LocalProfile.Pieces::max));
             optimizer = Math.max(optimizer, r.optimizerSecondsPerParameter());
             allReduce = Math.max(allReduce, r.allReduceSecondsPerByte());
+            allGather = Math.max(allGather, r.allGatherSecondsPerByte());
+            reduceScatter = Math.max(reduceScatter, r.reduceScatterSecondsPerByte());
             latency = Math.max(latency, r.collectiveLatencySeconds());
             send = Math.max(send, r.sendSecondsPerByte());
         }
         return new LocalProfile(first.ranks(), first.threadsPerRank(), first.microBatch(), first.seq(), pieces, optimizer, allReduce,
-                latency, send);
+                allGather, reduceScatter, latency, send);
     }
 
     /** One rank's measurements. */
@@ -120,7 +123,7 @@ public final class LocalProfiler {
                 double optimizer = optimizerSecondsPerParameter();
                 double[] collectives = collectives();
                 return new LocalProfile(world.size(), threads, microBatch, seq, pieces, optimizer, collectives[0], collectives[1],
-                        collectives[2]);
+                        collectives[2], collectives[3], collectives[4]);
             }
         }
 
@@ -242,12 +245,22 @@ public final class LocalProfiler {
             }
         }
 
-        /** All-reduce seconds per byte, a small collective's seconds, and a send's seconds per byte (0 for one rank). */
+        /**
+         * Per byte: the all-reduce; ZeRO's all-gather of a unit into a fresh buffer and reduce-scatter of a fresh, written
+         * gradient buffer (a block's parameters, as the ZeRO 2/3 hooks move them, allocation and first touch included);
+         * then a small collective's seconds and a send's seconds per byte. All 0 for one rank.
+         */
         private double[] collectives() {
-            if (world.size() == 1) return new double[3];
+            if (world.size() == 1) return new double[5];
+            int n = world.size();
+            long blockParameters = Gpt.declare(config, List.of(new GptPart.Span(false, 0, 1, false)), true, TensorParallel.NONE)
+                    .specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+            int unit = Math.toIntExact(Math.max(COLLECTIVE_FLOATS, blockParameters) / n * n);
             try (Tensor big = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, COLLECTIVE_FLOATS);
-                 Tensor small = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 1)) {
-                double[] reduce = new double[repeats], latency = new double[repeats], send = new double[repeats];
+                 Tensor small = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 1);
+                 Tensor shard = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit / n)) {
+                double[] reduce = new double[repeats], gather = new double[repeats], scatter = new double[repeats],
+                        latency = new double[repeats], send = new double[repeats];
                 for (int r = -1; r < repeats; r++) {
                     world.barrier();
                     long t0 = System.nanoTime();
@@ -260,12 +273,27 @@ public final class LocalProfiler {
                     if (world.rank() == 0) world.send(big, 1, 7);
                     else if (world.rank() == 1) world.receive(big, 0, 7);
                     long t4 = System.nanoTime();
+                    world.barrier();
+                    long t5 = System.nanoTime();
+                    try (Tensor whole = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit)) {
+                        world.allGather(whole, shard);
+                    }
+                    long t6 = System.nanoTime();
+                    world.barrier();
+                    long t7 = System.nanoTime();
+                    try (Tensor grads = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit)) {
+                        grads.segment().fill((byte) 0);   // backward's first touch of the fresh unit gradient
+                        world.reduceScatter(shard, grads, ReduceOp.AVG);
+                    }
+                    long t8 = System.nanoTime();
                     if (r < 0) continue;
                     reduce[r] = (t1 - t0) / 1e9 / (4.0 * COLLECTIVE_FLOATS);
                     latency[r] = (t2 - t1) / 1e9;
                     send[r] = world.rank() == 1 ? (t4 - t3) / 1e9 / (4.0 * COLLECTIVE_FLOATS) : 0;
+                    gather[r] = (t6 - t5) / 1e9 / (4.0 * unit);
+                    scatter[r] = (t8 - t7) / 1e9 / (4.0 * unit);
                 }
-                return new double[] {fastest(reduce), fastest(latency), fastest(send)};
+                return new double[] {fastest(reduce), fastest(gather), fastest(scatter), fastest(latency), fastest(send)};
             }
         }
     }

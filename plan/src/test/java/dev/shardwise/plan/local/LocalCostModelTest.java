@@ -36,7 +36,7 @@ class LocalCostModelTest {
      */
     static LocalProfile profile(int ranks, int microBatch) {
         return new LocalProfile(ranks, 1, microBatch, 16, Map.of(LocalProfile.TensorSplit.NONE, pieces(1, 1),
-                new LocalProfile.TensorSplit(2, false), pieces(0.6, 0.5)), 1e-9, 1e-9, 1e-5, 1e-9);
+                new LocalProfile.TensorSplit(2, false), pieces(0.6, 0.5)), 1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
     }
 
     private static LocalProfile.Pieces pieces(double time, double bytes) {
@@ -91,6 +91,17 @@ class LocalCostModelTest {
         assertTrue(z0.dpSeconds() > 0, "two replicas all-reduce their gradients");
         assertTrue(z1.stateBytes()[0] < z0.stateBytes()[0], "ZeRO 1 shards the moments");
         assertTrue(z3.dpSeconds() > z1.dpSeconds(), "ZeRO 3 gathers weights every micro-batch");
+        // at the profiled rates: all-reduce 1e-9 s/B, all-gather 2e-9, reduce-scatter 1.5e-9, latency 1e-5 per unit
+        ParameterSet.Builder declared = Gpt.declare(SMALL);
+        double bytes = 4.0 * declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        int units = declared.unitSizes().size();
+        double embeddings = 4.0 * declared.unitSizes().get(GptPart.EMBEDDINGS);
+        assertEquals(bytes * 1e-9 + 1e-5, z0.dpSeconds(), 1e-12, "one all-reduce");
+        LocalEstimate z2 = costs.estimate(new ParallelLayout(2, 1, 1, 1, 1, false, 2, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        double gather = bytes * 2e-9 + units * 1e-5, scatter = bytes * 1.5e-9 + units * 1e-5;
+        assertEquals(2 * scatter + gather, z2.dpSeconds(), 1e-12, "ZeRO 2, 2 micro-batches: a reduce-scatter each, one all-gather");
+        assertEquals(2 * (2 * gather + embeddings * 2e-9 + 1e-5 + scatter), z3.dpSeconds(), 1e-12,
+                "ZeRO 3: forward gathers every unit and the tied head's embeddings again, backward every unit, then the reduce-scatter");
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () ->
                 costs.estimate(new ParallelLayout(1, 1, 1, 1, 1, false, 0, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8));
         assertTrue(e.getMessage().contains("needs a profile of 1 ranks"), e.getMessage());
@@ -166,7 +177,8 @@ class LocalCostModelTest {
             LocalProfile.Part block = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(policy);
             assertTrue(block.forwardSeconds() > 0 && block.backwardSeconds() > 0, policy + ": " + block);
         }
-        assertTrue(p.allReduceSecondsPerByte() > 0 && p.sendSecondsPerByte() > 0 && p.optimizerSecondsPerParameter() > 0, p.toString());
+        assertTrue(p.allReduceSecondsPerByte() > 0 && p.allGatherSecondsPerByte() > 0 && p.reduceScatterSecondsPerByte() > 0
+                && p.sendSecondsPerByte() > 0 && p.optimizerSecondsPerParameter() > 0, p.toString());
         long saved = ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.NONE, DType.F32);
         LocalProfile.Pieces pieces = p.pieces().get(LocalProfile.TensorSplit.NONE);
         LocalProfile.Part block = pieces.block().get(Recompute.NONE);
