@@ -43,12 +43,9 @@ final class AutoLayout {
             throw new IllegalArgumentException("--parallel auto profiles with rank threads of this JVM; run it with --ranks N "
                     + "(without launch), then pass the layout it prints to launch");
         }
-        if (train.ep != null && train.ep > 1) {
-            throw new IllegalArgumentException("--parallel auto does not consider expert parallelism yet; drop --ep " + train.ep
-                    + " (or drop --parallel auto and set the layout by hand)");
-        }
         Map<String, Object> fixed = new LinkedHashMap<>();
         fixed.put("--dp", train.dp);
+        fixed.put("--ep", train.ep);
         fixed.put("--tp", train.tp);
         fixed.put("--sequence-parallel", train.sequenceParallel);
         fixed.put("--pp", train.pp);

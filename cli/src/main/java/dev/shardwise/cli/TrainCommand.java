@@ -178,8 +178,8 @@ public final class TrainCommand implements Callable<Integer> {
     String rankMemory;
 
     @Option(names = "--parallel", paramLabel = "auto",
-            description = "auto: choose dp, tp (with or without sequence parallelism), pp, vpp, micro-batch, ZeRO stage, recompute "
-                    + "and schedule for --ranks from a profile of the model's pieces on this machine (the planner's local cost "
+            description = "auto: choose dp, tp (with or without sequence parallelism), pp, vpp, ep (mixture of experts), micro-batch, "
+                    + "ZeRO stage, recompute and schedule for --ranks from a profile of the model's pieces on this machine (the planner's local cost "
                     + "model, as 'bench planner' checks it), within --rank-memory; prints the ranked layouts, then trains the "
                     + "fastest and reports its predicted beside its measured step time and memory.")
     String parallel;

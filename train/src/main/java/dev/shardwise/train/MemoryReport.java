@@ -2,6 +2,7 @@ package dev.shardwise.train;
 
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
+import dev.shardwise.model.ExpertParallelRank;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.ParameterSet;

@@ -89,10 +89,10 @@ public final class BenchPlannerCommand implements Runnable {
             ModelConfig config = ModelConfig.preset(preset);
             List<Candidates.Choice> choices = (layouts == null ? DEFAULT_LAYOUTS : layouts).stream()
                     .map(text -> Candidates.parse(text, 0)).toList();
-            Map<List<Integer>, Set<LocalProfile.TensorSplit>> splits = new TreeMap<>(Comparator.comparing(List::toString));
+            Map<List<Integer>, Set<LocalProfile.Split>> splits = new TreeMap<>(Comparator.comparing(List::toString));
             for (Candidates.Choice c : choices) {
                 splits.computeIfAbsent(List.of(c.layout().worldSize(), c.layout().microBatch()), k -> new HashSet<>())
-                        .add(LocalProfile.TensorSplit.of(c.layout()));
+                        .add(LocalProfile.Split.of(c.layout()));
             }
             LocalEstimate[] predicted = new LocalEstimate[choices.size()];
             double[] seconds = new double[choices.size()];
@@ -103,7 +103,7 @@ public final class BenchPlannerCommand implements Runnable {
                 Map<List<Integer>, LocalProfile> profiles = new HashMap<>();
                 splits.forEach((k, wanted) -> {
                     out.info(round + "profiling " + preset + " on " + k.get(0) + " rank(s) at micro-batch " + k.get(1) + " ("
-                            + wanted.stream().sorted().map(LocalProfile.TensorSplit::toString).collect(Collectors.joining("; ")) + ")");
+                            + wanted.stream().sorted().map(LocalProfile.Split::toString).collect(Collectors.joining("; ")) + ")");
                     profiles.put(k, LocalProfiler.profile(config, k.get(0), k.get(1), run.seqLen, repeats, wanted));
                 });
                 for (int i = 0; i < choices.size(); i++) {

@@ -1,8 +1,10 @@
 package dev.shardwise.plan.local;
 
+import dev.shardwise.model.ExpertParallelRank;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.PipelineCut;
 import dev.shardwise.model.TensorParallelRank;
@@ -25,7 +27,9 @@ import java.util.List;
  * state exactly as the ranks allocate them ({@link ZeroStage}'s padded shards), plus the step arenas the schedule keeps
  * in flight, each holding the footprint the profile measured for a pass of the stage's chunk. Under tensor parallelism
  * the pieces are those the profile measured split the same way (their collectives inside), the parameters a tp rank's
- * slices, and what a stage sends a sequence-parallel shard.
+ * slices, and what a stage sends a sequence-parallel shard; under expert parallelism (ZeRO 0 and 1) the MoE blocks
+ * are the profile's ep pieces (all-to-alls inside), a rank holds E/ep experts, and the experts' gradients and AdamW
+ * state are reduced and sharded over the ranks that hold the same experts.
  */
 public final class LocalCostModel {
     private final ModelConfig config;
@@ -69,8 +73,7 @@ public final class LocalCostModel {
             embeddingAndHead &= stage == 0;
             reduce[stage] = reduction(layout, declared[stage], params, m, embeddingAndHead)
                     + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
-            long local = layout.zeroStage() >= 1 ? params / layout.dp() : params;
-            optimizer[stage] = local * profile.optimizerSecondsPerParameter();
+            optimizer[stage] = optimizerElements(layout, declared[stage]) * profile.optimizerSecondsPerParameter();
         }
         PipelineSchedule.StageCost cost = (stage, instruction) -> switch (instruction) {
             case Instruction.Forward f -> price(parts.get(f.chunk() * p + stage), pieces, layout, Phase.FORWARD, split);
@@ -146,6 +149,11 @@ public final class LocalCostModel {
     private double reduction(ParallelLayout layout, ParameterSet.Builder declared, long params, int m, boolean embeddingAndHead) {
         if (layout.dp() == 1) return 0;
         double latency = profile.collectiveLatencySeconds();
+        if (layout.ep() > 1) {   // ZeRO 0/1: the dense gradients all-reduced over dp, the experts' over the ranks holding the same experts
+            long experts = expertElements(declared);
+            return 4.0 * (params - experts) * profile.allReduceSecondsPerByte() + latency
+                    + (layout.expertDp() > 1 ? 4.0 * experts * profile.allReduceSecondsPerByte() + latency : 0);
+        }
         int units = declared.unitSizes().size();
         double bytes = 4.0 * params;
         double reduceScatter = bytes * profile.reduceScatterSecondsPerByte() + units * latency;
@@ -174,17 +182,48 @@ public final class LocalCostModel {
      */
     private long stateBytes(ParallelLayout layout, ParameterSet.Builder declared) {
         int dp = layout.dp();
+        if (layout.ep() > 1) {
+            long params = declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+            return 4 * params + 4 * params + 8 * optimizerElements(layout, declared);
+        }
         long padded = declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(dp));
         long unitBuffers = layout.zeroStage() >= 2 ? (layout.zeroStage() == 3 ? 4 : 2) * 4 * declared.largestUnit() : 0;
         return ZeroMemory.of(layout.zeroStage(), dp, padded, false).total() + unitBuffers;
     }
 
-    /** The parameters of pipeline stage {@code stage} (tp rank 0's slices): chunk c is part c·pp + stage of {@code parts}. */
+    /**
+     * The parameters whose AdamW state a rank of a stage holding {@code declared} updates: all at ZeRO 0; at ZeRO 1 and up
+     * its share of each run of the flat layout, a dense run's over dp and, under expert parallelism, an expert run's over
+     * the expert-data-parallel ranks that hold the same experts (⌈run/n⌉, as the ranks shard them).
+     */
+    private static long optimizerElements(ParallelLayout layout, ParameterSet.Builder declared) {
+        if (layout.zeroStage() == 0) return declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        if (layout.ep() == 1) return declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(layout.dp())) / layout.dp();
+        long elements = 0, run = 0;
+        boolean expert = false;
+        for (ParameterSet.Spec spec : declared.specs()) {
+            boolean e = MoeConfig.isExpertParameter(spec.name());
+            if (run > 0 && e != expert) {
+                elements += Math.ceilDiv(run, expert ? layout.expertDp() : layout.dp());
+                run = 0;
+            }
+            expert = e;
+            run += spec.numel();
+        }
+        return elements + Math.ceilDiv(run, expert ? layout.expertDp() : layout.dp());
+    }
+
+    /** Elements of {@code declared} that belong to routed experts. */
+    private static long expertElements(ParameterSet.Builder declared) {
+        return declared.specs().stream().filter(s -> MoeConfig.isExpertParameter(s.name())).mapToLong(ParameterSet.Spec::numel).sum();
+    }
+
+    /** The parameters of pipeline stage {@code stage} (tp rank 0's slices, ep rank 0's experts): chunk c is part c·pp + stage of {@code parts}. */
     private ParameterSet.Builder declare(ParallelLayout layout, List<GptPart.Span> parts, int stage) {
         int p = layout.pp(), v = layout.vpp();
         List<GptPart.Span> mine = new ArrayList<>();
         for (int c = 0; c < v; c++) mine.add(parts.get(c * p + stage));
-        return Gpt.declare(config, mine, p * v > 1, TensorParallelRank.of(layout.tp(), 0));
+        return Gpt.declare(config, mine, p * v > 1, TensorParallelRank.of(layout.tp(), 0), ExpertParallelRank.of(layout.ep(), 0));
     }
 
     /**

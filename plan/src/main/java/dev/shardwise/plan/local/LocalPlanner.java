@@ -15,7 +15,8 @@ import java.util.function.Consumer;
 
 /**
  * Chooses the layout of a run on this machine ({@code train --parallel auto}): every dp·tp·pp = ranks (tp where the
- * model splits that way, with and without sequence parallelism), micro-batch a power of two dividing the global batch
+ * model splits that way, with and without sequence parallelism; for a mixture of experts every ep dividing dp and the
+ * experts, at ZeRO 0 and 1, the stages the expert-parallel update runs), micro-batch a power of two dividing the global batch
  * per replica, ZeRO stage 0-3, recompute policy and pipeline schedule (1F1B and ZB-H1; interleaved 1F1B with two
  * chunks where the blocks and micro-batches allow), each priced by {@link LocalCostModel} on a {@link LocalProfile}
  * measured once per micro-batch size (every tensor-parallel split in it); layouts whose predicted peak exceeds the rank
@@ -49,11 +50,11 @@ public final class LocalPlanner {
     public List<LocalEstimate> search(long globalBatch, long rankBudgetBytes) {
         List<LocalEstimate> fitting = new ArrayList<>();
         boolean any = false;
-        for (LocalProfile.TensorSplit split : LocalProfile.TensorSplit.possible(config, ranks, seq)) {
+        for (LocalProfile.Split split : LocalProfile.Split.possible(config, ranks, seq)) {
             for (int pp = 1; pp <= Math.min(ranks / split.tp(), config.layers()); pp++) {
                 if (ranks / split.tp() % pp != 0) continue;
                 int dp = ranks / split.tp() / pp;
-                if (globalBatch % dp != 0) continue;
+                if (globalBatch % dp != 0 || dp % split.ep() != 0) continue;
                 long perReplica = globalBatch / dp;
                 for (int mb = 1; mb <= perReplica; mb *= 2) {
                     if (perReplica % mb != 0) continue;
@@ -63,10 +64,10 @@ public final class LocalPlanner {
                     LocalCostModel costs = new LocalCostModel(config, profile(mb));
                     for (ScheduleKind schedule : schedules(pp, m)) {
                         int vpp = schedule == ScheduleKind.INTERLEAVED ? 2 : 1;
-                        for (int zero = 0; zero <= (dp > 1 ? 3 : 0); zero++) {
+                        for (int zero = 0; zero <= (dp == 1 ? 0 : split.ep() > 1 ? 1 : 3); zero++) {
                             for (Recompute recompute : Recompute.values()) {
-                                ParallelLayout layout = new ParallelLayout(dp, split.tp(), pp, vpp, 1, split.sequenceParallel(), zero,
-                                        recompute, mb);
+                                ParallelLayout layout = new ParallelLayout(dp, split.tp(), pp, vpp, split.ep(), split.sequenceParallel(),
+                                        zero, recompute, mb);
                                 LocalEstimate e = costs.estimate(layout, schedule, globalBatch);
                                 if (e.peakBytes() <= rankBudgetBytes) fitting.add(e);
                             }
@@ -93,7 +94,7 @@ public final class LocalPlanner {
     private LocalProfile profile(int microBatch) {
         return profiles.computeIfAbsent(microBatch, mb -> {
             progress.accept("profiling " + ranks + " rank(s) at micro-batch " + mb);
-            return LocalProfiler.profile(config, ranks, mb, seq, repeats, Set.copyOf(LocalProfile.TensorSplit.possible(config, ranks, seq)));
+            return LocalProfiler.profile(config, ranks, mb, seq, repeats, Set.copyOf(LocalProfile.Split.possible(config, ranks, seq)));
         });
     }
 }

@@ -21,6 +21,8 @@ import java.util.Map;
  * <p>Under tensor parallelism (Shoeybi et al. 2019) the pieces are profiled split: the ranks run as tp groups, each
  * rank its slice of every piece with the group's collectives inside the timed passes, so a tensor-parallel piece's
  * seconds include its all-reduces (or sequence parallelism's all-gathers and reduce-scatters) as the runtime runs them.
+ * Under expert parallelism (GShard) the ranks also form ep groups and each MoE block runs its E/ep experts with the
+ * dispatch and combine all-to-alls inside its timed passes.
  *
  * @param ranks          ranks that ran at once, each with {@code threadsPerRank} kernel threads
  * @param threadsPerRank kernel threads per rank
@@ -36,14 +38,14 @@ import java.util.Map;
  * @param collectiveLatencySeconds     one small collective over all ranks
  * @param sendSecondsPerByte           one point-to-point message, per byte
  */
-public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int seq, Map<TensorSplit, Pieces> pieces,
+public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int seq, Map<Split, Pieces> pieces,
                            double optimizerSecondsPerParameter, double allReduceSecondsPerByte, double allGatherSecondsPerByte,
                            double reduceScatterSecondsPerByte, double collectiveLatencySeconds, double sendSecondsPerByte) {
 
     /** @throws IllegalArgumentException if the pieces lack tp 1 */
     public LocalProfile {
         pieces = Map.copyOf(pieces);
-        if (!pieces.containsKey(TensorSplit.NONE)) throw new IllegalArgumentException("a profile needs the unsplit pieces (tp=1)");
+        if (!pieces.containsKey(Split.NONE)) throw new IllegalArgumentException("a profile needs the unsplit pieces (tp=1)");
     }
 
     /**
@@ -52,68 +54,78 @@ public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int se
      * @throws IllegalArgumentException naming the splits profiled, if this one was not
      */
     public Pieces pieces(ParallelLayout layout) {
-        TensorSplit split = TensorSplit.of(layout);
+        Split split = Split.of(layout);
         Pieces p = pieces.get(split);
         if (p == null) {
             throw new IllegalArgumentException("this profile has no pieces for " + split + " (it has " + pieces.keySet().stream().sorted()
-                    .map(TensorSplit::toString).toList() + "); profile the layout's split too");
+                    .map(Split::toString).toList() + "); profile the layout's split too");
         }
         return p;
     }
 
     /**
-     * How tensor parallelism splits the pieces.
+     * How tensor and expert parallelism split the pieces.
      *
      * @param tp               ranks in a tensor-parallel group
      * @param sequenceParallel whether the replicated regions are split along the sequence too
+     * @param ep               ranks in an expert-parallel group (each holds E/ep experts of every MoE block; 1 for a dense model)
      */
-    public record TensorSplit(int tp, boolean sequenceParallel) implements Comparable<TensorSplit> {
+    public record Split(int tp, boolean sequenceParallel, int ep) implements Comparable<Split> {
         /** One rank holds every piece whole. */
-        public static final TensorSplit NONE = new TensorSplit(1, false);
+        public static final Split NONE = new Split(1, false, 1);
 
-        /** @throws IllegalArgumentException if tp is below 1, or sequence parallelism is asked for at tp 1 */
-        public TensorSplit {
-            if (tp < 1 || (tp == 1 && sequenceParallel)) {
-                throw new IllegalArgumentException("tensor split tp=" + tp + ", sp=" + sequenceParallel + ": tp must be positive and "
-                        + "sequence parallelism needs tp > 1");
+        /** @throws IllegalArgumentException if tp or ep is below 1, or sequence parallelism is asked for at tp 1 */
+        public Split {
+            if (tp < 1 || ep < 1 || (tp == 1 && sequenceParallel)) {
+                throw new IllegalArgumentException("split tp=" + tp + ", sp=" + sequenceParallel + ", ep=" + ep + ": tp and ep must be "
+                        + "positive and sequence parallelism needs tp > 1");
             }
         }
 
+        /** The tensor-parallel split {@code tp}, {@code sequenceParallel} of a dense model (ep 1). */
+        public Split(int tp, boolean sequenceParallel) {
+            this(tp, sequenceParallel, 1);
+        }
+
         /** The split of {@code layout}. */
-        public static TensorSplit of(ParallelLayout layout) {
-            return new TensorSplit(layout.tp(), layout.sequenceParallel());
+        public static Split of(ParallelLayout layout) {
+            return new Split(layout.tp(), layout.sequenceParallel(), layout.ep());
         }
 
         /**
          * Every split of {@code config} over groups of {@code ranks} at sequence length {@code seq}: tp dividing the
          * ranks, the heads and the MLP's hidden size, and dividing or a multiple of the kv heads; with and without
          * sequence parallelism where tp divides seq (not for a mixture of experts, which the trainer refuses to run
-         * sequence-parallel).
+         * sequence-parallel); for a mixture of experts also each ep > 1 dividing ranks/tp and the experts.
          */
-        public static List<TensorSplit> possible(ModelConfig config, int ranks, int seq) {
-            List<TensorSplit> splits = new ArrayList<>();
+        public static List<Split> possible(ModelConfig config, int ranks, int seq) {
+            List<Split> splits = new ArrayList<>();
             for (int tp = 1; tp <= ranks; tp++) {
                 if (ranks % tp != 0 || config.heads() % tp != 0 || config.ffnHidden() % tp != 0) continue;
                 if (config.kvHeads() % tp != 0 && tp % config.kvHeads() != 0) continue;
-                splits.add(new TensorSplit(tp, false));
-                if (tp > 1 && seq % tp == 0 && config.moe() == null) splits.add(new TensorSplit(tp, true));
+                splits.add(new Split(tp, false));
+                if (tp > 1 && seq % tp == 0 && config.moe() == null) splits.add(new Split(tp, true));
+                for (int ep = 2; config.moe() != null && ep <= ranks / tp; ep++) {
+                    if (ranks / tp % ep == 0 && config.moe().experts() % ep == 0) splits.add(new Split(tp, false, ep));
+                }
             }
             return splits;
         }
 
         @Override
-        public int compareTo(TensorSplit o) {
-            return tp != o.tp ? Integer.compare(tp, o.tp) : Boolean.compare(sequenceParallel, o.sequenceParallel);
+        public int compareTo(Split o) {
+            if (tp != o.tp) return Integer.compare(tp, o.tp);
+            return sequenceParallel != o.sequenceParallel ? Boolean.compare(sequenceParallel, o.sequenceParallel) : Integer.compare(ep, o.ep);
         }
 
         @Override
         public String toString() {
-            return "tp=" + tp + (sequenceParallel ? ",sp=true" : "");
+            return "tp=" + tp + (sequenceParallel ? ",sp=true" : "") + (ep > 1 ? ",ep=" + ep : "");
         }
     }
 
     /**
-     * One tensor-parallel rank's pieces (a whole model's at tp 1), per micro-batch.
+     * One tensor- and expert-parallel rank's pieces (a whole model's at tp 1 and ep 1), per micro-batch.
      *
      * @param embedding the embedding part
      * @param block     one block, by recompute policy

@@ -8,6 +8,7 @@ import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.ExpertParallel;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
@@ -15,6 +16,7 @@ import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.TensorParallel;
 import dev.shardwise.model.optim.AdamWOptimizer;
+import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 
 import java.lang.foreign.MemorySegment;
@@ -55,7 +57,7 @@ public final class LocalProfiler {
      * @throws IllegalArgumentException if a size is not positive or seq exceeds the model's context
      */
     public static LocalProfile profile(ModelConfig config, int ranks, int microBatch, int seq, int repeats) {
-        return profile(config, ranks, microBatch, seq, repeats, Set.of(LocalProfile.TensorSplit.NONE));
+        return profile(config, ranks, microBatch, seq, repeats, Set.of(LocalProfile.Split.NONE));
     }
 
     /**
@@ -65,10 +67,10 @@ public final class LocalProfiler {
      * @throws IllegalArgumentException also if a split's tp does not divide the ranks
      */
     public static LocalProfile profile(ModelConfig config, int ranks, int microBatch, int seq, int repeats,
-                                       Set<LocalProfile.TensorSplit> splits) {
-        Set<LocalProfile.TensorSplit> all = new TreeSet<>(splits);
-        all.add(LocalProfile.TensorSplit.NONE);
-        for (LocalProfile.TensorSplit split : all) {
+                                       Set<LocalProfile.Split> splits) {
+        Set<LocalProfile.Split> all = new TreeSet<>(splits);
+        all.add(LocalProfile.Split.NONE);
+        for (LocalProfile.Split split : all) {
             if (ranks % split.tp() != 0) {
                 throw new IllegalArgumentException("profile: " + split + " does not divide " + ranks + " ranks into tensor-parallel groups");
             }
@@ -84,7 +86,7 @@ public final class LocalProfiler {
             // The first profile in a JVM would time code the JIT has not compiled yet (the kernels take seconds of
             // calls to reach their compiled form): run every piece once untimed first.
             LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq,
-                    1, Set.of(LocalProfile.TensorSplit.NONE)).run());
+                    1, Set.of(LocalProfile.Split.NONE)).run());
         }
         List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(),
                 ctx.compute().threads(), microBatch, seq, repeats, all).run());
@@ -94,7 +96,7 @@ public final class LocalProfiler {
     /** Every figure the largest over the ranks: the slowest rank sets the pace of a synchronous step. */
     private static LocalProfile slowest(List<LocalProfile> ranks) {
         LocalProfile first = ranks.getFirst();
-        Map<LocalProfile.TensorSplit, LocalProfile.Pieces> pieces = new HashMap<>(first.pieces());
+        Map<LocalProfile.Split, LocalProfile.Pieces> pieces = new HashMap<>(first.pieces());
         double optimizer = 0, allReduce = 0, allGather = 0, reduceScatter = 0, latency = 0, send = 0;
         for (LocalProfile r : ranks) {
             r.pieces().forEach((split, p) -> pieces.merge(split, p, LocalProfile.Pieces::max));
@@ -111,15 +113,15 @@ public final class LocalProfiler {
 
     /** One rank's measurements. */
     private record RankProfiler(ModelConfig config, Communicator world, MemoryPool pool, int threads, int microBatch, int seq,
-                                int repeats, Set<LocalProfile.TensorSplit> splits) {
+                                int repeats, Set<LocalProfile.Split> splits) {
         LocalProfile run() {
             SplittableRandom random = new SplittableRandom(17 + world.rank());
             try (Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, microBatch, seq + 1)) {
                 int[] ids = new int[microBatch * (seq + 1)];
                 for (int i = 0; i < ids.length; i++) ids[i] = random.nextInt(config.vocabSize());
                 MemorySegment.copy(ids, 0, batch.segment(), ValueLayout.JAVA_INT, batch.byteOffset(), ids.length);
-                Map<LocalProfile.TensorSplit, LocalProfile.Pieces> pieces = new HashMap<>();
-                for (LocalProfile.TensorSplit split : splits) pieces.put(split, pieces(split, batch, random));
+                Map<LocalProfile.Split, LocalProfile.Pieces> pieces = new HashMap<>();
+                for (LocalProfile.Split split : splits) pieces.put(split, pieces(split, batch, random));
                 double optimizer = optimizerSecondsPerParameter();
                 double[] collectives = collectives();
                 return new LocalProfile(world.size(), threads, microBatch, seq, pieces, optimizer, collectives[0], collectives[1],
@@ -127,11 +129,17 @@ public final class LocalProfiler {
             }
         }
 
-        /** The pieces under {@code split}: the ranks split into tp groups of consecutive ranks, each timing its slices. */
-        private LocalProfile.Pieces pieces(LocalProfile.TensorSplit split, Tensor batch, SplittableRandom random) {
-            int tpSize = split.tp();
-            try (Communicator group = tpSize == 1 ? null : world.split(world.rank() / tpSize, world.rank() % tpSize, "tp")) {
+        /**
+         * The pieces under {@code split}: the ranks split into tp groups of consecutive ranks and, under expert
+         * parallelism, ep groups of consecutive tp groups (the same tp rank of each, as the trainer groups dp ranks),
+         * each timing its slices and its experts.
+         */
+        private LocalProfile.Pieces pieces(LocalProfile.Split split, Tensor batch, SplittableRandom random) {
+            int tpSize = split.tp(), epSize = split.ep(), replica = world.rank() / tpSize, tpRank = world.rank() % tpSize;
+            try (Communicator group = tpSize == 1 ? null : world.split(replica, tpRank, "tp");
+                 Communicator experts = epSize == 1 ? null : world.split(replica / epSize * tpSize + tpRank, replica % epSize, "ep")) {
                 TensorParallel tp = group == null ? TensorParallel.NONE : new CommunicatorTensorParallel(group, split.sequenceParallel());
+                ExpertParallel ep = experts == null ? ExpertParallel.NONE : new CommunicatorExpertParallel(experts);
                 int rows = split.sequenceParallel() ? microBatch * seq / tpSize : microBatch * seq;
                 try (Tensor input = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden());
                      Tensor dOut = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, rows, config.hidden())) {
@@ -141,21 +149,21 @@ public final class LocalProfiler {
                     for (int i = 0; i < values.length; i++) values[i] *= 1e-3f;
                     dOut.copyFrom(values);
                     Tensor tokens = batch.slice(1, 0, seq), targets = batch.slice(1, 1, seq);
-                    LocalProfile.Part embedding = measurePart(new GptPart.Span(true, 0, 0, false), Recompute.NONE, tp, tokens, targets,
+                    LocalProfile.Part embedding = measurePart(new GptPart.Span(true, 0, 0, false), Recompute.NONE, tp, ep, tokens, targets,
                             null, dOut, repeats);
                     Map<Recompute, LocalProfile.Part> block = new EnumMap<>(Recompute.class);
                     for (Recompute policy : Recompute.values()) {
-                        block.put(policy, measureBlock(policy, tp, tokens, targets, input, dOut));
+                        block.put(policy, measureBlock(policy, tp, ep, tokens, targets, input, dOut));
                     }
                     LocalProfile.Part head = measurePart(new GptPart.Span(false, config.layers(), config.layers(), true), Recompute.NONE,
-                            tp, tokens, targets, input, null, repeats);
+                            tp, ep, tokens, targets, input, null, repeats);
                     return new LocalProfile.Pieces(embedding, block, head);
                 }
             }
         }
 
-        private ParameterSet allocate(GptPart.Span span, TensorParallel tp) {
-            ParameterSet params = Gpt.declare(config, List.of(span), true, tp).allocate(pool, DType.F32);
+        private ParameterSet allocate(GptPart.Span span, TensorParallel tp, ExpertParallel ep) {
+            ParameterSet params = Gpt.declare(config, List.of(span), true, tp, ep).allocate(pool, DType.F32);
             params.initialize(1234);
             return params;
         }
@@ -165,11 +173,11 @@ public final class LocalProfiler {
          * blocks it has (each block's backward temporaries come from one stack in the arena, rewound after the block):
          * the difference between an untimed pass of two blocks and the timed one of one block.
          */
-        private LocalProfile.Part measureBlock(Recompute policy, TensorParallel tp, Tensor tokens, Tensor targets, Tensor input,
-                                               Tensor dOut) {
-            LocalProfile.Part one = measurePart(new GptPart.Span(false, 0, 1, false), policy, tp, tokens, targets, input, dOut, repeats);
+        private LocalProfile.Part measureBlock(Recompute policy, TensorParallel tp, ExpertParallel ep, Tensor tokens, Tensor targets,
+                                               Tensor input, Tensor dOut) {
+            LocalProfile.Part one = measurePart(blockSpan(1), policy, tp, ep, tokens, targets, input, dOut, repeats);
             if (config.layers() < 2) return one;
-            LocalProfile.Part two = measurePart(new GptPart.Span(false, 0, 2, false), policy, tp, tokens, targets, input, dOut, 0);
+            LocalProfile.Part two = measurePart(blockSpan(2), policy, tp, ep, tokens, targets, input, dOut, 0);
             long perBlock = Math.min(one.passBytes(), two.passBytes() - one.passBytes());
             long perSplitBlock = Math.min(one.splitPassBytes(), two.splitPassBytes() - one.splitPassBytes());
             return new LocalProfile.Part(one.forwardSeconds(), one.backwardSeconds(), one.backwardInputSeconds(), one.backwardWeightSeconds(),
@@ -181,10 +189,10 @@ public final class LocalProfiler {
          * the first split pass left in their fresh arenas, and how far above that the whole pass peaked (scratch arenas
          * its layers closed before it ended).
          */
-        private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, TensorParallel tp, Tensor tokens, Tensor targets,
-                                              Tensor input, Tensor dOut, int timed) {
-            try (ParameterSet params = allocate(span, tp); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
-                GptPart part = new GptPart(config, params, span, policy, 1, tp);
+        private LocalProfile.Part measurePart(GptPart.Span span, Recompute policy, TensorParallel tp, ExpertParallel ep, Tensor tokens,
+                                              Tensor targets, Tensor input, Tensor dOut, int timed) {
+            try (ParameterSet params = allocate(span, tp, ep); StepArena arena = new StepArena(pool); StepArena splitArena = new StepArena(pool)) {
+                GptPart part = new GptPart(config, params, span, policy, 1, tp, ep);
                 double[] forward = new double[timed], backward = new double[timed], inputGrad = new double[timed],
                         weightGrad = new double[timed];
                 long passBytes = 0, splitBytes = 0, scratchBytes = 0;
@@ -231,8 +239,13 @@ public final class LocalProfiler {
             }
         }
 
+        /** The model's first {@code blocks} blocks. */
+        private static GptPart.Span blockSpan(int blocks) {
+            return new GptPart.Span(false, 0, blocks, false);
+        }
+
         private double optimizerSecondsPerParameter() {
-            try (ParameterSet params = allocate(new GptPart.Span(false, 0, 1, false), TensorParallel.NONE);
+            try (ParameterSet params = allocate(blockSpan(1), TensorParallel.NONE, ExpertParallel.NONE);
                  AdamWOptimizer adam = new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt())) {
                 double[] seconds = new double[repeats];
                 for (int r = -1; r < repeats; r++) {
@@ -253,7 +266,7 @@ public final class LocalProfiler {
         private double[] collectives() {
             if (world.size() == 1) return new double[5];
             int n = world.size();
-            long blockParameters = Gpt.declare(config, List.of(new GptPart.Span(false, 0, 1, false)), true, TensorParallel.NONE)
+            long blockParameters = Gpt.declare(config, List.of(blockSpan(1)), true, TensorParallel.NONE)
                     .specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
             int unit = Math.toIntExact(Math.max(COLLECTIVE_FLOATS, blockParameters) / n * n);
             try (Tensor big = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, COLLECTIVE_FLOATS);

@@ -4,6 +4,7 @@ import dev.shardwise.model.ActivationMemory;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.TensorParallelRank;
 import dev.shardwise.core.memory.MemoryCategory;
@@ -35,8 +36,8 @@ class LocalCostModelTest {
      * piece takes 0.6 of that time (its slice plus its collectives) and half the bytes.
      */
     static LocalProfile profile(int ranks, int microBatch) {
-        return new LocalProfile(ranks, 1, microBatch, 16, Map.of(LocalProfile.TensorSplit.NONE, pieces(1, 1),
-                new LocalProfile.TensorSplit(2, false), pieces(0.6, 0.5)), 1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+        return new LocalProfile(ranks, 1, microBatch, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1),
+                new LocalProfile.Split(2, false), pieces(0.6, 0.5)), 1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
     }
 
     private static LocalProfile.Pieces pieces(double time, double bytes) {
@@ -124,20 +125,58 @@ class LocalCostModelTest {
 
     @Test
     void theProfilerMeasuresEachTensorParallelSplit() {
-        Set<LocalProfile.TensorSplit> splits = Set.of(new LocalProfile.TensorSplit(2, false), new LocalProfile.TensorSplit(2, true));
+        Set<LocalProfile.Split> splits = Set.of(new LocalProfile.Split(2, false), new LocalProfile.Split(2, true));
         LocalProfile p = LocalProfiler.profile(SMALL, 2, 2, 16, 1, splits);
-        assertEquals(Set.of(LocalProfile.TensorSplit.NONE, new LocalProfile.TensorSplit(2, false), new LocalProfile.TensorSplit(2, true)),
+        assertEquals(Set.of(LocalProfile.Split.NONE, new LocalProfile.Split(2, false), new LocalProfile.Split(2, true)),
                 p.pieces().keySet(), "tp 1 is always profiled");
-        long whole = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(Recompute.NONE).passBytes();
-        for (LocalProfile.TensorSplit split : splits) {
+        long whole = p.pieces().get(LocalProfile.Split.NONE).block().get(Recompute.NONE).passBytes();
+        for (LocalProfile.Split split : splits) {
             LocalProfile.Pieces pieces = p.pieces().get(split);
             assertTrue(pieces.head().forwardSeconds() > 0 && pieces.block().get(Recompute.FULL).backwardSeconds() > 0, split + ": " + pieces);
             assertTrue(pieces.block().get(Recompute.NONE).passBytes() < whole, split + ": a rank's slice of a block keeps fewer bytes ("
                     + pieces.block().get(Recompute.NONE).passBytes() + ") than the whole block (" + whole + ")");
         }
-        assertEquals(List.of(LocalProfile.TensorSplit.NONE, new LocalProfile.TensorSplit(2, false), new LocalProfile.TensorSplit(2, true),
-                new LocalProfile.TensorSplit(4, false), new LocalProfile.TensorSplit(4, true)), LocalProfile.TensorSplit.possible(SMALL, 4, 16),
+        assertEquals(List.of(LocalProfile.Split.NONE, new LocalProfile.Split(2, false), new LocalProfile.Split(2, true),
+                new LocalProfile.Split(4, false), new LocalProfile.Split(4, true)), LocalProfile.Split.possible(SMALL, 4, 16),
                 "tp dividing the ranks and the 4 heads, sp where tp divides the sequence");
+    }
+
+    @Test
+    void expertParallelismIsPricedFromItsProfiledPiecesAndHoldsEachRanksExperts() {
+        ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
+        LocalProfile.Split ep2 = new LocalProfile.Split(1, false, 2);
+        assertEquals(List.of(LocalProfile.Split.NONE, ep2, new LocalProfile.Split(1, false, 4), new LocalProfile.Split(2, false),
+                new LocalProfile.Split(2, false, 2), new LocalProfile.Split(4, false)), LocalProfile.Split.possible(moe, 4, 16),
+                "ep dividing ranks/tp and the 4 experts; no sp");
+        LocalProfile profile = new LocalProfile(2, 1, 2, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1), ep2, pieces(1.2, 0.8)),
+                1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+        LocalCostModel costs = new LocalCostModel(moe, profile);
+        LocalEstimate one = costs.estimate(new ParallelLayout(2, 1, 1, 1, 1, false, 1, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        LocalEstimate two = costs.estimate(new ParallelLayout(2, 1, 1, 1, 2, false, 1, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
+        ParameterSet.Builder whole = Gpt.declare(moe), mine = Gpt.declare(moe, List.of(GptPart.Span.whole(moe)), false,
+                dev.shardwise.model.TensorParallel.NONE, new dev.shardwise.model.ExpertParallelRank(2, 0));
+        long all = whole.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        long held = mine.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        long experts = mine.specs().stream().filter(x -> MoeConfig.isExpertParameter(x.name())).mapToLong(ParameterSet.Spec::numel).sum();
+        assertTrue(held < all && experts > 0, "ep rank 0 holds 2 of the 4 experts: " + held + " of " + all);
+        // ep 2 over dp 2: each expert lives on one rank (no expert reduction); ZeRO 1 shards only the dense state over dp
+        assertEquals(4.0 * (held - experts) * 1e-9 + 1e-5, two.dpSeconds(), 1e-12, "only the dense gradients are all-reduced");
+        assertEquals(8 * held + 8 * (Math.ceilDiv(held - experts, 2) + experts), two.stateBytes()[0], 8 * 4,
+                "weights and gradients of the rank's experts, AdamW state of half the dense part and all its experts");
+        double perMicroBatch = 1.2 * (0.001 + 0.002 + 4 * (0.010 + 0.020) + 0.005 + 0.010);
+        assertEquals(2 * perMicroBatch, two.computeSeconds(), 1e-9, "2 micro-batches of the ep pieces, all-to-alls inside");
+        assertTrue(one.stateBytes()[0] > two.stateBytes()[0]);
+    }
+
+    @Test
+    void theProfilerMeasuresAnExpertParallelSplit() {
+        ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
+        LocalProfile.Split ep2 = new LocalProfile.Split(1, false, 2);
+        LocalProfile p = LocalProfiler.profile(moe, 2, 2, 16, 1, Set.of(ep2));
+        LocalProfile.Pieces whole = p.pieces().get(LocalProfile.Split.NONE), split = p.pieces().get(ep2);
+        assertTrue(split.block().get(Recompute.NONE).forwardSeconds() > 0 && split.block().get(Recompute.NONE).backwardSeconds() > 0,
+                split.toString());
+        assertTrue(whole.block().get(Recompute.NONE).passBytes() > 0 && split.block().get(Recompute.NONE).passBytes() > 0, split.toString());
     }
 
     @Test
@@ -164,7 +203,7 @@ class LocalCostModelTest {
             GptPart part = new GptPart(SMALL, params, blocks);
             part.backward(arena, part.forward(arena, batch.slice(1, 0, 16), batch.slice(1, 1, 16), input, true, 1.0), dOut);
             long measured = pool.liveBytes(MemoryCategory.ACTIVATIONS);
-            long predicted = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(Recompute.NONE).bytesOf(SMALL.layers(), false);
+            long predicted = p.pieces().get(LocalProfile.Split.NONE).block().get(Recompute.NONE).bytesOf(SMALL.layers(), false);
             assertEquals(measured, predicted, "a pass of " + SMALL.layers() + " blocks");
         }
     }
@@ -174,13 +213,13 @@ class LocalCostModelTest {
         LocalProfile p = LocalProfiler.profile(SMALL, 2, 2, 16, 1);
         assertEquals(2, p.ranks());
         for (Recompute policy : Recompute.values()) {
-            LocalProfile.Part block = p.pieces().get(LocalProfile.TensorSplit.NONE).block().get(policy);
+            LocalProfile.Part block = p.pieces().get(LocalProfile.Split.NONE).block().get(policy);
             assertTrue(block.forwardSeconds() > 0 && block.backwardSeconds() > 0, policy + ": " + block);
         }
         assertTrue(p.allReduceSecondsPerByte() > 0 && p.allGatherSecondsPerByte() > 0 && p.reduceScatterSecondsPerByte() > 0
                 && p.sendSecondsPerByte() > 0 && p.optimizerSecondsPerParameter() > 0, p.toString());
         long saved = ActivationMemory.blockBytes(SMALL, 2, 16, Recompute.NONE, DType.F32);
-        LocalProfile.Pieces pieces = p.pieces().get(LocalProfile.TensorSplit.NONE);
+        LocalProfile.Pieces pieces = p.pieces().get(LocalProfile.Split.NONE);
         LocalProfile.Part block = pieces.block().get(Recompute.NONE);
         assertTrue(block.passBytes() >= saved, "each block of a pass holds what its forward saves (" + saved + "): " + block.passBytes());
         assertTrue(block.sharedPassBytes() > 0, "and a pass holds backward's rewound temporaries once: " + block);
