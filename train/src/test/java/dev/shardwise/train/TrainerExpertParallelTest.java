@@ -164,6 +164,56 @@ class TrainerExpertParallelTest {
         }
     }
 
+    /**
+     * ZeRO 3 under ep 2 × dp 2 (each expert's parameters, gradients and AdamW state sharded over the two ranks holding
+     * it, the dense ones over dp): its step-10 checkpoint resumes bit for bit, and loads at ep 1 (ZeRO 0 and 3) and at
+     * ep 2 under ZeRO 2 with the next loss within 1e-6; an ep 1 checkpoint loads at ep 2 × dp 2 under ZeRO 3 likewise.
+     */
+    @Test
+    void anEp2Zero3CheckpointLoadsAtEp1AndBack() throws IOException {
+        Path whole = dir.resolve("ckpt-ep2-zero3");
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(whole, 4, 1, 2, 3, 11)), TrainerResumeTest.quiet()).run(false);
+        record Layout(int ep, int zero) { }
+        List<Double> expected = column(whole, "loss");
+        for (Layout l : List.of(new Layout(2, 3), new Layout(1, 0), new Layout(1, 3), new Layout(2, 2))) {
+            String name = "the ep 2 ZeRO 3 checkpoint resumed at ep " + l.ep() + ", zero " + l.zero();
+            Path run = dir.resolve("ckpt-zero3-as-" + l.ep() + "-" + l.zero());
+            copyStep(whole, run, 10);
+            new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(run, 4, 1, l.ep(), l.zero(), 11)), TrainerResumeTest.quiet())
+                    .run(true);
+            List<Double> got = column(run, "loss");
+            assertEquals(11, got.size(), name);
+            if (l.equals(new Layout(2, 3))) assertEquals(expected.get(10), got.get(10), name + ": loss of step 11, bit for bit");
+            else assertEquals(expected.get(10), got.get(10), 1e-6 * expected.get(10), name + ": loss of step 11");
+        }
+
+        Path ep1 = dir.resolve("ckpt-ep1-zero1"), run = dir.resolve("ckpt-ep1-as-ep2-zero3");
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(ep1, 4, 1, 1, 1, 11)), TrainerResumeTest.quiet()).run(false);
+        copyStep(ep1, run, 10);
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(run, 4, 1, 2, 3, 11)), TrainerResumeTest.quiet()).run(true);
+        double want = column(ep1, "loss").get(10), got = column(run, "loss").get(10);
+        assertEquals(want, got, 1e-6 * want, "loss of step 11 at ep 2 x dp 2 ZeRO 3 from an ep 1 checkpoint");
+    }
+
+    /**
+     * The AdamW moments offloaded to a memory-mapped file per rank (ZeRO-Infinity) under ep 2 × dp 2, at ZeRO 1 (the
+     * expert-parallel update) and ZeRO 3: the same losses bit for bit as in memory, and no optimizer state in the pool.
+     */
+    @ParameterizedTest(name = "zero={0}")
+    @CsvSource({"1", "3"})
+    void offloadedMomentsUnderExpertParallelismTrainBitForBit(int zero) throws IOException {
+        Path memory = dir.resolve("offload-ref-" + zero), disk = dir.resolve("offload-" + zero);
+        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags(memory, 4, 1, 2, zero, 6)), TrainerResumeTest.quiet()).run(false);
+        Map<String, Object> flags = flags(disk, 4, 1, 2, zero, 6);
+        flags.put("offloadOptimizer", dir.resolve("moments-" + zero).toString());
+        TrainConfig config = ConfigLoader.resolve(Map.of(), "test", flags);
+        new Trainer(config, TrainerResumeTest.quiet()).run(false);
+        assertEquals(column(memory, "loss"), column(disk, "loss"), "zero " + zero + ": losses with the moments on disk");
+        assertEquals(0, MemoryReport.allocated(config, 0).optimizerState(), "zero " + zero + ": --dry-run's optimizer state");
+        assertEquals(0L, ((Number) MetricsLog.read(disk.resolve("metrics.jsonl")).getLast().get("mem_peak_optimizer_state")).longValue(),
+                "zero " + zero + ": optimizer state in rank 0's pool");
+    }
+
     /** A dp 2 run at ep 1 resumes at ep 2 (each rank reading only its two experts) with the next loss within 1e-6. */
     @Test
     void anEp1CheckpointLoadsAtEp2() throws IOException {
@@ -226,6 +276,9 @@ class TrainerExpertParallelTest {
                 MemoryReport.allocated(zero1, 0).optimizerState(), "ZeRO 1: dense state / dp, expert state / (dp/ep)");
         String table = MemoryReport.table(ep2);
         assertTrue(table.contains("ep 2") && table.contains("expert parallelism over ep=2"), table);
+        table = MemoryReport.table(config(dir.resolve("mem"), 4, 1, 2, 3));
+        assertTrue(table.contains("16Ψd/N+16Ψe/N") && table.contains("ZeRO 3 shards the dense parameters, gradients and "
+                + "AdamW state over dp=4 and the experts' over the 2 rank(s)"), table);
     }
 
     /**
