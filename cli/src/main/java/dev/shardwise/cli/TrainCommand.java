@@ -125,7 +125,7 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--ep", paramLabel = "N", description = "Expert-parallel size (GShard): N consecutive data-parallel ranks split "
             + "each MoE block's experts (E/N each) and send every token to its experts' rank and back by all-to-alls; must "
-            + "divide dp and the experts; ZeRO 0 or 1 (YAML key ep).")
+            + "divide dp and the experts; any ZeRO stage, the experts sharded over the dp/N ranks holding them (YAML key ep).")
     Integer ep;
 
     @Option(names = "--schedule", paramLabel = "NAME",

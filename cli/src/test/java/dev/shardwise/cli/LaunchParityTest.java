@@ -88,7 +88,7 @@ class LaunchParityTest {
         assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
         record Case(int ranks, int zero) { }
         int ran = 0;
-        // ZeRO 1 runs in the pipeline, tensor- and expert-parallel cases below
+        // ZeRO 1 runs in the pipeline and tensor-parallel cases below, ZeRO 3 again in the expert-parallel one
         for (Case c : List.of(new Case(4, 0), new Case(4, 2), new Case(4, 3))) {
             String name = "ranks " + c.ranks() + ", zero " + c.zero();
             Path local = dir.resolve("local-" + c.ranks() + "-" + c.zero()), launched = dir.resolve("mpi-" + c.ranks() + "-" + c.zero());
@@ -126,7 +126,7 @@ class LaunchParityTest {
         Path pipeline = dir.resolve("pipeline.yaml");
         Files.writeString(pipeline, Files.readString(config).replace("layers: 1,", "layers: 2,")
                 .replace("gradAccumulation: 2", "gradAccumulation: 4"));
-        assertLaunchedMatchesThreads("pp 2 x dp 2, zero 1", pipeline, "pp", 2);
+        assertLaunchedMatchesThreads("pp 2 x dp 2, zero 1", pipeline, "pp", 2, 1);
     }
 
     @Test
@@ -135,35 +135,36 @@ class LaunchParityTest {
         Path tensor = dir.resolve("tensor.yaml");
         Files.writeString(tensor, Files.readString(config).replace("vocabSize: 300,", "vocabSize: 301,")
                 .replace("batchSize: 1", "batchSize: 2"));
-        assertLaunchedMatchesThreads("tp 2 x dp 2, zero 1", tensor, "tp", 2);
+        assertLaunchedMatchesThreads("tp 2 x dp 2, zero 1", tensor, "tp", 2, 1);
     }
 
     @Test
     void launchedExpertParallelismTrainsBitForBitLikeLocalRanks() throws IOException {
-        // ep 2 x dp 2, ZeRO 1: two blocks of 4 experts, top-2; rank pairs (0, 1) and (2, 3) each split the experts and
-        // exchange tokens by all-to-alls (MPI_Ialltoallv across processes), the expert state sharded over (0, 2), (1, 3)
+        // ep 2 x dp 2, ZeRO 3: two blocks of 4 experts, top-2; rank pairs (0, 1) and (2, 3) each split the experts and
+        // exchange tokens by all-to-alls (MPI_Ialltoallv across processes) on the pass's thread while the rank's thread
+        // gathers and reduce-scatters each block's experts over (0, 2), (1, 3) and its dense parameters over all four
         Path experts = dir.resolve("experts.yaml");
         Files.writeString(experts, Files.readString(config).replace("layers: 1,", "layers: 2,")
                 .replace("batchSize: 1", "batchSize: 2")
                 .replace("ffnHidden: 64}", "ffnHidden: 64, moe: {experts: 4, topK: 2, expertHidden: 32}}"));
-        assertLaunchedMatchesThreads("ep 2 x dp 2, zero 1", experts, "ep", 2);
+        assertLaunchedMatchesThreads("ep 2 x dp 2, zero 3", experts, "ep", 2, 3);
     }
 
     /**
-     * 4 ranks, ZeRO 1 and {@code --<flag> <value>} from {@code yaml}, as threads and as mpirun's processes: the same
-     * losses, gradient norms, validation losses and final checkpoint, bit for bit.
+     * 4 ranks, ZeRO {@code zero} and {@code --<flag> <value>} from {@code yaml}, as threads and as mpirun's processes:
+     * the same losses, gradient norms, validation losses and final checkpoint, bit for bit.
      */
-    private static void assertLaunchedMatchesThreads(String name, Path yaml, String flag, int value) throws IOException {
+    private static void assertLaunchedMatchesThreads(String name, Path yaml, String flag, int value, int zero) throws IOException {
         Optional<MpiRun> mpirun = mpirun();
         assumeTrue(mpirun.isPresent(), "Open MPI (mpirun and libmpi) not installed");
         Path local = dir.resolve("local-" + flag), launched = dir.resolve("mpi-" + flag);
-        Map<String, Object> flags = new HashMap<>(Map.of("ranks", 4, flag, value, "zero", 1, "runDir", local.toString()));
+        Map<String, Object> flags = new HashMap<>(Map.of("ranks", 4, flag, value, "zero", zero, "runDir", local.toString()));
         new Trainer(ConfigLoader.resolve(ConfigLoader.readYaml(yaml), yaml.toString(), flags),
                 new PrintStream(new ByteArrayOutputStream())).run(false);
 
         ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
         MpiRun.Outcome outcome = mpirun.get().run(4, List.of(), Map.of(), JobCommands.thisJvm(List.of("train",
-                        "--config", yaml.toString(), "--" + flag, Integer.toString(value), "--zero", "1", "--run-dir",
+                        "--config", yaml.toString(), "--" + flag, Integer.toString(value), "--zero", Integer.toString(zero), "--run-dir",
                         launched.toString())),
                 new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8), false);
         String printed = out.toString(StandardCharsets.UTF_8);

@@ -13,7 +13,9 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.SplittableRandom;
+import java.util.function.Predicate;
 
 /**
  * All parameters of a model in one flat buffer, and all gradients in another, with a named view per
@@ -224,6 +226,7 @@ public final class ParameterSet implements AutoCloseable {
         private final Map<String, Spec> specs = new LinkedHashMap<>();
         private final Map<String, String> unitOf = new LinkedHashMap<>();   // parameter -> unit name
         private final List<String> unitNames = new ArrayList<>();
+        private Predicate<String> segmentKind = name -> false;   // where padding also goes inside a unit
 
         /**
          * Starts a new unit: the parameters declared from now on belong to {@code name} (parameters declared
@@ -280,6 +283,17 @@ public final class ParameterSet implements AutoCloseable {
             return this;
         }
 
+        /**
+         * Pads each unit also where {@code kind} changes value between consecutive parameters, so every run of
+         * parameters of one kind inside a unit (a segment) starts and ends on the padding multiple: what lets
+         * expert parallelism shard an MoE block's experts over another group than its dense parameters (ZeRO 2 and 3
+         * under ep). Applies to {@link #allocate} and {@link #paddedCount}; without it, a unit is one segment.
+         */
+        public Builder segmentedBy(Predicate<String> kind) {
+            this.segmentKind = Objects.requireNonNull(kind, "kind");
+            return this;
+        }
+
         /** The declarations so far, in order. */
         public List<Spec> specs() {
             return List.copyOf(specs.values());
@@ -288,10 +302,40 @@ public final class ParameterSet implements AutoCloseable {
         /** P': the flat buffers' length with every unit padded to a multiple of {@code padMultiple}, without allocating. */
         public long paddedCount(int padMultiple) {
             if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);
-            Map<String, Long> perUnit = new LinkedHashMap<>();
-            for (Spec s : specs.values()) perUnit.merge(unitOf.get(s.name), s.numel(), Long::sum);
             long total = 0;
-            for (long n : perUnit.values()) total += (n + padMultiple - 1) / padMultiple * padMultiple;
+            String unit = null;
+            Boolean kind = null;
+            for (Spec s : specs.values()) {
+                boolean k = segmentKind.test(s.name);
+                if (unit != null && (!unit.equals(unitOf.get(s.name)) || k != kind)) total = padUp(total, padMultiple);
+                unit = unitOf.get(s.name);
+                kind = k;
+                total += s.numel();
+            }
+            return padUp(total, padMultiple);
+        }
+
+        /**
+         * The padded elements of the segments ({@link #segmentedBy}) whose kind is {@code kind}: with every unit and
+         * segment padded to a multiple of {@code padMultiple}, what the flat layout gives the runs of that kind
+         * ({@link #paddedCount} is the sum over both kinds).
+         */
+        public long paddedCount(int padMultiple, boolean kind) {
+            if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);
+            long total = 0, run = 0;
+            String unit = null;
+            Boolean current = null;
+            for (Spec s : specs.values()) {
+                boolean k = segmentKind.test(s.name);
+                if (unit != null && (!unit.equals(unitOf.get(s.name)) || k != current)) {
+                    if (current == kind) total += padUp(run, padMultiple);
+                    run = 0;
+                }
+                unit = unitOf.get(s.name);
+                current = k;
+                run += s.numel();
+            }
+            if (current != null && current == kind) total += padUp(run, padMultiple);
             return total;
         }
 
@@ -331,8 +375,12 @@ public final class ParameterSet implements AutoCloseable {
             Map<String, int[]> extent = new LinkedHashMap<>();   // unit -> {offset, padded size}
             long offset = 0, real = 0;
             String current = null;
+            boolean currentKind = false;
             for (Spec s : specs.values()) {
                 String unit = unitOf.get(s.name);
+                boolean kind = segmentKind.test(s.name);
+                if (unit.equals(current) && kind != currentKind) offset = padUp(offset, padMultiple);   // a new segment
+                currentKind = kind;
                 if (!unit.equals(current)) {
                     if (current != null) offset = close(extent, current, offset, padMultiple);
                     current = unit;
@@ -369,9 +417,13 @@ public final class ParameterSet implements AutoCloseable {
                     List.copyOf(specs.values()), List.copyOf(units), real, n);
         }
 
+        private static long padUp(long end, int padMultiple) {
+            return (end + padMultiple - 1) / padMultiple * padMultiple;
+        }
+
         private static long close(Map<String, int[]> extent, String unit, long end, int padMultiple) {
             int[] e = extent.get(unit);
-            long paddedEnd = (end + padMultiple - 1) / padMultiple * padMultiple;
+            long paddedEnd = padUp(end, padMultiple);
             e[1] = Math.toIntExact(paddedEnd - e[0]);
             return paddedEnd;
         }

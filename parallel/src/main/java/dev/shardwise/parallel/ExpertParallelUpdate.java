@@ -31,7 +31,7 @@ import java.util.function.BiConsumer;
  * chunk j of ⌈len/n⌉ elements, updates it, and broadcasts it to the group (non-expert state over dp, expert state
  * over the expert-data-parallel group: 8 bytes per element ÷ n). Stage 0 owns every run whole. Per step: an
  * all-reduce of every run over its group, two scalars, and at stage 1 n broadcasts of each run's chunks. Stages 2
- * and 3 are refused.
+ * and 3 under expert parallelism are {@link ZeroShardedUpdate}'s ({@link ZeroShardedUpdate.Experts}).
  *
  * <p>Under pipeline parallelism ({@link StageGradients}) the tied embedding's gradient is summed with the other end
  * stage's first, the head's copy of it is left out of the norm, and the squares are summed over the stages too.
@@ -82,9 +82,19 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
      */
     public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
                                 Communicator ep, Communicator expertDp, MemoryPool pool, StageGradients stages) {
+        this(params, settings, zero, dp, ep, expertDp, pool, stages, ShardMoments.resident());
+    }
+
+    /**
+     * As above, the AdamW moments this rank holds created by {@code moments} (in memory, or in a memory-mapped file:
+     * ZeRO-Infinity's optimizer offload).
+     */
+    public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
+                                Communicator ep, Communicator expertDp, MemoryPool pool, StageGradients stages,
+                                ShardMoments.Factory moments) {
         if (zero != 0 && zero != 1) {
-            throw new IllegalArgumentException("expert parallelism runs with ZeRO 0 or 1, got zero=" + zero
-                    + "; use --zero 1 (stages 2 and 3 do not shard expert gradients yet)");
+            throw new IllegalArgumentException("ExpertParallelUpdate runs ZeRO 0 or 1, got zero=" + zero
+                    + "; stages 2 and 3 under expert parallelism run ZeroShardedUpdate with ZeroShardedUpdate.Experts");
         }
         this.params = params;
         this.pool = pool;
@@ -122,9 +132,11 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
             shard += length;
         }
         try {
-            this.moments = ShardMoments.resident().create(pool, params.dtype(), Math.max(shard, 1));
+            this.moments = moments.create(pool, params.dtype(), Math.max(shard, 1));
         } catch (IOException e) {
-            throw new UncheckedIOException(e.getMessage(), e);
+            dpScalar.close();
+            epScalar.close();
+            throw new UncheckedIOException("cannot create the optimizer state's file: " + e.getMessage(), e);
         }
     }
 

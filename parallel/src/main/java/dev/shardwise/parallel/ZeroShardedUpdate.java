@@ -7,6 +7,7 @@ import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
@@ -16,6 +17,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -57,17 +59,73 @@ import java.util.function.Supplier;
  * all-gather runs while unit l computes. Evaluation's forward (outside {@link #forward}) gathers unit by unit on
  * the calling thread.
  *
+ * <p>Under expert parallelism (GShard; {@link Experts}) each unit splits further into segments, runs of dense
+ * parameters and runs of this rank's experts (the parameters allocated {@linkplain ParameterSet.Builder#segmentedBy
+ * segmented} so each run is a multiple of N): a dense segment is sharded, gathered and reduce-scattered over the dp
+ * group as above, an expert segment over the expert-data-parallel group of N/ep ranks holding the same experts, and
+ * its reduced gradient is scaled by 1/ep (each rank's expert gradient already sums the ep ranks' tokens it served),
+ * so every gradient is the mean over all dp ranks' micro-batches. The rank's shard is its piece of every segment in
+ * turn; the global norm is one all-reduce over dp, which covers every dense piece and every expert's pieces once.
+ * Per rank, with Ψ_expert counting all experts and Ψ = Ψ_dense + Ψ_expert/ep the parameters the rank holds: stage 2
+ * holds 4Ψ + 12Ψ_dense/N + 12Ψ_expert/N, stage 3 16Ψ_dense/N + 16Ψ_expert/N (plus each run's padding).
+ *
  * <p>Reductions add in rank order and every rank runs the same collectives in the same order, so a layout is
  * bit-reproducible run to run.
  */
 public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
+    /**
+     * How the experts of an expert-parallel rank are sharded: over {@code expertDp}, the ranks of the dp group holding
+     * the same experts, their gradients scaled by 1/{@code ep}. {@link #NONE}: no expert parallelism, every parameter
+     * sharded over dp.
+     *
+     * @param expertDp the expert-data-parallel group (null only in {@link #NONE})
+     * @param ep       the expert-parallel group's size
+     */
+    public record Experts(Communicator expertDp, int ep) {
+        public static final Experts NONE = new Experts(null, 1);
+
+        /** @throws IllegalArgumentException if ep &lt; 1, or ep &gt; 1 without a group */
+        public Experts {
+            if (ep < 1 || (ep > 1 && expertDp == null)) {
+                throw new IllegalArgumentException("expert sharding needs ep >= 1 and, for ep > 1, the expert-data-parallel "
+                        + "group; got ep=" + ep + ", group " + expertDp);
+            }
+        }
+
+        boolean sharded() {
+            return ep > 1;
+        }
+    }
+
+    /**
+     * Elements [flatStart, flatStart + length) of the flat layout [P'], held at [shardOffset, shardOffset + length) of
+     * this rank's shards: its piece of one segment.
+     */
+    public record Piece(int flatStart, int shardOffset, int length) { }
+
+    /**
+     * A run [offset, offset + length) of one unit's flat elements sharded over {@code group}: rank r of it owns piece
+     * r of length/n elements, at {@code shardOffset} of its shards.
+     */
+    private record Segment(int offset, int length, boolean expert, Communicator group, int shardOffset) {
+        int pieceLength() { return length / group.size(); }
+
+        int flatPiece() { return offset + group.rank() * pieceLength(); }
+
+        Tensor of(Tensor flat) { return flat.slice(0, offset, length); }
+
+        Tensor pieceOf(Tensor shard) { return shard.slice(0, shardOffset, pieceLength()); }
+
+        Tensor ownPieceOf(Tensor flat) { return flat.slice(0, flatPiece(), pieceLength()); }
+    }
+
     private final int stage;
     private final StageGradients stages;
     private final ParameterSet params;
     private final Communicator dp;
     private final MemoryPool pool;
-    private final int dpSize;
-    private final int dpRank;
+    private final Experts experts;
+    private final List<List<Segment>> segments;   // per unit index, in flat order
     private final int shardSize;
     private final Tensor valueShard;   // [S] stage 3, PARAMETERS; null at stage 2 (the flat values are whole)
     private final Tensor gradShard;    // [S] GRADIENTS
@@ -127,6 +185,18 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
                              AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapPasses,
                              StageGradients stages) {
+        this(stage, params, dp, pool, settings, moments, overlapPasses, stages, Experts.NONE);
+    }
+
+    /**
+     * As above for an expert-parallel rank: its experts' segments sharded over {@code experts}' group, the parameters
+     * allocated {@linkplain ParameterSet.Builder#segmentedBy segmented} by {@link MoeConfig#isExpertParameter}.
+     *
+     * @throws IllegalArgumentException also if a segment does not split into equal pieces over its group
+     */
+    public ZeroShardedUpdate(int stage, ParameterSet params, Communicator dp, MemoryPool pool,
+                             AdamWOptimizer.Settings settings, ShardMoments.Factory moments, boolean overlapPasses,
+                             StageGradients stages, Experts experts) {
         if (stage != 2 && stage != 3) throw new IllegalArgumentException("ZeroShardedUpdate runs ZeRO stage 2 or 3, got " + stage);
         ParameterSet.Residency expected = stage == 2 ? ParameterSet.Residency.VALUES : ParameterSet.Residency.NONE;
         if (params.residency() != expected) {
@@ -145,9 +215,16 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.params = params;
         this.dp = dp;
         this.pool = pool;
-        this.dpSize = dp.size();
-        this.dpRank = dp.rank();
-        this.shardSize = Math.toIntExact(params.paddedCount() / dpSize);
+        this.experts = experts;
+        List<List<Segment>> bySegment = new ArrayList<>();
+        int shard = 0;
+        for (ParameterSet.Unit u : params.units()) {
+            List<Segment> mine = segmentsOf(u, shard);
+            bySegment.add(mine);
+            for (Segment g : mine) shard += g.pieceLength();
+        }
+        this.segments = List.copyOf(bySegment);
+        this.shardSize = shard;
         int units = params.units().size();
         this.gatheredValues = new Tensor[units];
         this.unitGrads = new Tensor[units];
@@ -172,9 +249,43 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.scalar = s;
         this.adamW = new ShardAdamW(settings);
         for (ParameterSet.Unit u : params.units()) {
-            int piece = u.size() / dpSize;
-            adamW.addRange(params, u.parameters(), u.offset() + (long) dpRank * piece, piece, u.offset() / dpSize);
+            for (Segment g : segments.get(u.index())) adamW.addRange(params, u.parameters(), g.flatPiece(), g.pieceLength(), g.shardOffset());
         }
+    }
+
+    /**
+     * The unit's segments, this rank's pieces laid out from {@code shardOffset}: the whole unit over dp, or under
+     * expert parallelism its runs of dense parameters over dp and of experts over the expert-data-parallel group (each
+     * run from its first parameter's offset, the padding before the next run or the unit's end included).
+     */
+    private List<Segment> segmentsOf(ParameterSet.Unit u, int shardOffset) {
+        List<Parameter> byOffset = new ArrayList<>(u.parameters());
+        byOffset.sort(Comparator.comparingLong(params::offsetOf));
+        List<int[]> starts = new ArrayList<>();   // {offset, expert ? 1 : 0}
+        for (Parameter p : byOffset) {
+            boolean expert = experts.sharded() && MoeConfig.isExpertParameter(p.name());
+            if (starts.isEmpty() || (starts.getLast()[1] == 1) != expert) {
+                starts.add(new int[]{starts.isEmpty() ? u.offset() : Math.toIntExact(params.offsetOf(p)), expert ? 1 : 0});
+            }
+        }
+        if (starts.isEmpty()) starts.add(new int[]{u.offset(), 0});
+        List<Segment> out = new ArrayList<>();
+        for (int i = 0; i < starts.size(); i++) {
+            int from = starts.get(i)[0], to = i + 1 < starts.size() ? starts.get(i + 1)[0] : u.offset() + u.size();
+            boolean expert = starts.get(i)[1] == 1;
+            Communicator group = expert ? experts.expertDp() : dp;
+            if ((to - from) % group.size() != 0) {
+                throw new IllegalArgumentException("ZeRO needs every " + (expert ? "run of experts" : "run of dense parameters")
+                        + " of unit " + u.name() + " to split into " + group.size() + " equal shards, but [" + from + ", " + to
+                        + ") has " + (to - from) + " elements; allocate the parameters segmented by "
+                        + "MoeConfig::isExpertParameter and padded to a multiple of the dp size (ParameterSet.Builder"
+                        + ".segmentedBy, then allocate(pool, dtype, " + dp.size() + ", residency))");
+            }
+            Segment g = new Segment(from, to - from, expert, group, shardOffset);
+            out.add(g);
+            shardOffset += g.pieceLength();
+        }
+        return List.copyOf(out);
     }
 
     private static void closeQuietly(AutoCloseable c, Exception primary) {
@@ -202,7 +313,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             try (Tensor full = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), u.size())) {
                 bindValues(u, full);
                 params.initialize(seed, u.parameters());
-                Vectors.copy(piece(valueShard, u), full.slice(0, dpRank * (u.size() / dpSize), u.size() / dpSize));
+                for (Segment g : segments.get(u.index())) {
+                    Vectors.copy(g.pieceOf(valueShard), full.slice(0, g.flatPiece() - u.offset(), g.pieceLength()));
+                }
                 bindValues(u, null);
             }
         }
@@ -275,16 +388,19 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         unitGrads[unit.index()] = null;
         for (Parameter p : unit.parameters()) p.bindGrad(null);
         if (stage == 3) releaseValues(unit);
-        Tensor piece = piece(gradShard, unit);
+        List<Segment> parts = segments.get(unit.index());
         int micro = microBatch;
         inFlight.add(overlap.post(() -> {
             try {
-                if (micro == 0) {
-                    dp.reduceScatter(piece, whole, ReduceOp.AVG);
-                } else {
-                    try (Tensor reduced = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), piece.dim(0))) {
-                        dp.reduceScatter(reduced, whole, ReduceOp.AVG);
-                        Vectors.accumulate(piece, reduced);
+                for (Segment g : parts) {
+                    Tensor piece = g.pieceOf(gradShard), part = whole.slice(0, g.offset() - unit.offset(), g.length());
+                    if (micro == 0) {
+                        g.group().reduceScatter(piece, part, ReduceOp.AVG);
+                    } else {
+                        try (Tensor reduced = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), piece.dim(0))) {
+                            g.group().reduceScatter(reduced, part, ReduceOp.AVG);
+                            Vectors.accumulate(piece, reduced);
+                        }
                     }
                 }
             } finally {
@@ -324,7 +440,9 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private Tensor gatherNow(ParameterSet.Unit unit) {
         Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
         try {
-            dp.allGather(t, piece(valueShard, unit));
+            for (Segment g : segments.get(unit.index())) {
+                g.group().allGather(t.slice(0, g.offset() - unit.offset(), g.length()), g.pieceOf(valueShard));
+            }
         } catch (RuntimeException e) {
             t.close();
             throw e;
@@ -395,9 +513,18 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         return unitBuffer.slice(0, at, Math.toIntExact(p.numel())).view(p.shape());
     }
 
-    /** This rank's piece of {@code unit} in a shard-laid-out tensor [S]. */
+    /** This rank's piece of a unit of one segment (a dense unit) in a shard-laid-out tensor [S]. */
     private Tensor piece(Tensor shard, ParameterSet.Unit unit) {
-        return shard.slice(0, unit.offset() / dpSize, unit.size() / dpSize);
+        List<Segment> parts = segments.get(unit.index());
+        if (parts.size() != 1) throw new IllegalStateException("unit " + unit.name() + " has " + parts.size() + " segments");
+        return parts.getFirst().pieceOf(shard);
+    }
+
+    /** Every segment of every unit, in shard order. */
+    private List<Segment> allSegments() {
+        List<Segment> all = new ArrayList<>();
+        for (List<Segment> u : segments) all.addAll(u);
+        return all;
     }
 
     // ------------------------------------------------------------------ update
@@ -408,24 +535,28 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         overlap.drain();   // the reduce-scatters still in flight when backward ended: the exposed part
         discardPrefetched();   // the values are about to change
         if (stages.tiedUnit() != null) stages.sumTied(piece(gradShard, stages.tiedUnit()), pool);
+        if (experts.sharded()) {
+            for (Segment g : allSegments()) if (g.expert()) Vectors.scale(g.pieceOf(gradShard), 1.0 / experts.ep());
+        }
         ParameterSet.Unit uncounted = stages.uncountedUnit();
         double sumOfSquares;
         if (stages.tensorParallel()) {
-            // the shard is each unit's piece in turn: unit u's elements [offset + dpRank·size/dp, + size/dp) at offset/dp
-            List<ParameterSet.Unit> units = params.units();
-            long[] flat = new long[units.size()];
-            int[] at = new int[units.size()], lengths = new int[units.size()];
-            for (int i = 0; i < units.size(); i++) {
-                ParameterSet.Unit u = units.get(i);
-                lengths[i] = u.size() / dpSize;
-                at[i] = u.offset() / dpSize;
-                flat[i] = u.offset() + (long) dpRank * lengths[i];
+            // the shard is each segment's piece in turn: its elements [flatPiece, + pieceLength) at shardOffset
+            List<Segment> all = allSegments();
+            long[] flat = new long[all.size()];
+            int[] at = new int[all.size()], lengths = new int[all.size()];
+            for (int i = 0; i < all.size(); i++) {
+                lengths[i] = all.get(i).pieceLength();
+                at[i] = all.get(i).shardOffset();
+                flat[i] = all.get(i).flatPiece();
             }
             stages.sumPartialGradients(gradShard, flat, at, lengths);
             sumOfSquares = stages.countedSumOfSquares(gradShard, flat, at, lengths);
+        } else if (uncounted == null) {
+            sumOfSquares = Vectors.sumOfSquares(gradShard);
         } else {
-            sumOfSquares = uncounted == null ? Vectors.sumOfSquares(gradShard)
-                    : StageGradients.sumOfSquaresWithout(gradShard, uncounted.offset() / dpSize, uncounted.size() / dpSize);
+            Segment u = segments.get(uncounted.index()).getFirst();
+            sumOfSquares = StageGradients.sumOfSquaresWithout(gradShard, u.shardOffset(), u.pieceLength());
         }
         double norm = Math.sqrt(stages.sumOverStages(scalar.reduce(sumOfSquares, ReduceOp.SUM)));
         long communication = System.nanoTime() - start;
@@ -435,10 +566,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         if (stage == 2) {
             long gather = System.nanoTime();
             Tensor flat = params.values();
-            for (ParameterSet.Unit u : params.units()) {
-                int piece = u.size() / dpSize;
-                dp.allGather(flat.slice(0, u.offset(), u.size()), flat.slice(0, u.offset() + dpRank * piece, piece));
-            }
+            for (Segment g : allSegments()) g.group().allGather(g.of(flat), g.ownPieceOf(flat));
             communication += System.nanoTime() - gather;
         }
         return new Applied(norm, communication);
@@ -469,7 +597,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             Vectors.copy(full, params.values());
             return;
         }
-        for (ParameterSet.Unit u : params.units()) dp.allGather(full.slice(0, u.offset(), u.size()), piece(valueShard, u));
+        for (Segment g : allSegments()) g.group().allGather(g.of(full), g.pieceOf(valueShard));
     }
 
     /** Takes this rank's shard of whole values {@code full} [P'] (read from a checkpoint). */
@@ -479,16 +607,16 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
             return;
         }
         discardPrefetched();
-        for (ParameterSet.Unit u : params.units()) Vectors.copy(piece(valueShard, u), ownPiece(full, u));
+        for (Segment g : allSegments()) Vectors.copy(g.pieceOf(valueShard), g.ownPieceOf(full));
     }
 
     /** Collective: fills whole first and second moments [P'] from every rank's shard. */
     public void gatherMoments(Tensor fullM, Tensor fullV) {
         overlap.drain();
         moments.read((m, v) -> {
-            for (ParameterSet.Unit u : params.units()) {
-                dp.allGather(fullM.slice(0, u.offset(), u.size()), piece(m, u));
-                dp.allGather(fullV.slice(0, u.offset(), u.size()), piece(v, u));
+            for (Segment g : allSegments()) {
+                g.group().allGather(g.of(fullM), g.pieceOf(m));
+                g.group().allGather(g.of(fullV), g.pieceOf(v));
             }
         });
     }
@@ -496,20 +624,15 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     /** Takes this rank's shard of whole moments [P'] and the number of updates applied before. */
     public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
         moments.write((m, v) -> {
-            for (ParameterSet.Unit u : params.units()) {
-                Vectors.copy(piece(m, u), ownPiece(fullM, u));
-                Vectors.copy(piece(v, u), ownPiece(fullV, u));
+            for (Segment g : allSegments()) {
+                Vectors.copy(g.pieceOf(m), g.ownPieceOf(fullM));
+                Vectors.copy(g.pieceOf(v), g.ownPieceOf(fullV));
             }
         });
         this.steps = steps;
     }
 
-    private Tensor ownPiece(Tensor full, ParameterSet.Unit unit) {
-        int piece = unit.size() / dpSize;
-        return full.slice(0, unit.offset() + dpRank * piece, piece);
-    }
-
-    /** This rank's shards, each [S] in shard layout (unit u's piece at u.offset()/N): values (stage 3), m, v. */
+    /** This rank's shards, each [S] in shard layout (see {@link #pieces}): values (stage 3), m, v. */
     @FunctionalInterface
     public interface Shards {
         /** @param values the value shard at stage 3; null at stage 2, whose values are whole in the parameter set */
@@ -518,8 +641,8 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
 
     /**
      * Runs {@code body} with this rank's shards to read (for a checkpoint written piece by piece), after the
-     * overlapped gathers and reductions have finished. Not collective. Unit u's piece [u.offset()/N, + u.size()/N)
-     * holds the flat elements [u.offset() + dpRank·u.size()/N, + u.size()/N).
+     * overlapped gathers and reductions have finished. Not collective. Which flat elements each part of the shards
+     * holds is {@link #pieces}.
      */
     public void readShards(Shards body) {
         overlap.drain();
@@ -534,12 +657,16 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.steps = steps;
     }
 
-    /** This rank's place in the data-parallel group that shards the state. */
-    public int dpRank() { return dpRank; }
+    /**
+     * Where this rank's shards sit in the flat layout: its piece of every segment in turn (without expert parallelism,
+     * one per unit: unit u's elements [u.offset() + dpRank·u.size()/N, + u.size()/N) at u.offset()/N). Over the dp
+     * group (and, for experts, over the ranks holding other experts) every flat element is in exactly one rank's pieces.
+     */
+    public List<Piece> pieces() {
+        return allSegments().stream().map(g -> new Piece(g.flatPiece(), g.shardOffset(), g.pieceLength())).toList();
+    }
 
-    public int dpSize() { return dpSize; }
-
-    /** Elements of this rank's shard, P'/N. */
+    /** Elements of this rank's shard: P'/N without expert parallelism. */
     public int shardSize() { return shardSize; }
 
     @Override

@@ -3,6 +3,7 @@ package dev.shardwise.parallel;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.ParameterUpdate;
@@ -84,6 +85,15 @@ public enum ZeroStage {
     }
 
     /**
+     * As {@link #allocate(ParameterSet.Builder, MemoryPool, DType, int)} for an expert-parallel rank at stage 2 or 3:
+     * each unit's runs of experts and of dense parameters padded apart ({@link ParameterSet.Builder#segmentedBy}), so
+     * the update can shard the experts over their expert-data-parallel group ({@link Options#withExperts}).
+     */
+    public ParameterSet allocateSegmented(ParameterSet.Builder declared, MemoryPool pool, DType dtype, int dpSize) {
+        return allocate(declared.segmentedBy(MoeConfig::isExpertParameter), pool, dtype, dpSize);
+    }
+
+    /**
      * The update this stage runs over {@code dp}, with the state it owns; the parameters are not initialised yet
      * ({@link Update#initialize}). The caller closes the result.
      *
@@ -101,6 +111,10 @@ public enum ZeroStage {
             throw new IllegalArgumentException("ZeRO stage " + number() + " shards over a data-parallel group, but none was "
                     + "given; pass the dp group (a world of one rank will do)");
         }
+        if (options.experts().sharded() && (this == REPLICATED || this == OPTIMIZER_STATE)) {
+            throw new IllegalArgumentException("ZeRO stage " + number() + " does not shard experts over their own group; "
+                    + "expert parallelism at stages 0 and 1 runs ExpertParallelUpdate");
+        }
         if (this == REPLICATED && options.offload() != null) {
             throw new IllegalArgumentException("offloading the optimizer state to " + options.offload() + " needs ZeRO "
                     + "stage >= 1 (the offloaded optimizer is the sharded one); use zero 1 (it works on one rank too) or "
@@ -112,7 +126,7 @@ public enum ZeroStage {
                     new ZeroStage1Update(params, dp, pool, settings, options.moments(), options.stages()));
             case GRADIENTS, PARAMETERS -> new Update.Sharded(
                     new ZeroShardedUpdate(number(), params, dp, pool, settings, options.moments(), options.overlap(),
-                            options.stages()));
+                            options.stages(), options.experts()));
         };
     }
 
@@ -128,8 +142,12 @@ public enum ZeroStage {
      * @param offloadChunkElements elements per moment the offloaded optimizer streams through memory at a time
      * @param stages               what a pipeline stage's update shares with the other stages (tied embedding, norm);
      *                             {@link StageGradients#NONE} when the model is not cut
+     * @param experts              stages 2 and 3 under expert parallelism: the group the experts are sharded over
+     *                             (the parameters allocated segmented, see {@link #allocate}); else
+     *                             {@link ZeroShardedUpdate.Experts#NONE}
      */
-    public record Options(int bucketElements, boolean overlap, Path offload, int offloadChunkElements, StageGradients stages) {
+    public record Options(int bucketElements, boolean overlap, Path offload, int offloadChunkElements, StageGradients stages,
+                          ZeroShardedUpdate.Experts experts) {
         /** @throws IllegalArgumentException if bucketElements or offloadChunkElements is below 1 */
         public Options {
             if (bucketElements < 1) throw new IllegalArgumentException("bucketElements must be >= 1, got " + bucketElements);
@@ -141,25 +159,30 @@ public enum ZeroStage {
         /** PyTorch DDP's 25 MiB buckets, overlapped, moments in memory. */
         public static Options defaults() {
             return new Options(DataParallel.DEFAULT_BUCKET_ELEMENTS, true, null, DEFAULT_OFFLOAD_CHUNK_ELEMENTS,
-                    StageGradients.NONE);
+                    StageGradients.NONE, ZeroShardedUpdate.Experts.NONE);
         }
 
         public Options withBucketElements(int elements) {
-            return new Options(elements, overlap, offload, offloadChunkElements, stages);
+            return new Options(elements, overlap, offload, offloadChunkElements, stages, experts);
         }
 
         public Options withOverlap(boolean on) {
-            return new Options(bucketElements, on, offload, offloadChunkElements, stages);
+            return new Options(bucketElements, on, offload, offloadChunkElements, stages, experts);
         }
 
         /** Moments offloaded to {@code directory} (null: in memory), streamed {@code chunkElements} at a time. */
         public Options withOffload(Path directory, int chunkElements) {
-            return new Options(bucketElements, overlap, directory, chunkElements, stages);
+            return new Options(bucketElements, overlap, directory, chunkElements, stages, experts);
         }
 
         /** A pipeline stage's update: the tied embedding and the norm shared with the other stages. */
         public Options withStages(StageGradients shared) {
-            return new Options(bucketElements, overlap, offload, offloadChunkElements, shared);
+            return new Options(bucketElements, overlap, offload, offloadChunkElements, shared, experts);
+        }
+
+        /** Stages 2 and 3 under expert parallelism: the experts sharded over {@code sharding}'s group. */
+        public Options withExperts(ZeroShardedUpdate.Experts sharding) {
+            return new Options(bucketElements, overlap, offload, offloadChunkElements, stages, sharding);
         }
 
         ShardMoments.Factory moments() {

@@ -30,24 +30,36 @@ public final class MemoryReport {
     /**
      * ZeRO's formula for a rank of pipeline stage {@code stage} (0, the leader's, when the model is not cut): per-rank
      * bytes of parameters, gradients and optimizer state for the Ψ parameters the stage holds. Under expert parallelism
-     * a rank holds Ψ_dense + Ψ_expert/ep, and ZeRO 1 shards the dense state over dp and the experts' over the dp/ep ranks
-     * holding the same experts: 8Ψ_dense/N + 8Ψ_expert/N.
+     * a rank holds Ψ = Ψ_dense + Ψ_expert/ep (Ψ_expert: all experts), and ZeRO shards what it shards of the dense
+     * parameters over dp and of the experts over the N/ep ranks holding the same experts, so Ψ/N becomes
+     * Ψ_dense/N + Ψ_expert/N: ZeRO 1 8Ψ_dense/N + 8Ψ_expert/N of AdamW state, ZeRO 2 gradients too, ZeRO 3 parameters too.
      */
     public static ZeroMemory formula(TrainConfig config, int stage) {
         if (config.layout().ep() > 1) {
             ExpertShare e = expertShare(config, stage);
             long psi = e.dense() + e.experts(), n = config.layout().dp(), expertDp = config.layout().expertDp();
-            return new ZeroMemory(4 * psi, 4 * psi, config.zero() == 0 ? 8 * psi : 8 * e.dense() / n + 8 * e.experts() / expertDp);
+            long sharded = e.dense() / n + e.experts() / expertDp;   // Ψ_dense/N + Ψ_expert/N, per rank
+            int zero = config.zero();
+            return new ZeroMemory(zero == 3 ? 4 * sharded : 4 * psi, zero >= 2 ? 4 * sharded : 4 * psi,
+                    config.offloadOptimizer() != null ? 0 : zero == 0 ? 8 * psi : 8 * sharded);
         }
         return ZeroMemory.of(config.zero(), config.layout().dp(), stageParameters(config, stage), config.offloadOptimizer() != null);
     }
 
     /**
      * The bytes a rank of {@code stage} will allocate for model state (exact: the padded flat layout's shards; under
-     * expert parallelism, rank 0's ⌈run/n⌉ chunk of each run of dense parameters and of experts at ZeRO 1).
+     * expert parallelism, rank 0's ⌈run/n⌉ chunk of each run of dense parameters and of experts at ZeRO 0 and 1, and at
+     * ZeRO 2 and 3 the padded runs' pieces: dense ones over dp, experts over the expert-data-parallel group).
      */
     public static ZeroMemory allocated(TrainConfig config, int stage) {
         int dp = config.layout().dp();
+        boolean offload = config.offloadOptimizer() != null;
+        if (config.layout().ep() > 1 && config.zero() >= 2) {
+            ParameterSet.Builder declared = declare(config, stage).segmentedBy(MoeConfig::isExpertParameter);
+            long dense = declared.paddedCount(dp, false), experts = declared.paddedCount(dp, true);
+            long shard = dense / dp + experts / config.layout().expertDp(), all = dense + experts;
+            return new ZeroMemory(4 * (config.zero() == 3 ? shard : all), 4 * shard, offload ? 0 : 8 * shard);
+        }
         if (config.layout().ep() > 1) {
             long psi = 0, state = 0, run = 0;
             boolean expert = false;
@@ -62,7 +74,7 @@ public final class MemoryReport {
                 psi += spec.numel();
             }
             state += chunk(run, expert ? config.layout().expertDp() : dp, config.zero());
-            return new ZeroMemory(4 * psi, 4 * psi, 8 * state);
+            return new ZeroMemory(4 * psi, 4 * psi, offload ? 0 : 8 * state);
         }
         long padded = declare(config, stage).paddedCount(ZeroStage.of(config.zero()).paddingMultiple(dp));
         return ZeroMemory.of(config.zero(), dp, padded, config.offloadOptimizer() != null);
@@ -154,6 +166,20 @@ public final class MemoryReport {
                 c.pipelineCut() == null ? "auto" : c.pipelineCut());
     }
 
+    /** What ZeRO {@code stage} (1-3) shards: the AdamW state, gradients too, parameters too. */
+    private static String sharded(int stage) {
+        return switch (stage) {
+            case 1 -> "AdamW state";
+            case 2 -> "gradients and AdamW state";
+            default -> "parameters, gradients and AdamW state";
+        };
+    }
+
+    /** ZeRO's formula under expert parallelism: each kΨ/N split into kΨd/N + kΨe/N (4Ψ + 12Ψ/N -> 4Ψ+12Ψd/N+12Ψe/N). */
+    static String expertFormula(String formula) {
+        return formula.replaceAll("(\\d+)Ψ/N", "$1Ψd/N+$1Ψe/N").replace(" + ", "+");
+    }
+
     /** The {@link #layout} line, then a table, one line per category and the total, ending with a newline. */
     public static String table(TrainConfig c) {
         int stage = c.zero();
@@ -186,21 +212,24 @@ public final class MemoryReport {
                             + "Ψ = Ψ_dense + Ψ_expert%s = %,d per rank%s%n", ep, pp > 1 ? ", stage 0" : "",
                     c.model().moe().experts() / ep, c.model().moe().experts(), e.dense(), dense, per, e.experts(), per,
                     e.dense() + e.experts(),
-                    stage == 1 ? "; ZeRO 1 shards the dense AdamW state over dp=" + c.layout().dp() + " and the experts' over the "
-                            + c.layout().expertDp() + " rank(s) holding the same experts (8Ψ_dense/N + 8Ψ_expert/N)" : ""));
+                    stage >= 1 ? "; ZeRO " + stage + " shards the dense " + sharded(stage) + " over dp=" + c.layout().dp()
+                            + " and the experts' over the " + c.layout().expertDp() + " rank(s) holding the same experts "
+                            + "(Ψ/N becomes Ψd/N + Ψe/N, Ψe counting all experts)" : ""));
         }
         sb.append(String.format(Locale.ROOT, "per-rank model state%s, ZeRO stage %d over N=dp=%d rank(s), Ψ=%,d parameters "
                 + "(fp32 weights, AdamW)%s:%n", pp > 1 ? " of stage 0" : "", stage, c.layout().dp(), stageParameters(c, 0),
                 offload ? ", optimizer state offloaded to " + c.offloadOptimizer() : ""));
-        String row = ep > 1 && stage == 1 ? "  %-16s %12s   %-15s %12s%n" : "  %-16s %12s   %-12s %12s%n";
+        boolean experts = ep > 1 && stage >= 1;
+        String row = experts ? "  %-16s %12s   %-17s %12s%n" : "  %-16s %12s   %-12s %12s%n";
         sb.append(String.format(Locale.ROOT, row, "category", "allocated", "ZeRO formula", "= bytes"));
         for (MemoryCategory cat : MODEL_STATE) {
+            String f = ZeroMemory.formula(stage, cat, offload);
             sb.append(String.format(Locale.ROOT, row, cat.label(), MemoryPool.formatBytes(allocated.bytes(cat)),
-                    ep > 1 && stage == 1 && cat == MemoryCategory.OPTIMIZER_STATE ? "8Ψd/N+8Ψe/N" : ZeroMemory.formula(stage, cat, offload),
-                    MemoryPool.formatBytes(formula.bytes(cat))));
+                    experts ? expertFormula(f) : f, MemoryPool.formatBytes(formula.bytes(cat))));
         }
+        String total = ZeroMemory.totalFormula(stage, offload);
         sb.append(String.format(Locale.ROOT, row, "total", MemoryPool.formatBytes(allocated.total()),
-                ep > 1 && stage == 1 ? "8Ψ+8Ψd/N+8Ψe/N" : ZeroMemory.totalFormula(stage, offload), MemoryPool.formatBytes(formula.total())));
+                experts ? expertFormula(total) : total, MemoryPool.formatBytes(formula.total())));
         sb.append(String.format(Locale.ROOT, "  (not counted: activations, and buffers%s)%n",
                 stage >= 2 ? " such as the transient unit gradients" + (stage == 3 ? " and gathered unit parameters" : "")
                         : offload ? " such as the optimizer's staging buffer" : ""));

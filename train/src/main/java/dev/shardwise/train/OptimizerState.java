@@ -287,13 +287,15 @@ interface OptimizerState extends AutoCloseable {
                 untunnel(() -> update.writeShards((values, m, v) -> tunnel(body, pieces(values, m, v, true)), steps));
             }
 
-            /** Each unit's piece of the shards, at its flat place; at stage 2 the values are whole (all of them when loading). */
+            /**
+             * Each piece of the shards (one per unit; under expert parallelism one per run of dense parameters or of
+             * experts), at its flat place; at stage 2 the values are whole (all of them when loading).
+             */
             private List<Holding> pieces(Tensor values, Tensor m, Tensor v, boolean load) {
                 List<Holding> held = new ArrayList<>();
                 if (values == null && load) held.add(new Holding(Kind.VALUES, 0, params.values()));
-                int n = update.dpSize(), r = update.dpRank();
-                for (ParameterSet.Unit u : params.units()) {
-                    int piece = u.size() / n, flat = u.offset() + r * piece, at = u.offset() / n;
+                for (ZeroShardedUpdate.Piece p : update.pieces()) {
+                    int flat = p.flatStart(), at = p.shardOffset(), piece = p.length();
                     if (values != null) held.add(new Holding(Kind.VALUES, flat, values.slice(0, at, piece)));
                     else if (!load) held.add(new Holding(Kind.VALUES, flat, params.values().slice(0, flat, piece)));
                     held.add(new Holding(Kind.FIRST_MOMENTS, flat, m.slice(0, at, piece)));

@@ -85,7 +85,7 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         layout.validateFor(new ParallelLayout.ModelDimensions(model.layers(), model.hidden(), model.ffnHidden(),
                 model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen,
                 model.moe() == null ? 0 : model.moe().experts()));
-        refuseWhatIsNotImplemented(layout, offloadOptimizer, model);
+        refuseWhatIsNotImplemented(layout, model);
         if (offloadOptimizer != null && layout.zeroStage() == 0) {
             throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
                     + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
@@ -125,23 +125,13 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
     }
 
     /**
-     * Combinations the layout can describe but the trainer cannot run yet: sequence parallelism over MoE blocks;
-     * expert parallelism (its update,
-     * {@code ExpertParallelUpdate}, shards the AdamW state at ZeRO 0 and 1 only, in memory).
+     * Combinations the layout can describe but the trainer cannot run yet: sequence parallelism over MoE blocks.
+     * (Expert parallelism runs at every ZeRO stage, with or without the optimizer offload.)
      */
-    private static void refuseWhatIsNotImplemented(ParallelLayout layout, Path offloadOptimizer, ModelConfig model) {
+    private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
         if (layout.sequenceParallel() && model.moe() != null) {
             throw new IllegalArgumentException("sequenceParallel=true with a mixture-of-experts model (model.moe): sequence "
                     + "parallelism does not reach MoE blocks yet; drop --sequence-parallel (tensor parallelism alone splits the experts)");
-        }
-        if (layout.ep() == 1) return;
-        if (layout.zeroStage() > 1) {
-            throw new IllegalArgumentException("ep=" + layout.ep() + " with zero=" + layout.zeroStage() + ": expert parallelism "
-                    + "runs with ZeRO 0 or 1 (stages 2 and 3 do not shard the experts' gradients yet); use --zero 1");
-        }
-        if (offloadOptimizer != null) {
-            throw new IllegalArgumentException("ep=" + layout.ep() + " with offloadOptimizer=" + offloadOptimizer + ": the "
-                    + "expert-parallel update keeps its AdamW state in memory; drop the offload (or use ep=1)");
         }
     }
 

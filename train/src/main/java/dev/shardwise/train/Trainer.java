@@ -19,6 +19,8 @@ import dev.shardwise.comm.mpi.MpiCommunicator;
 import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.parallel.ProcessGroups;
 import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.ZeroShardedUpdate;
 import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.parallel.pipeline.PipelineExecutor;
@@ -268,16 +270,22 @@ public final class Trainer {
                 ? new TimedExpertParallel(new CommunicatorExpertParallel(groups.ep())) : null;
         ExpertParallel ep = timedExchanges != null ? timedExchanges
                 : config.layout().ep() > 1 ? new CommunicatorExpertParallel(groups.ep()) : ExpertParallel.NONE;
-        // the expert-parallel update splits its runs unevenly itself: no padding, whole values and gradients (ZeRO 0 or 1)
-        ZeroStage allocation = ep.size() > 1 ? ZeroStage.REPLICATED : zero;
-        try (ParameterSet params = allocation.allocate(Gpt.declare(config.model(), spans, pp > 1, tp, ep), pool, DType.F32,
-                     dpGroup == null ? 1 : dpGroup.size());
+        // at ZeRO 0 or 1 the expert-parallel update splits its runs unevenly itself: no padding, whole values and
+        // gradients; at ZeRO 2 and 3 each unit's runs of experts and of dense parameters are padded apart, to be sharded
+        // over their own groups
+        boolean expertUpdate = ep.size() > 1 && zero.number() < 2;
+        ZeroStage allocation = expertUpdate ? ZeroStage.REPLICATED : zero;
+        ParameterSet.Builder declared = Gpt.declare(config.model(), spans, pp > 1, tp, ep);
+        int dpSize = dpGroup == null ? 1 : dpGroup.size();
+        try (ParameterSet params = ep.size() > 1 && !expertUpdate ? allocation.allocateSegmented(declared, pool, DType.F32, dpSize)
+                     : allocation.allocate(declared, pool, DType.F32, dpSize);
              MatmulPrecision precision = MatmulPrecision.of(config.precision(), pool);
              StageGradients stages = pp > 1 || tpSize > 1
                      ? new StageGradients(pp > 1 ? groups.pp() : null, tpSize > 1 ? groups.tp() : null, params, pool)
                      : StageGradients.NONE;
-             OptimizerState optimizer = ep.size() > 1 ? expertParallelOptimizer(params, pool, groups, stages)
-                     : optimizer(zero, params, pool, dpGroup, stages);
+             OptimizerState optimizer = expertUpdate ? expertParallelOptimizer(params, pool, groups, stages)
+                     : optimizer(zero, params, pool, dpGroup, stages, ep.size() > 1
+                             ? new ZeroShardedUpdate.Experts(groups.expertDp(), ep.size()) : ZeroShardedUpdate.Experts.NONE);
              Tensor global = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, config.globalMicroBatch(), row);
              TrainStep trainStep = new TrainStep(params, chunks(params, spans, tp, ep), pool, config.gradClip(), optimizer.update(),
                      new TrainStep.Pipeline(pp > 1 ? groups.pp() : null, config.schedule(), pp, vpp))) {
@@ -352,13 +360,15 @@ public final class Trainer {
 
     /**
      * Expert parallelism's update (GShard) at the config's ZeRO stage (0 or 1): the dense gradients averaged over the
-     * dp group, the experts' over the ranks holding the same experts; the parameters initialised by global name, so
-     * every expert starts as it would on one rank.
+     * dp group, the experts' over the ranks holding the same experts, the moments offloaded if the config says so; the
+     * parameters initialised by global name, so every expert starts as it would on one rank.
      */
     private OptimizerState expertParallelOptimizer(ParameterSet params, MemoryPool pool, ProcessGroups groups,
                                                    StageGradients stages) {
+        ShardMoments.Factory moments = config.offloadOptimizer() == null ? ShardMoments.resident()
+                : ShardMoments.onDisk(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS);
         ExpertParallelUpdate update = new ExpertParallelUpdate(params, config.optimizer(), config.zero(), groups.dp(), groups.ep(),
-                groups.expertDp(), pool, stages);
+                groups.expertDp(), pool, stages, moments);
         try {
             params.initialize(config.seed());
             return OptimizerState.expertParallel(update, params, pool);
@@ -371,12 +381,14 @@ public final class Trainer {
     /**
      * The update {@code zero} runs over the dp group (none: one rank) and its state, with the parameters
      * initialised; gradient buckets are all-reduced during backward, ZeRO's gathers and reduce-scatters overlap the
-     * passes; a pipeline stage's update shares the tied embedding and the norm with the other stages ({@code stages}).
+     * passes; a pipeline stage's update shares the tied embedding and the norm with the other stages ({@code stages});
+     * under expert parallelism (ZeRO 2 and 3) the experts are sharded over {@code experts}' group.
      */
     private OptimizerState optimizer(ZeroStage zero, ParameterSet params, MemoryPool pool, Communicator dpGroup,
-                                     StageGradients stages) {
+                                     StageGradients stages, ZeroShardedUpdate.Experts experts) {
         ZeroStage.Options options = ZeroStage.Options.defaults().withBucketElements(OVERLAP_BUCKET_ELEMENTS)
-                .withOffload(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS).withStages(stages);
+                .withOffload(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS).withStages(stages)
+                .withExperts(experts);
         ZeroStage.Update update = zero.build(params, dpGroup, pool, config.optimizer(), options);
         try {
             update.initialize(config.seed());
