@@ -1,6 +1,10 @@
 package dev.shardwise.parallel;
 
 import dev.shardwise.core.memory.MemoryCategory;
+import dev.shardwise.model.ParameterSet;
+
+import java.util.List;
+import java.util.function.Predicate;
 
 /**
  * The per-rank bytes of model state that ZeRO's analysis (Rajbhandari et al. 2020, Figure 1, with fp32 weights
@@ -34,6 +38,28 @@ public record ZeroMemory(long parameters, long gradients, long optimizerState) {
         long grads = stage >= 2 ? 4 * psi / ranks : 4 * psi;
         long optim = offloadOptimizer ? 0 : stage >= 1 ? 8 * psi / ranks : 8 * psi;
         return new ZeroMemory(params, grads, optim);
+    }
+
+    /**
+     * The parameters whose AdamW state the first rank holds under the expert-parallel update at ZeRO 0 or 1
+     * ({@link ExpertParallelUpdate}): all at ZeRO 0; at ZeRO 1 ⌈run/n⌉ of each run of consecutive {@code specs} (the
+     * flat layout in declaration order), n the dp size for a run of dense parameters and {@code expertDp}, the ranks
+     * holding the same experts, for a run of routed experts' ({@code isExpert} by name).
+     */
+    public static long expertParallelStateElements(List<ParameterSet.Spec> specs, Predicate<String> isExpert, int zero, int dp,
+                                                   int expertDp) {
+        long state = 0, run = 0;
+        boolean expert = false;
+        for (ParameterSet.Spec spec : specs) {
+            boolean e = isExpert.test(spec.name());
+            if (run > 0 && e != expert) {
+                state += zero == 0 ? run : Math.ceilDiv(run, expert ? expertDp : dp);
+                run = 0;
+            }
+            expert = e;
+            run += spec.numel();
+        }
+        return state + (zero == 0 ? run : Math.ceilDiv(run, expert ? expertDp : dp));
     }
 
     /** The formula for {@code category} at {@code stage}, e.g. {@code 4Ψ/N}; empty for categories ZeRO does not model. */

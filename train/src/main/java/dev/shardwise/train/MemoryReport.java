@@ -61,28 +61,14 @@ public final class MemoryReport {
             return new ZeroMemory(4 * (config.zero() == 3 ? shard : all), 4 * shard, offload ? 0 : 8 * shard);
         }
         if (config.layout().ep() > 1) {
-            long psi = 0, state = 0, run = 0;
-            boolean expert = false;
-            for (ParameterSet.Spec spec : declare(config, stage).specs()) {   // padding 1: the flat layout is declaration order
-                boolean e = MoeConfig.isExpertParameter(spec.name());
-                if (run > 0 && e != expert) {
-                    state += chunk(run, expert ? config.layout().expertDp() : dp, config.zero());
-                    run = 0;
-                }
-                expert = e;
-                run += spec.numel();
-                psi += spec.numel();
-            }
-            state += chunk(run, expert ? config.layout().expertDp() : dp, config.zero());
+            List<ParameterSet.Spec> specs = declare(config, stage).specs();   // padding 1: the flat layout is declaration order
+            long psi = specs.stream().mapToLong(ParameterSet.Spec::numel).sum();
+            long state = ZeroMemory.expertParallelStateElements(specs, MoeConfig::isExpertParameter, config.zero(), dp,
+                    config.layout().expertDp());
             return new ZeroMemory(4 * psi, 4 * psi, offload ? 0 : 8 * state);
         }
         long padded = declare(config, stage).paddedCount(ZeroStage.of(config.zero()).paddingMultiple(dp));
         return ZeroMemory.of(config.zero(), dp, padded, config.offloadOptimizer() != null);
-    }
-
-    /** Elements of a run of {@code length} whose AdamW state the first of {@code n} ranks holds: all at ZeRO 0, else ⌈length/n⌉. */
-    private static long chunk(long length, int n, int zero) {
-        return zero == 0 ? length : (length + n - 1) / n;
     }
 
     /**

@@ -44,10 +44,15 @@ public final class LocalCostModel {
     /**
      * The step time and per-rank peak memory of {@code layout} under {@code schedule} for {@code globalBatch} sequences.
      *
-     * @throws IllegalArgumentException if the layout does not match the profile (ranks, micro-batch, a tensor-parallel
-     *                                  split it did not profile), or dp·micro-batch does not divide the global batch
+     * @throws IllegalArgumentException if the layout does not match the profile (ranks, micro-batch, a tensor- or
+     *                                  expert-parallel split it did not profile), dp·micro-batch does not divide the global
+     *                                  batch, or it is expert-parallel at ZeRO 2 or 3
      */
     public LocalEstimate estimate(ParallelLayout layout, ScheduleKind schedule, long globalBatch) {
+        if (layout.ep() > 1 && layout.zeroStage() > 1) {
+            throw new IllegalArgumentException("layout " + layout + ": the local cost model prices expert parallelism at ZeRO 0 and 1 "
+                    + "only (not ZeRO " + layout.zeroStage() + "'s expert-parallel gathers); use zero=0 or 1 with ep > 1");
+        }
         if (layout.worldSize() != profile.ranks() || layout.microBatch() != profile.microBatch()) {
             throw new IllegalArgumentException("layout " + layout + " needs a profile of " + layout.worldSize() + " ranks at micro-batch "
                     + layout.microBatch() + "; this one has " + profile.ranks() + " ranks at micro-batch " + profile.microBatch());
@@ -199,18 +204,8 @@ public final class LocalCostModel {
     private static long optimizerElements(ParallelLayout layout, ParameterSet.Builder declared) {
         if (layout.zeroStage() == 0) return declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
         if (layout.ep() == 1) return declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(layout.dp())) / layout.dp();
-        long elements = 0, run = 0;
-        boolean expert = false;
-        for (ParameterSet.Spec spec : declared.specs()) {
-            boolean e = MoeConfig.isExpertParameter(spec.name());
-            if (run > 0 && e != expert) {
-                elements += Math.ceilDiv(run, expert ? layout.expertDp() : layout.dp());
-                run = 0;
-            }
-            expert = e;
-            run += spec.numel();
-        }
-        return elements + Math.ceilDiv(run, expert ? layout.expertDp() : layout.dp());
+        return ZeroMemory.expertParallelStateElements(declared.specs(), MoeConfig::isExpertParameter, layout.zeroStage(), layout.dp(),
+                layout.expertDp());
     }
 
     /** Elements of {@code declared} that belong to routed experts. */
