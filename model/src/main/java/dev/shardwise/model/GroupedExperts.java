@@ -10,7 +10,10 @@ import dev.shardwise.core.tensor.Tensor;
 /**
  * E expert MLPs run as one grouped product over uneven token counts (the grouped GEMM of dropless MoE, Gale et al.
  * 2022's MegaBlocks): the tokens come sorted by expert, expert e owning rows [offsets[e], offsets[e+1]) of
- * xs [M, C], and each expert's GEMMs run over its contiguous rows only, so no token is padded or dropped.
+ * xs [M, C], and each expert's GEMMs run over its contiguous rows only, so no token is padded or dropped. The work
+ * is a list of {@link ExpertTiles}: forward and input-gradient tiles of up to {@value #ROW_TILE} rows of one expert,
+ * weight-gradient tiles of up to {@value #WEIGHT_TILE} rows of one dW, each run whole on one thread, rather than each
+ * small GEMM split over every thread with a barrier after it.
  * Each expert is a GELU MLP (fc C -> F_e, proj F_e -> C) or a SwiGLU (gate, up C -> F_e, down F_e -> C), named
  * {@code name.e.fc} and so on, ordinary parameters of the block's unit.
  *
