@@ -27,10 +27,6 @@ final class ExpertTiles {
         tiles.add(new Tile(cost, work));
     }
 
-    int size() {
-        return tiles.size();
-    }
-
     /** Runs every tile over the compute pool, costliest first (ties in the order added), and empties the list. */
     void run() {
         Tile[] order = tiles.toArray(new Tile[0]);
