@@ -10,7 +10,10 @@ import dev.shardwise.core.tensor.Tensor;
 /**
  * E expert MLPs run as one grouped product over uneven token counts (the grouped GEMM of dropless MoE, Gale et al.
  * 2022's MegaBlocks): the tokens come sorted by expert, expert e owning rows [offsets[e], offsets[e+1]) of
- * xs [M, C], and each expert's GEMMs run over its contiguous rows only, so no token is padded or dropped.
+ * xs [M, C], and each expert's GEMMs run over its contiguous rows only, so no token is padded or dropped. The work
+ * is a list of {@link ExpertTiles}: forward and input-gradient tiles of up to {@value #ROW_TILE} rows of one expert,
+ * weight-gradient tiles of up to {@value #WEIGHT_TILE} rows of one dW, each run whole on one thread, rather than each
+ * small GEMM split over every thread with a barrier after it.
  * Each expert is a GELU MLP (fc C -> F_e, proj F_e -> C) or a SwiGLU (gate, up C -> F_e, down F_e -> C), named
  * {@code name.e.fc} and so on, ordinary parameters of the block's unit.
  *
@@ -28,6 +31,16 @@ final class GroupedExperts {
     private final Parameter[][] biases;    // same, null entries without biases
     private final int hidden;              // F_e/tp: this rank's hidden features of each expert
     private final TensorParallel tp;
+
+    /**
+     * Most rows of one expert in a forward or input-gradient tile; an expert with more is cut into equal parts. Whole
+     * experts run best: cutting moe-tiny's experts (~512 rows) into tiles of 256 rows cost ~6% of the block's
+     * single-thread time (smaller GEMMs, the weights packed once per tile), while 1024 still cuts the shared
+     * experts' 2048 rows in two, so the tiles stay small enough to balance two threads.
+     */
+    static final int ROW_TILE = 1024;
+    /** Most rows of one weight gradient per tile (whole matrices of moe-tiny's sizes, which ran best). */
+    static final int WEIGHT_TILE = 512;
 
     /**
      * What backward reads, over M routed rows.
@@ -102,37 +115,64 @@ final class GroupedExperts {
 
     /** xs [M, C] sorted by expert, rows [offsets[e], offsets[e+1]) for expert e -> out [M, C]. */
     Saved forward(StepArena arena, Tensor xs, int[] offsets) {
+        ExpertTiles tiles = new ExpertTiles();
+        Saved saved = forwardTiles(arena, xs, offsets, tiles);
+        tiles.run();
+        finishForward(saved, offsets);
+        return saved;
+    }
+
+    /**
+     * The first half of {@link #forward}: allocates what forward saves and adds its tiles (an expert's block of at
+     * most {@value #ROW_TILE} rows through the whole MLP) to {@code tiles}. Run the tiles, then {@link #finishForward}.
+     */
+    Saved forwardTiles(StepArena arena, Tensor xs, int[] offsets, ExpertTiles tiles) {
         int m = xs.dim(0), c = xs.dim(1);
         Tensor first = arena.allocateForOverwrite(xs.dtype(), m, hidden);
         Tensor second = arena.allocateForOverwrite(xs.dtype(), m, hidden);
         Tensor third = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
         Tensor out = arena.allocateForOverwrite(xs.dtype(), m, c);
+        Saved saved = new Saved(first, second, third, out);
+        long perRow = (long) hidden * c * weights[0].length;
         for (int e = 0; e < count(); e++) {
-            int from = offsets[e], rows = offsets[e + 1] - from;
-            if (rows == 0) continue;
-            Tensor x = xs.slice(0, from, rows), f = first.slice(0, from, rows), s = second.slice(0, from, rows), y = out.slice(0, from, rows);
-            if (swiGlu) {
-                Tensor h = third.slice(0, from, rows);
-                linear(f, x, e, 0);
-                linear(s, x, e, 1);
-                SwiGlu.forward(h, f, s);
-                linear(y, h, e, 2);
-            } else {
-                linear(f, x, e, 0);
-                Gelu.forward(s, f);
-                linear(y, s, e, 1);
+            int expert = e;
+            int all = offsets[e + 1] - offsets[e], parts = (all + ROW_TILE - 1) / ROW_TILE;
+            for (int part = 0; part < parts; part++) {   // equal parts of at most ROW_TILE rows
+                int at = offsets[e] + (int) ((long) all * part / parts), rows = offsets[e] + (int) ((long) all * (part + 1) / parts) - at;
+                tiles.add(rows * perRow, () -> forwardRows(expert, at, rows, xs, saved));
             }
         }
+        return saved;
+    }
+
+    /** Rows [from, from + rows) of expert e's forward, on this thread. */
+    private void forwardRows(int e, int from, int rows, Tensor xs, Saved saved) {
+        Tensor x = xs.slice(0, from, rows), f = saved.first.slice(0, from, rows), s = saved.second.slice(0, from, rows);
+        Tensor y = saved.out.slice(0, from, rows);
+        if (swiGlu) {
+            Tensor h = saved.third.slice(0, from, rows);
+            linear(f, x, e, 0);
+            linear(s, x, e, 1);
+            SwiGlu.forward(h, f, s);
+            linear(y, h, e, 2);
+        } else {
+            linear(f, x, e, 0);
+            Gelu.forward(s, f);
+            linear(y, s, e, 1);
+        }
+    }
+
+    /** The second half of {@link #forward}, after its tiles ran: under tp, the all-reduce of out and the last bias. */
+    void finishForward(Saved saved, int[] offsets) {
         if (tp.size() > 1) {   // g of the row-parallel linear: sum the partial outputs, then add the whole bias once
             int used = offsets[count()];
-            if (used > 0) tp.allReduceSum(out.slice(0, 0, used));
+            if (used > 0) tp.allReduceSum(saved.out.slice(0, 0, used));
             int last = weights[0].length - 1;
             for (int e = 0; bias && e < count(); e++) {
                 int from = offsets[e], rows = offsets[e + 1] - from;
-                if (rows > 0) Bias.forward(out.slice(0, from, rows), biases[e][last].value());
+                if (rows > 0) Bias.forward(saved.out.slice(0, from, rows), biases[e][last].value());
             }
         }
-        return new Saved(first, second, third, out);
     }
 
     /** y = x·Wᵀ + b for expert e's linear i (under tp, the row-parallel last linear's bias is added after the sum). */
@@ -148,47 +188,105 @@ final class GroupedExperts {
     }
 
     /**
+     * The gradients of the hidden features that the weight-gradient tiles read, over M rows: GELU: d(pre-activation)
+     * [M, F_e] in {@code first}, {@code second} null; SwiGLU: d(gate) and d(up) [M, F_e].
+     */
+    record Hidden(Tensor first, Tensor second) { }
+
+    /**
      * Writes dxs [M, C] (rows of experts with no tokens stay as they were: none) and accumulates every expert's
      * gradients (queued on {@code weightQueue} when not null), from dys [M, C]; reads xs and {@code saved}.
      */
     void backward(StepArena arena, Tensor dxs, Tensor dys, Tensor xs, int[] offsets, Saved saved, WeightGradients weightQueue) {
-        int m = xs.dim(0);
-        Tensor dFirst = arena.allocate(xs.dtype(), m, hidden);    // zeroed: SwiGLU's kernel accumulates
-        Tensor dSecond = arena.allocate(xs.dtype(), m, hidden);
-        // one buffer for every expert's slice (per-expert sizes change with the routing; an arena reuses same sizes only)
+        ExpertTiles tiles = new ExpertTiles();
+        Hidden hidden = backwardTiles(arena, dxs, dys, xs, offsets, saved, tiles);
+        tiles.run();
+        finishBackward(dxs, offsets);
+        WeightGradients.defer(weightQueue, () -> {
+            ExpertTiles weightTiles = new ExpertTiles();
+            weightTiles(weightTiles, hidden, dys, xs, offsets, saved);
+            weightTiles.run();
+        });
+    }
+
+    /**
+     * The input-gradient half of {@link #backward}: adds its tiles (an expert's block of at most {@value #ROW_TILE}
+     * rows back through the MLP, dys -> dxs) to {@code tiles} and returns the buffers they fill for
+     * {@link #weightTiles}. Run the tiles, then {@link #finishBackward}.
+     */
+    Hidden backwardTiles(StepArena arena, Tensor dxs, Tensor dys, Tensor xs, int[] offsets, Saved saved, ExpertTiles tiles) {
+        int m = xs.dim(0), c = xs.dim(1);
+        // GELU: dy·W_proj, then GELU's backward in place; SwiGLU: dh = dy·W_down, and d(gate), d(up) zeroed (its kernel
+        // accumulates)
+        Tensor dFirst = swiGlu ? arena.allocate(xs.dtype(), m, hidden) : arena.allocateForOverwrite(xs.dtype(), m, hidden);
+        Tensor dSecond = swiGlu ? arena.allocate(xs.dtype(), m, hidden) : null;
         Tensor dHidden = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
+        long perRow = (long) hidden * c * weights[0].length;
         for (int e = 0; e < count(); e++) {
-            int from = offsets[e], rows = offsets[e + 1] - from;
-            if (rows == 0) continue;
-            Tensor x = xs.slice(0, from, rows), dx = dxs.slice(0, from, rows), dy = dys.slice(0, from, rows);
-            Tensor f = saved.first.slice(0, from, rows), s = saved.second.slice(0, from, rows);
-            Tensor df = dFirst.slice(0, from, rows), ds = dSecond.slice(0, from, rows);
-            if (swiGlu) {
-                // y = h·W_downᵀ, h = silu(f) ∘ s, f = x·W_gateᵀ, s = x·W_upᵀ
-                Tensor h = saved.third.slice(0, from, rows);
-                Tensor dh = dHidden.slice(0, from, rows);
-                linearBackward(dh, dy, h, e, 2, false, weightQueue);
-                SwiGlu.backward(df, ds, dh, f, s);
-                linearBackward(dx, df, x, e, 0, false, weightQueue);
-                linearBackward(dx, ds, x, e, 1, true, weightQueue);
-            } else {
-                // y = GELU(f)·W_projᵀ, f = x·W_fcᵀ
-                linearBackward(ds, dy, s, e, 1, false, weightQueue);
-                Gelu.backwardInto(df, ds, f);
-                linearBackward(dx, df, x, e, 0, false, weightQueue);
+            int expert = e;
+            int all = offsets[e + 1] - offsets[e], parts = (all + ROW_TILE - 1) / ROW_TILE;
+            for (int part = 0; part < parts; part++) {   // equal parts of at most ROW_TILE rows
+                int at = offsets[e] + (int) ((long) all * part / parts), rows = offsets[e] + (int) ((long) all * (part + 1) / parts) - at;
+                tiles.add(rows * perRow, () -> {
+                    Tensor dx = dxs.slice(0, at, rows), dy = dys.slice(0, at, rows), f = saved.first.slice(0, at, rows);
+                    Tensor df = dFirst.slice(0, at, rows);
+                    if (swiGlu) {
+                        // y = h·W_downᵀ, h = silu(f) ∘ s, f = x·W_gateᵀ, s = x·W_upᵀ
+                        Tensor ds = dSecond.slice(0, at, rows), dh = dHidden.slice(0, at, rows);
+                        Gemm.matmul(dh, dy, weights[expert][2].value(), false, false, 1f, 0f);
+                        SwiGlu.backward(df, ds, dh, f, saved.second.slice(0, at, rows));
+                        Gemm.matmul(dx, df, weights[expert][0].value(), false, false, 1f, 0f);
+                        Gemm.matmul(dx, ds, weights[expert][1].value(), false, false, 1f, 1f);
+                    } else {
+                        // y = GELU(f)·W_projᵀ, f = x·W_fcᵀ
+                        Gemm.matmul(df, dy, weights[expert][1].value(), false, false, 1f, 0f);
+                        Gelu.backwardInto(df, df, f);
+                        Gemm.matmul(dx, df, weights[expert][0].value(), false, false, 1f, 0f);
+                    }
+                });
             }
         }
-        // f of the column-parallel linears: each rank's dx is the partial sum over its hidden features
+        return new Hidden(dFirst, dSecond);
+    }
+
+    /** After {@link #backwardTiles}' tiles ran: f of the column-parallel linears, under tp. */
+    void finishBackward(Tensor dxs, int[] offsets) {
+        // each rank's dx is the partial sum over its hidden features
         if (tp.size() > 1 && offsets[count()] > 0) tp.allReduceSum(dxs.slice(0, 0, offsets[count()]));
     }
 
-    /** dx = dy·W (or += with {@code add}); dW += dyᵀ·x and db += Σ dy, queued on {@code weightQueue}. */
-    private void linearBackward(Tensor dx, Tensor dy, Tensor x, int e, int i, boolean add, WeightGradients weightQueue) {
+    /**
+     * The weight-gradient half of {@link #backward}: adds tiles that accumulate dW += dyᵀ·x (and db += Σ dy) of
+     * every expert's linears, {@value #WEIGHT_TILE} rows of one dW per tile, over all of the expert's rows; reads
+     * dys, xs, {@code saved} and what {@link #backwardTiles}' tiles wrote to {@code hidden}.
+     */
+    void weightTiles(ExpertTiles tiles, Hidden hidden, Tensor dys, Tensor xs, int[] offsets, Saved saved) {
+        for (int e = 0; e < count(); e++) {
+            int from = offsets[e], rows = offsets[e + 1] - from;
+            if (rows == 0) continue;
+            Tensor x = xs.slice(0, from, rows), dy = dys.slice(0, from, rows);
+            Tensor df = hidden.first.slice(0, from, rows);
+            if (swiGlu) {
+                weightTiles(tiles, e, 0, df, x);
+                weightTiles(tiles, e, 1, hidden.second.slice(0, from, rows), x);
+                weightTiles(tiles, e, 2, dy, saved.third.slice(0, from, rows));
+            } else {
+                weightTiles(tiles, e, 0, df, x);
+                weightTiles(tiles, e, 1, dy, saved.second.slice(0, from, rows));
+            }
+        }
+    }
+
+    /** dW_{e,i} += dyᵀ·x in blocks of {@value #WEIGHT_TILE} rows of W; db_{e,i} += Σ dy with the first block. */
+    private void weightTiles(ExpertTiles tiles, int e, int i, Tensor dy, Tensor x) {
         Parameter w = weights[e][i], b = biases[e][i];
-        WeightGradients.defer(weightQueue, () -> {
-            Gemm.matmul(w.grad(), dy, x, true, false, 1f, 1f);
-            if (b != null) Bias.backward(b.grad(), dy);
-        });
-        Gemm.matmul(dx, dy, w.value(), false, false, 1f, add ? 1f : 0f);
+        int out = dy.dim(1), rows = dy.dim(0), in = x.dim(1);
+        for (int lo = 0; lo < out; lo += WEIGHT_TILE) {
+            int at = lo, len = Math.min(WEIGHT_TILE, out - lo);
+            tiles.add((long) rows * len * in, () -> {
+                Gemm.matmul(w.grad().slice(0, at, len), dy.slice(1, at, len), x, true, false, 1f, 1f);
+                if (b != null && at == 0) Bias.backward(b.grad(), dy);
+            });
+        }
     }
 }

@@ -12,7 +12,8 @@ import dev.shardwise.core.tensor.Tensor;
  * {@link MoeConfig#capacity} assignments, first choices of every token before second choices (GShard), and the
  * dropped ones add nothing (the residual carries the token); dropless keeps all. Dispatch gathers the kept
  * assignments sorted by expert (token order within an expert), the {@link GroupedExperts} run each expert over its
- * contiguous rows, and combine adds s·g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
+ * contiguous rows (at ep 1 one {@link ExpertTiles} list holds the routed and the shared experts' tiles, so both run in
+ * one pass over the compute pool), and combine adds s·g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
  * of S·F_e hidden features that every token passes through.
  *
  * <p>The auxiliary losses enter the objective through backward: their gradient, scaled by the pass's loss scale
@@ -123,8 +124,10 @@ final class MoeFeedForward implements FeedForward {
             tokenOf[r] = a / k;
         }
         Tensor xs = null, ys = null;
-        GroupedExperts.Saved expertsSaved = null;
+        GroupedExperts.Saved expertsSaved = null, sharedSaved = null;
         ExpertDispatch.Saved exchanged = null;
+        // one tile list for the routed and the shared experts (ep 1), so one pass over the pool runs them all
+        ExpertTiles tiles = new ExpertTiles();
         if (dispatch != null) {   // every rank joins the all-to-alls, tokens or not
             xs = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
             if (m > 0) MoeRows.gather(xs.slice(0, 0, m), x, tokenOf);
@@ -133,21 +136,17 @@ final class MoeFeedForward implements FeedForward {
         } else if (m > 0) {
             xs = arena.allocateForOverwrite(x.dtype(), m, c);
             MoeRows.gather(xs, x, tokenOf);
-            expertsSaved = experts.forward(arena, xs, offsets);
+            expertsSaved = experts.forwardTiles(arena, xs, offsets, tiles);
             ys = expertsSaved.out();
         }
+        int[] all = {0, n};
+        if (shared != null) sharedSaved = shared.forwardTiles(arena, x, all, tiles);
+        tiles.run();
+        if (expertsSaved != null) experts.finishForward(expertsSaved, offsets);
+        if (sharedSaved != null) shared.finishForward(sharedSaved, all);
+        // combine, each token's assignments in order, onto the shared experts' output
         Tensor y = arena.allocateForOverwrite(x.dtype(), n, c);
-        GroupedExperts.Saved sharedSaved = null;
-        if (shared != null) {
-            sharedSaved = shared.forward(arena, x, new int[]{0, n});
-            Vectors.copy(y, sharedSaved.out());
-        } else {
-            Vectors.zero(y);
-        }
-        // combine, in assignment order
-        for (int a = 0; a < n * k; a++) {
-            if (rowOf[a] >= 0) MoeRows.addRow(y, a / k, ys, rowOf[a], moe.routedScale() * routing.gate()[a]);
-        }
+        MoeRows.combine(y, sharedSaved == null ? null : sharedSaved.out(), ys, rowOf, k, routing.gate(), moe.routedScale());
         double aux = router.auxLoss(routing);
         if (run.recording()) {
             for (int j = 0; j < e; j++) load[j] += routing.counts()[j];
@@ -171,31 +170,41 @@ final class MoeFeedForward implements FeedForward {
         double[] dgate = new double[n * k];
         Tensor dxs = null;
         int m = saved.tokenOf.length;
+        int[] all = {0, n};
+        ExpertTiles tiles = new ExpertTiles();   // the routed (ep 1) and shared experts' input-gradient tiles
+        GroupedExperts.Hidden expertsHidden = null, sharedHidden = null;
+        Tensor dys = null, dshared = null;
         if (saved.xs != null) {
             // y_n += s·g·ys_r: dys_r = s·g·dy_n, dg = s·dy_n·ys_r
-            Tensor dys = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
-            for (int a = 0; a < n * k; a++) {
-                int r = saved.rowOf[a];
-                if (r < 0) continue;
-                MoeRows.setRow(dys, r, dy, a / k, moe.routedScale() * routing.gate()[a]);
-                dgate[a] = moe.routedScale() * MoeRows.dot(dy, a / k, saved.ys, r);
-            }
+            dys = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
+            MoeRows.combineBackward(dys, dgate, dy, saved.ys, saved.rowOf, k, routing.gate(), moe.routedScale());
             if (dispatch != null) {
                 dxs = dispatch.backward(arena, dys, m, c, saved.exchanged, weights);
             } else {
                 dxs = arena.allocateForOverwrite(x.dtype(), m, c);
-                experts.backward(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, weights);
+                expertsHidden = experts.backwardTiles(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, tiles);
             }
         }
-        router.backward(arena, dx, x, routing, dgate, saved.scale, weights);   // writes dx
-        if (dxs != null) {
-            for (int r = 0; r < m; r++) MoeRows.addRow(dx, saved.tokenOf[r], dxs, r, 1);
-        }
         if (shared != null) {
-            Tensor dshared = arena.allocateForOverwrite(x.dtype(), n, c);
-            shared.backward(arena, dshared, dy, x, new int[]{0, n}, saved.shared, weights);
-            Vectors.accumulate(dx, dshared);
+            dshared = arena.allocateForOverwrite(x.dtype(), n, c);
+            sharedHidden = shared.backwardTiles(arena, dshared, dy, x, all, saved.shared, tiles);
         }
+        tiles.run();
+        if (expertsHidden != null) experts.finishBackward(dxs, saved.offsets);
+        if (sharedHidden != null) shared.finishBackward(dshared, all);
+        if (expertsHidden != null || sharedHidden != null) {
+            GroupedExperts.Hidden eh = expertsHidden, sh = sharedHidden;
+            Tensor dysFinal = dys;
+            WeightGradients.defer(weights, () -> {
+                ExpertTiles weightTiles = new ExpertTiles();
+                if (eh != null) experts.weightTiles(weightTiles, eh, dysFinal, saved.xs, saved.offsets, saved.experts);
+                if (sh != null) shared.weightTiles(weightTiles, sh, dy, x, all, saved.shared);
+                weightTiles.run();
+            });
+        }
+        router.backward(arena, dx, x, routing, dgate, saved.scale, weights);   // writes dx
+        // dx_n += the experts' input gradients of n's assignments, then the shared experts'
+        if (dxs != null || dshared != null) MoeRows.scatterAdd(dx, dxs, saved.rowOf, k, dshared);
     }
 
     long[] load() { return load; }

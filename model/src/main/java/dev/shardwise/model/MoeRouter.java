@@ -73,51 +73,54 @@ final class MoeRouter {
         int n = x.dim(0), e = moe.experts(), k = moe.topK();
         double[] z = router.forward(arena, x).toDoubleArray();
         double[] p = new double[n * e], lse = new double[n];
-        for (int i = 0; i < n; i++) {
-            double max = Double.NEGATIVE_INFINITY;
-            for (int j = 0; j < e; j++) max = Math.max(max, z[i * e + j]);
-            double sum = 0;
-            for (int j = 0; j < e; j++) sum += Math.exp(z[i * e + j] - max);
-            for (int j = 0; j < e; j++) p[i * e + j] = Math.exp(z[i * e + j] - max) / sum;
-            lse[i] = max + Math.log(sum);
-        }
-        double[] u = null, eps = null, h = z;   // the choice scores: the logits (plus the noise under the noisy gate)
-        if (noise != null) {
-            u = noise.forward(arena, x).toDoubleArray();
-            eps = new double[n * e];
-            h = new double[n * e];
-            for (int i = 0; i < n; i++) {
-                if (run.training()) {
-                    long key = run.noiseKeyedByRow() ? i : rowHash(x, i);
-                    SplittableRandom random = new SplittableRandom(run.noiseSeed() ^ salt ^ (key * 0xBF58476D1CE4E5B9L));
-                    for (int j = 0; j < e; j++) eps[i * e + j] = random.nextGaussian();
-                }
-                for (int j = 0; j < e; j++) h[i * e + j] = z[i * e + j] + eps[i * e + j] * softplus(u[i * e + j]);
-            }
-        }
+        double[] u = noise == null ? null : noise.forward(arena, x).toDoubleArray();
+        double[] eps = noise == null ? null : new double[n * e];
+        double[] h = noise == null ? z : new double[n * e];   // the choice scores: the logits (plus the noise under the noisy gate)
         double[] b = bias == null ? null : bias.value().toDoubleArray();
         int[] choice = new int[n * k];
         double[] gate = new double[n * k];
-        long[] counts = new long[e];
-        boolean[] taken = new boolean[e];
-        for (int i = 0; i < n; i++) {
-            java.util.Arrays.fill(taken, false);
-            for (int s = 0; s < k; s++) {   // the s-th best score; ties go to the lower expert index
-                int best = -1;
-                double bestScore = Double.NEGATIVE_INFINITY;
+        boolean training = run.training(), keyedByRow = run.noiseKeyedByRow();
+        long seed = run.noiseSeed();
+        // each token's row of every array is its own: blocks of tokens run in parallel, the same arithmetic as one by one
+        MoeRows.forBlocks(n, (lo, hi) -> {
+            boolean[] taken = new boolean[e];
+            for (int i = lo; i < hi; i++) {
+                double max = Double.NEGATIVE_INFINITY;
+                for (int j = 0; j < e; j++) max = Math.max(max, z[i * e + j]);
+                double sum = 0;
                 for (int j = 0; j < e; j++) {
-                    double score = h[i * e + j] + (b == null ? 0 : b[j]);
-                    if (!taken[j] && (best < 0 || score > bestScore)) {
-                        best = j;
-                        bestScore = score;
-                    }
+                    p[i * e + j] = Math.exp(z[i * e + j] - max);
+                    sum += p[i * e + j];
                 }
-                taken[best] = true;
-                choice[i * k + s] = best;
-                counts[best]++;
+                for (int j = 0; j < e; j++) p[i * e + j] /= sum;
+                lse[i] = max + Math.log(sum);
+                if (noise != null) {
+                    if (training) {
+                        long key = keyedByRow ? i : rowHash(x, i);
+                        SplittableRandom random = new SplittableRandom(seed ^ salt ^ (key * 0xBF58476D1CE4E5B9L));
+                        for (int j = 0; j < e; j++) eps[i * e + j] = random.nextGaussian();
+                    }
+                    for (int j = 0; j < e; j++) h[i * e + j] = z[i * e + j] + eps[i * e + j] * softplus(u[i * e + j]);
+                }
+                java.util.Arrays.fill(taken, false);
+                for (int s = 0; s < k; s++) {   // the s-th best score; ties go to the lower expert index
+                    int best = -1;
+                    double bestScore = Double.NEGATIVE_INFINITY;
+                    for (int j = 0; j < e; j++) {
+                        double score = h[i * e + j] + (b == null ? 0 : b[j]);
+                        if (!taken[j] && (best < 0 || score > bestScore)) {
+                            best = j;
+                            bestScore = score;
+                        }
+                    }
+                    taken[best] = true;
+                    choice[i * k + s] = best;
+                }
+                gates(i, e, k, p, h, choice, gate);
             }
-            gates(i, e, k, p, h, choice, gate);
-        }
+        });
+        long[] counts = new long[e];
+        for (int c : choice) counts[c]++;
         double balance = 0, zLoss = 0;
         for (int j = 0; j < e; j++) {
             double mean = 0;
@@ -152,41 +155,44 @@ final class MoeRouter {
      */
     void backward(StepArena arena, Tensor dx, Tensor x, Routing r, double[] dgate, double scale, WeightGradients weights) {
         int n = r.n, e = moe.experts(), k = moe.topK();
-        double[] dz = new double[n * e], du = noise != null ? new double[n * e] : null, dp = new double[e];
+        double[] dz = new double[n * e], du = noise != null ? new double[n * e] : null;
         double auxPerP = moe.balance() == MoeConfig.Balance.AUX ? scale * moe.auxWeight() * e / n : 0;
         double zPerP = scale * moe.zLossWeight() * 2 / n;
-        for (int i = 0; i < n; i++) {
-            java.util.Arrays.fill(dp, 0);
-            if (noise != null) {
-                // g = softmax(h_selected): dh_s = g_s·(dg_s - Σ_t g_t·dg_t); h = z + ε·softplus(u)
+        MoeRows.forBlocks(n, (lo, hi) -> {   // token rows of dz and du are independent
+            double[] dp = new double[e];
+            for (int i = lo; i < hi; i++) {
+                java.util.Arrays.fill(dp, 0);
+                if (noise != null) {
+                    // g = softmax(h_selected): dh_s = g_s·(dg_s - Σ_t g_t·dg_t); h = z + ε·softplus(u)
+                    double t = 0;
+                    for (int s = 0; s < k; s++) t += r.gate[i * k + s] * dgate[i * k + s];
+                    for (int s = 0; s < k; s++) {
+                        int j = r.choice[i * k + s];
+                        double dh = r.gate[i * k + s] * (dgate[i * k + s] - t);
+                        dz[i * e + j] += dh;
+                        du[i * e + j] += dh * r.eps[i * e + j] * sigmoid(r.u[i * e + j]);
+                    }
+                } else if (k == 1) {
+                    dp[r.choice[i]] += dgate[i];   // g = p_e
+                } else {
+                    // g_s = p_s / S: dp_s = (dg_s - Σ_t dg_t·g_t) / S
+                    double sum = 0, t = 0;
+                    for (int s = 0; s < k; s++) {
+                        sum += r.p[i * e + r.choice[i * k + s]];
+                        t += dgate[i * k + s] * r.gate[i * k + s];
+                    }
+                    for (int s = 0; s < k; s++) dp[r.choice[i * k + s]] += (dgate[i * k + s] - t) / sum;
+                }
+                // balance: d(α·E·Σ f_e·P_e)/dp_{i,e} = α·E·f_e/N
+                if (auxPerP != 0) for (int j = 0; j < e; j++) dp[j] += auxPerP * r.counts[j] / ((double) n * k);
+                // p = softmax(z): dz = p ∘ (dp - Σ dp∘p); z-loss: d(β·mean lse²)/dz = 2β·lse·p / N
                 double t = 0;
-                for (int s = 0; s < k; s++) t += r.gate[i * k + s] * dgate[i * k + s];
-                for (int s = 0; s < k; s++) {
-                    int j = r.choice[i * k + s];
-                    double dh = r.gate[i * k + s] * (dgate[i * k + s] - t);
-                    dz[i * e + j] += dh;
-                    du[i * e + j] += dh * r.eps[i * e + j] * sigmoid(r.u[i * e + j]);
+                for (int j = 0; j < e; j++) t += dp[j] * r.p[i * e + j];
+                for (int j = 0; j < e; j++) {
+                    dz[i * e + j] += r.p[i * e + j] * (dp[j] - t) + zPerP * r.lse[i] * r.p[i * e + j];
                 }
-            } else if (k == 1) {
-                dp[r.choice[i]] += dgate[i];   // g = p_e
-            } else {
-                // g_s = p_s / S: dp_s = (dg_s - Σ_t dg_t·g_t) / S
-                double sum = 0, t = 0;
-                for (int s = 0; s < k; s++) {
-                    sum += r.p[i * e + r.choice[i * k + s]];
-                    t += dgate[i * k + s] * r.gate[i * k + s];
-                }
-                for (int s = 0; s < k; s++) dp[r.choice[i * k + s]] += (dgate[i * k + s] - t) / sum;
             }
-            // balance: d(α·E·Σ f_e·P_e)/dp_{i,e} = α·E·f_e/N
-            if (auxPerP != 0) for (int j = 0; j < e; j++) dp[j] += auxPerP * r.counts[j] / ((double) n * k);
-            // p = softmax(z): dz = p ∘ (dp - Σ dp∘p); z-loss: d(β·mean lse²)/dz = 2β·lse·p / N
-            double t = 0;
-            for (int j = 0; j < e; j++) t += dp[j] * r.p[i * e + j];
-            for (int j = 0; j < e; j++) {
-                dz[i * e + j] += r.p[i * e + j] * (dp[j] - t) + zPerP * r.lse[i] * r.p[i * e + j];
-            }
-        }
+        });
         Tensor dzT = arena.allocateForOverwrite(x.dtype(), n, e).copyFrom(dz);
         router.backward(dx, dzT, x, weights);
         if (noise != null) noise.backwardAdd(dx, arena.allocateForOverwrite(x.dtype(), n, e).copyFrom(du), x, weights);
