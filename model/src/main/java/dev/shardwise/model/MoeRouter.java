@@ -45,9 +45,11 @@ final class MoeRouter {
      * @param counts  assignments per expert [E] (before capacity)
      * @param balance E·Σ_e f_e·P_e, 1 when perfectly balanced
      * @param zLoss   mean_n lse_n²
+     * @param spread  Σ_n Σ_e (h_{n,e} - mean_e h_{n,e})² over the choice scores h (the logits, plus the noise under
+     *                the noisy gate): how far apart a token's experts' scores are, for the bias step's scale
      */
     record Routing(int n, double[] z, double[] p, double[] lse, double[] u, double[] eps, int[] choice, double[] gate,
-                   long[] counts, double balance, double zLoss) { }
+                   long[] counts, double balance, double zLoss, double spread) { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, MoeConfig moe) {
         Linear.declare(builder, name + ".weight_router", config.hidden(), moe.experts(), false, GptInit.STD);
@@ -118,7 +120,13 @@ final class MoeRouter {
             }
             gates(i, e, k, p, h, choice, gate);
         }
-        double balance = 0, zLoss = 0;
+        double balance = 0, zLoss = 0, spread = 0;
+        for (int i = 0; i < n; i++) {
+            double mean = 0;
+            for (int j = 0; j < e; j++) mean += h[i * e + j];
+            mean /= e;
+            for (int j = 0; j < e; j++) spread += (h[i * e + j] - mean) * (h[i * e + j] - mean);
+        }
         for (int j = 0; j < e; j++) {
             double mean = 0;
             for (int i = 0; i < n; i++) mean += p[i * e + j];
@@ -127,7 +135,7 @@ final class MoeRouter {
         balance *= e;
         for (int i = 0; i < n; i++) zLoss += lse[i] * lse[i];
         zLoss /= n;
-        return new Routing(n, z, p, lse, u, eps, choice, gate, counts, balance, zLoss);
+        return new Routing(n, z, p, lse, u, eps, choice, gate, counts, balance, zLoss, spread);
     }
 
     /** Token i's gates from its choice: Switch's p_e, GShard's renormalised p, or the noisy gate's softmax over h. */
@@ -193,18 +201,23 @@ final class MoeRouter {
     }
 
     /**
-     * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·(mean load - load_e) / mean
-     * load, a step proportional to each expert's relative load error. No-op unless balance is bias, or when no token
-     * was routed.
+     * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·σ·(mean load - load_e) /
+     * mean load, a step proportional to each expert's relative load error and to σ, the RMS spread of a token's
+     * choice scores about their mean over the experts in the step ({@code spread}, in logits). The choice, top-k of
+     * h + b, is the same for (h, b) and (s·h, s·b), so a step in units of σ keeps the controller's gain (how much of
+     * the error one step removes) the same while the router sharpens: for top-2 of 8 Gaussian scores of spread σ an
+     * expert's relative load moves by about 1.1/σ per logit of its bias. A fixed step in logits (the rule before)
+     * is right only at one σ. No-op unless balance is bias, or when no token was routed.
      */
-    void updateBias(double[] load) {
+    void updateBias(double[] load, double spread) {
         if (bias == null) return;
         double mean = 0;
         for (double l : load) mean += l;
         mean /= load.length;
         if (mean == 0) return;
         Tensor b = bias.value();
-        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * (mean - load[j]) / mean, j);
+        double step = moe.biasRate() * spread;
+        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + step * (mean - load[j]) / mean, j);
     }
 
     /** A hash of row i's bits. */

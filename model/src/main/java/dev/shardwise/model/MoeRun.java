@@ -101,15 +101,17 @@ public final class MoeRun {
      */
     public MoeStats stats() {
         List<double[]> loads = new ArrayList<>();
+        double[] spreads = new double[layers.size()];
         long dropped = 0, assignments = 0;
         for (MoeFeedForward layer : layers) {
+            spreads[loads.size()] = layer.spreadSquare();
             double[] load = new double[layer.load().length];
             for (int e = 0; e < load.length; e++) load[e] = layer.load()[e];
             loads.add(load);
             dropped += layer.dropped();
             assignments += layer.assignments();
         }
-        return new MoeStats(passes == 0 ? 0 : auxLoss / passes, loads, dropped, assignments);
+        return new MoeStats(passes == 0 ? 0 : auxLoss / passes, loads, spreads, dropped, assignments);
     }
 
     /** Forgets what the step recorded (call before each step). */
@@ -120,11 +122,12 @@ public final class MoeRun {
     }
 
     /**
-     * Loss-free balancing's update after a step, for layers with balance bias: b_e += γ·(mean load - load_e) / mean
+     * Loss-free balancing's update after a step, for layers with balance bias: b_e += γ·σ·(mean load - load_e) / mean
      * load, from {@code loads} (the step's load per layer, {@link MoeStats#loads()} order, summed over the
-     * replicas that must stay equal).
+     * replicas that must stay equal) and {@code spreads} (σ² per layer, {@link MoeStats#spreads()}, averaged over
+     * those replicas).
      */
-    public void updateBias(List<double[]> loads) {
-        for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i));
+    public void updateBias(List<double[]> loads, double[] spreads) {
+        for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i), spreads[i]);
     }
 }

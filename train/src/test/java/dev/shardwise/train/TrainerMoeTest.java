@@ -111,8 +111,8 @@ class TrainerMoeTest {
                 moved += Math.abs(b);
                 sum += b;
             }
-            // 6 steps of γ·(mean - load_e)/mean, γ = 0.1: each step's moves sum to 0, and |mean - load_e| summed over
-            // the 4 experts is at most 2·4·mean
+            // 6 steps of γ·σ·(mean - load_e)/mean: each step's moves sum to 0, |mean - load_e| summed over the 4
+            // experts is at most 2·4·mean, and the router's score spread σ is under 1 logit this close to init
             double rate = MoeConfig.DEFAULT_BIAS_RATE;
             assertTrue(moved > 0 && moved <= 6 * 2 * 4 * rate, "the saved routing bias moved: " + java.util.Arrays.toString(bias));
             assertEquals(0, sum, 1e-6, "the proportional rule keeps the biases' sum at 0: " + java.util.Arrays.toString(bias));
