@@ -25,9 +25,8 @@ import java.util.Locale;
  *                       so at even gates and s = 1, k experts of F/k output about 1/k of what a dense MLP of F does
  *                       at the same init; s = k makes them add up like the dense MLP's k slices (on the old moe-tiny,
  *                       8 experts of F/2, s = 2 changed the validation loss at step 100 by only -0.005)
- * @param biasRate       γ of balance bias: after each optimizer step b_e += γ·σ·(mean load - load_e)/mean load, b_e in
- *                       logits, σ the RMS spread of a token's scores over the experts in the step (0.3: see
- *                       {@link #DEFAULT_BIAS_RATE})
+ * @param biasRate       γ of balance bias: after each optimizer step b_e += γ·(mean load - load_e)/mean load, b_e in
+ *                       logits (0.1: see {@link #DEFAULT_BIAS_RATE})
  */
 public record MoeConfig(int experts, int topK, int every, double capacityFactor, Balance balance, int sharedExperts,
                         int expertHidden, Gate gate, double routedScale, double auxWeight, double zLossWeight,
@@ -78,16 +77,14 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
     /** Router z-loss weight of ST-MoE (Zoph et al. 2022). */
     public static final double DEFAULT_Z_LOSS_WEIGHT = 0.001;
     /**
-     * Bias step per unit of relative load error, in units of σ, the RMS spread of a token's router scores about their
-     * mean (see {@link MoeRouter#updateBias}). DeepSeek-V3 moves a bias on sigmoid scores by 0.001·sign(error) over many
-     * thousands of steps; on softmax logits that spread by units within a few hundred steps, that rule (on the
-     * probabilities, as we had it) left moe-tiny's worst layer at max/mean 2.36 after 200 steps. A step fixed in
-     * logits, 0.1·(relative error), was best of 0.05, 0.1 and 0.3 at init's σ ≈ 0.3 (0.3 overshot) but too small once
-     * the router sharpened (1.20 over steps 151-200, still falling). 0.3·σ is that 0.1 at init and keeps the same gain
-     * later: an expert's relative load moves by about 1.1/σ per logit of bias (top-2 of 8 Gaussian scores), so one
-     * step removes about 0.4 of the error, well inside the 2 where a proportional step starts to oscillate.
+     * Bias step per unit of relative load error, in logits. DeepSeek-V3 moves a bias on sigmoid scores by
+     * 0.001·sign(error) over many thousands of steps; on softmax logits that spread by units within a few hundred
+     * steps, that rule (on the probabilities, as we had it) left moe-tiny's worst layer at max/mean 2.36 after 200
+     * steps. 0.1·(relative error) moves an expert at 4x the mean load down by 0.3 a step and an idle one up by 0.1,
+     * and its steps shrink with the error instead of chattering by ±γ: 1.20 (worst layer, steps 151-200); 0.3
+     * overshoots while the logits are still small (1.24), 0.05 is too slow (1.24; see the README).
      */
-    public static final double DEFAULT_BIAS_RATE = 0.3;
+    public static final double DEFAULT_BIAS_RATE = 0.1;
 
     /** @throws IllegalArgumentException naming the field, its value and the fix */
     public MoeConfig {

@@ -217,7 +217,7 @@ final class MoeFeedForward implements FeedForward {
         assignments = 0;
     }
 
-    void updateBias(double[] stepLoad, double spreadSquare) {
-        router.updateBias(stepLoad, Math.sqrt(spreadSquare));
+    void updateBias(double[] stepLoad) {
+        router.updateBias(stepLoad);
     }
 }

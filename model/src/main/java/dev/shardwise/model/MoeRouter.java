@@ -46,7 +46,7 @@ final class MoeRouter {
      * @param balance E·Σ_e f_e·P_e, 1 when perfectly balanced
      * @param zLoss   mean_n lse_n²
      * @param spread  Σ_n Σ_e (h_{n,e} - mean_e h_{n,e})² over the choice scores h (the logits, plus the noise under
-     *                the noisy gate): how far apart a token's experts' scores are, for the bias step's scale
+     *                the noisy gate): how far apart a token's experts' scores are (the router's sharpness)
      */
     record Routing(int n, double[] z, double[] p, double[] lse, double[] u, double[] eps, int[] choice, double[] gate,
                    long[] counts, double balance, double zLoss, double spread) { }
@@ -201,23 +201,18 @@ final class MoeRouter {
     }
 
     /**
-     * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·σ·(mean load - load_e) /
-     * mean load, a step proportional to each expert's relative load error and to σ, the RMS spread of a token's
-     * choice scores about their mean over the experts in the step ({@code spread}, in logits). The choice, top-k of
-     * h + b, is the same for (h, b) and (s·h, s·b), so a step in units of σ keeps the controller's gain (how much of
-     * the error one step removes) the same while the router sharpens: for top-2 of 8 Gaussian scores of spread σ an
-     * expert's relative load moves by about 1.1/σ per logit of its bias. A fixed step in logits (the rule before)
-     * is right only at one σ. No-op unless balance is bias, or when no token was routed.
+     * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·(mean load - load_e) / mean
+     * load, a step proportional to each expert's relative load error. No-op unless balance is bias, or when no token
+     * was routed.
      */
-    void updateBias(double[] load, double spread) {
+    void updateBias(double[] load) {
         if (bias == null) return;
         double mean = 0;
         for (double l : load) mean += l;
         mean /= load.length;
         if (mean == 0) return;
         Tensor b = bias.value();
-        double step = moe.biasRate() * spread;
-        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + step * (mean - load[j]) / mean, j);
+        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * (mean - load[j]) / mean, j);
     }
 
     /** A hash of row i's bits. */

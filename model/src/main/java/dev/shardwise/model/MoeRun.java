@@ -122,12 +122,11 @@ public final class MoeRun {
     }
 
     /**
-     * Loss-free balancing's update after a step, for layers with balance bias: b_e += γ·σ·(mean load - load_e) / mean
+     * Loss-free balancing's update after a step, for layers with balance bias: b_e += γ·(mean load - load_e) / mean
      * load, from {@code loads} (the step's load per layer, {@link MoeStats#loads()} order, summed over the
-     * replicas that must stay equal) and {@code spreads} (σ² per layer, {@link MoeStats#spreads()}, averaged over
-     * those replicas).
+     * replicas that must stay equal).
      */
-    public void updateBias(List<double[]> loads, double[] spreads) {
-        for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i), spreads[i]);
+    public void updateBias(List<double[]> loads) {
+        for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i));
     }
 }

@@ -10,7 +10,7 @@ import java.util.List;
  * @param loads       per MoE layer, tokens routed to each expert (before capacity drops), summed over micro-batches
  *                    (over data-parallel replicas: their mean)
  * @param spreads     per MoE layer, the mean square of a token's router scores about their mean over the experts,
- *                    over the step's tokens (over data-parallel replicas: their mean), the bias step's scale squared
+ *                    over the step's tokens (over data-parallel replicas: their mean): the router's sharpness squared
  * @param dropped     routed assignments dropped by capacity limits, summed over layers and micro-batches
  * @param assignments routed assignments (tokens × k), summed over layers and micro-batches
  */

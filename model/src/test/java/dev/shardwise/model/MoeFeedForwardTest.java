@@ -239,73 +239,30 @@ class MoeFeedForwardTest {
                 MoeStats stats = run.stats();
                 if (step == 0) first = stats.maxOverMean();
                 last = stats.maxOverMean();
-                run.updateBias(stats.loads(), stats.spreads());
+                run.updateBias(stats.loads());
             }
             assertTrue(first >= 2.5, "the unbiased router is skewed: max/mean " + first);
             assertTrue(last <= 1.1, "after 100 bias updates max/mean " + last + " > 1.1 (from " + first + ")");
         }
     }
 
-    /**
-     * The choice, top-k of h + b, is the same for (h, b) and (s·h, s·b); the bias step is in units of the scores'
-     * spread, so a router whose weights are 8 times larger (scores 8 times as spread, as a router gets while it
-     * trains) must take the same choices update after update, where a step fixed in logits (the rule before) is 8
-     * times too small for it and leaves it skewed for tens of updates more.
-     */
     @Test
-    void theBiasStepScalesWithTheSpreadOfTheScoresSoASharperRouterBalancesAsFast() {
-        int n = 256, c = 16;
-        ModelConfig config = ModelConfig.gpt(11, 16, 1, c, 2).withMoe(MoeConfig.of(8, 2, 1, 4).withBalance(MoeConfig.Balance.BIAS));
-        List<List<Double>> worst = new java.util.ArrayList<>();
-        for (double scale : new double[]{1, 8}) {
-            MoeRun run = new MoeRun();
-            try (ParameterSet params = parameters(config, DType.F64); Tensor x = random(DType.F64, 9, n, c);
-                 StepArena arena = new StepArena(pool)) {
-                double[] v = x.toDoubleArray();
-                for (int i = 0; i < v.length; i++) v[i] += 2;   // the common component that skews the router
-                x.copyFrom(v);
-                MoeFeedForward layer = (MoeFeedForward) FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
-                Tensor w = params.get("m.router.weight_router.weight").value();
-                double[] weights = w.toDoubleArray();
-                for (int i = 0; i < weights.length; i++) weights[i] *= scale;   // a power of 2: every product exact
-                w.copyFrom(weights);
-                params.get("m.router.balance_bias").value().copyFrom(new double[8]);
-                List<Double> ratios = new java.util.ArrayList<>();
-                for (int step = 0; step < 30; step++) {
-                    run.resetStats();
-                    run.begin(true, 1);
-                    layer.forward(arena, x, Layer.Rows.of(1, n));
-                    run.end();
-                    arena.reset();
-                    MoeStats stats = run.stats();
-                    ratios.add(stats.maxOverMean());
-                    run.updateBias(stats.loads(), stats.spreads());
-                }
-                worst.add(ratios);
-            }
-        }
-        assertTrue(worst.get(0).get(0) >= 2, "the unbiased router is skewed: max/mean " + worst.get(0).get(0));
-        assertEquals(worst.get(0), worst.get(1), "max/mean per update, router weights x1 and x8");
-        assertTrue(worst.get(1).get(29) <= 1.2, "after 30 updates the sharper router's max/mean is " + worst.get(1).get(29));
-    }
-
-    @Test
-    void theBiasMovesTowardsTheUnderloadedExpertsInProportionToTheRelativeLoadErrorAndTheSpread() {
+    void theBiasMovesTowardsTheUnderloadedExpertsInProportionToTheRelativeLoadError() {
         ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(4, 1, 1, 4).withBalance(MoeConfig.Balance.BIAS));
         MoeRun run = new MoeRun();
         try (ParameterSet params = parameters(config, DType.F32)) {
             FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
             params.get("m.router.balance_bias").value().copyFrom(new double[]{0, 0, 0, 0});
-            run.updateBias(List.of(new double[]{10, 2, 4, 0}), new double[]{4});   // mean 4, spread σ = 2
-            assertArrayEquals(new double[]{-0.9, 0.3, 0, 0.6}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-6,
-                    "b_e += 0.3·σ·(mean - load_e)/mean");
-            run.updateBias(List.of(new double[]{0, 0, 0, 0}), new double[]{4});
-            assertArrayEquals(new double[]{-0.9, 0.3, 0, 0.6}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-6,
+            run.updateBias(List.of(new double[]{10, 2, 4, 0}));   // mean 4
+            assertArrayEquals(new double[]{-0.15, 0.05, 0, 0.1}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-7,
+                    "b_e += 0.1·(mean - load_e)/mean");
+            run.updateBias(List.of(new double[]{0, 0, 0, 0}));
+            assertArrayEquals(new double[]{-0.15, 0.05, 0, 0.1}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-7,
                     "no token routed: the bias stays");
         }
     }
 
-    /** The spread the bias step scales with: Σ_n Σ_e (z - mean_e z)² of the router's logits. */
+    /** The router's spread (metric moe_router_spread): Σ_n Σ_e (z - mean_e z)² of its logits. */
     @Test
     void theRoutingsSpreadIsTheSumOfSquaredDeviationsOfEachTokensLogitsFromTheirMean() {
         int n = 5, c = 8, e = 4;

@@ -232,7 +232,7 @@ public final class TrainStep implements AutoCloseable {
             }
             double[] spreads = new double[local.spreads().length];
             for (int l = 0; l < spreads.length; l++) spreads[l] = update.mean(local.spreads()[l]);
-            chunk.moe().updateBias(loads, spreads);
+            chunk.moe().updateBias(loads);
             for (double spread : spreads) sumOfSpreads += Math.sqrt(spread);
             MoeStats averaged = new MoeStats(update.mean(local.auxLoss()), loads, spreads, local.dropped(), local.assignments());
             aux += averaged.auxLoss();

@@ -82,6 +82,11 @@ class TrainerMoeTest {
             assertEquals(layerMean, ((Number) piped.get(i).get("moe_load_max_over_mean_layers")).doubleValue(), 1e-6,
                     "step " + (i + 1) + ": the mean over layers is the same under pp 1 and pp 2");
             assertEquals(0.0, ((Number) row.get("moe_dropped")).doubleValue(), "dropless drops nothing");
+            // the routers' score spread, averaged over the layers: positive, and the same when each stage holds one
+            double spread = ((Number) row.get("moe_router_spread")).doubleValue();
+            assertTrue(spread > 0, "step " + (i + 1) + ": moe_router_spread " + spread);
+            assertEquals(spread, ((Number) piped.get(i).get("moe_router_spread")).doubleValue(), 1e-6 * spread,
+                    "step " + (i + 1) + ": the router spread is the same under pp 1 and pp 2");
         }
     }
 
@@ -111,8 +116,8 @@ class TrainerMoeTest {
                 moved += Math.abs(b);
                 sum += b;
             }
-            // 6 steps of γ·σ·(mean - load_e)/mean: each step's moves sum to 0, |mean - load_e| summed over the 4
-            // experts is at most 2·4·mean, and the router's score spread σ is under 1 logit this close to init
+            // 6 steps of γ·(mean - load_e)/mean, γ = 0.1: each step's moves sum to 0, and |mean - load_e| summed over
+            // the 4 experts is at most 2·4·mean
             double rate = MoeConfig.DEFAULT_BIAS_RATE;
             assertTrue(moved > 0 && moved <= 6 * 2 * 4 * rate, "the saved routing bias moved: " + java.util.Arrays.toString(bias));
             assertEquals(0, sum, 1e-6, "the proportional rule keeps the biases' sum at 0: " + java.util.Arrays.toString(bias));
