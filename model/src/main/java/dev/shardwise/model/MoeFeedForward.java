@@ -204,10 +204,10 @@ final class MoeFeedForward implements FeedForward {
 
     long[] load() { return load; }
     long dropped() { return dropped; }
+    long assignments() { return assignments; }
 
     /** The mean of (h_{n,e} - mean_e h_{n,e})² over the step's routed tokens and experts; 0 before any. */
     double spreadSquare() { return spreadTerms == 0 ? 0 : spreadSquares / spreadTerms; }
-    long assignments() { return assignments; }
 
     void resetLoad() {
         java.util.Arrays.fill(load, 0);
