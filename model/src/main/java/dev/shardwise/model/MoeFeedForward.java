@@ -31,6 +31,8 @@ final class MoeFeedForward implements FeedForward {
     private final MoeRun run;
     private final long[] load;             // this step's assignments per expert, summed over recorded passes
     private long dropped, assignments;
+    private double spreadSquares;          // Σ (h - mean_e h)² of this step's recorded passes, and its terms
+    private long spreadTerms;
 
     /**
      * What backward reads.
@@ -150,6 +152,8 @@ final class MoeFeedForward implements FeedForward {
         double aux = router.auxLoss(routing);
         if (run.recording()) {
             for (int j = 0; j < e; j++) load[j] += routing.counts()[j];
+            spreadSquares += routing.spread();
+            spreadTerms += (long) n * e;
             dropped += dropsNow;
             assignments += (long) n * k;
             run.recordAuxLoss(aux);
@@ -211,8 +215,13 @@ final class MoeFeedForward implements FeedForward {
     long dropped() { return dropped; }
     long assignments() { return assignments; }
 
+    /** The mean of (h_{n,e} - mean_e h_{n,e})² over the step's routed tokens and experts; 0 before any. */
+    double spreadSquare() { return spreadTerms == 0 ? 0 : spreadSquares / spreadTerms; }
+
     void resetLoad() {
         java.util.Arrays.fill(load, 0);
+        spreadSquares = 0;
+        spreadTerms = 0;
         dropped = 0;
         assignments = 0;
     }

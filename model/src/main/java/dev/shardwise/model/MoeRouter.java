@@ -45,9 +45,11 @@ final class MoeRouter {
      * @param counts  assignments per expert [E] (before capacity)
      * @param balance E·Σ_e f_e·P_e, 1 when perfectly balanced
      * @param zLoss   mean_n lse_n²
+     * @param spread  Σ_n Σ_e (h_{n,e} - mean_e h_{n,e})² over the choice scores h (the logits, plus the noise under
+     *                the noisy gate): how far apart a token's experts' scores are (the router's sharpness)
      */
     record Routing(int n, double[] z, double[] p, double[] lse, double[] u, double[] eps, int[] choice, double[] gate,
-                   long[] counts, double balance, double zLoss) { }
+                   long[] counts, double balance, double zLoss, double spread) { }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, MoeConfig moe) {
         Linear.declare(builder, name + ".weight_router", config.hidden(), moe.experts(), false, GptInit.STD);
@@ -121,7 +123,13 @@ final class MoeRouter {
         });
         long[] counts = new long[e];
         for (int c : choice) counts[c]++;
-        double balance = 0, zLoss = 0;
+        double balance = 0, zLoss = 0, spread = 0;
+        for (int i = 0; i < n; i++) {
+            double mean = 0;
+            for (int j = 0; j < e; j++) mean += h[i * e + j];
+            mean /= e;
+            for (int j = 0; j < e; j++) spread += (h[i * e + j] - mean) * (h[i * e + j] - mean);
+        }
         for (int j = 0; j < e; j++) {
             double mean = 0;
             for (int i = 0; i < n; i++) mean += p[i * e + j];
@@ -130,7 +138,7 @@ final class MoeRouter {
         balance *= e;
         for (int i = 0; i < n; i++) zLoss += lse[i] * lse[i];
         zLoss /= n;
-        return new Routing(n, z, p, lse, u, eps, choice, gate, counts, balance, zLoss);
+        return new Routing(n, z, p, lse, u, eps, choice, gate, counts, balance, zLoss, spread);
     }
 
     /** Token i's gates from its choice: Switch's p_e, GShard's renormalised p, or the noisy gate's softmax over h. */

@@ -101,15 +101,17 @@ public final class MoeRun {
      */
     public MoeStats stats() {
         List<double[]> loads = new ArrayList<>();
+        double[] spreads = new double[layers.size()];
         long dropped = 0, assignments = 0;
         for (MoeFeedForward layer : layers) {
+            spreads[loads.size()] = layer.spreadSquare();
             double[] load = new double[layer.load().length];
             for (int e = 0; e < load.length; e++) load[e] = layer.load()[e];
             loads.add(load);
             dropped += layer.dropped();
             assignments += layer.assignments();
         }
-        return new MoeStats(passes == 0 ? 0 : auxLoss / passes, loads, dropped, assignments);
+        return new MoeStats(passes == 0 ? 0 : auxLoss / passes, loads, spreads, dropped, assignments);
     }
 
     /** Forgets what the step recorded (call before each step). */

@@ -9,12 +9,14 @@ import java.util.List;
  *                    layers), averaged over the step's micro-batches
  * @param loads       per MoE layer, tokens routed to each expert (before capacity drops), summed over micro-batches
  *                    (over data-parallel replicas: their mean)
+ * @param spreads     per MoE layer, the mean square of a token's router scores about their mean over the experts,
+ *                    over the step's tokens (over data-parallel replicas: their mean): the router's sharpness squared
  * @param dropped     routed assignments dropped by capacity limits, summed over layers and micro-batches
  * @param assignments routed assignments (tokens × k), summed over layers and micro-batches
  */
-public record MoeStats(double auxLoss, List<double[]> loads, long dropped, long assignments) {
+public record MoeStats(double auxLoss, List<double[]> loads, double[] spreads, long dropped, long assignments) {
     /** No MoE layers. */
-    public static final MoeStats NONE = new MoeStats(0, List.of(), 0, 0);
+    public static final MoeStats NONE = new MoeStats(0, List.of(), new double[0], 0, 0);
 
     /** The largest load of any expert of any layer over that layer's mean load; 0 without MoE layers. */
     public double maxOverMean() {

@@ -261,4 +261,29 @@ class MoeFeedForwardTest {
                     "no token routed: the bias stays");
         }
     }
+
+    /** The router's spread (metric moe_router_spread): Σ_n Σ_e (z - mean_e z)² of its logits. */
+    @Test
+    void theRoutingsSpreadIsTheSumOfSquaredDeviationsOfEachTokensLogitsFromTheirMean() {
+        int n = 5, c = 8, e = 4;
+        ModelConfig config = ModelConfig.gpt(11, c, 1, c, 2).withMoe(MoeConfig.of(e, 2, 1, 4).withBalance(MoeConfig.Balance.BIAS));
+        try (ParameterSet params = parameters(config, DType.F64); Tensor x = random(DType.F64, 3, n, c);
+             StepArena arena = new StepArena(pool)) {
+            MoeRouter router = new MoeRouter(params, "m.router", config.moe());
+            MoeRouter.Routing r = router.route(arena, x, new MoeRun());
+            double[] w = params.get("m.router.weight_router.weight").value().toDoubleArray(), xs = x.toDoubleArray();
+            double expected = 0;
+            for (int i = 0; i < n; i++) {
+                double[] z = new double[e];
+                double mean = 0;
+                for (int j = 0; j < e; j++) {
+                    for (int q = 0; q < c; q++) z[j] += xs[i * c + q] * w[j * c + q];
+                    mean += z[j] / e;
+                }
+                for (int j = 0; j < e; j++) expected += (z[j] - mean) * (z[j] - mean);
+            }
+            assertTrue(expected > 0);
+            assertEquals(expected, r.spread(), 1e-12 * expected);
+        }
+    }
 }

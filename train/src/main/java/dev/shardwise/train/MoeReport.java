@@ -11,5 +11,8 @@ package dev.shardwise.train;
  * @param maxLoad     the largest number of tokens any expert took in the step (per replica)
  * @param meanLoad    mean tokens per expert in the step (per replica)
  * @param dropped     assignments dropped by capacity limits in the step (per replica, all layers)
+ * @param routerSpread σ, the RMS spread of a token's router scores about their mean over the experts (in logits),
+ *                    averaged over the MoE layers: how sharp the routers are
  */
-public record MoeReport(double auxLoss, double maxOverMean, double meanOverLayers, double maxLoad, double meanLoad, double dropped) { }
+public record MoeReport(double auxLoss, double maxOverMean, double meanOverLayers, double maxLoad, double meanLoad, double dropped,
+                        double routerSpread) { }

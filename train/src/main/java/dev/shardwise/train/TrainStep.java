@@ -221,7 +221,7 @@ public final class TrainStep implements AutoCloseable {
      */
     private MoeReport afterMoeStep() {
         if (chunks.getFirst().config().moe() == null) return null;
-        double aux = 0, dropped = 0, worst = 0, sumOfRatios = 0, layers = 0, maxLoad = 0, meanLoad = 0;
+        double aux = 0, dropped = 0, worst = 0, sumOfRatios = 0, sumOfSpreads = 0, layers = 0, maxLoad = 0, meanLoad = 0;
         for (GptPart chunk : chunks) {
             MoeStats local = chunk.moe().stats();
             List<double[]> loads = new ArrayList<>();
@@ -230,8 +230,11 @@ public final class TrainStep implements AutoCloseable {
                 for (int e = 0; e < load.length; e++) mean[e] = update.mean(load[e]);
                 loads.add(mean);
             }
+            double[] spreads = new double[local.spreads().length];
+            for (int l = 0; l < spreads.length; l++) spreads[l] = update.mean(local.spreads()[l]);
             chunk.moe().updateBias(loads);
-            MoeStats averaged = new MoeStats(update.mean(local.auxLoss()), loads, local.dropped(), local.assignments());
+            for (double spread : spreads) sumOfSpreads += Math.sqrt(spread);
+            MoeStats averaged = new MoeStats(update.mean(local.auxLoss()), loads, spreads, local.dropped(), local.assignments());
             aux += averaged.auxLoss();
             dropped += update.mean(local.dropped());
             worst = Math.max(worst, averaged.maxOverMean());
@@ -240,9 +243,10 @@ public final class TrainStep implements AutoCloseable {
             maxLoad = Math.max(maxLoad, averaged.maxLoad());
             meanLoad = Math.max(meanLoad, averaged.meanLoad());   // the same in every MoE layer: tokens·k/E
         }
-        double meanOverLayers = sumOverStages(sumOfRatios) / Math.max(1, sumOverStages(layers));
+        double allLayers = Math.max(1, sumOverStages(layers));
+        double meanOverLayers = sumOverStages(sumOfRatios) / allLayers;
         return new MoeReport(sumOverStages(aux), reduceOverStages(worst, ReduceOp.MAX), meanOverLayers, reduceOverStages(maxLoad, ReduceOp.MAX),
-                reduceOverStages(meanLoad, ReduceOp.MAX), sumOverStages(dropped));
+                reduceOverStages(meanLoad, ReduceOp.MAX), sumOverStages(dropped), sumOverStages(sumOfSpreads) / allLayers);
     }
 
     /** The last step's expert load and auxiliary losses, or null for a dense model or before the first step. */

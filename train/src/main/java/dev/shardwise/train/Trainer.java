@@ -496,6 +496,7 @@ public final class Trainer {
                     row.put("moe_load_max_over_mean", moe.maxOverMean());
                     row.put("moe_load_max_over_mean_layers", moe.meanOverLayers());
                     row.put("moe_dropped", moe.dropped());
+                    row.put("moe_router_spread", moe.routerSpread());
                 }
                 row.put("mem_peak_bytes", pool.peakBytes());
                 for (MemoryCategory c : MemoryCategory.values()) row.put("mem_peak_" + c.label().replace('-', '_'), pool.peakBytes(c));

@@ -82,6 +82,11 @@ class TrainerMoeTest {
             assertEquals(layerMean, ((Number) piped.get(i).get("moe_load_max_over_mean_layers")).doubleValue(), 1e-6,
                     "step " + (i + 1) + ": the mean over layers is the same under pp 1 and pp 2");
             assertEquals(0.0, ((Number) row.get("moe_dropped")).doubleValue(), "dropless drops nothing");
+            // the routers' score spread, averaged over the layers: positive, and the same when each stage holds one
+            double spread = ((Number) row.get("moe_router_spread")).doubleValue();
+            assertTrue(spread > 0, "step " + (i + 1) + ": moe_router_spread " + spread);
+            assertEquals(spread, ((Number) piped.get(i).get("moe_router_spread")).doubleValue(), 1e-6 * spread,
+                    "step " + (i + 1) + ": the router spread is the same under pp 1 and pp 2");
         }
     }
 
