@@ -31,7 +31,8 @@ import java.util.concurrent.Callable;
                 "Mixture of experts: --preset moe-tiny, or a YAML model.moe: {experts, topK, every, capacityFactor "
                         + "(0: dropless), balance: aux|bias|none, sharedExperts, expertHidden, gate: softmax|noisy, "
                         + "auxWeight, zLossWeight, biasRate}; metrics.jsonl then has aux_loss and the expert load "
-                        + "(moe_load_max, moe_load_mean, moe_load_max_over_mean, moe_dropped)."},
+                        + "(moe_load_max, moe_load_mean, moe_load_max_over_mean: the worst layer's, _layers: the mean over layers, "
+                        + "_50 and _layers_50: of the load summed over the last 50 steps, moe_dropped) and moe_router_spread."},
         footer = {"", "Examples:", "  shardwise train --preset tiny --steps 20",
                 "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a",
                 "  shardwise train --config configs/tiny-shakespeare.yaml --run-dir runs/a --resume",

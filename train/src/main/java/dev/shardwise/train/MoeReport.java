@@ -13,6 +13,9 @@ package dev.shardwise.train;
  * @param dropped     assignments dropped by capacity limits in the step (per replica, all layers)
  * @param routerSpread σ, the RMS spread of a token's router scores about their mean over the experts (in logits),
  *                    averaged over the MoE layers: how sharp the routers are
+ * @param windowMaxOverMean    as {@code maxOverMean} for the load summed over the last {@value ExpertLoadWindow#STEPS}
+ *                             steps (balance over many batches: {@link ExpertLoadWindow})
+ * @param windowMeanOverLayers as {@code meanOverLayers} for that summed load
  */
 public record MoeReport(double auxLoss, double maxOverMean, double meanOverLayers, double maxLoad, double meanLoad, double dropped,
-                        double routerSpread) { }
+                        double routerSpread, double windowMaxOverMean, double windowMeanOverLayers) { }

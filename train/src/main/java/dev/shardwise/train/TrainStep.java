@@ -67,6 +67,7 @@ public final class TrainStep implements AutoCloseable {
     private PipelineExecutor.Step lastStep;     // what the executor did in the last step, for timelines
     private long lastStepStartNs;               // System.nanoTime() as the executor began it
     private MoeReport lastMoe;                  // the last step's expert load and auxiliary losses; null without MoE
+    private final List<ExpertLoadWindow> loadWindows = new ArrayList<>();   // per chunk: its MoE load over the last 50 steps
 
     /**
      * What one step did.
@@ -222,7 +223,10 @@ public final class TrainStep implements AutoCloseable {
     private MoeReport afterMoeStep() {
         if (chunks.getFirst().config().moe() == null) return null;
         double aux = 0, dropped = 0, worst = 0, sumOfRatios = 0, sumOfSpreads = 0, layers = 0, maxLoad = 0, meanLoad = 0;
-        for (GptPart chunk : chunks) {
+        double windowWorst = 0, windowSumOfRatios = 0;
+        while (loadWindows.size() < chunks.size()) loadWindows.add(new ExpertLoadWindow());
+        for (int c = 0; c < chunks.size(); c++) {
+            GptPart chunk = chunks.get(c);
             MoeStats local = chunk.moe().stats();
             List<double[]> loads = new ArrayList<>();
             for (double[] load : local.loads()) {
@@ -233,6 +237,10 @@ public final class TrainStep implements AutoCloseable {
             double[] spreads = new double[local.spreads().length];
             for (int l = 0; l < spreads.length; l++) spreads[l] = update.mean(local.spreads()[l]);
             chunk.moe().updateBias(loads);
+            ExpertLoadWindow window = loadWindows.get(c);
+            window.add(loads);
+            windowWorst = Math.max(windowWorst, window.maxOverMean());
+            windowSumOfRatios += window.sumOfMaxOverMean();
             for (double spread : spreads) sumOfSpreads += Math.sqrt(spread);
             MoeStats averaged = new MoeStats(update.mean(local.auxLoss()), loads, spreads, local.dropped(), local.assignments());
             aux += averaged.auxLoss();
@@ -246,7 +254,8 @@ public final class TrainStep implements AutoCloseable {
         double allLayers = Math.max(1, sumOverStages(layers));
         double meanOverLayers = sumOverStages(sumOfRatios) / allLayers;
         return new MoeReport(sumOverStages(aux), reduceOverStages(worst, ReduceOp.MAX), meanOverLayers, reduceOverStages(maxLoad, ReduceOp.MAX),
-                reduceOverStages(meanLoad, ReduceOp.MAX), sumOverStages(dropped), sumOverStages(sumOfSpreads) / allLayers);
+                reduceOverStages(meanLoad, ReduceOp.MAX), sumOverStages(dropped), sumOverStages(sumOfSpreads) / allLayers,
+                reduceOverStages(windowWorst, ReduceOp.MAX), sumOverStages(windowSumOfRatios) / allLayers);
     }
 
     /** The last step's expert load and auxiliary losses, or null for a dense model or before the first step. */

@@ -495,6 +495,8 @@ public final class Trainer {
                     row.put("moe_load_mean", moe.meanLoad());
                     row.put("moe_load_max_over_mean", moe.maxOverMean());
                     row.put("moe_load_max_over_mean_layers", moe.meanOverLayers());
+                    row.put("moe_load_max_over_mean_50", moe.windowMaxOverMean());   // the load summed over the last 50 steps
+                    row.put("moe_load_max_over_mean_layers_50", moe.windowMeanOverLayers());
                     row.put("moe_dropped", moe.dropped());
                     row.put("moe_router_spread", moe.routerSpread());
                 }

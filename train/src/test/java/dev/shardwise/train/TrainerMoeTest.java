@@ -81,6 +81,13 @@ class TrainerMoeTest {
             // pp 2 holds one MoE layer per stage: the stages' sums and counts make the same mean
             assertEquals(layerMean, ((Number) piped.get(i).get("moe_load_max_over_mean_layers")).doubleValue(), 1e-6,
                     "step " + (i + 1) + ": the mean over layers is the same under pp 1 and pp 2");
+            // the load summed over the last 50 steps: the step's own at step 1, the same under pp 1 and pp 2 always
+            double window = ((Number) row.get("moe_load_max_over_mean_50")).doubleValue();
+            double windowLayers = ((Number) row.get("moe_load_max_over_mean_layers_50")).doubleValue();
+            if (i == 0) assertEquals(worst, window, 1e-12, "one step in the window");
+            assertTrue(windowLayers >= 1 && windowLayers <= window, "window: " + windowLayers + " in [1, " + window + "]");
+            assertEquals(windowLayers, ((Number) piped.get(i).get("moe_load_max_over_mean_layers_50")).doubleValue(), 1e-6,
+                    "step " + (i + 1) + ": the window's mean over layers is the same under pp 1 and pp 2");
             assertEquals(0.0, ((Number) row.get("moe_dropped")).doubleValue(), "dropless drops nothing");
             // the routers' score spread, averaged over the layers: positive, and the same when each stage holds one
             double spread = ((Number) row.get("moe_router_spread")).doubleValue();
