@@ -19,6 +19,7 @@ import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
 import dev.shardwise.parallel.tensor.CommunicatorTensorParallel;
 
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -34,16 +35,23 @@ import java.util.concurrent.atomic.AtomicBoolean;
 /**
  * Measures a {@link LocalProfile}: runs the model's pieces (the embedding, one block under each recompute policy,
  * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
- * cores training would give it ({@link LocalCluster}), whole and under each tensor-parallel split asked for (the
- * ranks then form tp groups and run their slices with the group's collectives), plus AdamW over one block and the
+ * cores training would give it ({@link LocalCluster}), whole and under each tensor- and expert-parallel split asked
+ * for (the ranks then form tp and ep groups and run their slices with the groups' collectives), plus AdamW over one block and the
  * local backend's all-reduce, ZeRO's unit all-gather and reduce-scatter (fresh buffers, as the ZeRO 2/3 hooks
  * allocate them), and send. Each time is the fastest of a few repetitions after a warm-up (a shared
  * machine's noise only ever slows a repetition down; {@code bench planner} compares it with each layout's fastest
- * round), taken on the slowest rank, with every rank starting each repetition together.
+ * round), taken on the slowest rank, with every rank starting each repetition together and each timed phase starting
+ * with cold caches, as in training (see {@link #EVICTION_BYTES}).
  */
 public final class LocalProfiler {
     /** Bytes of the all-reduce and send timed for the per-byte costs. */
     private static final int COLLECTIVE_FLOATS = 2 << 20;
+    /**
+     * Bytes each rank writes before every timed forward, backward, B and W: several times any last-level cache, so a
+     * piece starts cold as it does in training, where the other blocks' passes run between a block's forward and its
+     * backward (timing one block again and again would find its weights cached).
+     */
+    private static final long EVICTION_BYTES = 128L << 20;
 
     /** Whether this JVM has run the pieces once (see {@link #profile}). */
     private static final AtomicBoolean warmedUp = new AtomicBoolean();
@@ -85,11 +93,19 @@ public final class LocalProfiler {
         if (!warmedUp.getAndSet(true)) {
             // The first profile in a JVM would time code the JIT has not compiled yet (the kernels take seconds of
             // calls to reach their compiled form): run every piece once untimed first.
-            LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq,
-                    1, Set.of(LocalProfile.Split.NONE)).run());
+            LocalCluster.run(ranks, ctx -> {
+                try (Arena eviction = Arena.ofConfined()) {
+                    return new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq, 1,
+                            Set.of(LocalProfile.Split.NONE), eviction.allocate(EVICTION_BYTES)).run();
+                }
+            });
         }
-        List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> new RankProfiler(config, ctx.world(), ctx.memory(),
-                ctx.compute().threads(), microBatch, seq, repeats, all).run());
+        List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> {
+            try (Arena eviction = Arena.ofConfined()) {
+                return new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq, repeats, all,
+                        eviction.allocate(EVICTION_BYTES)).run();
+            }
+        });
         return slowest(perRank);
     }
 
@@ -111,9 +127,9 @@ public final class LocalProfiler {
                 allGather, reduceScatter, latency, send);
     }
 
-    /** One rank's measurements. */
+    /** One rank's measurements; {@code eviction} is the buffer it writes to start each timed pass with cold caches. */
     private record RankProfiler(ModelConfig config, Communicator world, MemoryPool pool, int threads, int microBatch, int seq,
-                                int repeats, Set<LocalProfile.Split> splits) {
+                                int repeats, Set<LocalProfile.Split> splits, MemorySegment eviction) {
         LocalProfile run() {
             SplittableRandom random = new SplittableRandom(17 + world.rank());
             try (Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, microBatch, seq + 1)) {
@@ -197,12 +213,16 @@ public final class LocalProfiler {
                         weightGrad = new double[timed];
                 long passBytes = 0, splitBytes = 0, scratchBytes = 0;
                 for (int r = -1; r < timed; r++) {
+                    boolean cold = r >= 0;
+                    evictCaches(cold);
                     world.barrier();
                     long before = pool.liveBytes(MemoryCategory.ACTIVATIONS);
                     pool.resetPeaks();
                     long t0 = System.nanoTime();
                     GptPart.Pass pass = part.forward(arena, tokens, targets, input, true, 1.0);
                     long t1 = System.nanoTime();
+                    evictCaches(cold);
+                    long t1b = System.nanoTime();
                     part.backward(arena, pass, dOut);
                     long t2 = System.nanoTime();
                     if (r < 0) {
@@ -210,33 +230,41 @@ public final class LocalProfiler {
                         scratchBytes = pool.peakBytes(MemoryCategory.ACTIVATIONS) - before - passBytes;
                     }
                     arena.reset();
-                    double bInput = (t2 - t1) / 1e9, bWeight = 0;
+                    double bInput = (t2 - t1b) / 1e9, bWeight = 0;
                     if (part.canSplitBackward()) {
                         world.barrier();
                         long beforeSplit = pool.liveBytes(MemoryCategory.ACTIVATIONS);
                         pool.resetPeaks();
                         GptPart.Pass again = part.forward(splitArena, tokens, targets, input, true, 1.0);
+                        evictCaches(cold);
                         long t3 = System.nanoTime();
                         part.backwardInput(splitArena, again, dOut);
                         long t4 = System.nanoTime();
+                        evictCaches(cold);
+                        long t4b = System.nanoTime();
                         part.backwardWeight(again);
                         long t5 = System.nanoTime();
                         if (r < 0) splitBytes = pool.liveBytes(MemoryCategory.ACTIVATIONS) - beforeSplit;
                         splitArena.reset();
                         bInput = (t4 - t3) / 1e9;
-                        bWeight = (t5 - t4) / 1e9;
+                        bWeight = (t5 - t4b) / 1e9;
                     } else if (r < 0) {
                         splitBytes = passBytes;
                     }
                     if (r < 0) continue;
                     forward[r] = (t1 - t0) / 1e9;
-                    backward[r] = (t2 - t1) / 1e9;
+                    backward[r] = (t2 - t1b) / 1e9;
                     inputGrad[r] = bInput;
                     weightGrad[r] = bWeight;
                 }
                 return new LocalProfile.Part(fastest(forward), fastest(backward), fastest(inputGrad), fastest(weightGrad), passBytes, splitBytes,
                         scratchBytes, 0, 0);
             }
+        }
+
+        /** Writes the eviction buffer when {@code cold}, so what a timed pass touches first comes from memory. */
+        private void evictCaches(boolean cold) {
+            if (cold) eviction.fill((byte) 1);
         }
 
         /** The model's first {@code blocks} blocks. */
