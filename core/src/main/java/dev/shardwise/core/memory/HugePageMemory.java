@@ -21,7 +21,8 @@ import java.util.Optional;
  * <p>{@link MemoryPool} allocates through it, and so do the local backend's staging buffers for messages (a pipeline's
  * tied-embedding gradient is one 150 MB message a step). Only on Linux and from {@link #THRESHOLD} bytes up; {@link #allocate} answers empty when it does not apply or
  * the kernel refuses the mapping, and the caller allocates ordinary memory. Without transparent huge pages (the
- * kernel's setting {@code never}) the mapping still works with 4 KiB pages.
+ * kernel's setting {@code never}) the mapping still works with 4 KiB pages. {@code -Dshardwise.hugePages=false} (e.g. in
+ * {@code SHARDWISE_JAVA_OPTS}) turns it off.
  */
 public final class HugePageMemory {
     /** Allocations from this size up are mapped: one huge page. */
@@ -81,6 +82,7 @@ public final class HugePageMemory {
     private record Native(MethodHandle mmap, MethodHandle madvise, MethodHandle munmap) {
         static Native load() {
             if (!System.getProperty("os.name", "").toLowerCase(Locale.ROOT).contains("linux")) return null;
+            if (!Boolean.parseBoolean(System.getProperty("shardwise.hugePages", "true"))) return null;   // -Dshardwise.hugePages=false
             try {
                 Linker linker = Linker.nativeLinker();
                 SymbolLookup libc = linker.defaultLookup();
