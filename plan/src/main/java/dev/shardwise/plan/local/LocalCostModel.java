@@ -73,9 +73,7 @@ public final class LocalCostModel {
         for (int stage = 0; stage < p; stage++) {
             declared[stage] = declare(layout, parts, stage);
             long params = declared[stage].specs().stream().mapToLong(ParameterSet.Spec::numel).sum();   // before padding
-            boolean embeddingAndHead = false;   // the stage's forward gathers the tied embeddings for its head again
-            for (int c = 0; c < v; c++) embeddingAndHead |= parts.get(c * p + stage).head();
-            embeddingAndHead &= stage == 0;
+            boolean embeddingAndHead = p == 1;   // one stage holds the embedding and the tied head, which gathers it again
             reduce[stage] = reduction(layout, declared[stage], params, m, embeddingAndHead)
                     + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
             optimizer[stage] = optimizerElements(layout, declared[stage]) * profile.optimizerSecondsPerParameter();
