@@ -133,15 +133,7 @@ final class GroupedExperts {
         Tensor third = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
         Tensor out = arena.allocateForOverwrite(xs.dtype(), m, c);
         Saved saved = new Saved(first, second, third, out);
-        long perRow = (long) hidden * c * weights[0].length;
-        for (int e = 0; e < count(); e++) {
-            int expert = e;
-            int all = offsets[e + 1] - offsets[e], parts = (all + ROW_TILE - 1) / ROW_TILE;
-            for (int part = 0; part < parts; part++) {   // equal parts of at most ROW_TILE rows
-                int at = offsets[e] + (int) ((long) all * part / parts), rows = offsets[e] + (int) ((long) all * (part + 1) / parts) - at;
-                tiles.add(rows * perRow, () -> forwardRows(expert, at, rows, xs, saved));
-            }
-        }
+        addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> forwardRows(expert, at, rows, xs, saved));
         return saved;
     }
 
@@ -221,32 +213,40 @@ final class GroupedExperts {
         Tensor dFirst = swiGlu ? arena.allocate(xs.dtype(), m, hidden) : arena.allocateForOverwrite(xs.dtype(), m, hidden);
         Tensor dSecond = swiGlu ? arena.allocate(xs.dtype(), m, hidden) : null;
         Tensor dHidden = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
-        long perRow = (long) hidden * c * weights[0].length;
+        addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> {
+            Tensor dx = dxs.slice(0, at, rows), dy = dys.slice(0, at, rows), f = saved.first.slice(0, at, rows);
+            Tensor df = dFirst.slice(0, at, rows);
+            if (swiGlu) {
+                // y = h·W_downᵀ, h = silu(f) ∘ s, f = x·W_gateᵀ, s = x·W_upᵀ
+                Tensor ds = dSecond.slice(0, at, rows), dh = dHidden.slice(0, at, rows);
+                Gemm.matmul(dh, dy, weights[expert][2].value(), false, false, 1f, 0f);
+                SwiGlu.backward(df, ds, dh, f, saved.second.slice(0, at, rows));
+                Gemm.matmul(dx, df, weights[expert][0].value(), false, false, 1f, 0f);
+                Gemm.matmul(dx, ds, weights[expert][1].value(), false, false, 1f, 1f);
+            } else {
+                // y = GELU(f)·W_projᵀ, f = x·W_fcᵀ
+                Gemm.matmul(df, dy, weights[expert][1].value(), false, false, 1f, 0f);
+                Gelu.backwardInto(df, df, f);
+                Gemm.matmul(dx, df, weights[expert][0].value(), false, false, 1f, 0f);
+            }
+        });
+        return new Hidden(dFirst, dSecond);
+    }
+
+    /** The work of rows [at, at + rows) of expert {@code expert}. */
+    private interface RowBlock {
+        Runnable of(int expert, int at, int rows);
+    }
+
+    /** Adds to {@code tiles} each expert's rows of {@code offsets} in equal blocks of at most {@value #ROW_TILE}, each costing rows·perRow. */
+    private void addRowTiles(int[] offsets, long perRow, ExpertTiles tiles, RowBlock block) {
         for (int e = 0; e < count(); e++) {
-            int expert = e;
             int all = offsets[e + 1] - offsets[e], parts = (all + ROW_TILE - 1) / ROW_TILE;
-            for (int part = 0; part < parts; part++) {   // equal parts of at most ROW_TILE rows
+            for (int part = 0; part < parts; part++) {
                 int at = offsets[e] + (int) ((long) all * part / parts), rows = offsets[e] + (int) ((long) all * (part + 1) / parts) - at;
-                tiles.add(rows * perRow, () -> {
-                    Tensor dx = dxs.slice(0, at, rows), dy = dys.slice(0, at, rows), f = saved.first.slice(0, at, rows);
-                    Tensor df = dFirst.slice(0, at, rows);
-                    if (swiGlu) {
-                        // y = h·W_downᵀ, h = silu(f) ∘ s, f = x·W_gateᵀ, s = x·W_upᵀ
-                        Tensor ds = dSecond.slice(0, at, rows), dh = dHidden.slice(0, at, rows);
-                        Gemm.matmul(dh, dy, weights[expert][2].value(), false, false, 1f, 0f);
-                        SwiGlu.backward(df, ds, dh, f, saved.second.slice(0, at, rows));
-                        Gemm.matmul(dx, df, weights[expert][0].value(), false, false, 1f, 0f);
-                        Gemm.matmul(dx, ds, weights[expert][1].value(), false, false, 1f, 1f);
-                    } else {
-                        // y = GELU(f)·W_projᵀ, f = x·W_fcᵀ
-                        Gemm.matmul(df, dy, weights[expert][1].value(), false, false, 1f, 0f);
-                        Gelu.backwardInto(df, df, f);
-                        Gemm.matmul(dx, df, weights[expert][0].value(), false, false, 1f, 0f);
-                    }
-                });
+                tiles.add(rows * perRow, block.of(e, at, rows));
             }
         }
-        return new Hidden(dFirst, dSecond);
     }
 
     /** After {@link #backwardTiles}' tiles ran: f of the column-parallel linears, under tp. */
