@@ -210,34 +210,6 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         }
     }
 
-    /**
-     * Collective over the dp and expert-data-parallel groups at ZeRO 1: fills full first and second moments, flat
-     * [P'], from the ranks that hold each chunk.
-     */
-    public void gatherMoments(Tensor fullM, Tensor fullV) {
-        moments.read((m, v) -> {
-            for (Range h : held) {
-                Vectors.copy(fullM.slice(0, h.flatStart(), h.length()), m.slice(0, h.momentOffset(), h.length()));
-                Vectors.copy(fullV.slice(0, h.flatStart(), h.length()), v.slice(0, h.momentOffset(), h.length()));
-            }
-        });
-        if (sharded) {
-            broadcastChunks(fullM);
-            broadcastChunks(fullV);
-        }
-    }
-
-    /** Takes this rank's {@link #held} ranges of full moments, flat [P'] (read from a checkpoint), and the step count. */
-    public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
-        moments.write((m, v) -> {
-            for (Range h : held) {
-                Vectors.copy(m.slice(0, h.momentOffset(), h.length()), fullM.slice(0, h.flatStart(), h.length()));
-                Vectors.copy(v.slice(0, h.momentOffset(), h.length()), fullV.slice(0, h.flatStart(), h.length()));
-            }
-        });
-        this.steps = steps;
-    }
-
     /** The ranges whose AdamW state this rank holds: every run whole at ZeRO 0, its ⌈len/n⌉ chunk of each at ZeRO 1. */
     public List<Range> held() {
         return List.copyOf(held);

@@ -600,38 +600,6 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         for (Segment g : allSegments()) g.group().allGather(g.of(full), g.pieceOf(valueShard));
     }
 
-    /** Takes this rank's shard of whole values {@code full} [P'] (read from a checkpoint). */
-    public void loadValues(Tensor full) {
-        if (stage == 2) {
-            Vectors.copy(params.values(), full);
-            return;
-        }
-        discardPrefetched();
-        for (Segment g : allSegments()) Vectors.copy(g.pieceOf(valueShard), g.ownPieceOf(full));
-    }
-
-    /** Collective: fills whole first and second moments [P'] from every rank's shard. */
-    public void gatherMoments(Tensor fullM, Tensor fullV) {
-        overlap.drain();
-        moments.read((m, v) -> {
-            for (Segment g : allSegments()) {
-                g.group().allGather(g.of(fullM), g.pieceOf(m));
-                g.group().allGather(g.of(fullV), g.pieceOf(v));
-            }
-        });
-    }
-
-    /** Takes this rank's shard of whole moments [P'] and the number of updates applied before. */
-    public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
-        moments.write((m, v) -> {
-            for (Segment g : allSegments()) {
-                Vectors.copy(g.pieceOf(m), g.ownPieceOf(fullM));
-                Vectors.copy(g.pieceOf(v), g.ownPieceOf(fullV));
-            }
-        });
-        this.steps = steps;
-    }
-
     /** This rank's shards, each [S] in shard layout (see {@link #pieces}): values (stage 3), m, v. */
     @FunctionalInterface
     public interface Shards {

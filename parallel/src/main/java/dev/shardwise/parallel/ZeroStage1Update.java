@@ -121,23 +121,6 @@ public final class ZeroStage1Update implements ParameterUpdate {
         return steps;
     }
 
-    /** Collective: fills full first and second moments, flat [P'], from every rank's shard (for checkpoints). */
-    public void gatherMoments(Tensor fullM, Tensor fullV) {
-        moments.read((m, v) -> {
-            dp.allGather(fullM, m);
-            dp.allGather(fullV, v);
-        });
-    }
-
-    /** Takes this rank's shard of full moments, flat [P'] (read from a checkpoint), and the step count. */
-    public void loadMoments(Tensor fullM, Tensor fullV, long steps) {
-        moments.write((m, v) -> {
-            Vectors.copy(m, fullM.slice(0, shardStart, shardSize));
-            Vectors.copy(v, fullV.slice(0, shardStart, shardSize));
-        });
-        this.steps = steps;
-    }
-
     /** Runs {@code body} with the moments m, v [S] of this rank's shard (flat elements [shardStart, + S)) to read. */
     public void readMoments(BiConsumer<Tensor, Tensor> body) {
         moments.read(body);

@@ -17,36 +17,24 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * A rank's optimizer as the trainer sees it: the update it runs each step, and its parameter values and AdamW
- * moments as whole flat [P'] tensors for layout-independent checkpoints, however they are held (replicated, or
- * sharded by ZeRO and gathered for a checkpoint). Every rank calls {@link #valuesToSave} and {@link #momentsToSave}
- * at the same step (they are collective under ZeRO). {@link #of} adapts whichever update {@link ZeroStage#build}
- * chose, {@link #expertParallel} the expert-parallel update; closing the state closes that update and what it owns.
+ * A rank's optimizer as the trainer sees it: the update it runs each step, and the ranges of its parameter values and
+ * AdamW moments at their places in the flat [P'] layout, for layout-independent checkpoints, however they are held
+ * (replicated, or sharded by ZeRO or over expert-parallel groups): {@link #forSave} and {@link #forLoad}.
+ * {@link #of} adapts whichever update {@link ZeroStage#build} chose, {@link #expertParallel} the expert-parallel
+ * update; closing the state closes that update and what it owns.
  */
 interface OptimizerState extends AutoCloseable {
 
     ParameterUpdate update();
 
-    /** Whole parameter values, flat [P'], to be saved (valid until {@link #saved}); call before {@link #momentsToSave}. */
+    /** Whole parameter values, flat [P'] (collective under ZeRO 3, which gathers them); valid until {@link #saved}. */
     default Tensor valuesToSave() { return parameters().values(); }
-
-    /** Flat [P'] buffer a checkpoint's parameter values are read into; {@link #loaded} takes them. */
-    default Tensor valuesToLoad() { return parameters().values(); }
 
     /** The parameters this state updates. */
     ParameterSet parameters();
 
-    /** First and second moments, flat [P'], to be saved (valid until the next call). */
-    Tensor[] momentsToSave();
-
-    /** The checkpoint is written: buffers made for {@link #momentsToSave} may go. */
-    void saved();
-
-    /** Flat [P'] buffers a checkpoint's moments are read into; then call {@link #loaded}. */
-    Tensor[] momentsToLoad();
-
-    /** The moments of {@link #momentsToLoad} are in place; {@code steps} updates were applied before. */
-    void loaded(long steps);
+    /** What {@link #valuesToSave} returned may go. */
+    default void saved() { }
 
     /** Which of a parameter's tensors a held range is, and its name prefix in a checkpoint. */
     enum Kind {
@@ -104,7 +92,7 @@ interface OptimizerState extends AutoCloseable {
     static OptimizerState of(ZeroStage.Update built, ParameterSet params, MemoryPool pool) {
         return switch (built) {
             case ZeroStage.Update.Replicated r -> replicated(r);
-            case ZeroStage.Update.Stage1 s -> zeroStage1(s, params, pool);
+            case ZeroStage.Update.Stage1 s -> zeroStage1(s, params);
             case ZeroStage.Update.Sharded s -> zeroSharded(s, params, pool);
         };
     }
@@ -115,10 +103,6 @@ interface OptimizerState extends AutoCloseable {
         return new OptimizerState() {
             public ParameterUpdate update() { return built.update(); }
             public ParameterSet parameters() { return built.params(); }
-            public Tensor[] momentsToSave() { return new Tensor[]{optimizer.firstMoments(), optimizer.secondMoments()}; }
-            public void saved() { }
-            public Tensor[] momentsToLoad() { return momentsToSave(); }
-            public void loaded(long steps) { optimizer.setSteps(steps); }
 
             public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
                 long padded = built.params().values().numel(), share = (padded + dpSize - 1) / dpSize;
@@ -140,24 +124,11 @@ interface OptimizerState extends AutoCloseable {
     }
 
     /** ZeRO stage 1: this rank holds the moments of its shard; full moments exist only around checkpoints. */
-    static OptimizerState zeroStage1(ZeroStage.Update.Stage1 built, ParameterSet params, MemoryPool pool) {
+    static OptimizerState zeroStage1(ZeroStage.Update.Stage1 built, ParameterSet params) {
         ZeroStage1Update update = built.update();
-        int padded = Math.toIntExact(params.values().numel());
         return new OptimizerState() {
-            private final FullMoments full = new FullMoments(pool, params.dtype(), padded);
-
             public ParameterUpdate update() { return update; }
             public ParameterSet parameters() { return params; }
-
-            public Tensor[] momentsToSave() {
-                Tensor[] moments = full.allocate();
-                update.gatherMoments(moments[0], moments[1]);
-                return moments;
-            }
-
-            public void saved() { full.release(); }
-
-            public Tensor[] momentsToLoad() { return full.allocate(); }
 
             public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
                 int start = update.shardStart(), n = update.shardSize();
@@ -172,15 +143,7 @@ interface OptimizerState extends AutoCloseable {
                         new Holding(Kind.FIRST_MOMENTS, start, m), new Holding(Kind.SECOND_MOMENTS, start, v))), steps));
             }
 
-            public void loaded(long steps) {
-                update.loadMoments(full.m(), full.v(), steps);
-                full.release();
-            }
-
-            public void close() {
-                full.release();
-                built.close();
-            }
+            public void close() { built.close(); }
         };
     }
 
@@ -188,30 +151,12 @@ interface OptimizerState extends AutoCloseable {
      * Expert parallelism (GShard) at ZeRO 0 or 1: whole values of this rank's parameters (the dense ones and its E/ep
      * experts, under their global names), the AdamW state of each run of dense parameters and of experts whole or
      * sharded over the run's group ({@link ExpertParallelUpdate}). A checkpoint takes each run's elements from one
-     * rank of its group ({@link ExpertParallelUpdate#saved}); full moments exist only around checkpoints.
+     * rank of its group ({@link ExpertParallelUpdate#saved}).
      */
-    static OptimizerState expertParallel(ExpertParallelUpdate update, ParameterSet params, MemoryPool pool) {
-        int padded = Math.toIntExact(params.values().numel());
+    static OptimizerState expertParallel(ExpertParallelUpdate update, ParameterSet params) {
         return new OptimizerState() {
-            private final FullMoments full = new FullMoments(pool, params.dtype(), padded);
-
             public ParameterUpdate update() { return update; }
             public ParameterSet parameters() { return params; }
-
-            public Tensor[] momentsToSave() {
-                Tensor[] moments = full.allocate();
-                update.gatherMoments(moments[0], moments[1]);
-                return moments;
-            }
-
-            public void saved() { full.release(); }
-
-            public Tensor[] momentsToLoad() { return full.allocate(); }
-
-            public void loaded(long steps) {
-                update.loadMoments(full.m(), full.v(), steps);
-                full.release();
-            }
 
             public void forSave(int dpRank, int dpSize, HoldingsBody body) throws IOException {
                 untunnel(() -> update.readMoments((m, v) -> {
@@ -237,23 +182,19 @@ interface OptimizerState extends AutoCloseable {
                 }, steps));
             }
 
-            public void close() {
-                full.release();
-                update.close();
-            }
+            public void close() { update.close(); }
         };
     }
 
     /**
-     * ZeRO stages 2 and 3: this rank holds shards of the gradients, moments and (stage 3) values; whole values and
-     * moments exist only around checkpoints, in BUFFERS.
+     * ZeRO stages 2 and 3: this rank holds shards of the gradients, moments and (stage 3) values; whole values exist
+     * only while {@link #valuesToSave} lends them, in BUFFERS.
      */
     static OptimizerState zeroSharded(ZeroStage.Update.Sharded built, ParameterSet params, MemoryPool pool) {
         ZeroShardedUpdate update = built.update();
         int padded = Math.toIntExact(params.paddedCount());
         return new OptimizerState() {
-            private final FullMoments full = new FullMoments(pool, params.dtype(), padded);
-            private Tensor fullValues;   // BUFFERS, allocated for checkpoints only (stage 3)
+            private Tensor fullValues;   // BUFFERS, allocated by valuesToSave only (stage 3)
 
             public ParameterUpdate update() { return update; }
             public ParameterSet parameters() { return params; }
@@ -263,18 +204,6 @@ interface OptimizerState extends AutoCloseable {
                 fullValues = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
                 update.gatherValues(fullValues);
                 return fullValues;
-            }
-
-            public Tensor valuesToLoad() {
-                if (update.stage() == 2) return params.values();
-                fullValues = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), padded);
-                return fullValues;
-            }
-
-            public Tensor[] momentsToSave() {
-                Tensor[] moments = full.allocate();
-                update.gatherMoments(moments[0], moments[1]);
-                return moments;
             }
 
             public void saved() { release(); }
@@ -304,18 +233,9 @@ interface OptimizerState extends AutoCloseable {
                 return held;
             }
 
-            public Tensor[] momentsToLoad() { return full.allocate(); }
-
-            public void loaded(long steps) {
-                if (fullValues != null) update.loadValues(fullValues);
-                update.loadMoments(full.m(), full.v(), steps);
-                release();
-            }
-
             private void release() {
                 if (fullValues != null) fullValues.close();
                 fullValues = null;
-                full.release();
             }
 
             public void close() {

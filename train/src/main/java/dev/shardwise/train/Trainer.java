@@ -371,7 +371,7 @@ public final class Trainer {
                 groups.expertDp(), pool, stages, moments);
         try {
             params.initialize(config.seed());
-            return OptimizerState.expertParallel(update, params, pool);
+            return OptimizerState.expertParallel(update, params);
         } catch (RuntimeException e) {
             update.close();
             throw e;
