@@ -41,7 +41,7 @@ public record MoeStats(double auxLoss, List<double[]> loads, double[] spreads, l
     }
 
     /** max_e load_e / mean_e load_e of one layer; 0 for a layer that took no tokens. */
-    static double maxOverMean(double[] load) {
+    public static double maxOverMean(double[] load) {
         double sum = 0, max = 0;
         for (double l : load) {
             sum += l;

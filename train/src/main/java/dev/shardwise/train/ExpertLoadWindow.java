@@ -1,5 +1,7 @@
 package dev.shardwise.train;
 
+import dev.shardwise.model.MoeStats;
+
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
@@ -36,27 +38,18 @@ final class ExpertLoadWindow {
     /** The worst layer's largest summed expert load over its mean; 0 before any step or without MoE layers. */
     double maxOverMean() {
         double worst = 0;
-        for (double[] load : layers()) worst = Math.max(worst, maxOverMean(load));
+        for (double[] load : layers()) worst = Math.max(worst, MoeStats.maxOverMean(load));
         return worst;
     }
 
     /** Each layer's largest summed expert load over its mean, summed over the layers (stages add theirs). */
     double sumOfMaxOverMean() {
         double total = 0;
-        for (double[] load : layers()) total += maxOverMean(load);
+        for (double[] load : layers()) total += MoeStats.maxOverMean(load);
         return total;
     }
 
     private List<double[]> layers() {
         return sum == null ? List.of() : sum;
-    }
-
-    private static double maxOverMean(double[] load) {
-        double total = 0, max = 0;
-        for (double l : load) {
-            total += l;
-            max = Math.max(max, l);
-        }
-        return total > 0 ? max * load.length / total : 0;
     }
 }
