@@ -93,20 +93,20 @@ public final class LocalProfiler {
         if (!warmedUp.getAndSet(true)) {
             // The first profile in a JVM would time code the JIT has not compiled yet (the kernels take seconds of
             // calls to reach their compiled form): run every piece once untimed first.
-            LocalCluster.run(ranks, ctx -> {
-                try (Arena eviction = Arena.ofConfined()) {
-                    return new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq, 1,
-                            Set.of(LocalProfile.Split.NONE), eviction.allocate(EVICTION_BYTES)).run();
-                }
-            });
+            profileRanks(config, ranks, microBatch, seq, 1, Set.of(LocalProfile.Split.NONE));
         }
-        List<LocalProfile> perRank = LocalCluster.run(ranks, ctx -> {
+        return slowest(profileRanks(config, ranks, microBatch, seq, repeats, all));
+    }
+
+    /** Each rank's measurements, {@code ranks} rank threads at once, each with its own cache-eviction buffer. */
+    private static List<LocalProfile> profileRanks(ModelConfig config, int ranks, int microBatch, int seq, int repeats,
+                                                   Set<LocalProfile.Split> splits) {
+        return LocalCluster.run(ranks, ctx -> {
             try (Arena eviction = Arena.ofConfined()) {
-                return new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq, repeats, all,
+                return new RankProfiler(config, ctx.world(), ctx.memory(), ctx.compute().threads(), microBatch, seq, repeats, splits,
                         eviction.allocate(EVICTION_BYTES)).run();
             }
         });
-        return slowest(perRank);
     }
 
     /** Every figure the largest over the ranks: the slowest rank sets the pace of a synchronous step. */
