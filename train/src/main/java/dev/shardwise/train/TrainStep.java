@@ -67,7 +67,7 @@ public final class TrainStep implements AutoCloseable {
     private PipelineExecutor.Step lastStep;     // what the executor did in the last step, for timelines
     private long lastStepStartNs;               // System.nanoTime() as the executor began it
     private MoeReport lastMoe;                  // the last step's expert load and auxiliary losses; null without MoE
-    private final List<ExpertLoadWindow> loadWindows = new ArrayList<>();   // per chunk: its MoE load over the last 50 steps
+    private final List<ExpertLoadWindow> loadWindows;   // per chunk: its MoE load over the last 50 steps
 
     /**
      * What one step did.
@@ -123,6 +123,7 @@ public final class TrainStep implements AutoCloseable {
         this.update = update;
         this.pipeline = pipeline;
         this.chunks = List.copyOf(chunks);
+        this.loadWindows = chunks.stream().map(c -> new ExpertLoadWindow()).toList();
         this.pool = pool;
         this.stageModel = new StageModel(chunks, update, pool, params.dtype());
         this.lossScalar = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F64, 1);
@@ -224,7 +225,6 @@ public final class TrainStep implements AutoCloseable {
         if (chunks.getFirst().config().moe() == null) return null;
         double aux = 0, dropped = 0, worst = 0, sumOfRatios = 0, sumOfSpreads = 0, layers = 0, maxLoad = 0, meanLoad = 0;
         double windowWorst = 0, windowSumOfRatios = 0;
-        while (loadWindows.size() < chunks.size()) loadWindows.add(new ExpertLoadWindow());
         for (int c = 0; c < chunks.size(); c++) {
             GptPart chunk = chunks.get(c);
             MoeStats local = chunk.moe().stats();
