@@ -424,7 +424,8 @@ public final class Trainer {
             if (config.ranks() > 1 || config.zero() > 0) log.print(MemoryReport.table(config));
         }
         List<LossPlot.Point> trainCurve = new ArrayList<>(), valCurve = new ArrayList<>();
-        for (Map<String, Object> row : state.step() > 0 && Files.exists(runDir.resolve("metrics.jsonl"))
+        // only the leader reads the earlier curve: it alone rewrites metrics.jsonl, and only it plots
+        for (Map<String, Object> row : leader && state.step() > 0 && Files.exists(runDir.resolve("metrics.jsonl"))
                 ? MetricsLog.read(runDir.resolve("metrics.jsonl")) : List.<Map<String, Object>>of()) {
             long s = ((Number) row.get("step")).longValue();
             if (s > state.step()) continue;

@@ -36,7 +36,7 @@ final class FfnComputePlot {
         }
         Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
         if (!ImageIO.write(image, "png", tmp.toFile())) throw new IOException("no PNG writer in this JVM");
-        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING);
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 
     private static void draw(Graphics2D g, String title, MoefyEvaluation.Result r) {
