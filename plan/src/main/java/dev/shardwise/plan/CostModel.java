@@ -70,7 +70,7 @@ public final class CostModel {
      * Prices {@code layout} under {@code schedule} by simulating the schedule's instruction lists.
      *
      * @throws IllegalArgumentException naming the sizes and a fix if the layout cannot run the model or batch:
-     *                                  t not dividing heads, ffn or vocab; p·v not dividing the layers; d·b not
+     *                                  t not dividing heads, ffn or vocab; p·v above the layers; d·b not
      *                                  dividing the global batch; more devices than the cluster has; a schedule
      *                                  the builders reject
      */
@@ -110,7 +110,7 @@ public final class CostModel {
                 double partTime = pr.forward(part) + pr.backward(part) + (p > 1 ? 2 * pr.p2p : 0);
                 perMb += partTime;
                 // ZB-H1 fills the bubble with weight-gradient halves: (p−1)(tF + tB − tW) of Qi et al. 2023 per part.
-                double bubblePart = schedule == ScheduleKind.ZB_H1 ? partTime - 2 * pr.layersPerPart * pr.weightGradient : partTime;
+                double bubblePart = schedule == ScheduleKind.ZB_H1 ? partTime - 2 * pr.blocks[part] * pr.weightGradient : partTime;
                 worstPart = Math.max(worstPart, bubblePart);
             }
             double work = pr.m * perMb;
@@ -136,8 +136,8 @@ public final class CostModel {
         for (int c = 0; c < v; c++) {
             int part = c * p + slowest;
             compute += pr.forward(part) + pr.backward(part);
-            tp += pr.layersPerPart * (pr.tpForward + pr.tpBackward) + (part == 0 ? pr.embeddingTp : 0);
-            ep += pr.layersPerPart * (pr.epForward + pr.epBackward);
+            tp += pr.blocks[part] * (pr.tpForward + pr.tpBackward) + (part == 0 ? pr.embeddingTp : 0);
+            ep += pr.blocks[part] * (pr.epForward + pr.epBackward);
         }
         compute = pr.m * (compute - tp - ep);
         tp *= pr.m;
@@ -163,8 +163,8 @@ public final class CostModel {
         return switch (instruction) {
             case Instruction.Forward f -> pr.forward(f.chunk() * p + stage);
             case Instruction.Backward b -> pr.backward(b.chunk() * p + stage);
-            case Instruction.BackwardInput b -> pr.backward(b.chunk() * p + stage) - pr.layersPerPart * pr.weightGradient;
-            case Instruction.BackwardWeight w -> pr.layersPerPart * pr.weightGradient;
+            case Instruction.BackwardInput b -> pr.backward(b.chunk() * p + stage) - pr.blocks[b.chunk() * p + stage] * pr.weightGradient;
+            case Instruction.BackwardWeight w -> pr.blocks[w.chunk() * p + stage] * pr.weightGradient;
             case Instruction.SendActivation s -> pr.p2p;
             case Instruction.SendGradient s -> pr.p2p;
             case Instruction.ReceiveActivation r -> 0.0;
@@ -275,11 +275,12 @@ public final class CostModel {
         int boundary = t * d;
         double p2p = collectives.sendReceive(activation / t, boundary) + (sp || t == 1 ? 0 : collectives.allGather(activation, t, 1));
 
+        int[] split = LayerSplit.of(model.layers(), p * v);
         double[] reduce = new double[p], gather = new double[p], embeddingReduce = new double[p], optimizer = new double[p];
         int edp = d / layout.ep();
         for (int stage = 0; stage < p; stage++) {
-            double expertParams = MemoryModel.stageExpertParameters(model, layout, stage);
-            double params = MemoryModel.stageParameters(model, layout, stage) - expertParams;
+            double expertParams = MemoryModel.stageExpertParameters(model, layout, split, stage);
+            double params = MemoryModel.stageParameters(model, layout, split, stage) - expertParams;
             double grads = params * BYTES16, expertGrads = expertParams * BYTES16;
             // Shared gradients are reduced over dp (stride t), the experts' over their expert-data-parallel group of
             // dp/ep ranks (stride t·ep).
@@ -298,8 +299,7 @@ public final class CostModel {
             double local = layout.zeroStage() >= 1 ? params / d + expertParams / edp : params + expertParams;
             optimizer[stage] = local * OPTIMIZER_BYTES_PER_PARAM / memBw;
         }
-        int layersPerPart = model.layers() / (p * v);
-        return new Prices(m, layersPerPart, p * v, forward, backward, gemmWeight, tpForward, tpBackward + (layout.recompute() == Recompute.FULL ? tpForward : 0),
+        return new Prices(m, split, p * v, forward, backward, gemmWeight, tpForward, tpBackward + (layout.recompute() == Recompute.FULL ? tpForward : 0),
                 epForward, epForward + (layout.recompute() == Recompute.FULL ? epForward : 0),
                 embeddingForward, embeddingBackward, embeddingTp, headForward, headBackward, p2p, reduce, gather, embeddingReduce, optimizer);
     }
@@ -309,16 +309,16 @@ public final class CostModel {
     }
 
     /** Per-instruction prices of one layout, seconds per micro-batch unless named otherwise. */
-    private record Prices(int m, int layersPerPart, int parts, double blockForward, double blockBackward, double weightGradient,
+    private record Prices(int m, int[] blocks, int parts, double blockForward, double blockBackward, double weightGradient,
                           double tpForward, double tpBackward, double epForward, double epBackward, double embeddingForward, double embeddingBackward,
                           double embeddingTp, double headForward, double headBackward, double p2p, double[] reduce,
                           double[] gather, double[] embeddingReduce, double[] optimizer) {
         double forward(int part) {
-            return layersPerPart * blockForward + (part == 0 ? embeddingForward : 0) + (part == parts - 1 ? headForward : 0);
+            return blocks[part] * blockForward + (part == 0 ? embeddingForward : 0) + (part == parts - 1 ? headForward : 0);
         }
 
         double backward(int part) {
-            return layersPerPart * blockBackward + (part == 0 ? embeddingBackward : 0) + (part == parts - 1 ? headBackward : 0);
+            return blocks[part] * blockBackward + (part == 0 ? embeddingBackward : 0) + (part == parts - 1 ? headBackward : 0);
         }
     }
 }

@@ -41,28 +41,36 @@ final class MemoryModel {
         this.parameters = parameters;
     }
 
-    /** The peak of the first and last stages, whichever is larger, with m micro-batches per step. */
+    /**
+     * The largest stage's peak with m micro-batches per step: of the first and last stages when the blocks split
+     * evenly (the others hold fewer chunks in flight and no embedding or logits), else of every stage.
+     */
     MemoryBreakdown peak(ParallelLayout layout, ScheduleKind schedule, int m) {
         checkDivisible(model, layout);
         int p = layout.pp();
+        int[] split = LayerSplit.of(model.layers(), p * layout.vpp());
         int[] live = inFlight(schedule, p, layout.vpp(), m);
-        MemoryBreakdown first = stage(layout, 0, live[0]);
-        MemoryBreakdown last = p == 1 ? first : stage(layout, p - 1, live[1]);
-        return first.total() >= last.total() ? first : last;
+        boolean even = model.layers() % split.length == 0;
+        MemoryBreakdown peak = null;
+        for (int stage = 0; stage < p; stage++) {
+            if (even && stage != 0 && stage != p - 1) continue;
+            MemoryBreakdown b = stage(layout, split, stage, live[stage]);
+            if (peak == null || b.total() > peak.total()) peak = b;
+        }
+        return peak;
     }
 
-    private MemoryBreakdown stage(ParallelLayout layout, int stage, int liveChunks) {
+    private MemoryBreakdown stage(ParallelLayout layout, int[] split, int stage, int liveChunks) {
         int d = layout.dp(), t = layout.tp(), zero = layout.zeroStage();
-        double experts = stageExpertParameters(model, layout, stage);
-        double shared = stageParameters(model, layout, stage) - experts;
+        double experts = stageExpertParameters(model, layout, split, stage);
+        double shared = stageParameters(model, layout, split, stage) - experts;
         // ZeRO shards the shared parameters' state over dp, the experts' over their expert-data-parallel group.
         double edp = (double) d / layout.ep();
         double weights = WEIGHT_BYTES * (zero >= 3 ? shared / d + experts / edp : shared + experts);
         double gradients = GRADIENT_BYTES * (zero >= 2 ? shared / d + experts / edp : shared + experts);
         double optimizer = OPTIMIZER_BYTES * (zero >= 1 ? shared / d + experts / edp : shared + experts);
-        int layersPerChunk = model.layers() / (layout.pp() * layout.vpp());
         double saved = blockActivationBytes(model, layout, layout.recompute());
-        double activations = (double) liveChunks * layersPerChunk * saved;
+        double activations = (double) liveChunks * LayerSplit.largestChunk(split, layout.pp(), stage) * saved;
         if (layout.recompute() != Recompute.NONE) {
             activations += blockActivationBytes(model, layout, Recompute.NONE) - saved;   // one block rebuilt in backward
         }
@@ -103,13 +111,13 @@ final class MemoryModel {
     }
 
     /**
-     * Parameters one rank of {@code stage} holds before ZeRO: its blocks' (shared ones /t, experts /(t·ep)), plus the
-     * token embedding (V·h/t) and positions (s·h) on the first stage, the tied head's copy (V·h/t) and final norm on
-     * the last.
+     * Parameters one rank of {@code stage} holds before ZeRO: its blocks' ({@link LayerSplit}; shared ones /t, experts
+     * /(t·ep)), plus the token embedding (V·h/t) and positions (s·h) on the first stage, the tied head's copy (V·h/t)
+     * and final norm on the last.
      */
-    static double stageParameters(ModelSpec model, ParallelLayout layout, int stage) {
+    static double stageParameters(ModelSpec model, ParallelLayout layout, int[] split, int stage) {
         int p = layout.pp(), t = layout.tp();
-        double params = (double) model.layers() / p * blockParametersPerRank(model, layout);
+        double params = LayerSplit.stageBlocks(split, p, stage) * blockParametersPerRank(model, layout);
         double embedding = (double) model.vocab() * model.hidden() / t;
         if (stage == 0) params += embedding + (double) model.seq() * model.hidden();
         if (stage == p - 1) params += (p > 1 ? embedding : 0) + 2.0 * model.hidden();
@@ -117,14 +125,14 @@ final class MemoryModel {
     }
 
     /** The part of {@link #stageParameters} that are expert weights, E/ep experts per MoE block, each /t. */
-    static double stageExpertParameters(ModelSpec model, ParallelLayout layout, int stage) {
-        return (double) model.layers() / layout.pp() * model.blockExpertParameters() / ((double) layout.tp() * layout.ep());
+    static double stageExpertParameters(ModelSpec model, ParallelLayout layout, int[] split, int stage) {
+        return LayerSplit.stageBlocks(split, layout.pp(), stage) * model.blockExpertParameters() / ((double) layout.tp() * layout.ep());
     }
 
     /**
      * @throws IllegalArgumentException naming the sizes and the valid choices if t does not divide heads, ffn
      *                                  hidden or vocab, t and kv_heads do not divide one another, ep does not divide
-     *                                  the experts (or is above 1 for a dense model), or p·v does not divide the layers
+     *                                  the experts (or is above 1 for a dense model), or p·v exceeds the layers
      */
     static void checkDivisible(ModelSpec model, ParallelLayout layout) {
         int t = layout.tp();
@@ -142,14 +150,14 @@ final class MemoryModel {
                     + (model.isMoe() ? "; use an ep that divides the experts" : "; a dense model has no experts to spread, use ep=1"));
         }
         int parts = layout.pp() * layout.vpp();
-        if (model.layers() % parts != 0) {
-            throw new IllegalArgumentException("pp·vpp = " + layout.pp() + "·" + layout.vpp() + " does not divide layers="
-                    + model.layers() + " of model " + model.name() + "; use pp·vpp dividing the layers");
+        if (parts > model.layers()) {
+            throw new IllegalArgumentException("pp·vpp = " + layout.pp() + "·" + layout.vpp() + " model chunks exceed the layers="
+                    + model.layers() + " of model " + model.name() + "; every chunk needs a block, use pp·vpp of at most the layers");
         }
     }
 
     /**
-     * Micro-batch chunks alive at once on the first and the last stage, counted on the built lists. The count
+     * Micro-batch chunks alive at once on each stage, counted on the built lists. The count
      * stops growing once m reaches 2p (interleaved warm-up is (p−1)·2 + (v−1)·p chunks, below 2p·v; checked
      * for p up to 16 and v up to 8 against m = 8p), so lists with m above 2p are counted at m = 2p, a multiple of p
      * as interleaving needs.
@@ -158,7 +166,9 @@ final class MemoryModel {
         int counted = kind != ScheduleKind.GPIPE && m > 2 * p ? 2 * p : m;
         return inFlight.computeIfAbsent(List.of(kind.ordinal(), p, v, counted), key -> {
             PipelineSchedule s = PipelineSchedule.build(kind, p, v, counted);
-            return new int[] {maxLive(s.program(0)), maxLive(s.program(p - 1))};
+            int[] live = new int[p];
+            for (int stage = 0; stage < p; stage++) live[stage] = maxLive(s.program(stage));
+            return live;
         });
     }
 

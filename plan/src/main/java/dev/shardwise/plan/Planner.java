@@ -10,7 +10,7 @@ import java.util.List;
 
 /**
  * Searches layouts of a model on a cluster for a global batch: every tp (a power of two up to a node, dividing the
- * heads, ffn and vocab), pp dividing the layers, dp = devices/(tp·pp) dividing the batch, micro-batch a power of
+ * heads, ffn and vocab), pp up to the layers (blocks split as {@link LayerSplit} when pp does not divide them), dp = devices/(tp·pp) dividing the batch, micro-batch a power of
  * two dividing B/dp, vpp (interleaved, when m is a multiple of p), ZeRO stage, recompute policy and sequence
  * parallelism, and schedule (1F1B or ZB-H1 with one chunk per stage, interleaved 1F1B with several), and for a
  * mixture-of-experts model ep (a power of two dividing dp and the experts), keeping those whose peak memory fits the
@@ -49,21 +49,22 @@ public final class Planner {
             if (model.heads() % tp != 0 || model.ffnHidden() % tp != 0 || model.vocab() % tp != 0) continue;
             if (model.kvHeads() % tp != 0 && tp % model.kvHeads() != 0) continue;
             for (int pp = 1; pp <= model.layers(); pp++) {
-                if (model.layers() % pp != 0 || devices % (tp * pp) != 0) continue;
+                if (devices % (tp * pp) != 0) continue;   // pp need not divide the layers (LayerSplit)
                 int dp = devices / (tp * pp);
                 if (globalBatch % dp != 0) continue;
                 long perReplica = globalBatch / dp;
                 for (int mb = 1; mb <= perReplica; mb *= 2) {
                     if (perReplica % mb != 0) continue;
                     long m = perReplica / mb;
-                    for (int vpp = 1; vpp == 1 || (pp > 1 && (model.layers() / pp) % vpp == 0 && m % pp == 0 && vpp <= model.layers() / pp); vpp *= 2) {
+                    // interleaving only where the blocks split evenly into the chunks
+                    for (int vpp = 1; vpp == 1 || (pp > 1 && model.layers() % (pp * vpp) == 0 && m % pp == 0); vpp *= 2) {
                         for (ScheduleKind schedule : vpp == 1 && pp > 1 ? ZERO_BUBBLE_TOO : List.of(ScheduleKind.defaultFor(vpp))) {
                             for (int ep : expertParallelSizes(dp)) {
                                 Estimate best = bestFitting(dp, tp, pp, vpp, ep, mb, schedule, globalBatch);
                                 if (best != null) fitting.add(best);
                             }
                         }
-                        if (vpp > 1 && (model.layers() / pp) % (vpp * 2) != 0) break;
+                        if (vpp > 1 && model.layers() % (pp * vpp * 2) != 0) break;
                     }
                 }
             }

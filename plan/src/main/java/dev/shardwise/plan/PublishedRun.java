@@ -21,6 +21,8 @@ import java.util.regex.Pattern;
  * @param source           paper and table, e.g. NAR21-T1
  * @param model            the model, named after the row
  * @param gpus             devices the run used
+ * @param clusterPreset    the {@code clusters.yaml} preset whose nodes it ran on ({@code a100x8}, Selene's DGX A100
+ *                         nodes, unless the row's {@code cluster} column names another)
  * @param globalBatch      B
  * @param layout           the row's layout
  * @param schedule         1F1B, or interleaved when the row says vN
@@ -28,14 +30,15 @@ import java.util.regex.Pattern;
  *                         (hardware FLOPs, 96·B·s·l·h²·(1 + s/6h + V/16lh) with full recompute) or its MFU (model
  *                         FLOPs, 72·...) over an A100's 312 TFLOP/s
  */
-public record PublishedRun(String source, ModelSpec model, int gpus, long globalBatch, ParallelLayout layout,
-                           ScheduleKind schedule, double publishedSeconds) {
+public record PublishedRun(String source, ModelSpec model, int gpus, String clusterPreset, long globalBatch,
+                           ParallelLayout layout, ScheduleKind schedule, double publishedSeconds) {
     private static final double A100_PEAK = 312e12;   // A100 fp16 dense peak, as both papers count it
     private static final Pattern ITER = Pattern.compile("iter ([0-9.]+)s(?!\\(inf\\))");
 
-    /** The cluster of the row: A100-80GB DGX nodes (8 per node, NVSwitch, 8x200 Gb/s IB), as many as it used. */
+    /** The cluster of the row: nodes of its preset (by default A100-80GB DGX nodes: 8 per node, NVSwitch, 8x200 Gb/s IB), as many as it used. */
     public ClusterSpec cluster() {
-        return Specs.cluster("a100x8").withNodes((gpus + 7) / 8);
+        ClusterSpec nodes = Specs.cluster(clusterPreset);
+        return nodes.withNodes(Math.ceilDiv(gpus, nodes.devicesPerNode()));
     }
 
     /** Rows of {@code calibration_runs.csv} ({@code heldOut} false) or {@code heldout_runs.csv} shipped in this jar. */
@@ -49,7 +52,12 @@ public record PublishedRun(String source, ModelSpec model, int gpus, long global
         }
     }
 
-    /** Parses the CSV text (header as the published README gives it). @throws IllegalArgumentException naming the line */
+    /**
+     * Parses the CSV text (header as the published README gives it, optionally with a {@code cluster} column naming
+     * a preset and a {@code zero} column giving the ZeRO stage, before {@code notes}).
+     *
+     * @throws IllegalArgumentException naming the line
+     */
     public static List<PublishedRun> parse(String csv) {
         List<String> lines = csv.lines().filter(l -> !l.isBlank()).toList();
         List<String> header = Arrays.asList(lines.getFirst().split(","));
@@ -66,7 +74,7 @@ public record PublishedRun(String source, ModelSpec model, int gpus, long global
     }
 
     private static PublishedRun row(List<String> header, String[] cells) {
-        java.util.function.Function<String, String> col = name -> cells[header.indexOf(name)].strip();
+        java.util.function.Function<String, String> col = name -> header.contains(name) ? cells[header.indexOf(name)].strip() : "";
         int layers = Integer.parseInt(col.apply("layers")), hidden = Integer.parseInt(col.apply("hidden"));
         int heads = Integer.parseInt(col.apply("heads")), seq = Integer.parseInt(col.apply("seq_len"));
         int vocab = Integer.parseInt(col.apply("vocab"));
@@ -76,7 +84,8 @@ public record PublishedRun(String source, ModelSpec model, int gpus, long global
         String interleaved = col.apply("interleaved");
         int vpp = interleaved.startsWith("v") ? Integer.parseInt(interleaved.substring(1)) : 1;
         ParallelLayout layout = new ParallelLayout(Integer.parseInt(col.apply("dp")), Integer.parseInt(col.apply("tp")),
-                Integer.parseInt(col.apply("pp")), vpp, 1, col.apply("seq_parallel").equals("y"), 0,
+                Integer.parseInt(col.apply("pp")), vpp, 1, col.apply("seq_parallel").equals("y"),
+                col.apply("zero").isEmpty() ? 0 : Integer.parseInt(col.apply("zero")),
                 Recompute.parse(col.apply("recompute")), Integer.parseInt(col.apply("micro_batch")));
         String notes = String.join(",", Arrays.copyOfRange(cells, header.indexOf("notes"), cells.length));
         double s = seq, h = hidden, l = layers;
@@ -93,7 +102,8 @@ public record PublishedRun(String source, ModelSpec model, int gpus, long global
         } else {
             throw new IllegalArgumentException("row gives neither an iteration time, TFLOP/s nor MFU");
         }
-        return new PublishedRun(col.apply("source"), model, gpus, batch, layout, ScheduleKind.defaultFor(vpp), seconds);
+        String cluster = col.apply("cluster").isEmpty() ? "a100x8" : col.apply("cluster");
+        return new PublishedRun(col.apply("source"), model, gpus, cluster, batch, layout, ScheduleKind.defaultFor(vpp), seconds);
     }
 
     /** A one-line label: source, model, layout. */

@@ -36,7 +36,7 @@ class MemoryModelTest {
         for (int zero = 0; zero <= 3; zero++) {
             m[zero] = costs.memory(new ParallelLayout(16, 8, 1, 1, 1, true, zero, Recompute.FULL, 1), ScheduleKind.ONE_F_ONE_B, 256);
         }
-        double params = MemoryModel.stageParameters(gpt, new ParallelLayout(16, 8, 1, 1, 1, true, 0, Recompute.FULL, 1), 0);
+        double params = MemoryModel.stageParameters(gpt, new ParallelLayout(16, 8, 1, 1, 1, true, 0, Recompute.FULL, 1), LayerSplit.of(gpt.layers(), 1), 0);
         assertEquals(12 * params, m[0].optimizer(), 1, "zero 0 optimizer: 12 bytes per parameter");
         assertEquals(12 * params / 16, m[1].optimizer(), 1, "zero 1 optimizer over dp=16");
         assertEquals(2 * params, m[1].gradients(), 1, "zero 1 keeps gradients whole");

@@ -61,8 +61,9 @@ class ModelFamiliesTest {
         CostModel costs = new CostModel(MIXTRAL, Specs.cluster("a100x3072"), CostParameters.FITTED);
         ParallelLayout layout = new ParallelLayout(8, 2, 4, 1, 4, true, 1, Recompute.FULL, 1);
         MemoryBreakdown m = costs.memory(layout, ScheduleKind.ONE_F_ONE_B, 64);
-        double experts = MemoryModel.stageExpertParameters(MIXTRAL, layout, m.stage());
-        double shared = MemoryModel.stageParameters(MIXTRAL, layout, m.stage()) - experts;
+        int[] split = LayerSplit.of(MIXTRAL.layers(), layout.pp());
+        double experts = MemoryModel.stageExpertParameters(MIXTRAL, layout, split, m.stage());
+        double shared = MemoryModel.stageParameters(MIXTRAL, layout, split, m.stage()) - experts;
         assertEquals(32.0 / 4 * 8 / 4 * MIXTRAL.mlpParameters() / 2, experts, 1e-3, "8 blocks x 2 of 8 experts, halved by tp");
         assertEquals(12 * (shared / 8 + experts / 2), m.optimizer(), 1, "ZeRO 1: shared state over dp=8, experts' over dp/ep=2");
         assertEquals(2 * (shared + experts), m.parameters(), 1, "weights whole below ZeRO 3");
