@@ -34,7 +34,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
  * initialises exactly its slice of the single rank's values. Under sequence parallelism (Korthikanti et al. 2022)
  * the norms' gradients are each rank's partial sums over its positions, summed over the group here as the update
- * sums them. Mixture-of-experts blocks keep each expert's tp split (Megatron's expert tensor parallelism).
+ * sums them. Mixture-of-experts blocks keep each expert's tp split (Megatron's expert tensor parallelism), with and
+ * without sequence parallelism (the router and the experts then run over the gathered sequence).
  */
 class TensorParallelLayersTest {
     static final int B = 2, T = 8;
@@ -126,7 +127,8 @@ class TensorParallelLayersTest {
             "pangu top query, 2, false, selective, true", "pangu top query, 2, true, none, true",
             "pangu top query gqa, 2, false, none, true", "pangu top query gqa, 4, true, none, false",
             "gpt moe, 2, false, none, false", "gpt moe, 4, true, full, false", "llama moe shared, 2, true, selective, false",
-            "llama moe shared, 4, false, none, false"})
+            "llama moe shared, 4, false, none, false", "gpt moe, 2, false, none, true", "gpt moe, 4, true, full, true",
+            "gpt moe, 2, true, selective, true", "llama moe shared, 2, true, selective, true", "llama moe shared, 4, false, none, true"})
     void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
