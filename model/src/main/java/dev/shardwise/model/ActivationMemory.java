@@ -54,6 +54,18 @@ import dev.shardwise.core.tensor.DType;
  * so with sequence parallelism the whole block's bytes are 1/t of the single rank's ({@link #sequenceRegionBytes},
  * {@link #tensorRegionBytes}). The gathered inputs and the partial products before a reduce-scatter live in scratch
  * arenas closed before forward returns; backward gathers the inputs again instead of keeping them.
+ *
+ * <p>A mixture-of-experts block ({@link MoeFeedForward}; {@link #moeBlockBytes}) keeps the same sequence region and
+ * attention, and in place of the MLP's intermediates, with M = N·k kept assignments (dropless):
+ * <pre>
+ *   router        logits [N, E] (noisy gate: and x·W_noiseᵀ [N, E])           N·E (2·N·E)
+ *   dispatch      the dispatched tokens xs and the experts' outputs [M, C]      2·M·C
+ *   experts       GELU: pre-activation, GELU [M, F_e/tp]; SwiGLU: 3 of them   2·M·F_e/tp (3·M·F_e/tp)
+ *   shared        the same over N rows of S·F_e/tp features, output [N, C]    2·N·S·F_e/tp + N·C (SwiGLU: 3·)
+ * </pre>
+ * The router is whole on every tp rank and the tokens are the same there (under sequence parallelism the gathered
+ * sequence), so the router's and the [·, C] tensors are not split by tp, with or without sequence parallelism; only
+ * the experts' hidden features are.
  */
 public final class ActivationMemory {
     private ActivationMemory() { }
@@ -114,6 +126,33 @@ public final class ActivationMemory {
         long elements = attentionCoreElements(config, n, policy == Recompute.SELECTIVE, tp)
                 + (config.mlp() == ModelConfig.Mlp.GELU ? 2 : 3) * n * (config.ffnHidden() / tp);
         return elements * dtype.byteSize();
+    }
+
+    /**
+     * As {@link #blockBytes(ModelConfig, int, int, Recompute, DType, int, boolean)} for a mixture-of-experts block of
+     * {@code config} at expert parallelism 1, dropless (every rank runs all E experts' slices over all N·k
+     * assignments; with a capacity or expert parallelism the rows depend on the routing): the sequence region, the
+     * attention's tensor-parallel tensors and the MoE tensors of the class comment.
+     *
+     * @throws IllegalArgumentException as there, or if the config has no dropless MoE section
+     */
+    public static long moeBlockBytes(ModelConfig config, int b, int t, Recompute policy, DType dtype, int tp,
+                                     boolean sequenceParallel) {
+        MoeConfig moe = config.moe();
+        if (moe == null || !moe.dropless()) {
+            throw new IllegalArgumentException("moeBlockBytes counts dropless mixture-of-experts blocks (model.moe with capacityFactor 0), got "
+                    + (moe == null ? "a dense model" : "capacityFactor " + moe.capacityFactor()) + "; use blockBytes for a dense block");
+        }
+        long sequence = sequenceRegionBytes(config, b, t, policy, dtype, tp, sequenceParallel);
+        if (policy == Recompute.FULL) return sequence;
+        long n = (long) b * t, m = n * moe.topK(), c = config.hidden(), fe = moe.expertHidden() / tp;
+        int hidden = config.mlp() == ModelConfig.Mlp.GELU ? 2 : 3;
+        long elements = attentionCoreElements(config, n, policy == Recompute.SELECTIVE, tp)
+                + n * moe.experts() * (moe.gate() == MoeConfig.Gate.NOISY ? 2 : 1)
+                + 2 * m * c
+                + hidden * m * fe
+                + (moe.sharedExperts() > 0 ? hidden * n * ((long) moe.sharedExperts() * moe.expertHidden() / tp) + n * c : 0);
+        return sequence + elements * dtype.byteSize();
     }
 
     private static void check(int b, int t, DType dtype, int tp, boolean sequenceParallel) {

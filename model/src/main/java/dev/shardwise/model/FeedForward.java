@@ -24,7 +24,6 @@ interface FeedForward extends Layer<Layer.Saved> {
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config, TensorParallel tp, int layer,
                         ExpertParallel ep) {
         if (layer >= 0 && config.isMoeLayer(layer)) {
-            refuseSequenceParallel(config, tp);
             MoeFeedForward.declare(builder, name, config, tp, ep);
         } else {
             declare(builder, name, config, tp);
@@ -34,18 +33,9 @@ interface FeedForward extends Layer<Layer.Saved> {
     /** The feed-forward block of block {@code layer} (-1: dense); an MoE block shares {@code moe} with its part. */
     static FeedForward create(ParameterSet params, String name, ModelConfig config, TensorParallel tp, int layer, MoeRun moe) {
         if (layer >= 0 && config.isMoeLayer(layer)) {
-            refuseSequenceParallel(config, tp);
             return new MoeFeedForward(params, name, config, tp, moe);
         }
         return create(params, name, config, tp);
-    }
-
-    /** An MoE block under tensor parallelism needs every tp rank to hold the whole sequence (the same tokens). */
-    private static void refuseSequenceParallel(ModelConfig config, TensorParallel tp) {
-        if (tp.sequenceParallel()) {
-            throw new IllegalArgumentException("sequence parallelism does not reach mixture-of-experts blocks yet (model.moe with "
-                    + config.moe().experts() + " experts): drop --sequence-parallel (tensor parallelism alone splits the experts)");
-        }
     }
 
     static FeedForward create(ParameterSet params, String name, ModelConfig config, TensorParallel tp) {

@@ -23,6 +23,10 @@ import dev.shardwise.core.tensor.Tensor;
  * replicated over tp), so forward all-reduces the experts' outputs [M, C] over the tp group before the bias and the
  * combine (which needs whole outputs for the gates' gradient), and backward all-reduces the input gradients [M, C]
  * (each rank's is a partial sum over its hidden features): two all-reduces of M·C elements per block and pass.
+ * Under sequence parallelism (Korthikanti et al. 2022; {@link TensorParallel#sequenceParallel}) neither all-reduce
+ * runs: out and dxs stay each rank's partial sums, tp rank 0's out holding the row-parallel bias, and
+ * {@link MoeFeedForward} reduces them after its combine and scatter-add, by one reduce-scatter of [N, C] each way
+ * (combine and scatter-add are linear in them; the gates' gradient, a dot product with out, is all-reduced there).
  */
 final class GroupedExperts {
     private final boolean swiGlu;
@@ -31,6 +35,7 @@ final class GroupedExperts {
     private final Parameter[][] biases;    // same, null entries without biases
     private final int hidden;              // F_e/tp: this rank's hidden features of each expert
     private final TensorParallel tp;
+    private final boolean partial;         // sequence parallelism: out and dxs left as tp-partial sums
 
     /**
      * Most rows of one expert in a forward or input-gradient tile; an expert with more is cut into equal parts. Whole
@@ -97,6 +102,7 @@ final class GroupedExperts {
         this.swiGlu = config.mlp() == ModelConfig.Mlp.SWIGLU;
         this.bias = config.bias();
         this.tp = tp;
+        this.partial = tp.size() > 1 && tp.sequenceParallel();
         this.hidden = tp.divide(hidden, "model.moe.expertHidden", "each expert's hidden features are split over the tp ranks");
         String[] parts = swiGlu ? new String[]{"gate", "up", "down"} : new String[]{"fc", "proj"};
         this.weights = new Parameter[count][parts.length];
@@ -154,11 +160,15 @@ final class GroupedExperts {
         }
     }
 
-    /** The second half of {@link #forward}, after its tiles ran: under tp, the all-reduce of out and the last bias. */
+    /**
+     * The second half of {@link #forward}, after its tiles ran: under tp, the all-reduce of out and the last bias;
+     * under sequence parallelism no all-reduce, and the bias on tp rank 0 only (so the ranks' partial outs sum to it once).
+     */
     void finishForward(Saved saved, int[] offsets) {
+        if (partial && tp.tpRank() != 0) return;
         if (tp.size() > 1) {   // g of the row-parallel linear: sum the partial outputs, then add the whole bias once
             int used = offsets[count()];
-            if (used > 0) tp.allReduceSum(saved.out.slice(0, 0, used));
+            if (used > 0 && !partial) tp.allReduceSum(saved.out.slice(0, 0, used));
             int last = weights[0].length - 1;
             for (int e = 0; bias && e < count(); e++) {
                 int from = offsets[e], rows = offsets[e + 1] - from;
@@ -249,10 +259,13 @@ final class GroupedExperts {
         }
     }
 
-    /** After {@link #backwardTiles}' tiles ran: f of the column-parallel linears, under tp. */
+    /**
+     * After {@link #backwardTiles}' tiles ran: f of the column-parallel linears, under tp (not under sequence
+     * parallelism, whose caller reduces the partial dxs after its scatter-add).
+     */
     void finishBackward(Tensor dxs, int[] offsets) {
         // each rank's dx is the partial sum over its hidden features
-        if (tp.size() > 1 && offsets[count()] > 0) tp.allReduceSum(dxs.slice(0, 0, offsets[count()]));
+        if (tp.size() > 1 && !partial && offsets[count()] > 0) tp.allReduceSum(dxs.slice(0, 0, offsets[count()]));
     }
 
     /**

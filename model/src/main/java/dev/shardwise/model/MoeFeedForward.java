@@ -2,6 +2,7 @@ package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.StepArena;
+import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
 /**
@@ -19,8 +20,20 @@ import dev.shardwise.core.tensor.Tensor;
  * <p>The auxiliary losses enter the objective through backward: their gradient, scaled by the pass's loss scale
  * ({@link MoeRun#lossScale}), is added to the router's; their value goes to {@link MoeRun} for the metrics.
  * Under tensor parallelism the router is whole on every tp rank (the same tokens, the same routing) and each expert,
- * routed or shared, keeps the tp split of its linears ({@link GroupedExperts}); sequence parallelism is refused by
- * {@link FeedForward}.
+ * routed or shared, keeps the tp split of its linears ({@link GroupedExperts}).
+ *
+ * <p>Under sequence parallelism (Korthikanti et al. 2022; Megatron-Core's MoE layer, which needs it whenever ep and tp
+ * combine) x and y are this rank's sequence shard [N/tp, C]. Forward all-gathers x to the whole [N, C] (as a
+ * column-parallel input does), so the router, the auxiliary losses, the balance bias and expert parallelism's
+ * dispatch see the same N tokens as without sequence parallelism; the experts leave their outputs as tp-partial sums
+ * (tp rank 0's holding the row-parallel biases), the combine adds them up per token (it is linear in them), and one
+ * reduce-scatter of y [N, C] replaces the experts' all-reduces of [M, C] (M = N·k kept assignments) and leaves each
+ * rank its positions. Backward all-gathers dy (and x again, for the router's and shared experts' dW), all-reduces
+ * the gates' gradient [N·k] (a dot product with the partial outputs), and reduce-scatters dx [N, C], partial sums
+ * of the experts' input gradients plus the router's, counted on tp rank 0. Per block and micro-batch: forward one
+ * all-gather and one reduce-scatter of [N, C]; backward two all-gathers and one reduce-scatter of [N, C] and one
+ * all-reduce of N·k float64 values. Every parameter here is applied to the gathered tokens, so no gradient is a
+ * partial sum over the sequence: the router's and the biases' are whole on every rank, the experts' their tp slices.
  */
 final class MoeFeedForward implements FeedForward {
     private final MoeConfig moe;
@@ -29,6 +42,7 @@ final class MoeFeedForward implements FeedForward {
     private final ExpertDispatch dispatch; // ep > 1: the all-to-alls to and from the experts' ranks; else null
     private final GroupedExperts shared;   // or null
     private final MoeRun run;
+    private final TensorParallel tp;
     private final long[] load;             // this step's assignments per expert, summed over recorded passes
     private long dropped, assignments;
     private double spreadSquares;          // Σ (h - mean_e h)² of this step's recorded passes, and its terms
@@ -48,12 +62,17 @@ final class MoeFeedForward implements FeedForward {
      * @param shared    the shared experts' (over x [N, C]), or null
      * @param scale     the loss scale of the pass, for the auxiliary losses' gradient
      * @param auxLoss   α·balance + β·z-loss of this pass (unscaled)
-     * @param out       y [N, C]
+     * @param out       y [N, C] (under sequence parallelism this rank's shard [N/tp, C]; N above is always the whole)
      */
     record Saved(MoeRouter.Routing routing, int[] rowOf, int[] tokenOf, int[] offsets, Tensor xs,
                  GroupedExperts.Saved experts, ExpertDispatch.Saved exchanged, Tensor ys, GroupedExperts.Saved shared,
                  double scale, double auxLoss, Tensor out)
-            implements Layer.Saved { }
+            implements Layer.Saved {
+        /** The same with output {@code y}. */
+        Saved withOut(Tensor y) {
+            return new Saved(routing, rowOf, tokenOf, offsets, xs, experts, exchanged, ys, shared, scale, auxLoss, y);
+        }
+    }
 
     static void declare(ParameterSet.Builder builder, String name, ModelConfig config) {
         declare(builder, name, config, TensorParallel.NONE, ExpertParallel.NONE);
@@ -87,14 +106,32 @@ final class MoeFeedForward implements FeedForward {
         this.shared = moe.sharedExperts() > 0
                 ? new GroupedExperts(params, name + ".shared", config, 0, 1, moe.sharedExperts() * moe.expertHidden(), tp) : null;
         this.run = run;
+        this.tp = tp;
         this.load = new long[moe.experts()];
         run.register(this);
     }
 
-    /** x [N, C] -> y [N, C]. */
+    /** x [N, C] -> y [N, C]; under sequence parallelism x [N/tp, C] -> y [N/tp, C], this rank's positions. */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
         if (!x.isContiguous()) throw new IllegalArgumentException("the MoE layer needs a contiguous input, got " + x.describe());
+        if (!tp.sequenceParallel()) return forwardWhole(arena, arena, x);
+        // the gathered x and the partial y live in a scratch arena: backward gathers x again
+        try (StepArena scratch = new StepArena(arena.pool())) {
+            Tensor whole = scratch.allocateForOverwrite(x.dtype(), x.dim(0) * tp.size(), x.dim(1));
+            tp.gatherFromSequenceRegionForward(whole, x, rows.b());
+            Saved saved = forwardWhole(arena, scratch, whole);
+            Tensor y = arena.allocateForOverwrite(x.dtype(), x.shape());
+            tp.reduceScatterToSequenceRegionForward(y, saved.out, rows.b());
+            return saved.withOut(y);
+        }
+    }
+
+    /**
+     * The block over the whole x [N, C]: y [N, C] in {@code outArena}, the rest of what backward reads in
+     * {@code arena}; under sequence parallelism y is this rank's partial sum (the experts' outputs not reduced).
+     */
+    private Saved forwardWhole(StepArena arena, StepArena outArena, Tensor x) {
         int n = x.dim(0), c = x.dim(1), e = moe.experts(), k = moe.topK();
         MoeRouter.Routing routing = router.route(arena, x, run);
 
@@ -147,7 +184,7 @@ final class MoeFeedForward implements FeedForward {
         if (expertsSaved != null) experts.finishForward(expertsSaved, offsets);
         if (sharedSaved != null) shared.finishForward(sharedSaved, all);
         // combine, each token's assignments in order, onto the shared experts' output
-        Tensor y = arena.allocateForOverwrite(x.dtype(), n, c);
+        Tensor y = outArena.allocateForOverwrite(x.dtype(), n, c);
         MoeRows.combine(y, sharedSaved == null ? null : sharedSaved.out(), ys, rowOf, k, routing.gate(), moe.routedScale());
         double aux = router.auxLoss(routing);
         if (run.recording()) {
@@ -164,12 +201,32 @@ final class MoeFeedForward implements FeedForward {
     /**
      * Writes dx [N, C] and accumulates the router's, the experts' and the shared experts' gradients (queued on
      * {@code weights} when not null) from dy [N, C], plus the auxiliary losses' gradient times the pass's loss scale.
+     * Under sequence parallelism dx, dy and x are this rank's shards [N/tp, C]; the whole dy and x gathered here stay
+     * in {@code arena} for the queued dW's.
      */
     @Override
     public void backward(StepArena arena, Tensor dx, Tensor dy, Tensor x, Layer.Rows rows, Layer.Saved s,
                          WeightGradients weights) {
-        Saved saved = (Saved) s;
+        if (!tp.sequenceParallel()) {
+            backwardWhole(arena, dx, dy, x, (Saved) s, weights);
+            return;
+        }
+        int n = x.dim(0) * tp.size(), c = x.dim(1);
+        Tensor wholeX = arena.allocateForOverwrite(x.dtype(), n, c), wholeDy = arena.allocateForOverwrite(dy.dtype(), n, c);
+        tp.gatherFromSequenceRegionForward(wholeX, x, rows.b());
+        tp.reduceScatterToSequenceRegionBackward(wholeDy, dy, rows.b());
+        Tensor partial = arena.allocateForOverwrite(dx.dtype(), n, c);
+        backwardWhole(arena, partial, wholeDy, wholeX, (Saved) s, weights);
+        tp.gatherFromSequenceRegionBackward(dx, partial, rows.b());
+    }
+
+    /**
+     * The block's backward over the whole x and dy [N, C], writing dx [N, C]; under sequence parallelism dx is this
+     * rank's partial sum: its experts' input gradients, plus the router's on tp rank 0.
+     */
+    private void backwardWhole(StepArena arena, Tensor dx, Tensor dy, Tensor x, Saved saved, WeightGradients weights) {
         MoeRouter.Routing routing = saved.routing;
+        boolean partial = tp.sequenceParallel();
         int n = x.dim(0), c = x.dim(1), k = moe.topK();
         double[] dgate = new double[n * k];
         Tensor dxs = null;
@@ -206,7 +263,13 @@ final class MoeFeedForward implements FeedForward {
                 weightTiles.run();
             });
         }
+        if (partial) {   // dgate = s·dy·ys summed over the ranks' partial ys (tp rank 0's with the biases): the same bits on every rank
+            Tensor sum = arena.allocateForOverwrite(DType.F64, n * k).copyFrom(dgate);
+            tp.allReduceSum(sum);
+            dgate = sum.toDoubleArray();
+        }
         router.backward(arena, dx, x, routing, dgate, saved.scale, weights);   // writes dx
+        if (partial && tp.tpRank() != 0) Vectors.zero(dx);   // the router's dx is whole on every rank: count it once
         // dx_n += the experts' input gradients of n's assignments, then the shared experts'
         if (dxs != null || dshared != null) MoeRows.scatterAdd(dx, dxs, saved.rowOf, k, dshared);
     }

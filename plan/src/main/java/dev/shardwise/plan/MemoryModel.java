@@ -86,21 +86,23 @@ final class MemoryModel {
      * corrections: grouped-query attention saves K and V for kv of the a heads (4·(1 − kv/a)·s·b·h bytes less, the
      * 24 counting K and V at 2·s·b·h each), and an MoE block keeps its MLP's two f-wide tensors and its input for each
      * of the topK copies of a token (topK·(4f/h + 2)·s·b·h in place of 4f/h·s·b·h; the router's E scores per token are
-     * negligible); MoE blocks are averaged in at their fraction 1/moeEvery. A gated (SwiGLU) MLP keeps three f-wide
+     * negligible): the f-wide tensors split by t, the dispatched copies not (every tp rank routes and dispatches the
+     * same tokens, under sequence parallelism the gathered sequence); MoE blocks are averaged in at their fraction
+     * 1/moeEvery. A gated (SwiGLU) MLP keeps three f-wide
      * tensors instead of two (6f/h).
      */
     static double blockActivationBytes(ModelSpec model, ParallelLayout layout, Recompute recompute) {
         double t = layout.tp(), s = model.seq(), b = layout.microBatch(), h = model.hidden(), a = model.heads();
         double sbh = s * b * h;
         double mlp = 2.0 * model.mlpMatrices() * model.ffnHidden() / h;     // gated: gate, up and their product
-        double moeMlp = model.topK() * (mlp + 2);
-        double split = 8 + (1 - model.moeFraction()) * mlp + model.moeFraction() * moeMlp    // 24 for f = 4h, dense
+        double split = 8 + (1 - model.moeFraction()) * mlp + model.moeFraction() * model.topK() * mlp   // 24 for f = 4h, dense
                 - 4 * (1 - (double) model.kvHeads() / model.heads());
+        double dispatched = model.moeFraction() * model.topK() * 2;   // whole on every tp rank, with or without sp
         double scores = 5 * a * s / h;
         boolean sp = layout.sequenceParallel();
         return switch (recompute) {
-            case NONE -> sp ? sbh * (10 + split + scores) / t : sbh * (10 + (split + scores) / t);
-            case SELECTIVE -> sp ? sbh * (10 + split) / t : sbh * (10 + split / t);
+            case NONE -> sp ? sbh * ((10 + split + scores) / t + dispatched) : sbh * (10 + (split + scores) / t + dispatched);
+            case SELECTIVE -> sp ? sbh * ((10 + split) / t + dispatched) : sbh * (10 + split / t + dispatched);
             case FULL -> sp ? 2 * sbh / t : 2 * sbh;
         };
     }

@@ -56,6 +56,28 @@ class ModelFamiliesTest {
         assertTrue(e.getMessage().contains("kv_heads=4"), e.getMessage());
     }
 
+    /**
+     * An MoE block's activations under tensor and sequence parallelism: the dispatched copies of its tokens
+     * (topK·2·s·b·h bytes) are whole on every tp rank, the rest splits by t as Korthikanti et al. count it.
+     */
+    @Test
+    void anMoeBlocksDispatchedTokensAreNotSplitByTp() {
+        double sbh = (double) MIXTRAL.seq() * MIXTRAL.hidden(), dispatched = MIXTRAL.topK() * 2 * sbh;
+        for (Recompute recompute : List.of(Recompute.NONE, Recompute.SELECTIVE)) {
+            double[] rest = new double[3];
+            for (int i = 0; i < 3; i++) {
+                int t = 2 << i;
+                double bytes = MemoryModel.blockActivationBytes(MIXTRAL, new ParallelLayout(1, t, 1, 1, 1, true, 0, recompute, 1), recompute);
+                rest[i] = (bytes - dispatched) * t;
+            }
+            assertEquals(rest[0], rest[1], 1e-6 * rest[0], recompute + ": the rest splits by t (2 and 4)");
+            assertEquals(rest[0], rest[2], 1e-6 * rest[0], recompute + ": the rest splits by t (2 and 8)");
+            double without = MemoryModel.blockActivationBytes(MIXTRAL, new ParallelLayout(1, 2, 1, 1, 1, false, 0, recompute, 1), recompute);
+            assertEquals(10 * sbh / 2, without - rest[0] / 2 - dispatched, 1e-6 * without,
+                    recompute + ": without sp only the sequence region (10·s·b·h) stays whole");
+        }
+    }
+
     @Test
     void expertStateIsShardedOverTheExpertDataParallelGroup() {
         CostModel costs = new CostModel(MIXTRAL, Specs.cluster("a100x3072"), CostParameters.FITTED);

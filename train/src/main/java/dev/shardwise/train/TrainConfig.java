@@ -85,7 +85,6 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         layout.validateFor(new ParallelLayout.ModelDimensions(model.layers(), model.hidden(), model.ffnHidden(),
                 model.heads(), model.kvHeads(), Math.ceilDiv(model.vocabSize(), layout.tp()) * layout.tp(), seqLen,
                 model.moe() == null ? 0 : model.moe().experts()));
-        refuseWhatIsNotImplemented(layout, model);
         if (offloadOptimizer != null && layout.zeroStage() == 0) {
             throw new IllegalArgumentException("offloadOptimizer=" + offloadOptimizer + " needs zero >= 1 (the offloaded "
                     + "optimizer is the sharded one); add --zero 1 (it works with --ranks 1 too) or drop the offload");
@@ -122,17 +121,6 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         if (rankMemory <= 0) throw new IllegalArgumentException("rankMemory must be positive, got " + rankMemory);
         learningRateSchedule(lr, minLr, warmupSteps, steps);
         new AdamWOptimizer.Settings(beta1, beta2, eps, weightDecay);
-    }
-
-    /**
-     * Combinations the layout can describe but the trainer cannot run yet: sequence parallelism over MoE blocks.
-     * (Expert parallelism runs at every ZeRO stage, with or without the optimizer offload.)
-     */
-    private static void refuseWhatIsNotImplemented(ParallelLayout layout, ModelConfig model) {
-        if (layout.sequenceParallel() && model.moe() != null) {
-            throw new IllegalArgumentException("sequenceParallel=true with a mixture-of-experts model (model.moe): sequence "
-                    + "parallelism does not reach MoE blocks yet; drop --sequence-parallel (tensor parallelism alone splits the experts)");
-        }
     }
 
     /** Precondition: layout and layers are valid. */

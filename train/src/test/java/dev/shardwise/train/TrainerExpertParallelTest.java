@@ -104,20 +104,66 @@ class TrainerExpertParallelTest {
 
     /**
      * Mixture-of-experts blocks under tensor parallelism (each expert's linears split as Megatron splits an MLP, the
-     * router whole): tp 2 against one rank, and ep 2 × tp 2 (4 ranks, dp 2, ZeRO 1) against dp 2 without either,
-     * the same global batch: losses and validation losses within 1e-5 relative over 20 steps.
+     * router whole), with and without sequence parallelism (the router and the experts over the gathered sequence):
+     * tp 2 against one rank, and ep 2 × tp 2 (4 ranks, dp 2) against dp 2 without either, the same global batch:
+     * losses, validation losses, gradient norms and the auxiliary (balance) loss within 1e-5 relative over 20 steps,
+     * and rank 0's pool holding exactly the model state the dry run prints.
      */
-    @ParameterizedTest(name = "ranks={0} tp={1} ep={2} zero={3} against ranks={4}")
-    @CsvSource({"2, 2, 1, 0, 1", "4, 2, 2, 1, 2", "4, 2, 2, 3, 2"})
-    void expertsUnderTensorParallelismTrainLikeOneTpRank(int ranks, int tp, int ep, int zero, int referenceRanks) throws IOException {
-        String name = "ranks " + ranks + " tp " + tp + " ep " + ep + " zero " + zero;
-        Path reference = dir.resolve("tp-reference-" + referenceRanks), run = dir.resolve("tp" + tp + "-ep" + ep + "-" + ranks + "-zero" + zero);
+    @ParameterizedTest(name = "ranks={0} tp={1} ep={2} zero={3} sp={5} against ranks={4}")
+    @CsvSource({"2, 2, 1, 0, 1, false", "4, 2, 2, 1, 2, false", "4, 2, 2, 3, 2, false", "2, 2, 1, 0, 1, true", "4, 2, 2, 1, 2, true"})
+    void expertsUnderTensorParallelismTrainLikeOneTpRank(int ranks, int tp, int ep, int zero, int referenceRanks, boolean sp)
+            throws IOException {
+        String name = "ranks " + ranks + " tp " + tp + " ep " + ep + " zero " + zero + (sp ? " sp" : "");
+        Path reference = dir.resolve("tp-reference-" + referenceRanks);
+        Path run = dir.resolve("tp" + tp + "-ep" + ep + "-" + ranks + "-zero" + zero + (sp ? "-sp" : ""));
         if (!Files.exists(reference)) new Trainer(config(reference, referenceRanks, 1, 1, 0), TrainerResumeTest.quiet()).run(false);
         Map<String, Object> flags = flags(run, ranks, 1, ep, zero, 20);
         flags.put("tp", tp);
-        new Trainer(ConfigLoader.resolve(Map.of(), "test", flags), TrainerResumeTest.quiet()).run(false);
+        flags.put("sequenceParallel", sp);
+        TrainConfig config = ConfigLoader.resolve(Map.of(), "test", flags);
+        new Trainer(config, TrainerResumeTest.quiet()).run(false);
         assertClose(column(reference, "loss"), column(run, "loss"), 1e-5, name + ": loss of step");
         assertClose(column(reference, "val_loss"), column(run, "val_loss"), 1e-5, name + ": validation loss");
+        assertClose(column(reference, "grad_norm"), column(run, "grad_norm"), 1e-5, name + ": gradient norm");
+        assertClose(column(reference, "aux_loss"), column(run, "aux_loss"), 1e-5, name + ": auxiliary (balance) loss");
+        ZeroMemory allocated = MemoryReport.allocated(config, 0);
+        Map<String, Object> last = MetricsLog.read(run.resolve("metrics.jsonl")).getLast();
+        for (MemoryCategory c : MemoryReport.MODEL_STATE) {
+            long peak = ((Number) last.get("mem_peak_" + c.label().replace('-', '_'))).longValue();
+            assertEquals(allocated.bytes(c), peak, name + ": " + c.label() + " in rank 0's pool against --dry-run");
+        }
+    }
+
+    /**
+     * The balance loss is computed over the same tokens whatever the layout: under tp 2 with sequence parallelism the
+     * router sees the whole gathered sequence, so a model with shared experts, biases and loss-free balancing (its
+     * balance bias updated from the load) logs the same auxiliary loss and expert load as tp 2 without it, within
+     * 1e-5 relative (only the reduction order differs).
+     */
+    @Test
+    void theBalanceLossIsTheSameWithAndWithoutSequenceParallelism() throws IOException {
+        Map<String, List<Double>> aux = new HashMap<>(), load = new HashMap<>(), loss = new HashMap<>();
+        for (boolean sp : List.of(false, true)) {
+            for (String balance : List.of("aux", "bias")) {
+                Path run = dir.resolve("balance-" + balance + (sp ? "-sp" : ""));
+                Map<String, Object> flags = flags(run, 2, 1, 1, 0, 10);
+                flags.put("tp", 2);
+                flags.put("sequenceParallel", sp);
+                flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2, "kvHeads", 2,
+                        "ffnHidden", 64, "moe", Map.of("experts", 4, "topK", 2, "expertHidden", 32, "sharedExperts", 1,
+                                "balance", balance, "zLossWeight", 0.001)));
+                new Trainer(ConfigLoader.resolve(Map.of(), "test", flags), TrainerResumeTest.quiet()).run(false);
+                aux.put(balance + sp, column(run, "aux_loss"));
+                load.put(balance + sp, column(run, "moe_load_max_over_mean"));
+                loss.put(balance + sp, column(run, "loss"));
+            }
+        }
+        for (String balance : List.of("aux", "bias")) {
+            String name = "balance " + balance + ", tp 2 with sequence parallelism against without";
+            assertClose(aux.get(balance + false), aux.get(balance + true), 1e-5, name + ": auxiliary loss of step");
+            assertClose(load.get(balance + false), load.get(balance + true), 1e-5, name + ": expert load max/mean of step");
+            assertClose(loss.get(balance + false), loss.get(balance + true), 1e-5, name + ": loss of step");
+        }
     }
 
     /**
@@ -254,12 +300,6 @@ class TrainerExpertParallelTest {
         dense.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2, "kvHeads", 2, "ffnHidden", 64));
         e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", dense));
         assertTrue(e.getMessage().contains("dense model") && e.getMessage().contains("use ep=1"), e.getMessage());
-
-        Map<String, Object> sequence = flags(dir.resolve("bad"), 2, 1, 1, 0, 20);
-        sequence.put("tp", 2);
-        sequence.put("sequenceParallel", true);
-        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", sequence));
-        assertTrue(e.getMessage().contains("drop --sequence-parallel"), e.getMessage());
     }
 
     /** The dry run's table: every rank holds the dense parameters and 2 of the 4 experts of each block. */

@@ -10,6 +10,7 @@ import dev.shardwise.model.ActivationMemory;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.TensorParallel;
@@ -31,11 +32,15 @@ class SequenceParallelMemoryTest {
     static final int B = 2, T = 16;
     static final Map<String, ModelConfig> MODELS = Map.of(
             "gpt", ModelConfig.gpt(64, 32, 1, 32, 4),
-            "llama gqa", ModelConfig.llama(64, 32, 1, 32, 4, 2, 96));
+            "llama gqa", ModelConfig.llama(64, 32, 1, 32, 4, 2, 96),
+            // one MoE block: GELU experts with biases; SwiGLU experts with a shared expert and the noisy gate
+            "gpt moe", ModelConfig.gpt(64, 32, 1, 32, 4).withMoe(MoeConfig.of(4, 2, 1, 48)),
+            "llama moe shared noisy", ModelConfig.llama(64, 32, 1, 32, 4, 2, 96)
+                    .withMoe(MoeConfig.of(4, 2, 1, 48).withSharedExperts(1).withGate(MoeConfig.Gate.NOISY)));
 
     /** The pool's live activation bytes after one block's forward on this rank (a backward then runs too). */
     static long measure(ModelConfig config, TensorParallel tp, MemoryPool pool, Recompute policy) {
-        GptPart.Span block = new GptPart.Span(false, 0, 1, false);
+        GptPart.Span block = new GptPart.Span(false, 0, 1, false);   // block 0: an MoE block of an MoE model
         try (ParameterSet params = Gpt.declare(config, List.of(block), false, tp).allocate(pool, DType.F32)) {
             params.initialize(3);
             GptPart part = new GptPart(config, params, block, policy, 1, tp);
@@ -80,5 +85,37 @@ class SequenceParallelMemoryTest {
         assertTrue(without > 0, "the sequence region holds something");
         assertEquals(1.0 / tp, ratio, 0.1 / tp, model + " tp " + tp + " " + policy + ": sequence region bytes with / without "
                 + "sequence parallelism");
+    }
+
+    /**
+     * A dropless mixture-of-experts block (the router and the experts over the gathered sequence under sequence
+     * parallelism) leaves exactly {@link ActivationMemory#moeBlockBytes}'s bytes, with and without sequence
+     * parallelism: the sequence region drops by tp, while the router's logits, the dispatched tokens, the experts'
+     * outputs and each rank's slice of their hidden features stay as under tensor parallelism alone.
+     */
+    @ParameterizedTest(name = "{0}, tp {1}, recompute {2}")
+    @CsvSource({"gpt moe, 2, none", "gpt moe, 4, selective", "gpt moe, 2, full", "llama moe shared noisy, 2, none",
+            "llama moe shared noisy, 4, none"})
+    void moeBlockActivationsAreCountedWithAndWithoutSequenceParallelism(String model, int tp, String recomputeName) {
+        ModelConfig config = MODELS.get(model);
+        Recompute policy = Recompute.parse(recomputeName);
+        long[] measured = new long[2];
+        for (int sp = 0; sp < 2; sp++) {
+            boolean sequence = sp == 1;
+            List<Long> ranks = LocalCluster.run(tp, ctx -> measure(config, new CommunicatorTensorParallel(ctx.world(), sequence),
+                    ctx.memory(), policy));
+            long formula = ActivationMemory.moeBlockBytes(config, B, T, policy, DType.F32, tp, sequence);
+            for (int r = 0; r < tp; r++) {
+                assertEquals(formula, ranks.get(r), model + " tp " + tp + " " + policy + (sequence ? " sequence-parallel" : "")
+                        + " rank " + r + ": ActivationMemory.moeBlockBytes vs the pool's live activation bytes after forward");
+            }
+            measured[sp] = ranks.getFirst();
+        }
+        long saved = ActivationMemory.sequenceRegionBytes(config, B, T, policy, DType.F32, tp, false)
+                - ActivationMemory.sequenceRegionBytes(config, B, T, policy, DType.F32, tp, true);
+        System.out.printf("%s tp %d %s: MoE block activations %d bytes without sequence parallelism, %d with%n", model, tp, policy,
+                measured[0], measured[1]);
+        assertTrue(saved > 0, "sequence parallelism splits the sequence region");
+        assertEquals(saved, measured[0] - measured[1], model + " tp " + tp + " " + policy + ": sequence parallelism saves the sequence region's (tp-1)/tp");
     }
 }

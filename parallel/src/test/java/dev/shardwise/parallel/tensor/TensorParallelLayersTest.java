@@ -7,6 +7,7 @@ import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.ExpertParallel;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.GptPart;
 import dev.shardwise.model.ModelConfig;
@@ -15,6 +16,7 @@ import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.model.Recompute;
 import dev.shardwise.model.TensorParallel;
+import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -34,7 +36,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * also under selective and full recompute (whose backward runs the forward's all-reduces again); and each rank
  * initialises exactly its slice of the single rank's values. Under sequence parallelism (Korthikanti et al. 2022)
  * the norms' gradients are each rank's partial sums over its positions, summed over the group here as the update
- * sums them. Mixture-of-experts blocks keep each expert's tp split (Megatron's expert tensor parallelism).
+ * sums them. Mixture-of-experts blocks keep each expert's tp split (Megatron's expert tensor parallelism), with and
+ * without sequence parallelism (the router and the experts then run over the gathered sequence).
  */
 class TensorParallelLayersTest {
     static final int B = 2, T = 8;
@@ -80,14 +83,20 @@ class TensorParallelLayersTest {
      */
     static Result run(ModelConfig config, TensorParallel tp, Communicator tensor, MemoryPool pool, boolean split,
                       Recompute recompute) {
+        return run(config, tp, ExpertParallel.NONE, tensor, pool, split, recompute, 0);
+    }
+
+    /** As above, expert-parallel over {@code ep} too, on data rank {@code dataRank}'s batch (0: the one above). */
+    static Result run(ModelConfig config, TensorParallel tp, ExpertParallel ep, Communicator tensor, MemoryPool pool, boolean split,
+                      Recompute recompute, int dataRank) {
         GptPart.Span whole = GptPart.Span.whole(config);
-        try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp).allocate(pool, DType.F64);
-             Tensor tokens = ids(pool, config.vocabSize(), 1);
-             Tensor targets = ids(pool, config.vocabSize(), 2);
+        try (ParameterSet params = Gpt.declare(config, List.of(whole), false, tp, ep).allocate(pool, DType.F64);
+             Tensor tokens = ids(pool, config.vocabSize(), 1 + 10L * dataRank);
+             Tensor targets = ids(pool, config.vocabSize(), 2 + 10L * dataRank);
              StepArena arena = new StepArena(pool)) {
             params.initialize(7);
             targets.set(-1, 0, 3);   // an excluded position
-            GptPart part = new GptPart(config, params, whole, recompute, 1, tp);
+            GptPart part = new GptPart(config, params, whole, recompute, 1, tp, ep);
             GptPart.Pass pass = part.forward(arena, tokens, targets, null, true, 1.0);
             if (split) {
                 part.backwardInput(arena, pass, null);
@@ -126,7 +135,8 @@ class TensorParallelLayersTest {
             "pangu top query, 2, false, selective, true", "pangu top query, 2, true, none, true",
             "pangu top query gqa, 2, false, none, true", "pangu top query gqa, 4, true, none, false",
             "gpt moe, 2, false, none, false", "gpt moe, 4, true, full, false", "llama moe shared, 2, true, selective, false",
-            "llama moe shared, 4, false, none, false"})
+            "llama moe shared, 4, false, none, false", "gpt moe, 2, false, none, true", "gpt moe, 4, true, full, true",
+            "gpt moe, 2, true, selective, true", "llama moe shared, 2, true, selective, true", "llama moe shared, 4, false, none, true"})
     void gptPartMatchesTheSingleRankInFloat64(String model, int tp, boolean split, String recomputeName, boolean sequence) {
         ModelConfig config = MODELS.get(model);
         Recompute recompute = Recompute.parse(recomputeName);
@@ -158,6 +168,63 @@ class TensorParallelLayersTest {
         System.out.printf("%s tp %d%s%s recompute %s: loss %.15f, %d gradients compared, max abs diff %.2e%n", model, tp,
                 sequence ? " sequence-parallel" : "", split ? " split backward" : "", recomputeName, serial.loss(), compared, worst);
         assertTrue(compared > 0, "no gradient compared");
+    }
+
+    /**
+     * ep 2 × tp 2 with sequence parallelism (4 ranks, tp ranks adjacent; Megatron-Core's MoE layout): each tp group
+     * gathers its own batch's sequence and dispatches it to the experts' ep ranks (those of the same tp rank). Every
+     * rank's loss equals the single rank's on its batch; its non-expert gradients are its tp slices of the single
+     * rank's (the sequence-parallel norms' partial sums summed over the tp group); an expert's gradient on the rank
+     * holding it is its tp slice of the sum over both batches of the single rank's. In float64, to round-off.
+     */
+    @ParameterizedTest(name = "{0}, recompute {1}, split backward {2}")
+    @CsvSource({"gpt moe, none, false", "llama moe shared, full, true"})
+    void expertAndSequenceParallelMoeMatchesTheSingleRankInFloat64(String model, String recomputeName, boolean split) {
+        ModelConfig config = MODELS.get(model);
+        Recompute recompute = Recompute.parse(recomputeName);
+        int tpSize = 2, epSize = 2;
+        List<Result> serial = List.of(run(config, TensorParallel.NONE, ExpertParallel.NONE, null, MemoryPool.unlimited("serial"), split,
+                Recompute.NONE, 0), run(config, TensorParallel.NONE, ExpertParallel.NONE, null, MemoryPool.unlimited("serial"), split,
+                Recompute.NONE, 1));
+        List<Result> ranks = LocalCluster.run(tpSize * epSize, ctx -> {
+            int replica = ctx.world().rank() / tpSize, tpRank = ctx.world().rank() % tpSize;
+            try (Communicator tensor = ctx.world().split(replica, tpRank, "tp");
+                 Communicator experts = ctx.world().split(tpRank, replica, "ep")) {
+                return run(config, new CommunicatorTensorParallel(tensor, true), new CommunicatorExpertParallel(experts), tensor,
+                        ctx.memory(), split, recompute, replica);
+            }
+        });
+        int compared = 0, expertsCompared = 0;
+        for (int r = 0; r < tpSize * epSize; r++) {
+            int replica = r / tpSize;
+            String where = model + " ep 2 x tp 2 sp rank " + r;
+            Result got = ranks.get(r), reference = serial.get(replica);
+            assertEquals(reference.loss(), got.loss(), 1e-13 * Math.abs(reference.loss()), where + ": loss");
+            for (String name : got.grads().keySet()) {
+                double[] global;
+                if (name.contains(".experts.")) {   // its tokens came from both batches
+                    global = serial.get(0).grads().get(name).clone();
+                    double[] other = serial.get(1).grads().get(name);
+                    for (int i = 0; i < global.length; i++) global[i] += other[i];
+                    expertsCompared++;
+                } else {
+                    global = reference.grads().get(name);
+                }
+                assertNotNull(global, where + ": " + name + " exists in the single-rank model");
+                ParameterSet.Slice slice = got.slices().get(name);
+                double[] expected = slice == null ? global : slice.take(global), actual = got.grads().get(name);
+                assertEquals(expected.length, actual.length, where + ": " + name + " elements");
+                double max = 0, scale = 0;
+                for (int i = 0; i < expected.length; i++) {
+                    max = Math.max(max, Math.abs(expected[i] - actual[i]));
+                    scale = Math.max(scale, Math.abs(expected[i]));
+                }
+                assertTrue(max <= 1e-12 * Math.max(scale, 1e-3), where + ": gradient of " + name + " max abs diff " + max
+                        + " (largest |g| " + scale + ")");
+                compared++;
+            }
+        }
+        assertTrue(compared > 0 && expertsCompared > 0, "gradients compared: " + compared + ", of experts " + expertsCompared);
     }
 
     @ParameterizedTest(name = "{0}, tp {1}")

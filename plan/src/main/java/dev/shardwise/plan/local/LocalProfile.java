@@ -95,18 +95,19 @@ public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int se
         /**
          * Every split of {@code config} over groups of {@code ranks} at sequence length {@code seq}: tp dividing the
          * ranks, the heads and the MLP's hidden size, and dividing or a multiple of the kv heads; with and without
-         * sequence parallelism where tp divides seq (not for a mixture of experts, which the trainer refuses to run
-         * sequence-parallel); for a mixture of experts also each ep > 1 dividing ranks/tp and the experts.
+         * sequence parallelism where tp divides seq; for a mixture of experts also each ep > 1 dividing ranks/tp and
+         * the experts, with and without sequence parallelism alike.
          */
         public static List<Split> possible(ModelConfig config, int ranks, int seq) {
             List<Split> splits = new ArrayList<>();
             for (int tp = 1; tp <= ranks; tp++) {
                 if (ranks % tp != 0 || config.heads() % tp != 0 || config.ffnHidden() % tp != 0) continue;
                 if (config.kvHeads() % tp != 0 && tp % config.kvHeads() != 0) continue;
-                splits.add(new Split(tp, false));
-                if (tp > 1 && seq % tp == 0 && config.moe() == null) splits.add(new Split(tp, true));
-                for (int ep = 2; config.moe() != null && ep <= ranks / tp; ep++) {
-                    if (ranks / tp % ep == 0 && config.moe().experts() % ep == 0) splits.add(new Split(tp, false, ep));
+                for (boolean sp : tp > 1 && seq % tp == 0 ? List.of(false, true) : List.of(false)) {
+                    splits.add(new Split(tp, sp));
+                    for (int ep = 2; config.moe() != null && ep <= ranks / tp; ep++) {
+                        if (ranks / tp % ep == 0 && config.moe().experts() % ep == 0) splits.add(new Split(tp, sp, ep));
+                    }
                 }
             }
             return splits;

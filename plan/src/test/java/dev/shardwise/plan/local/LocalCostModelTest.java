@@ -146,8 +146,9 @@ class LocalCostModelTest {
         ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
         LocalProfile.Split ep2 = new LocalProfile.Split(1, false, 2);
         assertEquals(List.of(LocalProfile.Split.NONE, ep2, new LocalProfile.Split(1, false, 4), new LocalProfile.Split(2, false),
-                new LocalProfile.Split(2, false, 2), new LocalProfile.Split(4, false)), LocalProfile.Split.possible(moe, 4, 16),
-                "ep dividing ranks/tp and the 4 experts; no sp");
+                new LocalProfile.Split(2, false, 2), new LocalProfile.Split(2, true), new LocalProfile.Split(2, true, 2),
+                new LocalProfile.Split(4, false), new LocalProfile.Split(4, true)), LocalProfile.Split.possible(moe, 4, 16),
+                "ep dividing ranks/tp and the 4 experts; sp where tp divides the sequence, with and without ep");
         LocalProfile profile = new LocalProfile(2, 1, 2, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1), ep2, pieces(1.2, 0.8)),
                 1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
         LocalCostModel costs = new LocalCostModel(moe, profile);
@@ -177,6 +178,18 @@ class LocalCostModelTest {
         assertTrue(split.block().get(Recompute.NONE).forwardSeconds() > 0 && split.block().get(Recompute.NONE).backwardSeconds() > 0,
                 split.toString());
         assertTrue(whole.block().get(Recompute.NONE).passBytes() > 0 && split.block().get(Recompute.NONE).passBytes() > 0, split.toString());
+    }
+
+    /** An MoE model's tp 2 split with sequence parallelism is profiled, and its block keeps fewer bytes than without. */
+    @Test
+    void theProfilerMeasuresASequenceParallelExpertSplit() {
+        ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
+        LocalProfile.Split tp = new LocalProfile.Split(2, false), sp = new LocalProfile.Split(2, true);
+        LocalProfile p = LocalProfiler.profile(moe, 2, 2, 16, 1, Set.of(tp, sp));
+        LocalProfile.Part withSp = p.pieces().get(sp).block().get(Recompute.NONE), without = p.pieces().get(tp).block().get(Recompute.NONE);
+        assertTrue(withSp.forwardSeconds() > 0 && withSp.backwardSeconds() > 0, withSp.toString());
+        assertTrue(withSp.passBytes() < without.passBytes(), "an MoE block under sp keeps fewer bytes (" + withSp.passBytes()
+                + ") than under tp alone (" + without.passBytes() + ")");
     }
 
     @Test
