@@ -3,10 +3,12 @@ package dev.shardwise.model;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.optim.ParameterUpdate;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
+import java.util.function.BiConsumer;
 
 /**
  * The router of a mixture of experts: logits z = x·W_rᵀ [N, E], probabilities p = softmax(z), the top-k experts of
@@ -208,17 +210,18 @@ final class MoeRouter {
 
     /**
      * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·(mean load - load_e) / mean
-     * load, a step proportional to each expert's relative load error. No-op unless balance is bias, or when no token
-     * was routed.
+     * load, a step proportional to each expert's relative load error, added through {@code addToValues} (to whole
+     * values, or to this rank's shard of them under ZeRO 3: {@link ParameterUpdate#addToValues}). No-op unless balance is bias, or when no token was routed.
      */
-    void updateBias(double[] load) {
+    void updateBias(double[] load, BiConsumer<Parameter, double[]> addToValues) {
         if (bias == null) return;
         double mean = 0;
         for (double l : load) mean += l;
         mean /= load.length;
         if (mean == 0) return;
-        Tensor b = bias.value();
-        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * (mean - load[j]) / mean, j);
+        double[] delta = new double[load.length];
+        for (int j = 0; j < load.length; j++) delta[j] = moe.biasRate() * (mean - load[j]) / mean;
+        addToValues.accept(bias, delta);
     }
 
     /** A hash of row i's bits. */

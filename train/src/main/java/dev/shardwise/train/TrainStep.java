@@ -236,7 +236,7 @@ public final class TrainStep implements AutoCloseable {
             }
             double[] spreads = new double[local.spreads().length];
             for (int l = 0; l < spreads.length; l++) spreads[l] = update.mean(local.spreads()[l]);
-            chunk.moe().updateBias(loads);
+            chunk.moe().updateBias(loads, update::addToValues);
             ExpertLoadWindow window = loadWindows.get(c);
             window.add(loads);
             windowWorst = Math.max(windowWorst, window.maxOverMean());
