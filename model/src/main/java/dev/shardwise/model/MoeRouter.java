@@ -20,8 +20,9 @@ import java.util.function.BiConsumer;
  * per-expert bias {@code name.balance_bias} [E] is added to the logits for the choice only (top-k of z + b, gates
  * from the unbiased p): b_e multiplies every token's p_e by exp(b_e) alike, whatever the token's confidence, where a
  * bias on the probabilities would sway a token with flat p and not one with a peaked p. It is no trainable parameter
- * (its gradient stays 0, so AdamW leaves it alone) but lives in the parameter set so checkpoints and pipelines carry
- * it.
+ * (its gradient stays 0 and it has no weight decay, so AdamW's moments stay 0 and AdamW leaves it alone) but lives in
+ * the parameter set so checkpoints (once, under its global name), pipelines and ZeRO carry it; its update goes through
+ * {@link ParameterUpdate#addToValues}, which under ZeRO 3 adds to each rank's shard of it.
  *
  * <p>The routing arithmetic runs in float64 on the heap over [N, E] (E is small); only the two GEMMs touch tensors.
  * The noise sample of a token is keyed by its row's contents (so it is the same when a full-recompute block reruns
@@ -211,7 +212,8 @@ final class MoeRouter {
     /**
      * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·(mean load - load_e) / mean
      * load, a step proportional to each expert's relative load error, added through {@code addToValues} (to whole
-     * values, or to this rank's shard of them under ZeRO 3: {@link ParameterUpdate#addToValues}). No-op unless balance is bias, or when no token was routed.
+     * values, or to this rank's shard of them under ZeRO 3: {@link ParameterUpdate#addToValues}). No-op unless
+     * balance is bias, or when no token was routed.
      */
     void updateBias(double[] load, BiConsumer<Parameter, double[]> addToValues) {
         if (bias == null) return;

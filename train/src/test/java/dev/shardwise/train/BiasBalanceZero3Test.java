@@ -22,10 +22,10 @@ import static org.junit.jupiter.api.Assertions.*;
 
 /**
  * Loss-free balancing (Wang et al. 2024; DeepSeek-V3) under ZeRO 3: each rank adds the bias update to the elements of
- * the routing bias its shard holds, so a dp 2 run (moments in memory or offloaded) and an ep 2 × dp 2 run train like
- * one rank over 20 steps (losses, validation losses and gradient norms within 1e-5 relative, the same routing bias
- * bit for bit); AdamW leaves the bias alone (its moments stay 0); the checkpoint holds it once under its global name
- * and loads under ZeRO 0, 1 and 3 whichever of them wrote it.
+ * the routing bias its shard holds, so dp 2 (moments in memory or offloaded), ep 2 × dp 2, pp 2 × dp 2 and
+ * ep 2 × tp 2 runs train like one rank over 20 steps (losses, validation losses and gradient norms within 1e-5
+ * relative, the same routing bias bit for bit); AdamW leaves the bias alone (its moments stay 0); the checkpoint holds
+ * it once under its global name and loads under ZeRO 0, 1 and 3 whichever of them wrote it.
  */
 class BiasBalanceZero3Test {
     static final String BIAS = "h.0.mlp.router.balance_bias", OTHER_BIAS = "h.1.mlp.router.balance_bias";
@@ -44,9 +44,17 @@ class BiasBalanceZero3Test {
      * micro-batch, 2 micro-batches per step: a 2-block model with 4 experts of hidden 32, top-2, balance bias.
      */
     static Map<String, Object> flags(Path runDir, int ranks, int ep, int zero, int steps) {
+        return flags(runDir, ranks, 1, 1, ep, zero, steps);
+    }
+
+    /** As above with {@code pp} stages of one block each and {@code tp}-way tensor parallelism: dp = ranks/(pp·tp). */
+    static Map<String, Object> flags(Path runDir, int ranks, int pp, int tp, int ep, int zero, int steps) {
         Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, zero));
         flags.put("ep", ep);
-        flags.put("batchSize", 8 / ranks);
+        flags.put("pp", pp);
+        flags.put("tp", tp);
+        if (pp == 2) flags.put("pipelineCut", List.of(0, 1));
+        flags.put("batchSize", 8 * pp * tp / ranks);
         flags.put("gradAccumulation", 2);
         flags.put("steps", steps);
         flags.put("evalEvery", 5);
@@ -93,13 +101,14 @@ class BiasBalanceZero3Test {
         return both;
     }
 
-    @ParameterizedTest(name = "ranks={0} ep={1} offload={2}")
-    @CsvSource({"2, 1, false", "2, 1, true", "4, 2, false", "4, 2, true"})
-    void biasBalanceAtZero3TrainsLikeOneRank(int ranks, int ep, boolean offload) throws IOException {
-        String name = "ZeRO 3, ranks " + ranks + ", ep " + ep + (offload ? ", moments offloaded" : "");
-        Path reference = reference(), run = dir.resolve("zero3-" + ranks + "-" + ep + "-" + offload);
-        Map<String, Object> flags = flags(run, ranks, ep, 3, 20);
-        if (offload) flags.put("offloadOptimizer", dir.resolve("moments-" + ranks + "-" + ep).toString());
+    @ParameterizedTest(name = "ranks={0} pp={1} tp={2} ep={3} offload={4}")
+    @CsvSource({"2, 1, 1, 1, false", "2, 1, 1, 1, true", "4, 1, 1, 2, false", "4, 1, 1, 2, true", "4, 2, 1, 1, false",
+                "4, 1, 2, 2, false"})
+    void biasBalanceAtZero3TrainsLikeOneRank(int ranks, int pp, int tp, int ep, boolean offload) throws IOException {
+        String name = "ZeRO 3, ranks " + ranks + ", pp " + pp + ", tp " + tp + ", ep " + ep + (offload ? ", moments offloaded" : "");
+        Path reference = reference(), run = dir.resolve("zero3-" + ranks + "-" + pp + "-" + tp + "-" + ep + "-" + offload);
+        Map<String, Object> flags = flags(run, ranks, pp, tp, ep, 3, 20);
+        if (offload) flags.put("offloadOptimizer", dir.resolve("moments-" + ranks + "-" + pp + "-" + tp + "-" + ep).toString());
         train(flags, false);
         TrainerExpertParallelTest.assertClose(TrainerExpertParallelTest.column(reference, "loss"),
                 TrainerExpertParallelTest.column(run, "loss"), 1e-5, name + ": loss of step");
@@ -128,24 +137,25 @@ class BiasBalanceZero3Test {
 
     /**
      * A ZeRO 3 dp 2 run's step-10 checkpoint resumes at ZeRO 3 bit for bit and at ZeRO 0 and 1, and a ZeRO 1 one at
-     * ZeRO 3, each ending like the run that wrote it: losses within 1e-5 relative, the same routing bias.
+     * ZeRO 3, each ending like the run that wrote it (steps 11 and 12): losses within 1e-5 relative, the same routing
+     * bias.
      */
     @Test
     void aZero3BiasCheckpointResumesAtZero0And1AndBack() throws IOException {
         Path zero3 = dir.resolve("ckpt-zero3"), zero1 = dir.resolve("ckpt-zero1");
-        train(flags(zero3, 2, 1, 3, 20), false);
-        train(flags(zero1, 2, 1, 1, 20), false);
+        train(flags(zero3, 2, 1, 3, 12), false);
+        train(flags(zero1, 2, 1, 1, 12), false);
         record Resume(Path from, int zero) { }
         for (Resume r : List.of(new Resume(zero3, 3), new Resume(zero3, 0), new Resume(zero3, 1), new Resume(zero1, 3))) {
             String name = "the " + r.from().getFileName() + " checkpoint resumed at ZeRO " + r.zero();
             Path run = dir.resolve(r.from().getFileName() + "-as-zero" + r.zero());
             TrainerExpertParallelTest.copyStep(r.from(), run, 10);
-            train(flags(run, 2, 1, r.zero(), 20), true);
+            train(flags(run, 2, 1, r.zero(), 12), true);
             List<Double> expected = TrainerExpertParallelTest.column(r.from(), "loss"), got = TrainerExpertParallelTest.column(run, "loss");
             if (r.from() == zero3 && r.zero() == 3) assertEquals(expected, got, name + ": losses bit for bit");
             else TrainerExpertParallelTest.assertClose(expected, got, 1e-5, name + ": loss of step");
-            assertArrayEquals(biases(r.from(), 20, r.from().getFileName().toString()), biases(run, 20, name),
-                    name + ": routing biases after 20 steps");
+            assertArrayEquals(biases(r.from(), 12, r.from().getFileName().toString()), biases(run, 12, name),
+                    name + ": routing biases after 12 steps");
         }
     }
 }
