@@ -5,6 +5,8 @@ import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 
+import java.util.function.BiConsumer;
+
 /**
  * A mixture-of-experts feed-forward block (Shazeer et al. 2017; GShard, Lepikhin et al. 2020; Switch, Fedus et al.
  * 2021): y_n = s·Σ_{j kept} g_{n,j}·Expert_{e_{n,j}}(x_n) + Shared(x_n), x [N, C] -> y [N, C], s the
@@ -289,7 +291,7 @@ final class MoeFeedForward implements FeedForward {
         assignments = 0;
     }
 
-    void updateBias(double[] stepLoad) {
-        router.updateBias(stepLoad);
+    void updateBias(double[] stepLoad, BiConsumer<Parameter, double[]> addToValues) {
+        router.updateBias(stepLoad, addToValues);
     }
 }

@@ -3,10 +3,12 @@ package dev.shardwise.model;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.optim.ParameterUpdate;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
+import java.util.function.BiConsumer;
 
 /**
  * The router of a mixture of experts: logits z = x·W_rᵀ [N, E], probabilities p = softmax(z), the top-k experts of
@@ -18,8 +20,9 @@ import java.util.SplittableRandom;
  * per-expert bias {@code name.balance_bias} [E] is added to the logits for the choice only (top-k of z + b, gates
  * from the unbiased p): b_e multiplies every token's p_e by exp(b_e) alike, whatever the token's confidence, where a
  * bias on the probabilities would sway a token with flat p and not one with a peaked p. It is no trainable parameter
- * (its gradient stays 0, so AdamW leaves it alone) but lives in the parameter set so checkpoints and pipelines carry
- * it.
+ * (its gradient stays 0 and it has no weight decay, so AdamW's moments stay 0 and AdamW leaves it alone) but lives in
+ * the parameter set so checkpoints (once, under its global name), pipelines and ZeRO carry it; its update goes through
+ * {@link ParameterUpdate#addToValues}, which under ZeRO 3 adds to each rank's shard of it.
  *
  * <p>The routing arithmetic runs in float64 on the heap over [N, E] (E is small); only the two GEMMs touch tensors.
  * The noise sample of a token is keyed by its row's contents (so it is the same when a full-recompute block reruns
@@ -208,17 +211,19 @@ final class MoeRouter {
 
     /**
      * Loss-free balancing's update after a step (Wang et al. 2024; DeepSeek-V3): b_e += γ·(mean load - load_e) / mean
-     * load, a step proportional to each expert's relative load error. No-op unless balance is bias, or when no token
-     * was routed.
+     * load, a step proportional to each expert's relative load error, added through {@code addToValues} (to whole
+     * values, or to this rank's shard of them under ZeRO 3: {@link ParameterUpdate#addToValues}). No-op unless
+     * balance is bias, or when no token was routed.
      */
-    void updateBias(double[] load) {
+    void updateBias(double[] load, BiConsumer<Parameter, double[]> addToValues) {
         if (bias == null) return;
         double mean = 0;
         for (double l : load) mean += l;
         mean /= load.length;
         if (mean == 0) return;
-        Tensor b = bias.value();
-        for (int j = 0; j < load.length; j++) b.set(b.getDouble(j) + moe.biasRate() * (mean - load[j]) / mean, j);
+        double[] delta = new double[load.length];
+        for (int j = 0; j < load.length; j++) delta[j] = moe.biasRate() * (mean - load[j]) / mean;
+        addToValues.accept(bias, delta);
     }
 
     /** A hash of row i's bits. */

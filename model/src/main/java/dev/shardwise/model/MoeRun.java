@@ -1,8 +1,11 @@
 package dev.shardwise.model;
 
+import dev.shardwise.model.optim.ParameterUpdate;
+
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
+import java.util.function.BiConsumer;
 
 /**
  * What the mixture-of-experts layers of one model part share: whether the forward now running trains (the noisy
@@ -124,9 +127,11 @@ public final class MoeRun {
     /**
      * Loss-free balancing's update after a step, for layers with balance bias: b_e += γ·(mean load - load_e) / mean
      * load, from {@code loads} (the step's load per layer, {@link MoeStats#loads()} order, summed over the
-     * replicas that must stay equal).
+     * replicas that must stay equal). Each layer's change goes through {@code addToValues}: the step's
+     * {@link ParameterUpdate#addToValues} (whole values, or this rank's shard of them under ZeRO 3), or
+     * {@link ParameterUpdate#addToWholeValues} for a model whose values are whole.
      */
-    public void updateBias(List<double[]> loads) {
-        for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i));
+    public void updateBias(List<double[]> loads, BiConsumer<Parameter, double[]> addToValues) {
+        for (int i = 0; i < layers.size(); i++) layers.get(i).updateBias(loads.get(i), addToValues);
     }
 }

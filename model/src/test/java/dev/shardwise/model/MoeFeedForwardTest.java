@@ -5,6 +5,7 @@ import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.optim.ParameterUpdate;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -239,7 +240,7 @@ class MoeFeedForwardTest {
                 MoeStats stats = run.stats();
                 if (step == 0) first = stats.maxOverMean();
                 last = stats.maxOverMean();
-                run.updateBias(stats.loads());
+                run.updateBias(stats.loads(), ParameterUpdate::addToWholeValues);
             }
             assertTrue(first >= 2.5, "the unbiased router is skewed: max/mean " + first);
             assertTrue(last <= 1.1, "after 100 bias updates max/mean " + last + " > 1.1 (from " + first + ")");
@@ -253,10 +254,10 @@ class MoeFeedForwardTest {
         try (ParameterSet params = parameters(config, DType.F32)) {
             FeedForward.create(params, "m", config, TensorParallel.NONE, 0, run);
             params.get("m.router.balance_bias").value().copyFrom(new double[]{0, 0, 0, 0});
-            run.updateBias(List.of(new double[]{10, 2, 4, 0}));   // mean 4
+            run.updateBias(List.of(new double[]{10, 2, 4, 0}), ParameterUpdate::addToWholeValues);   // mean 4
             assertArrayEquals(new double[]{-0.15, 0.05, 0, 0.1}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-7,
                     "b_e += 0.1·(mean - load_e)/mean");
-            run.updateBias(List.of(new double[]{0, 0, 0, 0}));
+            run.updateBias(List.of(new double[]{0, 0, 0, 0}), ParameterUpdate::addToWholeValues);
             assertArrayEquals(new double[]{-0.15, 0.05, 0, 0.1}, params.get("m.router.balance_bias").value().toDoubleArray(), 1e-7,
                     "no token routed: the bias stays");
         }

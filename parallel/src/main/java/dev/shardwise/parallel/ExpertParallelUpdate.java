@@ -5,6 +5,7 @@ import dev.shardwise.comm.ReduceOp;
 import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.model.Gpt;
 import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.Parameter;
 import dev.shardwise.model.ParameterSet;
@@ -39,11 +40,25 @@ import java.util.function.BiConsumer;
  * are made of ranks of one tp rank) each rank's squares count its slices and, on tp rank 0 only, what every tp rank
  * holds whole, and are summed over the tp group.
  *
+ * <p>Overlapped (as PyTorch DDP's reducer, Li et al. 2020; {@link DataParallel} does it without expert parallelism):
+ * the last micro-batch's backward runs on a helper thread ({@link PassOverlap}) and, as it finishes each parameter
+ * unit (through the model's {@link Gpt.Hooks}), the unit's parts of the runs are all-reduced over their groups (and
+ * the experts' scaled by 1/ep) on the rank's thread while backward goes on with the units below; {@link #apply}
+ * waits for what is still queued (the exposed part) and reduces only what no unit covered. The all-reduce and the
+ * scale are elementwise, so the result is the same bits as reducing after backward. A pipeline stage's tied
+ * embedding is left for {@link #apply}: it is summed with the other end's before its reduction.
+ *
  * <p>One rank's training thread; the communicators belong to the caller.
  */
-public final class ExpertParallelUpdate implements ParameterUpdate {
+public final class ExpertParallelUpdate implements ParameterUpdate, Gpt.Hooks {
     /** A run [offset, offset + length) of the flat buffers and the group that reduces it. */
     private record Run(int offset, int length, boolean expert) { }
+
+    /**
+     * A run's elements [offset, offset + length) inside one unit ({@code unit} its index; -1: in none), what
+     * {@link #reduce} does to them the same, elementwise, whether alone or as part of the whole run.
+     */
+    private record Part(int offset, int length, boolean expert, int unit) { }
 
     /**
      * Elements [flatStart, flatStart + length) of the flat buffers, whose AdamW moments sit at
@@ -61,6 +76,11 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     private final ShardMoments moments;
     private final List<Run> runs = new ArrayList<>();
     private final List<Range> held = new ArrayList<>(), saved = new ArrayList<>();
+    private final PassOverlap overlap;   // null: reduce after backward
+    private final List<List<Part>> runParts = new ArrayList<>();    // per run: its parts, one per unit it crosses
+    private final List<List<Part>> unitParts = new ArrayList<>();   // per unit index: the parts its backward reduces
+    private final boolean[] unitReduced;   // per unit: its parts were posted by this step's last backward
+    private boolean lastMicroBatch = true;
     private long steps;
 
     /**
@@ -92,6 +112,16 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
                                 Communicator ep, Communicator expertDp, MemoryPool pool, StageGradients stages,
                                 ShardMoments.Factory moments) {
+        this(params, settings, zero, dp, ep, expertDp, pool, stages, moments, false);
+    }
+
+    /**
+     * As above; with {@code overlap} the reductions run unit by unit during the last micro-batch's backward (the
+     * model run with {@link #hooks()}), the same bits as after it.
+     */
+    public ExpertParallelUpdate(ParameterSet params, AdamWOptimizer.Settings settings, int zero, Communicator dp,
+                                Communicator ep, Communicator expertDp, MemoryPool pool, StageGradients stages,
+                                ShardMoments.Factory moments, boolean overlap) {
         if (zero != 0 && zero != 1) {
             throw new IllegalArgumentException("ExpertParallelUpdate runs ZeRO 0 or 1, got zero=" + zero
                     + "; stages 2 and 3 under expert parallelism run ZeroShardedUpdate with ZeroShardedUpdate.Experts");
@@ -131,11 +161,27 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
             if (count > 0) saved.add(new Range(r.offset() + first, sharded ? shard : r.offset() + first, count));
             shard += length;
         }
+        ParameterSet.Unit tied = stages.tiedUnit();   // reduced in apply, after the sum with the other end's
+        for (int u = 0; u < params.units().size(); u++) unitParts.add(new ArrayList<>());
+        for (Run r : runs) {
+            List<Part> parts = new ArrayList<>();
+            for (int from = r.offset(), end = r.offset() + r.length(), to; from < end; from = to) {
+                ParameterSet.Unit u = unitAt(from);
+                to = u == null ? Math.min(end, nextUnitStart(from)) : Math.min(end, u.offset() + u.size());
+                Part part = new Part(from, to - from, r.expert(), u == null ? -1 : u.index());
+                parts.add(part);
+                if (u != null && (tied == null || tied.index() != u.index())) unitParts.get(u.index()).add(part);
+            }
+            runParts.add(List.copyOf(parts));
+        }
+        this.unitReduced = new boolean[params.units().size()];
+        this.overlap = overlap ? new PassOverlap(pool.rankName().replace(' ', '-') + "-ep-update") : null;
         try {
             this.moments = moments.create(pool, params.dtype(), Math.max(shard, 1));
         } catch (IOException e) {
             dpScalar.close();
             epScalar.close();
+            if (this.overlap != null) this.overlap.close();
             throw new UncheckedIOException("cannot create the optimizer state's file: " + e.getMessage(), e);
         }
     }
@@ -159,17 +205,75 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     }
 
     @Override
+    public Gpt.Hooks hooks() {
+        return overlap == null ? Gpt.Hooks.NONE : this;
+    }
+
+    @Override
+    public void beginMicroBatch(int index, int count) {
+        lastMicroBatch = index == count - 1;
+    }
+
+    /** The last micro-batch's backward runs on a helper thread while this thread runs the reductions it posts. */
+    @Override
+    public void backward(Runnable backward) {
+        if (overlap != null && lastMicroBatch) overlap.run("backward", backward);
+        else backward.run();
+    }
+
+    /**
+     * True: a split backward (zero-bubble pipelines) calls {@link #afterBackward} in each pass's W, in micro-batch
+     * order per model part, so the last micro-batch's call still comes after every contribution to the unit's
+     * gradient; nothing is bound between a unit's B and W.
+     */
+    @Override
+    public boolean allowsDeferredWeightGradients() {
+        return true;
+    }
+
+    /** The unit's gradients are final for this step (last micro-batch): post the reduction of its parts of the runs. */
+    @Override
+    public void afterBackward(ParameterSet.Unit unit) {
+        if (overlap == null || !lastMicroBatch) return;
+        List<Part> parts = unitParts.get(unit.index());
+        if (parts.isEmpty()) return;
+        unitReduced[unit.index()] = true;
+        overlap.post(() -> {
+            for (Part part : parts) reduce(part);
+            return null;
+        });
+    }
+
+    /** Averages {@code part}'s gradients over its group (dp, or the experts' over expert dp), an expert's then scaled by 1/ep. */
+    private void reduce(Part part) {
+        Tensor g = params.grads().slice(0, part.offset(), part.length());
+        Communicator group = part.expert() ? expertDp : dp;
+        if (group.size() > 1) group.allReduce(g, ReduceOp.AVG);
+        if (part.expert()) Vectors.scale(g, 1.0 / ep.size());
+    }
+
+    @Override
+    public void settle() {
+        if (overlap != null) overlap.drain();
+    }
+
+    @Override
     public Applied apply(double lr, double maxNorm) {
         Tensor grads = params.grads(), values = params.values();
         long start = System.nanoTime();
         double dense = 0, experts = 0;
+        if (overlap != null) overlap.drain();   // the reductions still queued when backward ended: the exposed part
         stages.sumTiedFlat(grads, pool);
-        for (Run r : runs) {
-            Tensor g = grads.slice(0, r.offset(), r.length());
-            Communicator group = group(r);
-            if (group.size() > 1) group.allReduce(g, ReduceOp.AVG);
-            if (r.expert()) Vectors.scale(g, 1.0 / ep.size());
+        for (int i = 0; i < runs.size(); i++) {
+            List<Part> parts = runParts.get(i);
+            if (parts.stream().noneMatch(this::reduced)) {
+                Run r = runs.get(i);
+                reduce(new Part(r.offset(), r.length(), r.expert(), -1));   // not overlapped: the whole run at once
+            } else {
+                for (Part part : parts) if (!reduced(part)) reduce(part);
+            }
         }
+        java.util.Arrays.fill(unitReduced, false);
         int all = Math.toIntExact(params.paddedCount());
         stages.sumPartialGradients(grads, new long[]{0}, new int[]{0}, new int[]{all});   // tp: replicated kv pieces
         ParameterSet.Unit uncounted = stages.uncountedUnit();   // the last stage's copy of the tied wte, or null
@@ -234,8 +338,27 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         this.steps = steps;
     }
 
+    /** Whether this step's backward posted the reduction of {@code part} (never the tied unit's: it posts none). */
+    private boolean reduced(Part part) {
+        return part.unit() >= 0 && unitReduced[part.unit()];
+    }
+
+    /** The unit holding flat element {@code at}, or null. */
+    private ParameterSet.Unit unitAt(int at) {
+        for (ParameterSet.Unit u : params.units()) if (at >= u.offset() && at < u.offset() + u.size()) return u;
+        return null;
+    }
+
+    /** Where the first unit after flat element {@code at} starts (the end of the flat layout if none). */
+    private int nextUnitStart(int at) {
+        int next = Math.toIntExact(params.paddedCount());
+        for (ParameterSet.Unit u : params.units()) if (u.offset() > at) next = Math.min(next, u.offset());
+        return next;
+    }
+
     @Override
     public double mean(double value) {
+        if (overlap != null) overlap.drain();
         return dp.size() > 1 ? dpScalar.reduce(value, ReduceOp.AVG) : value;
     }
 
@@ -247,6 +370,7 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     /** Frees the moments and scalar buffers; the communicators belong to the caller. */
     @Override
     public void close() {
+        if (overlap != null) overlap.close();
         moments.close();
         dpScalar.close();
         epScalar.close();

@@ -572,6 +572,36 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         return new Applied(norm, communication);
     }
 
+    /**
+     * Stage 3: adds delta to the elements of {@code p} this rank's shard holds, its piece of each segment that
+     * overlaps p (the change is elementwise and every rank is given the same delta, so the next gather sees the
+     * whole sum, as if each rank had added it to whole values); stage 2: to the whole values. Between passes only.
+     *
+     * @throws IllegalArgumentException if delta's length is not p's element count
+     * @throws IllegalStateException    at stage 3 if p's unit is gathered now (inside a pass)
+     */
+    @Override
+    public void addToValues(Parameter p, double[] delta) {
+        if (stage == 2) {
+            ParameterUpdate.super.addToValues(p, delta);
+            return;
+        }
+        ParameterUpdate.checkDelta(p, delta);
+        if (p.hasValue()) {
+            throw new IllegalStateException("parameter " + p.name() + " is gathered now; change it between passes, after apply");
+        }
+        overlap.drain();
+        discardPrefetched();   // a gather made before the change would be stale
+        long start = params.offsetOf(p), end = start + p.numel();
+        for (Segment g : allSegments()) {
+            long from = Math.max(start, g.flatPiece()), to = Math.min(end, (long) g.flatPiece() + g.pieceLength());
+            for (long i = from; i < to; i++) {
+                int at = g.shardOffset() + Math.toIntExact(i - g.flatPiece());
+                valueShard.set(valueShard.getDouble(at) + delta[Math.toIntExact(i - start)], at);
+            }
+        }
+    }
+
     @Override
     public void settle() {
         overlap.drain();

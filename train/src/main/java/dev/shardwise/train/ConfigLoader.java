@@ -115,14 +115,8 @@ public final class ConfigLoader {
         overlay(merged, flags);
         merged.put("preset", preset);
         try {
-            TrainConfig config = build(merged, key -> flags.containsKey(key) ? "command line" : yaml.containsKey(key) ? yamlSource
+            return build(merged, key -> flags.containsKey(key) ? "command line" : yaml.containsKey(key) ? yamlSource
                     : "preset " + preset);
-            MoeConfig moe = config.model().moe();
-            if (moe != null && moe.balance() == MoeConfig.Balance.BIAS && config.zero() == 3) {
-                throw new IllegalArgumentException("model.moe.balance: bias updates the routing bias on every rank after the "
-                        + "step, but ZeRO 3 (zero=3) keeps no whole parameters between steps; use zero 0-2 or balance: aux");
-            }
-            return config;
         } catch (ClassCastException | NumberFormatException e) {
             throw new IllegalArgumentException("a config value has the wrong type (" + e.getMessage() + "); see "
                     + yamlSource + " and the flags", e);

@@ -360,15 +360,16 @@ public final class Trainer {
 
     /**
      * Expert parallelism's update (GShard) at the config's ZeRO stage (0 or 1): the dense gradients averaged over the
-     * dp group, the experts' over the ranks holding the same experts, the moments offloaded if the config says so; the
-     * parameters initialised by global name, so every expert starts as it would on one rank.
+     * dp group, the experts' over the ranks holding the same experts (unit by unit, overlapped with the last
+     * micro-batch's backward), the moments offloaded if the config says so; the parameters initialised by global
+     * name, so every expert starts as it would on one rank.
      */
     private OptimizerState expertParallelOptimizer(ParameterSet params, MemoryPool pool, ProcessGroups groups,
                                                    StageGradients stages) {
         ShardMoments.Factory moments = config.offloadOptimizer() == null ? ShardMoments.resident()
                 : ShardMoments.onDisk(config.offloadOptimizer(), ZeroStage.DEFAULT_OFFLOAD_CHUNK_ELEMENTS);
         ExpertParallelUpdate update = new ExpertParallelUpdate(params, config.optimizer(), config.zero(), groups.dp(), groups.ep(),
-                groups.expertDp(), pool, stages, moments);
+                groups.expertDp(), pool, stages, moments, true);
         try {
             params.initialize(config.seed());
             return OptimizerState.expertParallel(update, params);

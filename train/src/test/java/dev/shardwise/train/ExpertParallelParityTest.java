@@ -19,6 +19,8 @@ import dev.shardwise.parallel.ProcessGroups;
 import dev.shardwise.parallel.ExpertParallelUpdate;
 import dev.shardwise.parallel.GradientReduction;
 import dev.shardwise.parallel.ReplicatedUpdate;
+import dev.shardwise.parallel.ShardMoments;
+import dev.shardwise.parallel.StageGradients;
 import dev.shardwise.parallel.expert.CommunicatorExpertParallel;
 import dev.shardwise.model.optim.ParameterUpdate;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -57,18 +59,20 @@ class ExpertParallelParityTest {
 
     /** One rank, the {@code ranks} ranks' rows as its micro-batches. */
     static Outcome reference(int ranks) {
-        return run(MemoryPool.unlimited("reference"), ExpertParallel.NONE, null, 0, ranks, 0);
+        return run(MemoryPool.unlimited("reference"), ExpertParallel.NONE, null, 0, ranks, 0, false);
     }
 
-    /** One rank of the layout dp = ranks, ep. */
-    static Outcome run(MemoryPool pool, ExpertParallel ep, ProcessGroups groups, int dpRank, int microBatches, int zero) {
+    /** One rank of the layout dp = ranks, ep; with {@code overlap} its reductions run during the last backward. */
+    static Outcome run(MemoryPool pool, ExpertParallel ep, ProcessGroups groups, int dpRank, int microBatches, int zero,
+                       boolean overlap) {
         GptPart.Span whole = GptPart.Span.whole(MODEL);
         ParameterSet.Builder builder = ParameterSet.builder();
         GptPart.declare(builder, MODEL, whole, false, TensorParallel.NONE, ep);
         try (ParameterSet params = builder.allocate(pool, DType.F32);
              AdamWOptimizer optimizer = groups != null ? null : new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt());
              ParameterUpdate update = groups == null ? new ReplicatedUpdate(params, optimizer, GradientReduction.NONE)
-                     : new ExpertParallelUpdate(params, AdamWOptimizer.Settings.gpt(), zero, groups.dp(), groups.ep(), groups.expertDp(), pool);
+                     : new ExpertParallelUpdate(params, AdamWOptimizer.Settings.gpt(), zero, groups.dp(), groups.ep(), groups.expertDp(),
+                             pool, StageGradients.NONE, ShardMoments.resident(), overlap);
              TrainStep step = new TrainStep(params, List.of(new GptPart(MODEL, params, whole, Recompute.NONE, 1, TensorParallel.NONE, ep)),
                      pool, 1.0, update, TrainStep.Pipeline.SINGLE);
              Tensor batch = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.I32, ROWS, SEQ + 1)) {
@@ -106,7 +110,7 @@ class ExpertParallelParityTest {
         ParallelLayout layout = new ParallelLayout(dp, 1, 1, 1, ep, false, zero, Recompute.NONE, ROWS);
         List<Outcome> ranks = LocalCluster.run(dp, ctx -> {
             try (ProcessGroups groups = new ProcessGroups(layout, ctx.world())) {
-                return run(ctx.memory(), new CommunicatorExpertParallel(groups.ep()), groups, groups.coordinates().dpRank(), 1, zero);
+                return run(ctx.memory(), new CommunicatorExpertParallel(groups.ep()), groups, groups.coordinates().dpRank(), 1, zero, false);
             }
         });
         String name = "dp " + dp + " x ep " + ep + " zero " + zero;
@@ -134,5 +138,34 @@ class ExpertParallelParityTest {
         }
         assertTrue(Math.sqrt(diff / norm) <= 1e-5, name + ": ||Δθ||/||θ|| = " + Math.sqrt(diff / norm) + " > 1e-5");
         assertTrue(expected.losses()[STEPS - 1] < expected.losses()[0], "the reference trains");
+    }
+
+    /**
+     * The reductions overlapped with the last micro-batch's backward (each unit's dense part all-reduced over dp and
+     * its experts over expert dp as backward leaves the unit) give the same bits as reducing after backward: losses,
+     * gradient norms and every parameter of every rank, with 2 micro-batches per step (only the last one reduces).
+     */
+    @ParameterizedTest(name = "dp={0} ep={1} zero={2}")
+    @CsvSource({"2, 2, 0", "4, 2, 0", "4, 2, 1"})
+    void overlappedReductionMatchesTheReductionAfterBackwardBitForBit(int dp, int ep, int zero) {
+        ParallelLayout layout = new ParallelLayout(dp, 1, 1, 1, ep, false, zero, Recompute.NONE, ROWS);
+        String name = "dp " + dp + " x ep " + ep + " zero " + zero;
+        List<List<Outcome>> runs = new java.util.ArrayList<>();
+        for (boolean overlap : new boolean[]{false, true}) {
+            runs.add(LocalCluster.run(dp, ctx -> {
+                try (ProcessGroups groups = new ProcessGroups(layout, ctx.world())) {
+                    return run(ctx.memory(), new CommunicatorExpertParallel(groups.ep()), groups, groups.coordinates().dpRank(), 2, zero, overlap);
+                }
+            }));
+        }
+        for (int r = 0; r < dp; r++) {
+            Outcome after = runs.get(0).get(r), overlapped = runs.get(1).get(r);
+            assertArrayEquals(after.losses(), overlapped.losses(), 0, name + ", rank " + r + ": losses");
+            assertArrayEquals(after.norms(), overlapped.norms(), 0, name + ", rank " + r + ": gradient norms");
+            assertEquals(after.params().keySet(), overlapped.params().keySet(), name + ", rank " + r + ": parameters");
+            for (String param : after.params().keySet()) {
+                assertArrayEquals(after.params().get(param), overlapped.params().get(param), 0, name + ", rank " + r + ": " + param);
+            }
+        }
     }
 }

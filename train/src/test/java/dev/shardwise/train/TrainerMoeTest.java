@@ -137,10 +137,4 @@ class TrainerMoeTest {
         CheckpointContents.assertSame(last, resumed.resolve("checkpoints").resolve(Checkpoint.directoryName(6)),
                 "final weights, routing bias and moments identical");
     }
-
-    @Test
-    void biasBalanceUnderZero3IsRefusedWithTheFix() {
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> config(dir.resolve("z3"), 2, 1, 3, "bias"));
-        assertTrue(e.getMessage().contains("use zero 0-2 or balance: aux"), e.getMessage());
-    }
 }

@@ -1,6 +1,8 @@
 package dev.shardwise.model.optim;
 
+import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
+import dev.shardwise.model.Parameter;
 
 import java.util.function.Supplier;
 
@@ -66,6 +68,40 @@ public interface ParameterUpdate extends AutoCloseable {
      * peer has started and another has left queued would otherwise wait across stages in a cycle. Nothing by default.
      */
     default void settle() { }
+
+    /**
+     * Adds {@code delta} to {@code p}'s values, element i (row-major) by delta[i]: a change outside the optimizer,
+     * such as loss-free balancing's routing bias after each step (its gradient stays 0, so AdamW leaves it alone).
+     * Every rank of the group calls it with the same delta, after {@link #apply} and before the next pass; it is not
+     * collective. Where the values are whole on every rank (ZeRO 0-2) each rank adds to all of them; where they are
+     * sharded (ZeRO 3) each rank adds to the elements its shard holds, so the next gather sees the whole sum. The
+     * float64 sum is rounded to the values' dtype, so every layout gets the same bits.
+     *
+     * @throws IllegalArgumentException if delta's length is not p's element count
+     */
+    default void addToValues(Parameter p, double[] delta) {
+        addToWholeValues(p, delta);
+    }
+
+    /**
+     * {@link #addToValues} where {@code p}'s values are whole on this rank.
+     *
+     * @throws IllegalArgumentException if delta's length is not p's element count
+     * @throws IllegalStateException    if p's values are not on this rank (ZeRO 3 between uses)
+     */
+    static void addToWholeValues(Parameter p, double[] delta) {
+        checkDelta(p, delta);
+        Tensor v = p.value().view(Math.toIntExact(p.numel()));
+        for (int i = 0; i < delta.length; i++) v.set(v.getDouble(i) + delta[i], i);
+    }
+
+    /** @throws IllegalArgumentException if delta's length is not p's element count */
+    static void checkDelta(Parameter p, double[] delta) {
+        if (delta.length != p.numel()) {
+            throw new IllegalArgumentException("a change to parameter " + p.name() + " needs one value per element ("
+                    + p.numel() + "), got " + delta.length);
+        }
+    }
 
     /** The mean of a per-rank scalar (the loss) over the replicas; the value itself on a single rank. */
     double mean(double value);
