@@ -18,13 +18,13 @@ import dev.shardwise.model.ParameterSet;
  *
  * <p>Overlapped (built with the model's {@link ParameterSet}): as backward finishes each parameter unit (through
  * the model's {@link Gpt.Hooks}), the unit's gradients join the open bucket; a full bucket's all-reduce starts at
- * once on the rank's thread while backward goes on on a helper thread ({@link PassOverlap}). Units finish in
+ * once on the rank's thread while backward goes on on a helper thread ({@link LastBackwardOverlap}). Units finish in
  * reverse flat order, so a bucket is a contiguous range; the embeddings finish last (the tied wte's gradient is
  * complete only after the embedding's backward) and close the final bucket. Under gradient accumulation only the
  * last micro-batch's backward reduces. {@link #reduce} then waits for what is still in flight: the exposed part.
  * Without the hooks (or not overlapped) {@link #reduce} all-reduces every bucket after backward, from the end.
  */
-public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoCloseable {
+public final class DataParallel implements GradientReduction, AutoCloseable {
     /** Default bucket size: 25 MiB of fp32 gradients, as PyTorch DDP's default bucket_cap_mb. */
     public static final int DEFAULT_BUCKET_ELEMENTS = 25 << 18;
 
@@ -32,8 +32,7 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
     private final int bucketElements;
     private final ScalarReduction scalar;
     private final ParameterSet params;         // null: not overlapped
-    private final PassOverlap overlap;     // null: not overlapped
-    private boolean lastMicroBatch = true;
+    private final LastBackwardOverlap overlap;   // null: not overlapped
     private int bucketStart = -1, bucketEnd = -1;   // the open bucket [start, end) of the flat gradients, or -1
     private boolean posted;                    // this step's buckets were started during backward
 
@@ -58,40 +57,27 @@ public final class DataParallel implements GradientReduction, Gpt.Hooks, AutoClo
         this.bucketElements = bucketElements;
         this.scalar = new ScalarReduction(dp, pool);
         this.params = params;
-        this.overlap = params == null ? null : new PassOverlap(pool.rankName().replace(' ', '-') + "-dp");
+        this.overlap = params == null ? null : new LastBackwardOverlap(pool.rankName().replace(' ', '-') + "-dp", this::unitDone);
     }
 
     @Override
     public Gpt.Hooks hooks() {
-        return overlap == null ? Gpt.Hooks.NONE : this;
+        return overlap == null ? Gpt.Hooks.NONE : overlap;
     }
 
     @Override
     public void beginMicroBatch(int index, int count) {
-        lastMicroBatch = index == count - 1;
+        if (overlap != null) overlap.beginMicroBatch(index, count);
     }
 
     @Override
     public void backward(Runnable backward) {
-        if (overlap != null && lastMicroBatch) overlap.run("backward", backward);
+        if (overlap != null) overlap.backward(backward);
         else backward.run();
     }
 
-    /**
-     * True: a split backward (zero-bubble pipelines) calls {@link #afterBackward} in each pass's W, and the W's of
-     * one model part run in micro-batch order, so the last micro-batch's {@code afterBackward} of a unit still comes
-     * after every contribution to its gradient; {@link #beforeBackward} binds nothing, so units open for several
-     * micro-batches at once are no concern.
-     */
-    @Override
-    public boolean allowsDeferredWeightGradients() {
-        return true;
-    }
-
     /** The unit's gradients are final for this step (last micro-batch): add them to the bucket, start it if full. */
-    @Override
-    public void afterBackward(ParameterSet.Unit unit) {
-        if (overlap == null || !lastMicroBatch) return;
+    private void unitDone(ParameterSet.Unit unit) {
         if (bucketStart >= 0 && unit.offset() + unit.size() != bucketStart) startBucket();
         if (bucketStart < 0) bucketEnd = unit.offset() + unit.size();
         bucketStart = unit.offset();

@@ -41,7 +41,7 @@ import java.util.function.BiConsumer;
  * holds whole, and are summed over the tp group.
  *
  * <p>Overlapped (as PyTorch DDP's reducer, Li et al. 2020; {@link DataParallel} does it without expert parallelism):
- * the last micro-batch's backward runs on a helper thread ({@link PassOverlap}) and, as it finishes each parameter
+ * the last micro-batch's backward runs on a helper thread ({@link LastBackwardOverlap}) and, as it finishes each parameter
  * unit (through the model's {@link Gpt.Hooks}), the unit's parts of the runs are all-reduced over their groups (and
  * the experts' scaled by 1/ep) on the rank's thread while backward goes on with the units below; {@link #apply}
  * waits for what is still queued (the exposed part) and reduces only what no unit covered. The all-reduce and the
@@ -50,7 +50,7 @@ import java.util.function.BiConsumer;
  *
  * <p>One rank's training thread; the communicators belong to the caller.
  */
-public final class ExpertParallelUpdate implements ParameterUpdate, Gpt.Hooks {
+public final class ExpertParallelUpdate implements ParameterUpdate {
     /** A run [offset, offset + length) of the flat buffers and the group that reduces it. */
     private record Run(int offset, int length, boolean expert) { }
 
@@ -76,11 +76,10 @@ public final class ExpertParallelUpdate implements ParameterUpdate, Gpt.Hooks {
     private final ShardMoments moments;
     private final List<Run> runs = new ArrayList<>();
     private final List<Range> held = new ArrayList<>(), saved = new ArrayList<>();
-    private final PassOverlap overlap;   // null: reduce after backward
+    private final LastBackwardOverlap overlap;   // null: reduce after backward
     private final List<List<Part>> runParts = new ArrayList<>();    // per run: its parts, one per unit it crosses
     private final List<List<Part>> unitParts = new ArrayList<>();   // per unit index: the parts its backward reduces
     private final boolean[] unitReduced;   // per unit: its parts were posted by this step's last backward
-    private boolean lastMicroBatch = true;
     private long steps;
 
     /**
@@ -175,7 +174,7 @@ public final class ExpertParallelUpdate implements ParameterUpdate, Gpt.Hooks {
             runParts.add(List.copyOf(parts));
         }
         this.unitReduced = new boolean[params.units().size()];
-        this.overlap = overlap ? new PassOverlap(pool.rankName().replace(' ', '-') + "-ep-update") : null;
+        this.overlap = overlap ? new LastBackwardOverlap(pool.rankName().replace(' ', '-') + "-ep-update", this::unitDone) : null;
         try {
             this.moments = moments.create(pool, params.dtype(), Math.max(shard, 1));
         } catch (IOException e) {
@@ -206,35 +205,22 @@ public final class ExpertParallelUpdate implements ParameterUpdate, Gpt.Hooks {
 
     @Override
     public Gpt.Hooks hooks() {
-        return overlap == null ? Gpt.Hooks.NONE : this;
+        return overlap == null ? Gpt.Hooks.NONE : overlap;
     }
 
     @Override
     public void beginMicroBatch(int index, int count) {
-        lastMicroBatch = index == count - 1;
+        if (overlap != null) overlap.beginMicroBatch(index, count);
     }
 
-    /** The last micro-batch's backward runs on a helper thread while this thread runs the reductions it posts. */
     @Override
     public void backward(Runnable backward) {
-        if (overlap != null && lastMicroBatch) overlap.run("backward", backward);
+        if (overlap != null) overlap.backward(backward);
         else backward.run();
     }
 
-    /**
-     * True: a split backward (zero-bubble pipelines) calls {@link #afterBackward} in each pass's W, in micro-batch
-     * order per model part, so the last micro-batch's call still comes after every contribution to the unit's
-     * gradient; nothing is bound between a unit's B and W.
-     */
-    @Override
-    public boolean allowsDeferredWeightGradients() {
-        return true;
-    }
-
     /** The unit's gradients are final for this step (last micro-batch): post the reduction of its parts of the runs. */
-    @Override
-    public void afterBackward(ParameterSet.Unit unit) {
-        if (overlap == null || !lastMicroBatch) return;
+    private void unitDone(ParameterSet.Unit unit) {
         List<Part> parts = unitParts.get(unit.index());
         if (parts.isEmpty()) return;
         unitReduced[unit.index()] = true;
