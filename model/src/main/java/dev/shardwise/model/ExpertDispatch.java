@@ -112,10 +112,10 @@ final class ExpertDispatch {
         return rows <= 1 ? 1 : Integer.highestOneBit(rows - 1) << 1;
     }
 
-    /** Expert-major rows back to source-major: out[order[i]] = in[i], in a buffer of {@code capacity} rows. */
+    /** Expert-major rows back to source-major: out[order[i]] = in[i], in a buffer of {@code capacity} rows, over the compute pool. */
     private static Tensor sourceMajor(StepArena arena, Tensor in, int[] order, int rows, int capacity, int c, DType dtype) {
         Tensor out = arena.allocateForOverwrite(dtype, capacity, c);
-        for (int i = 0; i < rows; i++) MoeRows.setRow(out, order[i], in, i, 1);
+        if (rows > 0) MoeRows.scatter(out.slice(0, 0, rows), in.slice(0, 0, rows), order);
         return out;
     }
 
