@@ -32,10 +32,11 @@ import java.util.TreeMap;
  *
  * <p>{@link #allocateRows} and {@link #allocateRowsForOverwrite} serve [rows, cols] activations whose row count changes
  * from pass to pass (the tokens expert parallelism routes to a rank): a request takes the free block of that width with
- * the fewest rows that hold it (its first rows), so a pass of fewer rows reuses a larger block instead of adding one.
- * When none holds it, free blocks of that width are closed, fewest rows first, until as many bytes are closed as the
- * new block takes (or none are left), and a reset closes those a whole pass left unused: what the arena holds of such
- * blocks stays within the larger of two consecutive passes' needs, however the counts wander, instead of growing by a
+ * the fewest rows that hold it (its first rows) if it has at most 1.25x the rows asked for, so a pass of a few rows
+ * fewer reuses a block instead of adding one. Otherwise free blocks of that width are closed (those too small, fewest rows
+ * first, then those too large, most rows first) until as many bytes are closed as the new block takes or none are
+ * left, and a reset closes the blocks a whole pass left unused: what the arena holds of such blocks follows what the
+ * passes use, within the larger of two consecutive passes' blocks, however the counts wander, instead of growing by a
  * block for every count seen. Callers round the counts up to a few sizes (a new block is fresh memory to touch).
  *
  * <p>Tensors from {@link #allocate} are views: do not close them. Not thread-safe: one arena belongs to one
@@ -89,7 +90,8 @@ public final class StepArena implements AutoCloseable {
 
     /**
      * A zeroed activation tensor [rows, cols] for a row count that changes from pass to pass: its block is the free one
-     * of this width with the fewest rows &gt;= {@code rows}, or a new one of {@code rows} rows (see the class comment);
+     * of this width with the fewest rows &gt;= {@code rows} if it has at most 1.25x as many, or a new one of {@code rows}
+     * rows (see the class comment);
      * lives until {@link #reset()} or {@link #close()}. Inside a {@link Scope} it is carved from the scope stack as
      * {@link #allocate} does.
      *
@@ -111,17 +113,18 @@ public final class StepArena implements AutoCloseable {
         TreeMap<Integer, ArrayDeque<Tensor>> free = freeRows.computeIfAbsent(key, k -> new TreeMap<>());
         Map.Entry<Integer, ArrayDeque<Tensor>> fit = free.ceilingEntry(rows);
         Tensor block;
-        if (fit != null) {
+        if (fit != null && fit.getKey() <= rows + rows / 4) {
             block = fit.getValue().pop();
             if (fit.getValue().isEmpty()) free.remove(fit.getKey());
         } else {
-            // every free block of this width is too small: close the smallest until the new block's bytes are made up
+            // no free block holds the rows within 1.25x: close free blocks of this width, first those
+            // too small, fewest rows first, then those too large, most rows first, until the new block's bytes are made up
             long toClose = (long) rows * cols;
             while (toClose > 0 && !free.isEmpty()) {
-                Map.Entry<Integer, ArrayDeque<Tensor>> smallest = free.firstEntry();
-                smallest.getValue().pop().close();
-                toClose -= (long) smallest.getKey() * cols;
-                if (smallest.getValue().isEmpty()) free.remove(smallest.getKey());
+                Map.Entry<Integer, ArrayDeque<Tensor>> victim = free.firstKey() < rows ? free.firstEntry() : free.lastEntry();
+                victim.getValue().pop().close();
+                toClose -= (long) victim.getKey() * cols;
+                if (victim.getValue().isEmpty()) free.remove(victim.getKey());
             }
             block = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, dtype, rows, cols);
         }

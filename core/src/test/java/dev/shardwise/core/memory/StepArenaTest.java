@@ -100,7 +100,7 @@ class StepArenaTest {
     }
 
     @Test
-    void rowBlocksAreReusedByFewerRowsReplacedWhenOutgrownAndClosedWhenAPassLeavesThemUnused() {
+    void rowBlocksAreReusedByAFewRowsFewerReplacedOtherwiseAndClosedWhenAPassLeavesThemUnused() {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         int cols = 4;
         long row = 4L * cols;   // bytes of one f32 row
@@ -128,9 +128,13 @@ class StepArenaTest {
             arena.allocateRowsForOverwrite(DType.F32, 3, 8);   // another width: its own blocks
             arena.reset();
             assertEquals(14 * row + 3 * 8 * 4, pool.liveBytes(), "the pass's blocks are kept");
-            arena.allocateRowsForOverwrite(DType.F32, 2, cols);
+            assertEquals(address(e), address(arena.allocateRowsForOverwrite(DType.F32, 12, cols)), "12 rows take the 14-row block");
             arena.reset();
             assertEquals(14 * row, pool.liveBytes(), "a reset closes the row blocks its pass left unused (the 3x8 one)");
+            // far fewer rows than the only block: it is closed for one of their size rather than a quarter of it wasted
+            arena.allocateRowsForOverwrite(DType.F32, 2, cols);
+            assertEquals(2 * row, pool.liveBytes(), "2 rows do not hold the 14-row block: it is closed for a 2-row one");
+            arena.reset();
             // inside a scope, rows are carved from the stack like any other activation
             long before = pool.liveBytes();
             try (StepArena.Scope scope = arena.scope()) {

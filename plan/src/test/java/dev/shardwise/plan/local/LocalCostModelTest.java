@@ -214,6 +214,18 @@ class LocalCostModelTest {
         }
     }
 
+    /**
+     * The ranks' profiles combine with the slowest rank's times, the mean of their per-block bytes and the largest of
+     * their high-water bytes (ep ranks' bytes differ with the routing).
+     */
+    @Test
+    void ranksCombineWithTheSlowestTimesAndTheMeanBytes() {
+        LocalProfile.Part a = new LocalProfile.Part(1, 2, 3, 4, 100, 200, 30, 40, 50);
+        LocalProfile.Part b = new LocalProfile.Part(2, 1, 4, 3, 300, 100, 10, 60, 50);
+        assertEquals(new LocalProfile.Part(2, 2, 4, 4, 200, 150, 30, 60, 50), LocalProfile.Part.acrossRanks(List.of(a, b)));
+        assertEquals(a, LocalProfile.Part.acrossRanks(List.of(a)));
+    }
+
     @Test
     void theProfilerMeasuresAnExpertParallelSplit() {
         ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
