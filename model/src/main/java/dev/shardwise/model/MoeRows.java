@@ -15,8 +15,9 @@ import java.nio.ByteOrder;
 
 /**
  * Row moves of a mixture of experts over contiguous [rows, C] tensors of F32 or F64: gather the routed tokens into
- * expert order (dispatch) and scatter rows back by the same index (expert parallelism's return to source order), add weighted expert outputs back onto the tokens (combine), the gates' gradients and the
- * scatter-add of the experts' input gradients. Each runs over the compute pool in blocks of tokens; every output row
+ * expert order (dispatch) and scatter rows back by the same index (expert parallelism's return to source order), add
+ * weighted expert outputs back onto the tokens (combine), the gates' gradients and the scatter-add of the experts'
+ * input gradients. Each runs over the compute pool in blocks of tokens; every output row
  * is written by one task, in a fixed order (a token's assignments j = 0 .. k-1), and dot products sum in float64 in
  * a fixed lane order, so results do not depend on the thread count.
  *

@@ -198,8 +198,10 @@ class LocalCostModelTest {
             double embeddings = 4.0 * mine.unitSizes().get(GptPart.EMBEDDINGS) * 2e-9 + 1e-5;
             for (int zero : new int[] {2, 3}) {
                 String where = "dp " + ranks + ", ep 2, ZeRO " + zero;
-                LocalEstimate ep = costs.estimate(new ParallelLayout(ranks, 1, 1, 1, 2, false, zero, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, batch);
-                LocalEstimate dense = costs.estimate(new ParallelLayout(ranks, 1, 1, 1, 1, false, zero, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, batch);
+                LocalEstimate ep = costs.estimate(new ParallelLayout(ranks, 1, 1, 1, 2, false, zero, Recompute.NONE, 2),
+                        ScheduleKind.ONE_F_ONE_B, batch);
+                LocalEstimate dense = costs.estimate(new ParallelLayout(ranks, 1, 1, 1, 1, false, zero, Recompute.NONE, 2),
+                        ScheduleKind.ONE_F_ONE_B, batch);
                 assertTrue(Double.isFinite(ep.stepSeconds()) && ep.dpSeconds() > 0, where + ": " + ep.stepSeconds());
                 assertEquals(zero == 2 ? 2 * scatter + gather : 2 * (2 * gather + embeddings + scatter), ep.dpSeconds(), 1e-12,
                         where + ": the dense runs over dp, the experts' over the " + expertDp + " rank(s) holding them");
