@@ -76,7 +76,7 @@ final class ExpertDispatch {
         Tensor xe = null, ye = null;
         GroupedExperts.Saved saved = null;
         if (rows > 0) {
-            xe = arena.allocateForOverwrite(dtype, capacity, c);   // rows past `rows` belong to no expert: never read
+            xe = arena.allocateRowsForOverwrite(dtype, capacity, c);   // rows past `rows` belong to no expert: never read
             MoeRows.gather(xe.slice(0, 0, rows), xr.slice(0, 0, rows), order);
             saved = local.forward(arena, xe, localOffsets);
             ye = saved.out();
@@ -93,9 +93,9 @@ final class ExpertDispatch {
         Tensor dyr = exchange(ExpertParallel.Exchange.COMBINE_GRADIENT, arena, dys, saved.sendRows, saved.recvRows, capacity, c, dtype);
         Tensor dxe = null;
         if (rows > 0) {
-            Tensor dye = arena.allocateForOverwrite(dtype, capacity, c);
+            Tensor dye = arena.allocateRowsForOverwrite(dtype, capacity, c);
             MoeRows.gather(dye.slice(0, 0, rows), dyr.slice(0, 0, rows), saved.order);
-            dxe = arena.allocateForOverwrite(dtype, capacity, c);
+            dxe = arena.allocateRowsForOverwrite(dtype, capacity, c);
             local.backward(arena, dxe, dye, saved.xe, saved.offsets, saved.experts, weights);
         }
         return exchange(ExpertParallel.Exchange.DISPATCH_GRADIENT, arena,
@@ -103,26 +103,31 @@ final class ExpertDispatch {
     }
 
     /**
-     * Rows of a buffer for {@code rows} received rows: the next power of two (at least 1). The count changes with the
-     * routing from step to step, and an arena reuses blocks of the same size only, so buffers sized exactly would
-     * leave the (micro-batch, chunk) arenas a new block for every count seen; powers of two keep them to
-     * log2(ep·M·k) sizes, at most twice the rows.
+     * Rows of a buffer for {@code rows} received rows: the smallest size class holding them, where the classes are 1 to
+     * 4 rows, then four per power of two (rows in (2^j, 2^(j+1)] take a multiple of 2^(j-2)), so a buffer is less than
+     * 1.25 times its rows, as {@code comm}'s StagingPool sizes messages. The count changes with the routing from step to
+     * step; the buffers are the arena's row blocks ({@link StepArena#allocateRows}), which a later pass of as many rows
+     * or fewer reuses and which are replaced when the rows outgrow them, so the classes bound how often a block is
+     * replaced (fresh memory to touch) while keeping what a block holds beyond its rows small. (Powers of two wasted up
+     * to half a buffer, and a balanced share sitting on a power of two took one size or twice it by a single row.)
      */
     static int bufferRows(int rows) {
-        return rows <= 1 ? 1 : Integer.highestOneBit(rows - 1) << 1;
+        if (rows <= 4) return Math.max(rows, 1);
+        int step = Integer.highestOneBit(rows - 1) >> 2;
+        return Math.ceilDiv(rows, step) * step;
     }
 
-    /** Expert-major rows back to source-major: out[order[i]] = in[i], in a buffer of {@code capacity} rows. */
+    /** Expert-major rows back to source-major: out[order[i]] = in[i], in a buffer of {@code capacity} rows, over the compute pool. */
     private static Tensor sourceMajor(StepArena arena, Tensor in, int[] order, int rows, int capacity, int c, DType dtype) {
-        Tensor out = arena.allocateForOverwrite(dtype, capacity, c);
-        for (int i = 0; i < rows; i++) MoeRows.setRow(out, order[i], in, i, 1);
+        Tensor out = arena.allocateRowsForOverwrite(dtype, capacity, c);
+        if (rows > 0) MoeRows.scatter(out.slice(0, 0, rows), in.slice(0, 0, rows), order);
         return out;
     }
 
     /** One uneven all-to-all of rows: sends[r] rows of {@code in} to rank r, receives[r] from it, into [max(total, 1), C]. */
     private Tensor exchange(ExpertParallel.Exchange what, StepArena arena, Tensor in, int[] sends, int[] receives, int total,
                             int c, DType dtype) {
-        Tensor out = arena.allocateForOverwrite(dtype, Math.max(total, 1), c);
+        Tensor out = arena.allocateRowsForOverwrite(dtype, Math.max(total, 1), c);
         int[] sendElements = new int[sends.length], receiveElements = new int[receives.length];
         for (int r = 0; r < sends.length; r++) {
             sendElements[r] = sends[r] * c;

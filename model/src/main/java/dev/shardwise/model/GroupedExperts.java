@@ -134,10 +134,11 @@ final class GroupedExperts {
      */
     Saved forwardTiles(StepArena arena, Tensor xs, int[] offsets, ExpertTiles tiles) {
         int m = xs.dim(0), c = xs.dim(1);
-        Tensor first = arena.allocateForOverwrite(xs.dtype(), m, hidden);
-        Tensor second = arena.allocateForOverwrite(xs.dtype(), m, hidden);
-        Tensor third = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
-        Tensor out = arena.allocateForOverwrite(xs.dtype(), m, c);
+        // row blocks: under expert parallelism M is the rows routed to this rank, which change from step to step
+        Tensor first = arena.allocateRowsForOverwrite(xs.dtype(), m, hidden);
+        Tensor second = arena.allocateRowsForOverwrite(xs.dtype(), m, hidden);
+        Tensor third = swiGlu ? arena.allocateRowsForOverwrite(xs.dtype(), m, hidden) : null;
+        Tensor out = arena.allocateRowsForOverwrite(xs.dtype(), m, c);
         Saved saved = new Saved(first, second, third, out);
         addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> forwardRows(expert, at, rows, xs, saved));
         return saved;
@@ -220,9 +221,9 @@ final class GroupedExperts {
         int m = xs.dim(0), c = xs.dim(1);
         // GELU: dy·W_proj, then GELU's backward in place; SwiGLU: dh = dy·W_down, and d(gate), d(up) zeroed (its kernel
         // accumulates)
-        Tensor dFirst = swiGlu ? arena.allocate(xs.dtype(), m, hidden) : arena.allocateForOverwrite(xs.dtype(), m, hidden);
-        Tensor dSecond = swiGlu ? arena.allocate(xs.dtype(), m, hidden) : null;
-        Tensor dHidden = swiGlu ? arena.allocateForOverwrite(xs.dtype(), m, hidden) : null;
+        Tensor dFirst = swiGlu ? arena.allocateRows(xs.dtype(), m, hidden) : arena.allocateRowsForOverwrite(xs.dtype(), m, hidden);
+        Tensor dSecond = swiGlu ? arena.allocateRows(xs.dtype(), m, hidden) : null;
+        Tensor dHidden = swiGlu ? arena.allocateRowsForOverwrite(xs.dtype(), m, hidden) : null;
         addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> {
             Tensor dx = dxs.slice(0, at, rows), dy = dys.slice(0, at, rows), f = saved.first.slice(0, at, rows);
             Tensor df = dFirst.slice(0, at, rows);

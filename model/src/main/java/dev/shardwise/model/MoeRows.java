@@ -15,8 +15,9 @@ import java.nio.ByteOrder;
 
 /**
  * Row moves of a mixture of experts over contiguous [rows, C] tensors of F32 or F64: gather the routed tokens into
- * expert order (dispatch), add weighted expert outputs back onto the tokens (combine), the gates' gradients and the
- * scatter-add of the experts' input gradients. Each runs over the compute pool in blocks of tokens; every output row
+ * expert order (dispatch) and scatter rows back by the same index (expert parallelism's return to source order), add
+ * weighted expert outputs back onto the tokens (combine), the gates' gradients and the scatter-add of the experts'
+ * input gradients. Each runs over the compute pool in blocks of tokens; every output row
  * is written by one task, in a fixed order (a token's assignments j = 0 .. k-1), and dot products sum in float64 in
  * a fixed lane order, so results do not depend on the thread count.
  *
@@ -43,6 +44,17 @@ final class MoeRows {
         forBlocks(m, (lo, hi) -> {
             for (int i = lo; i < hi; i++) {
                 MemorySegment.copy(src.segment(), src.byteOffset() + rows[i] * rowBytes, dst.segment(), dst.byteOffset() + i * rowBytes, rowBytes);
+            }
+        });
+    }
+
+    /** dst[rows[i], :] = src[i, :] for i in [0, src rows) (the inverse of {@link #gather}); rows distinct; src [M, C], dst [N, C]. */
+    static void scatter(Tensor dst, Tensor src, int[] rows) {
+        int c = width(dst, src), m = src.dim(0);
+        long rowBytes = (long) c * dst.dtype().byteSize();
+        forBlocks(m, (lo, hi) -> {
+            for (int i = lo; i < hi; i++) {
+                MemorySegment.copy(src.segment(), src.byteOffset() + i * rowBytes, dst.segment(), dst.byteOffset() + rows[i] * rowBytes, rowBytes);
             }
         });
     }
@@ -141,18 +153,6 @@ final class MoeRows {
                 }
             }
         });
-    }
-
-    /** dst[d, :] = alpha · src[s, :]. */
-    static void setRow(Tensor dst, int d, Tensor src, int s, double alpha) {
-        int c = width(dst, src);
-        long dOff = offset(dst, d, c), sOff = offset(src, s, c);
-        MemorySegment ds = dst.segment(), ss = src.segment();
-        if (dst.dtype() == DType.F32) {
-            scaleF32(ds, dOff, (float) alpha, ss, sOff, c);
-        } else {
-            for (int j = 0; j < c; j++) ds.set(DL, dOff + 8L * j, alpha * ss.get(DL, sOff + 8L * j));
-        }
     }
 
     /** y[i] += a·x[i] (one fused multiply-add per element) for c floats. */

@@ -339,6 +339,26 @@ public final class ParameterSet implements AutoCloseable {
             return total;
         }
 
+        /**
+         * How many segments ({@link #segmentedBy}) of kind {@code kind} the units have: runs of consecutive parameters of
+         * one kind inside one unit, each of which ZeRO 2 and 3 gather and reduce-scatter by a collective of its own.
+         * Without {@code segmentedBy} every unit is one segment of kind false.
+         */
+        public int segmentCount(boolean kind) {
+            int count = 0;
+            String unit = null;
+            Boolean current = null;
+            for (Spec s : specs.values()) {
+                boolean k = segmentKind.test(s.name);
+                if (unit == null || !unit.equals(unitOf.get(s.name)) || k != current) {
+                    if (k == kind) count++;
+                }
+                unit = unitOf.get(s.name);
+                current = k;
+            }
+            return count;
+        }
+
         /** The largest unit's element count: what ZeRO 2 and 3 hold whole while a unit is reduced or gathered. */
         public long largestUnit() {
             return unitSizes().values().stream().mapToLong(Long::longValue).max().orElse(0);

@@ -93,6 +93,41 @@ class MoeRowsTest {
         }
     }
 
+    /** Expert parallelism's return to source order: out[order[i]] = in[i] over a permutation, any thread count the same bits. */
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(value = DType.class, names = {"F32", "F64"})
+    void scatterInvertsGatherAndIsTheSameBitsForAnyThreadCount(DType dtype) {
+        int m = 3 * 64 + 5;   // not a multiple of the token block
+        int[] order = new int[m];
+        for (int i = 0; i < m; i++) order[i] = i;
+        SplittableRandom random = new SplittableRandom(11);
+        for (int i = m - 1; i > 0; i--) {
+            int j = random.nextInt(i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        Tensor in = random(dtype, 7, m);
+        double[] inv = in.toDoubleArray(), want = new double[m * C];
+        for (int i = 0; i < m; i++) System.arraycopy(inv, i * C, want, order[i] * C, C);
+        for (int threads : new int[] {1, 3}) {
+            double[] got = new double[0], back = new double[0];
+            try (ComputePool compute = new ComputePool("test", threads)) {
+                double[][] result = new double[2][];
+                ComputePool.runWith(compute, () -> {
+                    Tensor out = alloc(dtype, m), again = alloc(dtype, m);
+                    MoeRows.scatter(out, in, order);
+                    MoeRows.gather(again, out, order);
+                    result[0] = out.toDoubleArray();
+                    result[1] = again.toDoubleArray();
+                });
+                got = result[0];
+                back = result[1];
+            }
+            assertArrayEquals(want, got, dtype + " scatter, " + threads + " threads: rows are not the source rows moved exactly");
+            assertArrayEquals(inv, back, dtype + " gather after scatter, " + threads + " threads: not the input");
+        }
+    }
+
     private double[][] run(int threads, DType dtype, Tensor x, Tensor base, Tensor ys, Tensor dy, Tensor dxs, Tensor dx0,
                            int[] tokenOf, int[] rowOf, double[] gate, double scale, int m) {
         double[][] out = new double[7][];

@@ -31,6 +31,10 @@ class ParameterSetSegmentsTest {
         assertEquals(20, segmented.paddedCount(4), "a: x 3 -> 4, experts 5 -> 8, y 2 -> 4; b 3 -> 4");
         assertEquals(8, segmented.paddedCount(4, true), "the experts' run");
         assertEquals(12, segmented.paddedCount(4, false), "the dense runs");
+        assertEquals(3, segmented.segmentCount(false), "dense runs: x, y in unit a; z in unit b");
+        assertEquals(1, segmented.segmentCount(true), "one run of experts");
+        assertEquals(2, plain.segmentCount(false), "without segmentedBy a unit is one segment");
+        assertEquals(0, plain.segmentCount(true));
         try (ParameterSet a = plain.allocate(pool, DType.F32, 4); ParameterSet b = segmented.allocate(pool, DType.F32, 4)) {
             assertEquals(List.of(0L, 3L, 8L, 12L), offsets(a), "plain offsets of x, experts, y, z");
             assertEquals(List.of(0L, 4L, 12L, 16L), offsets(b), "segmented offsets of x, experts, y, z");

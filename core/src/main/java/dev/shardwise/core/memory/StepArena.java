@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 
 /**
  * The activations of forward/backward passes: tensors charged to a rank's {@link MemoryPool} (as
@@ -29,11 +30,23 @@ import java.util.Map;
  * {@link #reset()} replaces them by one chunk of the stack's high-water mark, which later passes of the same shapes
  * fill exactly. Other categories requested inside a scope go back to the arena's free blocks when it closes.
  *
+ * <p>{@link #allocateRows} and {@link #allocateRowsForOverwrite} serve [rows, cols] activations whose row count changes
+ * from pass to pass (the tokens expert parallelism routes to a rank): a request takes the free block of that width with
+ * the fewest rows that hold it (its first rows) if it has at most 1.25x the rows asked for, so a pass of a few rows
+ * fewer reuses a block instead of adding one. Otherwise free blocks of that width are closed (those too small, fewest rows
+ * first, then those too large, most rows first) until as many bytes are closed as the new block takes or none are
+ * left, and a reset closes the blocks a whole pass left unused: what the arena holds of such blocks follows what the
+ * passes use, within the larger of two consecutive passes' blocks, however the counts wander, instead of growing by a
+ * block for every count seen. Callers round the counts up to a few sizes (a new block is fresh memory to touch).
+ *
  * <p>Tensors from {@link #allocate} are views: do not close them. Not thread-safe: one arena belongs to one
  * rank's training thread.
  */
 public final class StepArena implements AutoCloseable {
     private record Key(MemoryCategory category, DType dtype, long numel) { }
+
+    /** A width of {@link #allocateRows} blocks: [rows, cols] activations of one dtype. */
+    private record RowsKey(DType dtype, int cols) { }
 
     /** Bytes one task zeroes when a block is reused. */
     private static final long ZERO_PIECE_BYTES = 1 << 20;
@@ -42,6 +55,8 @@ public final class StepArena implements AutoCloseable {
     private final List<Tensor> owned = new ArrayList<>();                 // every block this arena holds
     private final List<Map.Entry<Key, Tensor>> inUse = new ArrayList<>();
     private final Map<Key, ArrayDeque<Tensor>> free = new HashMap<>();
+    private final Map<RowsKey, TreeMap<Integer, ArrayDeque<Tensor>>> freeRows = new HashMap<>();   // by width, then block rows
+    private final List<Map.Entry<RowsKey, Tensor>> rowsInUse = new ArrayList<>();   // row blocks handed out since the last reset
     private final ArrayDeque<Scope> scopes = new ArrayDeque<>();           // open scopes, innermost first
     private final List<Tensor> chunks = new ArrayList<>();                // the scope stack's memory, F32-typed bytes
     private int chunk;                                                     // the chunk the stack's top is in
@@ -71,6 +86,52 @@ public final class StepArena implements AutoCloseable {
      */
     public Tensor allocateForOverwrite(DType dtype, int... shape) {
         return take(MemoryCategory.ACTIVATIONS, dtype, shape, false);
+    }
+
+    /**
+     * A zeroed activation tensor [rows, cols] for a row count that changes from pass to pass: its block is the free one
+     * of this width with the fewest rows &gt;= {@code rows} if it has at most 1.25x as many, or a new one of {@code rows}
+     * rows (see the class comment);
+     * lives until {@link #reset()} or {@link #close()}. Inside a {@link Scope} it is carved from the scope stack as
+     * {@link #allocate} does.
+     *
+     * @throws IllegalArgumentException if rows or cols is not positive
+     */
+    public Tensor allocateRows(DType dtype, int rows, int cols) {
+        return takeRows(dtype, rows, cols, true);
+    }
+
+    /** As {@link #allocateRows}, its contents unspecified, for a caller that writes every element before reading any. */
+    public Tensor allocateRowsForOverwrite(DType dtype, int rows, int cols) {
+        return takeRows(dtype, rows, cols, false);
+    }
+
+    private Tensor takeRows(DType dtype, int rows, int cols, boolean zeroed) {
+        if (rows < 1 || cols < 1) throw new IllegalArgumentException("allocateRows needs rows and cols >= 1, got [" + rows + ", " + cols + "]");
+        if (!scopes.isEmpty()) return carve(dtype, new int[] {rows, cols}, (long) rows * cols, zeroed);
+        RowsKey key = new RowsKey(dtype, cols);
+        TreeMap<Integer, ArrayDeque<Tensor>> free = freeRows.computeIfAbsent(key, k -> new TreeMap<>());
+        Map.Entry<Integer, ArrayDeque<Tensor>> fit = free.ceilingEntry(rows);
+        Tensor block;
+        if (fit != null && fit.getKey() <= rows + rows / 4) {
+            block = fit.getValue().pop();
+            if (fit.getValue().isEmpty()) free.remove(fit.getKey());
+        } else {
+            // no free block holds the rows within 1.25x: close free blocks of this width, first those
+            // too small, fewest rows first, then those too large, most rows first, until the new block's bytes are made up
+            long toClose = (long) rows * cols;
+            while (toClose > 0 && !free.isEmpty()) {
+                Map.Entry<Integer, ArrayDeque<Tensor>> victim = free.firstKey() < rows ? free.firstEntry() : free.lastEntry();
+                victim.getValue().pop().close();
+                toClose -= (long) victim.getKey() * cols;
+                if (victim.getValue().isEmpty()) free.remove(victim.getKey());
+            }
+            block = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, dtype, rows, cols);
+        }
+        rowsInUse.add(Map.entry(key, block));
+        Tensor view = block.slice(0, 0, rows);
+        if (zeroed) zero(view.segment().asSlice(view.byteOffset(), (long) rows * cols * dtype.byteSize()));
+        return view;
     }
 
     private Tensor take(MemoryCategory category, DType dtype, int[] shape, boolean zeroed) {
@@ -171,7 +232,8 @@ public final class StepArena implements AutoCloseable {
     }
 
     /**
-     * Ends a pass: every tensor handed out becomes invalid and its memory is kept for the next pass.
+     * Ends a pass: every tensor handed out becomes invalid and its memory is kept for the next pass, except the
+     * {@linkplain #allocateRows row blocks} this pass left unused, which are closed.
      *
      * @throws IllegalStateException if a {@link Scope} is still open
      */
@@ -179,6 +241,15 @@ public final class StepArena implements AutoCloseable {
         if (!scopes.isEmpty()) throw new IllegalStateException("step arena reset inside an open scope: close the scope first");
         for (Map.Entry<Key, Tensor> e : inUse) release(e);
         inUse.clear();
+        // row blocks still free were left unused by the whole pass: close them; the pass's own become the free ones
+        for (TreeMap<Integer, ArrayDeque<Tensor>> free : freeRows.values()) {
+            for (ArrayDeque<Tensor> blocks : free.values()) for (Tensor b : blocks) b.close();
+            free.clear();
+        }
+        for (Map.Entry<RowsKey, Tensor> e : rowsInUse) {
+            freeRows.get(e.getKey()).computeIfAbsent(e.getValue().dim(0), r -> new ArrayDeque<>()).push(e.getValue());
+        }
+        rowsInUse.clear();
         if (chunks.size() > 1) {   // one chunk of the high-water mark from now on
             for (Tensor c : chunks) c.close();
             chunks.clear();
@@ -191,6 +262,12 @@ public final class StepArena implements AutoCloseable {
     public void close() {
         for (int i = owned.size() - 1; i >= 0; i--) owned.get(i).close();
         owned.clear();
+        for (Map.Entry<RowsKey, Tensor> e : rowsInUse) e.getValue().close();
+        rowsInUse.clear();
+        for (TreeMap<Integer, ArrayDeque<Tensor>> free : freeRows.values()) {
+            for (ArrayDeque<Tensor> blocks : free.values()) for (Tensor b : blocks) b.close();
+        }
+        freeRows.clear();
         inUse.clear();
         free.clear();
         scopes.clear();

@@ -99,6 +99,58 @@ class StepArenaTest {
         }
     }
 
+    @Test
+    void rowBlocksAreReusedByAFewRowsFewerReplacedOtherwiseAndClosedWhenAPassLeavesThemUnused() {
+        MemoryPool pool = MemoryPool.unlimited("rank 0");
+        int cols = 4;
+        long row = 4L * cols;   // bytes of one f32 row
+        try (StepArena arena = new StepArena(pool)) {
+            Tensor a = arena.allocateRowsForOverwrite(DType.F32, 10, cols), b = arena.allocateRowsForOverwrite(DType.F32, 12, cols);
+            a.fill(5);
+            assertArrayEquals(new int[] {10, cols}, a.shape(), "the rows asked for");
+            long blockA = address(a), blockB = address(b);
+            arena.reset();
+            assertEquals(22 * row, pool.liveBytes(), "a reset keeps the blocks the pass used");
+            // fewer rows: the block with the fewest rows that holds them
+            Tensor c = arena.allocateRowsForOverwrite(DType.F32, 9, cols);
+            assertEquals(blockA, address(c), "9 rows take the 10-row block");
+            assertEquals(5.0, c.getDouble(8, 3), "allocateRowsForOverwrite leaves the old contents");
+            Tensor d = arena.allocateRows(DType.F32, 11, cols);
+            assertEquals(blockB, address(d), "11 rows take the 12-row block");
+            for (int i = 0; i < 11 * cols; i++) assertEquals(0.0, d.getDouble(i / cols, i % cols), "allocateRows zeroes element " + i);
+            assertEquals(22 * row, pool.liveBytes(), "reuse charges nothing more");
+            arena.reset();
+            // more rows than any block: the smaller free blocks are closed before the new one is charged
+            pool.resetPeaks();
+            Tensor e = arena.allocateRowsForOverwrite(DType.F32, 14, cols);
+            assertEquals(14 * row, pool.liveBytes(), "the 14-row block's bytes were made up by closing the 10- and 12-row blocks");
+            assertTrue(pool.peakBytes() <= 22 * row, "closed before charging: peak " + pool.peakBytes() + " > " + 22 * row);
+            arena.allocateRowsForOverwrite(DType.F32, 3, 8);   // another width: its own blocks
+            arena.reset();
+            assertEquals(14 * row + 3 * 8 * 4, pool.liveBytes(), "the pass's blocks are kept");
+            assertEquals(address(e), address(arena.allocateRowsForOverwrite(DType.F32, 12, cols)), "12 rows take the 14-row block");
+            arena.reset();
+            assertEquals(14 * row, pool.liveBytes(), "a reset closes the row blocks its pass left unused (the 3x8 one)");
+            // far fewer rows than the only block: it is closed for one of their size rather than a quarter of it wasted
+            arena.allocateRowsForOverwrite(DType.F32, 2, cols);
+            assertEquals(2 * row, pool.liveBytes(), "2 rows do not hold the 14-row block: it is closed for a 2-row one");
+            arena.reset();
+            // inside a scope, rows are carved from the stack like any other activation
+            long before = pool.liveBytes();
+            try (StepArena.Scope scope = arena.scope()) {
+                Tensor carved = arena.allocateRows(DType.F32, 20, cols);
+                assertEquals(0.0, carved.getDouble(19, 3));
+            }
+            assertEquals(before + aligned(20 * row), pool.liveBytes(), "the scope's rows went to the stack, not a row block");
+            assertThrows(IllegalArgumentException.class, () -> arena.allocateRows(DType.F32, 0, cols));
+        }
+        assertEquals(0, pool.liveBytes(), "close frees every block");
+    }
+
+    private static long aligned(long bytes) {
+        return (bytes + MemoryPool.ALIGNMENT - 1) / MemoryPool.ALIGNMENT * MemoryPool.ALIGNMENT;
+    }
+
     private static long address(Tensor t) {
         return t.segment().address() + t.byteOffset();
     }

@@ -142,8 +142,10 @@ class ExpertParallelLayersTest {
 
     /**
      * A (micro-batch, chunk) arena is reset and reused step after step while the rows each rank receives change with
-     * the routing; its buffers of received rows come in power-of-two sizes, so what the arena keeps stays bounded
-     * instead of gaining blocks of every row count seen (a leak a long run would grow without end).
+     * the routing; its buffers of received rows are row blocks in size classes (at most 1.25x the rows), reused by
+     * fewer rows and replaced when outgrown, so what the arena keeps stays within a quarter of the first pass's bytes
+     * instead of gaining blocks of every row count seen (a leak a long run would grow without end). Powers of two
+     * with blocks of equal size only kept up to 1.43x here.
      */
     @org.junit.jupiter.api.Test
     void anArenaReusedOverChangingRoutingsStaysBounded() {
@@ -174,8 +176,8 @@ class ExpertParallelLayersTest {
         for (int r = 0; r < 2; r++) {
             long first = kept.get(r)[0], last = kept.get(r)[1];
             assertTrue(first > 0, "rank " + r + ": the arena holds the first pass's activations");
-            assertTrue(last <= 2 * first, "rank " + r + ": after 24 passes over different routings the arena keeps " + last
-                    + " bytes, more than twice the " + first + " of the first pass");
+            assertTrue(last <= 1.25 * first, "rank " + r + ": after 24 passes over different routings the arena keeps " + last
+                    + " bytes, more than 1.25x the " + first + " of the first pass");
         }
     }
 }

@@ -27,9 +27,10 @@ import java.util.List;
  * state exactly as the ranks allocate them ({@link ZeroStage}'s padded shards), plus the step arenas the schedule keeps
  * in flight, each holding the footprint the profile measured for a pass of the stage's chunk. Under tensor parallelism
  * the pieces are those the profile measured split the same way (their collectives inside), the parameters a tp rank's
- * slices, and what a stage sends a sequence-parallel shard; under expert parallelism (ZeRO 0 and 1) the MoE blocks
- * are the profile's ep pieces (all-to-alls inside), a rank holds E/ep experts, and the experts' gradients and AdamW
- * state are reduced and sharded over the ranks that hold the same experts.
+ * slices, and what a stage sends a sequence-parallel shard; under expert parallelism the MoE blocks are the
+ * profile's ep pieces (all-to-alls inside), a rank holds E/ep experts, and the experts' gradients and AdamW state (at
+ * ZeRO 2 and 3 also their gradients' and weights' shards) are reduced, gathered and sharded over the ranks that hold
+ * the same experts, the dense parameters' over dp.
  */
 public final class LocalCostModel {
     private final ModelConfig config;
@@ -45,14 +46,10 @@ public final class LocalCostModel {
      * The step time and per-rank peak memory of {@code layout} under {@code schedule} for {@code globalBatch} sequences.
      *
      * @throws IllegalArgumentException if the layout does not match the profile (ranks, micro-batch, a tensor- or
-     *                                  expert-parallel split it did not profile), dp·micro-batch does not divide the global
-     *                                  batch, or it is expert-parallel at ZeRO 2 or 3
+     *                                  expert-parallel split it did not profile), or dp·micro-batch does not divide the
+     *                                  global batch
      */
     public LocalEstimate estimate(ParallelLayout layout, ScheduleKind schedule, long globalBatch) {
-        if (layout.ep() > 1 && layout.zeroStage() > 1) {
-            throw new IllegalArgumentException("layout " + layout + ": the local cost model prices expert parallelism at ZeRO 0 and 1 "
-                    + "only (not ZeRO " + layout.zeroStage() + "'s expert-parallel gathers); use zero=0 or 1 with ep > 1");
-        }
         if (layout.worldSize() != profile.ranks() || layout.microBatch() != profile.microBatch()) {
             throw new IllegalArgumentException("layout " + layout + " needs a profile of " + layout.worldSize() + " ranks at micro-batch "
                     + layout.microBatch() + "; this one has " + profile.ranks() + " ranks at micro-batch " + profile.microBatch());
@@ -147,29 +144,44 @@ public final class LocalCostModel {
      * one all-reduce (ZeRO 0 and 1; ZeRO 1's reduce-scatter and all-gather move the same bytes); under ZeRO 2 a
      * reduce-scatter of every unit per micro-batch and one all-gather of the updated weights; under ZeRO 3 per
      * micro-batch an all-gather of every unit before forward (the embeddings' twice where the stage's tied head reads
-     * them again) and before backward, and the reduce-scatter. Each unit's collective also pays the latency.
+     * them again) and before backward, and the reduce-scatter. Each unit's collective also pays the latency. Under
+     * expert parallelism the dense gradients are all-reduced (ZeRO 0, 1) or each unit's dense runs reduce-scattered and
+     * gathered (ZeRO 2, 3) over dp, and the experts' over the expert-data-parallel group (ZeroShardedUpdate's
+     * segments), each run by a collective of its own.
      */
     private double reduction(ParallelLayout layout, ParameterSet.Builder declared, long params, int m, boolean embeddingAndHead) {
         if (layout.dp() == 1) return 0;
         double latency = profile.collectiveLatencySeconds();
-        if (layout.ep() > 1) {   // ZeRO 0/1: the dense gradients all-reduced over dp, the experts' over the ranks holding the same experts
-            long experts = expertElements(declared);
+        long experts = layout.ep() > 1 ? expertElements(declared) : 0;
+        double share = expertGroupShare(layout);
+        if (layout.zeroStage() < 2) {
+            if (layout.ep() == 1) return 4.0 * params * profile.allReduceSecondsPerByte() + latency;
+            // the dense gradients all-reduced over dp, the experts' over the ranks holding the same experts
             return 4.0 * (params - experts) * profile.allReduceSecondsPerByte() + latency
-                    + (layout.expertDp() > 1 ? 4.0 * experts * profile.allReduceSecondsPerByte() + latency : 0);
+                    + (share > 0 ? 4.0 * experts * share * profile.allReduceSecondsPerByte() + latency : 0);
         }
-        int units = declared.unitSizes().size();
-        double bytes = 4.0 * params;
-        double reduceScatter = bytes * profile.reduceScatterSecondsPerByte() + units * latency;
-        double allGather = bytes * profile.allGatherSecondsPerByte() + units * latency;
-        return switch (layout.zeroStage()) {
-            case 0, 1 -> bytes * profile.allReduceSecondsPerByte() + latency;
-            case 2 -> m * reduceScatter + allGather;
-            default -> {
-                double again = embeddingAndHead
-                        ? 4.0 * declared.unitSizes().get(GptPart.EMBEDDINGS) * profile.allGatherSecondsPerByte() + latency : 0;
-                yield m * (2 * allGather + again + reduceScatter);
-            }
-        };
+        // per unit: its dense runs over dp, its expert runs over the expert-data-parallel group (without ep, one dense run)
+        double dense = 4.0 * (params - experts), expert = 4.0 * experts * share;
+        double runs = declared.segmentCount(false) + (share > 0 ? declared.segmentCount(true) : 0);
+        double reduceScatter = (dense + expert) * profile.reduceScatterSecondsPerByte() + runs * latency;
+        double allGather = (dense + expert) * profile.allGatherSecondsPerByte() + runs * latency;
+        if (layout.zeroStage() == 2) return m * reduceScatter + allGather;
+        double again = embeddingAndHead
+                ? 4.0 * declared.unitSizes().get(GptPart.EMBEDDINGS) * profile.allGatherSecondsPerByte() + latency : 0;
+        return m * (2 * allGather + again + reduceScatter);
+    }
+
+    /**
+     * What a byte of the experts' collectives costs against a byte of dp's: a ring collective over g ranks moves
+     * (g-1)/g of the buffer through each rank, so over the expert-data-parallel group of dp/ep ranks it is
+     * ((dp/ep - 1)/(dp/ep)) / ((dp - 1)/dp) of dp's; 0 where that group is one rank (each expert lives on one rank of
+     * the dp group: nothing to reduce or gather).
+     */
+    private static double expertGroupShare(ParallelLayout layout) {
+        int dp = layout.dp(), g = layout.expertDp();
+        if (layout.ep() == 1) return 1;
+        if (g <= 1 || dp <= 1) return 0;
+        return ((g - 1.0) / g) / ((dp - 1.0) / dp);
     }
 
     /** The first and last stages swap the tied embedding's gradient (a tp rank's vocabulary slice): one send each way. */
@@ -181,27 +193,44 @@ public final class LocalCostModel {
     /**
      * Parameters, gradients and AdamW state a rank holding {@code declared} allocates (ZeRO's padded shards, as the ranks do),
      * plus ZeRO 2's and 3's whole-unit buffers: a unit's gradient while it is reduce-scattered and the next unit's
-     * (two), and under ZeRO 3 also the gathered weights of the unit computing and the one prefetched (two more).
+     * (two), and under ZeRO 3 also the gathered weights of the unit computing and the one prefetched (two more). Under
+     * expert parallelism at ZeRO 2 and 3 (the parameters {@linkplain #declare segmented}) the shards are a rank's padded
+     * piece of each dense run over dp and of each expert run over the expert-data-parallel group, as {@code train
+     * --dry-run} counts them.
      */
     private long stateBytes(ParallelLayout layout, ParameterSet.Builder declared) {
-        int dp = layout.dp();
+        int dp = layout.dp(), zero = layout.zeroStage();
+        long unitBuffers = zero >= 2 ? (zero == 3 ? 4 : 2) * 4 * declared.largestUnit() : 0;
+        if (layout.ep() > 1 && zero >= 2) {
+            long all = declared.paddedCount(dp), shard = shardElements(layout, declared);
+            return 4 * (zero == 3 ? shard : all) + 4 * shard + 8 * shard + unitBuffers;
+        }
         if (layout.ep() > 1) {
             long params = declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
             return 4 * params + 4 * params + 8 * optimizerElements(layout, declared);
         }
-        long padded = declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(dp));
-        long unitBuffers = layout.zeroStage() >= 2 ? (layout.zeroStage() == 3 ? 4 : 2) * 4 * declared.largestUnit() : 0;
-        return ZeroMemory.of(layout.zeroStage(), dp, padded, false).total() + unitBuffers;
+        long padded = declared.paddedCount(ZeroStage.of(zero).paddingMultiple(dp));
+        return ZeroMemory.of(zero, dp, padded, false).total() + unitBuffers;
+    }
+
+    /**
+     * Elements of a ZeRO 2 or 3 shard under expert parallelism: the padded dense runs over dp plus the padded expert
+     * runs over the expert-data-parallel group ({@code declared} segmented).
+     */
+    private static long shardElements(ParallelLayout layout, ParameterSet.Builder declared) {
+        return declared.paddedCount(layout.dp(), false) / layout.dp() + declared.paddedCount(layout.dp(), true) / layout.expertDp();
     }
 
     /**
      * The parameters whose AdamW state a rank of a stage holding {@code declared} updates: all at ZeRO 0; at ZeRO 1 and up
      * its share of each run of the flat layout, a dense run's over dp and, under expert parallelism, an expert run's over
-     * the expert-data-parallel ranks that hold the same experts (⌈run/n⌉, as the ranks shard them).
+     * the expert-data-parallel ranks that hold the same experts (⌈run/n⌉ at ZeRO 1, as the ranks shard them; the padded
+     * segments' pieces at ZeRO 2 and 3).
      */
     private static long optimizerElements(ParallelLayout layout, ParameterSet.Builder declared) {
         if (layout.zeroStage() == 0) return declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
         if (layout.ep() == 1) return declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(layout.dp())) / layout.dp();
+        if (layout.zeroStage() >= 2) return shardElements(layout, declared);
         return ZeroMemory.expertParallelStateElements(declared.specs(), MoeConfig::isExpertParameter, layout.zeroStage(), layout.dp(),
                 layout.expertDp());
     }
@@ -211,12 +240,18 @@ public final class LocalCostModel {
         return declared.specs().stream().filter(s -> MoeConfig.isExpertParameter(s.name())).mapToLong(ParameterSet.Spec::numel).sum();
     }
 
-    /** The parameters of pipeline stage {@code stage} (tp rank 0's slices, ep rank 0's experts): chunk c is part c·pp + stage of {@code parts}. */
+    /**
+     * The parameters of pipeline stage {@code stage} (tp rank 0's slices, ep rank 0's experts): chunk c is part c·pp + stage
+     * of {@code parts}; under expert parallelism at ZeRO 2 and 3 {@linkplain ParameterSet.Builder#segmentedBy segmented}
+     * into runs of dense parameters and of experts, as the trainer allocates them.
+     */
     private ParameterSet.Builder declare(ParallelLayout layout, List<GptPart.Span> parts, int stage) {
         int p = layout.pp(), v = layout.vpp();
         List<GptPart.Span> mine = new ArrayList<>();
         for (int c = 0; c < v; c++) mine.add(parts.get(c * p + stage));
-        return Gpt.declare(config, mine, p * v > 1, TensorParallelRank.of(layout.tp(), 0), ExpertParallelRank.of(layout.ep(), 0));
+        ParameterSet.Builder declared = Gpt.declare(config, mine, p * v > 1, TensorParallelRank.of(layout.tp(), 0),
+                ExpertParallelRank.of(layout.ep(), 0));
+        return layout.ep() > 1 && layout.zeroStage() >= 2 ? declared.segmentedBy(MoeConfig::isExpertParameter) : declared;
     }
 
     /**

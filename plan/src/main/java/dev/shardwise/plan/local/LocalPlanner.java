@@ -16,7 +16,7 @@ import java.util.function.Consumer;
 /**
  * Chooses the layout of a run on this machine ({@code train --parallel auto}): every dp·tp·pp = ranks (tp where the
  * model splits that way, with and without sequence parallelism; for a mixture of experts every ep dividing dp and the
- * experts, at ZeRO 0 and 1: the cost model does not price the expert-parallel ZeRO 2/3 gathers yet), micro-batch a power of two dividing the global batch
+ * experts), micro-batch a power of two dividing the global batch
  * per replica, ZeRO stage 0-3, recompute policy and pipeline schedule (1F1B and ZB-H1; interleaved 1F1B with two
  * chunks where the blocks and micro-batches allow), each priced by {@link LocalCostModel} on a {@link LocalProfile}
  * measured once per micro-batch size (every tensor-parallel split in it); layouts whose predicted peak exceeds the rank
@@ -64,7 +64,7 @@ public final class LocalPlanner {
                     LocalCostModel costs = new LocalCostModel(config, profile(mb));
                     for (ScheduleKind schedule : schedules(pp, m)) {
                         int vpp = schedule == ScheduleKind.INTERLEAVED ? 2 : 1;
-                        for (int zero = 0; zero <= (dp == 1 ? 0 : split.ep() > 1 ? 1 : 3); zero++) {
+                        for (int zero = 0; zero <= (dp == 1 ? 0 : 3); zero++) {
                             for (Recompute recompute : Recompute.values()) {
                                 ParallelLayout layout = new ParallelLayout(dp, split.tp(), pp, vpp, split.ep(), split.sequenceParallel(),
                                         zero, recompute, mb);

@@ -109,13 +109,18 @@ public final class LocalProfiler {
         });
     }
 
-    /** Every figure the largest over the ranks: the slowest rank sets the pace of a synchronous step. */
+    /**
+     * Every time the largest over the ranks (the slowest rank sets the pace of a synchronous step); the pieces' bytes
+     * as {@link LocalProfile.Part#acrossRanks} combines them.
+     */
     private static LocalProfile slowest(List<LocalProfile> ranks) {
         LocalProfile first = ranks.getFirst();
-        Map<LocalProfile.Split, LocalProfile.Pieces> pieces = new HashMap<>(first.pieces());
+        Map<LocalProfile.Split, LocalProfile.Pieces> pieces = new HashMap<>();
+        for (LocalProfile.Split split : first.pieces().keySet()) {
+            pieces.put(split, LocalProfile.Pieces.acrossRanks(ranks.stream().map(r -> r.pieces().get(split)).toList()));
+        }
         double optimizer = 0, allReduce = 0, allGather = 0, reduceScatter = 0, latency = 0, send = 0;
         for (LocalProfile r : ranks) {
-            r.pieces().forEach((split, p) -> pieces.merge(split, p, LocalProfile.Pieces::max));
             optimizer = Math.max(optimizer, r.optimizerSecondsPerParameter());
             allReduce = Math.max(allReduce, r.allReduceSecondsPerByte());
             allGather = Math.max(allGather, r.allGatherSecondsPerByte());

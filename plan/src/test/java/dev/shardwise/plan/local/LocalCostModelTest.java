@@ -169,6 +169,66 @@ class LocalCostModelTest {
         assertTrue(one.stateBytes()[0] > two.stateBytes()[0]);
     }
 
+    /**
+     * ZeRO 2 and 3 under expert parallelism: each unit's dense runs are reduce-scattered and gathered over dp, its expert
+     * runs over the expert-data-parallel group of dp/ep ranks (ZeroShardedUpdate's segments), and a rank holds its padded
+     * pieces of both. Over dp 2 at ep 2 each expert lives on one rank, so its runs move nothing; over dp 4 at ep 2 they
+     * move over 2 ranks, 2/3 of a 4-rank ring's bytes per byte.
+     */
+    @Test
+    void expertParallelismAtZero2And3ShardsTheExpertsOverTheRanksHoldingThem() {
+        ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
+        for (int ranks : new int[] {2, 4}) {
+            LocalProfile.Split ep2 = new LocalProfile.Split(1, false, 2);
+            LocalProfile profile = new LocalProfile(ranks, 1, 2, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1), ep2, pieces(1, 1)),
+                    1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+            LocalCostModel costs = new LocalCostModel(moe, profile);
+            long batch = 2L * 2 * ranks;   // 2 micro-batches per replica
+            ParameterSet.Builder mine = Gpt.declare(moe, List.of(GptPart.Span.whole(moe)), false, dev.shardwise.model.TensorParallel.NONE,
+                    new dev.shardwise.model.ExpertParallelRank(2, 0)).segmentedBy(MoeConfig::isExpertParameter);
+            ParameterSet.Builder whole = Gpt.declare(moe);
+            long held = mine.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+            long experts = mine.specs().stream().filter(x -> MoeConfig.isExpertParameter(x.name())).mapToLong(ParameterSet.Spec::numel).sum();
+            long all = whole.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+            int expertDp = ranks / 2, denseRuns = mine.segmentCount(false), expertRuns = mine.segmentCount(true);
+            assertTrue(expertRuns == 4 && denseRuns >= whole.unitSizes().size(), "each of the 4 blocks' units has a run of experts: "
+                    + denseRuns + " dense runs, " + expertRuns + " expert runs");
+            double share = expertDp == 1 ? 0 : 0.5 / 0.75;
+            double moved = 4.0 * (held - experts) + 4.0 * experts * share, runs = denseRuns + (expertDp > 1 ? expertRuns : 0);
+            double gather = moved * 2e-9 + runs * 1e-5, scatter = moved * 1.5e-9 + runs * 1e-5;
+            double embeddings = 4.0 * mine.unitSizes().get(GptPart.EMBEDDINGS) * 2e-9 + 1e-5;
+            for (int zero : new int[] {2, 3}) {
+                String where = "dp " + ranks + ", ep 2, ZeRO " + zero;
+                LocalEstimate ep = costs.estimate(new ParallelLayout(ranks, 1, 1, 1, 2, false, zero, Recompute.NONE, 2),
+                        ScheduleKind.ONE_F_ONE_B, batch);
+                LocalEstimate dense = costs.estimate(new ParallelLayout(ranks, 1, 1, 1, 1, false, zero, Recompute.NONE, 2),
+                        ScheduleKind.ONE_F_ONE_B, batch);
+                assertTrue(Double.isFinite(ep.stepSeconds()) && ep.dpSeconds() > 0, where + ": " + ep.stepSeconds());
+                assertEquals(zero == 2 ? 2 * scatter + gather : 2 * (2 * gather + embeddings + scatter), ep.dpSeconds(), 1e-12,
+                        where + ": the dense runs over dp, the experts' over the " + expertDp + " rank(s) holding them");
+                // ep 1 moves every expert of the model over all dp ranks; ep 2 its own half over dp/ep ranks: fewer bytes
+                assertTrue(ep.dpSeconds() < dense.dpSeconds(), where + ": " + ep.dpSeconds() + " s against ep 1's " + dense.dpSeconds());
+                long shard = mine.paddedCount(ranks, false) / ranks + mine.paddedCount(ranks, true) / expertDp;
+                long state = 4 * (zero == 3 ? shard : mine.paddedCount(ranks)) + 12 * shard + (zero == 3 ? 4 : 2) * 4 * mine.largestUnit();
+                assertEquals(state, ep.stateBytes()[0], where + ": padded pieces of the dense runs over dp and of the experts over "
+                        + expertDp + " rank(s), plus the unit buffers");
+                assertTrue(ep.stateBytes()[0] < dense.stateBytes()[0] || all == held, where + ": a rank holds half the experts");
+            }
+        }
+    }
+
+    /**
+     * The ranks' profiles combine with the slowest rank's times, the mean of their per-block bytes and the largest of
+     * their high-water bytes (ep ranks' bytes differ with the routing).
+     */
+    @Test
+    void ranksCombineWithTheSlowestTimesAndTheMeanBytes() {
+        LocalProfile.Part a = new LocalProfile.Part(1, 2, 3, 4, 100, 200, 30, 40, 50);
+        LocalProfile.Part b = new LocalProfile.Part(2, 1, 4, 3, 300, 100, 10, 60, 50);
+        assertEquals(new LocalProfile.Part(2, 2, 4, 4, 200, 150, 30, 60, 50), LocalProfile.Part.acrossRanks(List.of(a, b)));
+        assertEquals(a, LocalProfile.Part.acrossRanks(List.of(a)));
+    }
+
     @Test
     void theProfilerMeasuresAnExpertParallelSplit() {
         ModelConfig moe = SMALL.withMoe(MoeConfig.of(4, 2, 1, 32));
