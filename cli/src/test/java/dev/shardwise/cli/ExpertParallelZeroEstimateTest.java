@@ -40,7 +40,7 @@ class ExpertParallelZeroEstimateTest {
         String where = "ranks " + ranks + " ep " + ep + " zero " + zero;
         LocalProfile.Split split = new LocalProfile.Split(1, false, ep);
         LocalProfile profile = new LocalProfile(ranks, 1, 2, 64, Map.of(LocalProfile.Split.NONE, pieces(), split, pieces()),
-                1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+                1e-9, 0, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
         LocalEstimate e = new LocalCostModel(config.model(), profile).estimate(config.layout(), ScheduleKind.ONE_F_ONE_B, 4L * ranks);
         long largestUnit = Gpt.declare(config.model(), List.of(GptPart.Span.whole(config.model())), false, TensorParallelRank.of(1, 0),
                 ExpertParallelRank.of(ep, 0)).largestUnit();

@@ -73,7 +73,8 @@ public final class LocalCostModel {
             boolean embeddingAndHead = p == 1;   // one stage holds the embedding and the tied head, which gathers it again
             reduce[stage] = reduction(layout, declared[stage], params, m, embeddingAndHead)
                     + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
-            optimizer[stage] = optimizerElements(layout, declared[stage]) * profile.optimizerSecondsPerParameter();
+            optimizer[stage] = optimizerElements(layout, declared[stage]) * profile.optimizerSecondsPerParameter()
+                    + gradientElements(layout, declared[stage], params) * profile.gradientSecondsPerElement();
         }
         PipelineSchedule.StageCost cost = (stage, instruction) -> switch (instruction) {
             case Instruction.Forward f -> price(parts.get(f.chunk() * p + stage), pieces, layout, Phase.FORWARD, split);
@@ -233,6 +234,14 @@ public final class LocalCostModel {
         if (layout.zeroStage() >= 2) return shardElements(layout, declared);
         return ZeroMemory.expertParallelStateElements(declared.specs(), MoeConfig::isExpertParameter, layout.zeroStage(), layout.dp(),
                 layout.expertDp());
+    }
+
+    /**
+     * The gradient elements a rank zeroes before a step and reads for the clipping norm: all of the stage's at ZeRO 0
+     * and 1, its shard (as many as it updates) at ZeRO 2 and 3, whose gradients stay sharded.
+     */
+    private static long gradientElements(ParallelLayout layout, ParameterSet.Builder declared, long params) {
+        return layout.zeroStage() >= 2 ? optimizerElements(layout, declared) : params;
     }
 
     /** Elements of {@code declared} that belong to routed experts. */

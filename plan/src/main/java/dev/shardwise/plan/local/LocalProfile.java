@@ -29,7 +29,9 @@ import java.util.Map;
  * @param microBatch     sequences per micro-batch
  * @param seq            tokens per sequence
  * @param pieces         the embedding, block and head, by tensor-parallel split profiled (tp 1 always)
- * @param optimizerSecondsPerParameter AdamW's update time per parameter a rank updates
+ * @param optimizerSecondsPerParameter AdamW's update time per parameter a rank updates, from cold caches
+ * @param gradientSecondsPerElement    zeroing a gradient before the step's first micro-batch and reading it for the
+ *                                     clipping norm, per gradient element a rank holds, from cold caches
  * @param allReduceSecondsPerByte      ring all-reduce over all {@code ranks}, per byte reduced (0 for one rank)
  * @param allGatherSecondsPerByte      ZeRO 3's gather of a unit over all ranks into a freshly allocated buffer, per byte
  *                                     of the whole unit (0 for one rank)
@@ -39,8 +41,8 @@ import java.util.Map;
  * @param sendSecondsPerByte           one point-to-point message, per byte
  */
 public record LocalProfile(int ranks, int threadsPerRank, int microBatch, int seq, Map<Split, Pieces> pieces,
-                           double optimizerSecondsPerParameter, double allReduceSecondsPerByte, double allGatherSecondsPerByte,
-                           double reduceScatterSecondsPerByte, double collectiveLatencySeconds, double sendSecondsPerByte) {
+                           double optimizerSecondsPerParameter, double gradientSecondsPerElement, double allReduceSecondsPerByte,
+                           double allGatherSecondsPerByte, double reduceScatterSecondsPerByte, double collectiveLatencySeconds, double sendSecondsPerByte) {
 
     /** @throws IllegalArgumentException if the pieces lack tp 1 */
     public LocalProfile {

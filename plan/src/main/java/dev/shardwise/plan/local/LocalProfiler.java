@@ -3,6 +3,7 @@ package dev.shardwise.plan.local;
 import dev.shardwise.comm.Communicator;
 import dev.shardwise.comm.LocalCluster;
 import dev.shardwise.comm.ReduceOp;
+import dev.shardwise.core.kernels.Vectors;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
@@ -36,8 +37,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * Measures a {@link LocalProfile}: runs the model's pieces (the embedding, one block under each recompute policy,
  * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
  * cores training would give it ({@link LocalCluster}), whole and under each tensor- and expert-parallel split asked
- * for (the ranks then form tp and ep groups and run their slices with the groups' collectives), plus AdamW over one block and the
- * local backend's all-reduce, ZeRO's unit all-gather and reduce-scatter (fresh buffers, as the ZeRO 2/3 hooks
+ * for (the ranks then form tp and ep groups and run their slices with the groups' collectives), plus the update over
+ * one block (AdamW; the gradients' zeroing and norm) and the local backend's all-reduce, ZeRO's unit all-gather and reduce-scatter (fresh buffers, as the ZeRO 2/3 hooks
  * allocate them), and send. Each time is the fastest of a few repetitions after a warm-up (a shared
  * machine's noise only ever slows a repetition down; {@code bench planner} compares it with each layout's fastest
  * round), taken on the slowest rank, with every rank starting each repetition together and each timed phase starting
@@ -119,17 +120,18 @@ public final class LocalProfiler {
         for (LocalProfile.Split split : first.pieces().keySet()) {
             pieces.put(split, LocalProfile.Pieces.acrossRanks(ranks.stream().map(r -> r.pieces().get(split)).toList()));
         }
-        double optimizer = 0, allReduce = 0, allGather = 0, reduceScatter = 0, latency = 0, send = 0;
+        double optimizer = 0, gradients = 0, allReduce = 0, allGather = 0, reduceScatter = 0, latency = 0, send = 0;
         for (LocalProfile r : ranks) {
             optimizer = Math.max(optimizer, r.optimizerSecondsPerParameter());
+            gradients = Math.max(gradients, r.gradientSecondsPerElement());
             allReduce = Math.max(allReduce, r.allReduceSecondsPerByte());
             allGather = Math.max(allGather, r.allGatherSecondsPerByte());
             reduceScatter = Math.max(reduceScatter, r.reduceScatterSecondsPerByte());
             latency = Math.max(latency, r.collectiveLatencySeconds());
             send = Math.max(send, r.sendSecondsPerByte());
         }
-        return new LocalProfile(first.ranks(), first.threadsPerRank(), first.microBatch(), first.seq(), pieces, optimizer, allReduce,
-                allGather, reduceScatter, latency, send);
+        return new LocalProfile(first.ranks(), first.threadsPerRank(), first.microBatch(), first.seq(), pieces, optimizer, gradients,
+                allReduce, allGather, reduceScatter, latency, send);
     }
 
     /** One rank's measurements; {@code eviction} is the buffer it writes to start each timed pass with cold caches. */
@@ -143,10 +145,10 @@ public final class LocalProfiler {
                 MemorySegment.copy(ids, 0, batch.segment(), ValueLayout.JAVA_INT, batch.byteOffset(), ids.length);
                 Map<LocalProfile.Split, LocalProfile.Pieces> pieces = new HashMap<>();
                 for (LocalProfile.Split split : splits) pieces.put(split, pieces(split, batch, random));
-                double optimizer = optimizerSecondsPerParameter();
+                double[] update = updateSecondsPerElement();
                 double[] collectives = collectives();
-                return new LocalProfile(world.size(), threads, microBatch, seq, pieces, optimizer, collectives[0], collectives[1],
-                        collectives[2], collectives[3], collectives[4]);
+                return new LocalProfile(world.size(), threads, microBatch, seq, pieces, update[0], update[1], collectives[0],
+                        collectives[1], collectives[2], collectives[3], collectives[4]);
             }
         }
 
@@ -277,17 +279,36 @@ public final class LocalProfiler {
             return new GptPart.Span(false, 0, blocks, false);
         }
 
-        private double optimizerSecondsPerParameter() {
+        /**
+         * What a step does to the parameters outside the passes, as the trainer runs it, per element: {0} AdamW (per
+         * parameter updated), {1} zeroing the gradients before the first micro-batch and taking their norm for clipping
+         * (per gradient held); both timed from cold caches, as the whole model's state streams from memory in training.
+         */
+        private double[] updateSecondsPerElement() {
             try (ParameterSet params = allocate(blockSpan(1), TensorParallel.NONE, ExpertParallel.NONE);
                  AdamWOptimizer adam = new AdamWOptimizer(params, pool, AdamWOptimizer.Settings.gpt())) {
-                double[] seconds = new double[repeats];
+                double[] optimizer = new double[repeats], gradients = new double[repeats];
+                double norm = 0;
                 for (int r = -1; r < repeats; r++) {
+                    evictCaches(true);
                     world.barrier();
                     long t0 = System.nanoTime();
+                    params.zeroGrads();
+                    long t1 = System.nanoTime();
+                    evictCaches(true);   // the passes run between the zeroing and the norm
+                    long t2 = System.nanoTime();
+                    norm += Vectors.sumOfSquares(params.grads());
+                    long t3 = System.nanoTime();
+                    evictCaches(true);
+                    long t4 = System.nanoTime();
                     adam.step(1e-4);
-                    if (r >= 0) seconds[r] = (System.nanoTime() - t0) / 1e9;
+                    long t5 = System.nanoTime();
+                    if (r < 0) continue;
+                    gradients[r] = (t1 - t0 + t3 - t2) / 1e9;
+                    optimizer[r] = (t5 - t4) / 1e9;
                 }
-                return fastest(seconds) / params.count();
+                if (!(norm >= 0)) throw new IllegalStateException("gradient norm " + norm);
+                return new double[] {fastest(optimizer) / params.count(), fastest(gradients) / params.count()};
             }
         }
 

@@ -15,6 +15,7 @@ import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.ParameterSet;
 import dev.shardwise.parallel.ParallelLayout;
 import dev.shardwise.parallel.ZeroMemory;
+import dev.shardwise.parallel.ZeroStage;
 import dev.shardwise.parallel.pipeline.ScheduleKind;
 import org.junit.jupiter.api.Test;
 
@@ -37,7 +38,7 @@ class LocalCostModelTest {
      */
     static LocalProfile profile(int ranks, int microBatch) {
         return new LocalProfile(ranks, 1, microBatch, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1),
-                new LocalProfile.Split(2, false), pieces(0.6, 0.5)), 1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+                new LocalProfile.Split(2, false), pieces(0.6, 0.5)), 1e-9, 0, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
     }
 
     private static LocalProfile.Pieces pieces(double time, double bytes) {
@@ -68,6 +69,22 @@ class LocalCostModelTest {
         assertEquals(100 + 4 * 1000 + 5000 + 10, e.activationBytes()[0], "one arena, reused by every micro-batch, and the head's scratch");
         LocalEstimate full = costs.estimate(new ParallelLayout(1, 1, 1, 1, 1, false, 0, Recompute.FULL, 2), ScheduleKind.ONE_F_ONE_B, 8);
         assertEquals(100 + 4 * 300 + 5000 + 700, full.activationBytes()[0], "full recompute: outputs kept, one block rebuilt at a time");
+    }
+
+    @Test
+    void theUpdateZeroesAndNormsEveryGradientHeldAndStepsEveryParameterUpdated() {
+        ParameterSet.Builder declared = Gpt.declare(SMALL);
+        long params = declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        LocalProfile p = profile(2, 2);
+        LocalProfile upkeep = new LocalProfile(2, 1, 2, 16, p.pieces(), 1e-9, 3e-10, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+        for (int zero = 0; zero <= 3; zero++) {
+            ParallelLayout layout = new ParallelLayout(2, 1, 1, 1, 1, false, zero, Recompute.NONE, 2);
+            double without = new LocalCostModel(SMALL, p).estimate(layout, ScheduleKind.ONE_F_ONE_B, 8).stepSeconds();
+            double with = new LocalCostModel(SMALL, upkeep).estimate(layout, ScheduleKind.ONE_F_ONE_B, 8).stepSeconds();
+            long shard = declared.paddedCount(ZeroStage.of(zero).paddingMultiple(2)) / 2;
+            long held = zero >= 2 ? shard : params;   // ZeRO 2 and 3 keep only their shard of the gradients
+            assertEquals(held * 3e-10, with - without, 1e-12, "ZeRO " + zero + ": zeroing and norm over the gradients a rank holds");
+        }
     }
 
     @Test
@@ -150,7 +167,7 @@ class LocalCostModelTest {
                 new LocalProfile.Split(4, false), new LocalProfile.Split(4, true)), LocalProfile.Split.possible(moe, 4, 16),
                 "ep dividing ranks/tp and the 4 experts; sp where tp divides the sequence, with and without ep");
         LocalProfile profile = new LocalProfile(2, 1, 2, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1), ep2, pieces(1.2, 0.8)),
-                1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+                1e-9, 0, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
         LocalCostModel costs = new LocalCostModel(moe, profile);
         LocalEstimate one = costs.estimate(new ParallelLayout(2, 1, 1, 1, 1, false, 1, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
         LocalEstimate two = costs.estimate(new ParallelLayout(2, 1, 1, 1, 2, false, 1, Recompute.NONE, 2), ScheduleKind.ONE_F_ONE_B, 8);
@@ -181,7 +198,7 @@ class LocalCostModelTest {
         for (int ranks : new int[] {2, 4}) {
             LocalProfile.Split ep2 = new LocalProfile.Split(1, false, 2);
             LocalProfile profile = new LocalProfile(ranks, 1, 2, 16, Map.of(LocalProfile.Split.NONE, pieces(1, 1), ep2, pieces(1, 1)),
-                    1e-9, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
+                    1e-9, 0, 1e-9, 2e-9, 1.5e-9, 1e-5, 1e-9);
             LocalCostModel costs = new LocalCostModel(moe, profile);
             long batch = 2L * 2 * ranks;   // 2 micro-batches per replica
             ParameterSet.Builder mine = Gpt.declare(moe, List.of(GptPart.Span.whole(moe)), false, dev.shardwise.model.TensorParallel.NONE,
