@@ -50,7 +50,8 @@ import java.util.function.Supplier;
  * the unit in backward and of at most {@link #MAX_REDUCTIONS_IN_FLIGHT} units waiting for their reduce-scatter,
  * and (stage 3) the values of the unit in use and of the one prefetched, in forward as in backward; the
  * embeddings' gradients (and at stage 3 values) stay for all of backward, because the tied head reads wte at its
- * start and the embedding finishes wte's gradient at its end.
+ * start and the embedding finishes wte's gradient at its end. They are recycled by size ({@link UnitBuffers}), so
+ * the pool keeps each size's high-water count between passes instead of faulting fresh memory in every micro-batch.
  *
  * <p>Overlap (DeepSpeed's parameter prefetch): each pass runs on a helper thread ({@link PassOverlap}) while the
  * rank's own thread runs the gathers and reduce-scatters the hooks post, in order. Backward overlaps at stages 2
@@ -124,6 +125,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     private final ParameterSet params;
     private final Communicator dp;
     private final MemoryPool pool;
+    private final UnitBuffers buffers;   // transient unit-sized gathers and gradients, recycled
     private final Experts experts;
     private final List<List<Segment>> segments;   // per unit index, in flat order
     private final int shardSize;
@@ -215,6 +217,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         this.params = params;
         this.dp = dp;
         this.pool = pool;
+        this.buffers = new UnitBuffers(pool, params.dtype());
         this.experts = experts;
         List<List<Segment>> bySegment = new ArrayList<>();
         int shard = 0;
@@ -375,7 +378,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     @Override
     public void beforeBackward(ParameterSet.Unit unit) {
         if (stage == 3) open(unit, backwardOrder);
-        Tensor g = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
+        Tensor g = buffers.take(unit.size(), true);
         transientGrads.add(g);
         unitGrads[unit.index()] = g;
         for (Parameter p : unit.parameters()) p.bindGrad(view(g, unit, p));
@@ -397,15 +400,18 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
                     if (micro == 0) {
                         g.group().reduceScatter(piece, part, ReduceOp.AVG);
                     } else {
-                        try (Tensor reduced = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), piece.dim(0))) {
+                        Tensor reduced = buffers.take(piece.dim(0), false);
+                        try {
                             g.group().reduceScatter(reduced, part, ReduceOp.AVG);
                             Vectors.accumulate(piece, reduced);
+                        } finally {
+                            buffers.give(reduced);
                         }
                     }
                 }
             } finally {
                 transientGrads.remove(whole);
-                whole.close();
+                buffers.give(whole);
             }
             return null;
         }));
@@ -436,15 +442,15 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         bindValues(unit, full);
     }
 
-    /** On the rank thread: the unit's whole values in a new BUFFERS tensor. */
+    /** On the rank thread: the unit's whole values in a transient buffer. */
     private Tensor gatherNow(ParameterSet.Unit unit) {
-        Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, params.dtype(), unit.size());
+        Tensor t = buffers.take(unit.size(), false);
         try {
             for (Segment g : segments.get(unit.index())) {
                 g.group().allGather(t.slice(0, g.offset() - unit.offset(), g.length()), g.pieceOf(valueShard));
             }
         } catch (RuntimeException e) {
-            t.close();
+            buffers.give(t);
             throw e;
         }
         return t;
@@ -465,7 +471,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
     /** Frees gathers prefetched but never opened (a pass left its recorded order); rank thread, nothing queued. */
     private void discardPrefetched() {
         for (Future<Tensor> f : prefetched.values()) {
-            if (f.state() == Future.State.SUCCESS) f.resultNow().close();
+            if (f.state() == Future.State.SUCCESS) buffers.give(f.resultNow());
         }
         prefetched.clear();
     }
@@ -500,7 +506,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         if (full == null) return;
         bindValues(unit, null);
         gatheredValues[unit.index()] = null;
-        full.close();
+        buffers.give(full);
     }
 
     private void bindValues(ParameterSet.Unit unit, Tensor full) {
@@ -673,6 +679,7 @@ public final class ZeroShardedUpdate implements ParameterUpdate, Gpt.Hooks {
         discardPrefetched();
         for (Tensor g : transientGrads) g.close();
         for (Tensor v : gatheredValues) if (v != null) v.close();
+        buffers.close();
         if (valueShard != null) valueShard.close();
         gradShard.close();
         moments.close();
