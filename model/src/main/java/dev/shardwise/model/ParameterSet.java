@@ -299,6 +299,13 @@ public final class ParameterSet implements AutoCloseable {
             return List.copyOf(specs.values());
         }
 
+        /** P, the elements declared so far (padding excluded), as {@link ParameterSet#count} of the allocated set. */
+        public long count() {
+            long n = 0;
+            for (Spec s : specs.values()) n += s.numel();
+            return n;
+        }
+
         /** P': the flat buffers' length with every unit padded to a multiple of {@code padMultiple}, without allocating. */
         public long paddedCount(int padMultiple) {
             if (padMultiple < 1) throw new IllegalArgumentException("padMultiple must be >= 1, got " + padMultiple);

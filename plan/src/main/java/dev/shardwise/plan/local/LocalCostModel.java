@@ -69,7 +69,7 @@ public final class LocalCostModel {
         ParameterSet.Builder[] declared = new ParameterSet.Builder[p];
         for (int stage = 0; stage < p; stage++) {
             declared[stage] = declare(layout, parts, stage);
-            long params = declared[stage].specs().stream().mapToLong(ParameterSet.Spec::numel).sum();   // before padding
+            long params = declared[stage].count();   // before padding
             boolean embeddingAndHead = p == 1;   // one stage holds the embedding and the tied head, which gathers it again
             reduce[stage] = reduction(layout, declared[stage], params, m, embeddingAndHead)
                     + (p > 1 && (stage == 0 || stage == p - 1) ? embeddingSwap(layout) : 0);
@@ -207,7 +207,7 @@ public final class LocalCostModel {
             return 4 * (zero == 3 ? shard : all) + 4 * shard + 8 * shard + unitBuffers;
         }
         if (layout.ep() > 1) {
-            long params = declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+            long params = declared.count();
             return 4 * params + 4 * params + 8 * optimizerElements(layout, declared);
         }
         long padded = declared.paddedCount(ZeroStage.of(zero).paddingMultiple(dp));
@@ -229,7 +229,7 @@ public final class LocalCostModel {
      * segments' pieces at ZeRO 2 and 3).
      */
     private static long optimizerElements(ParallelLayout layout, ParameterSet.Builder declared) {
-        if (layout.zeroStage() == 0) return declared.specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+        if (layout.zeroStage() == 0) return declared.count();
         if (layout.ep() == 1) return declared.paddedCount(ZeroStage.of(layout.zeroStage()).paddingMultiple(layout.dp())) / layout.dp();
         if (layout.zeroStage() >= 2) return shardElements(layout, declared);
         return ZeroMemory.expertParallelStateElements(declared.specs(), MoeConfig::isExpertParameter, layout.zeroStage(), layout.dp(),

@@ -33,10 +33,10 @@ import java.util.Map;
  * @param gradientSecondsPerElement    zeroing a gradient before the step's first micro-batch and reading it for the
  *                                     clipping norm, per gradient element a rank holds, from cold caches
  * @param allReduceSecondsPerByte      ring all-reduce over all {@code ranks}, per byte reduced (0 for one rank)
- * @param allGatherSecondsPerByte      ZeRO 3's gather of a unit over all ranks into a freshly allocated buffer, per byte
- *                                     of the whole unit (0 for one rank)
- * @param reduceScatterSecondsPerByte  ZeRO 2's and 3's reduce-scatter of a unit's gradients from a freshly allocated and
- *                                     written buffer, per byte of the whole unit (0 for one rank)
+ * @param allGatherSecondsPerByte      ZeRO 3's gather of a unit over all ranks into a reused unit buffer, per byte of
+ *                                     the whole unit (0 for one rank)
+ * @param reduceScatterSecondsPerByte  ZeRO 2's and 3's reduce-scatter of a unit's gradients from a reused buffer, zeroed
+ *                                     and then written, per byte of the whole unit (0 for one rank)
  * @param collectiveLatencySeconds     one small collective over all ranks
  * @param sendSecondsPerByte           one point-to-point message, per byte
  */

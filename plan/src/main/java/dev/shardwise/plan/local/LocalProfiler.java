@@ -38,10 +38,10 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * the head with the loss) forward and backward on {@code ranks} rank threads at once, each with the share of the
  * cores training would give it ({@link LocalCluster}), whole and under each tensor- and expert-parallel split asked
  * for (the ranks then form tp and ep groups and run their slices with the groups' collectives), plus the update over
- * one block (AdamW; the gradients' zeroing and norm) and the local backend's all-reduce, ZeRO's unit all-gather and reduce-scatter (fresh buffers, as the ZeRO 2/3 hooks
- * allocate them), and send. Each time is the fastest of a few repetitions after a warm-up (a shared
- * machine's noise only ever slows a repetition down; {@code bench planner} compares it with each layout's fastest
- * round), taken on the slowest rank, with every rank starting each repetition together and each timed phase starting
+ * one block (AdamW; the gradients' zeroing and norm) and the local backend's all-reduce, ZeRO's unit all-gather and
+ * reduce-scatter (through reused unit buffers, as the ZeRO 2/3 hooks recycle theirs), and send. Each time is the
+ * fastest of a few repetitions after a warm-up (a shared machine's noise only ever slows a repetition down;
+ * {@code bench planner} compares it with each layout's fastest round), taken on the slowest rank, with every rank starting each repetition together and each timed phase starting
  * with cold caches, as in training (see {@link #EVICTION_BYTES}).
  */
 public final class LocalProfiler {
@@ -313,19 +313,20 @@ public final class LocalProfiler {
         }
 
         /**
-         * Per byte: the all-reduce; ZeRO's all-gather of a unit into a fresh buffer and reduce-scatter of a fresh, written
-         * gradient buffer (a block's parameters, as the ZeRO 2/3 hooks move them, allocation and first touch included);
+         * Per byte: the all-reduce; ZeRO's all-gather of a unit and reduce-scatter of its zeroed, then written gradient
+         * buffer (a block's parameters, through buffers reused from pass to pass as the ZeRO 2/3 hooks recycle theirs);
          * then a small collective's seconds and a send's seconds per byte. All 0 for one rank.
          */
         private double[] collectives() {
             if (world.size() == 1) return new double[5];
             int n = world.size();
-            long blockParameters = Gpt.declare(config, List.of(blockSpan(1)), true, TensorParallel.NONE)
-                    .specs().stream().mapToLong(ParameterSet.Spec::numel).sum();
+            long blockParameters = Gpt.declare(config, List.of(blockSpan(1)), true, TensorParallel.NONE).count();
             int unit = Math.toIntExact(Math.max(COLLECTIVE_FLOATS, blockParameters) / n * n);
             try (Tensor big = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, COLLECTIVE_FLOATS);
                  Tensor small = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 1);
-                 Tensor shard = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit / n)) {
+                 Tensor shard = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit / n);
+                 Tensor whole = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit);
+                 Tensor grads = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit)) {
                 double[] reduce = new double[repeats], gather = new double[repeats], scatter = new double[repeats],
                         latency = new double[repeats], send = new double[repeats];
                 for (int r = -1; r < repeats; r++) {
@@ -342,16 +343,12 @@ public final class LocalProfiler {
                     long t4 = System.nanoTime();
                     world.barrier();
                     long t5 = System.nanoTime();
-                    try (Tensor whole = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit)) {
-                        world.allGather(whole, shard);
-                    }
+                    world.allGather(whole, shard);
                     long t6 = System.nanoTime();
                     world.barrier();
                     long t7 = System.nanoTime();
-                    try (Tensor grads = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, unit)) {
-                        grads.segment().fill((byte) 0);   // backward's first touch of the fresh unit gradient
-                        world.reduceScatter(shard, grads, ReduceOp.AVG);
-                    }
+                    Vectors.zero(grads);   // as a recycled unit gradient is zeroed before backward writes it
+                    world.reduceScatter(shard, grads, ReduceOp.AVG);
                     long t8 = System.nanoTime();
                     if (r < 0) continue;
                     reduce[r] = (t1 - t0) / 1e9 / (4.0 * COLLECTIVE_FLOATS);
