@@ -149,7 +149,7 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         this.adamW = new ShardAdamW(settings);
         int shard = 0;
         for (Run r : runs) {
-            Communicator group = group(r);
+            Communicator group = group(r.expert());
             int chunk = chunk(r, group), from = Math.min(r.length(), sharded ? group.rank() * chunk : 0);
             int length = Math.min(r.length() - from, sharded ? chunk : r.length());
             adamW.addRange(params, params.parameters(), r.offset() + from, length, shard);
@@ -194,8 +194,9 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
         }
     }
 
-    private Communicator group(Run r) {
-        return r.expert() ? expertDp : dp;
+    /** The group that reduces and shards a run: expert dp for experts' elements, else dp. */
+    private Communicator group(boolean expert) {
+        return expert ? expertDp : dp;
     }
 
     /** Elements per owner of a run: ⌈length / n⌉ when sharded, else the whole run. */
@@ -233,7 +234,7 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     /** Averages {@code part}'s gradients over its group (dp, or the experts' over expert dp), an expert's then scaled by 1/ep. */
     private void reduce(Part part) {
         Tensor g = params.grads().slice(0, part.offset(), part.length());
-        Communicator group = part.expert() ? expertDp : dp;
+        Communicator group = group(part.expert());
         if (group.size() > 1) group.allReduce(g, ReduceOp.AVG);
         if (part.expert()) Vectors.scale(g, 1.0 / ep.size());
     }
@@ -291,7 +292,7 @@ public final class ExpertParallelUpdate implements ParameterUpdate {
     /** ZeRO 1: every owner of a run's chunk broadcasts that chunk of {@code flat} [P'] over the run's group. */
     private void broadcastChunks(Tensor flat) {
         for (Run r : runs) {
-            Communicator group = group(r);
+            Communicator group = group(r.expert());
             int chunk = chunk(r, group);
             for (int owner = 0; owner < group.size(); owner++) {
                 int from = Math.min(r.length(), owner * chunk), length = Math.min(r.length() - from, chunk);

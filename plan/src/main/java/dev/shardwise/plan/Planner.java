@@ -10,11 +10,11 @@ import java.util.List;
 
 /**
  * Searches layouts of a model on a cluster for a global batch: every tp (a power of two up to a node, dividing the
- * heads, ffn and vocab), pp up to the layers (blocks split as {@link LayerSplit} when pp does not divide them), dp = devices/(tp·pp) dividing the batch, micro-batch a power of
- * two dividing B/dp, vpp (interleaved, when m is a multiple of p), ZeRO stage, recompute policy and sequence
- * parallelism, and schedule (1F1B or ZB-H1 with one chunk per stage, interleaved 1F1B with several), and for a
- * mixture-of-experts model ep (a power of two dividing dp and the experts), keeping those whose peak memory fits the
- * device.
+ * heads, ffn and vocab), pp up to the layers (blocks split as {@link LayerSplit} when pp does not divide them),
+ * dp = devices/(tp·pp) dividing the batch, micro-batch a power of two dividing B/dp, vpp (interleaved, when m is a
+ * multiple of p), ZeRO stage, recompute policy and sequence parallelism, and schedule (1F1B or ZB-H1 with one chunk
+ * per stage, interleaved 1F1B with several), and for a mixture-of-experts model ep (a power of two dividing dp and
+ * the experts), keeping those whose peak memory fits the device.
  *
  * <p>Pruning, each step safe under the cost model: sequence parallelism is always on when tp &gt; 1 (it costs the
  * same communication and saves memory and element-wise time); for each (tp, pp, dp, micro-batch, vpp, schedule)

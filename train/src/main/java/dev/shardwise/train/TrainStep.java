@@ -217,8 +217,9 @@ public final class TrainStep implements AutoCloseable {
 
     /**
      * The step's MoE figures, and DeepSeek-V3's bias update (after the optimizer, so every replica moves its bias
-     * alike; under ZeRO 3 each rank moves the elements of its shard, through the update's addToValues): each layer's load is averaged over the data-parallel replicas first (collective over the data-parallel
-     * group, one scalar per expert; then over the pipeline for the figures). Null for a dense model; every rank of a
+     * alike; under ZeRO 3 each rank moves the elements of its shard, through the update's addToValues): each layer's
+     * load is averaged over the data-parallel replicas first (collective over the data-parallel group, one scalar per
+     * expert; then over the pipeline for the figures). Null for a dense model; every rank of a
      * model with MoE calls the same collectives whether or not its stage holds an MoE block.
      */
     private MoeReport afterMoeStep() {
