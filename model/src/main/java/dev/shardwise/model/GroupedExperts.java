@@ -122,17 +122,28 @@ final class GroupedExperts {
     /** xs [M, C] sorted by expert, rows [offsets[e], offsets[e+1]) for expert e -> out [M, C]. */
     Saved forward(StepArena arena, Tensor xs, int[] offsets) {
         ExpertTiles tiles = new ExpertTiles();
-        Saved saved = forwardTiles(arena, xs, offsets, tiles);
+        Saved saved = forwardTiles(arena, xs, offsets, tiles, null);
         tiles.run();
         finishForward(saved, offsets);
         return saved;
     }
 
     /**
-     * The first half of {@link #forward}: allocates what forward saves and adds its tiles (an expert's block of at
-     * most {@value #ROW_TILE} rows through the whole MLP) to {@code tiles}. Run the tiles, then {@link #finishForward}.
+     * Work a tile does on its own rows before its products, on its thread: filling its rows of the input (a fused
+     * dispatch or combine backward), so the rows are in cache when the first product reads them and no separate pass
+     * over the pool is needed.
      */
-    Saved forwardTiles(StepArena arena, Tensor xs, int[] offsets, ExpertTiles tiles) {
+    interface RowPrologue {
+        /** Prepares rows [at, at + rows). */
+        void prepare(int at, int rows);
+    }
+
+    /**
+     * The first half of {@link #forward}: allocates what forward saves and adds its tiles (an expert's block of at
+     * most {@value #ROW_TILE} rows through the whole MLP) to {@code tiles}, each first running {@code prologue} (when not
+     * null) over its rows of xs. Run the tiles, then {@link #finishForward}.
+     */
+    Saved forwardTiles(StepArena arena, Tensor xs, int[] offsets, ExpertTiles tiles, RowPrologue prologue) {
         int m = xs.dim(0), c = xs.dim(1);
         // row blocks: under expert parallelism M is the rows routed to this rank, which change from step to step
         Tensor first = arena.allocateRowsForOverwrite(xs.dtype(), m, hidden);
@@ -140,7 +151,10 @@ final class GroupedExperts {
         Tensor third = swiGlu ? arena.allocateRowsForOverwrite(xs.dtype(), m, hidden) : null;
         Tensor out = arena.allocateRowsForOverwrite(xs.dtype(), m, c);
         Saved saved = new Saved(first, second, third, out);
-        addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> forwardRows(expert, at, rows, xs, saved));
+        addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> {
+            if (prologue != null) prologue.prepare(at, rows);
+            forwardRows(expert, at, rows, xs, saved);
+        });
         return saved;
     }
 
@@ -202,7 +216,7 @@ final class GroupedExperts {
      */
     void backward(StepArena arena, Tensor dxs, Tensor dys, Tensor xs, int[] offsets, Saved saved, WeightGradients weightQueue) {
         ExpertTiles tiles = new ExpertTiles();
-        Hidden hidden = backwardTiles(arena, dxs, dys, xs, offsets, saved, tiles);
+        Hidden hidden = backwardTiles(arena, dxs, dys, xs, offsets, saved, tiles, null);
         tiles.run();
         finishBackward(dxs, offsets);
         WeightGradients.defer(weightQueue, () -> {
@@ -214,10 +228,12 @@ final class GroupedExperts {
 
     /**
      * The input-gradient half of {@link #backward}: adds its tiles (an expert's block of at most {@value #ROW_TILE}
-     * rows back through the MLP, dys -> dxs) to {@code tiles} and returns the buffers they fill for
-     * {@link #weightTiles}. Run the tiles, then {@link #finishBackward}.
+     * rows back through the MLP, dys -> dxs) to {@code tiles}, each first running {@code prologue} (when not null) over
+     * its rows of dys, and returns the buffers they fill for {@link #weightTiles}. Run the tiles, then
+     * {@link #finishBackward}.
      */
-    Hidden backwardTiles(StepArena arena, Tensor dxs, Tensor dys, Tensor xs, int[] offsets, Saved saved, ExpertTiles tiles) {
+    Hidden backwardTiles(StepArena arena, Tensor dxs, Tensor dys, Tensor xs, int[] offsets, Saved saved, ExpertTiles tiles,
+                         RowPrologue prologue) {
         int m = xs.dim(0), c = xs.dim(1);
         // GELU: dy·W_proj, then GELU's backward in place; SwiGLU: dh = dy·W_down, and d(gate), d(up) zeroed (its kernel
         // accumulates)
@@ -225,6 +241,7 @@ final class GroupedExperts {
         Tensor dSecond = swiGlu ? arena.allocateRows(xs.dtype(), m, hidden) : null;
         Tensor dHidden = swiGlu ? arena.allocateRowsForOverwrite(xs.dtype(), m, hidden) : null;
         addRowTiles(offsets, (long) hidden * c * weights[0].length, tiles, (expert, at, rows) -> () -> {
+            if (prologue != null) prologue.prepare(at, rows);
             Tensor dx = dxs.slice(0, at, rows), dy = dys.slice(0, at, rows), f = saved.first.slice(0, at, rows);
             Tensor df = dFirst.slice(0, at, rows);
             if (swiGlu) {

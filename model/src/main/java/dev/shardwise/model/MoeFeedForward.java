@@ -55,7 +55,7 @@ final class MoeFeedForward implements FeedForward {
      *
      * @param routing   the router's choice, gates and probabilities
      * @param rowOf     where assignment a = n·k + j sits in xs, or -1 when capacity dropped it [N·k]
-     * @param tokenOf   the token of each row of xs [M]
+     * @param assigned  the assignment a = n·k + j of each row of xs (token n = a / k) [M]
      * @param offsets   expert e's rows of xs are [offsets[e], offsets[e+1]) [E + 1]
      * @param xs        the dispatched tokens [M, C]
      * @param experts   the experts' saved activations (ep 1), or null
@@ -66,13 +66,13 @@ final class MoeFeedForward implements FeedForward {
      * @param auxLoss   α·balance + β·z-loss of this pass (unscaled)
      * @param out       y [N, C] (under sequence parallelism this rank's shard [N/tp, C]; N above is always the whole)
      */
-    record Saved(MoeRouter.Routing routing, int[] rowOf, int[] tokenOf, int[] offsets, Tensor xs,
+    record Saved(MoeRouter.Routing routing, int[] rowOf, int[] assigned, int[] offsets, Tensor xs,
                  GroupedExperts.Saved experts, ExpertDispatch.Saved exchanged, Tensor ys, GroupedExperts.Saved shared,
                  double scale, double auxLoss, Tensor out)
             implements Layer.Saved {
         /** The same with output {@code y}. */
         Saved withOut(Tensor y) {
-            return new Saved(routing, rowOf, tokenOf, offsets, xs, experts, exchanged, ys, shared, scale, auxLoss, y);
+            return new Saved(routing, rowOf, assigned, offsets, xs, experts, exchanged, ys, shared, scale, auxLoss, y);
         }
     }
 
@@ -157,12 +157,12 @@ final class MoeFeedForward implements FeedForward {
         int[] offsets = new int[e + 1];
         for (int j = 0; j < e; j++) offsets[j + 1] = offsets[j] + kept[j];
         int m = offsets[e];
-        int[] next = offsets.clone(), tokenOf = new int[m];
+        int[] next = offsets.clone(), assigned = new int[m];
         for (int a = 0; a < n * k; a++) {
             if (rowOf[a] < 0) continue;
             int r = next[routing.choice()[a]]++;
             rowOf[a] = r;
-            tokenOf[r] = a / k;
+            assigned[r] = a;
         }
         Tensor xs = null, ys = null;
         GroupedExperts.Saved expertsSaved = null, sharedSaved = null;
@@ -171,17 +171,17 @@ final class MoeFeedForward implements FeedForward {
         ExpertTiles tiles = new ExpertTiles();
         if (dispatch != null) {   // every rank joins the all-to-alls, tokens or not
             xs = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
-            if (m > 0) MoeRows.gather(xs.slice(0, 0, m), x, tokenOf);
+            if (m > 0) MoeRows.gatherAssigned(xs.slice(0, 0, m), x, assigned, k);
             exchanged = dispatch.forward(arena, xs, m, c, x.dtype(), offsets);
             ys = exchanged.ys();
-        } else if (m > 0) {
-            xs = arena.allocateForOverwrite(x.dtype(), m, c);
-            MoeRows.gather(xs, x, tokenOf);
-            expertsSaved = experts.forwardTiles(arena, xs, offsets, tiles);
+        } else if (m > 0) {   // each expert tile gathers its own rows of xs first
+            Tensor dispatched = xs = arena.allocateForOverwrite(x.dtype(), m, c);
+            expertsSaved = experts.forwardTiles(arena, xs, offsets, tiles,
+                    (at, rows) -> MoeRows.gatherAssigned(dispatched, x, assigned, k, at, rows));
             ys = expertsSaved.out();
         }
         int[] all = {0, n};
-        if (shared != null) sharedSaved = shared.forwardTiles(arena, x, all, tiles);
+        if (shared != null) sharedSaved = shared.forwardTiles(arena, x, all, tiles, null);
         tiles.run();
         if (expertsSaved != null) experts.finishForward(expertsSaved, offsets);
         if (sharedSaved != null) shared.finishForward(sharedSaved, all);
@@ -197,7 +197,7 @@ final class MoeFeedForward implements FeedForward {
             assignments += (long) n * k;
             run.recordAuxLoss(aux);
         }
-        return new Saved(routing, rowOf, tokenOf, offsets, xs, expertsSaved, exchanged, ys, sharedSaved, run.lossScale(), aux, y);
+        return new Saved(routing, rowOf, assigned, offsets, xs, expertsSaved, exchanged, ys, sharedSaved, run.lossScale(), aux, y);
     }
 
     /**
@@ -232,7 +232,7 @@ final class MoeFeedForward implements FeedForward {
         int n = x.dim(0), c = x.dim(1), k = moe.topK();
         double[] dgate = new double[n * k];
         Tensor dxs = null;
-        int m = saved.tokenOf.length;
+        int m = saved.assigned.length;
         int[] all = {0, n};
         ExpertTiles tiles = new ExpertTiles();   // the routed (ep 1) and shared experts' input-gradient tiles
         GroupedExperts.Hidden expertsHidden = null, sharedHidden = null;
@@ -240,17 +240,21 @@ final class MoeFeedForward implements FeedForward {
         if (saved.xs != null) {
             // y_n += s·g·ys_r: dys_r = s·g·dy_n, dg = s·dy_n·ys_r
             dys = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
-            MoeRows.combineBackward(dys, dgate, dy, saved.ys, saved.rowOf, k, routing.gate(), moe.routedScale());
             if (dispatch != null) {
+                MoeRows.combineBackward(dys, dgate, dy, saved.ys, saved.rowOf, k, routing.gate(), moe.routedScale());
                 dxs = dispatch.backward(arena, dys, m, c, saved.exchanged, weights);
-            } else {
+            } else {   // each expert tile writes its own rows of dys (and their gates' gradients) first
+                Tensor dysAll = dys;
+                double[] dgateAll = dgate;
                 dxs = arena.allocateForOverwrite(x.dtype(), m, c);
-                expertsHidden = experts.backwardTiles(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, tiles);
+                expertsHidden = experts.backwardTiles(arena, dxs, dys, saved.xs, saved.offsets, saved.experts, tiles,
+                        (at, rows) -> MoeRows.combineBackwardRows(dysAll, dgateAll, dy, saved.ys, saved.assigned, k,
+                                routing.gate(), moe.routedScale(), at, rows));
             }
         }
         if (shared != null) {
             dshared = arena.allocateForOverwrite(x.dtype(), n, c);
-            sharedHidden = shared.backwardTiles(arena, dshared, dy, x, all, saved.shared, tiles);
+            sharedHidden = shared.backwardTiles(arena, dshared, dy, x, all, saved.shared, tiles, null);
         }
         tiles.run();
         if (expertsHidden != null) experts.finishBackward(dxs, saved.offsets);

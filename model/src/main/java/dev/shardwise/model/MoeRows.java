@@ -48,6 +48,24 @@ final class MoeRows {
         });
     }
 
+    /** dst[i, :] = src[assignment[i] / k, :] for i in [0, dst rows): dispatch by assignment (a = n·k + j is token n's). */
+    static void gatherAssigned(Tensor dst, Tensor src, int[] assignment, int k) {
+        forBlocks(dst.dim(0), (lo, hi) -> gatherAssigned(dst, src, assignment, k, lo, hi - lo));
+    }
+
+    /**
+     * dst[i, :] = src[assignment[i] / k, :] for i in [from, from + count), on this thread: one expert tile's share of a
+     * dispatch by assignment (a = n·k + j is token n's). src [N, C], dst [M, C].
+     */
+    static void gatherAssigned(Tensor dst, Tensor src, int[] assignment, int k, int from, int count) {
+        int c = width(dst, src);
+        long rowBytes = (long) c * dst.dtype().byteSize();
+        for (int i = from; i < from + count; i++) {
+            MemorySegment.copy(src.segment(), src.byteOffset() + (long) (assignment[i] / k) * rowBytes, dst.segment(),
+                    dst.byteOffset() + i * rowBytes, rowBytes);
+        }
+    }
+
     /** dst[rows[i], :] = src[i, :] for i in [0, src rows) (the inverse of {@link #gather}); rows distinct; src [M, C], dst [N, C]. */
     static void scatter(Tensor dst, Tensor src, int[] rows) {
         int c = width(dst, src), m = src.dim(0);
@@ -104,22 +122,44 @@ final class MoeRows {
                 for (int j = 0; j < k; j++) {
                     int a = t * k + j, r = rowOf[a];
                     if (r < 0) continue;
-                    long dOff = offset(dys, r, c), so = offset(ys, r, c);
-                    if (f32) {
-                        scaleF32(dS, dOff, (float) (scale * gate[a]), gS, go, c);
-                        dgate[a] = scale * dotF32(gS, go, sS, so, c);
-                    } else {
-                        double s = 0;
-                        for (int i = 0; i < c; i++) {
-                            double g = gS.get(DL, go + 8L * i);
-                            dS.set(DL, dOff + 8L * i, scale * gate[a] * g);
-                            s += g * sS.get(DL, so + 8L * i);
-                        }
-                        dgate[a] = scale * s;
-                    }
+                    combineBackwardRow(dS, offset(dys, r, c), dgate, a, gS, go, sS, offset(ys, r, c), c, f32, gate[a], scale);
                 }
             }
         });
+    }
+
+    /**
+     * {@link #combineBackward} for dispatched rows r in [from, from + count), on this thread (one expert tile's rows):
+     * with a = assignment[r], n = a / k, dys[r, :] = s·g_a·dy[n, :] and dgate[a] = s·Σ_i dy[n, i]·ys[r, i], the same
+     * arithmetic as {@link #combineBackward}, so the same bits. dy [N, C]; dys, ys [M, C].
+     */
+    static void combineBackwardRows(Tensor dys, double[] dgate, Tensor dy, Tensor ys, int[] assignment, int k, double[] gate,
+                                    double scale, int from, int count) {
+        int c = width(dys, dy);
+        width(dys, ys);
+        boolean f32 = dy.dtype() == DType.F32;
+        MemorySegment dS = dys.segment(), gS = dy.segment(), sS = ys.segment();
+        for (int r = from; r < from + count; r++) {
+            int a = assignment[r];
+            combineBackwardRow(dS, offset(dys, r, c), dgate, a, gS, offset(dy, a / k, c), sS, offset(ys, r, c), c, f32, gate[a], scale);
+        }
+    }
+
+    /** One kept assignment a of combine's backward: its dys row (at dOff) and dgate[a], from dy's row (go) and ys's (so). */
+    private static void combineBackwardRow(MemorySegment dS, long dOff, double[] dgate, int a, MemorySegment gS, long go,
+                                           MemorySegment sS, long so, int c, boolean f32, double gate, double scale) {
+        if (f32) {
+            scaleF32(dS, dOff, (float) (scale * gate), gS, go, c);
+            dgate[a] = scale * dotF32(gS, go, sS, so, c);
+        } else {
+            double s = 0;
+            for (int i = 0; i < c; i++) {
+                double g = gS.get(DL, go + 8L * i);
+                dS.set(DL, dOff + 8L * i, scale * gate * g);
+                s += g * sS.get(DL, so + 8L * i);
+            }
+            dgate[a] = scale * s;
+        }
     }
 
     /**

@@ -93,6 +93,39 @@ class MoeRowsTest {
         }
     }
 
+    /**
+     * The per-tile row moves that the expert tiles run on their own rows at ep 1 (dispatch by assignment, combine's
+     * backward by dispatched row), over ragged row ranges, give the same bits as the whole passes over the pool.
+     */
+    @ParameterizedTest(name = "{0}")
+    @EnumSource(value = DType.class, names = {"F32", "F64"})
+    void tileRowMovesAreTheSameBitsAsTheWholePasses(DType dtype) {
+        int m = rows(routing(null));
+        int[] tokenOf = new int[m], rowOf = routing(tokenOf), assigned = new int[m];
+        for (int a = 0; a < N * K; a++) if (rowOf[a] >= 0) assigned[rowOf[a]] = a;
+        double[] gate = new double[N * K];
+        SplittableRandom random = new SplittableRandom(5);
+        for (int a = 0; a < gate.length; a++) gate[a] = random.nextDouble();
+        Tensor x = random(dtype, 1, N), ys = random(dtype, 3, m), dy = random(dtype, 4, N);
+        Tensor whole = alloc(dtype, m), wholeDys = alloc(dtype, m), byAssignment = alloc(dtype, m);
+        double[] wholeDgate = new double[N * K];
+        MoeRows.gather(whole, x, tokenOf);
+        MoeRows.gatherAssigned(byAssignment, x, assigned, K);
+        MoeRows.combineBackward(wholeDys, wholeDgate, dy, ys, rowOf, K, gate, 0.75);
+
+        Tensor tiled = alloc(dtype, m), tiledDys = alloc(dtype, m);
+        double[] tiledDgate = new double[N * K];
+        for (int at = 0, size = 1; at < m; at += size, size = size * 3 % 17 + 1) {   // ragged ranges, one of 1 row
+            int rows = Math.min(size, m - at);
+            MoeRows.gatherAssigned(tiled, x, assigned, K, at, rows);
+            MoeRows.combineBackwardRows(tiledDys, tiledDgate, dy, ys, assigned, K, gate, 0.75, at, rows);
+        }
+        assertArrayEquals(whole.toDoubleArray(), byAssignment.toDoubleArray(), dtype + " gather by assignment");
+        assertArrayEquals(whole.toDoubleArray(), tiled.toDoubleArray(), dtype + " gather by tile rows");
+        assertArrayEquals(wholeDys.toDoubleArray(), tiledDys.toDoubleArray(), dtype + " dys by tile rows");
+        assertArrayEquals(wholeDgate, tiledDgate, dtype + " dgate by tile rows");
+    }
+
     /** Expert parallelism's return to source order: out[order[i]] = in[i] over a permutation, any thread count the same bits. */
     @ParameterizedTest(name = "{0}")
     @EnumSource(value = DType.class, names = {"F32", "F64"})
