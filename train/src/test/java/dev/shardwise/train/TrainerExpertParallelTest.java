@@ -38,22 +38,38 @@ class TrainerExpertParallelTest {
      * model with 4 experts of hidden 32, top-2, in every block; micro-batches of 2 rows, 2 per step per replica.
      */
     static Map<String, Object> flags(Path runDir, int ranks, int pp, int ep, int zero, int steps) {
+        return flags(runDir, ranks, pp, 1, ep, zero, steps);
+    }
+
+    /**
+     * As {@link #flags(Path, int, int, int, int, int)} with {@code vpp} model chunks per stage: vpp 2 runs the
+     * interleaved schedule on a model of pp·vpp blocks, cut a block per chunk, so every chunk holds one MoE block.
+     */
+    static Map<String, Object> flags(Path runDir, int ranks, int pp, int vpp, int ep, int zero, int steps) {
         Map<String, Object> flags = new HashMap<>(TrainerResumeTest.flags(data, runDir, ranks, zero));
+        int layers = Math.max(2, pp * vpp);
         flags.put("pp", pp);
-        if (pp == 2) flags.put("pipelineCut", List.of(0, 1));   // one MoE block per stage (balancing would give stage 0 both)
+        flags.put("vpp", vpp);
+        if (vpp > 1) flags.put("schedule", "interleaved");
+        // one MoE block per chunk (balancing would give stage 0 both of pp 2's)
+        if (pp > 1) flags.put("pipelineCut", java.util.stream.IntStream.range(0, layers).boxed().toList());
         flags.put("ep", ep);
         flags.put("batchSize", 2);
         flags.put("gradAccumulation", 2);
         flags.put("steps", steps);
         flags.put("evalEvery", 5);
         flags.put("checkpointEvery", 10);
-        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2,
+        flags.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", layers, "hidden", 16, "heads", 2,
                 "kvHeads", 2, "ffnHidden", 64, "moe", Map.of("experts", 4, "topK", 2, "expertHidden", 32)));
         return flags;
     }
 
     static TrainConfig config(Path runDir, int ranks, int pp, int ep, int zero) {
-        return ConfigLoader.resolve(Map.of(), "test", flags(runDir, ranks, pp, ep, zero, 20));
+        return config(runDir, ranks, pp, 1, ep, zero);
+    }
+
+    static TrainConfig config(Path runDir, int ranks, int pp, int vpp, int ep, int zero) {
+        return ConfigLoader.resolve(Map.of(), "test", flags(runDir, ranks, pp, vpp, ep, zero, 20));
     }
 
     static List<Double> column(Path runDir, String key) throws IOException {
@@ -69,24 +85,34 @@ class TrainerExpertParallelTest {
         }
     }
 
-    @ParameterizedTest(name = "ranks={0} pp={1} ep={2} zero={3}")
-    @CsvSource({"2, 1, 2, 0", "4, 1, 4, 1", "4, 1, 2, 1", "4, 2, 2, 0", "4, 1, 2, 2", "4, 1, 2, 3", "4, 2, 2, 3"})
-    void expertParallelTrainsLikeEp1(int ranks, int pp, int ep, int zero) throws IOException {
-        String name = "ranks " + ranks + " pp " + pp + " ep " + ep + " zero " + zero;
-        Path reference = dir.resolve("ep1-" + ranks + "-" + pp + "-" + zero), run = dir.resolve("ep" + ep + "-" + ranks + "-" + pp + "-" + zero);
+    /**
+     * ep against ep 1 at the same layout; vpp 2 is the interleaved schedule (4 chunks of one MoE block over pp 2, each
+     * rank running two), whose chunks each run their experts' all-to-alls over the same dp group.
+     */
+    @ParameterizedTest(name = "ranks={0} pp={1} vpp={2} ep={3} zero={4}")
+    @CsvSource({"2, 1, 1, 2, 0", "4, 1, 1, 4, 1", "4, 1, 1, 2, 1", "4, 2, 1, 2, 0", "4, 1, 1, 2, 2", "4, 1, 1, 2, 3", "4, 2, 1, 2, 3",
+            "4, 2, 2, 2, 0", "4, 2, 2, 2, 1", "4, 2, 2, 2, 3"})
+    void expertParallelTrainsLikeEp1(int ranks, int pp, int vpp, int ep, int zero) throws IOException {
+        String name = "ranks " + ranks + " pp " + pp + " vpp " + vpp + " ep " + ep + " zero " + zero;
+        String layout = ranks + "-" + pp + (vpp > 1 ? "-vpp" + vpp : "") + "-" + zero;
+        Path reference = dir.resolve("ep1-" + layout), run = dir.resolve("ep" + ep + "-" + layout);
         if (!Files.exists(reference)) {   // ep 2 and ep 4 over dp 4 at ZeRO 1 share their reference
-            new Trainer(config(reference, ranks, pp, 1, zero), TrainerResumeTest.quiet()).run(false);
+            new Trainer(config(reference, ranks, pp, vpp, 1, zero), TrainerResumeTest.quiet()).run(false);
         }
-        new Trainer(config(run, ranks, pp, ep, zero), TrainerResumeTest.quiet()).run(false);
+        new Trainer(config(run, ranks, pp, vpp, ep, zero), TrainerResumeTest.quiet()).run(false);
         assertClose(column(reference, "loss"), column(run, "loss"), 1e-5, name + ": loss of step");
         assertClose(column(reference, "val_loss"), column(run, "val_loss"), 1e-5, name + ": validation loss");
         // AdamW hardly sees a gradient's scale; the norm does (each expert's gradient counted once, scaled by 1/ep)
         assertClose(column(reference, "grad_norm"), column(run, "grad_norm"), 1e-5, name + ": gradient norm");
+        // the routers see the same tokens: the balance loss and the expert load (summed over the chunks) agree too
+        assertClose(column(reference, "aux_loss"), column(run, "aux_loss"), 1e-5, name + ": auxiliary (balance) loss");
+        assertClose(column(reference, "moe_load_max_over_mean"), column(run, "moe_load_max_over_mean"), 1e-5,
+                name + ": expert load max/mean");
         assertEquals(20, column(run, "loss").size(), name + ": 20 steps");
         // rank 0's pool holds exactly the model state --dry-run says it allocates (ZeRO 2/3: its padded pieces of the
         // dense runs over dp and of the experts over the expert-data-parallel group), within 2% of ZeRO's formula
-        TrainConfig layout = config(run, ranks, pp, ep, zero);
-        ZeroMemory allocated = MemoryReport.allocated(layout, 0), formula = MemoryReport.formula(layout, 0);
+        TrainConfig config = config(run, ranks, pp, vpp, ep, zero);
+        ZeroMemory allocated = MemoryReport.allocated(config, 0), formula = MemoryReport.formula(config, 0);
         Map<String, Object> last = MetricsLog.read(run.resolve("metrics.jsonl")).getLast();
         for (MemoryCategory c : MemoryReport.MODEL_STATE) {
             long peak = ((Number) last.get("mem_peak_" + c.label().replace('-', '_'))).longValue();
