@@ -190,6 +190,15 @@ public final class Tensor implements AutoCloseable {
     /** All elements in row-major order as doubles. */
     public double[] toDoubleArray() {
         double[] out = new double[Math.toIntExact(numel())];
+        if (isContiguous() && dtype == DType.F32) {   // the common case without the per-element index walk
+            long at = byteOffset();
+            for (int i = 0; i < out.length; i++) out[i] = segment.get(ValueLayout.JAVA_FLOAT, at + 4L * i);
+            return out;
+        }
+        if (isContiguous() && dtype == DType.F64) {
+            MemorySegment.copy(segment, ValueLayout.JAVA_DOUBLE, byteOffset(), out, 0, out.length);
+            return out;
+        }
         int[] index = new int[shape.length];
         for (int i = 0; i < out.length; i++) {
             out[i] = read(elementOffset(index));
@@ -209,6 +218,15 @@ public final class Tensor implements AutoCloseable {
     /** Copies {@code values} (row-major) into this tensor, rounding to its dtype. */
     public Tensor copyFrom(double[] values) {
         checkLength(values.length);
+        if (isContiguous() && dtype == DType.F32) {   // the common case without the per-element index walk
+            long at = byteOffset();
+            for (int i = 0; i < values.length; i++) segment.set(ValueLayout.JAVA_FLOAT, at + 4L * i, (float) values[i]);
+            return this;
+        }
+        if (isContiguous() && dtype == DType.F64) {
+            MemorySegment.copy(values, 0, segment, ValueLayout.JAVA_DOUBLE, byteOffset(), values.length);
+            return this;
+        }
         int[] index = new int[shape.length];
         for (double v : values) {
             write(elementOffset(index), v);

@@ -51,6 +51,33 @@ class TensorTest {
         }
     }
 
+    /** The contiguous f32/f64 fast paths of the bulk copies agree with element reads on views at an offset and strided ones. */
+    @Test
+    void bulkCopiesReadAndWriteTheViewsElements() {
+        for (DType dtype : new DType[]{DType.F32, DType.F64, DType.BF16}) {
+            try (Tensor t = Tensor.allocate(pool, MemoryCategory.ACTIVATIONS, dtype, 4, 6)) {
+                double[] values = new double[24];
+                for (int i = 0; i < 24; i++) values[i] = i * 0.5 - 3;
+                t.copyFrom(values);
+                assertArrayEquals(values, t.toDoubleArray(), dtype + ": whole tensor");
+                Tensor rows = t.slice(0, 1, 2);                      // contiguous, at an offset
+                assertArrayEquals(java.util.Arrays.copyOfRange(values, 6, 18), rows.toDoubleArray(), dtype + ": rows 1-2");
+                Tensor cols = t.slice(1, 2, 3);                      // strided
+                double[] got = cols.toDoubleArray();
+                for (int r = 0; r < 4; r++) {
+                    for (int c = 0; c < 3; c++) assertEquals(values[r * 6 + 2 + c], got[r * 3 + c], dtype + ": column view");
+                }
+                rows.copyFrom(new double[12]);
+                cols.copyFrom(new double[]{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+                assertEquals(values[5], t.getDouble(0, 5), dtype + ": outside both views unchanged");
+                assertEquals(0.0, t.getDouble(1, 0), dtype + ": rows written");
+                assertEquals(4.0, t.getDouble(1, 2), dtype + ": columns written");
+                assertEquals(12.0, t.getDouble(3, 4), dtype + ": last column element written");
+                assertEquals(values[23], t.getDouble(3, 5), dtype + ": last element unchanged");
+            }
+        }
+    }
+
     @Test
     void badViewsAndIndicesNameTheShape() {
         try (Tensor t = Tensor.allocate(pool, MemoryCategory.BUFFERS, DType.F32, 3, 5)) {
