@@ -5,6 +5,7 @@ import dev.shardwise.core.exec.ComputePool;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The work list of a grouped GEMM (MegaBlocks, Gale et al. 2022; CUTLASS's grouped GEMM): independent tiles of
@@ -27,11 +28,30 @@ final class ExpertTiles {
         tiles.add(new Tile(cost, work));
     }
 
-    /** Runs every tile over the compute pool, costliest first (ties in the order added), and empties the list. */
-    void run() {
+    /**
+     * Runs every tile over the compute pool, costliest first (ties in the order added), empties the list, and adds the
+     * run's wall time and its tiles' running time to {@code phases}.
+     */
+    void run(MoePhases phases) {
         Tile[] order = tiles.toArray(new Tile[0]);
         tiles.clear();
         java.util.Arrays.sort(order, Comparator.comparingLong(Tile::cost).reversed());   // stable: ties keep their order
-        ComputePool.current().parallelFor(order.length, i -> order[i].work.run());
+        if (!phases.on()) {
+            ComputePool.current().parallelFor(order.length, i -> order[i].work.run());
+            return;
+        }
+        long start = System.nanoTime();
+        AtomicLong busy = new AtomicLong();
+        ComputePool.current().parallelFor(order.length, i -> {
+            long t = System.nanoTime();
+            order[i].work.run();
+            busy.addAndGet(System.nanoTime() - t);
+        });
+        phases.tiles(System.nanoTime() - start, busy.get());
+    }
+
+    /** Runs every tile (see {@link #run(MoePhases)}), timing nothing. */
+    void run() {
+        run(MoePhases.OFF);
     }
 }

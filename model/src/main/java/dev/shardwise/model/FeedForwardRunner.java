@@ -64,6 +64,11 @@ public final class FeedForwardRunner implements AutoCloseable {
         return 6.0 * n * perToken;
     }
 
+    /** Starts the MoE block's per-phase timers and returns them (MoE only; see {@link MoePhases}). */
+    public MoePhases timePhases() {
+        return run.timePhases();
+    }
+
     /** The expert load of the runs so far, per expert (MoE only). */
     public MoeStats stats() {
         return run.stats();

@@ -135,7 +135,10 @@ final class MoeFeedForward implements FeedForward {
      */
     private Saved forwardWhole(StepArena arena, StepArena outArena, Tensor x) {
         int n = x.dim(0), c = x.dim(1), e = moe.experts(), k = moe.topK();
+        MoePhases clock = run.phases();
+        long t = clock.start();
         MoeRouter.Routing routing = router.route(arena, x, run);
+        t = clock.lap(MoePhases.Phase.ROUTE, t);
 
         // capacity: first choices of every token, then second choices, ... (GShard's priority)
         int capacity = moe.capacity(n);
@@ -172,9 +175,11 @@ final class MoeFeedForward implements FeedForward {
         if (dispatch != null) {   // every rank joins the all-to-alls, tokens or not
             xs = arena.allocateForOverwrite(x.dtype(), Math.max(m, 1), c);
             if (m > 0) MoeRows.gatherAssigned(xs.slice(0, 0, m), x, assigned, k);
+            t = clock.lap(MoePhases.Phase.DISPATCH, t);   // the experts' phase holds the all-to-alls
             exchanged = dispatch.forward(arena, xs, m, c, x.dtype(), offsets);
             ys = exchanged.ys();
-        } else if (m > 0) {   // each expert tile gathers its own rows of xs first
+        } else if (m > 0) {   // each expert tile gathers its own rows of xs first (the experts' phase holds dispatch)
+            t = clock.lap(MoePhases.Phase.DISPATCH, t);
             Tensor dispatched = xs = arena.allocateForOverwrite(x.dtype(), m, c);
             expertsSaved = experts.forwardTiles(arena, xs, offsets, tiles,
                     (at, rows) -> MoeRows.gatherAssigned(dispatched, x, assigned, k, at, rows));
@@ -182,9 +187,10 @@ final class MoeFeedForward implements FeedForward {
         }
         int[] all = {0, n};
         if (shared != null) sharedSaved = shared.forwardTiles(arena, x, all, tiles, null);
-        tiles.run();
+        tiles.run(clock);
         if (expertsSaved != null) experts.finishForward(expertsSaved, offsets);
         if (sharedSaved != null) shared.finishForward(sharedSaved, all);
+        t = clock.lap(MoePhases.Phase.EXPERTS, t);
         // combine, each token's assignments in order, onto the shared experts' output
         Tensor y = outArena.allocateForOverwrite(x.dtype(), n, c);
         MoeRows.combine(y, sharedSaved == null ? null : sharedSaved.out(), ys, rowOf, k, routing.gate(), moe.routedScale());
@@ -197,6 +203,7 @@ final class MoeFeedForward implements FeedForward {
             assignments += (long) n * k;
             run.recordAuxLoss(aux);
         }
+        clock.lap(MoePhases.Phase.COMBINE, t);
         return new Saved(routing, rowOf, assigned, offsets, xs, expertsSaved, exchanged, ys, sharedSaved, run.lossScale(), aux, y);
     }
 
@@ -230,6 +237,8 @@ final class MoeFeedForward implements FeedForward {
         MoeRouter.Routing routing = saved.routing;
         boolean partial = tp.sequenceParallel();
         int n = x.dim(0), c = x.dim(1), k = moe.topK();
+        MoePhases clock = run.phases();
+        long t = clock.start();
         double[] dgate = new double[n * k];
         Tensor dxs = null;
         int m = saved.assigned.length;
@@ -256,19 +265,23 @@ final class MoeFeedForward implements FeedForward {
             dshared = arena.allocateForOverwrite(x.dtype(), n, c);
             sharedHidden = shared.backwardTiles(arena, dshared, dy, x, all, saved.shared, tiles, null);
         }
-        tiles.run();
+        tiles.run(clock);
         if (expertsHidden != null) experts.finishBackward(dxs, saved.offsets);
         if (sharedHidden != null) shared.finishBackward(dshared, all);
+        clock.lap(MoePhases.Phase.EXPERTS_BACKWARD, t);   // under ep with the all-to-alls and the experts' dW
         if (expertsHidden != null || sharedHidden != null) {
             GroupedExperts.Hidden eh = expertsHidden, sh = sharedHidden;
             Tensor dysFinal = dys;
             WeightGradients.defer(weights, () -> {
+                long start = clock.start();
                 ExpertTiles weightTiles = new ExpertTiles();
                 if (eh != null) experts.weightTiles(weightTiles, eh, dysFinal, saved.xs, saved.offsets, saved.experts);
                 if (sh != null) shared.weightTiles(weightTiles, sh, dy, x, all, saved.shared);
-                weightTiles.run();
+                weightTiles.run(clock);
+                clock.lap(MoePhases.Phase.EXPERT_WEIGHTS, start);
             });
         }
+        t = clock.start();
         if (partial) {   // dgate = s·dy·ys summed over the ranks' partial ys (tp rank 0's with the biases): the same bits on every rank
             Tensor sum = arena.allocateForOverwrite(DType.F64, n * k).copyFrom(dgate);
             tp.allReduceSum(sum);
@@ -276,8 +289,11 @@ final class MoeFeedForward implements FeedForward {
         }
         router.backward(arena, dx, x, routing, dgate, saved.scale, weights);   // writes dx
         if (partial && tp.tpRank() != 0) Vectors.zero(dx);   // the router's dx is whole on every rank: count it once
+        t = clock.lap(MoePhases.Phase.ROUTER_BACKWARD, t);
         // dx_n += the experts' input gradients of n's assignments, then the shared experts'
         if (dxs != null || dshared != null) MoeRows.scatterAdd(dx, dxs, saved.rowOf, k, dshared);
+        clock.lap(MoePhases.Phase.SCATTER_ADD, t);
+        clock.pass();
     }
 
     long[] load() { return load; }

@@ -27,6 +27,7 @@ public final class MoeRun {
     private long noiseSeed = 0x5eedL;
     private int passes;
     private double auxLoss;
+    private MoePhases phases = MoePhases.OFF;
 
     /** A run whose MoE blocks hold every expert. */
     public MoeRun() {
@@ -73,6 +74,17 @@ public final class MoeRun {
 
     boolean training() { return training; }
     double lossScale() { return lossScale; }
+
+    /** Starts the MoE blocks' per-phase timers (off by default) and returns them. */
+    public MoePhases timePhases() {
+        if (phases == MoePhases.OFF) phases = MoePhases.recording();
+        return phases;
+    }
+
+    /** The per-phase timers: {@link MoePhases#OFF} unless {@link #timePhases} started them. */
+    MoePhases phases() {
+        return phases;
+    }
 
     /** Seeds the noisy gate's noise (the training seed); the same seed gives the same noise for the same tokens. */
     public void noiseSeed(long seed) {

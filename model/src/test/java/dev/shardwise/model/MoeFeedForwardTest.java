@@ -1,5 +1,6 @@
 package dev.shardwise.model;
 
+import dev.shardwise.core.exec.ComputePool;
 import dev.shardwise.core.memory.MemoryCategory;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
@@ -182,6 +183,29 @@ class MoeFeedForwardTest {
             assertEquals(64 * 2, moe.stats().assignments(), "one training pass of 64 tokens, top-2");
         }
         assertEquals(0, pool.liveBytes(), "everything freed");
+    }
+
+    /** The per-phase timers are off unless asked for, and then time every phase of a forward and backward, the tiles' busy time too. */
+    @Test
+    void thePhaseTimersRecordEveryPhaseOnlyWhenStarted() {
+        ModelConfig config = ModelConfig.preset("moe-tiny");
+        try (FeedForwardRunner moe = new FeedForwardRunner(config, true, pool, DType.F32, 1);
+             Tensor x = random(DType.F32, 1, 256, 256); Tensor dy = random(DType.F32, 2, 256, 256)) {
+            moe.forwardBackward(x, dy);
+            MoePhases phases = moe.timePhases();
+            assertEquals(0, phases.totalMillis(), "nothing recorded before the timers started");
+            long start = System.nanoTime();
+            moe.forwardBackward(x, dy);
+            moe.forwardBackward(x, dy);
+            double wall = (System.nanoTime() - start) / 2e6;
+            for (MoePhases.Phase p : MoePhases.Phase.values()) assertTrue(phases.millis(p) > 0, p.label() + " was not timed");
+            assertTrue(phases.totalMillis() <= wall, "the phases (" + phases.totalMillis() + " ms) fit in the step (" + wall + " ms)");
+            double busy = phases.tileBusyFraction(ComputePool.current().threads());
+            assertTrue(busy > 0 && busy <= 1.0001, "the tiles' busy fraction " + busy);
+            phases.reset();
+            assertEquals(0, phases.totalMillis(), "reset forgets");
+        }
+        assertSame(MoePhases.OFF, new MoeRun().phases(), "a run's timers are off by default");
     }
 
     @Test

@@ -7,6 +7,7 @@ import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.FeedForwardRunner;
+import dev.shardwise.model.MoePhases;
 import dev.shardwise.model.ModelConfig;
 
 import java.util.Locale;
@@ -22,6 +23,8 @@ import java.util.SplittableRandom;
  */
 final class MoeBenchmarks {
     private static final int TOKENS = 8 * 256;
+    /** Steps the phase breakdown averages over. */
+    private static final int PHASE_STEPS = 10;
 
     private MoeBenchmarks() { }
 
@@ -48,6 +51,16 @@ final class MoeBenchmarks {
             double denseGflops = denseRates[2], moeGflops = moeRates[2];
             String shape = String.format(Locale.ROOT, "N%d C%d E%d k%d Fe%d", TOKENS, config.hidden(), config.moe().experts(),
                     config.moe().topK(), config.moe().expertHidden());
+            // where the block's time goes: its phases timed over a few more steps (the timers are off above)
+            MoePhases phases = moe.timePhases();
+            for (int i = 0; i < 10; i++) moeStep.run();   // the JIT recompiles the timed paths
+            phases.reset();
+            long start = System.nanoTime();
+            for (int i = 0; i < PHASE_STEPS; i++) moeStep.run();
+            double phaseSeconds = (System.nanoTime() - start) / 1e9 / PHASE_STEPS;
+            out.info(String.format(Locale.ROOT, "moe phases, ms per fwd+bwd: %s (sum %.2f, step %.2f, dense mlp %.2f); expert "
+                            + "tiles keep the threads %.0f%% busy", phases.summary(), phases.totalMillis(), phaseSeconds * 1e3,
+                    dense.trainingFlops(TOKENS) / denseGflops / 1e6, 100 * phases.tileBusyFraction(ComputePool.current().threads())));
             out.row(new BenchRow("kernels", "moe fwd+bwd " + shape, moeGflops, "GFLOP/s",
                     "dense mlp F" + config.ffnHidden(), denseGflops, moeGflops * 1e9 / peak.measuredFlops(),
                     String.format(Locale.ROOT, "same active FLOPs/token; load max/mean %.2f", moe.stats().maxOverMean())));
