@@ -1,6 +1,7 @@
 package dev.shardwise.model;
 
 import dev.shardwise.core.kernels.Attention;
+import dev.shardwise.core.kernels.CachedAttention;
 import dev.shardwise.core.kernels.Rotary;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
@@ -122,10 +123,7 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
         try (StepArena scratch = new StepArena(arena.pool())) {   // the gathered input, under sequence parallelism
             staged = qkv.forwardInto(precision.staging(arena, 0, dtype, b * t, width), input.whole(scratch, x, b));
         }
-        if (rotary) {
-            Rotary.forward(q(staged, b, t), q(staged, b, t), 0);
-            Rotary.forward(k(staged, b, t), k(staged, b, t), 0);
-        }
+        rotate(staged, b, t, 0);
         Tensor fused = precision.keep(arena, staged);
         Tensor wide = precision.asKept(staged, fused);
         if (!recomputeCore) {
@@ -140,6 +138,38 @@ final class CausalSelfAttention implements Layer<CausalSelfAttention.Saved> {
             Core core = core(scratch, scratch.allocateForOverwrite(dtype, b * t, heads * headSize), wide, b, t);
             return new Saved(fused, null, null, proj.forward(arena, core.att, b));
         }
+    }
+
+    /** Rotates q and k of the fused [B·T, (NH+2NKV)·HS] in place by RoPE at positions offset.. (when it is on). */
+    private void rotate(Tensor fused, int b, int t, int offset) {
+        if (!rotary) return;
+        Rotary.forward(q(fused, b, t), q(fused, b, t), offset);
+        Rotary.forward(k(fused, b, t), k(fused, b, t), offset);
+    }
+
+    /**
+     * Decoding with a key/value cache (inference only): x [T, C], the new rows of one sequence at positions
+     * offset .. offset+T-1, -> y [T, C]. Computes q, k and v of the new rows as forward does (the same qkv product,
+     * RoPE at their absolute positions, the precision's rounding), writes k and v at those positions of block
+     * {@code layer}'s cache, attends each new row over cache positions [0, offset + its index] ({@link CachedAttention},
+     * query head h reading kv head h/(NH/NKV) as in training), then the output projection. Whole heads only (tp 1).
+     * Returns what forward would, without the log-sum-exp: nothing runs backward from it.
+     */
+    Saved decode(StepArena arena, Tensor x, KvCache cache, int layer, int offset) {
+        MatmulPrecision precision = params.precision();
+        DType dtype = Linear.outputType(x);
+        int t = x.dim(0), width = (heads + 2 * kvHeads) * headSize;
+        Tensor staged = qkv.forwardInto(precision.staging(arena, 0, dtype, t, width), x);
+        rotate(staged, 1, t, offset);
+        Tensor fused = precision.keep(arena, staged);
+        Tensor wide = precision.asKept(staged, fused);
+        cache.write(layer, offset, k(wide, 1, t).select(0, 0), v(wide, 1, t).select(0, 0));
+        Tensor att = precision.staging(arena, 1, dtype, t, heads * headSize);
+        CachedAttention.forward(att.view(t, heads, headSize), q(wide, 1, t).select(0, 0), cache.keys(layer, offset + t),
+                cache.values(layer, offset + t), offset, scale());
+        Tensor keptAtt = precision.keep(arena, att);
+        Tensor out = proj.forwardInto(precision.staging(arena, 0, dtype, t, x.dim(1)), keptAtt);
+        return new Saved(fused, keptAtt, null, out);
     }
 
     /** The attention core's output: att [B·T, NH·HS] and lse [B, NH, T]. */

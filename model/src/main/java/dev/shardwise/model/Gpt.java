@@ -209,6 +209,29 @@ public final class Gpt implements AutoCloseable {
         return whole.forward(arena, tokens, null, null, false, 1).logits();
     }
 
+    /**
+     * Whether {@link #decode} serves a model of {@code config}: every block type does (LayerNorm or RMSNorm, GELU MLP,
+     * SwiGLU or mixture of experts, learned or rotary positions, grouped-query attention, pre-LN, post-LN or DeepNorm
+     * residuals); PanGu-α's top query layer does not.
+     */
+    public static boolean canDecode(ModelConfig config) {
+        return GptPart.decodeRefusal(config) == null;
+    }
+
+    /**
+     * Decoding with a key/value cache: the next-token logits [T, V] of the T new tokens (i32 [1, T]) of one sequence,
+     * which continue the {@code cache.length()} positions already in {@code cache}; their keys and values are appended
+     * to it. Every block runs its training code on the new rows, except that attention reads the cache (see
+     * {@link GptPart#decode}). Feeding a sequence token by token, or in chunks, gives the logits of {@link #logits}
+     * over the whole of it, up to rounding.
+     *
+     * @throws IllegalArgumentException if {@link #canDecode} refuses the model, its parameters are not f32, the cache
+     *                                  belongs to another model, or the tokens do not fit after the cache's positions
+     */
+    public Tensor decode(StepArena arena, KvCache cache, Tensor tokens) {
+        return whole.decode(arena, cache, tokens);
+    }
+
     /** Frees the parameters. */
     @Override
     public void close() {

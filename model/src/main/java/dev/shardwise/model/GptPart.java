@@ -464,6 +464,93 @@ public final class GptPart {
     }
 
     /**
+     * Why cached decoding ({@link #decode}) cannot serve a model of {@code config}, or null when it can. PanGu-α's top
+     * query layer is refused: its attention has keys and values of its own, a cache this decoder does not keep.
+     */
+    static String decodeRefusal(ModelConfig config) {
+        if (config.topQueryLayer()) {
+            return "cached decoding does not support PanGu-α's top query layer (model.topQueryLayer), whose attention "
+                    + "would need a key/value cache of its own; generate with the recomputing decoder (a full forward per token)";
+        }
+        return null;
+    }
+
+    /**
+     * Decoding with a key/value cache (inference): runs the T new tokens of one sequence, at positions
+     * {@code cache.length()} .. {@code cache.length()+T-1}, through the embedding (learned positions at those
+     * offsets), every block in inference mode ({@link TransformerBlock#decode}: attention over the cache, the rest the
+     * training code; MoE blocks routed as an evaluation forward routes, without noise), the final norm and the head;
+     * appends their keys and values to {@code cache} and returns their next-token logits [T, V], in {@code arena}.
+     * Feeding a sequence in several calls gives the logits of one {@link #forward} over it (up to rounding).
+     *
+     * @param tokens i32 [1, T]
+     * @throws IllegalArgumentException if this part is not the whole model on one rank (tp 1, ep 1), the model's
+     *                                  parameters are not f32 or it has a top query layer, the cache was made for
+     *                                  another model, the tokens are not i32 [1, T], or T more positions do not fit
+     *                                  the cache
+     */
+    public Tensor decode(StepArena arena, KvCache cache, Tensor tokens) {
+        if (!span.equals(Span.whole(config)) || tp.size() > 1 || moe.expertParallel().size() > 1) {
+            throw new IllegalArgumentException("cached decoding runs the whole model on one rank, but this part holds "
+                    + span + " of " + config.layers() + " blocks with tp=" + tp.size() + ", ep=" + moe.expertParallel().size()
+                    + "; load the whole model into one Gpt (Gpt.declare(config).allocate(...), then Checkpoint.loadParameters, "
+                    + "which reshards any layout) and decode with it");
+        }
+        String refusal = decodeRefusal(config);
+        if (refusal != null) throw new IllegalArgumentException(refusal);
+        if (dtype != DType.F32) {
+            throw new IllegalArgumentException("cached decoding runs in f32 (its cache is f32), but the parameters are "
+                    + dtype.label() + "; allocate them as f32");
+        }
+        if (!cache.config().equals(config)) {
+            throw new IllegalArgumentException("the cache was made for another model (" + cache.config() + "); make one with "
+                    + "new KvCache(model.config(), pool)");
+        }
+        if (tokens.dtype() != DType.I32 || tokens.rank() != 2 || tokens.dim(0) != 1 || tokens.dim(1) < 1) {
+            throw new IllegalArgumentException("decode takes the new tokens of one sequence as i32 [1, T] with T >= 1, got "
+                    + tokens.describe());
+        }
+        int t = tokens.dim(1), offset = cache.length(), c = config.hidden();
+        if (offset + t > cache.capacity()) {
+            throw new IllegalArgumentException(t + " new tokens after the " + offset + " in the cache exceed the context length "
+                    + cache.capacity() + " (model.contextLength); feed at most " + (cache.capacity() - offset) + ", or clear the "
+                    + "cache and feed the newest tokens again (a sliding window)");
+        }
+        Tensor ids = contiguousCopy(arena, tokens).view(t);
+        Tensor stream = arena.allocateForOverwrite(dtype, t, c);
+        hooks.beforeForward(embeddingUnit);
+        if (positionsUnit != null) hooks.beforeForward(positionsUnit);
+        Embedding.forward(stream, ids, tokenEmbedding.value(), false);
+        if (positionEmbedding != null) {
+            Tensor positions = arena.allocateForOverwrite(DType.I32, t);
+            for (int i = 0; i < t; i++) positions.segment().set(ValueLayout.JAVA_INT, positions.byteOffset() + 4L * i, offset + i);
+            Embedding.forward(stream, positions, positionEmbedding.value(), true);
+        }
+        if (positionsUnit != null) hooks.afterForward(positionsUnit);
+        hooks.afterForward(embeddingUnit);
+        moe.begin(false, 1);
+        try {
+            for (int l = 0; l < blocks.size(); l++) {
+                hooks.beforeForward(blockUnits.get(l));
+                stream = blocks.get(l).decode(arena, stream, cache, offset);
+                hooks.afterForward(blockUnits.get(l));
+            }
+        } finally {
+            moe.end();
+        }
+        cache.advance(t);
+        if (finalUnit != null) hooks.beforeForward(finalUnit);
+        Tensor headInput = finalNorm != null ? finalNorm.forward(arena, stream).out() : stream;
+        if (finalUnit != null) hooks.afterForward(finalUnit);
+        Tensor logits = arena.allocateForOverwrite(dtype, t, config.vocabSize());
+        hooks.beforeForward(embeddingUnit);
+        MatmulPrecision precision = params.precision();
+        precision.matmul(logits, headInput, precision.operand(tokenEmbedding), false, true, 1f, 0f);
+        hooks.afterForward(embeddingUnit);
+        return logits;
+    }
+
+    /**
      * The head and the loss fused ({@link FusedHeadLoss}); with the gradient, also dh [B·T, C] for backward and wte's
      * head gradient: accumulated into wte's gradient now when it is resident, else (ZeRO 2 and 3, whose gradient
      * exists only inside backward) into a [V, C] buffer that backward adds on.

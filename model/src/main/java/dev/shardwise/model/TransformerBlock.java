@@ -137,18 +137,33 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
      */
     @Override
     public Saved forward(StepArena arena, Tensor x, Rows rows) {
-        if (policy != Recompute.FULL) return run(arena, arena, x, rows);
+        if (policy != Recompute.FULL) return run(arena, arena, x, rows, attention::forward);
         try (StepArena scratch = new StepArena(arena.pool())) {
-            return new Dropped(run(scratch, arena, x, rows).out());
+            return new Dropped(run(scratch, arena, x, rows, attention::forward).out());
         }
     }
 
+    /** The attention branch of a block's forward: x [N, C] (its normed input under pre-LN) -> what it keeps and y. */
+    private interface AttentionBranch {
+        CausalSelfAttention.Saved run(StepArena arena, Tensor x, Rows rows);
+    }
+
+    /**
+     * Decoding with a key/value cache (inference): x [T, C], the new rows of one sequence at positions offset ..
+     * offset+T-1, -> y [T, C] in {@code arena}. The block's forward with its attention reading and extending
+     * {@code cache} ({@link CausalSelfAttention#decode}); norms, residuals and the feed-forward branch (MLP, SwiGLU,
+     * mixture of experts, or a substitute) run the training code on the new rows.
+     */
+    Tensor decode(StepArena arena, Tensor x, KvCache cache, int offset) {
+        return run(arena, arena, x, Rows.of(1, x.dim(0)), (a, n, r) -> attention.decode(a, n, cache, layer, offset)).out();
+    }
+
     /** The block's forward: every activation in {@code arena} except y, which goes in {@code outArena}. */
-    private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows) {
+    private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows, AttentionBranch attend) {
         if (preNorm) {
             MatmulPrecision precision = params.precision();
             Norm.Saved n1 = normForMatmul(arena, norm1, x, 0);
-            CausalSelfAttention.Saved a = attention.forward(arena, n1.out(), rows);
+            CausalSelfAttention.Saved a = attend.run(arena, n1.out(), rows);
             // x1 = x + A(·) in fp32 (in the arena, or under bf16 in staging slot 2, read again for y below); N2's only
             // other reader, its backward, gets x1 as the precision keeps it (bf16 under bf16, as Megatron's bf16 recipe
             // keeps a norm's input), and N2's forward reads those same values, so its statistics are of what backward reads
@@ -159,7 +174,7 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
             Tensor y = residual(outArena.allocateForOverwrite(x1.dtype(), x1.shape()), x1, f.out());
             return new Kept(n1, a, keptX1, keptX1, n2, f, y, y);
         }
-        CausalSelfAttention.Saved a = attention.forward(arena, x, rows);
+        CausalSelfAttention.Saved a = attend.run(arena, x, rows);
         Tensor sum1 = residual(arena.allocateForOverwrite(x.dtype(), x.shape()), x, a.out());
         Norm.Saved n1 = norm1.forward(arena, sum1);
         Layer.Saved f = feedForward(arena, n1.out(), rows);
@@ -213,7 +228,7 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
             case Kept kept -> backward(arena, dx, dy, x, rows, kept, weights);
             case Dropped ignored -> {
                 try (StepArena scratch = new StepArena(arena.pool())) {
-                    backward(scratch, dx, dy, x, rows, run(scratch, scratch, x, rows), null);
+                    backward(scratch, dx, dy, x, rows, run(scratch, scratch, x, rows, attention::forward), null);
                 }
             }
         }
