@@ -3,7 +3,7 @@ package dev.shardwise.cli;
 import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.data.Tokenizer;
-import dev.shardwise.infer.KvCacheGenerator;
+import dev.shardwise.infer.CachedGenerator;
 import dev.shardwise.infer.RecomputingGenerator;
 import dev.shardwise.infer.TokenGenerator;
 import dev.shardwise.infer.TokenSampler;
@@ -86,7 +86,7 @@ public final class GenerateCommand implements Callable<Integer> {
         }
     }
 
-    /** Samples from a MoEfied checkpoint with K = {@code k} experts per token (recomputing decoder: it runs the blocks). */
+    /** Samples from a MoEfied checkpoint with K = {@code k} experts per token (the sparse experts stand in for each block's FFN). */
     private void sampleMoefied(Path path, int k, TokenSampler sampler, PrintWriter out) throws IOException {
         MemoryPool pool = MemoryPool.unlimited("rank 0");
         try (MoefiedModel moefied = MoefiedModel.load(path, pool)) {
@@ -94,21 +94,24 @@ public final class GenerateCommand implements Callable<Integer> {
             Tokenizer tokenizer = Checkpoint.tokenizer(moefied.directory());
             out.print(prompt);
             String rest;
-            try (TokenGenerator generator = new RecomputingGenerator(moefied.model(), pool)) {
+            try (TokenGenerator generator = generator(moefied.model(), pool)) {
                 rest = generate(generator, tokenizer, prompt, maxTokens, sampler, out::print);
             }
             out.print(rest);
         }
     }
 
-    /** The KV-cache decoder where the model allows it, else recomputation over the context. */
+    /** Samples from {@code model} with the generator {@link #generator} picks. */
     private static String sample(Gpt model, Tokenizer tokenizer, MemoryPool pool, String prompt, int maxTokens,
                                  TokenSampler sampler, java.util.function.Consumer<String> stream) {
-        ModelConfig config = model.config();
-        try (TokenGenerator generator = KvCacheGenerator.supports(config)
-                ? new KvCacheGenerator(config, model.parameters(), pool) : new RecomputingGenerator(model, pool)) {
+        try (TokenGenerator generator = generator(model, pool)) {
             return generate(generator, tokenizer, prompt, maxTokens, sampler, stream);
         }
+    }
+
+    /** The KV-cache decoder where the model can decode with one (every block type; not a top query layer), else recomputation over the context. */
+    private static TokenGenerator generator(Gpt model, MemoryPool pool) {
+        return Gpt.canDecode(model.config()) ? new CachedGenerator(model, pool) : new RecomputingGenerator(model, pool);
     }
 
     /** Feeds the prompt, streams whole characters of the continuation, returns what was not streamed yet. */

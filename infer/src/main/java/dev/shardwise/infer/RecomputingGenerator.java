@@ -13,9 +13,9 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Decoding by running the whole model over the context for every new token: O(T) times the work of a KV cache,
- * but it serves every model variant (RMSNorm, SwiGLU, rotary positions, post-LN, top query layer) exactly as
- * training computes it. The context keeps the newest {@code contextLength} tokens.
+ * Decoding by running the whole model over the context for every new token: O(T) times the work of a KV cache
+ * ({@link CachedGenerator}), but it serves every model, PanGu-α's top query layer included, which the cache does not,
+ * exactly as training computes it. The context keeps the newest {@code contextLength} tokens.
  */
 public final class RecomputingGenerator implements TokenGenerator {
     private final Gpt model;

@@ -5,6 +5,8 @@ import dev.shardwise.core.memory.MemoryPool;
 import dev.shardwise.core.memory.StepArena;
 import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
+import dev.shardwise.infer.CachedGenerator;
+import dev.shardwise.infer.RecomputingGenerator;
 import dev.shardwise.model.Gpt;
 import dev.shardwise.model.ModelConfig;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -103,6 +105,25 @@ class MoefyTest {
                 System.out.printf("%s %s: dense loss %.9f, K=E %.9f (diff %.2g), K=1 %.6f%n", kind, dtype, dense, sparse,
                         Math.abs(dense - sparse), one);
             }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"gelu", "swiglu", "postln"})
+    void cachedGenerationRunsTheSparseExpertsAsTheRecomputingOneDoes(String kind) {
+        ModelConfig config = config(kind);
+        try (Gpt model = Gpt.create(config, pool, DType.F32, 4)) {
+            moefy(model, 3, 2);
+            MoefiedModel m = moefied(model, 3, DType.F32, 9);
+            m.useActive(1);
+            try (CachedGenerator cached = new CachedGenerator(model, pool);
+                 RecomputingGenerator recomputing = new RecomputingGenerator(model, pool)) {
+                for (int token : new int[]{1, 5, 28, 7, 3, 3, 0}) {
+                    float[] a = cached.feed(token), b = recomputing.feed(token);
+                    for (int j = 0; j < a.length; j++) assertEquals(b[j], a[j], 1e-4, kind + " token " + token + " logit " + j);
+                }
+            }
+            m.useActive(0);
         }
     }
 
