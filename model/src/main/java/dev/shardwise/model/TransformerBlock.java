@@ -158,7 +158,10 @@ final class TransformerBlock implements Layer<TransformerBlock.Saved> {
         return run(arena, arena, x, Rows.of(1, x.dim(0)), (a, n, r) -> attention.decode(a, n, cache, layer, offset)).out();
     }
 
-    /** The block's forward: every activation in {@code arena} except y, which goes in {@code outArena}. */
+    /**
+     * The block's forward with {@code attend} as its attention branch (the layer's forward, or its cached decode): every
+     * activation in {@code arena} except y, which goes in {@code outArena}.
+     */
     private Kept run(StepArena arena, StepArena outArena, Tensor x, Rows rows, AttentionBranch attend) {
         if (preNorm) {
             MatmulPrecision precision = params.precision();
