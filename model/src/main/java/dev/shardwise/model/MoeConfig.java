@@ -72,6 +72,10 @@ public record MoeConfig(int experts, int topK, int every, double capacityFactor,
         }
     }
 
+    /** Why a model with MoE blocks does not train under bf16 precision, and what to do instead. */
+    public static final String BF16_REFUSAL = "mixture-of-experts blocks run their products in fp32 only (their grouped "
+            + "expert products do not take bf16 operands yet); train this model with --precision fp32 (YAML precision: "
+            + "fp32), or use bf16 with a dense model";
     /** Load-balancing loss weight of Switch (Fedus et al. 2021). */
     public static final double DEFAULT_AUX_WEIGHT = 0.01;
     /** Router z-loss weight of ST-MoE (Zoph et al. 2022). */

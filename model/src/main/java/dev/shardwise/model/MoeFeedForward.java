@@ -113,9 +113,14 @@ final class MoeFeedForward implements FeedForward {
         run.register(this);
     }
 
-    /** x [N, C] -> y [N, C]; under sequence parallelism x [N/tp, C] -> y [N/tp, C], this rank's positions. */
+    /**
+     * x [N, C] -> y [N, C]; under sequence parallelism x [N/tp, C] -> y [N/tp, C], this rank's positions.
+     *
+     * @throws IllegalArgumentException if x is bf16 (bf16 precision): the block's products are fp32 only
+     */
     @Override
     public Saved forward(StepArena arena, Tensor x, Layer.Rows rows) {
+        if (x.dtype() == DType.BF16) throw new IllegalArgumentException(MoeConfig.BF16_REFUSAL);
         if (!x.isContiguous()) throw new IllegalArgumentException("the MoE layer needs a contiguous input, got " + x.describe());
         if (!tp.sequenceParallel()) return forwardWhole(arena, arena, x);
         // the gathered x and the partial y live in a scratch arena: backward gathers x again

@@ -208,6 +208,20 @@ class MoeFeedForwardTest {
         assertSame(MoePhases.OFF, new MoeRun().phases(), "a run's timers are off by default");
     }
 
+    /** Under bf16 precision a model with MoE blocks is refused with the fix, not failed deep inside a kernel. */
+    @Test
+    void bf16PrecisionIsRefusedWithTheFix() {
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.shardwise.core.kernels.onednn.OneDnn.isAvailable(), "bf16 needs oneDNN");
+        ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(4, 2, 1, 4));
+        try (Gpt model = Gpt.create(config, pool, DType.F32, 3); Bf16Precision bf16 = new Bf16Precision(pool);
+             StepArena arena = new StepArena(pool)) {
+            model.parameters().usePrecision(bf16);
+            Tensor tokens = arena.allocate(MemoryCategory.BUFFERS, DType.I32, 1, 8);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> model.logits(arena, tokens));
+            assertTrue(e.getMessage().contains("--precision fp32"), e.getMessage());
+        }
+    }
+
     @Test
     void theBiasIsAddedToTheLogitsSoItScalesEveryTokensProbabilitiesByTheSameFactor() {
         ModelConfig config = ModelConfig.gpt(11, 8, 1, 8, 2).withMoe(MoeConfig.of(6, 2, 1, 4).withBalance(MoeConfig.Balance.BIAS));

@@ -1,6 +1,7 @@
 package dev.shardwise.train;
 
 import dev.shardwise.model.ModelConfig;
+import dev.shardwise.model.MoeConfig;
 import dev.shardwise.model.optim.AdamWOptimizer;
 import dev.shardwise.model.optim.LearningRateSchedule;
 import dev.shardwise.parallel.ParallelLayout;
@@ -107,6 +108,9 @@ public record TrainConfig(String preset, ModelConfig model, Path data, int seqLe
         }
         if (!"fp32".equals(precision) && !"bf16".equals(precision)) {
             throw new IllegalArgumentException("precision=" + precision + " must be fp32 or bf16 (--precision)");
+        }
+        if ("bf16".equals(precision) && model.moe() != null) {
+            throw new IllegalArgumentException("precision=bf16: " + MoeConfig.BF16_REFUSAL);
         }
         if (evalEvery < 0) throw new IllegalArgumentException("evalEvery must be >= 0, got " + evalEvery);
         if (checkpointEvery < 0) throw new IllegalArgumentException("checkpointEvery must be >= 0, got " + checkpointEvery);

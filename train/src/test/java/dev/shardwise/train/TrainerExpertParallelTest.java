@@ -326,6 +326,12 @@ class TrainerExpertParallelTest {
         dense.put("model", Map.of("vocabSize", 300, "contextLength", 8, "layers", 2, "hidden", 16, "heads", 2, "kvHeads", 2, "ffnHidden", 64));
         e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", dense));
         assertTrue(e.getMessage().contains("dense model") && e.getMessage().contains("use ep=1"), e.getMessage());
+
+        // MoE blocks' products are fp32 only: bf16 is refused before anything runs, saying what to use
+        Map<String, Object> bf16 = flags(dir.resolve("bad"), 2, 1, 1, 0, 20);
+        bf16.put("precision", "bf16");
+        e = assertThrows(IllegalArgumentException.class, () -> ConfigLoader.resolve(Map.of(), "test", bf16));
+        assertTrue(e.getMessage().contains("precision=bf16") && e.getMessage().contains("--precision fp32"), e.getMessage());
     }
 
     /** The dry run's table: every rank holds the dense parameters and 2 of the 4 experts of each block. */
