@@ -91,7 +91,7 @@ class TrainerExpertParallelTest {
      */
     @ParameterizedTest(name = "ranks={0} pp={1} vpp={2} ep={3} zero={4}")
     @CsvSource({"2, 1, 1, 2, 0", "4, 1, 1, 4, 1", "4, 1, 1, 2, 1", "4, 2, 1, 2, 0", "4, 1, 1, 2, 2", "4, 1, 1, 2, 3", "4, 2, 1, 2, 3",
-            "4, 2, 2, 2, 0", "4, 2, 2, 2, 1", "4, 2, 2, 2, 3"})
+            "4, 2, 2, 2, 0", "4, 2, 2, 2, 1", "4, 2, 2, 2, 2", "4, 2, 2, 2, 3"})
     void expertParallelTrainsLikeEp1(int ranks, int pp, int vpp, int ep, int zero) throws IOException {
         String name = "ranks " + ranks + " pp " + pp + " vpp " + vpp + " ep " + ep + " zero " + zero;
         String layout = ranks + "-" + pp + (vpp > 1 ? "-vpp" + vpp : "") + "-" + zero;
