@@ -16,7 +16,8 @@ import java.util.function.BiConsumer;
  * dropped ones add nothing (the residual carries the token); dropless keeps all. Dispatch gathers the kept
  * assignments sorted by expert (token order within an expert), the {@link GroupedExperts} run each expert over its
  * contiguous rows (at ep 1 one {@link ExpertTiles} list holds the routed and the shared experts' tiles, so both run in
- * one pass over the compute pool), and combine adds s·g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
+ * one pass over the compute pool, and each routed tile gathers its own rows first, and in backward writes its own rows
+ * of combine's backward, while they are in cache), and combine adds s·g·output back onto each token. Shared experts (DeepSeekMoE) are one ungated MLP
  * of S·F_e hidden features that every token passes through.
  *
  * <p>The auxiliary losses enter the objective through backward: their gradient, scaled by the pass's loss scale
