@@ -13,7 +13,6 @@ import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.function.IntConsumer;
 
 /**
  * Autoregressive decoding with a key/value cache, through the model's own layers ({@link Gpt#decode}): each new token
@@ -61,6 +60,7 @@ public final class CachedGenerator implements TokenGenerator {
      *
      * @throws IllegalArgumentException if tokens is empty or a token is outside the vocabulary
      */
+    @Override
     public float[] feed(int[] tokens) {
         int vocab = model.config().vocabSize();
         if (tokens.length == 0) throw new IllegalArgumentException("no tokens to feed; give at least one");
@@ -79,22 +79,6 @@ public final class CachedGenerator implements TokenGenerator {
         return logits;
     }
 
-    /** The prompt in one call per chunk, then sampling as {@link TokenGenerator#generate} does. */
-    @Override
-    public List<Integer> generate(int[] prompt, int maxNewTokens, TokenSampler sampler, int stopToken, IntConsumer onToken) {
-        if (prompt.length == 0) throw new IllegalArgumentException("the prompt is empty; give at least one token");
-        float[] next = feed(prompt);
-        List<Integer> out = new ArrayList<>();
-        for (int i = 0; i < maxNewTokens; i++) {
-            int token = sampler.sample(next);
-            if (token == stopToken) break;
-            out.add(token);
-            onToken.accept(token);
-            next = feed(token);
-        }
-        return out;
-    }
-
     /** Keeps the newest half of the context: clears the cache and feeds those tokens again, at once. */
     private void slideWindow() {
         int[] keep = history.subList(Math.max(1, cache.capacity() / 2), history.size()).stream().mapToInt(Integer::intValue).toArray();
@@ -110,11 +94,7 @@ public final class CachedGenerator implements TokenGenerator {
             MemorySegment.copy(tokens, 0, ids.segment(), ValueLayout.JAVA_INT, ids.byteOffset(), tokens.length);
             Tensor logits = model.decode(arena, cache, ids);   // [T, V]
             for (int token : tokens) history.add(token);
-            int vocab = logits.dim(1);
-            float[] out = new float[vocab];
-            MemorySegment.copy(logits.segment(), ValueLayout.JAVA_FLOAT, logits.byteOffset() + 4L * (tokens.length - 1) * vocab,
-                    out, 0, vocab);
-            return out;
+            return LastLogits.of(logits);
         } finally {
             arena.reset();
         }

@@ -7,7 +7,6 @@ import dev.shardwise.core.tensor.DType;
 import dev.shardwise.core.tensor.Tensor;
 import dev.shardwise.model.Gpt;
 
-import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
@@ -39,10 +38,7 @@ public final class RecomputingGenerator implements TokenGenerator {
         try {
             Tensor tokens = arena.allocate(MemoryCategory.BUFFERS, DType.I32, 1, t);
             for (int i = 0; i < t; i++) tokens.segment().set(ValueLayout.JAVA_INT, tokens.byteOffset() + 4L * i, context.get(i));
-            Tensor logits = model.logits(arena, tokens);                   // [T, V]
-            float[] out = new float[vocab];
-            MemorySegment.copy(logits.segment(), ValueLayout.JAVA_FLOAT, logits.byteOffset() + 4L * (t - 1) * vocab, out, 0, vocab);
-            return out;
+            return LastLogits.of(model.logits(arena, tokens));   // [T, V] -> [V]
         } finally {
             arena.reset();
         }

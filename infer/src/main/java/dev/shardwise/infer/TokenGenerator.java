@@ -11,7 +11,20 @@ public interface TokenGenerator extends AutoCloseable {
     float[] feed(int token);
 
     /**
-     * Feeds {@code prompt}, then samples up to {@code maxNewTokens} tokens, passing each to {@code onToken};
+     * Appends {@code tokens} in order and returns the logits [V] for the position after the last (one at a time here;
+     * a generator may feed them at once).
+     *
+     * @throws IllegalArgumentException if tokens is empty
+     */
+    default float[] feed(int[] tokens) {
+        if (tokens.length == 0) throw new IllegalArgumentException("no tokens to feed; give at least one");
+        float[] next = null;
+        for (int token : tokens) next = feed(token);
+        return next;
+    }
+
+    /**
+     * Feeds {@code prompt} ({@link #feed(int[])}), then samples up to {@code maxNewTokens} tokens, passing each to {@code onToken};
      * stops early at {@code stopToken} (not emitted; -1 for none).
      *
      * @return the new tokens
@@ -19,8 +32,7 @@ public interface TokenGenerator extends AutoCloseable {
      */
     default List<Integer> generate(int[] prompt, int maxNewTokens, TokenSampler sampler, int stopToken, IntConsumer onToken) {
         if (prompt.length == 0) throw new IllegalArgumentException("the prompt is empty; give at least one token");
-        float[] next = null;
-        for (int token : prompt) next = feed(token);
+        float[] next = feed(prompt);
         List<Integer> out = new ArrayList<>();
         for (int i = 0; i < maxNewTokens; i++) {
             int token = sampler.sample(next);
