@@ -37,15 +37,9 @@ final class MoeRows {
 
     private MoeRows() { }
 
-    /** dst[i, :] = src[rows[i], :] for i in [0, dst rows); src [N, C], dst [M, C]. */
+    /** dst[i, :] = src[rows[i], :] for i in [0, dst rows); src [N, C], dst [M, C] (a gather by assignment with k = 1). */
     static void gather(Tensor dst, Tensor src, int[] rows) {
-        int c = width(dst, src), m = dst.dim(0);
-        long rowBytes = (long) c * dst.dtype().byteSize();
-        forBlocks(m, (lo, hi) -> {
-            for (int i = lo; i < hi; i++) {
-                MemorySegment.copy(src.segment(), src.byteOffset() + rows[i] * rowBytes, dst.segment(), dst.byteOffset() + i * rowBytes, rowBytes);
-            }
-        });
+        gatherAssigned(dst, src, rows, 1);
     }
 
     /** dst[i, :] = src[assignment[i] / k, :] for i in [0, dst rows): dispatch by assignment (a = n·k + j is token n's). */

@@ -23,7 +23,7 @@ import java.util.SplittableRandom;
  */
 final class MoeBenchmarks {
     private static final int TOKENS = 8 * 256;
-    /** Steps the phase breakdown averages over. */
+    /** Steps the phase breakdown warms up with, then averages over. */
     private static final int PHASE_STEPS = 10;
 
     private MoeBenchmarks() { }
@@ -53,7 +53,7 @@ final class MoeBenchmarks {
                     config.moe().topK(), config.moe().expertHidden());
             // where the block's time goes: its phases timed over a few more steps (the timers are off above)
             MoePhases phases = moe.timePhases();
-            for (int i = 0; i < 10; i++) moeStep.run();   // the JIT recompiles the timed paths
+            for (int i = 0; i < PHASE_STEPS; i++) moeStep.run();   // warm-up: the JIT recompiles the timed paths
             phases.reset();
             long start = System.nanoTime();
             for (int i = 0; i < PHASE_STEPS; i++) moeStep.run();
